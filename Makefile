@@ -1,0 +1,39 @@
+# churnml: `make demo` runs the whole product on a simulated book; `make test` runs every test.
+# Both create .venv and install the project into it when needed, so a fresh machine needs
+# nothing but Python 3.11+.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+DEMO_OUT ?= demo
+
+# No internet here: the libraries must never try to phone home.
+export BENTOML_DO_NOT_TRACK := true
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export PYTHONHASHSEED := 0
+
+.PHONY: install demo test test-unit bench bento clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/churnml demo --out $(DEMO_OUT)
+
+test: $(STAMP)
+	$(PY) -m pytest tests -q
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/features.py
+
+clean:
+	rm -rf $(VENV) .churnml $(DEMO_OUT) .pytest_cache .hypothesis

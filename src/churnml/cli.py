@@ -1,0 +1,70 @@
+"""The ``churnml`` command line (Typer + Rich).
+
+Each command lives in ``churnml.commands.<name>`` as a function with a Typer signature; this
+module only registers them and maps errors to exit codes: 0 ok, 2 bad input or usage (any
+``UsageError`` or other ``ChurnMLError`` with ``exit_code == 2``), 1 unexpected failure.
+Heavy libraries (MLflow, BentoML, LightGBM) are imported inside the commands, so ``--help``
+stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from churnml.config import disable_telemetry
+
+disable_telemetry()  # before anything can import MLflow or BentoML
+
+import typer  # noqa: E402
+
+from churnml.console import console  # noqa: E402
+from churnml.errors import ChurnMLError  # noqa: E402
+
+app = typer.Typer(
+    name="churnml",
+    help="Churn and expansion prediction for customer-success teams.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# (command name, "module:function"); order is the order of --help.
+COMMANDS: list[tuple[str, str]] = [
+    ("simulate", "churnml.commands.simulate:simulate"),
+    ("validate", "churnml.commands.validate:validate"),
+    ("features", "churnml.commands.features:features"),
+    ("health", "churnml.commands.health:health"),
+]
+
+for _name, _target in COMMANDS:
+    _module, _func = _target.split(":")
+    app.command(_name)(getattr(importlib.import_module(_module), _func))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turn churnml errors into messages and exit codes."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except ChurnMLError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except typer.Exit as exc:  # raised by commands for clean early exits
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        console.print("aborted")
+        return 1
+    except Exception as exc:  # click usage errors carry their own exit code (2)
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Exit):
+            return exc.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

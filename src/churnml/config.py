@@ -1,0 +1,69 @@
+"""One place for paths and settings.
+
+Settings come from the environment only (secrets never live in files in the repo):
+
+- ``CHURNML_HOME``: data home for the embedded MLflow store and artifacts (default ``.churnml``
+  in the working directory).
+- ``MLFLOW_TRACKING_URI``: overrides the embedded store (a team server).
+- ``CHURNML_API_KEY``: when set, the HTTP service requires ``Authorization: Bearer <key>``.
+
+``disable_telemetry()`` must run before MLflow or BentoML are imported: this product runs on
+machines without internet and must never try to call out.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Repository / installed resource folders. The declarative configs (features/, models/) sit at
+# the project's top level; when installed elsewhere, CHURNML_CONFIG_DIR may point at a copy.
+_PKG_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = _PKG_DIR.parent.parent
+
+TELEMETRY_ENV = {
+    "BENTOML_DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "1",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+
+
+def disable_telemetry() -> None:
+    """Turn off the libraries' usage telemetry (idempotent; respects explicit settings)."""
+    for key, value in TELEMETRY_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def config_root() -> Path:
+    """Folder that holds ``features/`` and ``models/`` (the declarative configuration)."""
+    env = os.environ.get("CHURNML_CONFIG_DIR")
+    return Path(env).resolve() if env else PROJECT_ROOT
+
+
+def features_dir() -> Path:
+    return config_root() / "features"
+
+
+def models_dir() -> Path:
+    return config_root() / "models"
+
+
+def home() -> Path:
+    """The data home (``CHURNML_HOME``, default ``./.churnml``); created on first use."""
+    path = Path(os.environ.get("CHURNML_HOME", ".churnml")).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def tracking_uri() -> str:
+    """MLflow tracking URI: ``MLFLOW_TRACKING_URI`` if set, else SQLite under the data home."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{home() / 'mlflow.db'}"
+
+
+def artifact_root() -> str:
+    """Default artifact location for experiments created in the embedded store."""
+    return (home() / "mlartifacts").as_uri()

@@ -1,0 +1,1 @@
+"""Tables of the data contract: schemas, loading and validation, and the simulator."""

@@ -1,0 +1,182 @@
+"""The data contract's tables, declared once.
+
+In memory a book of business is a :class:`Book`: a dict of pandas DataFrames, one per table,
+after validation, with these normalised dtypes (every module relies on them):
+
+- ``account_id``: string (integer ids are read as strings);
+- timestamps / dates: ``datetime64[ns]``, timezone-naive, meaning UTC (aware values are
+  converted to UTC and made naive; naive values are taken as UTC);
+- numbers: ``float64`` (``nps_responses.score`` is ``int64``);
+- free text / categories: string.
+
+Rows of every table are sorted by (account_id, time column) after loading.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pandas as pd
+
+Kind = Literal["id", "timestamp", "number", "integer", "string"]
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    name: str
+    kind: Kind
+    required: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    columns: tuple[ColumnSpec, ...]
+    time_column: str | None
+    required: bool = False
+    description: str = ""
+
+    @property
+    def required_columns(self) -> list[str]:
+        return [c.name for c in self.columns if c.required]
+
+    def column(self, name: str) -> ColumnSpec | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+
+def _c(name: str, kind: Kind, required: bool = False, description: str = "") -> ColumnSpec:
+    return ColumnSpec(name, kind, required, description)
+
+
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        TableSpec(
+            "accounts",
+            (
+                _c("account_id", "id", True, "unique account identifier"),
+                _c("created_at", "timestamp", True, "date the account became a customer"),
+                _c("plan", "string", description="plan / package name"),
+                _c("segment", "string", description="customer segment (SMB, mid-market, ...)"),
+            ),
+            time_column=None,
+            required=True,
+            description="one row per account; extra columns become static features",
+        ),
+        TableSpec(
+            "mrr_changes",
+            (
+                _c("account_id", "id", True),
+                _c("effective_date", "timestamp", True, "date the new MRR takes effect"),
+                _c("mrr", "number", True, "MRR after the change (>= 0)"),
+                _c("reason", "string", description="new, renewal, upsell, cross_sell, seats, ..."),
+                _c("term_end", "timestamp", description="end of the contract term in force"),
+            ),
+            time_column="effective_date",
+            required=True,
+            description="the revenue history",
+        ),
+        TableSpec(
+            "usage_events",
+            (
+                _c("account_id", "id", True),
+                _c("ts", "timestamp", True),
+                _c("event", "string", True, "event / feature name; 'login' counts as a login"),
+                _c("user_id", "string"),
+                _c("quantity", "number", description=">= 0, default 1"),
+            ),
+            time_column="ts",
+        ),
+        TableSpec(
+            "invoices",
+            (
+                _c("account_id", "id", True),
+                _c("invoice_id", "string", True),
+                _c("due_date", "timestamp", True),
+                _c("amount", "number", True, ">= 0"),
+                _c("paid_at", "timestamp", description="null = unpaid"),
+            ),
+            time_column="due_date",
+        ),
+        TableSpec(
+            "nps_responses",
+            (
+                _c("account_id", "id", True),
+                _c("ts", "timestamp", True),
+                _c("score", "integer", True, "0-10"),
+                _c("respondent_id", "string"),
+                _c("comment", "string"),
+            ),
+            time_column="ts",
+        ),
+        TableSpec(
+            "touchpoints",
+            (
+                _c("account_id", "id", True),
+                _c("ts", "timestamp", True),
+                _c("kind", "string", True),
+                _c("value", "number"),
+                _c("user_id", "string"),
+            ),
+            time_column="ts",
+        ),
+    )
+}
+
+TOUCHPOINT_KINDS = (
+    "meeting_held", "meeting_missed", "qbr_held", "email_sent", "email_replied",
+    "support_ticket", "escalation", "champion_left", "billing_page_visit",
+    "cancellation_inquiry", "data_export_request", "competitor_mentioned", "budget_cut",
+    "payment_failed", "expansion_request", "goal_achieved", "referral_given",
+)
+
+MRR_REASONS = (
+    "new", "renewal", "upsell", "cross_sell", "seats", "price_increase", "downsell", "churn",
+    "reactivation",
+)
+
+
+@dataclass
+class Book:
+    """A validated book of business: ``tables[name]`` for each table present.
+
+    Only ``accounts`` and ``mrr_changes`` are guaranteed; test optional tables with ``has``.
+    """
+
+    tables: dict[str, pd.DataFrame]
+    source: str | None = None
+    meta: dict = field(default_factory=dict)
+
+    def has(self, name: str) -> bool:
+        return name in self.tables
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        return self.tables[name]
+
+    @property
+    def accounts(self) -> pd.DataFrame:
+        return self.tables["accounts"]
+
+    @property
+    def mrr_changes(self) -> pd.DataFrame:
+        return self.tables["mrr_changes"]
+
+    @property
+    def data_end(self) -> pd.Timestamp:
+        """The latest date in any table (DESIGN.md): later as_of + horizon are unlabeled."""
+        latest = []
+        for name, df in self.tables.items():
+            spec = TABLES.get(name)
+            cols = [c.name for c in spec.columns if c.kind == "timestamp"] if spec else []
+            if name == "mrr_changes":
+                cols = ["effective_date"]  # term_end lies in the future by design
+            if name == "invoices":
+                cols = ["due_date", "paid_at"]
+            for col in cols:
+                if col in df.columns and len(df):
+                    value = df[col].max()
+                    if pd.notna(value):
+                        latest.append(value)
+        return max(latest).normalize() if latest else pd.NaT

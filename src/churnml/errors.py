@@ -1,0 +1,54 @@
+"""Project exceptions.
+
+Each also subclasses the built-in it resembles, so ordinary handlers (``except ValueError``)
+still catch them. The CLI maps ``ChurnMLError`` subclasses that mean "bad input or usage" to
+exit code 2 and everything else to exit code 1.
+"""
+
+from __future__ import annotations
+
+
+class ChurnMLError(Exception):
+    """Base class of every error churnml raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(ChurnMLError, ValueError):
+    """Bad arguments or bad input the user can fix (exit code 2)."""
+
+    exit_code = 2
+
+
+class SchemaError(UsageError):
+    """A table cannot be used as given: missing table or column, wrong types."""
+
+
+class InsufficientDataError(UsageError):
+    """Too little history or too few events for an honest result."""
+
+
+class ConfigError(UsageError):
+    """A configuration file or parameter is invalid."""
+
+
+class NotFittedError(ChurnMLError, AttributeError):
+    """An estimator was used before ``fit``."""
+
+
+class ModelNotFoundError(ChurnMLError, LookupError):
+    """No registered model / champion where one was expected (exit code 2)."""
+
+    exit_code = 2
+
+
+class LockedError(ChurnMLError, RuntimeError):
+    """Another run holds the lock on an output folder (exit code 2)."""
+
+    exit_code = 2
+
+
+def format_examples(values, limit: int = 5) -> str:
+    """Render up to ``limit`` example values for an error message: ``['n/a', '12,5', '']``."""
+    shown = [v for v in list(values)[:limit]]
+    return "[" + ", ".join(repr(v if not hasattr(v, "item") else v.item()) for v in shown) + "]"

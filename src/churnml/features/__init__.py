@@ -1,0 +1,1 @@
+"""Point-in-time features, the observation grid and labels."""

@@ -1,0 +1,38 @@
+"""``churnml validate --data DIR [--rejects FILE]``: check a book of business against the contract.
+
+Prints, per table, rows read / accepted / rejected (they always add up), where the rejected
+rows went and any warnings. Exit code 0 when the book is usable (with a warning line when rows
+were set aside), 2 with a message naming table, column, count and examples when it is not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def validate(
+    data: Annotated[Path, typer.Option("--data", help="Folder with <table>.parquet|.csv files.")],
+    rejects: Annotated[
+        Optional[Path],
+        typer.Option("--rejects", help="Where to write rejected rows (CSV). "
+                                       "Default: <data>/_rejects.csv."),
+    ] = None,
+) -> None:
+    """Validate a book of business: typed schemas, rows set aside, counts per table."""
+    from churnml.console import console, progress
+    from churnml.data.io import default_rejects_path, load_book
+
+    rejects_path = rejects if rejects is not None else default_rejects_path(data)
+    with progress(f"validating {data}"):
+        _, report = load_book(data, rejects_path=rejects_path)
+    console.print(report)
+    if report.total_rejected:
+        console.print(
+            f"[yellow]warning:[/yellow] {report.total_rejected:,} of {report.total_read:,} rows "
+            f"were set aside; see {report.rejects_path}", highlight=False, soft_wrap=True)
+    else:
+        console.print(f"[green]ok:[/green] all {report.total_read:,} rows accepted",
+                      highlight=False)

@@ -1,0 +1,109 @@
+"""Loading a book of business from a folder: ``<table>.parquet`` or ``<table>.csv`` per table.
+
+``load_book`` finds the tables at the folder's root, reads them, and validates them with
+:func:`churnml.data.validation.validate_frames` (rules in ``docs/data_contract.md``).
+
+CSV files are read with every column as text, and only empty cells count as nulls (``n/a``,
+``NA`` or ``null`` are text, so ``n/a`` in a numeric column is reported, never silently
+dropped). Text is then parsed per column type. Parquet columns keep their stored types.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from churnml.data.tables import TABLES, Book
+from churnml.data.validation import (
+    REJECT_REASONS,
+    REJECTS_COLUMNS,
+    ValidationReport,
+    validate_frames,
+)
+from churnml.errors import SchemaError
+
+__all__ = [
+    "REJECTS_COLUMNS", "REJECT_REASONS", "ValidationReport", "default_rejects_path",
+    "find_table_files", "load_book", "read_table", "validate_frames",
+]
+
+TABLE_SUFFIXES = (".parquet", ".csv")
+REJECTS_FILE_NAME = "_rejects.csv"
+
+
+def default_rejects_path(data_dir: str | Path) -> Path:
+    """Where ``churnml validate`` writes rejected rows by default: ``<data>/_rejects.csv``
+    (a name starting with ``_`` is never read as a table)."""
+    return Path(data_dir) / REJECTS_FILE_NAME
+
+
+def find_table_files(data_dir: str | Path) -> tuple[dict[str, Path], list[str]]:
+    """The table files at the folder's root: ``({table: path}, warnings)``.
+
+    Names starting with ``_`` or ``.`` are skipped silently (the simulator's ``_truth/``, a
+    rejects file); any other file or folder that is not ``<table>.parquet|.csv`` is ignored
+    with a warning. Both formats present for one table is a :class:`SchemaError`.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.exists():
+        raise SchemaError(f"data folder {data_dir} does not exist")
+    if not data_dir.is_dir():
+        raise SchemaError(f"data folder {data_dir} is not a folder")
+    found: dict[str, list[Path]] = {}
+    ignored: list[str] = []
+    for path in sorted(data_dir.iterdir()):
+        if path.name.startswith(("_", ".")):
+            continue
+        if path.is_file() and path.suffix.lower() in TABLE_SUFFIXES and path.stem in TABLES:
+            found.setdefault(path.stem, []).append(path)
+        else:
+            ignored.append(path.name + ("/" if path.is_dir() else ""))
+    doubled = {t: p for t, p in found.items() if len(p) > 1}
+    if doubled:
+        raise SchemaError("\n".join(
+            f"{t}: found both {' and '.join(x.name for x in p)} in {data_dir}; keep one"
+            for t, p in doubled.items()))
+    warnings = []
+    if ignored:
+        warnings.append(f"ignored {len(ignored)} file(s) that are not tables of the data "
+                        f"contract: {', '.join(ignored[:10])}{' ...' if len(ignored) > 10 else ''}")
+    return {t: p[0] for t, p in found.items()}, warnings
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read one table file as it is stored (CSV: all text, only empty cells null).
+
+    Raises :class:`SchemaError` naming the file when it cannot be read at all.
+    """
+    path = Path(path)
+    table = path.stem
+    try:
+        if path.suffix.lower() == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path, dtype="str", keep_default_na=False, na_values=[""],
+                           engine="pyarrow")
+    except pd.errors.EmptyDataError:
+        raise SchemaError(f"{table}: {path.name} is empty (not even a header line)") from None
+    except Exception as exc:  # pyarrow/parser errors: say which file, not a traceback
+        raise SchemaError(f"{table}: cannot read {path.name}: {exc}") from exc
+
+
+def load_book(data_dir: str | Path,
+              rejects_path: str | Path | None = None) -> tuple[Book, ValidationReport]:
+    """Read and validate the book of business in ``data_dir``.
+
+    Returns the :class:`Book` of accepted rows (normalised dtypes: ``account_id`` string,
+    timestamps naive ``datetime64[ns]`` meaning UTC, numbers float64, NPS score int64; rows
+    sorted by account and time) and the :class:`ValidationReport`. Writes the rejects CSV
+    (``table,row,column,value,reason``) to ``rejects_path`` when given (also when empty, so no
+    stale file remains). Raises :class:`SchemaError` when the input cannot be used.
+    """
+    data_dir = Path(data_dir)
+    files, warnings = find_table_files(data_dir)
+    frames = {table: read_table(path) for table, path in files.items()}
+    book, report = validate_frames(frames, source=str(data_dir), warnings=warnings)
+    book.meta["files"] = {t: str(p) for t, p in files.items()}
+    if rejects_path is not None:
+        report.write_rejects(rejects_path)
+    return book, report

@@ -1,0 +1,340 @@
+"""Next best actions: playbooks, expansion gating and readiness (``features/playbooks.yaml``).
+
+Everything here works on whole columns of a scored frame (one row per account); nothing loops
+over events. The rules are in the YAML file so that a CS team can change them without code;
+:func:`load_playbooks` checks the file once and raises :class:`~churnml.errors.ConfigError`
+naming the key that is wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from churnml.errors import ConfigError
+
+SEVERITIES = ("critical", "high", "medium", "low")
+READINESS_BANDS = ("ready_now", "ready_soon", "needs_nurture", "not_ready")
+
+# gate name -> (feature column, comparison, yaml key); the names are what a CSM reads in
+# ``next_best_action.expansion_blocked_by``.
+_GATES = (
+    ("health_below_75", "health_score", "lt", "health_below"),
+    ("nps_6_or_lower", "nps_latest", "le", "nps_at_most"),
+    ("first_60_days", "tenure_days", "lt", "first_days"),
+    ("overdue_invoices", "overdue_invoices", "gt", "overdue_invoices_above"),
+    ("open_escalation", "escalations_90d", "gt", "open_escalations_above"),
+)
+
+
+@dataclass(frozen=True)
+class Playbook:
+    name: str
+    action: str
+    owner: str
+    respond_within: str | None = None
+    large_account_action: str | None = None
+    large_account_owner: str | None = None
+
+
+@dataclass(frozen=True)
+class Signal:
+    feature: str
+    min_value: float
+    playbook: str | None = None
+
+
+@dataclass
+class Playbooks:
+    """The parsed ``playbooks.yaml`` (see the file for what each field means)."""
+
+    playbooks: dict[str, Playbook]
+    signals: dict[str, str]
+    dimensions: dict[str, str]
+    critical_signals: list[Signal]
+    high_signals: list[Signal]
+    response_times: dict[str, str]
+    risk: dict[str, float]
+    gating: dict[str, float]
+    readiness_anchors: list[tuple[float, float]]
+    readiness_bands: dict[str, float]
+    typical_expansion_share: float
+    default_risk: str
+    large_value_tiers: tuple[str, ...] = ()
+    version: int = 1
+    raw: dict = field(default_factory=dict, repr=False)
+
+
+def default_playbooks_path() -> Path:
+    from churnml.config import features_dir
+
+    return features_dir() / "playbooks.yaml"
+
+
+def load_playbooks(path: str | Path | None = None) -> Playbooks:
+    """Read and check ``playbooks.yaml`` (default: the project's ``features/playbooks.yaml``)."""
+    import yaml
+
+    path = Path(path) if path is not None else default_playbooks_path()
+    if not path.exists():
+        raise ConfigError(f"playbooks file not found: {path}")
+    with open(path) as fh:
+        raw = yaml.safe_load(fh) or {}
+    return parse_playbooks(raw, source=str(path))
+
+
+def parse_playbooks(raw: Mapping[str, Any], source: str = "playbooks") -> Playbooks:
+    """Build :class:`Playbooks` from the YAML mapping, gathering every problem before raising."""
+    problems: list[str] = []
+
+    def need(key: str, kind=dict):
+        value = raw.get(key)
+        if not isinstance(value, kind):
+            problems.append(f"'{key}' must be a {kind.__name__}; got {type(value).__name__}")
+            return kind()
+        return value
+
+    books = {}
+    for name, spec in need("playbooks").items():
+        if not isinstance(spec, dict) or not spec.get("action") or not spec.get("owner"):
+            problems.append(f"playbook '{name}' needs 'action' and 'owner'")
+            continue
+        books[name] = Playbook(
+            name=name,
+            action=str(spec["action"]),
+            owner=str(spec["owner"]),
+            respond_within=spec.get("respond_within"),
+            large_account_action=spec.get("large_account_action"),
+            large_account_owner=spec.get("large_account_owner"),
+        )
+
+    def signal_list(key: str, with_playbook: bool) -> list[Signal]:
+        out = []
+        for item in need(key, list):
+            try:
+                out.append(
+                    Signal(str(item["feature"]), float(item["min_value"]), item.get("playbook"))
+                )
+            except (KeyError, TypeError, ValueError):
+                problems.append(f"'{key}' entries need 'feature' and a numeric 'min_value': {item!r}")
+                continue
+            if with_playbook and out[-1].playbook not in books:
+                problems.append(f"'{key}' refers to unknown playbook {out[-1].playbook!r}")
+        return out
+
+    critical = signal_list("critical_signals", True)
+    high = signal_list("high_signals", False)
+    signals = {str(k): str(v) for k, v in need("signals").items()}
+    dimensions = {str(k): str(v) for k, v in need("dimensions").items()}
+    default_risk = str(raw.get("default_risk", ""))
+    for where, name in [*(("signals", v) for v in signals.values()),
+                        *(("dimensions", v) for v in dimensions.values()),
+                        ("default_risk", default_risk),
+                        ("playbooks", "expansion_conversation"), ("playbooks", "keep_warm")]:
+        if name not in books:
+            problems.append(f"'{where}' refers to unknown playbook {name!r}")
+
+    response_times = {str(k): str(v) for k, v in need("response_times").items()}
+    missing = [s for s in SEVERITIES if s not in response_times]
+    if missing:
+        problems.append(f"'response_times' misses {missing}")
+    risk = {str(k): float(v) for k, v in need("risk").items()}
+    for key in ("high_churn_probability", "medium_churn_probability", "critical_health",
+                "high_health", "medium_health"):
+        if key not in risk:
+            problems.append(f"'risk' misses '{key}'")
+    gating = {str(k): float(v) for k, v in need("expansion_gating").items()}
+    for _, _, _, key in _GATES:
+        if key not in gating:
+            problems.append(f"'expansion_gating' misses '{key}'")
+    readiness = need("expansion_readiness")
+    anchors = [tuple(map(float, a)) for a in readiness.get("anchors", [])]
+    probs = [a[0] for a in anchors]
+    if len(anchors) < 2 or probs != sorted(probs) or probs[0] != 0.0 or probs[-1] != 1.0:
+        problems.append("'expansion_readiness.anchors' must be increasing [probability, points] "
+                        "pairs from probability 0 to 1")
+    bands = {str(k): float(v) for k, v in readiness.get("bands", {}).items()}
+    if sorted(bands) != sorted(READINESS_BANDS[:3]):
+        problems.append(f"'expansion_readiness.bands' needs exactly {list(READINESS_BANDS[:3])}")
+    share = raw.get("typical_expansion_share")
+    if not isinstance(share, (int, float)) or not 0 <= share <= 10:
+        problems.append(f"'typical_expansion_share' must be a number in [0, 10]; got {share!r}")
+        share = 0.0
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))
+    return Playbooks(
+        playbooks=books, signals=signals, dimensions=dimensions, critical_signals=critical,
+        high_signals=high, response_times=response_times, risk=risk, gating=gating,
+        readiness_anchors=anchors, readiness_bands=bands,
+        typical_expansion_share=float(share), default_risk=default_risk,
+        large_value_tiers=tuple(raw.get("large_value_tiers", ()) or ()),
+        version=int(raw.get("version", 1)), raw=dict(raw),
+    )
+
+
+def _column(frame: pd.DataFrame, name: str) -> pd.Series | None:
+    if name not in frame.columns:
+        return None
+    return pd.to_numeric(frame[name], errors="coerce").astype("float64")
+
+
+def expansion_gates(frame: pd.DataFrame, playbooks: Playbooks) -> pd.DataFrame:
+    """One boolean column per gating rule (True = this rule blocks an expansion pitch).
+
+    ``frame`` has one row per account with ``health_score`` and the features named in
+    ``_GATES``. A rule whose column is absent, or null for an account, does not block that
+    account (no data is not evidence of a problem; the health score already reflects it).
+    """
+    out = {}
+    for name, column, op, key in _GATES:
+        values = _column(frame, column)
+        if values is None:
+            out[name] = np.zeros(len(frame), dtype=bool)
+            continue
+        threshold = playbooks.gating[key]
+        arr = values.to_numpy()
+        with np.errstate(invalid="ignore"):
+            hit = {"lt": arr < threshold, "le": arr <= threshold, "gt": arr > threshold}[op]
+        out[name] = np.where(np.isnan(arr), False, hit)
+    return pd.DataFrame(out, index=frame.index)
+
+
+def readiness_points(expansion_probability, playbooks: Playbooks) -> np.ndarray:
+    """Readiness on seed 002's 0-100 scale: linear between the configured probability anchors."""
+    xs, ys = zip(*playbooks.readiness_anchors)
+    p = np.clip(np.asarray(expansion_probability, dtype="float64"), 0.0, 1.0)
+    return np.interp(p, xs, ys)
+
+
+def expansion_readiness(expansion_probability, blocked, playbooks: Playbooks) -> np.ndarray:
+    """``ready_now`` / ``ready_soon`` / ``needs_nurture`` / ``not_ready`` per account.
+
+    Bands on :func:`readiness_points` (80+, 60-79, 40-59, below 40 by default); an account that
+    any gating rule blocks is capped at ``needs_nurture``.
+    """
+    points = readiness_points(expansion_probability, playbooks)
+    bands = playbooks.readiness_bands
+    label = np.select(
+        [points >= bands["ready_now"], points >= bands["ready_soon"],
+         points >= bands["needs_nurture"]],
+        ["ready_now", "ready_soon", "needs_nurture"],
+        default="not_ready",
+    ).astype(object)
+    blocked = np.asarray(blocked, dtype=bool)
+    label[blocked & np.isin(label, ["ready_now", "ready_soon"])] = "needs_nurture"
+    return label
+
+
+def _active(frame: pd.DataFrame, signals: list[Signal]) -> pd.DataFrame:
+    out = {}
+    for sig in signals:
+        values = _column(frame, sig.feature)
+        out[sig.feature] = (
+            np.zeros(len(frame), dtype=bool) if values is None
+            else (values.fillna(-np.inf).to_numpy() >= sig.min_value)
+        )
+    return pd.DataFrame(out, index=frame.index)
+
+
+def risk_severity(frame: pd.DataFrame, churn_probability, playbooks: Playbooks) -> np.ndarray:
+    """``critical`` / ``high`` / ``medium`` / ``low`` per account (rules in playbooks.yaml)."""
+    risk = playbooks.risk
+    p = np.asarray(churn_probability, dtype="float64")
+    health = _column(frame, "health_score")
+    h = np.full(len(frame), 100.0) if health is None else health.fillna(100.0).to_numpy()
+    crit = _active(frame, playbooks.critical_signals).any(axis=1).to_numpy()
+    high = _active(frame, playbooks.high_signals).any(axis=1).to_numpy()
+    return np.select(
+        [crit | (h < risk["critical_health"]),
+         high | (p >= risk["high_churn_probability"]) | (h < risk["high_health"]),
+         (p >= risk["medium_churn_probability"]) | (h < risk["medium_health"])],
+        ["critical", "high", "medium"],
+        default="low",
+    ).astype(object)
+
+
+def next_best_actions(
+    frame: pd.DataFrame,
+    churn_probability,
+    churn_reasons: list[list[dict]],
+    readiness: np.ndarray,
+    gates: pd.DataFrame,
+    playbooks: Playbooks,
+    feature_dimensions: Mapping[str, str] | None = None,
+) -> list[dict]:
+    """The recommended action per account (order of ``frame``).
+
+    Each is ``{playbook, action, owner, severity, respond_within, reason_feature, reason,
+    expansion_blocked_by}``: the playbook chosen as described in ``playbooks.yaml`` from the
+    account's critical signals and its main churn reason (the strongest reason that raises the
+    probability and maps to a playbook), ``reason_feature``/``reason`` that reason (empty for
+    expansion / keep-warm actions unless a signal drove it), and ``expansion_blocked_by`` the
+    gating rules that block an expansion pitch.
+    """
+    feature_dimensions = dict(feature_dimensions or {})
+    severity = risk_severity(frame, churn_probability, playbooks)
+    critical = _active(frame, playbooks.critical_signals)
+    crit_names = list(critical.columns)
+    crit_values = critical.to_numpy()
+    crit_playbook = {s.feature: s.playbook for s in playbooks.critical_signals}
+    gate_names = np.asarray(gates.columns, dtype=object)
+    gate_values = gates.to_numpy(dtype=bool)
+    tiers = (
+        frame["value_tier"].astype("object").to_numpy() if "value_tier" in frame.columns
+        else np.full(len(frame), None, dtype=object)
+    )
+    large = set(playbooks.large_value_tiers)
+
+    def playbook_for(feature: str) -> str | None:
+        name = playbooks.signals.get(feature)
+        if name is None:
+            name = playbooks.dimensions.get(feature_dimensions.get(feature, ""))
+        return name
+
+    actions = []
+    for i in range(len(frame)):  # one decision per account row (no events involved)
+        sev = severity[i]
+        reason_feature, reason_text, name = "", "", None
+        if sev == "critical" and crit_values[i].any():
+            reason_feature = crit_names[int(np.argmax(crit_values[i]))]
+            name = crit_playbook[reason_feature]
+            for r in churn_reasons[i] or []:
+                if r.get("feature") == reason_feature:
+                    reason_text = r.get("text") or ""
+        elif sev != "low":
+            for r in churn_reasons[i] or []:
+                if (r.get("contribution") or 0.0) <= 0:
+                    continue
+                candidate = playbook_for(str(r.get("feature")))
+                if candidate is not None:
+                    name = candidate
+                    reason_feature, reason_text = str(r.get("feature")), r.get("text") or ""
+                    break
+            if name is None:
+                name = playbooks.default_risk
+                first = next((r for r in churn_reasons[i] or []
+                              if (r.get("contribution") or 0.0) > 0), None)
+                if first is not None:
+                    reason_feature, reason_text = str(first.get("feature")), first.get("text") or ""
+        else:
+            name = "expansion_conversation" if readiness[i] in ("ready_now", "ready_soon") \
+                else "keep_warm"
+        book = playbooks.playbooks[name]
+        is_large = tiers[i] in large
+        actions.append({
+            "playbook": name,
+            "action": (book.large_account_action if is_large and book.large_account_action
+                       else book.action),
+            "owner": (book.large_account_owner if is_large and book.large_account_owner
+                      else book.owner),
+            "severity": sev,
+            "respond_within": book.respond_within or playbooks.response_times[sev],
+            "reason_feature": reason_feature,
+            "reason": reason_text,
+            "expansion_blocked_by": [str(g) for g in gate_names[gate_values[i]]],
+        })
+    return actions

@@ -1,0 +1,108 @@
+"""Small stand-ins with the interfaces of TargetModel and HealthScore (docs/architecture.md),
+for testing the weekly job's own logic without training models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+class LinearModel:
+    """A logistic model over a few features with exact additive contributions (like TreeSHAP)."""
+
+    def __init__(self, target, weights, bias=-2.0, version="3"):
+        self.target, self.weights, self.bias, self.version = target, dict(weights), bias, version
+        self.feature_names = list(self.weights)
+        self.config = {"horizon_days": 90}
+
+    def contributions(self, features):
+        return pd.DataFrame(
+            {f: w * pd.to_numeric(features[f], errors="coerce").fillna(0.0).to_numpy()
+             for f, w in self.weights.items()}
+        )
+
+    def predict_proba(self, features):
+        z = self.bias + self.contributions(features).sum(axis=1).to_numpy()
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def explain(self, features, top_k=3):
+        contrib = self.contributions(features)
+        out = []
+        for i in range(len(features)):
+            row = contrib.iloc[i]
+            pos = sorted(((f, c) for f, c in row.items() if c > 0), key=lambda t: -t[1])
+            neg = sorted(((f, c) for f, c in row.items() if c <= 0), key=lambda t: t[1])
+            out.append([
+                {"feature": f, "value": float(features[f].iloc[i]), "contribution": float(c),
+                 "text": f"{f} is {features[f].iloc[i]}"}
+                for f, c in (pos + neg)[:top_k]
+            ])
+        return out
+
+
+class FixedHealth:
+    """health = 100 - 10 * usage problems; two dimensions; tiers per DOMAIN.md."""
+
+    version_ = "v7"
+
+    def score(self, features):
+        usage = (100 - 20 * features["usage_drop_50pct"].fillna(0)).clip(0, 100).astype(float)
+        engagement = (100 - 2 * features["days_since_last_contact"].fillna(0)).clip(0, 100)
+        score = 0.5 * usage + 0.5 * engagement
+        tier = pd.cut(score, [-1, 30, 50, 70, 90, 101], right=False,
+                      labels=["critical", "at_risk", "needs_attention", "healthy", "thriving"])
+        return pd.DataFrame({
+            "account_id": features["account_id"].to_numpy(),
+            "as_of": features["as_of"].to_numpy(),
+            "health_score": score.to_numpy(dtype=float),
+            "health_tier": tier.astype(str).to_numpy(),
+            "health_usage": usage.to_numpy(dtype=float),
+            "health_engagement": engagement.to_numpy(dtype=float),
+            "health_dimensions_used": [["usage", "engagement"]] * len(features),
+        })
+
+
+def drop_alerts(current, previous, history):
+    """Alerts: 'dropped' when the score fell vs previous, 'below_50' when under 50."""
+    prev = {} if previous is None else dict(zip(previous["account_id"], previous["health_score"]))
+    out = []
+    for acc, score in zip(current["account_id"], current["health_score"]):
+        names = ["below_50"] if score < 50 else []
+        if acc in prev and score < prev[acc]:
+            names.append("dropped")
+        out.append(names)
+    return pd.Series(out, index=current.index)
+
+
+FEATURE_DIMENSIONS = {
+    "usage_drop_50pct": "usage", "logins_30d_vs_baseline": "usage",
+    "days_since_last_contact": "engagement", "nps_latest": "satisfaction",
+    "overdue_invoices": "payment", "champion_left_180d": "engagement",
+}
+
+
+def feature_frame(n=6, as_of="2026-03-02"):
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({
+        "account_id": [f"A{i:03d}" for i in range(n)],
+        "as_of": pd.Timestamp(as_of),
+        "mrr": rng.integers(100, 2000, n).astype(float),
+        "usage_drop_50pct": (np.arange(n) % 2).astype(float),
+        "days_since_last_contact": np.linspace(1, 40, n),
+        "nps_latest": np.where(np.arange(n) % 3 == 0, 4.0, 9.0),
+        "overdue_invoices": np.zeros(n),
+        "champion_left_180d": np.zeros(n),
+        "tenure_days": np.full(n, 400.0),
+        "escalations_90d": np.zeros(n),
+        "value_tier": ["core"] * n,
+        "lifecycle_phase": ["advocacy"] * n,
+        "rfm_segment": ["loyal"] * n,
+    })
+
+
+def models():
+    churn = LinearModel("churn", {"usage_drop_50pct": 1.5, "days_since_last_contact": 0.05,
+                                  "nps_latest": -0.2}, bias=-1.0, version="4")
+    expansion = LinearModel("expansion", {"nps_latest": 0.3, "usage_drop_50pct": -1.0},
+                            bias=-3.0, version="2")
+    return churn, expansion

@@ -1,0 +1,133 @@
+"""Playbooks, expansion gating and readiness (features/playbooks.yaml, DOMAIN.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churnml.errors import ConfigError
+from churnml.jobs.actions import (
+    expansion_gates,
+    expansion_readiness,
+    load_playbooks,
+    next_best_actions,
+    parse_playbooks,
+    readiness_points,
+)
+
+
+@pytest.fixture(scope="module")
+def pb():
+    return load_playbooks()
+
+
+def _healthy(**overrides):
+    row = {"health_score": 85.0, "nps_latest": 9.0, "tenure_days": 400.0,
+           "overdue_invoices": 0.0, "escalations_90d": 0.0, "value_tier": "core"}
+    row.update(overrides)
+    return row
+
+
+@pytest.mark.parametrize(
+    "overrides, gate",
+    [
+        ({"health_score": 74.9}, "health_below_75"),
+        ({"nps_latest": 6.0}, "nps_6_or_lower"),
+        ({"tenure_days": 59.0}, "first_60_days"),
+        ({"overdue_invoices": 1.0}, "overdue_invoices"),
+        ({"escalations_90d": 1.0}, "open_escalation"),
+    ],
+)
+def test_each_gating_rule_blocks_expansion(pb, overrides, gate):
+    frame = pd.DataFrame([_healthy(), _healthy(**overrides)])
+    gates = expansion_gates(frame, pb)
+    assert not gates.iloc[0].any()
+    assert gates.iloc[1].tolist() == [name == gate for name in gates.columns]
+    readiness = expansion_readiness([0.9, 0.9], gates.any(axis=1), pb)
+    assert readiness.tolist() == ["ready_now", "needs_nurture"]
+
+
+def test_gate_boundaries(pb):
+    frame = pd.DataFrame([_healthy(health_score=75.0, nps_latest=7.0, tenure_days=60.0)])
+    assert not expansion_gates(frame, pb).iloc[0].any()
+
+
+def test_missing_data_does_not_gate(pb):
+    frame = pd.DataFrame([_healthy(nps_latest=np.nan)]).drop(columns=["escalations_90d"])
+    gates = expansion_gates(frame, pb)
+    assert not gates.iloc[0].any()
+
+
+def test_readiness_bands(pb):
+    p = np.array([0.0, 0.05, 0.10, 0.2, 0.25, 0.45, 0.8, 1.0])
+    np.testing.assert_allclose(readiness_points(p, pb)[[0, 2, 4, 5, 7]], [0, 40, 60, 80, 100])
+    assert expansion_readiness(p, np.zeros(len(p), bool), pb).tolist() == [
+        "not_ready", "not_ready", "needs_nurture", "needs_nurture", "ready_soon", "ready_now",
+        "ready_now", "ready_now"]
+    # a gated account that would not be ready stays not_ready
+    assert expansion_readiness([0.01], [True], pb).tolist() == ["not_ready"]
+
+
+def _act(pb, rows, p, reasons, readiness=None):
+    frame = pd.DataFrame(rows)
+    gates = expansion_gates(frame, pb)
+    readiness = readiness if readiness is not None else ["not_ready"] * len(frame)
+    dims = {"logins_30d_vs_baseline": "usage", "goals_achieved_180d": "outcome"}
+    return next_best_actions(frame, p, reasons, np.array(readiness, dtype=object), gates, pb, dims)
+
+
+def test_main_reason_picks_playbook_through_dimension(pb):
+    reasons = [[{"feature": "logins_30d_vs_baseline", "value": 0.3, "contribution": 0.8,
+                 "text": "logins are 30% of usual"}]]
+    (action,) = _act(pb, [_healthy(health_score=60.0)], [0.35], reasons)
+    assert action["playbook"] == "low_usage"
+    assert action["severity"] == "high"
+    assert action["respond_within"] == pb.response_times["high"]
+    assert action["reason_feature"] == "logins_30d_vs_baseline"
+    assert action["expansion_blocked_by"] == ["health_below_75"]
+
+
+def test_signal_mapping_beats_dimension_and_negative_reasons_are_skipped(pb):
+    reasons = [[{"feature": "goals_achieved_180d", "value": 3, "contribution": -0.5, "text": ""},
+                {"feature": "competitor_mentions_90d", "value": 2, "contribution": 0.4,
+                 "text": "competitor mentioned twice"},
+                {"feature": "logins_30d_vs_baseline", "value": 0.3, "contribution": 0.2,
+                 "text": ""}]]
+    (action,) = _act(pb, [_healthy()], [0.2], reasons)
+    assert action["playbook"] == "competitor" and action["severity"] == "medium"
+
+
+def test_critical_signal_overrides_model_reason(pb):
+    reasons = [[{"feature": "logins_30d_vs_baseline", "value": 0.3, "contribution": 0.8,
+                 "text": ""}]]
+    (action,) = _act(pb, [_healthy(champion_left_180d=1.0)], [0.05], reasons)
+    assert action["playbook"] == "champion_left"
+    assert action["severity"] == "critical"
+    assert action["respond_within"] == "within 48 hours"
+
+
+def test_large_account_payment_recovery_goes_to_account_manager(pb):
+    reasons = [[{"feature": "overdue_invoices", "value": 2, "contribution": 0.9, "text": ""}]]
+    small, large = _act(pb, [_healthy(overdue_invoices=2.0), _healthy(overdue_invoices=2.0,
+                                                                         value_tier="vip")],
+                        [0.4, 0.4], reasons * 2)
+    assert small["playbook"] == large["playbook"] == "payment_recovery"
+    assert small["owner"] == "Billing" and large["owner"] == "Account manager"
+
+
+def test_low_risk_accounts_get_expansion_or_keep_warm(pb):
+    reasons = [[], []]
+    ready, other = _act(pb, [_healthy(), _healthy()], [0.02, 0.02], reasons,
+                        readiness=["ready_now", "needs_nurture"])
+    assert ready["playbook"] == "expansion_conversation" and ready["severity"] == "low"
+    assert other["playbook"] == "keep_warm"
+
+
+def test_bad_config_names_every_problem(pb):
+    raw = dict(pb.raw)
+    raw["signals"] = {"nps_latest": "no_such_playbook"}
+    raw["typical_expansion_share"] = "a lot"
+    with pytest.raises(ConfigError) as err:
+        parse_playbooks(raw)
+    assert "no_such_playbook" in str(err.value) and "typical_expansion_share" in str(err.value)

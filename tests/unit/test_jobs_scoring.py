@@ -1,0 +1,93 @@
+"""score_frame: the per-account output contract of DESIGN.md."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churnml.jobs.actions import load_playbooks
+from churnml.jobs.scoring import SCHEMA_VERSION, output_columns, score_frame
+from jobs_fakes import FEATURE_DIMENSIONS, FixedHealth, drop_alerts, feature_frame, models
+
+
+@pytest.fixture(scope="module")
+def playbooks():
+    return load_playbooks()
+
+
+def _score(features, playbooks, previous=None):
+    churn, expansion = models()
+    return score_frame(features, churn, expansion, FixedHealth(), previous=previous,
+                       playbooks=playbooks, feature_dimensions=FEATURE_DIMENSIONS,
+                       alerts_fn=drop_alerts)
+
+
+def test_columns_order_and_types(playbooks):
+    features = feature_frame()
+    out = _score(features, playbooks)
+    assert list(out.columns) == output_columns(["usage", "engagement"])
+    assert len(out) == len(features)
+    assert out["account_id"].tolist() == features["account_id"].tolist()
+    assert (out["schema_version"] == SCHEMA_VERSION).all()
+    assert out["churn_model_version"].eq("4").all() and out["expansion_model_version"].eq("2").all()
+    assert out["health_weights_version"].eq("v7").all()
+    assert out["churn_probability"].between(0, 1).all()
+    for reasons in out["churn_reasons"]:
+        assert 1 <= len(reasons) <= 3
+        assert set(reasons[0]) == {"feature", "value", "contribution", "text"}
+    assert all(isinstance(a, list) for a in out["alerts"])
+    assert set(out["expansion_readiness"]) <= {"ready_now", "ready_soon", "needs_nurture",
+                                               "not_ready"}
+
+
+def test_revenue_columns(playbooks):
+    out = _score(feature_frame(), playbooks)
+    np.testing.assert_allclose(out["mrr_at_risk"], out["churn_probability"] * out["mrr"])
+    np.testing.assert_allclose(
+        out["expected_expansion_mrr"],
+        out["expansion_probability"] * out["mrr"] * playbooks.typical_expansion_share,
+    )
+
+
+def test_same_account_scores_the_same_alone_or_in_a_batch(playbooks):
+    features = feature_frame(8)
+    batch = _score(features, playbooks)
+    for i in (0, 5):
+        alone = _score(features.iloc[[i]], playbooks)
+        pd.testing.assert_frame_equal(alone.reset_index(drop=True),
+                                      batch.iloc[[i]].reset_index(drop=True))
+
+
+def test_probabilities_and_reasons_come_from_the_models(playbooks):
+    features = feature_frame()
+    churn, expansion = models()
+    out = _score(features, playbooks)
+    np.testing.assert_array_equal(out["churn_probability"], churn.predict_proba(features))
+    first = churn.explain(features)[1][0]
+    assert out["churn_reasons"][1][0]["feature"] == first["feature"]
+    assert out["churn_reasons"][1][0]["contribution"] == pytest.approx(first["contribution"])
+
+
+def test_alerts_use_previous_week(playbooks):
+    features = feature_frame()
+    previous = pd.DataFrame({"account_id": features["account_id"], "health_score": 100.0})
+    out = _score(features, playbooks, previous=previous)
+    dropped = out["health_score"] < 100
+    assert dropped.any()
+    assert all(("dropped" in a) == d for a, d in zip(out["alerts"], dropped))
+    first_week = _score(features, playbooks)
+    assert not any("dropped" in a for a in first_week["alerts"])
+
+
+def test_missing_optional_columns_give_nulls_not_errors(playbooks):
+    features = feature_frame().drop(columns=["value_tier", "rfm_segment", "mrr"])
+    out = _score(features, playbooks)
+    assert out["value_tier"].isna().all() and out["rfm_segment"].isna().all()
+    assert (out["mrr_at_risk"] == 0).all()
+
+
+def test_empty_frame(playbooks):
+    out = _score(feature_frame().iloc[:0], playbooks)
+    assert len(out) == 0
+    assert "churn_probability" in out.columns

@@ -58,11 +58,11 @@ class FixedHealth:
             "health_tier": tier.astype(str).to_numpy(),
             "health_usage": usage.to_numpy(dtype=float),
             "health_engagement": engagement.to_numpy(dtype=float),
-            "health_dimensions_used": [["usage", "engagement"]] * len(features),
+            "health_dimensions_used": ["usage|engagement"] * len(features),
         })
 
 
-def drop_alerts(current, previous, history):
+def drop_alerts(current, previous, history, health=None):
     """Alerts: 'dropped' when the score fell vs previous, 'below_50' when under 50."""
     prev = {} if previous is None else dict(zip(previous["account_id"], previous["health_score"]))
     out = []

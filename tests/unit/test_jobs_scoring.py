@@ -91,3 +91,27 @@ def test_empty_frame(playbooks):
     out = _score(feature_frame().iloc[:0], playbooks)
     assert len(out) == 0
     assert "churn_probability" in out.columns
+
+
+def test_with_the_real_health_score_and_alerts(playbooks):
+    from churnml.health.score import HealthScore
+
+    features = feature_frame()
+    churn, expansion = models()
+    health = HealthScore()
+    out = score_frame(features, churn, expansion, health, playbooks=playbooks,
+                      feature_dimensions=FEATURE_DIMENSIONS)
+    assert list(out.columns) == output_columns(health.dimension_names)
+    assert out["health_score"].between(0, 100).all()
+    assert out["health_weights_version"].eq(health.version).all()
+    # silent accounts (days_since_last_contact >= 21) get the state alert in week one
+    silent = features["days_since_last_contact"] >= 21
+    assert [("no_contact_21_days" in a) for a in out["alerts"]] == silent.tolist()
+    # a week later, with this week as "previous", a 20-point fall raises the weekly drop alert
+    later = features.assign(as_of=pd.Timestamp("2026-03-09"))
+    previous = out[["account_id", "as_of", "health_score", "health_tier"]].copy()
+    previous["health_score"] = out["health_score"] + 20
+    previous["health_tier"] = "thriving"
+    again = score_frame(later, churn, expansion, health, previous=previous,
+                        playbooks=playbooks, feature_dimensions=FEATURE_DIMENSIONS)
+    assert all("dropped_15_in_week" in a for a in again["alerts"])

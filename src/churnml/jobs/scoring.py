@@ -33,6 +33,8 @@ TRAILING_COLUMNS = ["health_dimensions_used", "churn_reasons", "expansion_reason
                     "value_tier", "lifecycle_phase", "rfm_segment", "expansion_readiness",
                     "schema_version"]
 _CATEGORY_COLUMNS = ("value_tier", "lifecycle_phase", "rfm_segment")
+_HEALTH_META = ("health_score", "health_tier", "health_dimensions_used", "health_overrides",
+                "health_weights_version")
 
 
 def output_columns(dimensions: Sequence[str]) -> list[str]:
@@ -91,10 +93,11 @@ def _feature_dimensions() -> dict[str, str]:
     return {s.name: s.health_dimension for s in specs if getattr(s, "health_dimension", None)}
 
 
-def _default_alerts(current, previous, history):
+def _default_alerts(current, previous, history, health):
     from churnml.health.alerts import compute_alerts
 
-    return compute_alerts(current, previous, history)
+    # The health score's own tiers (a calibrated weights version may re-place them).
+    return compute_alerts(current, previous, history, config=getattr(health, "active_config", None))
 
 
 def score_frame(
@@ -108,6 +111,8 @@ def score_frame(
     playbooks: Playbooks | None = None,
     feature_dimensions: Mapping[str, str] | None = None,
     alerts_fn: Callable | None = None,
+    # alerts_fn(current, previous, history, health) -> one list of names per row; default
+    # churnml.health.alerts.compute_alerts with the health score's configuration.
 ) -> pd.DataFrame:
     """Score accounts: probabilities, health, reasons, alerts, next best action, revenue.
 
@@ -144,9 +149,9 @@ def score_frame(
         health_frame["account_id"].astype(str).to_numpy() == features["account_id"].astype(str).to_numpy()
     ).all():
         raise ValueError("health.score must return one row per input row, in input order")
-    dimensions = [c[len("health_"):] for c in health_frame.columns
-                  if c.startswith("health_") and c not in
-                  ("health_score", "health_tier", "health_dimensions_used")]
+    dimensions = list(getattr(health, "dimension_names", None) or [
+        c[len("health_"):] for c in health_frame.columns
+        if c.startswith("health_") and c not in _HEALTH_META])
 
     churn_p = np.asarray(churn_model.predict_proba(features), dtype="float64").reshape(-1)
     expansion_p = np.asarray(expansion_model.predict_proba(features), dtype="float64").reshape(-1)
@@ -162,8 +167,8 @@ def score_frame(
          health_frame.drop(columns=["account_id", "as_of"])],
         axis=1,
     )
-    alerts = alerts_fn(current, previous, history)
-    alerts = [sorted({str(a) for a in (x if x is not None else [])}) for x in list(alerts)]
+    alerts = alerts_fn(current, previous, history, health)
+    alerts = [list(dict.fromkeys(str(a) for a in (x if x is not None else []))) for x in list(alerts)]
     if len(alerts) != n:
         raise ValueError("compute_alerts must return one list per input row")
 
@@ -184,19 +189,19 @@ def score_frame(
     })
     for d in dimensions:
         out[f"health_{d}"] = pd.to_numeric(health_frame[f"health_{d}"]).to_numpy(dtype="float64")
-    used = health_frame["health_dimensions_used"] if "health_dimensions_used" in health_frame \
-        else pd.Series([dimensions] * n)
-    out["health_dimensions_used"] = [
-        list(u) if isinstance(u, (list, tuple, np.ndarray)) else
-        [s for s in str(u).split(",") if s] for u in used
-    ]
+    # As ``churnml health`` writes it: dimension names joined by "|".
+    out["health_dimensions_used"] = (
+        health_frame["health_dimensions_used"].astype(str).to_numpy(dtype=object)
+        if "health_dimensions_used" in health_frame else "|".join(dimensions))
     out["churn_reasons"] = churn_reasons
     out["expansion_reasons"] = expansion_reasons
     out["alerts"] = alerts
     out["next_best_action"] = actions
     out["churn_model_version"] = str(churn_model.version)
     out["expansion_model_version"] = str(expansion_model.version)
-    out["health_weights_version"] = _health_version(health)
+    out["health_weights_version"] = (
+        health_frame["health_weights_version"].astype(str).to_numpy(dtype=object)
+        if "health_weights_version" in health_frame else _health_version(health))
     out["mrr"] = mrr
     out["mrr_at_risk"] = churn_p * mrr
     out["expected_expansion_mrr"] = expansion_p * mrr * playbooks.typical_expansion_share

@@ -1,0 +1,215 @@
+"""Model configuration per target (``models/churn.yaml``, ``models/expansion.yaml``).
+
+Every parameter is declared once here, with its allowed range, and checked in one place:
+a bad value raises :class:`~churnml.errors.ConfigError` with a message of the form
+"The 'horizon_days' parameter must be a positive integer. Got -3."
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from churnml.config import models_dir
+from churnml.errors import ConfigError
+
+TARGETS = ("churn", "expansion")
+CALIBRATION_METHODS = ("auto", "isotonic", "sigmoid")
+PROMOTION_METRICS = ("test_roc_auc", "test_pr_auc", "test_log_loss", "test_brier")
+# Metrics where lower is better (the champion gate compares in the right direction).
+LOWER_IS_BETTER = {"test_log_loss", "test_brier", "test_ece"}
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigError(f"The '{name}' parameter must be {kind}. Got {value!r}.")
+    return value
+
+
+def _share(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ConfigError(f"The '{name}' parameter must be a number in [0, 1). Got {value!r}.")
+    return float(value)
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ConfigError(f"The '{name}' parameter must be one of {list(allowed)}. Got {value!r}.")
+    return value
+
+
+@dataclass
+class ModelConfig:
+    """The configuration of one target's model (see ``models/<target>.yaml`` for meanings).
+
+    Windows are in days; ``gap_days=None`` means one horizon.
+    """
+
+    target: str
+    description: str = ""
+    horizon_days: int = 90
+    expansion_min_share: float = 0.0
+    cadence_days: int = 7
+    min_history_days: int = 7
+    test_dates: int = 13
+    calibration_dates: int = 13
+    gap_days: int | None = None
+    min_dates_per_window: int = 2
+    min_positives: int = 5
+    backtest_folds: int = 3
+    lgb_params: dict = field(default_factory=dict)
+    num_boost_round: int = 300
+    early_stopping_rounds: int = 30
+    monotone_from_catalog: bool = True
+    monotone_tolerance: float = 0.02
+    calibration_method: str = "auto"
+    calibration_cv_folds: int = 5
+    promotion_metric: str = "test_roc_auc"
+    promotion_min_improvement: float = 0.0
+    bootstrap_resamples: int = 200
+    seed: int = 7
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def registered_name(self) -> str:
+        """Registered model and experiment name: ``churnml-<target>``."""
+        return f"churnml-{self.target}"
+
+    @property
+    def gap(self) -> int:
+        """Days between windows: at least one horizon, so label windows never overlap."""
+        return self.horizon_days if self.gap_days is None else self.gap_days
+
+    def validate(self) -> None:
+        _choice("target", self.target, TARGETS)
+        _positive_int("horizon_days", self.horizon_days)
+        _share("expansion_min_share", self.expansion_min_share)
+        _positive_int("cadence_days", self.cadence_days)
+        _positive_int("min_history_days", self.min_history_days, minimum=0)
+        _positive_int("test_dates", self.test_dates)
+        _positive_int("calibration_dates", self.calibration_dates)
+        if self.gap_days is not None:
+            _positive_int("gap_days", self.gap_days)
+            if self.gap_days < self.horizon_days:
+                raise ConfigError(
+                    f"The 'gap_days' parameter must be at least the horizon ({self.horizon_days}"
+                    f" days) so that label windows never overlap across the split. Got {self.gap_days}."
+                )
+        _positive_int("min_dates_per_window", self.min_dates_per_window)
+        _positive_int("min_positives", self.min_positives)
+        _positive_int("backtest_folds", self.backtest_folds)
+        _positive_int("num_boost_round", self.num_boost_round)
+        _positive_int("early_stopping_rounds", self.early_stopping_rounds)
+        _choice("calibration_method", self.calibration_method, CALIBRATION_METHODS)
+        _positive_int("calibration_cv_folds", self.calibration_cv_folds, minimum=2)
+        _choice("promotion_metric", self.promotion_metric, PROMOTION_METRICS)
+        _positive_int("bootstrap_resamples", self.bootstrap_resamples, minimum=0)
+        if not isinstance(self.lgb_params, dict):
+            raise ConfigError(f"The 'lightgbm.params' parameter must be a mapping. Got {self.lgb_params!r}.")
+        objective = self.lgb_params.get("objective", "binary")
+        if objective != "binary":
+            raise ConfigError(f"The 'lightgbm.params.objective' parameter must be 'binary'. Got {objective!r}.")
+
+    def with_overrides(self, **overrides: Any) -> "ModelConfig":
+        """A copy with some fields replaced (``None`` values are ignored), validated."""
+        data = self.to_dict()
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return ModelConfig(**data)
+
+    def to_dict(self) -> dict:
+        return copy.deepcopy(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"Unknown model configuration fields {unknown}; known: {sorted(known)}.")
+        return cls(**data)
+
+    def flat_params(self) -> dict[str, Any]:
+        """Flat ``{name: value}`` for MLflow params (LightGBM params prefixed ``lgb_``)."""
+        out = {k: v for k, v in self.to_dict().items() if k not in ("lgb_params", "description")}
+        out.update({f"lgb_{k}": v for k, v in self.lgb_params.items()})
+        return out
+
+
+# yaml section/key -> ModelConfig field
+_YAML_FIELDS = {
+    ("label", "horizon_days"): "horizon_days",
+    ("label", "expansion_min_share"): "expansion_min_share",
+    ("observations", "cadence_days"): "cadence_days",
+    ("observations", "min_history_days"): "min_history_days",
+    ("split", "test_dates"): "test_dates",
+    ("split", "calibration_dates"): "calibration_dates",
+    ("split", "gap_days"): "gap_days",
+    ("split", "min_dates_per_window"): "min_dates_per_window",
+    ("split", "min_positives"): "min_positives",
+    ("split", "backtest_folds"): "backtest_folds",
+    ("lightgbm", "params"): "lgb_params",
+    ("lightgbm", "num_boost_round"): "num_boost_round",
+    ("lightgbm", "early_stopping_rounds"): "early_stopping_rounds",
+    ("monotone", "use_catalog_directions"): "monotone_from_catalog",
+    ("monotone", "tolerance"): "monotone_tolerance",
+    ("calibration", "method"): "calibration_method",
+    ("calibration", "cv_folds"): "calibration_cv_folds",
+    ("promotion", "metric"): "promotion_metric",
+    ("promotion", "min_improvement"): "promotion_min_improvement",
+    ("evaluation", "bootstrap_resamples"): "bootstrap_resamples",
+    ("evaluation", "seed"): "seed",
+}
+
+
+def parse_config(raw: dict, source: str | None = None) -> ModelConfig:
+    """Turn the nested YAML structure into a validated :class:`ModelConfig`."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source or 'model config'}: expected a mapping at the top level.")
+    data: dict[str, Any] = {"target": raw.get("target"), "description": raw.get("description") or ""}
+    sections = {section for section, _ in _YAML_FIELDS}
+    unknown_sections = sorted(set(raw) - sections - {"target", "description"})
+    if unknown_sections:
+        raise ConfigError(f"{source or 'model config'}: unknown sections {unknown_sections}.")
+    for (section, key), name in _YAML_FIELDS.items():
+        block = raw.get(section) or {}
+        if not isinstance(block, dict):
+            raise ConfigError(f"{source or 'model config'}: section '{section}' must be a mapping.")
+        if key in block:
+            data[name] = block[key]
+    for section in sections & set(raw):
+        known = {k for s, k in _YAML_FIELDS if s == section}
+        extra = sorted(set(raw[section] or {}) - known)
+        if extra:
+            raise ConfigError(f"{source or 'model config'}: unknown keys {extra} in section '{section}'.")
+    data["source"] = source
+    return ModelConfig(**data)
+
+
+def load_config(target: str | None = None, path: str | Path | None = None, **overrides: Any) -> ModelConfig:
+    """Load ``models/<target>.yaml`` (or ``path``) and apply ``overrides`` (e.g. horizon_days).
+
+    When both are given, the file's target must equal ``target``.
+    """
+    if path is None:
+        if target is None:
+            raise ConfigError("load_config needs a target or a path.")
+        _choice("target", target, TARGETS)
+        path = models_dir() / f"{target}.yaml"
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"model config not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    config = parse_config(raw, source=str(path))
+    if target is not None and config.target != target:
+        raise ConfigError(f"{path} configures target {config.target!r}, not {target!r}.")
+    return config.with_overrides(**overrides) if overrides else config

@@ -1,0 +1,331 @@
+"""Observations for training: features + labels of stacked as_of snapshots, and the time split.
+
+The split follows DESIGN.md "Observations, labels, leakage" exactly:
+
+- as_of dates are spaced ``cadence_days`` apart, counted back from the latest labeled date
+  (``data_end - horizon``: an observation is labeled when its whole label window
+  ``[as_of, as_of + horizon)`` lies before the end of the data);
+- **test** = the latest ``test_dates`` labeled dates;
+- **calibration** (early stopping and probability calibration) = the ``calibration_dates``
+  dates before that, the latest of them at least one gap (default one horizon) before the
+  first test date;
+- **train** = every earlier date, again at least one gap before the first calibration date.
+
+So no label window of one part overlaps a label window of another, and no test as_of lies
+within a horizon of a training as_of. On a short book the test and calibration windows shrink
+to about a fifth of the labeled dates each (never below ``min_dates_per_window``) and the split
+says so in ``notes``; with too little history :class:`InsufficientDataError` explains what is
+missing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from churnml.errors import InsufficientDataError, SchemaError
+from churnml.features.windows import to_as_of
+from churnml.models.config import ModelConfig
+
+WINDOWS = ("train", "calibration", "test")
+# A categorical attribute with more levels than this is an identifier, not a signal.
+MAX_CATEGORY_LEVELS = 50
+
+
+@dataclass
+class TimeSplit:
+    """Which as_of dates belong to which window. Dates are naive midnight Timestamps."""
+
+    train: pd.DatetimeIndex
+    calibration: pd.DatetimeIndex
+    test: pd.DatetimeIndex
+    horizon_days: int
+    gap_days: int
+    notes: list[str] = field(default_factory=list)
+
+    def window_of(self, as_of: pd.Series) -> pd.Series:
+        """Name of the window of each as_of (``train``/``calibration``/``test``, else ``None``)."""
+        values = pd.DatetimeIndex(as_of)
+        out = np.full(len(values), None, dtype=object)
+        for name in WINDOWS:
+            out[values.isin(getattr(self, name))] = name
+        return pd.Series(out, index=as_of.index, name="window")
+
+    def describe(self) -> dict[str, str | int]:
+        """Start, end and number of dates of each window (ISO dates), for logs and tables."""
+        out: dict[str, str | int] = {}
+        for name in WINDOWS:
+            dates = getattr(self, name)
+            out[f"{name}_start"] = dates[0].date().isoformat()
+            out[f"{name}_end"] = dates[-1].date().isoformat()
+            out[f"{name}_dates"] = len(dates)
+        out["gap_days"] = self.gap_days
+        out["horizon_days"] = self.horizon_days
+        return out
+
+
+def labeled_as_of_dates(book, config: ModelConfig) -> pd.DatetimeIndex:
+    """Labeled as_of dates of ``book``: every ``cadence_days`` back from ``data_end - horizon``.
+
+    The earliest date is at least ``min_history_days`` after the first MRR change (before that
+    nobody is a customer yet).
+    """
+    data_end = book.data_end
+    if pd.isna(data_end):
+        raise InsufficientDataError("the book has no dated rows: cannot place any as_of date.")
+    latest = to_as_of(data_end - pd.Timedelta(days=config.horizon_days))
+    first = to_as_of(book.mrr_changes["effective_date"].min()) + pd.Timedelta(days=config.min_history_days)
+    if latest < first:
+        raise InsufficientDataError(
+            f"the book spans {first.date()} to {to_as_of(data_end).date()}: no as_of date has a full "
+            f"{config.horizon_days}-day label window after {config.min_history_days} days of history."
+        )
+    count = int((latest - first).days // config.cadence_days) + 1
+    return pd.DatetimeIndex(
+        [latest - pd.Timedelta(days=config.cadence_days * k) for k in range(count - 1, -1, -1)]
+    ).as_unit("ns")
+
+
+def window_sizes(n_dates: int, config: ModelConfig) -> tuple[int, int, list[str]]:
+    """Number of test and calibration dates for ``n_dates`` labeled dates, and notes if shrunk."""
+    fifth = max(config.min_dates_per_window, n_dates // 5)
+    n_test = min(config.test_dates, fifth)
+    n_cal = min(config.calibration_dates, fifth)
+    notes = []
+    if n_test < config.test_dates or n_cal < config.calibration_dates:
+        notes.append(
+            f"short book: {n_dates} labeled as_of dates, so the test and calibration windows shrink "
+            f"to {n_test} and {n_cal} dates (configured {config.test_dates} and "
+            f"{config.calibration_dates}: about a fifth of the labeled span each)."
+        )
+    return n_test, n_cal, notes
+
+
+def time_split(
+    dates, config: ModelConfig, n_test: int | None = None, n_cal: int | None = None
+) -> TimeSplit:
+    """Split sorted labeled as_of ``dates`` into train / calibration / test (module docstring).
+
+    ``n_test`` / ``n_cal`` fix the window sizes (the backtest reuses the main split's sizes);
+    by default they follow :func:`window_sizes`. Raises :class:`InsufficientDataError` when a
+    window would have fewer than ``min_dates_per_window`` dates.
+    """
+    dates = pd.DatetimeIndex(sorted(set(pd.DatetimeIndex(dates)))).as_unit("ns")
+    notes: list[str] = []
+    if n_test is None or n_cal is None:
+        auto_test, auto_cal, notes = window_sizes(len(dates), config)
+        n_test = auto_test if n_test is None else n_test
+        n_cal = auto_cal if n_cal is None else n_cal
+    gap = pd.Timedelta(days=config.gap)
+    minimum = config.min_dates_per_window
+    test = dates[-n_test:] if len(dates) >= n_test else dates[:0]
+    calibration = dates[:0]
+    train = dates[:0]
+    if len(test) == n_test:
+        calibration = dates[dates <= test[0] - gap][-n_cal:]
+        if len(calibration):
+            train = dates[dates <= calibration[0] - gap]
+    if len(test) < n_test or len(calibration) < max(minimum, 1) or len(train) < minimum:
+        gap_steps = math.ceil(config.gap / config.cadence_days)
+        needed = n_test + n_cal + minimum + 2 * gap_steps
+        span = f"{dates[0].date()} to {dates[-1].date()}" if len(dates) else "no dates"
+        raise InsufficientDataError(
+            f"too little history for an honest time split: {len(dates)} labeled as_of dates "
+            f"({span}, every {config.cadence_days} days, horizon {config.horizon_days} days) but "
+            f"at least {needed} are needed: test {n_test} + gap {config.gap} days + calibration "
+            f"{n_cal} + gap {config.gap} days + training {minimum}. Use a longer book, a shorter "
+            f"--horizon-days or a finer cadence."
+        )
+    return TimeSplit(train, calibration, test, config.horizon_days, config.gap, notes)
+
+
+def backtest_splits(dates, config: ModelConfig, main: TimeSplit) -> tuple[list[TimeSplit], list[str]]:
+    """Rolling-origin splits: fold 1 is ``main``; fold k moves every window back by k-1 test spans.
+
+    Folds without enough history are left out and named in the returned notes.
+    """
+    dates = pd.DatetimeIndex(sorted(set(pd.DatetimeIndex(dates)))).as_unit("ns")
+    n_test, n_cal = len(main.test), len(main.calibration)
+    folds, notes = [main], []
+    for k in range(1, config.backtest_folds):
+        cut = len(dates) - k * n_test
+        try:
+            folds.append(time_split(dates[:cut], config, n_test=n_test, n_cal=n_cal))
+        except InsufficientDataError:
+            notes.append(
+                f"backtest: only {len(folds)} of {config.backtest_folds} folds fit in the history "
+                f"({len(dates)} labeled dates, test windows of {n_test})."
+            )
+            break
+    return folds, notes
+
+
+@dataclass
+class Dataset:
+    """Stacked observations with features, label and the MRR at stake, plus the split.
+
+    ``frame`` columns: ``account_id, as_of``, the features, ``label`` (0/1 float),
+    ``event_mrr`` (MRR lost to churn, or gained by expansion, in the label window; 0 when the
+    event does not happen) and ``window`` (``None`` for as_of dates in a gap). Only labeled
+    observations are kept.
+    """
+
+    frame: pd.DataFrame
+    feature_names: list[str]
+    categorical: list[str]
+    split: TimeSplit
+    target: str
+    dropped_features: dict[str, str] = field(default_factory=dict)
+
+    def part(self, window: str) -> pd.DataFrame:
+        """Rows of one window (``train``, ``calibration`` or ``test``)."""
+        return self.frame[self.frame["window"] == window]
+
+    def refold(self, split: TimeSplit, config: ModelConfig) -> "Dataset":
+        """The same observations and features under another split (a backtest fold)."""
+        frame = self.frame.copy()
+        frame["window"] = split.window_of(frame["as_of"]).to_numpy()
+        check_windows(frame, config)
+        return Dataset(frame, self.feature_names, self.categorical, split, self.target,
+                       self.dropped_features)
+
+    def fingerprint(self) -> dict:
+        """Row counts, positives and date range per window, for the run log."""
+        out: dict = {"rows": int(len(self.frame)), "accounts": int(self.frame["account_id"].nunique())}
+        out.update({k: v for k, v in self.split.describe().items()})
+        for name in WINDOWS:
+            part = self.part(name)
+            out[f"{name}_rows"] = int(len(part))
+            out[f"{name}_positives"] = int(part["label"].sum())
+        out["as_of_start"] = self.frame["as_of"].min().date().isoformat()
+        out["as_of_end"] = self.frame["as_of"].max().date().isoformat()
+        out["features"] = len(self.feature_names)
+        return out
+
+
+def expansion_mrr_gained(mrr_changes: pd.DataFrame, observations: pd.DataFrame, horizon_days: int) -> np.ndarray:
+    """MRR gained by expansion in ``[as_of, as_of + horizon)`` for each observation row.
+
+    Sum of the rises of MRR from a value above 0 (rows with reason ``price_increase`` excluded),
+    vectorised with per-account cumulative sums looked up by ``merge_asof``.
+    """
+    changes = mrr_changes.sort_values(["account_id", "effective_date"], kind="stable")
+    previous = changes.groupby("account_id", sort=False)["mrr"].shift(1)
+    rise = (changes["mrr"] - previous).where(previous > 0, 0.0).clip(lower=0).fillna(0.0)
+    if "reason" in changes.columns:
+        rise = rise.where(changes["reason"].astype("string").fillna("") != "price_increase", 0.0)
+    events = pd.DataFrame(
+        {"account_id": changes["account_id"].to_numpy(), "t": changes["effective_date"].to_numpy(),
+         "cum": rise.groupby(changes["account_id"], sort=False).cumsum().to_numpy()}
+    ).sort_values("t", kind="stable")
+
+    def cumulative_before(times: pd.Series) -> np.ndarray:
+        # cumulative rise of the latest change strictly before `times` (0 when none)
+        query = pd.DataFrame({"account_id": observations["account_id"].to_numpy(), "t": times.to_numpy(),
+                              "row": np.arange(len(observations))}).sort_values("t", kind="stable")
+        hit = pd.merge_asof(query, events, on="t", by="account_id", allow_exact_matches=False)
+        return hit.sort_values("row")["cum"].fillna(0.0).to_numpy()
+
+    start = pd.to_datetime(observations["as_of"]).astype("datetime64[ns]")
+    end = start + pd.Timedelta(days=horizon_days)
+    return cumulative_before(end) - cumulative_before(start)
+
+
+def feature_kinds(frame: pd.DataFrame, feature_names: list[str]) -> list[str]:
+    """Names of the categorical features: string / object / category columns."""
+    return [
+        c for c in feature_names
+        if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))
+    ]
+
+
+def select_features(frame: pd.DataFrame, candidates: list[str], train_mask) -> tuple[list[str], list[str], dict[str, str]]:
+    """Keep the usable feature columns: drop those empty or constant in training and
+    categorical identifiers (more than ``MAX_CATEGORY_LEVELS`` levels). Returns
+    ``(features, categorical, dropped {name: why})``."""
+    train = frame.loc[train_mask, candidates]
+    categorical = set(feature_kinds(frame, candidates))
+    keep, dropped = [], {}
+    for name in candidates:
+        col = train[name]
+        nunique = col.nunique(dropna=True)
+        if nunique == 0:
+            dropped[name] = "empty in the training window"
+        elif nunique == 1 and not col.isna().any():
+            dropped[name] = "constant in the training window"
+        elif name in categorical and nunique > MAX_CATEGORY_LEVELS:
+            dropped[name] = f"categorical with {nunique} levels (an identifier, not a signal)"
+        else:
+            keep.append(name)
+    return keep, [c for c in keep if c in categorical], dropped
+
+
+def check_windows(frame: pd.DataFrame, config: ModelConfig) -> None:
+    """Raise :class:`InsufficientDataError` when a window has too few positives (or no negatives)."""
+    for window in WINDOWS:
+        part = frame[frame["window"] == window]
+        needed = config.min_positives * (2 if window == "train" else 1)
+        positives = int(part["label"].sum())
+        if positives < needed or positives == len(part):
+            span = (f"{part['as_of'].min().date()} to {part['as_of'].max().date()}, "
+                    if len(part) else "")
+            raise InsufficientDataError(
+                f"{config.target}: the {window} window ({span}{len(part)} observations) has "
+                f"{positives} positive labels; at least {needed} positives and some negatives are "
+                f"needed for an honest {'fit' if window == 'train' else 'evaluation'}."
+            )
+
+
+def assemble(
+    features: pd.DataFrame,
+    grid: pd.DataFrame,
+    config: ModelConfig,
+    split: TimeSplit,
+    mrr_changes: pd.DataFrame | None = None,
+) -> Dataset:
+    """Join features with the observation grid's labels; keep the labeled observations.
+
+    ``features``: ``account_id, as_of`` + features (as ``build_features`` returns);
+    ``grid``: ``account_id, as_of, mrr, churn, expansion, labeled`` (``observation_grid``).
+    Rows whose as_of falls in a gap keep ``window = None`` (the backtest folds use them).
+    """
+    for name, frame, cols in (("features", features, ["account_id", "as_of"]),
+                              ("observation grid", grid, ["account_id", "as_of", "mrr", config.target])):
+        missing = [c for c in cols if c not in frame.columns]
+        if missing:
+            raise SchemaError(f"{name}: missing column(s) {missing}")
+    labels = grid[["account_id", "as_of", "mrr", config.target]].rename(
+        columns={"mrr": "_mrr_at_as_of", config.target: "label"}
+    )
+    frame = features.merge(labels, on=["account_id", "as_of"], how="inner", validate="one_to_one")
+    frame = frame[frame["label"].notna()].reset_index(drop=True)
+    frame["label"] = frame["label"].astype("float64")
+    if config.target == "churn":
+        frame["event_mrr"] = frame["_mrr_at_as_of"].fillna(0.0) * frame["label"]
+    elif mrr_changes is not None:
+        frame["event_mrr"] = expansion_mrr_gained(mrr_changes, frame, config.horizon_days) * frame["label"]
+    else:
+        frame["event_mrr"] = np.nan
+    frame = frame.drop(columns=["_mrr_at_as_of"])
+    frame["window"] = split.window_of(frame["as_of"]).to_numpy()
+    check_windows(frame, config)
+    candidates = [c for c in features.columns if c not in ("account_id", "as_of")]
+    names, categorical, dropped = select_features(frame, candidates, frame["window"] == "train")
+    return Dataset(frame, names, categorical, split, config.target, dropped)
+
+
+def build_dataset(book, config: ModelConfig, catalog=None, progress=None) -> Dataset:
+    """Features and labels of ``book`` for ``config.target`` on every labeled as_of date."""
+    from churnml.features.build import build_features
+    from churnml.features.labels import observation_grid
+
+    dates = labeled_as_of_dates(book, config)
+    split = time_split(dates, config)
+    if progress is not None:
+        progress.note(f"features for {len(dates)} weekly as_of dates")
+    features = build_features(book, dates, catalog=catalog)
+    grid = observation_grid(book, dates, config.horizon_days, expansion_min_share=config.expansion_min_share)
+    return assemble(features, grid, config, split, mrr_changes=book.mrr_changes)

@@ -1,0 +1,80 @@
+"""Reasons from exact TreeSHAP contributions: vectorised top-k and plain-words text.
+
+Contributions are LightGBM's ``pred_contrib`` values: exact TreeSHAP in log-odds units of the
+*uncalibrated* model (they add up, with the base value, to the raw log-odds). The calibrator is
+monotone, so a contribution that raises the log-odds raises the calibrated probability too.
+
+Ordering of an account's reasons: those raising the probability first, strongest first; then
+those lowering it, strongest (most negative) first; exact zeros are never reasons. So every
+account with any non-zero contribution gets ``top_k`` reasons.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+
+def top_k_indices(contrib: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the column indices of the ``k`` strongest reasons in order, and a validity mask.
+
+    ``contrib``: (n_rows, n_features) contributions (no base-value column). Returns
+    ``(idx, valid)`` of shape (n_rows, k'), ``k' = min(k, n_features)``; ``valid`` is False
+    where a row has fewer than k' non-zero contributions. Vectorised: one ``argpartition`` and
+    one small sort, no Python loop over rows.
+    """
+    n_rows, n_features = contrib.shape
+    k = min(k, n_features)
+    if k <= 0 or n_rows == 0:
+        return np.zeros((n_rows, 0), dtype=np.int64), np.zeros((n_rows, 0), dtype=bool)
+    magnitude = np.abs(contrib)
+    offset = 2.0 * (float(magnitude.max()) if magnitude.size else 0.0) + 1.0
+    # Sort key: raising reasons in (-offset/2, 0), lowering ones in (offset/2, offset), zeros last.
+    key = np.where(contrib > 0, -contrib, np.where(contrib < 0, offset + contrib, np.inf))
+    if k < n_features:
+        part = np.argpartition(key, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(n_features), (n_rows, n_features)).copy()
+    part_keys = np.take_along_axis(key, part, axis=1)
+    order = np.argsort(part_keys, axis=1, kind="stable")
+    idx = np.take_along_axis(part, order, axis=1)
+    valid = np.isfinite(np.take_along_axis(key, idx, axis=1))
+    return idx, valid
+
+
+def build_reasons(
+    contrib: np.ndarray,
+    values: list[np.ndarray],
+    feature_names: list[str],
+    render: list[Callable[[object], str]],
+    k: int = 3,
+) -> list[list[dict]]:
+    """Per row, up to ``k`` records ``{feature, value, contribution, text}`` (module docstring).
+
+    ``values[j]`` is feature j's display values (floats, or category strings / None) aligned
+    with the rows; ``render[j](value)`` its sentence. Text is rendered once per distinct
+    (feature, value) pair, since many accounts share values (0 tickets, "core" tier...).
+    """
+    idx, valid = top_k_indices(contrib, k)
+    n_rows = contrib.shape[0]
+    picked = np.take_along_axis(contrib, idx, axis=1)
+    cache: dict[tuple[int, object], str] = {}
+    out: list[list[dict]] = []
+    rows_idx = idx.tolist()
+    rows_valid = valid.tolist()
+    rows_contrib = picked.tolist()
+    for i in range(n_rows):
+        records = []
+        for j, ok, c in zip(rows_idx[i], rows_valid[i], rows_contrib[i]):
+            if not ok:
+                break
+            raw = values[j][i]
+            value = None if raw is None or (isinstance(raw, float) and raw != raw) else raw
+            key = (j, value)
+            text = cache.get(key)
+            if text is None:
+                text = cache[key] = render[j](value)
+            records.append({"feature": feature_names[j], "value": value, "contribution": c, "text": text})
+        out.append(records)
+    return out

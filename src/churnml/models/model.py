@@ -1,0 +1,308 @@
+"""``TargetModel``: a trained churn or expansion model, ready to score and explain.
+
+It holds everything needed to turn a feature frame (as ``churnml features`` writes it) into
+calibrated probabilities and reasons, with no reference to the other accounts scored:
+
+- the LightGBM ``Booster`` (trees already cut at the early-stopping iteration);
+- the feature list and, for categorical features, the categories seen at training time (an
+  unseen category scores as missing);
+- the calibrator (isotonic knots or sigmoid parameters);
+- the catalog entries used to render reasons, and each feature's health dimension;
+- the model configuration (target, horizon...), the health configuration it was trained with,
+  and version information.
+
+Saved to a directory as ``booster.txt`` (LightGBM's own text format) plus ``model.json`` (the
+rest, plain JSON): no pickle, so a model outlives library upgrades. The MLflow pyfunc, the
+Bento and the Spark UDF all load this directory.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from churnml.errors import ConfigError, SchemaError, format_examples
+from churnml.models.calibration import Calibrator
+from churnml.models.explain import build_reasons
+
+FORMAT_VERSION = 1
+BOOSTER_FILE = "booster.txt"
+META_FILE = "model.json"
+DIMENSION_ORDER = ("usage", "engagement", "outcome", "satisfaction", "payment", "revenue", "static")
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _spec_renderer(spec: dict) -> Callable[[Any], str]:
+    """Sentence renderer for one feature from its stored catalog entry."""
+    from churnml.features.catalog import FeatureSpec, render_reason
+
+    fields = set(FeatureSpec.__dataclass_fields__)
+    feature_spec = FeatureSpec(**{k: v for k, v in spec.items() if k in fields})
+    return lambda value: render_reason(feature_spec, value)
+
+
+class TargetModel:
+    """A trained model for one target (``churn`` or ``expansion``).
+
+    Build it with :func:`churnml.models.train.train_model` (or ``train_target``), load it with
+    :meth:`load` or ``churnml.models.registry.load_champion``.
+
+    All scoring methods take a feature frame (one row per account and as_of; extra columns such
+    as ``account_id``/``as_of`` are ignored; a missing feature column counts as missing values)
+    and give each row the same numbers whether it is scored alone or in a batch.
+    """
+
+    def __init__(
+        self,
+        booster,
+        feature_names: list[str],
+        categories: dict[str, list[str]],
+        calibrator: Calibrator,
+        specs: dict[str, dict],
+        config: dict,
+        health_config: dict | None = None,
+        info: dict | None = None,
+        version: str | None = None,
+    ) -> None:
+        self.booster = booster
+        self.feature_names = list(feature_names)
+        self.categories = {k: list(v) for k, v in categories.items()}
+        self.calibrator = calibrator
+        self.specs = specs
+        self.config = config
+        self.health_config = health_config
+        self.info = dict(info or {})
+        self.version = version
+        self._renderers: list[Callable[[Any], str]] | None = None
+        self._category_index = {k: pd.Index(v) for k, v in self.categories.items()}
+
+    # ---- identity -------------------------------------------------------------------------
+    @property
+    def target(self) -> str:
+        return self.config["target"]
+
+    @property
+    def horizon_days(self) -> int:
+        return int(self.config["horizon_days"])
+
+    @property
+    def dimensions(self) -> dict[str, str]:
+        """feature -> health dimension (``static`` for attributes the catalog does not list)."""
+        return {f: self.specs.get(f, {}).get("health_dimension") or "static" for f in self.feature_names}
+
+    def __repr__(self) -> str:
+        return (f"TargetModel(target={self.target!r}, version={self.version!r}, "
+                f"horizon_days={self.horizon_days}, features={len(self.feature_names)}, "
+                f"trees={self.booster.num_trees()}, calibration={self.calibrator.method!r})")
+
+    # ---- input checks -----------------------------------------------------------------------
+    def matrix(self, features: pd.DataFrame) -> np.ndarray:
+        """The (n_rows, n_features) float64 matrix the booster reads.
+
+        Numeric features: numbers (text columns are accepted when every non-empty value parses
+        as a number). Categorical features: text, encoded with the training-time categories;
+        an unseen category is missing. A missing column is all missing. Every wrong column is
+        reported at once in one :class:`SchemaError`.
+        """
+        if not isinstance(features, pd.DataFrame):
+            raise SchemaError(f"features must be a pandas DataFrame, got {type(features).__name__}")
+        n = len(features)
+        X = np.full((n, len(self.feature_names)), np.nan, dtype="float64")
+        problems: list[str] = []
+        for j, name in enumerate(self.feature_names):
+            if name not in features.columns:
+                continue
+            col = features[name]
+            if name in self.categories:
+                if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col) and col.notna().any():
+                    problems.append(
+                        f"column '{name}' must be text (categorical at training time, categories "
+                        f"{format_examples(self.categories[name])}); got {col.dtype} values, e.g. "
+                        f"{format_examples(col.dropna().unique())}"
+                    )
+                    continue
+                text = col.astype("object").where(col.notna(), None)
+                codes = self._category_index[name].get_indexer(text.astype(str).where(text.notna(), None))
+                X[:, j] = np.where(codes >= 0, codes, np.nan)
+            else:
+                if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
+                    X[:, j] = pd.to_numeric(col, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+                    continue
+                parsed = pd.to_numeric(col.astype("object"), errors="coerce")
+                bad = col.notna() & parsed.isna() & (col.astype("string").str.strip() != "")
+                if bad.any():
+                    problems.append(
+                        f"column '{name}' must be numeric; {int(bad.sum())} bad value(s), e.g. "
+                        f"{format_examples(col[bad].unique())}"
+                    )
+                    continue
+                X[:, j] = parsed.to_numpy(dtype="float64", na_value=np.nan)
+        if problems:
+            raise SchemaError(
+                f"features: {len(problems)} column(s) do not match the {self.target} model's "
+                f"training-time types: " + "; ".join(problems)
+            )
+        return X
+
+    def missing_features(self, features: pd.DataFrame) -> list[str]:
+        """Model features absent from ``features`` (scored as missing values)."""
+        return [f for f in self.feature_names if f not in features.columns]
+
+    # ---- scoring ----------------------------------------------------------------------------
+    def raw_log_odds(self, features: pd.DataFrame) -> np.ndarray:
+        """Uncalibrated log-odds of the event (the booster's raw score)."""
+        X = self.matrix(features)
+        return np.asarray(self.booster.predict(X, raw_score=True), dtype="float64").reshape(-1)
+
+    def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
+        """Calibrated probability of the event within the horizon, one per row, in [0, 1]."""
+        return self.calibrator.transform(_sigmoid(self.raw_log_odds(features)))
+
+    def _contrib(self, X: np.ndarray) -> np.ndarray:
+        """Exact TreeSHAP (n_rows, n_features + 1), last column the base value."""
+        return np.asarray(self.booster.predict(X, pred_contrib=True), dtype="float64")
+
+    def contributions(self, features: pd.DataFrame, with_base: bool = False) -> pd.DataFrame:
+        """Exact TreeSHAP contributions in log-odds of the uncalibrated model, one column per
+        feature (plus ``base_value`` when ``with_base``); per row they sum, with the base value,
+        to the raw log-odds."""
+        contrib = self._contrib(self.matrix(features))
+        frame = pd.DataFrame(contrib[:, :-1], columns=self.feature_names, index=features.index)
+        if with_base:
+            frame["base_value"] = contrib[:, -1]
+        return frame
+
+    def dimension_contributions(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Contributions summed per health dimension (usage, engagement, outcome, satisfaction,
+        payment, then revenue and static for features outside the health score), log-odds."""
+        contrib = self.contributions(features)
+        dims = self.dimensions
+        present = [d for d in DIMENSION_ORDER if d in dims.values()]
+        present += sorted(set(dims.values()) - set(present))
+        return pd.DataFrame(
+            {d: contrib[[f for f in self.feature_names if dims[f] == d]].sum(axis=1) for d in present},
+            index=features.index,
+        )
+
+    def _renderer_list(self) -> list[Callable[[Any], str]]:
+        if self._renderers is None:
+            self._renderers = [_spec_renderer(self.specs[f]) for f in self.feature_names]
+        return self._renderers
+
+    def _display_values(self, features: pd.DataFrame, X: np.ndarray, columns) -> dict[int, list]:
+        """Values shown in reasons: the number, or the category as given (None when missing)."""
+        out: dict[int, list] = {}
+        for j in columns:
+            name = self.feature_names[j]
+            if name in self.categories:
+                codes = X[:, j]
+                cats = np.asarray(self.categories[name] + [None], dtype=object)
+                # an unseen category is missing to the model, but the sentence shows what was sent
+                if name in features.columns:
+                    given = features[name].astype("object").where(features[name].notna(), None).tolist()
+                else:
+                    given = [None] * len(X)
+                known = cats[np.where(np.isnan(codes), -1, codes).astype(np.int64)].tolist()
+                out[j] = [k if k is not None else (None if g is None else str(g)) for k, g in zip(known, given)]
+            else:
+                out[j] = X[:, j].tolist()
+        return out
+
+    def predict_with_reasons(self, features: pd.DataFrame, top_k: int = 3) -> tuple[np.ndarray, list[list[dict]]]:
+        """Calibrated probabilities and reasons from one TreeSHAP pass (the contributions sum
+        to the raw log-odds, so probabilities cost nothing extra)."""
+        X = self.matrix(features)
+        contrib = self._contrib(X)
+        proba = self.calibrator.transform(_sigmoid(contrib.sum(axis=1)))
+        feature_contrib = contrib[:, :-1]
+        from churnml.models.explain import top_k_indices
+
+        idx, valid = top_k_indices(feature_contrib, top_k)
+        used = np.unique(idx[valid]) if idx.size else np.array([], dtype=np.int64)
+        values = self._display_values(features, X, used.tolist())
+        value_lists = [values.get(j) for j in range(len(self.feature_names))]
+        reasons = build_reasons(feature_contrib, value_lists, self.feature_names,
+                                self._renderer_list(), top_k)
+        return proba, reasons
+
+    def explain(self, features: pd.DataFrame, top_k: int = 3) -> list[list[dict]]:
+        """Per row, up to ``top_k`` reasons ``{feature, value, contribution, text}``.
+
+        Strongest first, those raising the probability before those lowering it;
+        ``contribution`` is in log-odds of the uncalibrated model (exact TreeSHAP), ``value`` the
+        feature's value (a number, a category string, or None when missing) and ``text`` the
+        catalog's sentence for it.
+        """
+        return self.predict_with_reasons(features, top_k)[1]
+
+    # ---- persistence ------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write ``booster.txt`` and ``model.json`` into ``directory`` (created)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / BOOSTER_FILE).write_text(self.booster.model_to_string())
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "feature_names": self.feature_names,
+            "categories": self.categories,
+            "calibrator": self.calibrator.to_dict(),
+            "specs": self.specs,
+            "config": self.config,
+            "health_config": self.health_config,
+            "info": self.info,
+            "version": self.version,
+        }
+        (directory / META_FILE).write_text(json.dumps(meta, indent=1, default=_json_default))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, version: str | None = None) -> "TargetModel":
+        """Load a model saved by :meth:`save`; ``version`` (e.g. the registry's) overrides."""
+        import lightgbm as lgb
+
+        directory = Path(directory)
+        if not (directory / META_FILE).exists() or not (directory / BOOSTER_FILE).exists():
+            raise ConfigError(f"{directory} is not a saved churnml model (needs {BOOSTER_FILE} and {META_FILE})")
+        meta = json.loads((directory / META_FILE).read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ConfigError(f"{directory}: model format {meta.get('format_version')} is not supported "
+                              f"(this churnml reads format {FORMAT_VERSION})")
+        booster = lgb.Booster(model_str=(directory / BOOSTER_FILE).read_text())
+        return cls(
+            booster=booster,
+            feature_names=meta["feature_names"],
+            categories=meta["categories"],
+            calibrator=Calibrator.from_dict(meta["calibrator"]),
+            specs=meta["specs"],
+            config=meta["config"],
+            health_config=meta.get("health_config"),
+            info=meta.get("info"),
+            version=version if version is not None else meta.get("version"),
+        )
+
+
+def spec_record(spec) -> dict:
+    """A catalog ``FeatureSpec`` as a plain JSON-able dict (stored with the model)."""
+    return json.loads(json.dumps(asdict(spec), default=_json_default))
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, (pd.Timestamp,)):
+        return value.isoformat()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

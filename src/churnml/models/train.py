@@ -1,0 +1,310 @@
+"""Training and honest evaluation of one target's model (no MLflow here: see ``registry``).
+
+``train_target(book, "churn")`` does the whole job: features and labels on weekly as_of dates,
+the time split (``dataset``), LightGBM on the training window with early stopping on the
+calibration window, calibration chosen on that window, evaluation on the untouched test
+window against the baselines (health score, logistic regression, oracle when the book is
+simulated), and a rolling-origin backtest. It returns a :class:`TrainingResult` that
+``registry.log_training`` records and registers.
+
+Example::
+
+    from churnml.models.train import train_target
+    result = train_target("data/book", "churn")
+    result.metrics["test_roc_auc"], result.model.explain(result.dataset.part("test").head())
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from churnml.models import metrics as M
+from churnml.models.baselines import LogisticBaseline, find_truth, health_baseline, oracle_baseline
+from churnml.models.calibration import choose_calibrator
+from churnml.models.config import ModelConfig, load_config
+from churnml.models.dataset import Dataset, backtest_splits, build_dataset
+from churnml.models.model import TargetModel, spec_record
+
+
+@dataclass
+class TrainingResult:
+    """Everything a training run produced.
+
+    ``predictions``: one row per test observation with ``account_id, as_of, label, event_mrr,
+    value_tier, probability, raw_probability`` and the baselines' scores
+    (``health_score_risk``, ``logreg_probability``, ``oracle_probability``).
+    ``reliability``: equal-count reliability tables of the test window before (``raw``) and
+    after (``calibrated``) calibration. ``backtest``: one row per rolling-origin fold.
+    """
+
+    model: TargetModel
+    config: ModelConfig
+    dataset: Dataset
+    metrics: dict[str, float]
+    predictions: pd.DataFrame
+    reliability: dict[str, pd.DataFrame]
+    backtest: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+    fit_details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def split(self):
+        return self.dataset.split
+
+    def comparison(self) -> pd.DataFrame:
+        """Model vs baselines on the test window: one row per scorer (NaN = not meaningful)."""
+        m = self.metrics
+        rows = [
+            ("model (LightGBM, calibrated)", m.get("test_roc_auc"), m.get("test_pr_auc"),
+             m.get("test_lift_top_decile"), m.get("test_brier"), m.get("test_ece")),
+            ("health score", m.get("health_test_roc_auc"), m.get("health_test_pr_auc"),
+             m.get("health_test_lift_top_decile"), np.nan, np.nan),
+            ("logistic regression", m.get("logreg_test_roc_auc"), m.get("logreg_test_pr_auc"),
+             m.get("logreg_test_lift_top_decile"), m.get("logreg_test_brier"), m.get("logreg_test_ece")),
+        ]
+        if "oracle_test_roc_auc" in m:
+            rows.append(("oracle (simulator truth)", m.get("oracle_test_roc_auc"), m.get("oracle_test_pr_auc"),
+                         m.get("oracle_test_lift_top_decile"), m.get("oracle_test_brier"),
+                         m.get("oracle_test_ece")))
+        return pd.DataFrame(rows, columns=["scorer", "roc_auc", "pr_auc", "lift_top_decile", "brier", "ece"])
+
+
+def _as_matrix(frame: pd.DataFrame, names: list[str], categories: dict[str, list[str]]) -> np.ndarray:
+    X = np.empty((len(frame), len(names)), dtype="float64")
+    for j, name in enumerate(names):
+        if name in categories:
+            codes = pd.Index(categories[name]).get_indexer(frame[name].astype("object").where(frame[name].notna(), None))
+            X[:, j] = np.where(codes >= 0, codes, np.nan)
+        else:
+            X[:, j] = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    return X
+
+
+def monotone_directions(train: pd.DataFrame, names: list[str], categorical: list[str], specs: dict[str, dict],
+                        target: str, tolerance: float) -> tuple[list[int], dict[str, str]]:
+    """Monotone constraint per feature from the catalog's expected direction for ``target``,
+    kept only where the training data does not contradict it: the Spearman correlation of
+    feature and label (non-missing rows) must not have the opposite sign beyond ``tolerance``.
+    Returns the constraint list and a note per dropped direction."""
+    constraints, dropped = [], {}
+    label_rank = train["label"].rank()
+    for name in names:
+        direction = int(specs.get(name, {}).get(f"{target}_direction") or 0)
+        if direction == 0 or name in categorical:
+            constraints.append(0)
+            continue
+        x = pd.to_numeric(train[name], errors="coerce")
+        ok = x.notna()
+        corr = float(np.corrcoef(x[ok].rank(), label_rank[ok])[0, 1]) if ok.sum() > 2 and x[ok].nunique() > 1 else 0.0
+        if np.isfinite(corr) and corr * direction < -tolerance:
+            dropped[name] = f"catalog direction {direction:+d} contradicted (Spearman {corr:+.3f})"
+            constraints.append(0)
+        else:
+            constraints.append(direction)
+    return constraints, dropped
+
+
+def _specs_for(names: list[str], categorical: list[str], catalog) -> dict[str, dict]:
+    from churnml.features.catalog import static_attribute_spec
+
+    out = {}
+    for name in names:
+        kind = "categorical" if name in categorical else "numeric"
+        spec = catalog.get(name) if catalog is not None else None
+        out[name] = spec_record(spec if spec is not None else static_attribute_spec(name, kind))
+    return out
+
+
+def fit_model(dataset: Dataset, config: ModelConfig, catalog=None, health_config: dict | None = None) -> tuple[TargetModel, dict]:
+    """Fit LightGBM on the training window (early stopping on the calibration window) and the
+    calibrator on the calibration window. Returns the model and fit details (best iteration,
+    monotone constraints used and dropped, calibration choice)."""
+    import lightgbm as lgb
+
+    names, categorical = dataset.feature_names, dataset.categorical
+    train, cal = dataset.part("train"), dataset.part("calibration")
+    categories = {
+        c: sorted(str(v) for v in train[c].dropna().unique()) for c in categorical
+    }
+    specs = _specs_for(names, categorical, catalog)
+    params = dict(config.lgb_params)
+    params.setdefault("objective", "binary")
+    params.setdefault("verbose", -1)
+    monotone, monotone_dropped = ([0] * len(names), {})
+    if config.monotone_from_catalog:
+        monotone, monotone_dropped = monotone_directions(
+            train, names, categorical, specs, config.target, config.monotone_tolerance)
+    if any(monotone):
+        params["monotone_constraints"] = monotone
+    cat_idx = [names.index(c) for c in categorical]
+    X_train, X_cal = _as_matrix(train, names, categories), _as_matrix(cal, names, categories)
+    y_train, y_cal = train["label"].to_numpy(), cal["label"].to_numpy()
+    d_train = lgb.Dataset(X_train, y_train, feature_name=names, categorical_feature=cat_idx, free_raw_data=True)
+    d_cal = lgb.Dataset(X_cal, y_cal, reference=d_train, categorical_feature=cat_idx)
+    booster = lgb.train(
+        params, d_train, num_boost_round=config.num_boost_round, valid_sets=[d_cal], valid_names=["calibration"],
+        callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)],
+    )
+    best = booster.best_iteration or booster.current_iteration()
+    # Keep only the trees up to the early-stopping point: smaller, faster TreeSHAP.
+    booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+    raw_cal = 1.0 / (1.0 + np.exp(-booster.predict(X_cal, raw_score=True)))
+    calibrator, cv_scores = choose_calibrator(
+        raw_cal, y_cal, cal["account_id"].to_numpy(), config.calibration_method,
+        config.calibration_cv_folds, config.seed)
+    info = {
+        "best_iteration": int(best),
+        "lightgbm_version": lgb.__version__,
+        "split": dataset.split.describe(),
+        "monotone_constraints": {n: d for n, d in zip(names, monotone) if d},
+        "monotone_dropped": monotone_dropped,
+        "calibration": calibrator.method,
+        "calibration_cv": cv_scores,
+        "dropped_features": dataset.dropped_features,
+    }
+    model = TargetModel(booster, names, categories, calibrator, specs, config.to_dict(), health_config, info)
+    return model, info
+
+
+def _baseline_health(health):
+    if health is None:
+        from churnml.health.score import HealthScore
+
+        health = HealthScore()
+    return health
+
+
+def evaluate(model: TargetModel, dataset: Dataset, config: ModelConfig, *, health=None, truth=None,
+             logreg: bool = True, bootstrap: bool = True) -> tuple[dict[str, float], pd.DataFrame, dict]:
+    """Metrics of ``model`` and the baselines on the test window of ``dataset``'s split.
+
+    Returns ``(metrics, predictions, reliability)`` (see :class:`TrainingResult`).
+    """
+    test = dataset.part("test").reset_index(drop=True)
+    y = test["label"].to_numpy(dtype="float64")
+    event_mrr = test["event_mrr"].to_numpy(dtype="float64")
+    raw = 1.0 / (1.0 + np.exp(-model.raw_log_odds(test)))
+    proba = model.calibrator.transform(raw)
+    metrics: dict[str, float] = {f"test_{k}": v for k, v in M.probability_metrics(y, proba, event_mrr).items()}
+    for k, v in M.probability_metrics(y, raw).items():
+        if k in ("brier", "log_loss", "ece"):
+            metrics[f"test_{k}_uncalibrated"] = v
+    if bootstrap:
+        low, high = M.bootstrap_auc_interval(y, proba, test["account_id"], config.bootstrap_resamples, config.seed)
+        metrics["test_roc_auc_ci_low"], metrics["test_roc_auc_ci_high"] = low, high
+    predictions = test[["account_id", "as_of", "label", "event_mrr"]].copy()
+    predictions["value_tier"] = test["value_tier"].astype("object") if "value_tier" in test.columns else None
+    predictions["probability"], predictions["raw_probability"] = proba, raw
+    if "value_tier" in test.columns:
+        for tier, auc in M.auc_by_group(y, proba, test["value_tier"]).items():
+            metrics[f"test_roc_auc_value_tier_{tier}"] = auc
+    health = _baseline_health(health)
+    hs = health_baseline(test, config.target, health)
+    predictions["health_score_risk"] = hs
+    metrics.update({f"health_test_{k}": v for k, v in M.ranking_metrics(y, hs, event_mrr).items()})
+    if logreg:
+        train = dataset.part("train")
+        numeric = [c for c in dataset.feature_names if c not in dataset.categorical]
+        lr = LogisticBaseline(numeric, dataset.categorical).fit(train, train["label"])
+        lp = lr.predict_proba(test)
+        predictions["logreg_probability"] = lp
+        metrics.update({f"logreg_test_{k}": v for k, v in M.probability_metrics(y, lp, event_mrr).items()})
+    if truth is not None:
+        op = oracle_baseline(truth, test, config.horizon_days, config.target)
+        predictions["oracle_probability"] = op
+        metrics.update({f"oracle_test_{k}": v for k, v in M.probability_metrics(y, op, event_mrr).items()})
+    reliability = {"raw": M.reliability_table(y, raw), "calibrated": M.reliability_table(y, proba)}
+    return metrics, predictions, reliability
+
+
+def run_backtest(dataset: Dataset, config: ModelConfig, main_model: TargetModel, main_metrics: dict,
+                 catalog=None, health=None, progress=None) -> tuple[pd.DataFrame, list[str]]:
+    """Rolling-origin backtest: fold 1 is the main split; each further fold moves all windows
+    back by one test span and refits. One row per fold."""
+    dates = pd.DatetimeIndex(sorted(dataset.frame["as_of"].unique()))
+    splits, notes = backtest_splits(dates, config, dataset.split)
+    rows = []
+    for k, split in enumerate(splits, start=1):
+        if k == 1:
+            fold_metrics, model = main_metrics, main_model
+        else:
+            if progress is not None:
+                progress.note(f"backtest fold {k} of {len(splits)}")
+            fold = dataset.refold(split, config)
+            model, _ = fit_model(fold, config, catalog, main_model.health_config)
+            fold_metrics, _, _ = evaluate(model, fold, config, health=health, logreg=False, bootstrap=False)
+        part = split.describe()
+        rows.append({
+            "fold": k, **{f: part[f] for f in ("train_start", "train_end", "calibration_start",
+                                              "calibration_end", "test_start", "test_end")},
+            "best_iteration": model.info.get("best_iteration"),
+            "calibration": model.calibrator.method,
+            "roc_auc": fold_metrics["test_roc_auc"], "pr_auc": fold_metrics["test_pr_auc"],
+            "ece": fold_metrics["test_ece"], "brier": fold_metrics["test_brier"],
+            "health_roc_auc": fold_metrics["health_test_roc_auc"],
+        })
+        if progress is not None:
+            progress.advance()
+    return pd.DataFrame(rows), notes
+
+
+def train_on_dataset(dataset: Dataset, config: ModelConfig, *, catalog=None, health=None, truth=None,
+                     progress=None) -> TrainingResult:
+    """Fit, evaluate against the baselines and backtest on an already assembled dataset."""
+    health = _baseline_health(health)
+    health_config = health.active_config.to_dict() if hasattr(health, "active_config") else None
+    if progress is not None:
+        progress.note(f"{config.target}: fitting LightGBM")
+    model, details = fit_model(dataset, config, catalog, health_config)
+    if progress is not None:
+        progress.advance()
+        progress.note(f"{config.target}: evaluating on the test window")
+    metrics, predictions, reliability = evaluate(model, dataset, config, health=health, truth=truth)
+    if progress is not None:
+        progress.advance()
+    backtest, notes = run_backtest(dataset, config, model, metrics, catalog, health, progress)
+    metrics["backtest_roc_auc_mean"] = float(backtest["roc_auc"].mean())
+    metrics["backtest_roc_auc_std"] = float(backtest["roc_auc"].std(ddof=0))
+    metrics["backtest_folds"] = float(len(backtest))
+    metrics.update({k: v for k, v in details.get("calibration_cv", {}).items()})
+    model.info["metrics"] = {k: v for k, v in metrics.items() if np.isfinite(v)}
+    model.info["fingerprint"] = dataset.fingerprint()
+    return TrainingResult(model, config, dataset, metrics, predictions, reliability, backtest,
+                          list(dataset.split.notes) + notes, details)
+
+
+def train_target(book, target: str = "churn", config: ModelConfig | str | Path | None = None, *,
+                 horizon_days: int | None = None, catalog=None, health=None, truth=None,
+                 progress=None) -> TrainingResult:
+    """Train and evaluate the ``target`` model on ``book`` (a ``Book`` or a data folder).
+
+    ``config``: a :class:`ModelConfig`, a YAML path, or None for ``models/<target>.yaml``;
+    ``horizon_days`` overrides its horizon. ``truth``: the simulator's ``_truth`` (folder or
+    tables) for the oracle baseline; found automatically beside a data folder.
+    """
+    from churnml.features.catalog import load_catalog
+
+    if isinstance(book, (str, Path)):
+        from churnml.data.io import load_book
+
+        source = Path(book)
+        book, _ = load_book(source)
+        truth = truth if truth is not None else find_truth(source)
+    elif truth is None and getattr(book, "source", None):
+        truth = find_truth(book.source)
+    if not isinstance(config, ModelConfig):
+        config = load_config(target, path=config)
+    if config.target != target:
+        config = config.with_overrides(target=target)
+    if horizon_days is not None:
+        config = config.with_overrides(horizon_days=horizon_days)
+    catalog = catalog if catalog is not None else load_catalog()
+    dataset = build_dataset(book, config, catalog=catalog, progress=progress)
+    if progress is not None:
+        progress.advance()
+    return train_on_dataset(dataset, config, catalog=catalog, health=health, truth=truth, progress=progress)

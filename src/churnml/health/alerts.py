@@ -1,0 +1,182 @@
+"""Week-over-week alerts on the scored book (DOMAIN.md, "Alerts").
+
+Alert names (a CS manager reads them in the queue), in the order they are listed per account:
+
+- ``health_below_30`` / ``health_below_50`` / ``health_below_70``: the score crossed below the
+  threshold since last week (previous >= t > current). Escalating: only the most severe
+  threshold crossed this week is raised (falling from 75 to 45 raises ``health_below_50``).
+- ``dropped_15_in_week``: previous - current >= 15 points.
+- ``dropped_20_in_30_days``: the highest score in the 30 days before this as_of (history and
+  last week) minus the current score >= 20, raised on a week the score fell again (so a
+  decline is reported when it reaches 20 points and while it deepens, not every week after).
+- ``unusual_drop``: noise-aware drop. The account's own weekly changes in the history (at
+  least ``min_weeks`` of them) give a robust standard deviation ``1.4826 * MAD``; this week's
+  drop counts when it exceeds ``max(k * robust_std, floor_points)`` (k = 3, floor 5 points).
+  A stable account dropping 8 points is unusual; an account that swings 10 points a week is not.
+- ``entered_lower_tier``: the tier is lower than last week's.
+- ``expansion_review``: rose into the top tier (thriving) from a lower tier.
+- ``nps_detractor_received``: the latest NPS response is a detractor (``nps_latest`` <= 6, or
+  ``nps_detractor`` = 1) and it arrived since last week (``days_since_last_nps`` < days since
+  the previous as_of; ``new_nps_within_days`` = 7 when there is no previous week).
+- ``no_contact_21_days``: ``days_since_last_contact`` >= 21: a state alert, raised every week
+  it holds (it asks for an action until someone reaches the account).
+- ``champion_left``: ``champion_left_180d`` rose since last week (needs that column in both
+  ``current`` and ``previous``).
+
+With no previous week (or an account absent from it) only the alerts that need no history are
+raised: ``nps_detractor_received`` and ``no_contact_21_days``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from churnml.errors import SchemaError, UsageError
+from churnml.health.config import HealthConfig, load_health_config
+
+ALERT_ORDER = [
+    "health_below_30",
+    "health_below_50",
+    "health_below_70",
+    "dropped_15_in_week",
+    "dropped_20_in_30_days",
+    "unusual_drop",
+    "entered_lower_tier",
+    "expansion_review",
+    "nps_detractor_received",
+    "no_contact_21_days",
+    "champion_left",
+]
+
+
+def _check(frame: pd.DataFrame, name: str, columns: tuple[str, ...]) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise SchemaError(f"{name}: missing column(s) {missing} needed for alerts.")
+
+
+def _single_as_of(frame: pd.DataFrame, name: str) -> pd.Timestamp:
+    values = pd.to_datetime(frame["as_of"]).unique()
+    if len(values) != 1:
+        raise UsageError(f"{name}: alerts compare one scored week with another; got {len(values)} "
+                         f"as_of dates, e.g. {[str(v)[:10] for v in values[:5]]}.")
+    return pd.Timestamp(values[0])
+
+
+def _col(frame: pd.DataFrame, name: str) -> np.ndarray | None:
+    if name not in frame.columns:
+        return None
+    return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def _robust_weekly_std(history: pd.DataFrame, min_weeks: int) -> pd.Series:
+    """Per account: 1.4826 * median absolute deviation of its week-to-week score changes
+    (only accounts with at least ``min_weeks`` changes)."""
+    h = history.sort_values(["account_id", "as_of"])
+    change = h.groupby("account_id", sort=False)["health_score"].diff()
+    h = h.assign(change=change).dropna(subset=["change"])
+    med = h.groupby("account_id")["change"].transform("median")
+    h = h.assign(dev=(h["change"] - med).abs())
+    stats = h.groupby("account_id").agg(n=("change", "size"), mad=("dev", "median"))
+    stats = stats[stats["n"] >= min_weeks]
+    return 1.4826 * stats["mad"]
+
+
+def compute_alerts(current: pd.DataFrame, previous: pd.DataFrame | None = None,
+                   history: pd.DataFrame | None = None,
+                   config: "HealthConfig | Any" = None) -> pd.Series:
+    """Alert names for each row of ``current`` (a list, possibly empty, per account).
+
+    ``current`` / ``previous``: one scored week each (``account_id, as_of, health_score,
+    health_tier``, optionally feature columns such as ``nps_latest``, ``nps_detractor``,
+    ``days_since_last_nps``, ``days_since_last_contact``, ``champion_left_180d``).
+    ``history``: a long frame of earlier weeks (same columns; may include ``previous``); rows
+    at or after the current as_of are ignored. ``config``: a HealthConfig, a path or dict, or
+    None for the default (its ``alerts`` and ``tiers`` sections are used).
+    Returns a Series aligned with ``current``'s index, named ``alerts``.
+    """
+    cfg = config if isinstance(config, HealthConfig) else load_health_config(config)
+    rules = cfg.alerts
+    _check(current, "current", ("account_id", "as_of", "health_score", "health_tier"))
+    as_of = _single_as_of(current, "current")
+    n = len(current)
+    cur_score = current["health_score"].to_numpy(dtype=float)
+    tier_rank = {t.name: i for i, t in enumerate(cfg.tiers)}  # 0 = top tier
+    cur_rank = current["health_tier"].map(tier_rank).to_numpy(dtype=float)
+    flags: dict[str, np.ndarray] = {name: np.zeros(n, dtype=bool) for name in ALERT_ORDER}
+    keys = current["account_id"].astype("str")
+
+    gap_days = float(rules["new_nps_within_days"])
+    has_prev = np.zeros(n, dtype=bool)
+    if previous is not None and len(previous):
+        _check(previous, "previous", ("account_id", "as_of", "health_score", "health_tier"))
+        prev_as_of = _single_as_of(previous, "previous")
+        if prev_as_of >= as_of:
+            raise UsageError(f"previous week ({prev_as_of.date()}) must be before current ({as_of.date()}).")
+        gap_days = (as_of - prev_as_of).days
+        prev = previous.assign(account_id=previous["account_id"].astype("str")).drop_duplicates("account_id")
+        prev = prev.set_index("account_id").reindex(keys)
+        has_prev = prev["health_score"].notna().to_numpy()
+        prev_score = prev["health_score"].to_numpy(dtype=float)
+        prev_rank = prev["health_tier"].map(tier_rank).to_numpy(dtype=float)
+
+        # Escalating thresholds: the most severe one crossed this week.
+        crossed_any = np.zeros(n, dtype=bool)
+        for t in sorted(rules["falls_below"]):
+            crossed = has_prev & (prev_score >= t) & (cur_score < t) & ~crossed_any
+            flags.setdefault(f"health_below_{t:g}", np.zeros(n, dtype=bool))
+            flags[f"health_below_{t:g}"] |= crossed
+            crossed_any |= crossed
+        drop = prev_score - cur_score
+        flags["dropped_15_in_week"] = has_prev & (drop >= rules["weekly_drop_points"])
+        flags["entered_lower_tier"] = has_prev & (cur_rank > prev_rank)
+        flags["expansion_review"] = has_prev & (cur_rank == 0) & (prev_rank > 0)
+
+        prev_champ, cur_champ = _col(prev, "champion_left_180d"), _col(current, "champion_left_180d")
+        if cur_champ is not None and prev_champ is None:
+            warnings.warn("champion_left needs 'champion_left_180d' in last week's frame too; "
+                          "not evaluated this week.", stacklevel=2)
+        elif cur_champ is not None:
+            flags["champion_left"] = has_prev & (np.nan_to_num(cur_champ) > np.nan_to_num(prev_champ))
+
+        # History-based alerts: previous week plus any earlier weeks.
+        parts = [previous[["account_id", "as_of", "health_score"]]]
+        if history is not None and len(history):
+            _check(history, "history", ("account_id", "as_of", "health_score"))
+            parts.append(history[["account_id", "as_of", "health_score"]])
+        hist = pd.concat(parts, ignore_index=True)
+        hist = hist.assign(account_id=hist["account_id"].astype("str"),
+                           as_of=pd.to_datetime(hist["as_of"]))
+        hist = hist[hist["as_of"] < as_of].drop_duplicates(["account_id", "as_of"], keep="first")
+
+        window = hist[hist["as_of"] >= as_of - pd.Timedelta(days=rules["monthly_window_days"])]
+        peak = window.groupby("account_id")["health_score"].max().reindex(keys).to_numpy(dtype=float)
+        flags["dropped_20_in_30_days"] = (has_prev & (peak - cur_score >= rules["monthly_drop_points"])
+                                          & (cur_score < prev_score))
+
+        ud = rules["unusual_drop"]
+        std = _robust_weekly_std(hist, int(ud["min_weeks"])).reindex(keys).to_numpy(dtype=float)
+        threshold = np.maximum(ud["k"] * std, ud["floor_points"])
+        flags["unusual_drop"] = has_prev & ~np.isnan(std) & (drop > threshold)
+
+    # Alerts that need no history.
+    nps, detr_flag = _col(current, "nps_latest"), _col(current, "nps_detractor")
+    days_nps = _col(current, "days_since_last_nps")
+    if days_nps is not None and (nps is not None or detr_flag is not None):
+        detractor = np.nan_to_num(detr_flag, nan=0.0) >= 0.5 if detr_flag is not None else np.zeros(n, bool)
+        if nps is not None:
+            detractor = np.where(np.isnan(nps), detractor, nps <= cfg.overrides["nps_detractor_cap"]["detractor_max"])
+        flags["nps_detractor_received"] = detractor & (np.nan_to_num(days_nps, nan=np.inf) < gap_days)
+    silence = _col(current, "days_since_last_contact")
+    if silence is not None:
+        flags["no_contact_21_days"] = np.nan_to_num(silence, nan=-np.inf) >= rules["no_contact_days"]
+
+    order = [a for a in ALERT_ORDER if a in flags] + [a for a in flags if a not in ALERT_ORDER]
+    matrix = np.column_stack([flags[a] for a in order]) if order else np.zeros((n, 0), bool)
+    names = np.array(order, dtype=object)
+    return pd.Series([list(names[row]) for row in matrix], index=current.index, name="alerts",
+                     dtype=object)

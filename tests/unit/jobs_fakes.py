@@ -106,3 +106,47 @@ def models():
     expansion = LinearModel("expansion", {"nps_latest": 0.3, "usage_drop_50pct": -1.0},
                             bias=-3.0, version="2")
     return churn, expansion
+
+
+def tiny_book(n=40, seed=1):
+    """A small book: accounts, mrr_changes (some churned before 2026-03-02), touchpoints."""
+    from churnml.data.tables import Book
+
+    rng = np.random.default_rng(seed)
+    ids = [f"C{i:04d}" for i in range(n)]
+    accounts = pd.DataFrame({"account_id": ids,
+                             "created_at": pd.Timestamp("2025-01-01")})
+    rows = []
+    for i, acc in enumerate(ids):
+        rows.append((acc, pd.Timestamp("2025-01-01"), float(rng.integers(100, 3000)), "new"))
+        if i % 7 == 3:
+            rows.append((acc, pd.Timestamp("2026-01-15"), 0.0, "churn"))
+    mrr = pd.DataFrame(rows, columns=["account_id", "effective_date", "mrr", "reason"])
+    k = 6 * n
+    touch = pd.DataFrame({
+        "account_id": rng.choice(ids, k),
+        "ts": pd.Timestamp("2025-12-01") + pd.to_timedelta(rng.integers(0, 120, k), unit="D"),
+        "kind": "meeting_held", "value": np.nan,
+    }).sort_values(["account_id", "ts"], ignore_index=True)
+    return Book(tables={"accounts": accounts, "mrr_changes": mrr, "touchpoints": touch})
+
+
+def simple_features(book, as_of_dates):
+    """Point-in-time features of the tiny book (mrr, days since contact), active accounts only."""
+    frames = []
+    for as_of in pd.to_datetime(list(as_of_dates)):
+        mrr = book["mrr_changes"]
+        latest = mrr[mrr["effective_date"] < as_of].groupby("account_id")["mrr"].last()
+        latest = latest[latest > 0]
+        tp = book["touchpoints"]
+        last = tp[tp["ts"] < as_of].groupby("account_id")["ts"].max()
+        since = (as_of - last.reindex(latest.index)).dt.days.astype(float)
+        frames.append(pd.DataFrame({
+            "account_id": latest.index.astype(str), "as_of": as_of, "mrr": latest.to_numpy(),
+            "days_since_last_contact": since.to_numpy(),
+            "usage_drop_50pct": (since.fillna(99).to_numpy() > 10).astype(float),
+            "nps_latest": 8.0, "tenure_days": (as_of - pd.Timestamp("2025-01-01")).days,
+            "overdue_invoices": 0.0, "escalations_90d": 0.0, "champion_left_180d": 0.0,
+            "value_tier": "core", "lifecycle_phase": "advocacy", "rfm_segment": "loyal",
+        }))
+    return pd.concat(frames, ignore_index=True)

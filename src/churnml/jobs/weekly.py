@@ -1,0 +1,336 @@
+"""The weekly job's engine (``churnml score``): partitions, lock, account chunks, atomic write.
+
+Layout of the output folder::
+
+    OUT/.churnml-score.lock                  held while a run writes (filelock)
+    OUT/as_of=YYYY-MM-DD/scores.parquet      DESIGN.md's output, one row per active account
+    OUT/as_of=YYYY-MM-DD/alert_inputs.parquet  the features next week's alerts compare with
+                                               (champion_left_180d, nps_*, days_since_*)
+    OUT/as_of=YYYY-MM-DD/report.html         the CS leader's report (churnml.jobs.report)
+
+Guarantees:
+
+- atomic: each file is written as ``<name>.tmp-<pid>`` in its partition and renamed with
+  ``os.replace``; a run killed midway leaves at most a temporary file, which the next run on
+  that partition deletes, never a partial ``scores.parquet``;
+- reproducible: rows sorted by account_id, no wall-clock time inside the files, a fixed arrow
+  schema: the same inputs, models and weights give byte-identical parquet;
+- isolated: only the partition of ``as_of`` is written; earlier weeks are only read ("last
+  week" = the latest earlier partition that has a ``scores.parquet``; history = the earlier
+  partitions within ``history_weeks``);
+- bounded memory: features, scores and alerts are computed per chunk of ``chunk_size``
+  accounts and each chunk is appended to the parquet file as a row group.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from churnml.data.tables import Book
+from churnml.errors import LockedError, UsageError
+from churnml.features.windows import to_as_of
+from churnml.jobs.scoring import SCHEMA_VERSION, output_columns, score_frame
+
+LOCK_NAME = ".churnml-score.lock"
+SCORES_NAME = "scores.parquet"
+ALERT_INPUTS_NAME = "alert_inputs.parquet"
+REPORT_NAME = "report.html"
+DEFAULT_CHUNK_SIZE = 25_000
+DEFAULT_HISTORY_WEEKS = 13
+# Features that next week's alerts compare with this week's (see churnml.health.alerts).
+ALERT_INPUT_FEATURES = ("champion_left_180d", "nps_latest", "nps_detractor", "days_since_last_nps",
+                        "days_since_last_contact")
+_PARTITION = re.compile(r"^as_of=(\d{4}-\d{2}-\d{2})$")
+
+
+def partition_dir(out_dir: str | Path, as_of) -> Path:
+    """``OUT/as_of=YYYY-MM-DD``."""
+    return Path(out_dir) / f"as_of={to_as_of(as_of):%Y-%m-%d}"
+
+
+def list_partitions(out_dir: str | Path) -> list[tuple[pd.Timestamp, Path]]:
+    """Complete partitions (with a ``scores.parquet``) of an output folder, oldest first."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    found = []
+    for child in out_dir.iterdir():
+        m = _PARTITION.match(child.name)
+        if m and (child / SCORES_NAME).is_file():
+            found.append((to_as_of(m.group(1)), child))
+    return sorted(found)
+
+
+def load_earlier_weeks(out_dir: str | Path, as_of, history_weeks: int = DEFAULT_HISTORY_WEEKS,
+                       ) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """``(previous, history)`` for the alerts of week ``as_of``.
+
+    ``previous``: the latest earlier partition's rows (``account_id, as_of, health_score,
+    health_tier`` plus its alert inputs); ``history``: ``account_id, as_of, health_score,
+    health_tier`` of every earlier partition with as_of in ``[as_of - history_weeks weeks,
+    as_of)``. Both None in the first week.
+    """
+    as_of = to_as_of(as_of)
+    earlier = [(d, p) for d, p in list_partitions(out_dir) if d < as_of]
+    if not earlier:
+        return None, None
+    cols = ["account_id", "as_of", "health_score", "health_tier"]
+    last_date, last_dir = earlier[-1]
+    previous = pd.read_parquet(last_dir / SCORES_NAME, columns=cols)
+    inputs_path = last_dir / ALERT_INPUTS_NAME
+    if inputs_path.is_file():
+        previous = previous.merge(pd.read_parquet(inputs_path).drop(columns=["as_of"]),
+                                  on="account_id", how="left")
+    start = as_of - pd.Timedelta(weeks=history_weeks)
+    frames = [pd.read_parquet(p / SCORES_NAME, columns=cols) for d, p in earlier if d >= start]
+    history = pd.concat(frames, ignore_index=True) if frames else None
+    return previous, history
+
+
+class OutputLock:
+    """Exclusive lock on an output folder (``OUT/.churnml-score.lock``, via filelock).
+
+    Entering raises :class:`LockedError` at once when another run holds it."""
+
+    def __init__(self, out_dir: str | Path) -> None:
+        from filelock import FileLock
+
+        self.path = Path(out_dir) / LOCK_NAME
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(str(self.path), timeout=0)
+
+    def __enter__(self) -> "OutputLock":
+        from filelock import Timeout
+
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise LockedError(
+                f"another churnml score run is writing to {self.path.parent} (lock {self.path} "
+                "is held); wait for it to finish. If no run is active, the lock is released "
+                "automatically when its process exits."
+            ) from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()
+
+
+def remove_stale_temporaries(partition: Path) -> list[Path]:
+    """Delete ``*.tmp-<pid>`` files a killed run left in a partition (call under the lock)."""
+    removed = []
+    if partition.is_dir():
+        for child in partition.iterdir():
+            if ".tmp-" in child.name:
+                child.unlink()
+                removed.append(child)
+    return removed
+
+
+def temporary_path(path: Path) -> Path:
+    return path.with_name(f"{path.name}.tmp-{os.getpid()}")
+
+
+def arrow_schema(dimensions: list[str]):
+    """The fixed arrow schema of ``scores.parquet`` (same for every chunk and every run)."""
+    import pyarrow as pa
+
+    reason = pa.struct([("feature", pa.string()), ("value", pa.float64()),
+                        ("contribution", pa.float64()), ("text", pa.string())])
+    action = pa.struct([
+        ("playbook", pa.string()), ("action", pa.string()), ("owner", pa.string()),
+        ("severity", pa.string()), ("respond_within", pa.string()),
+        ("reason_feature", pa.string()), ("reason", pa.string()),
+        ("expansion_blocked_by", pa.list_(pa.string())),
+    ])
+    types = {
+        "account_id": pa.string(), "as_of": pa.timestamp("ns"),
+        "churn_probability": pa.float64(), "expansion_probability": pa.float64(),
+        "health_score": pa.float64(), "health_tier": pa.string(),
+        "health_dimensions_used": pa.string(), "churn_reasons": pa.list_(reason),
+        "expansion_reasons": pa.list_(reason), "alerts": pa.list_(pa.string()),
+        "next_best_action": action, "churn_model_version": pa.string(),
+        "expansion_model_version": pa.string(), "health_weights_version": pa.string(),
+        "mrr": pa.float64(), "mrr_at_risk": pa.float64(), "expected_expansion_mrr": pa.float64(),
+        "value_tier": pa.string(), "lifecycle_phase": pa.string(), "rfm_segment": pa.string(),
+        "expansion_readiness": pa.string(), "schema_version": pa.int32(),
+    }
+    fields = [(c, types.get(c, pa.float64())) for c in output_columns(dimensions)]
+    return pa.schema(fields, metadata={"churnml_schema_version": str(SCHEMA_VERSION)})
+
+
+def to_arrow(frame: pd.DataFrame, schema):
+    import pyarrow as pa
+
+    arrays = [pa.array(frame[f.name].tolist() if f.type.num_fields or
+                       pa.types.is_list(f.type) else frame[f.name], type=f.type, from_pandas=True)
+              for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def write_parquet_atomic(path: Path, tables: Iterator, schema) -> int:
+    """Write ``tables`` (arrow tables) as row groups of ``path`` atomically; returns rows."""
+    import pyarrow.parquet as pq
+
+    tmp = temporary_path(path)
+    rows = 0
+    try:
+        with pq.ParquetWriter(str(tmp), schema, compression="zstd") as writer:
+            for table in tables:
+                writer.write_table(table)
+                rows += table.num_rows
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return rows
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    tmp = temporary_path(path)
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def account_chunks(book: Book, chunk_size: int) -> Iterator[Book]:
+    """Split a book into books of at most ``chunk_size`` accounts (by sorted account_id).
+
+    Every table row goes to the chunk of its account, so per-account features are unchanged."""
+    ids = np.sort(book.accounts["account_id"].astype(str).unique())
+    n_chunks = max(1, -(-len(ids) // chunk_size))
+    positions = {}
+    for name, table in book.tables.items():
+        if "account_id" not in table.columns:
+            continue
+        codes = np.searchsorted(ids, table["account_id"].astype(str).to_numpy())
+        chunk = np.minimum(codes, len(ids) - 1) // chunk_size if len(ids) else codes
+        order = np.argsort(chunk, kind="stable")
+        bounds = np.searchsorted(chunk[order], np.arange(n_chunks + 1))
+        positions[name] = (order, bounds)
+    for k in range(n_chunks):
+        tables = {}
+        for name, table in book.tables.items():
+            if name not in positions:
+                tables[name] = table
+                continue
+            order, bounds = positions[name]
+            tables[name] = table.iloc[order[bounds[k]:bounds[k + 1]]].reset_index(drop=True)
+        yield Book(tables=tables, source=book.source, meta=dict(book.meta))
+
+
+@dataclass
+class WeeklyResult:
+    as_of: pd.Timestamp
+    partition: Path
+    scores_path: Path
+    rows: int
+    previous_as_of: pd.Timestamp | None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _slice(frame: pd.DataFrame | None, ids: np.ndarray) -> pd.DataFrame | None:
+    if frame is None:
+        return None
+    return frame[frame["account_id"].astype(str).isin(ids)].reset_index(drop=True)
+
+
+def score_book(
+    book: Book,
+    as_of,
+    out_dir: str | Path,
+    churn_model,
+    expansion_model,
+    health,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    history_weeks: int = DEFAULT_HISTORY_WEEKS,
+    playbooks=None,
+    build_features: Callable | None = None,
+    on_chunk: Callable[[int, int], None] | None = None,
+    feature_dimensions=None,
+) -> WeeklyResult:
+    """Score every active account of ``book`` at ``as_of`` into ``OUT/as_of=DATE/``.
+
+    Holds the output folder's lock for the whole run (LockedError if held), removes temporary
+    files of a killed run, computes features per account chunk with ``build_features(book,
+    [as_of])`` (default ``churnml.features.build.build_features``), scores each chunk with
+    :func:`~churnml.jobs.scoring.score_frame` against the earlier partitions, and writes
+    ``scores.parquet`` and ``alert_inputs.parquet`` atomically. ``on_chunk(accounts_done,
+    accounts_total)`` is called after each chunk (progress bar). Returns what was written and
+    the wall time of each stage (features, scoring, write).
+    """
+    import pyarrow as pa
+
+    from churnml.jobs.actions import load_playbooks
+
+    if chunk_size < 1:
+        raise UsageError(f"The 'chunk_size' parameter must be a positive integer. Got {chunk_size}.")
+    as_of = to_as_of(as_of)
+    if build_features is None:
+        from churnml.features.build import build_features
+    playbooks = playbooks if playbooks is not None else load_playbooks()
+    if feature_dimensions is None:
+        from churnml.jobs.scoring import _feature_dimensions
+
+        feature_dimensions = _feature_dimensions()
+    out_dir = Path(out_dir)
+    partition = partition_dir(out_dir, as_of)
+    stage = {"features": 0.0, "scoring": 0.0, "write": 0.0}
+    with OutputLock(out_dir):
+        partition.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(partition)
+        previous, history = load_earlier_weeks(out_dir, as_of, history_weeks)
+        dimensions = list(health.dimension_names)
+        schema = arrow_schema(dimensions)
+        n_total = int(book.accounts["account_id"].nunique())
+        alert_inputs: list[pd.DataFrame] = []
+
+        def chunks() -> Iterator:
+            done = 0
+            for part in account_chunks(book, chunk_size):
+                t0 = time.perf_counter()
+                features = build_features(part, [as_of])
+                features = features.sort_values("account_id", kind="stable").reset_index(drop=True)
+                t1 = time.perf_counter()
+                ids = features["account_id"].astype(str).to_numpy()
+                scored = score_frame(features, churn_model, expansion_model, health,
+                                     previous=_slice(previous, ids), history=_slice(history, ids),
+                                     playbooks=playbooks, feature_dimensions=feature_dimensions)
+                keep = ["account_id", "as_of", *[c for c in ALERT_INPUT_FEATURES
+                                                 if c in features.columns]]
+                alert_inputs.append(features[keep])
+                t2 = time.perf_counter()
+                table = to_arrow(scored, schema)
+                stage["features"] += t1 - t0
+                stage["scoring"] += t2 - t1
+                stage["write"] += time.perf_counter() - t2
+                done += int(part.accounts["account_id"].nunique())
+                if on_chunk is not None:
+                    on_chunk(done, n_total)
+                yield table
+
+        t0 = time.perf_counter()
+        scores_path = partition / SCORES_NAME
+        rows = write_parquet_atomic(scores_path, chunks(), schema)
+        inputs = (pd.concat(alert_inputs, ignore_index=True) if alert_inputs
+                  else pd.DataFrame({"account_id": pd.Series(dtype="str"),
+                                     "as_of": pd.Series(dtype="datetime64[ns]")}))
+        inputs_table = pa.Table.from_pandas(inputs, preserve_index=False)
+        write_parquet_atomic(partition / ALERT_INPUTS_NAME, iter([inputs_table]),
+                             inputs_table.schema)
+        stage["write"] += (time.perf_counter() - t0) - stage["features"] - stage["scoring"] \
+            - stage["write"]
+    return WeeklyResult(
+        as_of=as_of, partition=partition, scores_path=scores_path, rows=rows,
+        previous_as_of=None if previous is None else pd.Timestamp(previous["as_of"].iloc[0])
+        if len(previous) else None,
+        stage_seconds=stage,
+    )

@@ -599,3 +599,22 @@ def test_property_counts_add_up_and_accepted_rows_pass_the_rules(usage, nps, inv
         if row["account_id"] not in known or "" in (row["invoice_id"], row["amount"]) or \
                 row["due_date"] == "nope" or row["paid_at"] == "tomorrow" or row["amount"] == "-3":
             assert r in rejected["invoices"], row
+
+
+def test_examples_in_the_data_contract_doc_are_valid(tmp_path):
+    """Each table's example in docs/data_contract.md loads with no rejects."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "data_contract.md").read_text()
+    folder = tmp_path / "doc_book"
+    folder.mkdir()
+    for name in TABLES:
+        section = doc.split(f"### {name} ")[1]
+        example = re.search(r"```\n(.*?)```", section, re.S).group(1)
+        (folder / f"{name}.csv").write_text(example)
+    book, report = load_book(folder)
+    assert report.total_rejected == 0 and report.warnings == []
+    assert set(book.tables) == set(TABLES)
+    assert book["usage_events"].set_index("event").loc["api_call", "ts"] == \
+        pd.Timestamp("2024-08-01 12:00")

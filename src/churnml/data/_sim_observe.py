@@ -1,0 +1,253 @@
+"""What the outside world sees of the hidden state each week: usage, touchpoints, NPS, invoices.
+
+Every observable is drawn from the state in force during the week (``_sim_model.Lanes``) with
+noise; nothing here feeds back into the state. Rows are appended to :class:`Buffers` as
+compact numpy arrays (lane index, day / nanosecond timestamps, small integer codes) and turned
+into the data-contract tables once at the end.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from churnml.data._sim_model import Lanes, WeekEvents, WeekHazards, _sig
+
+USAGE_EVENTS = (
+    "login", "dashboard_view", "report_create", "data_import", "share", "comment",
+    "integration_sync", "api_call", "automation_run", "custom_report", "admin_config",
+)
+TOUCH_KINDS = (
+    "meeting_held", "meeting_missed", "qbr_held", "email_sent", "email_replied",
+    "support_ticket", "escalation", "champion_left", "billing_page_visit",
+    "cancellation_inquiry", "data_export_request", "competitor_mentioned", "budget_cut",
+    "payment_failed", "expansion_request", "goal_achieved", "referral_given",
+)
+KIND = {k: i for i, k in enumerate(TOUCH_KINDS)}
+NS_DAY = 86_400 * 10**9
+# share of a week's product activity by weekday, Monday first (weekends are quiet)
+WEEKDAY_SHARE = np.array([0.195, 0.195, 0.19, 0.185, 0.155, 0.045, 0.035])
+COMMENTS = {
+    "detractor": ("too expensive for what we use", "support is slow", "missing features we need",
+                  "hard to get the team to adopt it"),
+    "passive": ("works fine", "reporting could be better", "ok overall"),
+    "promoter": ("great product", "the team loves it", "saves us hours every week"),
+}
+USER_CAP = 40  # tracked users per account (large accounts: a sample of their users)
+
+
+class Buffers:
+    """Column chunks per output table, concatenated at the end."""
+
+    def __init__(self, created_day: np.ndarray) -> None:
+        self.chunks: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+        self.created_day = created_day
+        self.cut_day = np.full(len(created_day), np.inf)  # churn day of the current week
+
+    def add(self, table: str, **cols) -> None:
+        for name, values in cols.items():
+            self.chunks[table][name].append(values)
+
+    def columns(self, table: str) -> dict[str, np.ndarray]:
+        return {k: np.concatenate(v) for k, v in self.chunks[table].items()}
+
+
+def _ranks(counts: np.ndarray) -> np.ndarray:
+    """0, 1, ..., c-1 for each group of a ``np.repeat(x, counts)`` (a vectorised cumcount)."""
+    total = int(counts.sum())
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    return np.arange(total) - starts
+
+
+def _contact_code(s: Lanes, lanes: np.ndarray, slot: np.ndarray) -> np.ndarray:
+    """Contact id code lane*1000 + k: the champion (slot 0) gets a new id when replaced."""
+    k = np.where(slot == 0, 100 + s.champion_gen[lanes], slot)
+    return lanes.astype(np.int64) * 1000 + k.astype(np.int64)
+
+
+def emit_usage(s: Lanes, act: np.ndarray, week_day: int, rng, buf: Buffers,
+               usage_rate: float) -> None:
+    lanes = np.flatnonzero(act)
+    h, a = s.health[lanes], s.adoption[lanes]
+    cap = np.clip(np.floor(np.minimum(s.users_needed[lanes], s.seats[lanes])), 1, USER_CAP)
+    p_active = _sig(0.4 + 1.1 * h - 1.2 * s.churn_intent[lanes]) * (0.25 + 0.75 * a)
+    users = rng.binomial(cap.astype(np.int64), np.clip(p_active, 0, 1))
+    rate = users * usage_rate * np.exp(0.3 * h) * (0.4 + a)
+    n = rng.poisson(rate)
+    lane = np.repeat(lanes, n)
+    m = len(lane)
+    if m == 0:
+        return
+    users_r = np.repeat(users, n)
+    user = np.floor(rng.random(m) * users_r).astype(np.int16)
+    weekday = rng.choice(7, size=m, p=WEEKDAY_SHARE)
+    second = rng.integers(7 * 3600, 20 * 3600, size=m)
+    ts = (week_day + weekday).astype(np.int64) * NS_DAY + second.astype(np.int64) * 10**9
+    # which event: logins, core features up to the account's breadth, advanced features
+    a_r, h_r = np.repeat(a, n), np.repeat(h, n)
+    breadth = np.clip(1 + np.floor(5.0 * a_r * _sig(1.5 * h_r + 0.5) + rng.random(m)), 1, 6)
+    core = 1 + np.floor(rng.random(m) * breadth)
+    advanced_ok = np.repeat(s.plan[lanes] >= 1, n)
+    u = rng.random(m)
+    p_adv = advanced_ok * 0.28 * a_r ** 2 * _sig(h_r)
+    event = np.where(u < 0.36, 0, np.where(u < 0.36 + p_adv, 7 + np.floor(rng.random(m) * 4), core))
+    qty = np.where(event == 0, 1.0, 1.0 + rng.poisson(1.5, size=m))
+    keep = (ts >= s.created_day[lane].astype(np.int64) * NS_DAY)
+    churned = s.churned_day[lane]
+    keep &= ts < np.minimum(np.where(np.isnan(churned), np.inf, churned),
+                            buf.cut_day[lane]) * NS_DAY
+    buf.add("usage", lane=lane[keep].astype(np.int32), ts=ts[keep], event=event[keep].astype(np.int8),
+            user=user[keep], quantity=qty[keep].astype(np.float32))
+
+
+def _touch(buf, kind, lanes, day, value=None, user=None) -> None:
+    """Append touchpoint rows; rows before the account exists or after it churned are dropped."""
+    m = len(lanes)
+    if m == 0:
+        return
+    day = np.asarray(day, dtype=np.float64)
+    keep = (day >= buf.created_day[lanes]) & (day < buf.cut_day[lanes])
+    if not keep.all():
+        lanes, day = lanes[keep], day[keep]
+        value = None if value is None else np.asarray(value)[keep]
+        user = None if user is None else np.asarray(user)[keep]
+        m = len(lanes)
+    buf.add("touch", lane=lanes.astype(np.int32), day=np.asarray(day, dtype=np.float64),
+            kind=np.full(m, KIND[kind], np.int8),
+            value=np.full(m, np.nan) if value is None else np.asarray(value, np.float64),
+            user=np.full(m, -1, np.int64) if user is None else np.asarray(user, np.int64))
+
+
+def _repeat_counts(lanes, counts, week_day, rng, weekday_weighted=True):
+    lane = np.repeat(lanes, counts)
+    if weekday_weighted:
+        day = week_day + rng.choice(7, size=len(lane), p=WEEKDAY_SHARE)
+    else:
+        day = week_day + rng.integers(0, 7, size=len(lane))
+    hour = (8.0 + 10.0 * rng.random(len(lane))) / 24.0  # business hours
+    return lane, day.astype(np.float64) + hour
+
+
+def emit_touchpoints(s: Lanes, ev: WeekEvents, act: np.ndarray, week_day: int, rng,
+                     buf: Buffers) -> None:
+    lanes = np.flatnonzero(act)
+    h = s.health[lanes]
+    ci = s.churn_intent[lanes]
+    bi = s.buy_intent[lanes]
+    seg = s.segment_code[lanes].astype(int)
+    nc = s.n_contacts[lanes].astype(np.int64)
+    tenure = week_day - s.created_day[lanes]
+    champ_recent = np.exp(-s.weeks_since_champion_left[lanes] / 6.0)
+
+    def contacts(lane_idx):
+        slot = np.floor(rng.random(len(lane_idx)) * s.n_contacts[lane_idx]).astype(np.int64)
+        return _contact_code(s, lane_idx, slot)
+
+    # emails from the CSM and the customer's replies (value = hours to reply)
+    sent = rng.poisson(np.array([0.45, 0.8, 1.2])[seg] + 0.4 * ci)
+    lane, day = _repeat_counts(lanes, sent, week_day, rng)
+    who = contacts(lane)
+    _touch(buf, "email_sent", lane, day, user=who)
+    pos = np.searchsorted(lanes, lane)
+    p_reply = _sig(0.9 + 1.3 * h[pos] - 1.8 * ci[pos] - 0.8 * champ_recent[pos])
+    replied = rng.random(len(lane)) < p_reply
+    hours = np.exp(np.log(5.0) - 0.5 * h[pos] + 0.9 * ci[pos] + 0.9 * rng.standard_normal(len(lane)))
+    hours = np.round(np.clip(hours, 0.1, 24 * 14), 1)
+    _touch(buf, "email_replied", lane[replied], day[replied] + hours[replied] / 24.0,
+           value=hours[replied], user=who[replied])
+
+    # meetings: held or missed; QBRs for larger accounts
+    meet = rng.random(len(lanes)) < np.array([0.16, 0.3, 0.45])[seg]
+    missed = rng.random(len(lanes)) < _sig(-2.0 - 1.3 * h + 1.8 * ci + 1.2 * champ_recent)
+    ml = lanes[meet]
+    md = week_day + rng.integers(0, 5, size=len(ml)) + (9.0 + 8.0 * rng.random(len(ml))) / 24.0
+    _touch(buf, "meeting_held", ml[~missed[meet]], md[~missed[meet]], user=contacts(ml[~missed[meet]]))
+    _touch(buf, "meeting_missed", ml[missed[meet]], md[missed[meet]], user=contacts(ml[missed[meet]]))
+    qbr = (seg > 0) & (rng.random(len(lanes)) < (1 / 13) * _sig(1.0 + 1.5 * h - 2.0 * ci))
+    _touch(buf, "qbr_held", lanes[qbr], week_day + rng.integers(0, 5, size=int(qbr.sum())),
+           user=contacts(lanes[qbr]))
+
+    # support: more tickets when things go wrong, then silence once the account gives up
+    t_rate = (np.array([0.12, 0.3, 0.6])[seg] * (0.5 + 1.5 * _sig(-1.5 * h))
+              * (1.0 + 1.0 * (tenure < 90)) * (1.0 - 0.75 * ci))
+    tickets = rng.poisson(t_rate)
+    lane, day = _repeat_counts(lanes, tickets, week_day, rng)
+    _touch(buf, "support_ticket", lane, day, user=contacts(lane))
+    pos = np.searchsorted(lanes, lane)
+    esc = rng.random(len(lane)) < _sig(-2.6 - 1.0 * h[pos])
+    _touch(buf, "escalation", lane[esc], day[esc], user=contacts(lane[esc]))
+
+    # shocks: mostly noticed by the CSM, some never recorded
+    for shock, kind, p_seen in (("champion_left", "champion_left", 0.85),
+                                ("budget_cut", "budget_cut", 0.6),
+                                ("competitor", "competitor_mentioned", 0.5),
+                                ("rollout_success", "goal_achieved", 0.9)):
+        hit, sday = ev.shocks[shock]
+        seen = hit & act & (rng.random(len(hit)) < p_seen)
+        idx = np.flatnonzero(seen)
+        user = None
+        if shock == "champion_left":  # the departing champion (slot 0 before replacement)
+            user = _contact_code(s, idx, np.zeros(len(idx), np.int64))
+        _touch(buf, kind, idx, sday[idx], user=user if user is not None else contacts(idx))
+
+    # signals of a decision in the making (critical churn signals) and of buying interest
+    for kind, prob in (
+        ("billing_page_visit", None),
+        ("cancellation_inquiry", 0.001 + 0.11 * ci),
+        ("data_export_request", 0.001 + 0.07 * ci),
+        ("competitor_mentioned", 0.0015 + 0.05 * ci),
+        ("expansion_request", 0.002 + 0.22 * bi),
+        ("goal_achieved", 0.006 * _sig(h) * s.adoption[lanes]),
+        ("referral_given", 0.0015 + 0.012 * np.clip(h - 0.5, 0, 2) * (1 - ci)),
+    ):
+        if prob is None:
+            unresolved = s.unresolved_until_day[lanes] > week_day
+            counts = rng.poisson(0.03 + 0.45 * ci + 0.3 * unresolved + 0.05 * _sig(-2 * h))
+        else:
+            counts = (rng.random(len(lanes)) < prob).astype(np.int64)
+        lane, day = _repeat_counts(lanes, counts, week_day, rng)
+        _touch(buf, kind, lane, day, user=contacts(lane))
+    del nc
+
+
+def emit_invoices(s: Lanes, ev: WeekEvents, week_day: int, rng, buf: Buffers) -> None:
+    lanes = np.flatnonzero(ev.invoice_due)
+    if len(lanes) == 0:
+        return
+    due = ev.invoice_day[lanes]
+    keep = due >= s.created_day[lanes]
+    lanes, due = lanes[keep], due[keep]
+    buf.add("invoice", lane=lanes.astype(np.int32), due=due, amount=ev.invoice_amount[lanes],
+            paid=ev.invoice_paid_day[lanes])
+    failed = ev.invoice_outcome[lanes] == 2
+    _touch(buf, "payment_failed", lanes[failed], due[failed])
+    second = failed & ev.second_failure[lanes]
+    _touch(buf, "payment_failed", lanes[second], due[second] + 7)
+
+
+def emit_nps(s: Lanes, act: np.ndarray, week_index: int, week_day: int, nps_phase: np.ndarray,
+             rng, buf: Buffers) -> None:
+    due = act & ((week_index - nps_phase) % 13 == 0)
+    lanes = np.flatnonzero(due)
+    if len(lanes) == 0:
+        return
+    invited = np.minimum(s.n_contacts[lanes] + 2, 8).astype(np.int64)
+    h = s.health[lanes]
+    responses = rng.binomial(invited, np.clip(0.25 + 0.15 * _sig(h), 0, 1))
+    lane = np.repeat(lanes, responses)
+    m = len(lane)
+    if m == 0:
+        return
+    resp = _ranks(responses)
+    pos = np.searchsorted(lanes, lane)
+    score = np.clip(np.round(7.0 + 1.5 * h[pos] - 1.4 * s.churn_intent[lane]
+                             + 0.6 * s.buy_intent[lane] + 1.5 * rng.standard_normal(m)), 0, 10)
+    day = week_day + rng.integers(0, 7, size=m)
+    ns = day.astype(np.int64) * NS_DAY + rng.integers(8 * 3600, 19 * 3600, size=m) * 10**9
+    with_comment = rng.random(m) < 0.3
+    band = np.where(score <= 6, 0, np.where(score <= 8, 1, 2))
+    pick = rng.integers(0, 4, size=m)
+    buf.add("nps", lane=lane.astype(np.int32), ts=ns, score=score.astype(np.int64),
+            respondent=lane.astype(np.int64) * 100 + resp, band=np.where(with_comment, band, -1),
+            pick=pick)

@@ -63,3 +63,49 @@ def weekly_as_of_dates(end, count: int, cadence_days: int = 7) -> pd.DatetimeInd
     return pd.DatetimeIndex(
         [end - pd.Timedelta(days=cadence_days * k) for k in range(count - 1, -1, -1)]
     ).as_unit("ns")
+
+
+# --- integer day numbers: the vectorised builders compare whole days --------------------------
+# as_of is a midnight and every window is a whole number of days, so a row at time ts lies in
+# [as_of - d, as_of) exactly when its calendar day lies in [day(as_of) - d, day(as_of)). The
+# builders therefore work on int64 day numbers (days since 1970-01-01, floored), which are exact.
+
+
+def day_numbers(values) -> np.ndarray:
+    """Calendar day of each timestamp as int64 days since 1970-01-01 (floored; NaT -> INT64 min).
+
+    Accepts a Series / DatetimeIndex / array of naive ``datetime64``.
+    """
+    arr = np.asarray(values, dtype="datetime64[ns]")
+    days = arr.astype("datetime64[D]").astype(np.int64)  # astype to [D] floors toward -inf
+    return days
+
+
+NAT_DAY = np.iinfo(np.int64).min
+
+
+def feature_day_bounds(as_of_day, days: int | None, offset_days: int = 0):
+    """Day-number bounds ``(start, end)`` of ``[as_of - offset - days, as_of - offset)``.
+
+    ``days=None`` means all history (start ``None``). ``offset_days`` shifts the window back
+    (e.g. the 60 days before the latest 30); the end never passes as_of.
+    """
+    if offset_days < 0:
+        raise ValueError(f"The 'offset_days' parameter must be >= 0. Got {offset_days}.")
+    end = as_of_day - offset_days
+    start = None if days is None else end - days
+    return start, end
+
+
+def label_day_bounds(as_of_day, horizon_days: int):
+    """Day-number bounds ``(start, end)`` of the label window ``[as_of, as_of + horizon)``."""
+    return as_of_day, as_of_day + horizon_days
+
+
+def as_of_day_numbers(as_of) -> np.ndarray:
+    """Day numbers of as_of timestamps (each must be a midnight, see :func:`to_as_of`)."""
+    arr = np.asarray(as_of, dtype="datetime64[ns]")
+    days = arr.astype("datetime64[D]")
+    if np.any(days.astype("datetime64[ns]") != arr):
+        raise ValueError("as_of values must be midnights (use churnml.features.windows.to_as_of)")
+    return days.astype(np.int64)

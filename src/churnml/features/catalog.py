@@ -1,0 +1,290 @@
+"""The feature catalog: ``features/catalog.yaml`` read into :class:`FeatureSpec` records.
+
+Every feature churnml builds is one catalog entry: its name, source table, window, aggregation
+kind (plus that kind's parameters), a description, a plain-words reason template, its expected
+direction of effect on churn and on expansion, and the health dimension it belongs to. Adding a
+feature of an existing aggregation kind is a new entry, not new code (see ``docs/features.md``).
+
+Reason templates are plain sentences. ``{value}`` is replaced by the feature's value with the
+template's format spec (``{value:.0%}``, ``{value:.0f}``); a template may instead be a mapping
+from value to sentence (for flags and categories, keys ``1``/``0`` or the category, plus
+``other``), and ``reason_missing`` is used when the value is missing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from churnml.config import features_dir
+from churnml.errors import ConfigError
+
+HEALTH_DIMENSIONS = ("usage", "engagement", "outcome", "satisfaction", "payment", "revenue", "static")
+KINDS = ("numeric", "categorical")
+DIRECTIONS = (-1, 0, 1)
+
+#: Aggregation kinds and the parameters each one requires (beyond the common fields).
+AGGREGATIONS: dict[str, tuple[str, ...]] = {
+    # generic windowed templates over one table
+    "count": (),  # rows matching `filter` in the window (optionally shifted by offset_days)
+    "sum": ("column",),  # sum of `column` over matching rows
+    "mean": ("column",),  # mean of `column` over matching rows (missing when none)
+    "distinct": ("column",),  # distinct non-null values of `column` among matching rows
+    "active_days": (),  # distinct calendar days with at least one matching row
+    "ratio_to_baseline": ("baseline_days",),  # window measure / its average over the baseline
+    "days_since": (),  # whole days since the latest matching row (missing when none)
+    "trend": ("weeks",),  # least-squares slope of weekly counts / their mean
+    "latest": ("column",),  # value of `column` on the latest matching row (lag = n-th latest)
+    "change": ("column",),  # latest minus the previous value of `column`
+    "relative_change": ("column",),  # (latest now - latest window_days ago) / latest then
+    "rate": ("numerator", "denominator"),  # matching-row count ratio (missing when 0 / 0)
+    "median": ("column",),  # median of `column` over matching rows
+    # derived from other features (same observation only: never from other accounts)
+    "threshold": ("of", "op", "value"),  # 1.0 / 0.0 flag, missing when `of` is missing
+    "bins": ("of", "edges", "labels"),  # fixed lower-bound edges -> labels
+    "segment_rules": ("of", "segments"),  # first matching rule of score ranges
+    # special aggregations
+    "missed_in_a_row": ("hit", "reset"),  # trailing run of `hit` rows since the last `reset`
+    "spike_then_silence": ("recent_days", "prior_days", "min_spike"),
+    "overdue_count": (),  # invoices past due and not paid before as_of
+    "overdue_days_max": (),  # days past due of the oldest overdue invoice (0 when none)
+    "days_until": ("column",),  # whole days from as_of until `column` of the latest row
+    "tenure": (),  # whole days since accounts.created_at
+    "static": ("column",),  # an attribute column of `accounts`
+    "static_other": (),  # every other extra column of `accounts`, each under its own name
+}
+
+COMPARISONS = ("lt", "le", "gt", "ge", "eq")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One catalog entry. ``params`` holds the aggregation's parameters (filter, column, ...)."""
+
+    name: str
+    table: str
+    window_days: int | None
+    aggregation: str
+    description: str
+    reason: str | dict
+    churn_direction: int
+    expansion_direction: int
+    health_dimension: str
+    kind: str
+    params: dict = field(default_factory=dict)
+    reason_missing: str | None = None
+
+    @property
+    def depends_on(self) -> list[str]:
+        """Names of features this one is derived from (empty for table aggregations)."""
+        of = self.params.get("of")
+        if of is None:
+            return []
+        return [of] if isinstance(of, str) else list(of)
+
+
+@dataclass
+class Catalog:
+    """The list of feature specs in catalog order, with lookups by name."""
+
+    specs: list[FeatureSpec]
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        self._by_name = {s.name: s for s in self.specs}
+
+    def __iter__(self):
+        return iter(self.specs)
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._by_name
+
+    def __getitem__(self, name: str) -> FeatureSpec:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"feature {name!r} is not in the catalog") from None
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+    def get(self, name: str, default=None):
+        return self._by_name.get(name, default)
+
+    def by_dimension(self, dimension: str) -> list[FeatureSpec]:
+        return [s for s in self.specs if s.health_dimension == dimension]
+
+    def resolve(self, name: str, kind: str = "categorical") -> FeatureSpec:
+        """The spec of ``name``; for an extra ``accounts`` column (a static attribute the
+        catalog cannot list in advance) a generic static spec named after the column."""
+        spec = self._by_name.get(name)
+        if spec is not None:
+            return spec
+        return static_attribute_spec(name, kind)
+
+
+def static_attribute_spec(column: str, kind: str = "categorical") -> FeatureSpec:
+    """Spec for an extra column of ``accounts`` that the catalog does not list by name."""
+    label = column.replace("_", " ")
+    return FeatureSpec(
+        name=column,
+        table="accounts",
+        window_days=None,
+        aggregation="static",
+        description=f"account attribute '{column}'",
+        reason=f"{label} is {{value}}" if kind == "categorical" else f"{label} is {{value:,.4g}}",
+        churn_direction=0,
+        expansion_direction=0,
+        health_dimension="static",
+        kind=kind,
+        params={"column": column},
+        reason_missing=f"{label} is not recorded",
+    )
+
+
+_COMMON = (
+    "name", "table", "window_days", "aggregation", "description", "reason", "churn_direction",
+    "expansion_direction", "health_dimension", "kind",
+)
+
+
+def default_catalog_path() -> Path:
+    return features_dir() / "catalog.yaml"
+
+
+def load_catalog(path: str | Path | None = None) -> Catalog:
+    """Read and check the catalog (default ``features/catalog.yaml``).
+
+    Raises ``ConfigError`` naming every bad entry (unknown aggregation, missing parameter,
+    bad direction, unknown dependency, duplicate name) at once.
+    """
+    path = Path(path) if path is not None else default_catalog_path()
+    if not path.exists():
+        raise ConfigError(f"feature catalog not found: {path}")
+    with open(path, encoding="utf-8") as fh:
+        doc = yaml.safe_load(fh) or {}
+    entries = doc.get("features") if isinstance(doc, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{path}: expected a top-level 'features' list")
+    return catalog_from_entries(entries, source=str(path))
+
+
+def catalog_from_entries(entries: list[dict], source: str | None = None) -> Catalog:
+    """Build a :class:`Catalog` from entry dicts (the YAML's ``features`` list), checked."""
+    problems: list[str] = []
+    specs: list[FeatureSpec] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(entries):
+        where = f"entry {i} ({entry.get('name', '?')!r})" if isinstance(entry, dict) else f"entry {i}"
+        if not isinstance(entry, dict):
+            problems.append(f"{where}: not a mapping")
+            continue
+        missing = [k for k in _COMMON if k not in entry]
+        if missing:
+            problems.append(f"{where}: missing {missing}")
+            continue
+        agg = entry["aggregation"]
+        if agg not in AGGREGATIONS:
+            problems.append(f"{where}: unknown aggregation {agg!r}")
+            continue
+        params = {k: v for k, v in entry.items() if k not in _COMMON and k != "reason_missing"}
+        lacking = [p for p in AGGREGATIONS[agg] if p not in params]
+        if lacking:
+            problems.append(f"{where}: aggregation {agg!r} needs {lacking}")
+        for key in ("churn_direction", "expansion_direction"):
+            if entry[key] not in DIRECTIONS:
+                problems.append(f"{where}: {key} must be -1, 0 or 1, got {entry[key]!r}")
+        if entry["health_dimension"] not in HEALTH_DIMENSIONS:
+            problems.append(f"{where}: health_dimension must be one of {HEALTH_DIMENSIONS}")
+        if entry["kind"] not in KINDS:
+            problems.append(f"{where}: kind must be one of {KINDS}")
+        wd = entry["window_days"]
+        if wd is not None and (not isinstance(wd, int) or wd <= 0):
+            problems.append(f"{where}: window_days must be a positive integer or null")
+        if agg == "threshold" and params.get("op") not in COMPARISONS:
+            problems.append(f"{where}: op must be one of {COMPARISONS}")
+        if agg == "bins":
+            edges, labels = params.get("edges", []), params.get("labels", [])
+            if len(labels) != len(edges) + 1 or list(edges) != sorted(edges):
+                problems.append(f"{where}: bins need sorted edges and len(labels) == len(edges) + 1")
+        if entry["name"] in seen:
+            problems.append(f"{where}: duplicate name")
+        seen.add(entry["name"])
+        specs.append(
+            FeatureSpec(
+                name=entry["name"],
+                table=entry["table"],
+                window_days=wd,
+                aggregation=agg,
+                description=entry["description"],
+                reason=entry["reason"],
+                churn_direction=entry["churn_direction"],
+                expansion_direction=entry["expansion_direction"],
+                health_dimension=entry["health_dimension"],
+                kind=entry["kind"],
+                params=params,
+                reason_missing=entry.get("reason_missing"),
+            )
+        )
+    position = {s.name: i for i, s in enumerate(specs)}
+    for i, spec in enumerate(specs):
+        for dep in spec.depends_on:
+            if dep not in position:
+                problems.append(f"{spec.name!r}: depends on unknown feature {dep!r}")
+            elif position[dep] >= i:
+                problems.append(f"{spec.name!r}: must come after {dep!r} in the catalog")
+    if problems:
+        raise ConfigError(
+            f"feature catalog {source or ''}: {len(problems)} problem(s): " + "; ".join(problems[:20])
+        )
+    return Catalog(specs, source=source)
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # lists and other non-scalars are values, not missing
+        return False
+
+
+def render_reason(spec: FeatureSpec, value: Any) -> str:
+    """The plain sentence explaining ``value`` of ``spec`` to a CS manager.
+
+    Missing values (None, NaN, pd.NA) give ``spec.reason_missing`` (or "<description>: no
+    data"). A mapping template picks the sentence by value (numbers compared as integers when
+    whole, so ``1.0`` finds key ``1``), falling back to its ``other`` key.
+    """
+    if _is_missing(value):
+        return spec.reason_missing or f"{spec.description}: no data"
+    if hasattr(value, "item"):
+        value = value.item()
+    template = spec.reason
+    if isinstance(template, dict):
+        key: Any = value
+        if isinstance(value, float) and value.is_integer():
+            key = int(value)
+        chosen = template.get(key, template.get(str(key), template.get("other")))
+        if chosen is None:
+            return f"{spec.description}: {value}"
+        template = chosen
+    try:
+        return template.format(value=value)
+    except (ValueError, TypeError):
+        # a numeric format spec met a string (categorical) value: show the value as is
+        return _strip_format(template).format(value=value)
+
+
+def _strip_format(template: str) -> str:
+    """``"{value:.0%} of usual"`` -> ``"{value} of usual"`` (for values the spec cannot format)."""
+    return re.sub(r"\{value:[^}]*\}", "{value}", template)

@@ -1,0 +1,256 @@
+"""Vectorised building blocks of the feature builders (internal).
+
+A table is prepared once: account ids become integer codes (the position of the id in the
+sorted ``accounts.account_id``), timestamps become day numbers (``windows.day_numbers``) and the
+rows are ordered by (account, time). A row's *key* is ``account * SPAN + day``, so one sorted
+int64 array orders every account's history, and an observation (account, as_of) finds any
+window ``[start, end)`` of its account with two ``searchsorted`` calls. Windowed counts and sums
+are then differences of one cumulative sum at those two positions: a single pass over the rows,
+whatever the number of as_of dates. Distinct counts and medians cannot be differenced; they
+gather each date's window rows (contiguous per account) and reduce them.
+
+Every query here is of rows strictly before the observation's as_of: the windows' end is at
+most ``as_of_day`` and ``searchsorted(..., side="left")`` at ``account * SPAN + end`` stops
+before the first row on that day.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from churnml.features.windows import day_numbers
+
+# Day numbers are shifted by OFFSET into [0, SPAN) so that a key orders (account, day).
+OFFSET = 1 << 22  # ~11,000 years either side of 1970
+SPAN = 1 << 23
+
+
+def account_codes(values: pd.Series, sorted_ids: np.ndarray) -> np.ndarray:
+    """Position of each ``values`` id in ``sorted_ids`` (int64); -1 for ids not found.
+
+    Dictionary-encodes first so the string work is done once per distinct id, not per row.
+    """
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    uniques = np.asarray(uniques, dtype=object)
+    pos = np.searchsorted(sorted_ids, uniques)
+    pos = np.clip(pos, 0, max(len(sorted_ids) - 1, 0))
+    found = (sorted_ids[pos] == uniques) if len(sorted_ids) else np.zeros(len(uniques), bool)
+    mapping = np.where(found, pos, -1).astype(np.int64)
+    out = np.full(len(codes), -1, dtype=np.int64)
+    ok = codes >= 0
+    out[ok] = mapping[codes[ok]]
+    return out
+
+
+def make_key(acc: np.ndarray, day: np.ndarray) -> np.ndarray:
+    return acc * SPAN + (day + OFFSET)
+
+
+@dataclass
+class Observations:
+    """Observation rows in (account, as_of) order: ``acc`` codes and ``day`` numbers."""
+
+    acc: np.ndarray
+    day: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.acc)
+
+    def key(self, day_offset=0) -> np.ndarray:
+        return make_key(self.acc, self.day - day_offset)
+
+    def dates(self) -> np.ndarray:
+        return np.unique(self.day)
+
+
+@dataclass
+class Rows:
+    """A sorted subset of a table's rows (one filter): keys, codes, days and weights."""
+
+    key: np.ndarray
+    acc: np.ndarray
+    day: np.ndarray
+    index: np.ndarray  # positions in the prepared table's order
+    _cum: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.key)
+
+    def cumsum(self, name: str, weights: np.ndarray | None) -> np.ndarray:
+        """Cumulative sum with a leading 0 (cached by ``name``)."""
+        if name not in self._cum:
+            w = np.ones(len(self.key)) if weights is None else np.asarray(weights, dtype=np.float64)
+            cum = np.empty(len(w) + 1, dtype=np.float64)
+            cum[0] = 0.0
+            np.cumsum(w, out=cum[1:])
+            self._cum[name] = cum
+        return self._cum[name]
+
+    def position(self, obs: Observations, day) -> np.ndarray:
+        """Index of the first row of each observation's account on or after ``day``."""
+        return np.searchsorted(self.key, make_key(obs.acc, day), side="left")
+
+    def window_total(self, obs: Observations, start, end, cum: np.ndarray) -> np.ndarray:
+        """Sum of the weights behind ``cum`` over rows with day in ``[start, end)``.
+
+        ``start=None`` means from the account's first row.
+        """
+        hi = self.position(obs, end)
+        if start is None:
+            lo = np.searchsorted(self.key, make_key(obs.acc, -OFFSET), side="left")
+        else:
+            lo = self.position(obs, start)
+        return cum[hi] - cum[lo]
+
+    def last_before(self, obs: Observations, end, lag: int = 0) -> np.ndarray:
+        """Index of the (lag+1)-th latest row of the account with day < ``end``; -1 if none."""
+        idx = self.position(obs, end) - 1 - lag
+        ok = idx >= 0
+        ok[ok] = self.acc[idx[ok]] == obs.acc[ok]
+        return np.where(ok, idx, -1)
+
+    def gather(self, obs: Observations, start, end):
+        """Rows with day in ``[start, end)`` of each observation, concatenated.
+
+        Returns ``(owner, rows)``: for each gathered row the observation index it belongs to and
+        its index in this subset. Work is proportional to the rows gathered.
+        """
+        lo = self.position(obs, start)
+        hi = self.position(obs, end)
+        lengths = hi - lo
+        total = int(lengths.sum())
+        owner = np.repeat(np.arange(len(obs), dtype=np.int64), lengths)
+        if total == 0:
+            return owner, np.zeros(0, dtype=np.int64)
+        starts = np.repeat(lo - (np.cumsum(lengths) - lengths), lengths)
+        rows = starts + np.arange(total, dtype=np.int64)
+        return owner, rows
+
+
+class PreparedTable:
+    """A table's rows sorted by (account, time) with day numbers and cached filtered subsets."""
+
+    def __init__(self, name: str, frame: pd.DataFrame, time_column: str, sorted_ids: np.ndarray):
+        acc = account_codes(frame["account_id"], sorted_ids)
+        ts = np.asarray(frame[time_column], dtype="datetime64[ns]")
+        keep = (acc >= 0) & ~np.isnat(ts)
+        day = day_numbers(ts)
+        ts_int = ts.view(np.int64)
+        # order by (account, exact time), stable so ties keep the input order
+        key = make_key(acc, day)
+        fine = acc.astype(np.int64)
+        if keep.all() and _is_sorted(fine) and _is_sorted_within(fine, ts_int):
+            order = np.arange(len(frame))
+        else:
+            kept = np.flatnonzero(keep)
+            order = kept[np.lexsort((ts_int[kept], fine[kept]))]
+        self.name = name
+        self.frame = frame
+        self.order = order
+        self.acc = acc[order]
+        self.day = day[order]
+        self.ts = ts_int[order]
+        self.key = key[order]
+        self.time_column = time_column
+        self._columns: dict[str, np.ndarray] = {}
+        self._codes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._subsets: dict[str, Rows] = {}
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def has_column(self, column: str) -> bool:
+        return column in self.frame.columns or column in self._columns
+
+    def add_column(self, column: str, values: np.ndarray) -> None:
+        """Attach a derived column already in this table's sorted order."""
+        self._columns[column] = values
+
+    def column(self, column: str) -> np.ndarray:
+        """Values of ``column`` in sorted order (numbers float64, timestamps int64 day numbers
+        are not applied here: datetime columns come back as ``datetime64[ns]``)."""
+        if column not in self._columns:
+            series = self.frame[column]
+            if pd.api.types.is_datetime64_any_dtype(series):
+                values = np.asarray(series, dtype="datetime64[ns]")[self.order]
+            elif pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+                values = np.asarray(series, dtype=np.float64)[self.order]
+            else:
+                values = np.asarray(series.astype(object))[self.order]
+            self._columns[column] = values
+        return self._columns[column]
+
+    def codes(self, column: str) -> tuple[np.ndarray, np.ndarray]:
+        """Integer codes (-1 = null) and the distinct values of ``column`` (sorted order)."""
+        if column not in self._codes:
+            if column in self._columns:
+                codes, uniques = pd.factorize(self._columns[column], use_na_sentinel=True)
+            else:
+                raw_codes, uniques = pd.factorize(self.frame[column], use_na_sentinel=True)
+                codes = raw_codes[self.order]
+            self._codes[column] = (np.asarray(codes, dtype=np.int64), np.asarray(uniques, dtype=object))
+        return self._codes[column]
+
+    def mask(self, flt: dict | None) -> np.ndarray | None:
+        """Boolean mask of rows matching a catalog filter (None = every row).
+
+        Filter keys: ``column`` with one of ``in`` (list), ``not_in`` (list), ``equals``,
+        ``notnull: true``.
+        """
+        if not flt:
+            return None
+        column = flt["column"]
+        if "in" in flt or "not_in" in flt or ("equals" in flt and isinstance(flt["equals"], str)):
+            codes, uniques = self.codes(column)
+            wanted = flt.get("in", [flt["equals"]] if "equals" in flt else flt.get("not_in"))
+            hit = np.isin(uniques, np.asarray(list(wanted), dtype=object))
+            lookup = np.append(hit, False)  # code -1 (null) maps to the last slot
+            m = lookup[codes]
+            if "not_in" in flt:
+                m = ~m & (codes >= 0)
+            return m
+        values = self.column(column)
+        if "equals" in flt:
+            return values == flt["equals"]
+        if flt.get("notnull"):
+            return ~pd.isna(values)
+        raise ValueError(f"unsupported filter {flt!r}")
+
+    def rows(self, flt: dict | None, notnull: str | None = None) -> Rows:
+        """The sorted subset of rows matching ``flt`` (and with ``notnull`` column present)."""
+        cache_key = repr((sorted((flt or {}).items(), key=str), notnull))
+        if cache_key not in self._subsets:
+            m = self.mask(flt)
+            if notnull is not None:
+                nn = ~pd.isna(self.column(notnull))
+                m = nn if m is None else (m & nn)
+            if m is None:
+                idx = np.arange(len(self), dtype=np.int64)
+                sub = Rows(self.key, self.acc, self.day, idx)
+            else:
+                idx = np.flatnonzero(m)
+                sub = Rows(self.key[idx], self.acc[idx], self.day[idx], idx)
+            self._subsets[cache_key] = sub
+        return self._subsets[cache_key]
+
+
+def _is_sorted(a: np.ndarray) -> bool:
+    return bool(len(a) < 2 or np.all(a[1:] >= a[:-1]))
+
+
+def _is_sorted_within(group: np.ndarray, values: np.ndarray) -> bool:
+    """Whether ``values`` ascend within each run of equal ``group`` (group already sorted)."""
+    if len(values) < 2:
+        return True
+    same = group[1:] == group[:-1]
+    return bool(np.all(values[1:][same] >= values[:-1][same]))
+
+
+def first_per_group(owner: np.ndarray) -> np.ndarray:
+    """Indices where a run of equal ``owner`` starts (``owner`` grouped)."""
+    if len(owner) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])

@@ -35,6 +35,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("validate", "churnml.commands.validate:validate"),
     ("features", "churnml.commands.features:features"),
     ("health", "churnml.commands.health:health"),
+    ("serve", "churnml.commands.serve:serve"),
 ]
 
 for _name, _target in COMMANDS:

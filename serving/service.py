@@ -1,0 +1,103 @@
+"""churnml's prediction service (BentoML 1.4). Thin: the logic lives in ``churnml.api``.
+
+Endpoints (``docs/api.md``):
+
+- ``POST /predict``: ``{"accounts": [{"account_id", "as_of", <features>...}]}`` -> one scored
+  row per account (probabilities, health, reasons, next best action, model versions).
+  Batchable: concurrent callers share model calls.
+- ``POST /predict_history``: ``{"as_of": "YYYY-MM-DD", "tables": {<table>: [rows]}}`` -> the same
+  rows, features built with the batch builders.
+- ``GET /metadata``: model names, versions, training dates, test metrics, features, health
+  weights version.
+- ``GET /livez``, ``GET /readyz``: liveness and readiness (BentoML's; never need the API key).
+
+The champion models are loaded once per worker process when this module is imported, because
+the payload model (the known feature fields) depends on the static attributes they were
+trained with. With no champion the process prints the message and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import sys
+from typing import Annotated, Any
+
+import bentoml
+from pydantic import Field
+
+with bentoml.importing():
+    from fastapi import FastAPI
+
+    from churnml.api import predictor as predictor_module
+    from churnml.api.auth import ApiKeyMiddleware
+    from churnml.api.schema import (
+        MAX_ACCOUNTS,
+        AccountPrediction,
+        HistoryTables,
+        accounts_annotation,
+    )
+    from churnml.config import disable_telemetry
+    from churnml.errors import ModelNotFoundError
+
+disable_telemetry()
+logger = logging.getLogger("churnml.serving")
+
+# Batching: a request waits at most this long for others to share a model call. Low values
+# answered 503 "overloaded" under load (STACK.md); the batcher dispatches at once when idle.
+MAX_LATENCY_MS = int(os.environ.get("CHURNML_SERVE_MAX_LATENCY_MS", "1000"))
+WORKERS = int(os.environ.get("CHURNML_SERVE_WORKERS", "1"))
+
+
+def _load_predictor():
+    try:
+        return predictor_module.load_predictor()
+    except ModelNotFoundError as exc:
+        # A clear message and exit code 2, never a traceback (churnml serve checks first too).
+        logger.error("%s", exc)
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+PREDICTOR = _load_predictor()
+Accounts = accounts_annotation(PREDICTOR.record_model)
+
+metadata_app = FastAPI(title="churnml metadata", docs_url=None, redoc_url=None,
+                       openapi_url=None)
+
+
+@bentoml.asgi_app(metadata_app, path="/")
+@bentoml.service(
+    name="churnml",
+    workers=WORKERS,
+    threads=1,
+    traffic={"timeout": 30},
+)
+class ChurnService:
+    """Churn and expansion predictions with reasons, health score and next best action."""
+
+    def __init__(self) -> None:
+        self.predictor = PREDICTOR
+
+    @bentoml.api(batchable=True, max_batch_size=MAX_ACCOUNTS, max_latency_ms=MAX_LATENCY_MS)
+    def predict(self, accounts: Accounts) -> list[AccountPrediction]:
+        """Score 1 to 1,000 accounts from their features (as `churnml features` writes them)."""
+        return self.predictor.predict_records(accounts)
+
+    @bentoml.api(route="/predict_history")
+    def predict_history(
+        self,
+        as_of: Annotated[dt.date, Field(description="YYYY-MM-DD: features see rows before it")],
+        tables: HistoryTables,
+    ) -> list[AccountPrediction]:
+        """Score accounts from their raw recent history (rows of the data contract's tables)."""
+        return self.predictor.predict_history(tables.model_dump(exclude_none=True), as_of)
+
+    @metadata_app.get("/metadata")
+    def metadata(self) -> dict[str, Any]:
+        """Model names, versions, training dates, test metrics, feature list, health weights."""
+        return self.predictor.metadata()
+
+
+ChurnService.add_asgi_middleware(ApiKeyMiddleware)

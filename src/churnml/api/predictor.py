@@ -1,0 +1,288 @@
+"""What the HTTP service does with a request, without BentoML.
+
+:class:`Predictor` holds the champion models, the health score they were trained with, the
+feature catalog and the playbooks, loaded once. Its two entry points turn a request into the
+output rows of :func:`churnml.jobs.scoring.score_frame`, the function the weekly job calls too,
+so the service and the batch job agree to the last digit for the same account and as_of:
+
+- :meth:`Predictor.predict_records`: feature records (``POST /predict``) -> a feature frame
+  with the dtypes ``build_features`` produces (numbers float64, categories strings, missing
+  values NaN) -> ``score_frame``;
+- :meth:`Predictor.predict_history`: raw table rows plus ``as_of`` (``POST /predict_history``)
+  -> ``validate_frames`` -> ``build_features`` (the batch path's builders) -> ``score_frame``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from churnml.api.schema import (
+    MAX_ACCOUNTS,
+    PayloadField,
+    account_record_model,
+    catalog_field,
+    static_field,
+    validation_error,
+)
+from churnml.errors import ChurnMLError, UsageError
+
+TARGETS = ("churn", "expansion")
+MAX_REJECT_EXAMPLES = 5
+
+
+def registered_name(target: str) -> str:
+    """The MLflow registered-model name of a target (``churnml-churn``)."""
+    return f"churnml-{target}"
+
+
+def _model_static_kinds(model, catalog) -> dict[str, str]:
+    """Static attributes a model was trained with (features not in the catalog) and their kind.
+
+    Uses ``model.feature_kinds`` / ``model.categorical_features`` when the model carries them;
+    an attribute of unknown kind is categorical (``plan``, ``segment``: text in ``accounts``).
+    """
+    kinds: dict[str, str] = {}
+    declared = getattr(model, "feature_kinds", None)
+    declared = dict(declared) if isinstance(declared, Mapping) else {}
+    categorical = set(getattr(model, "categorical_features", None) or [])
+    for name in getattr(model, "feature_names", []) or []:
+        if name in catalog or name in ("account_id", "as_of"):
+            continue
+        kind = declared.get(name)
+        if kind is None:
+            kind = "categorical" if (name in categorical or not declared) else "numeric"
+        kinds[name] = "categorical" if kind == "categorical" else "numeric"
+    return kinds
+
+
+def payload_fields(catalog, models: Iterable) -> list[PayloadField]:
+    """The known fields of an account record: every catalog feature, then the static
+    attributes any of ``models`` was trained with (in the models' order)."""
+    from churnml.api.schema import NOT_A_COLUMN_AGGREGATIONS
+
+    fields = [catalog_field(s.name, s.kind, s.description, s.aggregation)
+              for s in catalog.specs if s.aggregation not in NOT_A_COLUMN_AGGREGATIONS]
+    seen = {f.name for f in fields}
+    for model in models:
+        for name, kind in _model_static_kinds(model, catalog).items():
+            if name not in seen:
+                fields.append(static_field(name, kind))
+                seen.add(name)
+    return fields
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with numpy scalars, timestamps and NaN turned into JSON types (NaN -> None)."""
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, (pd.Timestamp, dt.datetime)):
+        return value.strftime("%Y-%m-%d")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [json_safe(v) for v in value]
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return value
+
+
+def rows_to_json(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Output rows of ``score_frame`` as JSON-ready dicts (``as_of`` as ``YYYY-MM-DD``)."""
+    columns = list(frame.columns)
+    values = [frame[c].tolist() for c in columns]
+    return [{c: json_safe(v[i]) for c, v in zip(columns, values)} for i in range(len(frame))]
+
+
+class Predictor:
+    """The champion models plus everything ``score_frame`` needs, loaded once.
+
+    ``health``: a ``HealthScore``; by default the one the churn champion was trained with
+    (``churn_model.health_config``). ``catalog`` and ``playbooks`` default to the project's
+    ``features/catalog.yaml`` and ``features/playbooks.yaml``.
+    """
+
+    def __init__(self, churn_model, expansion_model, health=None, catalog=None,
+                 playbooks=None) -> None:
+        from churnml.jobs.actions import load_playbooks
+
+        if catalog is None:
+            from churnml.features.catalog import load_catalog
+
+            catalog = load_catalog()
+        if health is None:
+            from churnml.health.score import HealthScore
+
+            health = HealthScore(config=getattr(churn_model, "health_config", None))
+        self.churn_model = churn_model
+        self.expansion_model = expansion_model
+        self.health = health
+        self.catalog = catalog
+        self.playbooks = playbooks if playbooks is not None else load_playbooks()
+        self.feature_dimensions = {s.name: s.health_dimension for s in catalog.specs
+                                   if getattr(s, "health_dimension", None)}
+        self.fields = payload_fields(catalog, [churn_model, expansion_model])
+        self.numeric_fields = [f.name for f in self.fields if f.kind == "numeric"]
+        self.categorical_fields = [f.name for f in self.fields if f.kind == "categorical"]
+        self.record_model = account_record_model(self.fields)
+
+    # -- /predict ----------------------------------------------------------------------------
+    def frame_from_records(self, records: Sequence[Any]) -> pd.DataFrame:
+        """A feature frame from validated records (pydantic models or dicts).
+
+        Columns ``account_id, as_of`` then every known field: numbers float64 (missing = NaN),
+        categories pandas strings (missing = NaN), as ``build_features`` writes them.
+        """
+        if records and isinstance(records[0], Mapping):
+            rows = [dict(r) for r in records]
+        else:
+            rows = [r.__dict__ for r in records]  # pydantic v2 stores fields in __dict__
+        numeric = np.array([[row.get(name) for name in self.numeric_fields] for row in rows],
+                           dtype="float64").reshape(len(rows), len(self.numeric_fields))
+        data: dict[str, Any] = {
+            "account_id": pd.array([str(row["account_id"]) for row in rows], dtype="str"),
+            "as_of": pd.to_datetime([row["as_of"] for row in rows]).as_unit("ns"),
+        }
+        for j, name in enumerate(self.numeric_fields):
+            data[name] = numeric[:, j]
+        for name in self.categorical_fields:
+            data[name] = pd.array([row.get(name) for row in rows], dtype="str")
+        frame = pd.DataFrame(data)
+        return frame[["account_id", "as_of"] + [f.name for f in self.fields]]
+
+    def score(self, features: pd.DataFrame) -> pd.DataFrame:
+        """``score_frame`` with this predictor's models, health score, playbooks and catalog."""
+        from churnml.jobs.scoring import score_frame
+
+        return score_frame(features, self.churn_model, self.expansion_model, self.health,
+                           playbooks=self.playbooks, feature_dimensions=self.feature_dimensions)
+
+    def predict_records(self, records: Sequence[Any]) -> list[dict[str, Any]]:
+        """Score validated account records; one JSON-ready output row per record, in order."""
+        if not records:
+            return []
+        return rows_to_json(self.score(self.frame_from_records(records)))
+
+    # -- /predict_history --------------------------------------------------------------------
+    def features_from_history(self, tables: Mapping[str, Sequence[Mapping] | None],
+                              as_of) -> pd.DataFrame:
+        """Validate raw table rows and build the features at ``as_of`` with the batch builders.
+
+        Raises a pydantic ``ValidationError`` (HTTP 400) naming the table, row, column and
+        value when rows would be rejected by the data contract (an HTTP caller gets the
+        problem back instead of a silently different answer), when a table cannot be used, or
+        when an account is not active at ``as_of``.
+        """
+        from churnml.data.io import validate_frames
+        from churnml.features.build import build_features
+        from churnml.features.windows import to_as_of
+
+        frames = {name: pd.DataFrame.from_records(list(rows))
+                  for name, rows in tables.items() if rows is not None}
+        try:
+            book, report = validate_frames(frames, source="request")
+        except ChurnMLError as exc:
+            raise validation_error("tables", [(("tables",), str(exc))]) from None
+        rejects = report.rejects
+        if rejects is not None and len(rejects):
+            problems = []
+            for rec in rejects.head(MAX_REJECT_EXAMPLES).to_dict("records"):
+                problems.append(((
+                    "tables", str(rec["table"]), int(rec["row"]), str(rec["column"])),
+                    f"{rec['table']}[{rec['row']}]: column '{rec['column']}': {rec['reason']} "
+                    f"(got {rec['value']!r})"))
+            if len(rejects) > MAX_REJECT_EXAMPLES:
+                problems.append((("tables",), f"{len(rejects)} rows rejected in all; the first "
+                                              f"{MAX_REJECT_EXAMPLES} are listed"))
+            raise validation_error("tables", problems)
+        as_of = to_as_of(as_of)
+        try:
+            features = build_features(book, [as_of], catalog=self.catalog)
+        except ChurnMLError as exc:
+            raise validation_error("tables", [(("tables",), str(exc))]) from None
+        requested = book.accounts["account_id"].astype(str).tolist()
+        active = set(features["account_id"].astype(str))
+        inactive = [a for a in requested if a not in active]
+        if inactive:
+            from churnml.errors import format_examples
+
+            raise validation_error("tables", [(("tables", "accounts"), (
+                f"{len(inactive)} account(s) not active at as_of {as_of:%Y-%m-%d} (no MRR > 0 "
+                f"from a change before that date), e.g. {format_examples(inactive)}: only "
+                f"active accounts are scored"))])
+        return features
+
+    def predict_history(self, tables: Mapping[str, Sequence[Mapping] | None],
+                        as_of) -> list[dict[str, Any]]:
+        """Score accounts from their raw history at ``as_of`` (one output row per account)."""
+        features = self.features_from_history(tables, as_of)
+        if len(features) > MAX_ACCOUNTS:
+            raise UsageError(f"at most {MAX_ACCOUNTS} accounts per call, got {len(features)}")
+        return rows_to_json(self.score(features))
+
+    # -- /metadata ---------------------------------------------------------------------------
+    def metadata(self) -> dict[str, Any]:
+        """Model names, versions, training dates, test metrics, features, health weights."""
+        models = {}
+        for target, model in (("churn", self.churn_model), ("expansion", self.expansion_model)):
+            config = getattr(model, "config", None)
+            models[target] = {
+                "name": registered_name(target),
+                "version": str(model.version),
+                "trained_at": json_safe(_first_attr(model, ("trained_at", "training_date",
+                                                            "created_at"))),
+                "test_metrics": json_safe(_first_attr(model, ("test_metrics", "metrics")) or {}),
+                "horizon_days": json_safe(getattr(config, "horizon_days", None)),
+                "features": list(getattr(model, "feature_names", []) or []),
+            }
+        health_config = getattr(self.health, "active_config", None)
+        return {
+            "service": "churnml",
+            "models": models,
+            "health": {
+                "weights_version": str(getattr(self.health, "version", "default")),
+                "weights": json_safe(getattr(health_config, "weights", None)),
+                "dimensions": list(getattr(health_config, "dimension_names", []) or []),
+            },
+            "features": [
+                {"name": f.name, "kind": f.kind, "minimum": f.minimum, "maximum": f.maximum,
+                 "static": f.static, "description": f.description}
+                for f in self.fields
+            ],
+            "max_accounts_per_call": MAX_ACCOUNTS,
+        }
+
+
+def _first_attr(obj, names: Sequence[str]):
+    for name in names:
+        value = getattr(obj, name, None)
+        if value is not None and not callable(value):
+            return value
+    return None
+
+
+def load_predictor() -> Predictor:
+    """A :class:`Predictor` over the ``champion`` of ``churnml-churn`` and
+    ``churnml-expansion`` in the MLflow registry.
+
+    Raises ``ModelNotFoundError`` ("no champion model for churnml-churn: run `churnml train`
+    first") when either champion is missing (churn is checked first).
+    """
+    from churnml.models.registry import load_champion
+
+    churn = load_champion("churn")
+    expansion = load_champion("expansion")
+    return Predictor(churn, expansion)

@@ -1,0 +1,54 @@
+"""``churnml serve``: start the prediction service (``serving/service.py``) with ``bentoml serve``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+
+from churnml.config import PROJECT_ROOT, disable_telemetry
+
+
+def serving_dir() -> Path:
+    """Folder of the BentoML service (``serving/``; ``CHURNML_SERVING_DIR`` overrides)."""
+    env = os.environ.get("CHURNML_SERVING_DIR")
+    return Path(env).resolve() if env else PROJECT_ROOT / "serving"
+
+
+def bentoml_serve_command(host: str, port: int) -> list[str]:
+    """The ``bentoml serve`` command line that runs churnml's service."""
+    return [sys.executable, "-m", "bentoml", "serve", "service:ChurnService",
+            "--host", host, "--port", str(port), "--working-dir", str(serving_dir())]
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (127.0.0.1: this "
+                             "machine only; 0.0.0.0 to accept other machines)."),
+    port: int = typer.Option(3000, "--port", min=1, max=65535, help="TCP port."),
+    workers: int = typer.Option(1, "--workers", min=1, max=64,
+                                help="Worker processes (each loads the models)."),
+) -> None:
+    """Serve the champion models over HTTP: POST /predict, POST /predict_history,
+    GET /metadata, GET /livez, GET /readyz (docs/api.md).
+
+    Set CHURNML_API_KEY to require 'Authorization: Bearer <key>' on every endpoint but the
+    probes. Stops with exit code 2 and a message when no champion model is registered.
+    """
+    disable_telemetry()
+    from churnml.api.predictor import load_predictor
+
+    # Fail fast, before spawning a server: ModelNotFoundError -> message + exit code 2.
+    load_predictor()
+    env = dict(os.environ)
+    env["CHURNML_SERVE_WORKERS"] = str(workers)
+    src = str(PROJECT_ROOT / "src")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
+    try:
+        completed = subprocess.run(bentoml_serve_command(host, port), env=env, check=False)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+    if completed.returncode not in (0, -2, 130):
+        raise typer.Exit(completed.returncode if completed.returncode > 0 else 1)

@@ -166,6 +166,11 @@ def fit_model(dataset: Dataset, config: ModelConfig, catalog=None, health_config
         "calibration": calibrator.method,
         "calibration_cv": cv_scores,
         "dropped_features": dataset.dropped_features,
+        # for the synthetic input example logged with the model (no real row is ever logged)
+        "feature_medians": {n: float(np.nanmedian(X_train[:, j])) if np.isfinite(X_train[:, j]).any() else 0.0
+                            for j, n in enumerate(names) if n not in categories},
+        "category_modes": {c: str(train[c].mode(dropna=True).iloc[0]) for c in categorical
+                           if train[c].notna().any()},
     }
     model = TargetModel(booster, names, categories, calibrator, specs, config.to_dict(), health_config, info)
     return model, info

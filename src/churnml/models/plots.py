@@ -1,0 +1,136 @@
+"""Evaluation plots of a training run (matplotlib, Agg backend: no display needed).
+
+``save_all(result, folder)`` writes ``roc_pr.png``, ``calibration.png``, ``gain_lift.png``,
+``shap_summary.png`` and ``backtest.png``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+SHAP_SAMPLE = 2000
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def roc_pr(result, path: Path) -> Path:
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    plt = _plt()
+    p = result.predictions
+    y = p["label"].to_numpy()
+    scorers = [("model", p["probability"]), ("health score", p["health_score_risk"])]
+    if "logreg_probability" in p:
+        scorers.append(("logistic regression", p["logreg_probability"]))
+    if "oracle_probability" in p:
+        scorers.append(("oracle", p["oracle_probability"]))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for label, s in scorers:
+        fpr, tpr, _ = roc_curve(y, s)
+        a.plot(fpr, tpr, label=label)
+        prec, rec, _ = precision_recall_curve(y, s)
+        b.plot(rec, prec, label=label)
+    a.plot([0, 1], [0, 1], "k:", lw=0.8)
+    a.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC, {result.config.target} (test)")
+    b.axhline(y.mean(), color="k", ls=":", lw=0.8)
+    b.set(xlabel="recall", ylabel="precision", title="precision-recall (test)")
+    a.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def calibration(result, path: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for name, table in result.reliability.items():
+        ax.plot(table["mean_predicted"], table["observed_rate"], "o-", label=f"{name}")
+    hi = max(float(t[["mean_predicted", "observed_rate"]].max().max()) for t in result.reliability.values())
+    ax.plot([0, hi], [0, hi], "k:", lw=0.8)
+    ax.set(xlabel="mean predicted probability", ylabel="observed rate",
+           title=f"reliability, 10 equal-count bins (ECE {result.metrics['test_ece']:.4f})")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def gain_lift(result, path: Path) -> Path:
+    plt = _plt()
+    p = result.predictions
+    y = p["label"].to_numpy(dtype="float64")
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.5))
+    share = np.arange(1, len(y) + 1) / len(y)
+    for label, column in (("model", "probability"), ("health score", "health_score_risk")):
+        order = np.argsort(-p[column].to_numpy(), kind="stable")
+        gain = np.cumsum(y[order]) / max(y.sum(), 1)
+        a.plot(share, gain, label=label)
+        b.plot(share[len(y) // 100:], (gain / share)[len(y) // 100:], label=label)
+    a.plot([0, 1], [0, 1], "k:", lw=0.8)
+    a.set(xlabel="share of observations (highest score first)", ylabel="share of events", title="cumulative gain")
+    b.axhline(1, color="k", ls=":", lw=0.8)
+    b.set(xlabel="share of observations", ylabel="lift", title="lift")
+    a.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def shap_summary(result, path: Path) -> Path:
+    import pandas as pd
+    import shap
+
+    plt = _plt()
+    test = result.dataset.part("test")
+    sample = test.sample(min(SHAP_SAMPLE, len(test)), random_state=result.config.seed)
+    model = result.model
+    contrib = model.contributions(sample).to_numpy()
+    shown = pd.DataFrame(model.matrix(sample), columns=model.feature_names)
+    plt.figure()
+    shap.summary_plot(contrib, shown, show=False, max_display=20)
+    fig = plt.gcf()
+    fig.suptitle(f"SHAP summary, {result.config.target} (log-odds)")
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def backtest(result, path: Path) -> Path:
+    plt = _plt()
+    bt = result.backtest
+    fig, ax = plt.subplots(figsize=(7, 4))
+    x = np.arange(len(bt))
+    ax.bar(x - 0.2, bt["roc_auc"], 0.4, label="model")
+    ax.bar(x + 0.2, bt["health_roc_auc"], 0.4, label="health score")
+    ax.set_xticks(x, [f"fold {f}\n{s}..{e}" for f, s, e in zip(bt["fold"], bt["test_start"], bt["test_end"])],
+                  fontsize=8)
+    ax.set_ylim(0.5, 1.0)
+    ax.set(ylabel="ROC AUC on the fold's test window", title="rolling-origin backtest")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def save_all(result, folder: Path) -> list[Path]:
+    folder = Path(folder)
+    return [
+        roc_pr(result, folder / "roc_pr.png"),
+        calibration(result, folder / "calibration.png"),
+        gain_lift(result, folder / "gain_lift.png"),
+        shap_summary(result, folder / "shap_summary.png"),
+        backtest(result, folder / "backtest.png"),
+    ]

@@ -1,0 +1,353 @@
+"""The only module of churnml that talks to MLflow.
+
+- Tracking store: ``churnml.config.tracking_uri()`` (SQLite under ``CHURNML_HOME`` by default,
+  ``MLFLOW_TRACKING_URI`` overrides it), always set explicitly; experiments created in the
+  embedded store keep their artifacts under ``CHURNML_HOME/mlartifacts``.
+- One experiment per target named like its registered model: ``churnml-churn``,
+  ``churnml-expansion``. One parent run per ``churnml train`` (the run of the registered
+  version, carrying the metrics), one child run per backtest fold.
+- The model is logged as a pyfunc from code (``pyfunc_model.py``) with the saved
+  ``TargetModel`` as artifact, a signature (every feature optional; categories as strings) and a
+  synthetic input example (no real account ids, no free text).
+- Aliases, not stages: ``champion`` moves to a new version only when it beats the current
+  champion re-scored on the new test rows (the first version becomes champion at once);
+  otherwise the new version is ``challenger``. :func:`promote` moves ``champion`` by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from churnml.config import artifact_root, disable_telemetry, tracking_uri
+from churnml.errors import ModelNotFoundError, UsageError
+from churnml.models.config import LOWER_IS_BETTER, TARGETS
+from churnml.models.model import TargetModel
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+_PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
+
+
+def registered_name(target: str) -> str:
+    """``churnml-<target>``: the registered model and its experiment."""
+    if target not in TARGETS:
+        raise UsageError(f"The 'target' parameter must be one of {list(TARGETS)}. Got {target!r}.")
+    return f"churnml-{target}"
+
+
+def _mlflow():
+    disable_telemetry()
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow
+
+
+def _client():
+    mlflow = _mlflow()
+    return mlflow.MlflowClient(tracking_uri=tracking_uri())
+
+
+def ensure_experiment(name: str) -> str:
+    """Id of experiment ``name``, created if needed (artifacts under CHURNML_HOME when the
+    store is the embedded one)."""
+    client = _client()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None if os.environ.get("MLFLOW_TRACKING_URI") else f"{artifact_root()}/{name}"
+    return client.create_experiment(name, artifact_location=location)
+
+
+# ---- reading the registry ------------------------------------------------------------------
+def champion_version(target: str) -> str | None:
+    """Version number holding the ``champion`` alias, or None."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    try:
+        return str(client.get_model_version_by_alias(registered_name(target), CHAMPION).version)
+    except MlflowException:
+        return None
+
+
+def list_versions(target: str) -> list[dict]:
+    """Registered versions of ``target``, newest first: ``version, aliases, run_id,
+    created (ISO), test_roc_auc`` (from the version's tags)."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    name = registered_name(target)
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        return []
+    aliases: dict[str, list[str]] = {}
+    for alias, version in (model.aliases or {}).items():
+        aliases.setdefault(str(version), []).append(alias)
+    out = []
+    for mv in client.search_model_versions(f"name='{name}'"):
+        out.append({
+            "version": str(mv.version),
+            "aliases": sorted(aliases.get(str(mv.version), [])),
+            "run_id": mv.run_id,
+            "created": pd.Timestamp(mv.creation_timestamp, unit="ms").isoformat(),
+            "test_roc_auc": float(mv.tags["test_roc_auc"]) if "test_roc_auc" in (mv.tags or {}) else None,
+        })
+    return sorted(out, key=lambda r: int(r["version"]), reverse=True)
+
+
+def load_version(target: str, version: str | int) -> TargetModel:
+    """The ``TargetModel`` of a registered version (``version`` set to its number)."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow = _mlflow()
+    name = registered_name(target)
+    try:
+        path = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}")
+    except MlflowException as exc:
+        raise ModelNotFoundError(f"no version {version} of {name} in {tracking_uri()}") from exc
+    return TargetModel.load(Path(path) / "artifacts" / "target_model", version=str(version))
+
+
+def load_champion(target: str) -> TargetModel:
+    """The champion ``TargetModel`` of ``target``; raises ``ModelNotFoundError`` when none."""
+    version = champion_version(target)
+    if version is None:
+        raise ModelNotFoundError(
+            f"no champion model for {registered_name(target)}: run `churnml train` first"
+        )
+    return load_version(target, version)
+
+
+def model_uri(target: str, alias: str = CHAMPION) -> str:
+    """``models:/churnml-<target>@<alias>`` (for ``mlflow.pyfunc.load_model``, Spark UDFs, Bento)."""
+    return f"models:/{registered_name(target)}@{alias}"
+
+
+# ---- changing the registry -----------------------------------------------------------------
+def promote(target: str, version: str | int) -> tuple[str | None, str]:
+    """Move ``champion`` to ``version`` (e.g. a rollback). Returns ``(old, new)`` versions.
+
+    The previous champion becomes ``challenger`` unless it is the same version.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    name = registered_name(target)
+    try:
+        client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        known = [v["version"] for v in list_versions(target)]
+        raise ModelNotFoundError(f"{name} has no version {version}; versions: {known or 'none'}") from exc
+    old = champion_version(target)
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    if old is not None and old != str(version):
+        client.set_registered_model_alias(name, CHALLENGER, old)
+    else:
+        _drop_challenger_if(client, name, str(version))
+    return old, str(version)
+
+
+def _drop_challenger_if(client, name: str, version: str) -> None:
+    """The champion is never also the challenger."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if str(client.get_model_version_by_alias(name, CHALLENGER).version) == version:
+            client.delete_registered_model_alias(name, CHALLENGER)
+    except MlflowException:
+        pass
+
+
+@dataclass
+class Registration:
+    """What ``log_training`` did: the run, the version and the champion decision."""
+
+    run_id: str
+    version: str
+    became_champion: bool
+    previous_champion: str | None
+    new_score: float
+    champion_score: float | None
+    metric: str
+    reason: str
+
+
+def _signature_and_example(model: TargetModel):
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+    columns = [ColSpec("string", "account_id", required=False), ColSpec("datetime", "as_of", required=False)]
+    for name in model.feature_names:
+        columns.append(ColSpec("string" if name in model.categories else "double", name, required=False))
+    outputs = Schema([ColSpec("double", "probability"), ColSpec("string", "reasons")])
+    params = ParamSchema([ParamSpec("top_k", "long", 3), ParamSpec("reasons_format", "string", "json")])
+    signature = ModelSignature(inputs=Schema(columns), outputs=outputs, params=params)
+    # Synthetic example: training medians and most frequent categories, made-up ids.
+    medians = model.info.get("feature_medians", {})
+    row: dict[str, Any] = {"account_id": "example-0001", "as_of": pd.Timestamp("2026-01-05")}
+    for name in model.feature_names:
+        if name in model.categories:
+            row[name] = model.info.get("category_modes", {}).get(name) or (model.categories[name] or [""])[0]
+        else:
+            row[name] = float(medians.get(name, 0.0))
+    example = pd.DataFrame([row, {**row, "account_id": "example-0002"}])
+    return signature, example
+
+
+def _flat_params(result) -> dict[str, Any]:
+    params = result.config.flat_params()
+    params.update({f"split_{k}": v for k, v in result.split.describe().items()})
+    params["best_iteration"] = result.model.info.get("best_iteration")
+    params["calibration_chosen"] = result.model.calibrator.method
+    params["n_features"] = len(result.model.feature_names)
+    params["monotone_constrained"] = len(result.model.info.get("monotone_constraints", {}))
+    return {k: ("" if v is None else str(v))[:500] for k, v in params.items()}
+
+
+def _finite(metrics: Mapping[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
+
+
+def _write_artifacts(result, folder: Path, plots: bool) -> None:
+    from churnml.models import plots as P
+
+    (folder / "config.json").write_text(json.dumps(result.config.to_dict(), indent=1))
+    (folder / "data_fingerprint.json").write_text(json.dumps(result.dataset.fingerprint(), indent=1))
+    (folder / "split.json").write_text(json.dumps({**result.split.describe(), "notes": result.notes}, indent=1))
+    (folder / "fit_details.json").write_text(json.dumps(result.fit_details, indent=1, default=str))
+    result.backtest.to_csv(folder / "backtest_folds.csv", index=False)
+    result.comparison().to_csv(folder / "comparison.csv", index=False)
+    for name, table in result.reliability.items():
+        table.to_csv(folder / f"reliability_{name}.csv", index=False)
+    if plots:
+        P.save_all(result, folder)
+
+
+def _champion_score(target: str, champion: str, result) -> float | None:
+    """The current champion's promotion metric re-scored on the new test rows (None when it
+    cannot score them, e.g. a feature changed type)."""
+    from churnml.errors import ChurnMLError
+    from churnml.models import metrics as M
+
+    try:
+        old = load_version(target, champion)
+        test = result.dataset.part("test")
+        p = old.predict_proba(test)
+    except ChurnMLError:
+        return None
+    y = test["label"].to_numpy(dtype="float64")
+    metric = result.config.promotion_metric
+    return M.probability_metrics(y, p)[metric.removeprefix("test_")]
+
+
+def log_training(result, plots: bool = True, progress=None) -> Registration:
+    """Log ``result`` (a ``TrainingResult``) as one parent run with child runs per backtest
+    fold, register the model and apply the champion gate."""
+    mlflow = _mlflow()
+    config = result.config
+    name = registered_name(config.target)
+    experiment_id = ensure_experiment(name)
+    client = _client()
+    model = result.model
+    with tempfile.TemporaryDirectory(prefix="churnml-run-") as tmp:
+        tmp = Path(tmp)
+        model_dir = model.save(tmp / "target_model")
+        artifacts = tmp / "artifacts"
+        artifacts.mkdir()
+        _write_artifacts(result, artifacts, plots)
+        with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{config.target}") as run:
+            mlflow.set_tags({"churnml.target": config.target, "churnml.kind": "train",
+                             "churnml.notes": " | ".join(result.notes)[:5000]})
+            mlflow.log_params(_flat_params(result))
+            mlflow.log_metrics(_finite(result.metrics))
+            mlflow.log_artifacts(str(artifacts))
+            for row in result.backtest.to_dict("records"):
+                with mlflow.start_run(experiment_id=experiment_id, run_name=f"backtest-fold-{row['fold']}",
+                                      nested=True):
+                    mlflow.log_params({k: str(v) for k, v in row.items()
+                                       if k.endswith(("_start", "_end")) or k in ("fold", "calibration")})
+                    mlflow.log_metrics(_finite({k: row[k] for k in ("roc_auc", "pr_auc", "ece", "brier",
+                                                                     "health_roc_auc")}))
+            if progress is not None:
+                progress.note(f"{config.target}: registering {name}")
+            signature, example = _signature_and_example(model)
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(_PYFUNC_FILE),
+                artifacts={"target_model": str(model_dir)},
+                signature=signature,
+                input_example=example,
+                registered_model_name=name,
+                pip_requirements=_requirements(),
+            )
+            version = str(info.registered_model_version)
+            metric = config.promotion_metric
+            new_score = float(result.metrics[metric])
+            previous = champion_version(config.target)
+            if previous is None:
+                champion_score, became, reason = None, True, "first version: champion at once"
+            else:
+                champion_score = _champion_score(config.target, previous, result)
+                if champion_score is None:
+                    became, reason = False, (f"champion v{previous} cannot score the new test rows; "
+                                             f"use `churnml promote` to choose")
+                else:
+                    delta = (champion_score - new_score) if metric in LOWER_IS_BETTER else (new_score - champion_score)
+                    became = delta > config.promotion_min_improvement
+                    reason = (f"{metric} {new_score:.4f} vs champion v{previous} {champion_score:.4f} "
+                              f"on the same test rows")
+                mlflow.log_metric(f"champion_{metric}", champion_score if champion_score is not None else float("nan"))
+            mlflow.set_tags({"churnml.version": version, "churnml.became_champion": str(became),
+                             "churnml.gate": reason})
+            run_id = run.info.run_id
+    for key, value in (("test_roc_auc", result.metrics.get("test_roc_auc")),
+                       ("horizon_days", config.horizon_days), ("target", config.target),
+                       ("test_start", result.split.describe()["test_start"]),
+                       ("test_end", result.split.describe()["test_end"])):
+        client.set_model_version_tag(name, version, key, str(value))
+    if became:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        if previous is not None:
+            client.set_registered_model_alias(name, CHALLENGER, previous)
+    else:
+        client.set_registered_model_alias(name, CHALLENGER, version)
+    return Registration(run_id, version, became, previous, new_score, champion_score, metric, reason)
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("lightgbm", "numpy", "pandas", "pyyaml", "mlflow")]
+
+
+def log_job_run(experiment: str, params: Mapping[str, Any] | None = None,
+                metrics: Mapping[str, float] | None = None, artifacts: Mapping[str, str | Path] | None = None,
+                tags: Mapping[str, str] | None = None, run_name: str | None = None) -> str:
+    """Log one run (e.g. the weekly job) in ``experiment`` (created if needed): params, finite
+    metrics, tags and artifacts (``{artifact_subdir: local file or folder}``). Returns the run id."""
+    mlflow = _mlflow()
+    experiment_id = ensure_experiment(experiment)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        if tags:
+            mlflow.set_tags({k: str(v) for k, v in tags.items()})
+        if params:
+            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        if metrics:
+            mlflow.log_metrics(_finite(metrics))
+        for subdir, local in (artifacts or {}).items():
+            local = Path(local)
+            if local.is_dir():
+                mlflow.log_artifacts(str(local), artifact_path=subdir or None)
+            else:
+                mlflow.log_artifact(str(local), artifact_path=subdir or None)
+        return run.info.run_id

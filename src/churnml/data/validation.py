@@ -403,10 +403,10 @@ def _validate_table(name: str, raw: pd.DataFrame, spec: TableSpec,
         })
 
     # 4. the accepted rows, typed and sorted by (account_id, time)
-    accepted = frame.loc[code == 0]
+    accepted = _accepted_sorted(frame, np.flatnonzero(code == 0), spec.time_column)
+    del frame  # the raw and parsed copies go as soon as the accepted rows are out
     if name == "nps_responses":
-        accepted = accepted.assign(score=accepted["score"].astype("int64"))
-    accepted = _sort_by_account_and_time(accepted, spec.time_column)
+        accepted["score"] = accepted["score"].astype("int64")
 
     if name == "touchpoints":
         _warn_vocabulary(accepted, "kind", TOUCHPOINT_KINDS, "touchpoints", "kinds", warnings)
@@ -415,16 +415,19 @@ def _validate_table(name: str, raw: pd.DataFrame, spec: TableSpec,
     return _TableResult(accepted, rejects, n)
 
 
-def _sort_by_account_and_time(frame: pd.DataFrame, time_column: str | None) -> pd.DataFrame:
-    """Stable sort by (account_id, time): integer keys through ``np.lexsort``, about twice as
-    fast as ``sort_values`` on string ids for millions of rows. Ties keep the source order."""
-    codes, _ = pd.factorize(frame["account_id"], sort=True)
+def _accepted_sorted(frame: pd.DataFrame, keep: np.ndarray,
+                     time_column: str | None) -> pd.DataFrame:
+    """The rows at positions ``keep``, stably sorted by (account_id, time), in one copy.
+
+    Integer keys through ``np.lexsort``: about twice as fast as ``sort_values`` on string ids
+    for millions of rows. Ties keep the source order."""
+    codes, _ = pd.factorize(frame["account_id"].take(keep), sort=True)
     keys = [codes]
     if time_column is not None:
-        # accepted rows have a time (a required column); NaT would sort first if it ever did not
-        keys.insert(0, frame[time_column].to_numpy().view("int64"))
+        # accepted rows have a time (a required column)
+        keys.insert(0, frame[time_column].to_numpy()[keep].view("int64"))
     order = np.lexsort(keys)
-    return frame.take(order).reset_index(drop=True)
+    return frame.take(keep[order]).reset_index(drop=True)
 
 
 def _warn_vocabulary(frame: pd.DataFrame, column: str, known: tuple[str, ...], table: str,

@@ -36,6 +36,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("features", "churnml.commands.features:features"),
     ("health", "churnml.commands.health:health"),
     ("serve", "churnml.commands.serve:serve"),
+    ("train", "churnml.commands.train:train"),
+    ("promote", "churnml.commands.promote:promote"),
 ]
 
 for _name, _target in COMMANDS:

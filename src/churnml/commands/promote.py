@@ -1,0 +1,27 @@
+"""``churnml promote --target {churn,expansion} --version V``: move the champion alias (rollback).
+
+Prints ``champion: vOLD -> vNEW``; the previous champion becomes the challenger, one command
+away. Exit 2 when the version does not exist.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import click
+import typer
+
+
+def promote(
+    target: Annotated[str, typer.Option("--target", click_type=click.Choice(["churn", "expansion"]),
+                                        help="Which model.")],
+    version: Annotated[str, typer.Option("--version", help="Registered version number to make champion.")],
+) -> None:
+    """Make a registered version the champion (e.g. roll back to the previous one)."""
+    from rich.console import Console
+
+    from churnml.models import registry
+
+    old, new = registry.promote(target, version)
+    Console().print(f"{registry.registered_name(target)} champion: "
+                    f"{'v' + old if old else 'none'} -> v{new}", highlight=False)

@@ -1,0 +1,100 @@
+"""``churnml train --data DIR --target {churn,expansion} [--horizon-days D] [--config FILE]``.
+
+Builds weekly observations from the book, trains LightGBM with a time split (train, gap,
+calibration, gap, test), calibrates, evaluates against the health score, a logistic regression
+and (simulated books) the oracle on the same test rows, runs the rolling-origin backtest, logs
+everything to MLflow and registers the model; the champion alias moves only if the new version
+beats the champion on the new test rows. Prints the comparison table, the split dates, the
+registered version and whether it became champion. Exit 2 on bad input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+
+
+def train(
+    data: Annotated[Path, typer.Option("--data", help="Folder with the book of business (data contract).")],
+    target: Annotated[str, typer.Option("--target", click_type=click.Choice(["churn", "expansion"]),
+                                        help="Which model to train.")],
+    horizon_days: Annotated[Optional[int], typer.Option("--horizon-days", help="Label horizon in days "
+                                                        "(default: the target's config, 90).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="Model config YAML "
+                                                   "(default: models/<target>.yaml).")] = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Log evaluation plots.")] = True,
+) -> None:
+    """Train, evaluate, track and register the churn or expansion model."""
+    from churnml.console import console, progress
+    from churnml.errors import UsageError
+
+    if not data.is_dir():
+        raise UsageError(f"--data {data}: not a folder (expected <table>.parquet|.csv files)")
+    if config is not None and not config.is_file():
+        raise UsageError(f"--config {config}: no such file")
+
+    from churnml.data.io import load_book
+    from churnml.models import registry
+    from churnml.models.config import load_config
+    from churnml.models.train import train_target
+
+    model_config = load_config(target, path=config, horizon_days=horizon_days)
+    with progress(f"{target}: loading {data}", total=4 + model_config.backtest_folds) as step:
+        book, report = load_book(data)
+        if getattr(report, "total_rejected", 0):
+            console.print(f"[yellow]warning:[/yellow] {report.total_rejected:,} rows set aside "
+                          f"while loading (see `churnml validate --data {data}`)", highlight=False)
+        step.note(f"{target}: building features")
+        from churnml.models.baselines import find_truth
+
+        result = train_target(book, target, model_config, truth=find_truth(data), progress=step)
+        step.note(f"{target}: logging to MLflow")
+        registration = registry.log_training(result, plots=plots, progress=step)
+        step.advance()
+        step.note(f"{target}: done")
+    print_summary(result, registration)
+
+
+def print_summary(result, registration) -> None:
+    """The comparison table, split and registry outcome (stdout)."""
+    import math
+
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console()
+    for note in result.notes:
+        out.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
+    split = result.split.describe()
+    m = result.metrics
+    table = Table(title=f"{result.config.target}: test window {split['test_start']} to {split['test_end']} "
+                        f"({split['test_dates']} weekly as_of dates, horizon {split['horizon_days']} days)")
+    for column in ("scorer", "ROC AUC", "PR AUC", "lift top 10%", "Brier", "ECE"):
+        table.add_column(column, justify="left" if column == "scorer" else "right")
+
+    def fmt(value) -> str:
+        return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+    for row in result.comparison().itertuples(index=False):
+        table.add_row(row.scorer, fmt(row.roc_auc), fmt(row.pr_auc), fmt(row.lift_top_decile),
+                      fmt(row.brier), fmt(row.ece))
+    out.print(table)
+    out.print(
+        f"ROC AUC 95% interval (bootstrap by account): {fmt(m.get('test_roc_auc_ci_low'))} to "
+        f"{fmt(m.get('test_roc_auc_ci_high'))}; ECE before calibration {fmt(m.get('test_ece_uncalibrated'))}, "
+        f"after ({result.model.calibrator.method}) {fmt(m.get('test_ece'))}; "
+        f"top-decile MRR capture {fmt(m.get('test_mrr_capture_top_decile'))}",
+        highlight=False, soft_wrap=True)
+    folds = ", ".join(f"fold {r.fold} {fmt(r.roc_auc)}" for r in result.backtest.itertuples())
+    out.print(f"backtest ROC AUC: {folds} (mean {fmt(m.get('backtest_roc_auc_mean'))}, "
+              f"std {fmt(m.get('backtest_roc_auc_std'))})", highlight=False, soft_wrap=True)
+    out.print(f"split: train {split['train_start']}..{split['train_end']} ({split['train_dates']} dates), "
+              f"calibration {split['calibration_start']}..{split['calibration_end']} "
+              f"({split['calibration_dates']}), test {split['test_start']}..{split['test_end']} "
+              f"({split['test_dates']}), gaps {split['gap_days']} days", highlight=False, soft_wrap=True)
+    status = "[green]champion[/green]" if registration.became_champion else "[yellow]challenger[/yellow]"
+    out.print(f"registered churnml-{result.config.target} version {registration.version}: {status} "
+              f"({registration.reason}); MLflow run {registration.run_id}", highlight=False, soft_wrap=True)

@@ -40,6 +40,13 @@ COMMANDS: list[tuple[str, str]] = [
     ("promote", "churnml.commands.promote:promote"),
 ]
 
+
+
+@app.callback()
+def _root() -> None:
+    """Churn and expansion prediction for customer-success teams."""
+
+
 for _name, _target in COMMANDS:
     _module, _func = _target.split(":")
     try:
@@ -52,26 +59,22 @@ for _name, _target in COMMANDS:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app, turn churnml errors into messages and exit codes."""
+    """Entry point: run the app, turn churnml errors into messages and exit codes.
+
+    Typer's standalone mode handles usage errors itself (message, exit 2) and ends with
+    ``SystemExit``; churnml's own errors propagate out of it and are mapped here.
+    """
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="churnml", standalone_mode=True)
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
     except ChurnMLError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         return exc.exit_code
-    except typer.Exit as exc:  # raised by commands for clean early exits
-        return exc.exit_code
-    except (typer.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:
         console.print("aborted")
-        return 1
-    except Exception as exc:  # click usage errors carry their own exit code (2)
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Exit):
-            return exc.exit_code
-        raise
+        return 130
     return 0
 
 

@@ -38,6 +38,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("serve", "churnml.commands.serve:serve"),
     ("train", "churnml.commands.train:train"),
     ("promote", "churnml.commands.promote:promote"),
+    ("score", "churnml.commands.score:score"),
+    ("calibrate-health", "churnml.commands.calibrate_health:calibrate_health"),
 ]
 
 

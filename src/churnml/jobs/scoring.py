@@ -70,6 +70,21 @@ def _clean_reasons(reasons: Sequence[Sequence[Mapping[str, Any]]] | None, n: int
     return out
 
 
+def _predict_with_reasons(model, features: pd.DataFrame) -> tuple[np.ndarray, list[list[dict]]]:
+    """Probabilities and top-3 reasons; one TreeSHAP pass when the model offers it."""
+    n = len(features)
+    if n == 0:
+        return np.zeros(0), []
+    if hasattr(model, "predict_with_reasons"):
+        proba, reasons = model.predict_with_reasons(features, top_k=3)
+    else:
+        proba, reasons = model.predict_proba(features), model.explain(features, top_k=3)
+    proba = np.asarray(proba, dtype="float64").reshape(-1)
+    if len(proba) != n:
+        raise ValueError(f"{model!r} returned {len(proba)} probabilities for {n} accounts")
+    return proba, _clean_reasons(reasons, n)
+
+
 def _health_version(health) -> str:
     for attr in ("version_", "version", "weights_version"):
         value = getattr(health, attr, None)
@@ -139,7 +154,9 @@ def score_frame(
             raise SchemaError(f"features: column '{column}' is required to score accounts")
     playbooks = playbooks if playbooks is not None else load_playbooks()
     if feature_dimensions is None:
-        feature_dimensions = _feature_dimensions()
+        # the churn model's own feature -> dimension map (stored with it), else the catalog's
+        feature_dimensions = dict(getattr(churn_model, "dimensions", None) or {}) \
+            or _feature_dimensions()
     alerts_fn = alerts_fn or _default_alerts
     features = features.reset_index(drop=True)
     n = len(features)
@@ -153,12 +170,8 @@ def score_frame(
         c[len("health_"):] for c in health_frame.columns
         if c.startswith("health_") and c not in _HEALTH_META])
 
-    churn_p = np.asarray(churn_model.predict_proba(features), dtype="float64").reshape(-1)
-    expansion_p = np.asarray(expansion_model.predict_proba(features), dtype="float64").reshape(-1)
-    if len(churn_p) != n or len(expansion_p) != n:
-        raise ValueError("predict_proba must return one probability per input row")
-    churn_reasons = _clean_reasons(churn_model.explain(features, top_k=3), n)
-    expansion_reasons = _clean_reasons(expansion_model.explain(features, top_k=3), n)
+    churn_p, churn_reasons = _predict_with_reasons(churn_model, features)
+    expansion_p, expansion_reasons = _predict_with_reasons(expansion_model, features)
 
     # Alerts and gating read health and features together (detractor, silence, champion...).
     current = pd.concat(

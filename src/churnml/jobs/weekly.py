@@ -24,6 +24,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -256,6 +257,7 @@ def score_book(
     build_features: Callable | None = None,
     on_chunk: Callable[[int, int], None] | None = None,
     feature_dimensions=None,
+    lock: bool = True,
 ) -> WeeklyResult:
     """Score every active account of ``book`` at ``as_of`` into ``OUT/as_of=DATE/``.
 
@@ -265,7 +267,8 @@ def score_book(
     :func:`~churnml.jobs.scoring.score_frame` against the earlier partitions, and writes
     ``scores.parquet`` and ``alert_inputs.parquet`` atomically. ``on_chunk(accounts_done,
     accounts_total)`` is called after each chunk (progress bar). Returns what was written and
-    the wall time of each stage (features, scoring, write).
+    the wall time of each stage (features, scoring, write). ``lock=False`` when the caller
+    already holds :class:`OutputLock` (``run_job``).
     """
     import pyarrow as pa
 
@@ -284,7 +287,7 @@ def score_book(
     out_dir = Path(out_dir)
     partition = partition_dir(out_dir, as_of)
     stage = {"features": 0.0, "scoring": 0.0, "write": 0.0}
-    with OutputLock(out_dir):
+    with (OutputLock(out_dir) if lock else contextlib.nullcontext()):
         partition.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(partition)
         previous, history = load_earlier_weeks(out_dir, as_of, history_weeks)
@@ -334,3 +337,101 @@ def score_book(
         if len(previous) else None,
         stage_seconds=stage,
     )
+
+
+WEEKLY_EXPERIMENT = "churnml-weekly"
+
+
+@dataclass
+class JobResult:
+    weekly: WeeklyResult
+    report_path: Path
+    summary: dict[str, float]
+    run_id: str | None
+    health_version: str
+    stage_seconds: dict[str, float]
+
+
+def write_report(result: WeeklyResult, book: Book, out_dir: Path) -> tuple[Path, dict[str, float]]:
+    """Build ``report.html`` for a scored partition (atomic write); returns path and summary."""
+    from churnml.jobs.report import build_report
+
+    earlier = [p for d, p in list_partitions(out_dir) if d < result.as_of]
+    previous_path = earlier[-1] / SCORES_NAME if earlier else None
+    page, summary = build_report(result.scores_path, book.mrr_changes, previous_path=previous_path)
+    path = result.partition / REPORT_NAME
+    write_bytes_atomic(path, page.encode("utf-8"))
+    return path, summary
+
+
+def run_job(
+    data_dir: str | Path,
+    as_of,
+    out_dir: str | Path,
+    *,
+    engine: str = "local",
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    on_stage: Callable[[str], None] | None = None,
+    on_chunk: Callable[[int, int], None] | None = None,
+    log_to_mlflow: bool = True,
+) -> JobResult:
+    """``churnml score``: load the book, the champions and the adopted health weights, score
+    every active account (``engine`` "local" or "spark"), write the report and log the run
+    (experiment ``churnml-weekly``: params, summary metrics, the report as artifact).
+
+    The output folder's lock is held from before the book is read until the report is written.
+    """
+    from churnml.data.io import load_book
+    from churnml.jobs.calibrate_health import load_adopted_health
+    from churnml.models import registry
+
+    if engine not in ("local", "spark"):
+        raise UsageError(f"The 'engine' parameter must be one of ['local', 'spark']. Got {engine!r}.")
+    as_of = to_as_of(as_of)
+    out_dir = Path(out_dir)
+    stage = on_stage or (lambda name: None)
+    times: dict[str, float] = {}
+    with OutputLock(out_dir):
+        t0 = time.perf_counter()
+        stage("loading the book")
+        book, _report = load_book(data_dir)
+        times["load"] = time.perf_counter() - t0
+        stage("loading the champion models and health weights")
+        churn_model = registry.load_champion("churn")
+        expansion_model = registry.load_champion("expansion")
+        health = load_adopted_health()
+        stage(f"scoring accounts ({engine})")
+        t1 = time.perf_counter()
+        if engine == "spark":
+            from churnml.jobs.spark import score_book_spark
+
+            weekly = score_book_spark(data_dir, as_of, out_dir, churn_model, expansion_model,
+                                      health, lock=False)
+        else:
+            weekly = score_book(book, as_of, out_dir, churn_model, expansion_model, health,
+                                chunk_size=chunk_size, on_chunk=on_chunk, lock=False)
+        times.update(weekly.stage_seconds)
+        times["score_total"] = time.perf_counter() - t1
+        stage("writing the report")
+        t2 = time.perf_counter()
+        report_path, summary = write_report(weekly, book, out_dir)
+        times["report"] = time.perf_counter() - t2
+    run_id = None
+    if log_to_mlflow:
+        stage("logging the run to MLflow")
+        run_id = registry.log_job_run(
+            WEEKLY_EXPERIMENT,
+            params={"as_of": f"{as_of:%Y-%m-%d}", "engine": engine, "data": str(data_dir),
+                    "out": str(out_dir), "churn_model_version": churn_model.version,
+                    "expansion_model_version": expansion_model.version,
+                    "health_weights_version": health.version,
+                    "previous_as_of": "" if weekly.previous_as_of is None
+                    else f"{weekly.previous_as_of:%Y-%m-%d}",
+                    "schema_version": SCHEMA_VERSION},
+            metrics={**summary, **{f"seconds_{k}": v for k, v in times.items()}},
+            artifacts={"report": report_path},
+            tags={"churnml.job": "weekly-score"},
+            run_name=f"score {as_of:%Y-%m-%d}",
+        )
+    return JobResult(weekly=weekly, report_path=report_path, summary=summary, run_id=run_id,
+                     health_version=str(health.version), stage_seconds=times)

@@ -1,0 +1,61 @@
+"""``churnml score --data DIR --as-of DATE --out DIR [--engine {local,spark}]``: the weekly job.
+
+Scores every active account with both champion models and the adopted health weights into
+``OUT/as_of=DATE/scores.parquet`` (atomic, reproducible, refused while another run holds the
+output folder's lock), writes ``report.html`` beside it, logs the run to MLflow (experiment
+``churnml-weekly``) and prints where everything is. See ``churnml.jobs.weekly``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def score(
+    data: Annotated[Path, typer.Option("--data", help="Folder with <table>.parquet|.csv files.")],
+    as_of: Annotated[str, typer.Option("--as-of", help="Scoring date, ISO (2026-11-16).")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (one as_of=DATE partition per week).")],
+    engine: Annotated[str, typer.Option("--engine", help="local (default) or spark.")] = "local",
+    chunk_size: Annotated[int, typer.Option("--chunk-size", help="Accounts per chunk (bounds memory).")] = 25_000,
+) -> None:
+    """Score the whole book for AS_OF: probabilities, health, reasons, alerts, next best actions."""
+    from churnml.console import console, progress
+    from churnml.errors import UsageError
+    from churnml.features.windows import to_as_of
+    from churnml.jobs.weekly import run_job
+
+    try:
+        when = to_as_of(as_of)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"--as-of must be an ISO date like 2026-11-16. Got {as_of!r}.") from exc
+    if engine not in ("local", "spark"):
+        raise UsageError(f"--engine must be 'local' or 'spark'. Got {engine!r}.")
+    if not data.is_dir():
+        raise UsageError(f"--data must be a folder of table files. Got {str(data)!r}.")
+    if chunk_size < 1:
+        raise UsageError(f"--chunk-size must be a positive integer. Got {chunk_size}.")
+
+    with progress(f"churnml score {when.date()}", total=None) as step:
+        state = {"total": None}
+
+        def on_chunk(done: int, total: int) -> None:
+            if state["total"] is None:
+                step._bar.update(step._task, total=total)
+                state["total"] = total
+            step._bar.update(step._task, completed=done)
+
+        result = run_job(data, when, out, engine=engine, chunk_size=chunk_size,
+                         on_stage=step.note, on_chunk=on_chunk)
+    s = result.summary
+    console.print(
+        f"scored {result.weekly.rows:,} accounts at {when.date()} "
+        f"(MRR at risk ${s['mrr_at_risk']:,.0f}, expected expansion MRR "
+        f"${s['expected_expansion_mrr']:,.0f}, {int(s['accounts_with_alerts']):,} with alerts; "
+        f"health weights {result.health_version})", highlight=False, soft_wrap=True)
+    console.print(f"scores: {result.weekly.scores_path}", highlight=False, soft_wrap=True)
+    console.print(f"report: {result.report_path}", highlight=False, soft_wrap=True)
+    if result.run_id:
+        console.print(f"MLflow run: {result.run_id} (experiment churnml-weekly)", highlight=False)

@@ -1,0 +1,396 @@
+"""The weekly report: one self-contained HTML page a CS leader reads on Monday morning.
+
+Inline CSS, plots as base64 PNG (matplotlib, Agg backend), no scripts and no external links, so
+the file can be mailed or opened offline. Sections: headline numbers, portfolio metrics (NRR,
+GRR, logo churn, expansion rate over 4 and 13 weeks), health distribution and its change since
+last week, the alert queue sorted by MRR at risk, top risks with reasons and actions, and
+expansion-ready accounts. The page holds no wall-clock time: the same scores give the same
+report.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from churnml.jobs.portfolio import portfolio_table
+
+TIER_ORDER = ("thriving", "healthy", "needs_attention", "at_risk", "critical")
+TIER_COLOURS = {"thriving": "#1a7f37", "healthy": "#5aa469", "needs_attention": "#d4a72c",
+                "at_risk": "#e36209", "critical": "#cf222e"}
+_SCALAR = ["account_id", "as_of", "churn_probability", "expansion_probability", "health_score",
+           "health_tier", "mrr", "mrr_at_risk", "expected_expansion_mrr", "value_tier",
+           "expansion_readiness", "churn_model_version", "expansion_model_version",
+           "health_weights_version"]
+
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;
+max-width:1180px;color:#1f2328;background:#fff;font-size:14px;line-height:1.45}
+h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid
+#d0d7de;padding-bottom:4px}.sub{color:#59636e;margin-bottom:16px}
+.cards{display:flex;flex-wrap:wrap;gap:12px}.card{border:1px solid #d0d7de;border-radius:8px;
+padding:10px 14px;min-width:150px}.card .v{font-size:22px;font-weight:600}.card .l{color:#59636e;
+font-size:12px}table{border-collapse:collapse;width:100%;margin:6px 0 10px}th,td{border-bottom:
+1px solid #eaeef2;padding:5px 8px;text-align:left;vertical-align:top}th{background:#f6f8fa;
+font-weight:600;font-size:12px;color:#424a53}td.n{text-align:right;white-space:nowrap}
+.tag{display:inline-block;border-radius:10px;padding:0 7px;margin:1px 2px 1px 0;font-size:11px;
+background:#eaeef2}.tier{color:#fff;border-radius:4px;padding:1px 6px;font-size:12px}
+.sev-critical{color:#cf222e;font-weight:600}.sev-high{color:#e36209;font-weight:600}
+.plots{display:flex;flex-wrap:wrap;gap:10px}.plots img{max-width:570px;width:100%;
+border:1px solid #eaeef2;border-radius:6px}.reasons{margin:0;padding-left:16px;color:#424a53}
+.note{color:#59636e;font-size:12px}
+"""
+
+
+def _esc(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _money(x: float) -> str:
+    return "-" if x is None or not np.isfinite(x) else f"${x:,.0f}"
+
+
+def _pct(x: float, digits: int = 1) -> str:
+    return "-" if x is None or not np.isfinite(x) else f"{100 * x:.{digits}f}%"
+
+
+def _tier(t: str) -> str:
+    colour = TIER_COLOURS.get(str(t), "#59636e")
+    return f'<span class="tier" style="background:{colour}">{_esc(str(t).replace("_", " "))}</span>'
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def plot_health_distribution(current: pd.DataFrame, previous: pd.DataFrame | None) -> str:
+    """Histogram of health scores this week (and last week as an outline), as a data URI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.2, 3.4))
+    bins = np.arange(0, 105, 5)
+    ax.hist(current["health_score"], bins=bins, color="#0969da", alpha=0.75, label="this week")
+    if previous is not None and len(previous):
+        ax.hist(previous["health_score"], bins=bins, histtype="step", color="#1f2328",
+                linewidth=1.4, label="last week")
+    for cut, name in ((90, "thriving"), (70, "healthy"), (50, "needs attention"),
+                      (30, "at risk")):
+        ax.axvline(cut, color="#8c959f", linestyle=":", linewidth=1)
+    ax.set_xlabel("health score (0-100)")
+    ax.set_ylabel("accounts")
+    ax.set_title("Health score distribution")
+    ax.legend(frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)
+
+
+def plot_mrr_by_tier(tiers: pd.DataFrame) -> str:
+    """Bar chart: MRR per health tier, this week next to last week."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.2, 3.4))
+    x = np.arange(len(tiers))
+    ax.bar(x - 0.2, tiers["mrr_last_week"], width=0.4, color="#d0d7de", label="last week")
+    ax.bar(x + 0.2, tiers["mrr"], width=0.4,
+           color=[TIER_COLOURS.get(t, "#0969da") for t in tiers.index], label="this week")
+    ax.set_xticks(x, [t.replace("_", "\n") for t in tiers.index])
+    ax.set_ylabel("MRR")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"${v:,.0f}"))
+    ax.set_title("MRR by health tier")
+    ax.legend(frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)
+
+
+def plot_risk_map(current: pd.DataFrame) -> str:
+    """Scatter: health score vs churn probability, point area by MRR (where the money is)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sample = current
+    if len(sample) > 5000:  # a readable picture; the sample is fixed (seeded) for reruns
+        sample = sample.sample(5000, random_state=0)
+    fig, ax = plt.subplots(figsize=(6.2, 3.4))
+    size = 8 + 120 * (sample["mrr"] / max(float(current["mrr"].max()), 1.0))
+    ax.scatter(sample["health_score"], sample["churn_probability"], s=size, alpha=0.35,
+               c=[TIER_COLOURS.get(t, "#0969da") for t in sample["health_tier"]],
+               edgecolors="none")
+    ax.set_xlabel("health score")
+    ax.set_ylabel("churn probability")
+    ax.set_title("Risk map (point size = MRR)")
+    ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)
+
+
+def plot_portfolio(portfolio: pd.DataFrame) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.2, 3.4))
+    metrics = ["nrr", "grr", "logo_churn", "expansion_rate"]
+    labels = ["NRR", "GRR", "logo churn", "expansion rate"]
+    x = np.arange(len(metrics))
+    for k, (_, row) in enumerate(portfolio.iterrows()):
+        values = [row[m] * 100 for m in metrics]
+        bars = ax.bar(x + (k - 0.5) * 0.38, values, width=0.38,
+                      color=["#0969da", "#8250df"][k % 2], label=f"last {int(row['weeks'])} weeks")
+        ax.bar_label(bars, fmt="%.1f%%", fontsize=8)
+    ax.set_xticks(x, labels)
+    ax.set_ylabel("%")
+    ax.set_title("Retention and expansion")
+    ax.legend(frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)
+
+
+def _reasons_html(reasons) -> str:
+    items = [r.get("text") or r.get("feature") for r in (reasons if reasons is not None else [])
+             if (r.get("contribution") or 0) > 0]
+    if not items:
+        return '<span class="note">no single factor stands out</span>'
+    return '<ul class="reasons">' + "".join(f"<li>{_esc(t)}</li>" for t in items) + "</ul>"
+
+
+def _alerts_html(alerts) -> str:
+    return "".join(f'<span class="tag">{_esc(str(a).replace("_", " "))}</span>'
+                   for a in (alerts if alerts is not None else []))
+
+
+def _action_html(action) -> str:
+    if action is None:
+        return ""
+    sev = action.get("severity", "")
+    return (f'{_esc(action.get("action"))}<br><span class="note">{_esc(action.get("owner"))}, '
+            f'<span class="sev-{_esc(sev)}">{_esc(action.get("respond_within"))}</span></span>')
+
+
+def tier_table(current: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:
+    """Per tier: accounts and MRR this week and last week (known tiers first, in order)."""
+    order = [t for t in TIER_ORDER if t in set(current["health_tier"])
+             or (previous is not None and t in set(previous["health_tier"]))]
+    order += sorted(set(current["health_tier"]) - set(order))
+    now = current.groupby("health_tier")["mrr"].agg(["size", "sum"]).reindex(order).fillna(0)
+    out = pd.DataFrame({"accounts": now["size"].astype(int), "mrr": now["sum"]}, index=order)
+    if previous is not None and len(previous):
+        last = previous.groupby("health_tier").agg(accounts=("account_id", "size"),
+                                                   mrr=("mrr", "sum")).reindex(order).fillna(0)
+        out["accounts_last_week"] = last["accounts"].astype(int)
+        out["mrr_last_week"] = last["mrr"]
+    else:
+        out["accounts_last_week"] = 0
+        out["mrr_last_week"] = 0.0
+    return out
+
+
+def summary_metrics(current: pd.DataFrame, portfolio: pd.DataFrame,
+                    alerts_count: int) -> dict[str, float]:
+    """Numbers logged to MLflow with the job's run (all floats)."""
+    out = {
+        "accounts_scored": float(len(current)),
+        "total_mrr": float(current["mrr"].sum()),
+        "mrr_at_risk": float(current["mrr_at_risk"].sum()),
+        "expected_expansion_mrr": float(current["expected_expansion_mrr"].sum()),
+        "mean_churn_probability": float(current["churn_probability"].mean()) if len(current) else 0.0,
+        "mean_health_score": float(current["health_score"].mean()) if len(current) else 0.0,
+        "accounts_with_alerts": float(alerts_count),
+        "expansion_ready_now": float((current["expansion_readiness"] == "ready_now").sum()),
+        "expansion_ready_soon": float((current["expansion_readiness"] == "ready_soon").sum()),
+    }
+    for tier in TIER_ORDER:
+        out[f"accounts_{tier}"] = float((current["health_tier"] == tier).sum())
+    for _, row in portfolio.iterrows():
+        w = int(row["weeks"])
+        for m in ("nrr", "grr", "logo_churn", "expansion_rate"):
+            if np.isfinite(row[m]):
+                out[f"{m}_{w}w"] = float(row[m])
+    return out
+
+
+def build_report(scores_path: str | Path, mrr_changes: pd.DataFrame, *,
+                 previous_path: str | Path | None = None, top_n: int = 25,
+                 ) -> tuple[str, dict[str, float]]:
+    """The HTML page and the summary metrics for one scored week.
+
+    ``scores_path``: this week's ``scores.parquet``; ``previous_path``: last week's (for the
+    change in health), ``mrr_changes``: the book's revenue history (portfolio metrics before
+    this week's as_of). Only the scalar columns of every row and the nested columns of the
+    ``top_n`` rows shown are materialised in pandas.
+    """
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(scores_path)
+    current = table.select(_SCALAR).to_pandas()
+    as_of = pd.Timestamp(current["as_of"].iloc[0]) if len(current) else None
+    if as_of is None:
+        as_of = pd.Timestamp(Path(scores_path).parent.name.split("=", 1)[1])
+    alerts_len = np.asarray(pq.read_table(scores_path, columns=["alerts"]).column("alerts")
+                            .combine_chunks().value_lengths().fill_null(0))
+    current["n_alerts"] = alerts_len
+    previous = None
+    if previous_path is not None and Path(previous_path).is_file():
+        previous = pd.read_parquet(previous_path, columns=["account_id", "health_score",
+                                                           "health_tier", "mrr"])
+    portfolio = portfolio_table(mrr_changes, as_of)
+    tiers = tier_table(current, previous)
+
+    def detail(index: np.ndarray) -> pd.DataFrame:
+        cols = ["churn_reasons", "expansion_reasons", "alerts", "next_best_action"]
+        rows = table.select(cols).take(pd.Index(index).to_numpy()).to_pylist()
+        base = current.iloc[index].reset_index(drop=True)
+        return pd.concat([base, pd.DataFrame(rows, columns=cols)], axis=1)
+
+    prev_score = (previous.set_index("account_id")["health_score"] if previous is not None
+                  else pd.Series(dtype="float64"))
+    current["health_change"] = current["health_score"] - current["account_id"].map(prev_score)
+
+    def order_by(mask: np.ndarray, column: str) -> np.ndarray:
+        idx = np.flatnonzero(mask)
+        keys = current[column].to_numpy()[idx]
+        # ties broken by account_id so reruns list the same rows
+        order = np.lexsort((current["account_id"].to_numpy()[idx], -keys))
+        return idx[order][:top_n]
+
+    alert_idx = order_by(current["n_alerts"].to_numpy() > 0, "mrr_at_risk")
+    risk_idx = order_by(np.ones(len(current), bool), "mrr_at_risk")
+    ready = current["expansion_readiness"].isin(["ready_now", "ready_soon"]).to_numpy()
+    exp_idx = order_by(ready, "expected_expansion_mrr")
+    alerts_df, risks_df, exp_df = detail(alert_idx), detail(risk_idx), detail(exp_idx)
+    summary = summary_metrics(current, portfolio, int((alerts_len > 0).sum()))
+
+    def ver(col):
+        return ", ".join(sorted(current[col].astype(str).unique())) or "-"
+
+    def change(col_now, col_last, money=False):
+        d = tiers[col_now] - tiers[col_last]
+        fmt = (lambda v: ("+" if v > 0 else "") + _money(v)) if money else \
+            (lambda v: f"{int(v):+d}")
+        return d.map(fmt) if previous is not None else d.map(lambda v: "-")
+
+    h = []
+    h.append(f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+             f"<title>churnml weekly report {as_of:%Y-%m-%d}</title><style>{_CSS}</style>"
+             f"</head><body>")
+    h.append(f"<h1>Weekly customer-success report: {as_of:%Y-%m-%d}</h1>")
+    h.append(f'<div class="sub">{len(current):,} active accounts scored. Models: churn '
+             f'v{_esc(ver("churn_model_version"))}, expansion v{_esc(ver("expansion_model_version"))}; '
+             f'health weights {_esc(ver("health_weights_version"))}. '
+             + ("Compared with last week's scores." if previous is not None else
+                "First scored week in this folder: changes and week-over-week alerts start next week.")
+             + "</div>")
+    cards = [
+        (_money(summary["total_mrr"]), "MRR of active accounts"),
+        (_money(summary["mrr_at_risk"]), "MRR at risk (churn probability x MRR, 90 days)"),
+        (_money(summary["expected_expansion_mrr"]), "expected expansion MRR"),
+        (f"{int(summary['accounts_with_alerts']):,}", "accounts with alerts"),
+        (f"{int(summary['expansion_ready_now']):,} / {int(summary['expansion_ready_soon']):,}",
+         "expansion ready now / soon"),
+    ]
+    h.append('<div class="cards">' + "".join(
+        f'<div class="card"><div class="v">{v}</div><div class="l">{_esc(l)}</div></div>'
+        for v, l in cards) + "</div>")
+
+    h.append("<h2>Retention and expansion</h2><table><tr><th>window</th><th>NRR</th><th>GRR</th>"
+             "<th>logo churn</th><th>expansion rate</th><th>accounts at start</th>"
+             "<th>MRR at start</th><th>expansion</th><th>contraction</th><th>churned MRR</th></tr>")
+    for _, r in portfolio.iterrows():
+        h.append(f"<tr><td>last {int(r['weeks'])} weeks</td><td class='n'>{_pct(r['nrr'])}</td>"
+                 f"<td class='n'>{_pct(r['grr'])}</td><td class='n'>{_pct(r['logo_churn'])}</td>"
+                 f"<td class='n'>{_pct(r['expansion_rate'])}</td>"
+                 f"<td class='n'>{int(r['start_accounts']):,}</td>"
+                 f"<td class='n'>{_money(r['start_mrr'])}</td>"
+                 f"<td class='n'>{_money(r['expansion_mrr'])}</td>"
+                 f"<td class='n'>{_money(r['contraction_mrr'])}</td>"
+                 f"<td class='n'>{_money(r['churned_mrr'])}</td></tr>")
+    h.append("</table><p class='note'>From mrr_changes: accounts paying at the window's start, "
+             "their MRR then vs now (NRR = now / start; GRR leaves out expansion). Targets "
+             "quoted in CS practice: NRR 100-110% mid-market, 110-130% enterprise.</p>")
+
+    h.append("<h2>Portfolio health</h2><table><tr><th>tier</th><th>accounts</th>"
+             "<th>change</th><th>MRR</th><th>change</th></tr>")
+    acc_change, mrr_change = change("accounts", "accounts_last_week"), \
+        change("mrr", "mrr_last_week", money=True)
+    for t, r in tiers.iterrows():
+        h.append(f"<tr><td>{_tier(t)}</td><td class='n'>{int(r['accounts']):,}</td>"
+                 f"<td class='n'>{acc_change[t]}</td><td class='n'>{_money(r['mrr'])}</td>"
+                 f"<td class='n'>{mrr_change[t]}</td></tr>")
+    h.append("</table>")
+    plots = [plot_health_distribution(current, previous), plot_mrr_by_tier(tiers)]
+    if len(current):
+        plots.append(plot_risk_map(current))
+    plots.append(plot_portfolio(portfolio))
+    h.append('<div class="plots">' + "".join(f'<img alt="plot" src="{p}">' for p in plots)
+             + "</div>")
+
+    def account_rows(df: pd.DataFrame, kind: str) -> None:
+        for _, r in df.iterrows():
+            delta = r["health_change"]
+            delta_s = "" if not np.isfinite(delta) else f" ({delta:+.0f})"
+            if kind == "alerts":
+                h.append(f"<tr><td>{_esc(r['account_id'])}</td><td class='n'>{_money(r['mrr_at_risk'])}</td>"
+                         f"<td class='n'>{r['health_score']:.0f}{delta_s}</td><td>{_tier(r['health_tier'])}</td>"
+                         f"<td>{_alerts_html(r['alerts'])}</td><td>{_action_html(r['next_best_action'])}</td></tr>")
+            elif kind == "risks":
+                h.append(f"<tr><td>{_esc(r['account_id'])}</td><td class='n'>{_money(r['mrr'])}</td>"
+                         f"<td class='n'>{_pct(r['churn_probability'], 0)}</td>"
+                         f"<td class='n'>{_money(r['mrr_at_risk'])}</td>"
+                         f"<td class='n'>{r['health_score']:.0f}{delta_s}</td>"
+                         f"<td>{_reasons_html(r['churn_reasons'])}</td>"
+                         f"<td>{_action_html(r['next_best_action'])}</td></tr>")
+            else:
+                h.append(f"<tr><td>{_esc(r['account_id'])}</td><td class='n'>{_money(r['mrr'])}</td>"
+                         f"<td class='n'>{_pct(r['expansion_probability'], 0)}</td>"
+                         f"<td class='n'>{_money(r['expected_expansion_mrr'])}</td>"
+                         f"<td>{_esc(str(r['expansion_readiness']).replace('_', ' '))}</td>"
+                         f"<td class='n'>{r['health_score']:.0f}</td>"
+                         f"<td>{_reasons_html(r['expansion_reasons'])}</td></tr>")
+
+    h.append(f"<h2>Alert queue</h2><p class='note'>Accounts with alerts this week, largest MRR "
+             f"at risk first (top {top_n} of {int(summary['accounts_with_alerts']):,}).</p>")
+    if len(alerts_df):
+        h.append("<table><tr><th>account</th><th>MRR at risk</th><th>health (change)</th>"
+                 "<th>tier</th><th>alerts</th><th>next best action</th></tr>")
+        account_rows(alerts_df, "alerts")
+        h.append("</table>")
+    else:
+        h.append("<p>No alerts this week.</p>")
+    h.append(f"<h2>Top risks</h2><p class='note'>Largest MRR at risk (churn probability x MRR "
+             f"over the model's horizon), with the reasons behind the risk.</p>"
+             "<table><tr><th>account</th><th>MRR</th><th>churn probability</th>"
+             "<th>MRR at risk</th><th>health (change)</th><th>why</th><th>next best action</th></tr>")
+    account_rows(risks_df, "risks")
+    h.append("</table>")
+    h.append(f"<h2>Ready for an expansion conversation</h2><p class='note'>Readiness ready now "
+             f"or ready soon (no gating rule blocks them: health 75+, no NPS 6 or lower, past "
+             f"the first 60 days, nothing overdue, no open escalation), largest expected "
+             f"expansion MRR first.</p>")
+    if len(exp_df):
+        h.append("<table><tr><th>account</th><th>MRR</th><th>expansion probability</th>"
+                 "<th>expected expansion MRR</th><th>readiness</th><th>health</th><th>why</th></tr>")
+        account_rows(exp_df, "expansion")
+        h.append("</table>")
+    else:
+        h.append("<p>No account is ready for an expansion conversation this week.</p>")
+    h.append("<p class='note'>Generated by churnml score. Probabilities are calibrated 90-day "
+             "probabilities; reasons come from the model's SHAP values.</p></body></html>")
+    return "\n".join(h), summary

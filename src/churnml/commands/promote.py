@@ -6,15 +6,19 @@ away. Exit 2 when the version does not exist.
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated
 
-import click
 import typer
 
 
+class Target(str, Enum):
+    churn = "churn"
+    expansion = "expansion"
+
+
 def promote(
-    target: Annotated[str, typer.Option("--target", click_type=click.Choice(["churn", "expansion"]),
-                                        help="Which model.")],
+    target: Annotated[Target, typer.Option("--target", help="Which model.")],
     version: Annotated[str, typer.Option("--version", help="Registered version number to make champion.")],
 ) -> None:
     """Make a registered version the champion (e.g. roll back to the previous one)."""
@@ -22,6 +26,7 @@ def promote(
 
     from churnml.models import registry
 
+    target = Target(target).value
     old, new = registry.promote(target, version)
     Console().print(f"{registry.registered_name(target)} champion: "
                     f"{'v' + old if old else 'none'} -> v{new}", highlight=False)

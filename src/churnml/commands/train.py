@@ -11,16 +11,20 @@ registered version and whether it became champion. Exit 2 on bad input.
 from __future__ import annotations
 
 from pathlib import Path
+from enum import Enum
 from typing import Annotated, Optional
 
-import click
 import typer
+
+
+class Target(str, Enum):
+    churn = "churn"
+    expansion = "expansion"
 
 
 def train(
     data: Annotated[Path, typer.Option("--data", help="Folder with the book of business (data contract).")],
-    target: Annotated[str, typer.Option("--target", click_type=click.Choice(["churn", "expansion"]),
-                                        help="Which model to train.")],
+    target: Annotated[Target, typer.Option("--target", help="Which model to train.")],
     horizon_days: Annotated[Optional[int], typer.Option("--horizon-days", help="Label horizon in days "
                                                         "(default: the target's config, 90).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="Model config YAML "
@@ -31,6 +35,7 @@ def train(
     from churnml.console import console, progress
     from churnml.errors import UsageError
 
+    target = Target(target).value
     if not data.is_dir():
         raise UsageError(f"--data {data}: not a folder (expected <table>.parquet|.csv files)")
     if config is not None and not config.is_file():

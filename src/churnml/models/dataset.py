@@ -70,14 +70,14 @@ class TimeSplit:
 def labeled_as_of_dates(book, config: ModelConfig) -> pd.DatetimeIndex:
     """Labeled as_of dates of ``book``: every ``cadence_days`` back from ``data_end - horizon``.
 
-    The earliest date is at least ``min_history_days`` after the first MRR change (before that
-    nobody is a customer yet).
+    The earliest date is at least ``min_history_days`` after :func:`observed_start` (the day
+    every table of the book has started recording).
     """
     data_end = book.data_end
     if pd.isna(data_end):
         raise InsufficientDataError("the book has no dated rows: cannot place any as_of date.")
     latest = to_as_of(data_end - pd.Timedelta(days=config.horizon_days))
-    first = to_as_of(book.mrr_changes["effective_date"].min()) + pd.Timedelta(days=config.min_history_days)
+    first = observed_start(book) + pd.Timedelta(days=config.min_history_days)
     if latest < first:
         raise InsufficientDataError(
             f"the book spans {first.date()} to {to_as_of(data_end).date()}: no as_of date has a full "
@@ -87,6 +87,28 @@ def labeled_as_of_dates(book, config: ModelConfig) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(
         [latest - pd.Timedelta(days=config.cadence_days * k) for k in range(count - 1, -1, -1)]
     ).as_unit("ns")
+
+
+def observed_start(book) -> pd.Timestamp:
+    """First day on which every event table of the book has started recording.
+
+    Revenue histories often reach back years before usage, invoices or NPS were collected; an
+    as_of before the other tables start would see "no logins" that only mean "not recorded
+    yet", a pattern the model must not learn and never meets when scoring.
+    """
+    from churnml.data.tables import TABLES
+
+    starts = []
+    for name, frame in book.tables.items():
+        spec = TABLES.get(name)
+        column = spec.time_column if spec is not None else None
+        if column and column in frame.columns and len(frame):
+            value = frame[column].min()
+            if pd.notna(value):
+                starts.append(to_as_of(value))
+    if not starts:
+        raise InsufficientDataError("the book has no dated rows: cannot place any as_of date.")
+    return max(starts)
 
 
 def window_sizes(n_dates: int, config: ModelConfig) -> tuple[int, int, list[str]]:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from churnml.errors import InsufficientDataError
 from churnml.models import metrics as M
 from churnml.models.baselines import LogisticBaseline, find_truth, health_baseline, oracle_baseline
 from churnml.models.calibration import choose_calibrator
@@ -100,7 +101,9 @@ def monotone_directions(train: pd.DataFrame, names: list[str], categorical: list
             continue
         x = pd.to_numeric(train[name], errors="coerce")
         ok = x.notna()
-        corr = float(np.corrcoef(x[ok].rank(), label_rank[ok])[0, 1]) if ok.sum() > 2 and x[ok].nunique() > 1 else 0.0
+        corr = 0.0
+        if ok.sum() > 2 and x[ok].nunique() > 1 and label_rank[ok].nunique() > 1:
+            corr = float(np.corrcoef(x[ok].rank(), label_rank[ok])[0, 1])
         if np.isfinite(corr) and corr * direction < -tolerance:
             dropped[name] = f"catalog direction {direction:+d} contradicted (Spearman {corr:+.3f})"
             constraints.append(0)
@@ -222,7 +225,11 @@ def evaluate(model: TargetModel, dataset: Dataset, config: ModelConfig, *, healt
     if truth is not None:
         op = oracle_baseline(truth, test, config.horizon_days, config.target)
         predictions["oracle_probability"] = op
-        metrics.update({f"oracle_test_{k}": v for k, v in M.probability_metrics(y, op, event_mrr).items()})
+        # The oracle is undefined (NaN) where the simulator has no state the day before as_of.
+        ok = np.isfinite(op)
+        metrics["oracle_test_coverage"] = float(ok.mean())
+        metrics.update({f"oracle_test_{k}": v
+                        for k, v in M.probability_metrics(y[ok], op[ok], event_mrr[ok]).items()})
     reliability = {"raw": M.reliability_table(y, raw), "calibrated": M.reliability_table(y, proba)}
     return metrics, predictions, reliability
 
@@ -240,7 +247,11 @@ def run_backtest(dataset: Dataset, config: ModelConfig, main_model: TargetModel,
         else:
             if progress is not None:
                 progress.note(f"backtest fold {k} of {len(splits)}")
-            fold = dataset.refold(split, config)
+            try:
+                fold = dataset.refold(split, config)
+            except InsufficientDataError as exc:
+                notes.append(f"backtest: fold {k} left out: {exc}")
+                break
             model, _ = fit_model(fold, config, catalog, main_model.health_config)
             fold_metrics, _, _ = evaluate(model, fold, config, health=health, logreg=False, bootstrap=False)
         part = split.describe()

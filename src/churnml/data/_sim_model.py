@@ -30,13 +30,13 @@ class SimParams:
     default book lands near real SaaS figures: monthly logo churn about 2%, about 2% of active
     accounts expanding per month (docs/simulator.md)."""
 
-    churn_base: float = -2.45
+    churn_base: float = -4.1
     renew_offset_annual: float = 1.0  # churn decision at an annual renewal
     renew_offset_monthly: float = -1.35  # churn decision at each monthly renewal
     in_term_offset: float = -4.6  # cancellations between renewals (rare)
-    expansion_base: float = -5.9
-    buy_intent_base: float = -4.3
-    contraction_base: float = -3.9
+    expansion_base: float = -7.0
+    buy_intent_base: float = -5.8
+    contraction_base: float = -4.4
     reactivation_weekly: float = 0.0008
     health_pull: float = 0.08  # weekly mean reversion of health toward the account's own level
     health_noise: float = 0.11

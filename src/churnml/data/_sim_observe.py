@@ -73,7 +73,7 @@ def emit_usage(s: Lanes, act: np.ndarray, week_day: int, rng, buf: Buffers,
     cap = np.clip(np.floor(np.minimum(s.users_needed[lanes], s.seats[lanes])), 1, USER_CAP)
     p_active = _sig(0.4 + 1.1 * h - 1.2 * s.churn_intent[lanes]) * (0.25 + 0.75 * a)
     users = rng.binomial(cap.astype(np.int64), np.clip(p_active, 0, 1))
-    rate = users * usage_rate * np.exp(0.3 * h) * (0.4 + a)
+    rate = users * usage_rate * np.exp(0.45 * h) * (0.4 + a)
     n = rng.poisson(rate)
     lane = np.repeat(lanes, n)
     m = len(lane)
@@ -194,7 +194,7 @@ def emit_touchpoints(s: Lanes, ev: WeekEvents, act: np.ndarray, week_day: int, r
     # signals of a decision in the making (critical churn signals) and of buying interest
     for kind, prob in (
         ("billing_page_visit", None),
-        ("cancellation_inquiry", 0.001 + 0.11 * ci),
+        ("cancellation_inquiry", 0.001 + 0.14 * ci),
         ("data_export_request", 0.001 + 0.07 * ci),
         ("competitor_mentioned", 0.0015 + 0.05 * ci),
         ("expansion_request", 0.002 + 0.22 * bi),
@@ -203,7 +203,7 @@ def emit_touchpoints(s: Lanes, ev: WeekEvents, act: np.ndarray, week_day: int, r
     ):
         if prob is None:
             unresolved = s.unresolved_until_day[lanes] > week_day
-            counts = rng.poisson(0.03 + 0.45 * ci + 0.3 * unresolved + 0.05 * _sig(-2 * h))
+            counts = rng.poisson(0.03 + 0.6 * ci + 0.3 * unresolved + 0.08 * _sig(-2 * h))
         else:
             counts = (rng.random(len(lanes)) < prob).astype(np.int64)
         lane, day = _repeat_counts(lanes, counts, week_day, rng)

@@ -180,6 +180,7 @@ def simulate(n_accounts: int = 2000, months: int = 24, seed: int = 42, end=DEFAU
     n_weeks = max(1, int(round(months * 52.1775 / 12)))
     start_day = end_day - 7 * n_weeks
     s, arrive_week, extra = _initial_lanes(n, start_day, n_weeks, rng)
+    _burn_in(s, arrive_week, start_day, p, rng)
     buf = o.Buffers(s.created_day)
     state_cols = [c for c in m.STATE_COLUMNS if c != "active"]
     truth_state: dict[str, list] = {c: [] for c in ("lane", "week_start", *state_cols)}
@@ -279,6 +280,30 @@ def simulate(n_accounts: int = 2000, months: int = 24, seed: int = 42, end=DEFAU
             "end": _date(end_day), "weeks": n_weeks}
     truth["meta"] = pd.DataFrame({"key": list(meta), "value": [str(v) for v in meta.values()]})
     return SimulatedBook(tables=tables, truth=truth, meta=meta)
+
+
+def _burn_in(s: m.Lanes, arrive_week, start_day: int, p: m.SimParams, rng, weeks: int = 26):
+    """Let the latent state of the starting book (health, intents, shock timers) settle before
+    the observed period, so the first weeks look like any other. No events are recorded and
+    revenue does not change during the burn-in."""
+    initial = arrive_week == 0
+    s.active = initial.astype(float)
+    saved = {c: getattr(s, c).copy() for c in ("seats", "plan", "addon_share", "mrr",
+                                                "term_end_day", "next_invoice_day",
+                                                "unresolved_until_day", "failed_payments_recent",
+                                                "churned_day", "champion_gen", "users_needed")}
+    for j in range(weeks):
+        day = start_day - 7 * (weeks - j)
+        hz = m.hazards(s, day, p)
+        ev = m.draw_events(s, hz, day, rng)
+        none = np.zeros(len(s.active), bool)
+        for name in ("churn", "expansion", "contraction", "renewed", "price_increase",
+                     "invoice_due"):
+            setattr(ev, name, none)
+        m.advance(s, ev, day, p, rng)
+    for c, v in saved.items():
+        setattr(s, c, v)
+    s.active = np.zeros(len(s.active))
 
 
 def _date(day: int) -> str:
@@ -644,3 +669,45 @@ def _oracle_paths(s: m.Lanes, week_day, as_of, horizon, target, expanded_early, 
         day = day + 7
         first = False
     return survival
+
+
+# --------------------------------------------------------------------------------------------
+# portfolio rates (how the tests and docs check the calibration)
+# --------------------------------------------------------------------------------------------
+
+def monthly_rates(mrr_changes: pd.DataFrame, start=None, window_days: int = 30,
+                  skip_days: int = 0) -> pd.DataFrame:
+    """Logo churn, expansion and contraction rates per consecutive ``window_days`` window.
+
+    Computed from ``mrr_changes`` alone, the way labels are: accounts active at the window's
+    start (latest change before it has mrr > 0); churned = mrr reaches 0 inside
+    ``[start, start + window)``; expanded = mrr rises while above 0 (``price_increase``
+    excluded); contracted = falls but stays above 0. Windows begin at ``start`` (default: the
+    first churn in the table) plus ``skip_days`` and run back to back until the data's end.
+    Columns: ``start, active, churn_rate, expansion_rate, contraction_rate``.
+    """
+    mc = mrr_changes.sort_values(["account_id", "effective_date"], kind="stable")
+    prev = mc.groupby("account_id")["mrr"].shift(1)
+    rose = (prev > 0) & (mc["mrr"] > prev) & (mc["reason"] != "price_increase")
+    fell = (prev > 0) & (mc["mrr"] < prev) & (mc["mrr"] > 0)
+    died = (prev > 0) & (mc["mrr"] == 0)
+    data_end = mc["effective_date"].max()
+    if start is None:
+        start = mc.loc[died, "effective_date"].min()
+    start = pd.Timestamp(start) + pd.Timedelta(days=skip_days)
+    rows = []
+    while start + pd.Timedelta(days=window_days) <= data_end:
+        stop = start + pd.Timedelta(days=window_days)
+        before = mc[mc["effective_date"] < start]
+        last = before.groupby("account_id")["mrr"].last()
+        active = last.index[last > 0]
+        inside = mc["effective_date"].between(start, stop, inclusive="left")
+        in_active = mc["account_id"].isin(active)
+        rows.append({
+            "start": start, "active": len(active),
+            "churn_rate": mc.loc[inside & died & in_active, "account_id"].nunique() / len(active),
+            "expansion_rate": mc.loc[inside & rose & in_active, "account_id"].nunique() / len(active),
+            "contraction_rate": mc.loc[inside & fell & in_active, "account_id"].nunique() / len(active),
+        })
+        start = stop
+    return pd.DataFrame(rows)

@@ -1,0 +1,187 @@
+"""The simulator: contract-shaped tables, determinism, calibrated rates, an honest oracle."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churnml.data.simulator import monthly_rates, oracle_probability, simulate, write_book
+from churnml.data.tables import MRR_REASONS, TABLES, TOUCHPOINT_KINDS
+from churnml.errors import UsageError
+
+USAGE_EVENTS = {"login", "dashboard_view", "report_create", "data_import", "share", "comment",
+                "integration_sync", "api_call", "automation_run", "custom_report", "admin_config"}
+
+
+def test_tables_follow_the_data_contract(sim_tables):
+    for name, spec in TABLES.items():
+        df = sim_tables.tables[name]
+        assert set(spec.required_columns) <= set(df.columns), name
+        assert len(df) > 0, name
+        for col in spec.columns:
+            if col.name in df.columns and col.kind == "timestamp":
+                assert str(df[col.name].dtype) == "datetime64[ns]", (name, col.name)
+        assert pd.api.types.is_string_dtype(df["account_id"]), name
+    ids = set(sim_tables.tables["accounts"]["account_id"])
+    for name in ("mrr_changes", "usage_events", "invoices", "nps_responses", "touchpoints"):
+        assert set(sim_tables.tables[name]["account_id"]) <= ids, name
+
+
+def test_vocabularies_and_value_ranges(sim_tables):
+    t = sim_tables.tables
+    assert set(t["usage_events"]["event"]) == USAGE_EVENTS
+    assert set(t["touchpoints"]["kind"]) <= set(TOUCHPOINT_KINDS)
+    assert {"meeting_held", "email_replied", "support_ticket", "payment_failed"} <= set(
+        t["touchpoints"]["kind"])
+    assert set(t["mrr_changes"]["reason"]) <= set(MRR_REASONS)
+    assert (t["mrr_changes"]["mrr"] >= 0).all()
+    assert t["nps_responses"]["score"].between(0, 10).all()
+    replies = t["touchpoints"][t["touchpoints"]["kind"] == "email_replied"]
+    assert replies["value"].notna().all() and (replies["value"] > 0).all()
+    assert (t["usage_events"]["quantity"] >= 1).all()
+    assert t["usage_events"]["user_id"].notna().all()
+
+
+def test_weekends_are_quiet_and_accounts_have_several_users(sim_tables):
+    usage = sim_tables.tables["usage_events"]
+    weekday = usage["ts"].dt.day_of_week
+    assert (weekday >= 5).mean() < 0.12
+    users = usage.groupby("account_id")["user_id"].nunique()
+    assert users.median() >= 3
+
+
+def test_no_rows_before_signup_or_after_churn(sim_tables):
+    t = sim_tables.tables
+    created = t["accounts"].set_index("account_id")["created_at"]
+    usage = t["usage_events"]
+    assert (usage["ts"] >= usage["account_id"].map(created)).all()
+    mc = t["mrr_changes"].sort_values(["account_id", "effective_date"])
+    last = mc.groupby("account_id").tail(1)
+    gone = last.loc[last["mrr"] == 0].set_index("account_id")["effective_date"]
+    after = usage["ts"] >= usage["account_id"].map(gone)
+    assert not after.fillna(False).any()
+
+
+def test_same_seed_same_tables_other_seed_other_tables():
+    a = simulate(n_accounts=60, months=6, seed=3)
+    b = simulate(n_accounts=60, months=6, seed=3)
+    c = simulate(n_accounts=60, months=6, seed=4)
+    for name in a.tables:
+        pd.testing.assert_frame_equal(a.tables[name], b.tables[name])
+    pd.testing.assert_frame_equal(a.truth["state_weekly"], b.truth["state_weekly"])
+    assert not a.tables["usage_events"].equals(c.tables["usage_events"])
+
+
+def test_write_book_is_byte_identical(tmp_path):
+    sims = [simulate(n_accounts=40, months=4, seed=5) for _ in range(2)]
+    digests = []
+    for i, sim in enumerate(sims):
+        out = tmp_path / str(i)
+        counts = write_book(sim, out)
+        assert counts == {k: len(v) for k, v in sim.tables.items()}
+        files = sorted(out.rglob("*.parquet"))
+        digests.append({f.relative_to(out).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()
+                        for f in files})
+    assert digests[0] == digests[1]
+    assert "_truth/state_weekly.parquet" in digests[0]
+
+
+def test_end_date_is_a_parameter_not_now():
+    sim = simulate(n_accounts=30, months=3, seed=1, end="2025-03-03")
+    assert sim.meta["end"] == "2025-03-03"
+    assert sim.tables["usage_events"]["ts"].max() < pd.Timestamp("2025-03-03")
+
+
+@pytest.mark.parametrize("kwargs", [{"n_accounts": 0}, {"months": -1}, {"seed": "x"}])
+def test_bad_parameters_are_usage_errors(kwargs):
+    with pytest.raises(UsageError):
+        simulate(**{"n_accounts": 10, "months": 2, **kwargs})
+
+
+@pytest.mark.slow
+def test_default_rates_land_in_the_stated_ranges():
+    sim = simulate(n_accounts=2000, months=24, seed=42)
+    rates = monthly_rates(sim.tables["mrr_changes"], start=sim.meta["start"])
+    assert len(rates) >= 20
+    assert 0.015 <= rates["churn_rate"].mean() <= 0.03
+    assert 0.012 <= rates["expansion_rate"].mean() <= 0.03
+    assert rates["contraction_rate"].mean() < rates["churn_rate"].mean()
+
+
+def test_rates_on_the_shared_small_book(sim_tables):
+    rates = monthly_rates(sim_tables.tables["mrr_changes"], start=sim_tables.meta["start"])
+    # 300 accounts is noisy: looser bounds around the same targets
+    assert 0.01 <= rates["churn_rate"].mean() <= 0.04
+    assert 0.008 <= rates["expansion_rate"].mean() <= 0.04
+
+
+def test_churn_concentrates_at_renewals(sim_tables):
+    ev = sim_tables.truth["events"]
+    churn = ev[ev["event"] == "churn"]
+    assert (churn["reason"] == "non_renewal").mean() > 0.6
+
+
+def test_truth_has_state_and_drivers(sim_dir):
+    state = pd.read_parquet(sim_dir / "_truth" / "state_weekly.parquet")
+    events = pd.read_parquet(sim_dir / "_truth" / "events.parquet")
+    assert {"account_id", "week_start", "health", "churn_intent", "churn_week_prob",
+            "expansion_prob"} <= set(state.columns)
+    assert state["churn_week_prob"].between(0, 1).all()
+    assert {"churn", "expansion", "contraction"} <= set(events["event"])
+    assert events.loc[events["event"] == "churn", "top_driver"].notna().all()
+
+
+def test_low_adoption_matters_mostly_early():
+    from churnml.data import _sim_model as m
+
+    n = 4
+    lanes = m.Lanes(**{c: np.zeros(n) for c in m.STATE_COLUMNS + m.STATIC_COLUMNS})
+    lanes.active[:] = 1
+    lanes.n_contacts[:] = 3
+    lanes.seats[:] = 10
+    lanes.users_needed[:] = 8
+    lanes.term_end_day[:] = 10_000
+    for c in ("weeks_since_champion_left", "weeks_since_budget_cut", "weeks_since_competitor",
+              "weeks_since_goal"):
+        getattr(lanes, c)[:] = m.NEVER
+    lanes.adoption[:] = [0.1, 0.9, 0.1, 0.9]
+    lanes.created_day[:] = [1000 - 30, 1000 - 30, 1000 - 400, 1000 - 400]
+    hz = m.hazards(lanes, 1000, m.SimParams())
+    early_gap = hz.churn_in_term[0] / hz.churn_in_term[1]
+    late_gap = hz.churn_in_term[2] / hz.churn_in_term[3]
+    assert early_gap > 3 * late_gap
+
+
+def test_oracle_is_a_probability_and_tracks_outcomes(sim_tables):
+    state = sim_tables.truth["state_weekly"]
+    weeks = np.sort(state["week_start"].unique())
+    as_of = pd.Timestamp(weeks[20]) + pd.Timedelta(days=3)
+    active = state[state["week_start"] == weeks[20]]["account_id"]
+    obs = pd.DataFrame({"account_id": active.to_numpy(), "as_of": as_of})
+    p = oracle_probability(sim_tables.truth, obs, horizon_days=90, target="churn", n_paths=32)
+    assert np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()
+    mc = sim_tables.tables["mrr_changes"]
+    inside = mc[(mc["effective_date"] >= as_of) & (mc["effective_date"] < as_of + pd.Timedelta(days=90))]
+    churned = obs["account_id"].isin(inside.loc[inside["mrr"] == 0, "account_id"])
+    # calibrated in the aggregate, and the churners had higher true risk
+    assert abs(p.mean() - churned.mean()) < 0.05
+    if churned.any():
+        assert p[churned.to_numpy()].mean() > p[~churned.to_numpy()].mean()
+    q = oracle_probability(sim_tables.truth, obs, 90, "expansion", n_paths=32)
+    assert ((q >= 0) & (q <= 1)).all() and 0 < q.mean() < 0.3
+
+
+def test_oracle_reads_a_written_book_and_rejects_unknown_rows(sim_dir, sim_tables):
+    state = sim_tables.truth["state_weekly"]
+    row = state.iloc[len(state) // 2]
+    obs = pd.DataFrame({"account_id": [row["account_id"], "nobody"],
+                        "as_of": [row["week_start"] + pd.Timedelta(days=1)] * 2})
+    p_dir = oracle_probability(sim_dir, obs, 90, "churn", n_paths=16, seed=3)
+    p_mem = oracle_probability(sim_tables.truth, obs, 90, "churn", n_paths=16, seed=3)
+    assert p_dir[0] == pytest.approx(p_mem[0])
+    assert np.isnan(p_dir[1])
+    with pytest.raises(UsageError):
+        oracle_probability(sim_tables.truth, obs, 90, "upsell")

@@ -25,7 +25,7 @@ def simulate(
     from rich.table import Table
 
     from churnml.console import console, progress
-    from churnml.data.simulator import DEFAULT_END, simulate as run, write_book
+    from churnml.data.simulator import DEFAULT_END, simulate as run, weeks_for, write_book
     from churnml.errors import UsageError
 
     end_date = end or DEFAULT_END
@@ -35,13 +35,10 @@ def simulate(
         pd.Timestamp(end_date)
     except ValueError as exc:
         raise UsageError(f"--end must be an ISO date like 2026-11-16. Got {end_date!r}.") from exc
-    with progress(f"simulating {accounts:,} accounts over {months} months", total=None) as step:
-        state = {"total": None}
+    with progress(f"simulating {accounts:,} accounts over {months} months",
+                  total=weeks_for(months)) as step:
 
         def on_week(done: int, total: int) -> None:
-            if state["total"] is None:
-                step._bar.update(step._task, total=total)
-                state["total"] = total
             step.advance(1)
 
         sim = run(n_accounts=accounts, months=months, seed=seed, end=end_date, on_week=on_week)

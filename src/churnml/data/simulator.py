@@ -177,7 +177,7 @@ def simulate(n_accounts: int = 2000, months: int = 24, seed: int = 42, end=DEFAU
     p = params or m.SimParams()
     rng = np.random.default_rng(int(seed))
     end_day = _day(end)
-    n_weeks = max(1, int(round(months * 52.1775 / 12)))
+    n_weeks = weeks_for(months)
     start_day = end_day - 7 * n_weeks
     s, arrive_week, extra = _initial_lanes(n, start_day, n_weeks, rng)
     _burn_in(s, arrive_week, start_day, p, rng)
@@ -304,6 +304,11 @@ def _burn_in(s: m.Lanes, arrive_week, start_day: int, p: m.SimParams, rng, weeks
     for c, v in saved.items():
         setattr(s, c, v)
     s.active = np.zeros(len(s.active))
+
+
+def weeks_for(months: int) -> int:
+    """Number of simulated weeks for ``months`` months (the progress bar's total)."""
+    return max(1, int(round(months * 52.1775 / 12)))
 
 
 def _date(day: int) -> str:

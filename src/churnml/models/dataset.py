@@ -48,10 +48,10 @@ class TimeSplit:
 
     def window_of(self, as_of: pd.Series) -> pd.Series:
         """Name of the window of each as_of (``train``/``calibration``/``test``, else ``None``)."""
-        values = pd.DatetimeIndex(as_of)
+        values = pd.DatetimeIndex(as_of).as_unit("ns")
         out = np.full(len(values), None, dtype=object)
         for name in WINDOWS:
-            out[values.isin(getattr(self, name))] = name
+            out[values.isin(getattr(self, name).as_unit("ns"))] = name
         return pd.Series(out, index=as_of.index, name="window")
 
     def describe(self) -> dict[str, str | int]:
@@ -240,7 +240,8 @@ def expansion_mrr_gained(mrr_changes: pd.DataFrame, observations: pd.DataFrame, 
     if "reason" in changes.columns:
         rise = rise.where(changes["reason"].astype("string").fillna("") != "price_increase", 0.0)
     events = pd.DataFrame(
-        {"account_id": changes["account_id"].to_numpy(), "t": changes["effective_date"].to_numpy(),
+        {"account_id": changes["account_id"].to_numpy(),
+         "t": changes["effective_date"].astype("datetime64[ns]").to_numpy(),
          "cum": rise.groupby(changes["account_id"], sort=False).cumsum().to_numpy()}
     ).sort_values("t", kind="stable")
 

@@ -140,3 +140,27 @@ def test_dimension_without_data_keeps_its_share():
     h = HealthScore(continuous_config()).fit(features, y, shrinkage=0.0)
     assert h.fit_report_["dimensions_without_data"] == ["outcome"]
     assert h.weights_["outcome"] == pytest.approx(20, abs=0.02)
+
+
+def test_fit_keeps_weights_when_health_ranks_churn_backwards():
+    features, y = synthetic(TRUE_W, n=2000, seed=6)
+    h = HealthScore(continuous_config()).fit(features, 1.0 - y, shrinkage=0.0)
+    assert h.fit_report_["note"].startswith("no weighting")
+    assert h.weights_ == pytest.approx(load_health_config().weights)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_refit_tier_cuts_orders_churn_on_random_data(seed):
+    from churnml.health.fit import refit_tier_cuts
+
+    rng = np.random.default_rng(seed)
+    score = np.round(rng.uniform(0, 100, 3000), rng.integers(0, 4))
+    y = (rng.random(3000) < expit(1 - score / 25 + rng.normal(0, 1, 3000))).astype(float)
+    cuts, note = refit_tier_cuts(score, y, [90, 70, 50, 30])
+    if cuts is None:
+        assert "tiers kept" in note
+        return
+    assert cuts == sorted(cuts, reverse=True) and len(set(cuts)) == 4
+    tier = np.select([score >= c for c in cuts], range(4), default=4)
+    rates = [y[tier == k].mean() for k in range(5) if (tier == k).any()]
+    assert all(a <= b + 1e-12 for a, b in zip(rates, rates[1:]))

@@ -63,7 +63,9 @@ def _fit_simplex_logistic(X: np.ndarray, M: np.ndarray, y: np.ndarray, w0: np.nd
         grad = np.concatenate([grad_w, [gz.sum(), (gz * (S - 0.5)).sum()]])
         return loss, grad
 
-    bounds = [(1e-6, None)] * k + [(None, None), (None, None)]
+    # b <= 0: a higher health score may only mean less churn. Unconstrained, the fit would happily
+    # pick the weights under which the score ranks churn *backwards* when the data say so.
+    bounds = [(1e-6, None)] * k + [(None, None), (None, 0.0)]
     res = minimize(objective, theta0, jac=True, method="L-BFGS-B", bounds=bounds,
                    options={"maxiter": 500, "gtol": 1e-9, "ftol": 1e-12})
     w = res.x[:k]
@@ -92,13 +94,33 @@ def refit_tier_cuts(score: np.ndarray, y: np.ndarray, cuts: list[float]) -> tupl
     if len(step) < len(cuts):
         return None, (f"churn varies in only {len(step) + 1} steps along the score: too few "
                       f"to place {len(cuts)} cut points; tiers kept")
-    boundaries = np.round((s[step] + s[step + 1]) / 2, 2)
-    new = []
-    for c in cuts:
-        new.append(float(boundaries[np.argmin(np.abs(boundaries - c))]))
-    if len(set(new)) != len(new) or sorted(new, reverse=True) != new:
-        return None, "two cut points would fall on the same churn step; tiers kept"
+    # A cut at `c` puts scores >= c in the upper tier, so it must satisfy s[k] < c <= s[k + 1];
+    # the smallest two-decimal number above s[k] reads better and is used when it still fits.
+    lower, upper = s[step], s[step + 1]
+    nice = np.round(np.floor(lower * 100) / 100 + 0.01, 2)
+    fits = (nice > lower) & (nice <= upper)
+    # prefer steps with a readable cut point; dense scores can leave gaps narrower than 0.01
+    for boundaries in (nice[fits], np.where(fits, nice, upper)):
+        new = _snap_distinct(np.unique(boundaries), cuts)
+        if new is not None:
+            break
+    else:
+        return None, "too few churn steps to give every tier its own; tiers kept"
     return new, "cut points snapped to the steps of an isotonic fit of churn on the score"
+
+
+def _snap_distinct(boundaries: np.ndarray, cuts: list[float]) -> list[float] | None:
+    """Distinct boundaries, decreasing, each the nearest to its cut among those that leave
+    enough lower boundaries for the cuts still to place (None when there are too few)."""
+    chosen: list[float] = []
+    for i, c in enumerate(cuts):
+        below = boundaries if not chosen else boundaries[boundaries < chosen[-1]]
+        still = len(cuts) - i - 1
+        valid = below[still:] if still else below  # ascending: keep `still` boundaries below
+        if len(valid) == 0:
+            return None
+        chosen.append(float(valid[np.argmin(np.abs(valid - c))]))
+    return chosen
 
 
 def _weights_hash(weights: dict[str, float], tiers: list[dict[str, Any]]) -> str:
@@ -151,6 +173,12 @@ def fit_weights(features: pd.DataFrame, churned, config: HealthConfig, *,
     X = np.nan_to_num(sub[rows][:, seen] / 100.0)
     M = present[rows][:, seen].astype(float)
     w_seen, a, b = _fit_simplex_logistic(X, M, yy, w_current[seen])
+    note = "weights fitted"
+    if b > -1e-6:
+        # No weighting makes higher health mean less churn in these data: the slope sits at its
+        # bound and the weights carry no information, so the current ones are kept.
+        w_seen = w_current[seen] / w_current[seen].sum()
+        note = "no weighting of the dimensions ranks churn in the expected direction; weights kept"
     w_fit = w_current.copy()
     # Dimensions never seen keep their share; the seen ones share the rest as fitted.
     w_fit[seen] = w_seen * w_current[seen].sum()
@@ -186,6 +214,7 @@ def fit_weights(features: pd.DataFrame, churned, config: HealthConfig, *,
         "weights_fitted_unshrunk": {n: float(p) for n, p in zip(names, _round_to_100(w_fit))},
         "weights": weights,
         "dimensions_without_data": [n for n, ok in zip(names, seen) if not ok],
+        "note": note,
         "intercept": a,
         "slope_per_score_unit": b / 100.0,
         "auc_before": _auc(yy, -before_raw),

@@ -1,5 +1,84 @@
-"""churnml: churn and expansion prediction for customer-success teams."""
+"""churnml: churn and expansion prediction for customer-success teams.
+
+The data scientist's entry points are re-exported here, loaded on first use (PEP 562), so
+``import churnml`` stays light and the command line starts fast::
+
+    import churnml
+    sim = churnml.simulate(n_accounts=500, months=18, seed=7)
+    churnml.write_book(sim, "book")
+    book, report = churnml.load_book("book")             # validated, with rejects counted
+    features = churnml.build_features(book, ["2026-06-01"])
+    result = churnml.train(book, "churn")                # features, split, fit, calibrate, evaluate
+    registration = churnml.log_training(result)          # MLflow run + registry + champion gate
+    model = churnml.load_champion("churn")
+    model.explain(features)                              # top-3 reasons per account
+
+Each name is the package function itself (``churnml.train`` is
+``churnml.models.train.train_target``): see that function's docstring for what it promises.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 SCHEMA_VERSION = "1.0"
+
+# public name -> (module, attribute)
+_LAZY: dict[str, tuple[str, str]] = {
+    # data
+    "simulate": ("churnml.data.simulator", "simulate"),
+    "write_book": ("churnml.data.simulator", "write_book"),
+    "load_book": ("churnml.data.io", "load_book"),
+    "validate_frames": ("churnml.data.io", "validate_frames"),
+    # features and labels
+    "load_catalog": ("churnml.features.catalog", "load_catalog"),
+    "build_features": ("churnml.features.build", "build_features"),
+    "observation_grid": ("churnml.features.labels", "observation_grid"),
+    # health score (the rule-based baseline)
+    "HealthScore": ("churnml.health.score", "HealthScore"),
+    # models: configuration, training, the trained model
+    "load_config": ("churnml.models.config", "load_config"),
+    "train": ("churnml.models.train", "train_target"),
+    "TrainingResult": ("churnml.models.train", "TrainingResult"),
+    "TargetModel": ("churnml.models.model", "TargetModel"),
+    # registry (MLflow): log, compare, promote, roll back
+    "log_training": ("churnml.models.registry", "log_training"),
+    "load_champion": ("churnml.models.registry", "load_champion"),
+    "load_version": ("churnml.models.registry", "load_version"),
+    "list_versions": ("churnml.models.registry", "list_versions"),
+    "promote": ("churnml.models.registry", "promote"),
+}
+
+__all__ = ["__version__", "SCHEMA_VERSION", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module behind ``name`` on first access and cache the attribute."""
+    try:
+        module_name, attribute = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'churnml' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module_name), attribute)
+    globals()[name] = value  # later accesses skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if TYPE_CHECKING:  # static analysers and IDEs see the real objects
+    from churnml.data.io import load_book, validate_frames
+    from churnml.data.simulator import simulate, write_book
+    from churnml.features.build import build_features
+    from churnml.features.catalog import load_catalog
+    from churnml.features.labels import observation_grid
+    from churnml.health.score import HealthScore
+    from churnml.models.config import load_config
+    from churnml.models.model import TargetModel
+    from churnml.models.registry import list_versions, load_champion, load_version, log_training, promote
+    from churnml.models.train import TrainingResult
+    from churnml.models.train import train_target as train

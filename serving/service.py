@@ -18,14 +18,12 @@ trained with. With no champion the process prints the message and exits with cod
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import sys
-from typing import Annotated, Any
+from typing import Any
 
 import bentoml
-from pydantic import Field
 
 with bentoml.importing():
     from fastapi import FastAPI
@@ -35,6 +33,7 @@ with bentoml.importing():
     from churnml.api.schema import (
         MAX_ACCOUNTS,
         AccountPrediction,
+        AsOf,
         HistoryTables,
         accounts_annotation,
     )
@@ -88,7 +87,7 @@ class ChurnService:
     @bentoml.api(route="/predict_history")
     def predict_history(
         self,
-        as_of: Annotated[dt.date, Field(description="YYYY-MM-DD: features see rows before it")],
+        as_of: AsOf,
         tables: HistoryTables,
     ) -> list[AccountPrediction]:
         """Score accounts from their raw recent history (rows of the data contract's tables)."""

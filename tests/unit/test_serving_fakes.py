@@ -27,7 +27,8 @@ class FakeTargetModel:
         self.config = SimpleNamespace(horizon_days=90)
         self.health_config = None
         self.trained_at = "2026-11-01T10:00:00"
-        self.test_metrics = {"test_roc_auc": 0.81, "test_brier": 0.07}
+        self.info = {"metrics": {"test_roc_auc": 0.81, "test_brier": 0.07}}
+        self.categories = {"plan": ["enterprise", "starter"], "segment": ["mid-market"]}
         self.calls = 0
 
     def contributions(self, features: pd.DataFrame) -> pd.DataFrame:

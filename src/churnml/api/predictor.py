@@ -41,22 +41,14 @@ def registered_name(target: str) -> str:
 
 
 def _model_static_kinds(model, catalog) -> dict[str, str]:
-    """Static attributes a model was trained with (features not in the catalog) and their kind.
-
-    Uses ``model.feature_kinds`` / ``model.categorical_features`` when the model carries them;
-    an attribute of unknown kind is categorical (``plan``, ``segment``: text in ``accounts``).
-    """
+    """Static attributes a model was trained with (features not in the catalog) and their kind:
+    categorical when the model encodes categories for it (``model.categories``), else numeric."""
+    categorical = set(getattr(model, "categories", None) or {})
     kinds: dict[str, str] = {}
-    declared = getattr(model, "feature_kinds", None)
-    declared = dict(declared) if isinstance(declared, Mapping) else {}
-    categorical = set(getattr(model, "categorical_features", None) or [])
     for name in getattr(model, "feature_names", []) or []:
         if name in catalog or name in ("account_id", "as_of"):
             continue
-        kind = declared.get(name)
-        if kind is None:
-            kind = "categorical" if (name in categorical or not declared) else "numeric"
-        kinds[name] = "categorical" if kind == "categorical" else "numeric"
+        kinds[name] = "categorical" if name in categorical else "numeric"
     return kinds
 
 
@@ -112,11 +104,12 @@ class Predictor:
 
     ``health``: a ``HealthScore``; by default the one the churn champion was trained with
     (``churn_model.health_config``). ``catalog`` and ``playbooks`` default to the project's
-    ``features/catalog.yaml`` and ``features/playbooks.yaml``.
+    ``features/catalog.yaml`` and ``features/playbooks.yaml``. ``model_info``: per target,
+    facts the registry keeps beside the model (``trained_at``), shown by :meth:`metadata`.
     """
 
     def __init__(self, churn_model, expansion_model, health=None, catalog=None,
-                 playbooks=None) -> None:
+                 playbooks=None, model_info: Mapping[str, Mapping] | None = None) -> None:
         from churnml.jobs.actions import load_playbooks
 
         if catalog is None:
@@ -128,6 +121,8 @@ class Predictor:
 
             health = HealthScore(config=getattr(churn_model, "health_config", None))
         self.churn_model = churn_model
+        # per target: facts the registry knows beside the model (``trained_at``)
+        self.model_info = {k: dict(v) for k, v in (model_info or {}).items()}
         self.expansion_model = expansion_model
         self.health = health
         self.catalog = catalog
@@ -238,14 +233,20 @@ class Predictor:
         """Model names, versions, training dates, test metrics, features, health weights."""
         models = {}
         for target, model in (("churn", self.churn_model), ("expansion", self.expansion_model)):
+            info = dict(getattr(model, "info", None) or {})
+            extra = self.model_info.get(target, {})
             config = getattr(model, "config", None)
+            horizon = getattr(model, "horizon_days", None)
+            if horizon is None and isinstance(config, Mapping):
+                horizon = config.get("horizon_days")
             models[target] = {
                 "name": registered_name(target),
                 "version": str(model.version),
-                "trained_at": json_safe(_first_attr(model, ("trained_at", "training_date",
-                                                            "created_at"))),
-                "test_metrics": json_safe(_first_attr(model, ("test_metrics", "metrics")) or {}),
-                "horizon_days": json_safe(getattr(config, "horizon_days", None)),
+                "trained_at": json_safe(extra.get("trained_at") or info.get("trained_at")
+                                        or getattr(model, "trained_at", None)),
+                "test_metrics": json_safe(info.get("metrics")
+                                          or getattr(model, "test_metrics", None) or {}),
+                "horizon_days": json_safe(horizon),
                 "features": list(getattr(model, "feature_names", []) or []),
             }
         health_config = getattr(self.health, "active_config", None)
@@ -281,8 +282,12 @@ def load_predictor() -> Predictor:
     Raises ``ModelNotFoundError`` ("no champion model for churnml-churn: run `churnml train`
     first") when either champion is missing (churn is checked first).
     """
-    from churnml.models.registry import load_champion
+    from churnml.models import registry
 
-    churn = load_champion("churn")
-    expansion = load_champion("expansion")
-    return Predictor(churn, expansion)
+    models, info = {}, {}
+    for target in TARGETS:
+        models[target] = registry.load_champion(target)
+        created = next((v.get("created") for v in registry.list_versions(target)
+                        if str(v.get("version")) == str(models[target].version)), None)
+        info[target] = {"trained_at": created}
+    return Predictor(models["churn"], models["expansion"], model_info=info)

@@ -44,6 +44,12 @@ MAX_HISTORY_ROWS = 200_000
 
 IDENTITY_FIELDS = ("account_id", "as_of")
 
+# as_of must fit pandas' nanosecond timestamps (1677-2262) with room for windows and horizons.
+EARLIEST_AS_OF = dt.date(1900, 1, 1)
+LATEST_AS_OF = dt.date(2261, 12, 31)
+AsOf = Annotated[dt.date, Field(ge=EARLIEST_AS_OF, le=LATEST_AS_OF,
+                                description="YYYY-MM-DD: features see only rows before it")]
+
 # Allowed ranges of catalog features, by name. Features not listed here are counts, windows in
 # days, money or ratios to a baseline: ``>= 0`` (:data:`DEFAULT_MINIMUM`). Signed features
 # (trends, changes, days to a renewal that may lie in the past) have no bound.
@@ -128,9 +134,7 @@ def account_record_model(fields: Iterable[PayloadField],
     definitions: dict[str, Any] = {
         "account_id": (Annotated[str, Field(min_length=1, max_length=200,
                                             description="the account's identifier")], ...),
-        "as_of": (Annotated[dt.date, Field(description="the date the features describe "
-                                                        "(YYYY-MM-DD, as written by churnml "
-                                                        "features)")], ...),
+        "as_of": (AsOf, ...),
     }
     for spec in fields:
         if spec.name in definitions:

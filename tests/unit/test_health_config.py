@@ -84,6 +84,9 @@ def test_all_problems_are_reported_at_once():
     (lambda r: r["fitting"].update({"min_churn_events": 0}), "'min_churn_events' parameter must be a positive integer"),
     (lambda r: r["alerts"].update({"weekly_drop_points": -1}), "'weekly_drop_points'"),
     (lambda r: r["tiers"].append({"name": "thriving", "min": -1}), "unique"),
+    (lambda r: r["dimensions"]["usage"].update({"wieght": 3}), "Unknown key(s) ['wieght'] in dimension 'usage'"),
+    (lambda r: r["dimensions"]["usage"]["signals"][0].update({"band": []}),
+     "Unknown key(s) ['band'] in signal 'logins_30d_vs_baseline'"),
 ])
 def test_invalid_configs_name_the_problem(mutate, message):
     raw = raw_default()

@@ -73,17 +73,29 @@ def _col(frame: pd.DataFrame, name: str) -> np.ndarray | None:
     return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
-def _robust_weekly_std(history: pd.DataFrame, min_weeks: int) -> pd.Series:
-    """Per account: 1.4826 * median absolute deviation of its week-to-week score changes
-    (only accounts with at least ``min_weeks`` changes)."""
-    h = history.sort_values(["account_id", "as_of"])
-    change = h.groupby("account_id", sort=False)["health_score"].diff()
-    h = h.assign(change=change).dropna(subset=["change"])
-    med = h.groupby("account_id")["change"].transform("median")
-    h = h.assign(dev=(h["change"] - med).abs())
-    stats = h.groupby("account_id").agg(n=("change", "size"), mad=("dev", "median"))
-    stats = stats[stats["n"] >= min_weeks]
-    return 1.4826 * stats["mad"]
+def _robust_weekly_std(code: np.ndarray, day: np.ndarray, score: np.ndarray, n_ids: int,
+                       min_weeks: int) -> np.ndarray:
+    """Per account code: 1.4826 * median absolute deviation of its week-to-week score changes;
+    NaN for accounts with fewer than ``min_weeks`` changes. Rows must be unique per (code, day)."""
+    order = np.lexsort((day, code))
+    c, x = code[order], score[order]
+    same = c[1:] == c[:-1]
+    change = pd.Series((x[1:] - x[:-1])[same])
+    owner = c[1:][same]
+    grouped = change.groupby(owner)
+    med = grouped.transform("median")
+    stats = (change - med).abs().groupby(owner).agg(["size", "median"])
+    out = np.full(n_ids, np.nan)
+    enough = stats["size"].to_numpy() >= min_weeks
+    out[stats.index.to_numpy()[enough]] = 1.4826 * stats["median"].to_numpy()[enough]
+    return out
+
+
+def _per_id(codes: np.ndarray, values: np.ndarray, n_ids: int) -> np.ndarray:
+    """Array indexed by account code holding each account's first value (NaN when absent)."""
+    out = np.full(n_ids, np.nan)
+    out[codes[::-1]] = values[::-1]  # reversed so the first occurrence is written last
+    return out
 
 
 def compute_alerts(current: pd.DataFrame, previous: pd.DataFrame | None = None,
@@ -108,7 +120,6 @@ def compute_alerts(current: pd.DataFrame, previous: pd.DataFrame | None = None,
     tier_rank = {t.name: i for i, t in enumerate(cfg.tiers)}  # 0 = top tier
     cur_rank = current["health_tier"].map(tier_rank).to_numpy(dtype=float)
     flags: dict[str, np.ndarray] = {name: np.zeros(n, dtype=bool) for name in ALERT_ORDER}
-    keys = current["account_id"].astype("str")
 
     gap_days = float(rules["new_nps_within_days"])
     has_prev = np.zeros(n, dtype=bool)
@@ -118,11 +129,21 @@ def compute_alerts(current: pd.DataFrame, previous: pd.DataFrame | None = None,
         if prev_as_of >= as_of:
             raise UsageError(f"previous week ({prev_as_of.date()}) must be before current ({as_of.date()}).")
         gap_days = (as_of - prev_as_of).days
-        prev = previous.assign(account_id=previous["account_id"].astype("str")).drop_duplicates("account_id")
-        prev = prev.set_index("account_id").reindex(keys)
-        has_prev = prev["health_score"].notna().to_numpy()
-        prev_score = prev["health_score"].to_numpy(dtype=float)
-        prev_rank = prev["health_tier"].map(tier_rank).to_numpy(dtype=float)
+        parts = [previous[["account_id", "as_of", "health_score"]]]
+        if history is not None and len(history):
+            _check(history, "history", ("account_id", "as_of", "health_score"))
+            parts.append(history[["account_id", "as_of", "health_score"]])
+        hist = pd.concat(parts, ignore_index=True)
+        # One factorisation of every account id; below, everything is integer arrays.
+        ids, uniques = pd.factorize(pd.concat([current["account_id"], hist["account_id"]],
+                                              ignore_index=True).astype("str"))
+        n_ids = len(uniques)
+        cur_code, hist_code = ids[:n], ids[n:]
+        prev_code = hist_code[: len(previous)]
+        prev_score = _per_id(prev_code, previous["health_score"].to_numpy(dtype=float), n_ids)[cur_code]
+        prev_rank = _per_id(prev_code, previous["health_tier"].map(tier_rank).to_numpy(dtype=float),
+                            n_ids)[cur_code]
+        has_prev = ~np.isnan(prev_score)
 
         # Escalating thresholds: the most severe one crossed this week.
         crossed_any = np.zeros(n, dtype=bool)
@@ -136,30 +157,36 @@ def compute_alerts(current: pd.DataFrame, previous: pd.DataFrame | None = None,
         flags["entered_lower_tier"] = has_prev & (cur_rank > prev_rank)
         flags["expansion_review"] = has_prev & (cur_rank == 0) & (prev_rank > 0)
 
-        prev_champ, cur_champ = _col(prev, "champion_left_180d"), _col(current, "champion_left_180d")
+        prev_champ, cur_champ = _col(previous, "champion_left_180d"), _col(current, "champion_left_180d")
         if cur_champ is not None and prev_champ is None:
             warnings.warn("champion_left needs 'champion_left_180d' in last week's frame too; "
                           "not evaluated this week.", stacklevel=2)
         elif cur_champ is not None:
+            prev_champ = _per_id(prev_code, prev_champ, n_ids)[cur_code]
             flags["champion_left"] = has_prev & (np.nan_to_num(cur_champ) > np.nan_to_num(prev_champ))
 
-        # History-based alerts: previous week plus any earlier weeks.
-        parts = [previous[["account_id", "as_of", "health_score"]]]
-        if history is not None and len(history):
-            _check(history, "history", ("account_id", "as_of", "health_score"))
-            parts.append(history[["account_id", "as_of", "health_score"]])
-        hist = pd.concat(parts, ignore_index=True)
-        hist = hist.assign(account_id=hist["account_id"].astype("str"),
-                           as_of=pd.to_datetime(hist["as_of"]))
-        hist = hist[hist["as_of"] < as_of].drop_duplicates(["account_id", "as_of"], keep="first")
+        # History-based alerts: previous week plus any earlier weeks, strictly before as_of,
+        # one row per (account, date) (the previous frame wins over a duplicate in history).
+        day = pd.to_datetime(hist["as_of"]).to_numpy(dtype="datetime64[ns]")
+        score = hist["health_score"].to_numpy(dtype=float)
+        before = day < np.datetime64(as_of.as_unit("ns").to_datetime64())
+        code, day, score = hist_code[before], day[before], score[before]
+        order = np.lexsort((day, code))  # stable: the first of duplicates stays first
+        dup = np.zeros(len(order), dtype=bool)
+        dup[1:] = (code[order][1:] == code[order][:-1]) & (day[order][1:] == day[order][:-1])
+        keep = np.sort(order[~dup])
+        code, day, score = code[keep], day[keep], score[keep]
 
-        window = hist[hist["as_of"] >= as_of - pd.Timedelta(days=rules["monthly_window_days"])]
-        peak = window.groupby("account_id")["health_score"].max().reindex(keys).to_numpy(dtype=float)
+        start = np.datetime64((as_of - pd.Timedelta(days=rules["monthly_window_days"])).as_unit("ns").to_datetime64())
+        in_window = day >= start
+        peak_by_id = np.full(n_ids, -np.inf)
+        np.maximum.at(peak_by_id, code[in_window], score[in_window])
+        peak = peak_by_id[cur_code]
         flags["dropped_20_in_30_days"] = (has_prev & (peak - cur_score >= rules["monthly_drop_points"])
                                           & (cur_score < prev_score))
 
         ud = rules["unusual_drop"]
-        std = _robust_weekly_std(hist, int(ud["min_weeks"])).reindex(keys).to_numpy(dtype=float)
+        std = _robust_weekly_std(code, day, score, n_ids, int(ud["min_weeks"]))[cur_code]
         threshold = np.maximum(ud["k"] * std, ud["floor_points"])
         flags["unusual_drop"] = has_prev & ~np.isnan(std) & (drop > threshold)
 
@@ -176,7 +203,12 @@ def compute_alerts(current: pd.DataFrame, previous: pd.DataFrame | None = None,
         flags["no_contact_21_days"] = np.nan_to_num(silence, nan=-np.inf) >= rules["no_contact_days"]
 
     order = [a for a in ALERT_ORDER if a in flags] + [a for a in flags if a not in ALERT_ORDER]
-    matrix = np.column_stack([flags[a] for a in order]) if order else np.zeros((n, 0), bool)
-    names = np.array(order, dtype=object)
-    return pd.Series([list(names[row]) for row in matrix], index=current.index, name="alerts",
-                     dtype=object)
+    # A bitmask per row, then one small lookup of name tuples (at most 2**len(order) patterns,
+    # in practice a few dozen); every row still gets its own list.
+    codes = np.zeros(n, dtype=np.int64)
+    for bit, name in enumerate(order):
+        codes |= flags[name].astype(np.int64) << bit
+    lookup = {c: tuple(name for bit, name in enumerate(order) if c >> bit & 1)
+              for c in np.unique(codes).tolist()}
+    return pd.Series([list(lookup[c]) for c in codes.tolist()], index=current.index,
+                     name="alerts", dtype=object)

@@ -188,6 +188,18 @@ def _apply_preset(raw: Any, preset: str) -> dict:
     return raw
 
 
+_TOP_KEYS = {"version", "neutral_score", "dimensions", "tiers", "overrides", "alerts", "fitting",
+             "presets", "description"}
+_DIMENSION_KEYS = {"weight", "signals", "description"}
+_SIGNAL_KEYS = {"feature", "weight", "bands", "description"}
+
+
+def _unknown_keys(mapping: Mapping, allowed: set[str], where: str, errors: list[str]) -> None:
+    unknown = sorted(str(k) for k in mapping if k not in allowed)
+    if unknown:
+        errors.append(f"Unknown key(s) {unknown} in {where}; allowed: {sorted(allowed)}.")
+
+
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
@@ -199,6 +211,7 @@ def parse_health_config(raw: Any) -> HealthConfig:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"The health configuration must be a mapping. Got {type(raw).__name__}.")
     raw = copy.deepcopy(dict(raw))
+    _unknown_keys(raw, _TOP_KEYS, "the health configuration", errors)
 
     version = raw.get("version")
     if not isinstance(version, (str, int, float)) or isinstance(version, bool) or str(version) == "":
@@ -216,6 +229,7 @@ def parse_health_config(raw: Any) -> HealthConfig:
         if not isinstance(d, Mapping):
             errors.append(f"Dimension {dname!r} must be a mapping with 'weight' and 'signals'.")
             continue
+        _unknown_keys(d, _DIMENSION_KEYS, f"dimension {dname!r}", errors)
         w = d.get("weight")
         if not _is_number(w):
             errors.append(f"The 'weight' of dimension {dname!r} must be a number. Got {w!r}.")
@@ -332,6 +346,7 @@ def _parse_signal(dname: str, i: int, s: Any, errors: list[str]) -> Signal | Non
         errors.append(f"The 'feature' of {where} must be a feature name. Got {feature!r}.")
         return None
     where = f"signal {feature!r} of dimension {dname!r}"
+    _unknown_keys(s, _SIGNAL_KEYS, where, errors)
     ok = True
     w = s.get("weight", 1)
     if not _is_number(w) or w < 0:

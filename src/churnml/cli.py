@@ -35,11 +35,12 @@ COMMANDS: list[tuple[str, str]] = [
     ("validate", "churnml.commands.validate:validate"),
     ("features", "churnml.commands.features:features"),
     ("health", "churnml.commands.health:health"),
-    ("serve", "churnml.commands.serve:serve"),
     ("train", "churnml.commands.train:train"),
     ("promote", "churnml.commands.promote:promote"),
     ("score", "churnml.commands.score:score"),
     ("calibrate-health", "churnml.commands.calibrate_health:calibrate_health"),
+    ("serve", "churnml.commands.serve:serve"),
+    ("demo", "churnml.commands.demo:demo"),
 ]
 
 

@@ -1,0 +1,79 @@
+"""``churnml demo [--out DIR]``: the whole product on a simulated book, with no arguments.
+
+Simulate a book, validate it, build the latest week's features and health scores, train both
+models (MLflow under ``CHURNML_HOME``, default ``./.churnml``), score the latest week with the
+champions (alerts, next best actions, report) and print where everything is. Each step is the
+same function the corresponding command runs, so the demo exercises the real paths.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the demo's book and outputs.")] = Path("demo"),
+    accounts: Annotated[int, typer.Option("--accounts", min=50, help="Accounts to simulate.")] = 2000,
+    months: Annotated[int, typer.Option("--months", min=6, help="Months of history to simulate.")] = 24,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed of the simulation.")] = 42,
+) -> None:
+    """Run the whole product on a simulated book: simulate, validate, features, health, train, score."""
+    from rich.panel import Panel
+    from rich.table import Table
+
+    from churnml import config
+    from churnml.commands.features import features
+    from churnml.commands.health import health
+    from churnml.commands.score import score
+    from churnml.commands.simulate import simulate
+    from churnml.commands.train import Target, train
+    from churnml.commands.validate import validate
+    from churnml.console import console
+    from churnml.data.io import load_book
+    from churnml.features.labels import latest_scoring_date
+
+    out = out.resolve()
+    book_dir = out / "book"
+    started = time.perf_counter()
+    timings: list[tuple[str, float]] = []
+
+    def step(title: str, func, **kwargs) -> None:
+        console.rule(f"[bold]{title}")
+        t0 = time.perf_counter()
+        func(**kwargs)
+        timings.append((title, time.perf_counter() - t0))
+
+    step("1/7 simulate a book of business", simulate, out=book_dir, accounts=accounts,
+         months=months, seed=seed)
+    step("2/7 validate it against the data contract", validate, data=book_dir,
+         rejects=out / "rejects.csv")
+    book, _ = load_book(book_dir)
+    as_of = latest_scoring_date(book).strftime("%Y-%m-%d")
+    del book
+    step(f"3/7 point-in-time features at {as_of}", features, data=book_dir, as_of=as_of,
+         out=out / "features.parquet")
+    step(f"4/7 rule-based health score at {as_of}", health, data=book_dir, as_of=as_of,
+         out=out / "health.parquet")
+    step("5/7 train the churn model", train, data=book_dir, target=Target.churn)
+    step("6/7 train the expansion model", train, data=book_dir, target=Target.expansion)
+    step(f"7/7 weekly job: score the book at {as_of}", score, data=book_dir, as_of=as_of,
+         out=out / "scores")
+
+    where = Table(show_header=False, box=None)
+    where.add_row("book (data contract)", str(book_dir))
+    where.add_row("hidden truth", str(book_dir / "_truth"))
+    where.add_row("rejects", str(out / "rejects.csv"))
+    where.add_row("features", str(out / "features.parquet"))
+    where.add_row("health scores", str(out / "health.parquet"))
+    where.add_row("weekly scores", str(out / "scores" / f"as_of={as_of}" / "scores.parquet"))
+    where.add_row("report", str(out / "scores" / f"as_of={as_of}" / "report.html"))
+    where.add_row("MLflow store", config.tracking_uri())
+    where.add_row("serve the champions", "churnml serve --port 3000")
+    for title, seconds in timings:
+        where.add_row(f"  {title.split(' ', 1)[1]}", f"{seconds:.1f} s")
+    where.add_row("total", f"{time.perf_counter() - started:.1f} s")
+    console.print(Panel(where, title="churnml demo: where everything is", expand=False))

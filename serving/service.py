@@ -18,12 +18,18 @@ trained with. With no champion the process prints the message and exits with cod
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
-from typing import Any
 
-import bentoml
+# One OpenMP thread per worker, set before LightGBM loads: for the few rows of a request the
+# thread start-up costs 30-70x the prediction itself (9 ms vs 0.13 ms per row measured on a
+# busy 2-core machine); more throughput comes from batching and workers instead.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import logging  # noqa: E402
+import sys  # noqa: E402
+from typing import Any  # noqa: E402
+
+import bentoml  # noqa: E402
 
 with bentoml.importing():
     from fastapi import FastAPI

@@ -147,16 +147,17 @@ class Predictor:
             rows = [r.__dict__ for r in records]  # pydantic v2 stores fields in __dict__
         numeric = np.array([[row.get(name) for name in self.numeric_fields] for row in rows],
                            dtype="float64").reshape(len(rows), len(self.numeric_fields))
+        column_of = {name: j for j, name in enumerate(self.numeric_fields)}
         data: dict[str, Any] = {
             "account_id": pd.array([str(row["account_id"]) for row in rows], dtype="str"),
             "as_of": pd.to_datetime([row["as_of"] for row in rows]).as_unit("ns"),
         }
-        for j, name in enumerate(self.numeric_fields):
-            data[name] = numeric[:, j]
-        for name in self.categorical_fields:
-            data[name] = pd.array([row.get(name) for row in rows], dtype="str")
-        frame = pd.DataFrame(data)
-        return frame[["account_id", "as_of"] + [f.name for f in self.fields]]
+        for spec in self.fields:  # in catalog order, one column each (no reordering copy)
+            if spec.kind == "numeric":
+                data[spec.name] = numeric[:, column_of[spec.name]]
+            else:
+                data[spec.name] = pd.array([row.get(spec.name) for row in rows], dtype="str")
+        return pd.DataFrame(data)
 
     def score(self, features: pd.DataFrame) -> pd.DataFrame:
         """``score_frame`` with this predictor's models, health score, playbooks and catalog."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -44,11 +45,20 @@ def serve(
     load_predictor()
     env = dict(os.environ)
     env["CHURNML_SERVE_WORKERS"] = str(workers)
+    env.setdefault("OMP_NUM_THREADS", "1")  # see serving/service.py
     src = str(PROJECT_ROOT / "src")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
+    child = subprocess.Popen(bentoml_serve_command(host, port), env=env)
+
+    def stop(signum, _frame):  # pass SIGTERM / SIGINT on, so no server is left behind
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        completed = subprocess.run(bentoml_serve_command(host, port), env=env, check=False)
-    except KeyboardInterrupt:
-        raise typer.Exit(0) from None
-    if completed.returncode not in (0, -2, 130):
-        raise typer.Exit(completed.returncode if completed.returncode > 0 else 1)
+        returncode = child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if returncode not in (0, -signal.SIGTERM, -signal.SIGINT, 130, 143):
+        raise typer.Exit(returncode if returncode > 0 else 1)

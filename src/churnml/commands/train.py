@@ -100,6 +100,10 @@ def print_summary(result, registration) -> None:
               f"calibration {split['calibration_start']}..{split['calibration_end']} "
               f"({split['calibration_dates']}), test {split['test_start']}..{split['test_end']} "
               f"({split['test_dates']}), gaps {split['gap_days']} days", highlight=False, soft_wrap=True)
+    timings = result.fit_details.get("timings", {})
+    if timings:
+        out.print("time: " + ", ".join(f"{k.removesuffix('_seconds')} {v:.1f} s" for k, v in timings.items()),
+                  highlight=False, soft_wrap=True)
     status = "[green]champion[/green]" if registration.became_champion else "[yellow]challenger[/yellow]"
     out.print(f"registered churnml-{result.config.target} version {registration.version}: {status} "
               f"({registration.reason}); MLflow run {registration.run_id}", highlight=False, soft_wrap=True)

@@ -21,6 +21,7 @@ missing.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -201,6 +202,7 @@ class Dataset:
     split: TimeSplit
     target: str
     dropped_features: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
 
     def part(self, window: str) -> pd.DataFrame:
         """Rows of one window (``train``, ``calibration`` or ``test``)."""
@@ -349,6 +351,10 @@ def build_dataset(book, config: ModelConfig, catalog=None, progress=None) -> Dat
     split = time_split(dates, config)
     if progress is not None:
         progress.note(f"features for {len(dates)} weekly as_of dates")
+    clock = time.perf_counter()
     features = build_features(book, dates, catalog=catalog)
+    built = time.perf_counter()
     grid = observation_grid(book, dates, config.horizon_days, expansion_min_share=config.expansion_min_share)
-    return assemble(features, grid, config, split, mrr_changes=book.mrr_changes)
+    dataset = assemble(features, grid, config, split, mrr_changes=book.mrr_changes)
+    dataset.timings = {"features_seconds": built - clock, "labels_seconds": time.perf_counter() - built}
+    return dataset

@@ -35,9 +35,11 @@ def roc_pr(result, path: Path) -> Path:
         scorers.append(("oracle", p["oracle_probability"]))
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.5))
     for label, s in scorers:
-        fpr, tpr, _ = roc_curve(y, s)
+        s = np.asarray(s, dtype="float64")
+        ok = np.isfinite(s)  # the oracle is undefined on rows the simulator has no state for
+        fpr, tpr, _ = roc_curve(y[ok], s[ok])
         a.plot(fpr, tpr, label=label)
-        prec, rec, _ = precision_recall_curve(y, s)
+        prec, rec, _ = precision_recall_curve(y[ok], s[ok])
         b.plot(rec, prec, label=label)
     a.plot([0, 1], [0, 1], "k:", lw=0.8)
     a.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC, {result.config.target} (test)")

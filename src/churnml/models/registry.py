@@ -43,17 +43,27 @@ def registered_name(target: str) -> str:
     return f"churnml-{target}"
 
 
+def _embedded() -> bool:
+    """True when the store is the embedded one under CHURNML_HOME (no MLFLOW_TRACKING_URI)."""
+    return not os.environ.get("MLFLOW_TRACKING_URI")
+
+
 def _mlflow():
     disable_telemetry()
     import mlflow
 
+    embedded = _embedded()
     mlflow.set_tracking_uri(tracking_uri())
+    if embedded:
+        # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; undo that so the next call still
+        # follows CHURNML_HOME and never mistakes our own setting for a team server.
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
     return mlflow
 
 
 def _client():
     mlflow = _mlflow()
-    return mlflow.MlflowClient(tracking_uri=tracking_uri())
+    return mlflow.MlflowClient(tracking_uri=mlflow.get_tracking_uri())
 
 
 def ensure_experiment(name: str) -> str:
@@ -63,8 +73,19 @@ def ensure_experiment(name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    location = None if os.environ.get("MLFLOW_TRACKING_URI") else f"{artifact_root()}/{name}"
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=_artifact_location(name))
+
+
+def _artifact_location(name: str) -> str | None:
+    """Where a new experiment keeps its artifacts: under CHURNML_HOME for the embedded store,
+    beside the database for any other local SQLite store (never ``./mlruns`` of whatever folder
+    the command ran in), and wherever the server decides for a remote one."""
+    if _embedded():
+        return f"{artifact_root()}/{name}"
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts" / name).as_uri()
+    return None
 
 
 # ---- reading the registry ------------------------------------------------------------------
@@ -270,6 +291,7 @@ def log_training(result, plots: bool = True, progress=None) -> Registration:
                              "churnml.notes": " | ".join(result.notes)[:5000]})
             mlflow.log_params(_flat_params(result))
             mlflow.log_metrics(_finite(result.metrics))
+            mlflow.log_metrics(_finite({f"time_{k}": v for k, v in result.fit_details.get("timings", {}).items()}))
             mlflow.log_artifacts(str(artifacts))
             for row in result.backtest.to_dict("records"):
                 with mlflow.start_run(experiment_id=experiment_id, run_name=f"backtest-fold-{row['fold']}",

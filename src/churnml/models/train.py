@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -276,14 +277,21 @@ def train_on_dataset(dataset: Dataset, config: ModelConfig, *, catalog=None, hea
     health_config = health.active_config.to_dict() if hasattr(health, "active_config") else None
     if progress is not None:
         progress.note(f"{config.target}: fitting LightGBM")
+    clock = time.perf_counter()
     model, details = fit_model(dataset, config, catalog, health_config)
+    timings = {"fit_seconds": time.perf_counter() - clock}
     if progress is not None:
         progress.advance()
         progress.note(f"{config.target}: evaluating on the test window")
+    clock = time.perf_counter()
     metrics, predictions, reliability = evaluate(model, dataset, config, health=health, truth=truth)
+    timings["evaluate_seconds"] = time.perf_counter() - clock
     if progress is not None:
         progress.advance()
+    clock = time.perf_counter()
     backtest, notes = run_backtest(dataset, config, model, metrics, catalog, health, progress)
+    timings["backtest_seconds"] = time.perf_counter() - clock
+    details["timings"] = {**dataset.timings, **timings}
     metrics["backtest_roc_auc_mean"] = float(backtest["roc_auc"].mean())
     metrics["backtest_roc_auc_std"] = float(backtest["roc_auc"].std(ddof=0))
     metrics["backtest_folds"] = float(len(backtest))

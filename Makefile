@@ -35,5 +35,11 @@ test-unit: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/features.py
 
+# A self-contained Bento of the prediction service: the champion models (from the MLflow
+# registry under CHURNML_HOME), the churnml package and its configuration. Needs a trained
+# champion for both targets (`churnml train`). Serve it with `bentoml serve <printed tag>`.
+bento: $(STAMP)
+	$(PY) serving/build_bento.py
+
 clean:
 	rm -rf $(VENV) .churnml $(DEMO_OUT) .pytest_cache .hypothesis

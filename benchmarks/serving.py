@@ -76,11 +76,13 @@ def feature_records(predictor, book, limit: int) -> list[dict]:
 
     as_of = (book.data_end - pd.Timedelta(days=7)).normalize()
     features = build_features(book, [as_of], catalog=predictor.catalog).head(limit)
-    records = json.loads(features.to_json(orient="records", date_format="iso",
-                                          double_precision=17))
-    for r in records:
-        r["as_of"] = r["as_of"][:10]
-    return records
+    rows = features.astype(object).where(features.notna(), None).to_dict("records")
+    records = []
+    for row in rows:  # exact floats (json repr), ISO dates, missing values null
+        record = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+        record["as_of"] = row["as_of"].strftime("%Y-%m-%d")
+        records.append(record)
+    return json.loads(json.dumps(records))
 
 
 def in_process_floor(predictor, records, sequential: int, batch: int, seconds: float) -> dict:

@@ -27,7 +27,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import logging  # noqa: E402
 import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
+
+# In a built Bento (``<bento>/src/service.py`` beside ``<bento>/bento.yaml``) the models, the
+# configuration and the churnml package travel inside the Bento (serving/build_bento.py).
+HERE = Path(__file__).resolve().parent
+IN_BENTO = (HERE.parent / "bento.yaml").exists()
+if IN_BENTO:
+    os.environ.setdefault("CHURNML_CONFIG_DIR", str(HERE))
 
 import bentoml  # noqa: E402
 
@@ -57,6 +65,10 @@ WORKERS = int(os.environ.get("CHURNML_SERVE_WORKERS", "1"))
 
 def _load_predictor():
     try:
+        if IN_BENTO:
+            from bento_models import load_bento_predictor
+
+            return load_bento_predictor()
         return predictor_module.load_predictor()
     except ModelNotFoundError as exc:
         # A clear message and exit code 2, never a traceback (churnml serve checks first too).

@@ -103,9 +103,16 @@ def batch_scores(sim_book, service_module):
     return as_of, features, scores
 
 
+def _json_value(value):
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return value.item() if hasattr(value, "item") else value
+
+
 def _json_records(frame: pd.DataFrame) -> list[dict]:
-    """Rows as a caller would send them: JSON types, dates ISO, missing values null."""
-    return json.loads(frame.to_json(orient="records", date_format="iso", double_precision=17))
+    """Rows as a caller would send them: JSON types (floats exact), dates ISO, missing null."""
+    rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    return json.loads(json.dumps([{k: _json_value(v) for k, v in r.items()} for r in rows]))
 
 
 def _feature_records(features: pd.DataFrame) -> list[dict]:

@@ -204,13 +204,18 @@ class Predictor:
                 problems.append((("tables",), f"{len(rejects)} rows rejected in all; the first "
                                               f"{MAX_REJECT_EXAMPLES} are listed"))
             raise validation_error("tables", problems)
+        from churnml.features.labels import active_observations
+
         as_of = to_as_of(as_of)
-        try:
-            features = build_features(book, [as_of], catalog=self.catalog)
-        except ChurnMLError as exc:
-            raise validation_error("tables", [(("tables",), str(exc))]) from None
         requested = book.accounts["account_id"].astype(str).tolist()
-        active = set(features["account_id"].astype(str))
+        # No active account at all: answer 400 before the builders (they need >= 1 row).
+        features = None
+        if len(active_observations(book, [as_of])[0]):
+            try:
+                features = build_features(book, [as_of], catalog=self.catalog)
+            except ChurnMLError as exc:
+                raise validation_error("tables", [(("tables",), str(exc))]) from None
+        active = set() if features is None else set(features["account_id"].astype(str))
         inactive = [a for a in requested if a not in active]
         if inactive:
             from churnml.errors import format_examples

@@ -1,0 +1,64 @@
+"""Build a self-contained Bento of churnml's service (``make bento``).
+
+1. copy the two champions from the MLflow registry into BentoML's model store
+   (:func:`bento_models.import_champions`);
+2. stage a build folder: ``service.py``, ``bento_models.py``, ``bentofile.yaml``, the
+   declarative configuration (``features/*.yaml``, ``models/*.yaml``) and the ``churnml``
+   package source, so the Bento needs neither this checkout nor the MLflow store;
+3. ``bentoml build`` it. Prints the Bento tag; serve it with ``bentoml serve <tag>``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def stage(ctx: Path) -> Path:
+    """Copy what the Bento needs into ``ctx`` (the build context)."""
+    for name in ("service.py", "bento_models.py", "bentofile.yaml"):
+        shutil.copy2(HERE / name, ctx / name)
+    for folder in ("features", "models"):
+        (ctx / folder).mkdir()
+        for path in sorted((ROOT / folder).glob("*.yaml")):
+            shutil.copy2(path, ctx / folder / path.name)
+    shutil.copytree(ROOT / "src" / "churnml", ctx / "churnml",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return ctx
+
+
+def build() -> str:
+    """Import the champions, stage and build; returns the Bento tag."""
+    sys.path.insert(0, str(HERE))
+    from bento_models import import_champions
+
+    for tag in import_champions():
+        print(f"model {tag}", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="churnml-bento-") as tmp:
+        ctx = stage(Path(tmp))
+        result = subprocess.run(
+            [sys.executable, "-m", "bentoml", "build", ".", "--output", "tag"],
+            cwd=ctx, env={**os.environ, "CHURNML_CONFIG_DIR": str(ctx)},
+            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        sys.stderr.write(result.stdout + result.stderr)
+        raise SystemExit(result.returncode)
+    tag = result.stdout.strip().splitlines()[-1].replace("__tag__:", "").strip()
+    return tag
+
+
+if __name__ == "__main__":
+    from churnml.errors import ChurnMLError
+
+    try:
+        print(build())
+    except ChurnMLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)

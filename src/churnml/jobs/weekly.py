@@ -307,9 +307,11 @@ def score_book(
                 scored = score_frame(features, churn_model, expansion_model, health,
                                      previous=_slice(previous, ids), history=_slice(history, ids),
                                      playbooks=playbooks, feature_dimensions=feature_dimensions)
-                keep = ["account_id", "as_of", *[c for c in ALERT_INPUT_FEATURES
-                                                 if c in features.columns]]
-                alert_inputs.append(features[keep])
+                # every alert input column, NaN when the book lacks its table (same file
+                # whatever the engine)
+                alert_inputs.append(features.reindex(
+                    columns=["account_id", "as_of", *ALERT_INPUT_FEATURES]).astype(
+                    {c: "float64" for c in ALERT_INPUT_FEATURES}))
                 t2 = time.perf_counter()
                 table = to_arrow(scored, schema)
                 stage["features"] += t1 - t0

@@ -1,0 +1,317 @@
+"""Benchmark of model training and of reasons, each next to raw LightGBM in the same run.
+
+On a simulated book (default 5,000 accounts over 24 months, cached under ``--cache``):
+
+a. **features and labels**: ``build_features`` and ``observation_grid`` on every labeled weekly
+   as_of date, then ``assemble`` (join, windows, feature selection): what ``churnml train``
+   does before any model is fitted, reported apart;
+b. **model fit**: the pipeline's fit step (``churnml.models.train.fit_model``: feature matrix,
+   monotone checks, LightGBM with early stopping on the calibration window, trimming,
+   calibration chosen by cross-validation) against raw ``lightgbm.train`` on the same matrix
+   with the same parameters (monotone constraints and categorical features included) and the
+   same number of boosting rounds; and against raw ``lightgbm.train`` with the same early
+   stopping. The goal: pipeline overhead under 30%. Also timed: the rest of the training step
+   (evaluation with the baselines, the rolling-origin backtest) and, unless ``--no-mlflow``,
+   ``registry.log_training`` into a throw-away CHURNML_HOME;
+c. **reasons throughput**: ``TargetModel.predict_with_reasons`` (calibrated probability plus
+   top-3 reasons with their sentences, from a feature frame) against raw
+   ``booster.predict(X, pred_contrib=True)`` on the prebuilt matrix, and probabilities alone.
+
+Usage::
+
+    python benchmarks/training.py                      # 5,000 accounts, 24 months, churn
+    python benchmarks/training.py --accounts 1000 --months 18 --target expansion
+
+Prints a markdown table (for benchmarks/README.md) and a JSON line with every figure
+(``--json FILE`` also writes it). Timings on a shared machine are noisy: the load average is
+printed with them, and the raw and pipeline runs are interleaved so both see the same load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.update({"BENTOML_DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
+                   "DO_NOT_TRACK": "1", "MPLBACKEND": "Agg"})
+
+import numpy as np  # noqa: E402
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class Timer:
+    """``with Timer() as t: ...`` then ``t.seconds``."""
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
+
+
+def cached_book(cache: Path, accounts: int, months: int, seed: int) -> Path:
+    """The simulated book folder, simulated and written once per (accounts, months, seed)."""
+    folder = cache / f"book-{accounts}x{months}m-seed{seed}"
+    if (folder / "accounts.parquet").exists() and (folder / "_truth").is_dir():
+        return folder
+    from churnml.data.simulator import simulate, write_book
+
+    log(f"simulating {accounts:,} accounts over {months} months into {folder} (cached for next time)")
+    with Timer() as t:
+        write_book(simulate(n_accounts=accounts, months=months, seed=seed), folder)
+    log(f"  simulated in {t.seconds:.1f} s")
+    return folder
+
+
+def build(book, config, catalog) -> tuple[object, dict]:
+    """Step (a): features, labels and the assembled dataset, each timed."""
+    from churnml.features.build import build_features
+    from churnml.features.labels import observation_grid
+    from churnml.models.dataset import assemble, labeled_as_of_dates, time_split
+
+    dates = labeled_as_of_dates(book, config)
+    split = time_split(dates, config)
+    with Timer() as t_features:
+        features = build_features(book, dates, catalog=catalog)
+    with Timer() as t_labels:
+        grid = observation_grid(book, dates, config.horizon_days,
+                                expansion_min_share=config.expansion_min_share)
+    with Timer() as t_assemble:
+        dataset = assemble(features, grid, config, split, mrr_changes=book.mrr_changes)
+    return dataset, {
+        "as_of_dates": len(dates), "observations": len(features), "labeled_rows": len(dataset.frame),
+        "features": len(dataset.feature_names), "train_rows": int((dataset.frame["window"] == "train").sum()),
+        "features_s": t_features.seconds, "labels_s": t_labels.seconds, "assemble_s": t_assemble.seconds,
+    }
+
+
+def raw_lightgbm(model, dataset, config, rounds: int, early_stopping: bool) -> tuple[float, int]:
+    """Raw ``lightgbm.train`` on the pipeline's training matrix with the pipeline's parameters.
+
+    ``early_stopping``: also pass the calibration window as a validation set with the same
+    early stopping (the pipeline's exact LightGBM call); otherwise exactly ``rounds`` rounds
+    and no validation. Returns (seconds, rounds run). The matrices are built before timing.
+    """
+    import lightgbm as lgb
+
+    names = model.feature_names
+    params = dict(config.lgb_params)
+    params.setdefault("objective", "binary")
+    params.setdefault("verbose", -1)
+    constraints = model.info.get("monotone_constraints", {})
+    if constraints:
+        params["monotone_constraints"] = [int(constraints.get(n, 0)) for n in names]
+    cat_idx = [names.index(c) for c in model.categories]
+    train, cal = dataset.part("train"), dataset.part("calibration")
+    X, y = model.matrix(train), train["label"].to_numpy()
+    with Timer() as t:
+        d_train = lgb.Dataset(X, y, feature_name=names, categorical_feature=cat_idx, free_raw_data=True)
+        if early_stopping:
+            d_cal = lgb.Dataset(model.matrix(cal), cal["label"].to_numpy(), reference=d_train,
+                                categorical_feature=cat_idx)
+            booster = lgb.train(params, d_train, num_boost_round=config.num_boost_round, valid_sets=[d_cal],
+                                callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)])
+        else:
+            booster = lgb.train(params, d_train, num_boost_round=rounds)
+    return t.seconds, booster.current_iteration()
+
+
+def fit_step(dataset, config, catalog, repeat: int) -> tuple[object, dict]:
+    """Step (b): the pipeline's fit against raw LightGBM, interleaved, best of ``repeat``."""
+    from churnml.models.train import fit_model
+
+    pipeline, raw_rounds, raw_early = [], [], []
+    model = None
+    for k in range(repeat):
+        log(f"  fit {k + 1}/{repeat}: pipeline")
+        with Timer() as t:
+            model, info = fit_model(dataset, config, catalog)
+        pipeline.append(t.seconds)
+        best = int(info["best_iteration"])
+        # early stopping ends `early_stopping_rounds` after the best iteration (or at the cap)
+        rounds = min(best + config.early_stopping_rounds, config.num_boost_round)
+        log(f"  fit {k + 1}/{repeat}: raw lightgbm.train, {rounds} rounds")
+        seconds, ran = raw_lightgbm(model, dataset, config, rounds, early_stopping=False)
+        raw_rounds.append(seconds)
+        log(f"  fit {k + 1}/{repeat}: raw lightgbm.train with early stopping")
+        seconds, best_early = raw_lightgbm(model, dataset, config, rounds, early_stopping=True)
+        raw_early.append(seconds)
+    return model, {
+        "best_iteration": best, "rounds": rounds, "raw_rounds_run": ran, "raw_early_stopping_best_iteration": best_early,
+        "pipeline_fit_s": min(pipeline), "raw_train_s": min(raw_rounds), "raw_train_early_stopping_s": min(raw_early),
+        "fit_overhead": min(pipeline) / min(raw_rounds) - 1.0,
+        "fit_overhead_vs_early_stopping": min(pipeline) / min(raw_early) - 1.0,
+        "calibration": model.calibrator.method, "threads": config.lgb_params.get("num_threads"),
+    }
+
+
+def rest_of_training(model, dataset, config, catalog, truth) -> tuple[object, dict]:
+    """Evaluation with the baselines and the backtest: the rest of ``train_on_dataset``."""
+    from churnml.models.train import TrainingResult, evaluate, run_backtest
+
+    with Timer() as t_eval:
+        metrics, predictions, reliability = evaluate(model, dataset, config, truth=truth)
+    with Timer() as t_backtest:
+        backtest, notes = run_backtest(dataset, config, model, metrics, catalog)
+    metrics["backtest_roc_auc_mean"] = float(backtest["roc_auc"].mean())
+    metrics["backtest_roc_auc_std"] = float(backtest["roc_auc"].std(ddof=0))
+    model.info["metrics"] = {k: v for k, v in metrics.items() if np.isfinite(v)}
+    result = TrainingResult(model, config, dataset, metrics, predictions, reliability, backtest,
+                            list(dataset.split.notes) + notes, dict(model.info))
+    return result, {"evaluate_s": t_eval.seconds, "backtest_s": t_backtest.seconds,
+                    "backtest_folds": len(backtest), "test_roc_auc": metrics["test_roc_auc"],
+                    "health_test_roc_auc": metrics.get("health_test_roc_auc"),
+                    "oracle_test_roc_auc": metrics.get("oracle_test_roc_auc"), "test_ece": metrics["test_ece"]}
+
+
+def mlflow_step(result) -> dict:
+    """``registry.log_training`` (run, artifacts, plots, registration) into a throw-away home."""
+    from churnml.models.registry import log_training
+
+    with tempfile.TemporaryDirectory(prefix="churnml-bench-home-") as home:
+        previous = os.environ.get("CHURNML_HOME")
+        os.environ["CHURNML_HOME"] = home
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        try:
+            with Timer() as t:
+                log_training(result, plots=True)
+        finally:
+            if previous is None:
+                os.environ.pop("CHURNML_HOME", None)
+            else:
+                os.environ["CHURNML_HOME"] = previous
+    return {"log_training_s": t.seconds}
+
+
+def reasons_step(model, dataset, rows: int, repeat: int) -> dict:
+    """Step (c): accounts per second for probabilities plus top-3 reasons, against raw
+    TreeSHAP and raw probabilities on the prebuilt matrix (best of ``repeat``, interleaved)."""
+    test = dataset.part("test")
+    frame = test.sample(min(rows, len(test)), random_state=0) if rows < len(test) else test
+    X = model.matrix(frame)
+    booster = model.booster
+    pipeline, contrib, proba = [], [], []
+    for _ in range(repeat):
+        with Timer() as t:
+            p, reasons = model.predict_with_reasons(frame, top_k=3)
+        pipeline.append(t.seconds)
+        with Timer() as t:
+            booster.predict(X, pred_contrib=True)
+        contrib.append(t.seconds)
+        with Timer() as t:
+            booster.predict(X)
+        proba.append(t.seconds)
+    assert len(reasons) == len(frame) and all(1 <= len(r) <= 3 for r in reasons)
+    n = len(frame)
+    return {"reasons_rows": n, "trees": booster.num_trees(),
+            "pipeline_reasons_per_s": n / min(pipeline), "raw_contrib_per_s": n / min(contrib),
+            "raw_proba_per_s": n / min(proba),
+            "reasons_overhead": min(pipeline) / min(contrib) - 1.0}
+
+
+def markdown(r: dict) -> str:
+    f = r["fit"]
+    lines = [
+        f"| step | seconds / throughput | raw LightGBM | pipeline overhead |",
+        f"|---|---:|---:|---:|",
+        f"| (a) features ({r['data']['as_of_dates']} weekly as_of dates, {r['data']['observations']:,} "
+        f"observations, {r['data']['features']} features kept) | {r['data']['features_s']:.1f} s | | |",
+        f"| (a) labels (observation grid) | {r['data']['labels_s']:.1f} s | | |",
+        f"| (a) assemble (join, windows, feature selection) | {r['data']['assemble_s']:.1f} s | | |",
+        f"| (b) model fit: `fit_model` ({r['data']['train_rows']:,} training rows, {f['rounds']} rounds, "
+        f"best {f['best_iteration']}, {f['calibration']} calibration) | {f['pipeline_fit_s']:.2f} s | "
+        f"{f['raw_train_s']:.2f} s ({f['rounds']} rounds) | **{f['fit_overhead']:+.0%}** |",
+        f"| (b) same, against raw with the same early stopping | | {f['raw_train_early_stopping_s']:.2f} s | "
+        f"{f['fit_overhead_vs_early_stopping']:+.0%} |",
+        f"| (b) evaluate: metrics, bootstrap, health score, logistic regression, oracle | "
+        f"{r['rest']['evaluate_s']:.1f} s | | |",
+        f"| (b) rolling-origin backtest ({r['rest']['backtest_folds']} folds, refits) | "
+        f"{r['rest']['backtest_s']:.1f} s | | |",
+    ]
+    if "mlflow" in r:
+        lines.append(f"| MLflow: `log_training` (run, plots, model, registration) | "
+                     f"{r['mlflow']['log_training_s']:.1f} s | | |")
+    c = r["reasons"]
+    lines += [
+        f"| (c) probability + top-3 reasons (`predict_with_reasons`, {c['reasons_rows']:,} rows, "
+        f"{c['trees']} trees) | {c['pipeline_reasons_per_s']:,.0f} accounts/s | "
+        f"{c['raw_contrib_per_s']:,.0f} rows/s (`pred_contrib`) | **{c['reasons_overhead']:+.0%}** |",
+        f"| (c) probabilities only, raw `predict` | | {c['raw_proba_per_s']:,.0f} rows/s | |",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--accounts", type=int, default=5000)
+    parser.add_argument("--months", type=int, default=24)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--target", choices=("churn", "expansion"), default="churn")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="LightGBM num_threads (default: the target's config)")
+    parser.add_argument("--repeat", type=int, default=1, help="fits per side (best is kept)")
+    parser.add_argument("--reasons-rows", type=int, default=20000)
+    parser.add_argument("--reasons-repeat", type=int, default=3)
+    parser.add_argument("--no-mlflow", action="store_true", help="skip timing log_training")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "churnml-bench")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    import lightgbm
+
+    from churnml.data.io import load_book
+    from churnml.features.catalog import load_catalog
+    from churnml.models.baselines import find_truth
+    from churnml.models.config import load_config
+
+    folder = cached_book(args.cache, args.accounts, args.months, args.seed)
+    load_before = os.getloadavg()
+    with Timer() as t_load:
+        book, _ = load_book(folder)
+    config = load_config(args.target)
+    if args.threads is not None:
+        config = config.with_overrides(lgb_params={**config.lgb_params, "num_threads": args.threads})
+    catalog = load_catalog()
+
+    results: dict = {"accounts": args.accounts, "months": args.months, "seed": args.seed,
+                     "target": args.target, "lightgbm": lightgbm.__version__, "cpus": os.cpu_count(),
+                     "load_book_s": t_load.seconds}
+    log("(a) features and labels")
+    dataset, results["data"] = build(book, config, catalog)
+    log("(b) model fit: pipeline vs raw lightgbm.train")
+    model, results["fit"] = fit_step(dataset, config, catalog, args.repeat)
+    log("(b) evaluation and backtest")
+    result, results["rest"] = rest_of_training(model, dataset, config, catalog, find_truth(folder))
+    if not args.no_mlflow:
+        log("MLflow logging")
+        results["mlflow"] = mlflow_step(result)
+    log("(c) reasons throughput")
+    results["reasons"] = reasons_step(model, dataset, args.reasons_rows, args.reasons_repeat)
+    results["load_average"] = [round(x, 1) for x in load_before + os.getloadavg()]
+
+    print(f"\n{args.target}, {args.accounts:,} accounts x {args.months} months (seed {args.seed}); "
+          f"LightGBM {lightgbm.__version__}, num_threads {results['fit']['threads']}, {os.cpu_count()} CPUs; "
+          f"load average before {results['load_average'][0]}, after {results['load_average'][3]}\n")
+    print(markdown(results))
+    print(f"\ntest_roc_auc {results['rest']['test_roc_auc']:.3f} (health score "
+          f"{results['rest']['health_test_roc_auc']:.3f}, oracle {results['rest']['oracle_test_roc_auc'] or float('nan'):.3f}),"
+          f" test_ece {results['rest']['test_ece']:.4f}")
+    line = json.dumps(results, default=float)
+    print(line)
+    if args.json:
+        args.json.write_text(line + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

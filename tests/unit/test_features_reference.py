@@ -35,10 +35,21 @@ def matches(frame, flt):
     return col == flt["equals"]
 
 
+_SPLIT: dict = {}
+
+
+def account_rows(book, table, acc):
+    """All rows of one account (split once per book: the reference is slow enough as it is)."""
+    key = (id(book), table)
+    if key not in _SPLIT:
+        _SPLIT[key] = {a: g for a, g in book[table].groupby("account_id", sort=False)}
+    return _SPLIT[key].get(acc, book[table].iloc[:0])
+
+
 def own_rows(book, table, acc, as_of, flt=None):
     """The account's rows strictly before as_of, sorted by time (ties: input order)."""
-    df = book[table]
-    df = df[(df["account_id"] == acc) & (df[TIME[table]] < as_of)].copy()
+    df = account_rows(book, table, acc)
+    df = df[df[TIME[table]] < as_of].copy()
     if table == "invoices":
         on_time = df["paid_at"].notna() & (df["paid_at"] < df["due_date"].dt.normalize() + DAY)
         df["late"] = (~on_time).astype(float)
@@ -50,8 +61,7 @@ def own_rows(book, table, acc, as_of, flt=None):
 
 
 def add_direction(book, acc):
-    df = book.mrr_changes
-    df = df[df["account_id"] == acc].sort_values("effective_date", kind="stable").copy()
+    df = account_rows(book, "mrr_changes", acc).sort_values("effective_date", kind="stable").copy()
     directions, prev = [], None
     for mrr, reason in zip(df["mrr"], df["reason"]):
         d = 0.0
@@ -234,7 +244,9 @@ def assert_same(built, ref):
             )
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize(
+    "seed", [0, 1, pytest.param(2, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow)]
+)
 def test_every_builder_equals_the_loop_reference(seed):
     book = random_book(seed, n_accounts=10, days=360)
     # dates on and between event days, early (little history) and late

@@ -215,6 +215,8 @@ def build_distinct(ctx, spec, obs, values):
 
 def _by_date(obs: engine.Observations):
     """(as_of day, observation indices) for each distinct as_of day."""
+    if len(obs) == 0:
+        return
     order = np.argsort(obs.day, kind="stable")
     days = obs.day[order]
     bounds = np.flatnonzero(np.r_[True, days[1:] != days[:-1], True])

@@ -188,6 +188,10 @@ def catalog_from_entries(entries: list[dict], source: str | None = None) -> Cata
         if not isinstance(entry, dict):
             problems.append(f"{where}: not a mapping")
             continue
+        if "name" in entry:
+            if entry["name"] in seen:
+                problems.append(f"{where}: duplicate name")
+            seen.add(entry["name"])
         missing = [k for k in _COMMON if k not in entry]
         if missing:
             problems.append(f"{where}: missing {missing}")
@@ -216,9 +220,6 @@ def catalog_from_entries(entries: list[dict], source: str | None = None) -> Cata
             edges, labels = params.get("edges", []), params.get("labels", [])
             if len(labels) != len(edges) + 1 or list(edges) != sorted(edges):
                 problems.append(f"{where}: bins need sorted edges and len(labels) == len(edges) + 1")
-        if entry["name"] in seen:
-            problems.append(f"{where}: duplicate name")
-        seen.add(entry["name"])
         specs.append(
             FeatureSpec(
                 name=entry["name"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -24,7 +25,7 @@ def test_spark_engine_matches_local_engine(sim_dir, tmp_path):
     from churnml.features.labels import latest_scoring_date
     from churnml.health.score import HealthScore
     from churnml.jobs.spark import score_book_spark, spark_session
-    from churnml.jobs.weekly import score_book
+    from churnml.jobs.weekly import partition_dir, score_book
 
     cloudpickle.register_pickle_by_value(jobs_fakes)  # the workers cannot import tests/
     book, _ = load_book(sim_dir)
@@ -38,13 +39,15 @@ def test_spark_engine_matches_local_engine(sim_dir, tmp_path):
     for when in (earlier, as_of):  # two weeks, so week-over-week alerts are exercised too
         local = score_book(book, when, local_out, churn, expansion, health, chunk_size=70,
                            feature_dimensions=dims)
+    # last week's partition as the local engine wrote it: Spark reads it for the alerts
+    shutil.copytree(partition_dir(local_out, earlier), partition_dir(spark_out, earlier))
     spark = spark_session("local[2]")
     try:
-        for when in (earlier, as_of):
-            remote = score_book_spark(sim_dir, when, spark_out, churn, expansion, health,
-                                      shards=2, spark=spark, feature_dimensions=dims)
+        remote = score_book_spark(sim_dir, as_of, spark_out, churn, expansion, health,
+                                  shards=2, spark=spark, feature_dimensions=dims)
     finally:
         spark.stop()
+    assert remote.previous_as_of == earlier
 
     a, b = pd.read_parquet(local.scores_path), pd.read_parquet(remote.scores_path)
     assert len(a) == len(b) > 100

@@ -156,6 +156,7 @@ def http_concurrent(port: int, bodies: list[bytes], clients: int, seconds: float
     deadline = time.perf_counter() + seconds
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
+    statuses: dict[int, int] = {}
 
     def client(k: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -170,6 +171,8 @@ def http_concurrent(port: int, bodies: list[bytes], clients: int, seconds: float
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             latencies[k].append((time.perf_counter() - start) * 1000)
             errors[k] += status != 200
+            if status != 200:
+                statuses[status] = statuses.get(status, 0) + 1
             i += clients
         conn.close()
 
@@ -182,7 +185,8 @@ def http_concurrent(port: int, bodies: list[bytes], clients: int, seconds: float
     elapsed = time.perf_counter() - start
     flat = [x for per in latencies for x in per]
     ok = len(flat) - sum(errors)
-    return {**percentiles(flat), "errors": int(sum(errors)), "requests": len(flat),
+    return {**percentiles(flat), "errors": int(sum(errors)), "error_statuses": statuses,
+            "requests": len(flat),
             "accounts_per_s": ok / elapsed, "seconds": elapsed}
 
 
@@ -200,6 +204,8 @@ def main(argv=None) -> int:
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--floor-seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--max-latency-ms", type=int, default=None,
+                        help="batching: CHURNML_SERVE_MAX_LATENCY_MS for the server")
     args = parser.parse_args(argv)
 
     temp = None
@@ -227,6 +233,8 @@ def main(argv=None) -> int:
     port = free_port()
     env = {**os.environ, "CHURNML_HOME": str(home)}
     env.pop("CHURNML_API_KEY", None)
+    if args.max_latency_ms:
+        env["CHURNML_SERVE_MAX_LATENCY_MS"] = str(args.max_latency_ms)
     server = subprocess.Popen(
         [str(Path(sys.executable).with_name("churnml")), "serve", "--host", "127.0.0.1",
          "--port", str(port), "--workers", str(args.workers)],
@@ -249,7 +257,8 @@ def main(argv=None) -> int:
     batch_key = f"batch{args.clients}_accounts_per_s"
     result = {"floor": floor, "http_sequential": sequential, "http_concurrent": concurrent,
               "server_ready_s": ready_s, "cpus": os.cpu_count(),
-              "load_average": os.getloadavg(), "workers": args.workers}
+              "load_average": os.getloadavg(), "workers": args.workers,
+              "max_latency_ms": args.max_latency_ms}
     goals = {
         "sequential p50 < 5 ms": sequential["p50_ms"] < 5,
         "sequential p99 < 15 ms": sequential["p99_ms"] < 15,

@@ -217,7 +217,9 @@ def _http(method: str, url: str, body=None, key: str | None = None):
         request.add_header("Authorization", f"Bearer {key}")
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read() or b"null")
+            raw = response.read()
+            is_json = response.headers.get_content_type() == "application/json"
+            return response.status, json.loads(raw) if is_json else raw.decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
 

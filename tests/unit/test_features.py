@@ -313,3 +313,27 @@ def test_cli_writes_features_and_rejects_bad_dates(tmp_path, capsys):
                  "--out", str(out)]) == 2
     assert main(["features", "--data", str(data), "--as-of", "2025-02-01 13:00",
                  "--out", str(out)]) == 2
+
+
+def test_distinct_counts_with_more_values_than_one_machine_word():
+    # 70 different users in one account (beyond the 64-bit fast path) and 3 in another
+    ts = [str(pd.Timestamp("2025-03-01") + pd.Timedelta(hours=h)) for h in range(140)]
+    book = tiny_book(usage=[(t, "login") for t in ts])
+    usage = book.tables["usage_events"]
+    usage["user_id"] = pd.array([f"user{i % 70:03d}" for i in range(140)], dtype="str")
+    other = usage.iloc[:6].copy()
+    other["account_id"] = pd.array(["b"] * 6, dtype="str")
+    other["user_id"] = pd.array(["x", "y", "z", "x", "y", "z"], dtype="str")
+    book.tables["usage_events"] = pd.concat([other, usage], ignore_index=True)
+    book.tables["accounts"] = pd.concat([book.accounts, book.accounts.assign(
+        account_id=pd.array(["b"], dtype="str"))], ignore_index=True)
+    book.tables["mrr_changes"] = pd.concat([book.mrr_changes, book.mrr_changes.assign(
+        account_id=pd.array(["b"], dtype="str"))], ignore_index=True)
+    got = build_features(book, ["2025-03-04", "2025-03-20"]).set_index(["as_of", "account_id"])
+    assert got.loc[(pd.Timestamp("2025-03-04"), "a"), "active_users_30d"] == 70.0
+    assert got.loc[(pd.Timestamp("2025-03-04"), "b"), "active_users_30d"] == 3.0
+    # 2025-03-01 00:00 + 69 h is 03-03 21:00: at as_of 03-04 all 140 rows are visible;
+    # at 03-20 too (30-day window)
+    assert got.loc[(pd.Timestamp("2025-03-20"), "a"), "active_users_30d"] == 70.0
+    one_day = build_features(book, ["2025-03-02"]).set_index("account_id")
+    assert one_day.loc["a", "active_users_30d"] == 24.0  # the first 24 hours: user000..user023

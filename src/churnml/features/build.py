@@ -115,50 +115,68 @@ def _window(spec: FeatureSpec, obs: engine.Observations, days=None, offset=None)
 
 
 def _count(ctx, spec, obs, flt=None, days=None, offset=None) -> np.ndarray:
+    """Matching rows in ``[as_of - offset - days, as_of - offset)``, via the table's shared
+    cumulative sums (one searchsorted per window edge for all filters of the table)."""
     table = ctx.table(spec.table)
-    rows = table.rows(spec.params.get("filter") if flt is None else flt)
-    start, end = _window(spec, obs, days, offset)
-    return rows.window_total(obs, start, end, rows.cumsum("count", None))
+    flt = spec.params.get("filter") if flt is None else flt
+    days = spec.window_days if days is None else days
+    offset = spec.params.get("offset_days", 0) if offset is None else offset
+    return table.window_sum(obs, table.count_cumsum(flt), days, offset)
 
 
 def build_count(ctx, spec, obs, values):
     return _count(ctx, spec, obs)
 
 
-def build_sum(ctx, spec, obs, values):
+def _sum(ctx, spec, obs, column):
     table = ctx.table(spec.table)
-    column = spec.params["column"]
-    rows = table.rows(spec.params.get("filter"), notnull=column)
-    start, end = _window(spec, obs)
-    weights = table.column(column)[rows.index]
-    return rows.window_total(obs, start, end, rows.cumsum(f"sum:{column}", weights))
+    flt = spec.params.get("filter")
+
+    def weights():
+        values_ = np.nan_to_num(table.column(column), nan=0.0)
+        return values_ * table.filter_weights(flt)
+
+    cum = table.cumulative(f"sum:{column}:" + engine._filter_key(flt), weights)
+    count_cum = table.cumulative(
+        f"countnotnull:{column}:" + engine._filter_key(flt),
+        lambda: table.filter_weights(flt) * table.notnull(column),
+    )
+    offset = spec.params.get("offset_days", 0)
+    return (table.window_sum(obs, cum, spec.window_days, offset),
+            table.window_sum(obs, count_cum, spec.window_days, offset))
+
+
+def build_sum(ctx, spec, obs, values):
+    return _sum(ctx, spec, obs, spec.params["column"])[0]
 
 
 def build_mean(ctx, spec, obs, values):
-    table = ctx.table(spec.table)
-    column = spec.params["column"]
-    rows = table.rows(spec.params.get("filter"), notnull=column)
-    start, end = _window(spec, obs)
-    weights = table.column(column)[rows.index]
-    total = rows.window_total(obs, start, end, rows.cumsum(f"sum:{column}", weights))
-    count = rows.window_total(obs, start, end, rows.cumsum("count", None))
+    total, count = _sum(ctx, spec, obs, spec.params["column"])
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, total / np.where(count > 0, count, 1), np.nan)
 
 
-def _active_days(ctx, spec, obs, start, end) -> np.ndarray:
+def _active_days(ctx, spec, obs, days, offset) -> np.ndarray:
+    """Distinct calendar days with a matching row: each (account, day)'s first matching row
+    weighs 1, so the count is again a difference of one cumulative sum."""
     table = ctx.table(spec.table)
-    rows = table.rows(spec.params.get("filter"))
-    if len(rows):
-        first_of_day = np.r_[True, rows.key[1:] != rows.key[:-1]]
-    else:
-        first_of_day = np.zeros(0, dtype=bool)
-    return rows.window_total(obs, start, end, rows.cumsum("active_days", first_of_day))
+    flt = spec.params.get("filter")
+
+    def weights():
+        m = table.mask(flt)
+        idx = np.arange(len(table)) if m is None else np.flatnonzero(m)
+        keys = table.key[idx]
+        w = np.zeros(len(table))
+        if len(idx):
+            w[idx[np.r_[True, keys[1:] != keys[:-1]]]] = 1.0
+        return w
+
+    cum = table.cumulative("active_days:" + engine._filter_key(flt), weights)
+    return table.window_sum(obs, cum, days, offset)
 
 
 def build_active_days(ctx, spec, obs, values):
-    start, end = _window(spec, obs)
-    return _active_days(ctx, spec, obs, start, end)
+    return _active_days(ctx, spec, obs, spec.window_days, spec.params.get("offset_days", 0))
 
 
 def build_ratio_to_baseline(ctx, spec, obs, values):
@@ -168,15 +186,16 @@ def build_ratio_to_baseline(ctx, spec, obs, values):
     missing when that covers less than one window or the baseline measure is 0.
     """
     w, b = spec.window_days, int(spec.params["baseline_days"])
-    start, end = _window(spec, obs)
+    offset = spec.params.get("offset_days", 0)
+    start, _ = _window(spec, obs)
     base_start, base_end = start - b, start
     measure = spec.params.get("measure", "count")
     if measure == "active_days":
-        current = _active_days(ctx, spec, obs, start, end)
-        base = _active_days(ctx, spec, obs, base_start, base_end)
+        current = _active_days(ctx, spec, obs, w, offset)
+        base = _active_days(ctx, spec, obs, b, offset + w)
     elif measure == "count":
         current = _count(ctx, spec, obs)
-        base = _count(ctx, spec, obs, days=b, offset=spec.params.get("offset_days", 0) + w)
+        base = _count(ctx, spec, obs, days=b, offset=offset + w)
     else:
         raise ValueError(f"{spec.name}: unknown measure {measure!r} (count | active_days)")
     created = ctx.created_day()[obs.acc]
@@ -192,24 +211,50 @@ def build_distinct(ctx, spec, obs, values):
     """Distinct non-null values of a column among matching rows, per observation window.
 
     Distinct counts cannot be differenced, so each as_of date gathers its window's rows
-    (contiguous per account) and counts unique (observation, value) pairs: work proportional to
-    the rows in the windows, not to the whole table per date.
+    (contiguous per account). When an account's values have codes within 64 of each other
+    (users of one account, event names: the usual case) each row carries one bit and the
+    window's count is the popcount of an OR-reduction; other accounts count unique
+    (observation, value) pairs. Work is proportional to the rows in the windows.
     """
     table = ctx.table(spec.table)
     column = spec.params["column"]
     rows = table.rows(spec.params.get("filter"), notnull=column)
     codes_all, uniques = table.codes(column)
     codes = codes_all[rows.index]
-    width = np.int64(len(uniques) + 1)
     out = np.zeros(len(obs), dtype=np.float64)
+    if len(rows) == 0:
+        return out
+    # per account: smallest code and whether its codes fit in 64 bits
+    starts = engine.first_per_group(rows.acc)
+    low = np.minimum.reduceat(codes, starts)
+    high = np.maximum.reduceat(codes, starts)
+    run = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(rows)]))
+    narrow_run = (high - low) < 64
+    narrow_row = narrow_run[run]
+    bits = np.zeros(len(rows), dtype=np.uint64)
+    bits[narrow_row] = np.left_shift(
+        np.uint64(1), (codes[narrow_row] - low[run[narrow_row]]).astype(np.uint64))
+    width = np.int64(len(uniques) + 1)
     for day, members in _by_date(obs):
         sub = engine.Observations(obs.acc[members], obs.day[members])
         start, end = _window(spec, sub)
-        owner, idx = rows.gather(sub, start, end)
-        if len(idx) == 0:
+        lo = rows.position(sub, start)
+        hi = rows.position(sub, end)
+        lengths = hi - lo
+        has = lengths > 0
+        if not has.any():
             continue
-        pairs = np.unique(owner * width + codes[idx])
-        out[members] = np.bincount(pairs // width, minlength=len(members))
+        owner, idx = rows.gather(sub, start, end, lo, hi)
+        wide = ~narrow_row[idx]
+        seg = np.r_[0, np.cumsum(lengths)[:-1]][has]
+        ored = np.bitwise_or.reduceat(bits[idx], seg)
+        counts = np.zeros(len(members), dtype=np.float64)
+        counts[has] = np.bitwise_count(ored)
+        if wide.any():  # accounts with too many distinct values for one 64-bit word
+            pairs = np.unique(owner[wide] * width + codes[idx[wide]])
+            extra = np.bincount(pairs // width, minlength=len(members))
+            counts = np.where(np.bincount(owner[wide], minlength=len(members)) > 0, extra, counts)
+        out[members] = counts
     return out
 
 

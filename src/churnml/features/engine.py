@@ -28,21 +28,83 @@ OFFSET = 1 << 22  # ~11,000 years either side of 1970
 SPAN = 1 << 23
 
 
+def _arrow(values: pd.Series):
+    """The pyarrow (chunked) string array behind an arrow-backed Series (None otherwise)."""
+    import pyarrow as pa
+
+    data = getattr(values, "array", None)
+    arr = getattr(data, "_pa_array", None)  # pandas' ArrowStringArray / ArrowExtensionArray
+    if arr is None:
+        return None
+    return arr if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) else None
+
+
+def factorize(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes (int64, -1 = null) and distinct values (object array) of a Series.
+
+    Arrow-backed strings are dictionary-encoded by Arrow (one hash table in C++, no Python
+    string per row); anything else goes through ``pd.factorize``.
+    """
+    import pyarrow as pa
+
+    arr = _arrow(values)
+    if arr is not None:
+        if not isinstance(arr, pa.ChunkedArray):
+            arr = pa.chunked_array([arr])
+        encoded = arr.dictionary_encode().unify_dictionaries()
+        if encoded.num_chunks == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
+        codes = np.concatenate([
+            c.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+            for c in encoded.chunks
+        ])
+        uniques = np.asarray(encoded.chunks[0].dictionary.to_pylist(), dtype=object)
+        return codes, uniques
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    return np.asarray(codes, dtype=np.int64), np.asarray(uniques, dtype=object)
+
+
+def _to_numpy(arr) -> np.ndarray:
+    """A (chunked) Arrow array without nulls as one numpy array."""
+    import pyarrow as pa
+
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return arr.to_numpy(zero_copy_only=False)
+
+
 def account_codes(values: pd.Series, sorted_ids: np.ndarray) -> np.ndarray:
     """Position of each ``values`` id in ``sorted_ids`` (int64); -1 for ids not found.
 
-    Dictionary-encodes first so the string work is done once per distinct id, not per row.
+    Loaded tables are sorted by account, so the ids usually come in runs: then only the run
+    boundaries are found (one vectorised string comparison of neighbours) and each run's id is
+    looked up once. Otherwise the ids are dictionary-encoded first. Either way the per-row
+    string work is done in C, and each distinct id is looked up once.
     """
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    uniques = np.asarray(uniques, dtype=object)
-    pos = np.searchsorted(sorted_ids, uniques)
-    pos = np.clip(pos, 0, max(len(sorted_ids) - 1, 0))
-    found = (sorted_ids[pos] == uniques) if len(sorted_ids) else np.zeros(len(uniques), bool)
-    mapping = np.where(found, pos, -1).astype(np.int64)
+    arr = _arrow(values)
+    if arr is not None and len(arr) > 1 and arr.null_count == 0:
+        import pyarrow.compute as pc
+
+        boundary = _to_numpy(pc.not_equal(arr[1:], arr[:-1]))
+        starts = np.r_[0, np.flatnonzero(boundary) + 1]
+        run_ids = np.asarray(arr.take(starts).to_pylist(), dtype=object)
+        if np.all(run_ids[1:] > run_ids[:-1]):  # sorted runs: each id appears in one run
+            lengths = np.diff(np.r_[starts, len(arr)])
+            return np.repeat(_lookup(run_ids, sorted_ids), lengths)
+    codes, uniques = factorize(values)
+    mapping = _lookup(uniques, sorted_ids)
     out = np.full(len(codes), -1, dtype=np.int64)
     ok = codes >= 0
     out[ok] = mapping[codes[ok]]
     return out
+
+
+def _lookup(ids: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
+    """Position of each id in ``sorted_ids``; -1 where absent."""
+    if len(sorted_ids) == 0 or len(ids) == 0:
+        return np.full(len(ids), -1, dtype=np.int64)
+    pos = np.clip(np.searchsorted(sorted_ids, ids), 0, len(sorted_ids) - 1)
+    return np.where(sorted_ids[pos] == ids, pos, -1).astype(np.int64)
 
 
 def make_key(acc: np.ndarray, day: np.ndarray) -> np.ndarray:
@@ -112,14 +174,15 @@ class Rows:
         ok[ok] = self.acc[idx[ok]] == obs.acc[ok]
         return np.where(ok, idx, -1)
 
-    def gather(self, obs: Observations, start, end):
+    def gather(self, obs: Observations, start, end, lo=None, hi=None):
         """Rows with day in ``[start, end)`` of each observation, concatenated.
 
         Returns ``(owner, rows)``: for each gathered row the observation index it belongs to and
-        its index in this subset. Work is proportional to the rows gathered.
+        its index in this subset. Work is proportional to the rows gathered. ``lo``/``hi``:
+        the window's row positions when the caller already has them.
         """
-        lo = self.position(obs, start)
-        hi = self.position(obs, end)
+        lo = self.position(obs, start) if lo is None else lo
+        hi = self.position(obs, end) if hi is None else hi
         lengths = hi - lo
         total = int(lengths.sum())
         owner = np.repeat(np.arange(len(obs), dtype=np.int64), lengths)
@@ -143,13 +206,15 @@ class PreparedTable:
         key = make_key(acc, day)
         fine = acc.astype(np.int64)
         if keep.all() and _is_sorted(fine) and _is_sorted_within(fine, ts_int):
-            order = np.arange(len(frame))
+            order, identity = np.arange(len(frame)), True
         else:
+            identity = False
             kept = np.flatnonzero(keep)
             order = kept[np.lexsort((ts_int[kept], fine[kept]))]
         self.name = name
         self.frame = frame
         self.order = order
+        self._identity = identity  # rows already in order: skip the gathers
         self.acc = acc[order]
         self.day = day[order]
         self.ts = ts_int[order]
@@ -158,9 +223,48 @@ class PreparedTable:
         self._columns: dict[str, np.ndarray] = {}
         self._codes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._subsets: dict[str, Rows] = {}
+        self._cums: dict[str, np.ndarray] = {}
+        self._pos_obs: Observations | None = None
+        self._positions: dict = {}
 
     def __len__(self) -> int:
         return len(self.order)
+
+    # -- windowed sums over the whole table: one cumulative sum per filter, and one
+    # -- searchsorted per distinct window edge, shared by every filter on this table
+    def position(self, obs: Observations, back: int | None) -> np.ndarray:
+        """Index of each observation's first row on or after day ``as_of - back`` (``None``:
+        the account's first row). Cached per observation set and ``back``."""
+        if self._pos_obs is not obs:
+            self._pos_obs, self._positions = obs, {}
+        if back not in self._positions:
+            day = -OFFSET if back is None else obs.day - back
+            self._positions[back] = np.searchsorted(self.key, make_key(obs.acc, day), side="left")
+        return self._positions[back]
+
+    def cumulative(self, name: str, weights) -> np.ndarray:
+        """Cumulative sum (leading 0) of per-row ``weights`` (a callable is evaluated only on
+        a cache miss); cached by ``name``."""
+        if name not in self._cums:
+            w = weights() if callable(weights) else weights
+            cum = np.empty(len(self) + 1, dtype=np.float64)
+            cum[0] = 0.0
+            np.cumsum(w, out=cum[1:])
+            self._cums[name] = cum
+        return self._cums[name]
+
+    def window_sum(self, obs: Observations, cum: np.ndarray, days: int | None, offset: int = 0):
+        """Sum behind ``cum`` over rows with day in ``[as_of - offset - days, as_of - offset)``."""
+        hi = self.position(obs, offset)
+        lo = self.position(obs, None if days is None else offset + days)
+        return cum[hi] - cum[lo]
+
+    def filter_weights(self, flt: dict | None) -> np.ndarray:
+        m = self.mask(flt)
+        return np.ones(len(self)) if m is None else m.astype(np.float64)
+
+    def count_cumsum(self, flt: dict | None) -> np.ndarray:
+        return self.cumulative("count:" + _filter_key(flt), lambda: self.filter_weights(flt))
 
     def has_column(self, column: str) -> bool:
         return column in self.frame.columns or column in self._columns
@@ -175,11 +279,11 @@ class PreparedTable:
         if column not in self._columns:
             series = self.frame[column]
             if pd.api.types.is_datetime64_any_dtype(series):
-                values = np.asarray(series, dtype="datetime64[ns]")[self.order]
+                values = self._take(np.asarray(series, dtype="datetime64[ns]"))
             elif pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
-                values = np.asarray(series, dtype=np.float64)[self.order]
+                values = self._take(np.asarray(series, dtype=np.float64))
             else:
-                values = np.asarray(series.astype(object))[self.order]
+                values = self._take(np.asarray(series.astype(object)))
             self._columns[column] = values
         return self._columns[column]
 
@@ -189,10 +293,19 @@ class PreparedTable:
             if column in self._columns:
                 codes, uniques = pd.factorize(self._columns[column], use_na_sentinel=True)
             else:
-                raw_codes, uniques = pd.factorize(self.frame[column], use_na_sentinel=True)
-                codes = raw_codes[self.order]
+                codes, uniques = factorize(self.frame[column])
+                codes = self._take(codes)
             self._codes[column] = (np.asarray(codes, dtype=np.int64), np.asarray(uniques, dtype=object))
         return self._codes[column]
+
+    def notnull(self, column: str) -> np.ndarray:
+        """Boolean mask of rows where ``column`` is present (sorted order)."""
+        if column in self._columns:
+            return ~pd.isna(self._columns[column])
+        return ~self._take(self.frame[column].isna().to_numpy())
+
+    def _take(self, values: np.ndarray) -> np.ndarray:
+        return values if self._identity else values[self.order]
 
     def mask(self, flt: dict | None) -> np.ndarray | None:
         """Boolean mask of rows matching a catalog filter (None = every row).
@@ -216,16 +329,16 @@ class PreparedTable:
         if "equals" in flt:
             return values == flt["equals"]
         if flt.get("notnull"):
-            return ~pd.isna(values)
+            return self.notnull(column)
         raise ValueError(f"unsupported filter {flt!r}")
 
     def rows(self, flt: dict | None, notnull: str | None = None) -> Rows:
         """The sorted subset of rows matching ``flt`` (and with ``notnull`` column present)."""
-        cache_key = repr((sorted((flt or {}).items(), key=str), notnull))
+        cache_key = repr((_filter_key(flt), notnull))
         if cache_key not in self._subsets:
             m = self.mask(flt)
             if notnull is not None:
-                nn = ~pd.isna(self.column(notnull))
+                nn = self.notnull(notnull)
                 m = nn if m is None else (m & nn)
             if m is None:
                 idx = np.arange(len(self), dtype=np.int64)
@@ -235,6 +348,10 @@ class PreparedTable:
                 sub = Rows(self.key[idx], self.acc[idx], self.day[idx], idx)
             self._subsets[cache_key] = sub
         return self._subsets[cache_key]
+
+
+def _filter_key(flt: dict | None) -> str:
+    return repr(sorted((flt or {}).items(), key=str))
 
 
 def _is_sorted(a: np.ndarray) -> bool:

@@ -60,7 +60,7 @@ def test_missing_data_does_not_gate(pb):
 
 
 def test_readiness_bands(pb):
-    p = np.array([0.0, 0.05, 0.10, 0.2, 0.25, 0.45, 0.8, 1.0])
+    p = np.array([0.0, 0.03, 0.05, 0.10, 0.12, 0.25, 0.5, 1.0])
     np.testing.assert_allclose(readiness_points(p, pb)[[0, 2, 4, 5, 7]], [0, 40, 60, 80, 100])
     assert expansion_readiness(p, np.zeros(len(p), bool), pb).tolist() == [
         "not_ready", "not_ready", "needs_nurture", "needs_nurture", "ready_soon", "ready_now",
@@ -69,12 +69,14 @@ def test_readiness_bands(pb):
     assert expansion_readiness([0.01], [True], pb).tolist() == ["not_ready"]
 
 
-def _act(pb, rows, p, reasons, readiness=None):
+def _act(pb, rows, p, reasons, readiness=None, previous=None):
     frame = pd.DataFrame(rows)
+    frame.insert(0, "account_id", [f"A{i}" for i in range(len(frame))])
     gates = expansion_gates(frame, pb)
     readiness = readiness if readiness is not None else ["not_ready"] * len(frame)
     dims = {"logins_30d_vs_baseline": "usage", "goals_achieved_180d": "outcome"}
-    return next_best_actions(frame, p, reasons, np.array(readiness, dtype=object), gates, pb, dims)
+    return next_best_actions(frame, p, reasons, np.array(readiness, dtype=object), gates, pb, dims,
+                             previous=previous)
 
 
 def test_main_reason_picks_playbook_through_dimension(pb):
@@ -105,6 +107,18 @@ def test_critical_signal_overrides_model_reason(pb):
     assert action["playbook"] == "champion_left"
     assert action["severity"] == "critical"
     assert action["respond_within"] == "within 48 hours"
+
+
+def test_critical_signal_counts_in_the_week_it_appears(pb):
+    reasons = [[{"feature": "logins_30d_vs_baseline", "value": 0.3, "contribution": 0.8,
+                 "text": ""}]] * 3
+    rows = [_healthy(cancellation_inquiries_90d=1.0)] * 3
+    # A0: same count as last week (old news); A1: rose from 0; A2: not in last week's rows
+    previous = pd.DataFrame({"account_id": ["A0", "A1"], "cancellation_inquiries_90d": [1.0, 0.0]})
+    old, new, unknown = _act(pb, rows, [0.35] * 3, reasons, previous=previous)
+    assert old["severity"] == "high" and old["playbook"] == "low_usage"
+    assert new["severity"] == "critical" and new["playbook"] == "save_call"
+    assert unknown["severity"] == "critical"
 
 
 def test_large_account_payment_recovery_goes_to_account_manager(pb):

@@ -229,24 +229,40 @@ def expansion_readiness(expansion_probability, blocked, playbooks: Playbooks) ->
     return label
 
 
-def _active(frame: pd.DataFrame, signals: list[Signal]) -> pd.DataFrame:
+def _active(frame: pd.DataFrame, signals: list[Signal],
+            previous: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per signal, whether it is active for each account: its feature is >= min_value and,
+    when last week's value of the feature is known for the account, it rose since then (a
+    90-day count that stays at 1 is last month's news, not today's emergency)."""
     out = {}
+    prev_values = None
+    if previous is not None and len(previous) and "account_id" in previous.columns:
+        prev_values = previous.drop_duplicates("account_id").set_index(
+            previous["account_id"].drop_duplicates().astype(str))
+    keys = frame["account_id"].astype(str) if "account_id" in frame.columns else None
     for sig in signals:
         values = _column(frame, sig.feature)
-        out[sig.feature] = (
-            np.zeros(len(frame), dtype=bool) if values is None
-            else (values.fillna(-np.inf).to_numpy() >= sig.min_value)
-        )
+        if values is None:
+            out[sig.feature] = np.zeros(len(frame), dtype=bool)
+            continue
+        now = values.fillna(-np.inf).to_numpy()
+        hit = now >= sig.min_value
+        if prev_values is not None and keys is not None and sig.feature in prev_values.columns:
+            before = pd.to_numeric(keys.map(prev_values[sig.feature]), errors="coerce")
+            before = before.to_numpy(dtype="float64")
+            hit &= np.isnan(before) | (now > before)
+        out[sig.feature] = hit
     return pd.DataFrame(out, index=frame.index)
 
 
-def risk_severity(frame: pd.DataFrame, churn_probability, playbooks: Playbooks) -> np.ndarray:
+def risk_severity(frame: pd.DataFrame, churn_probability, playbooks: Playbooks,
+                  previous: pd.DataFrame | None = None) -> np.ndarray:
     """``critical`` / ``high`` / ``medium`` / ``low`` per account (rules in playbooks.yaml)."""
     risk = playbooks.risk
     p = np.asarray(churn_probability, dtype="float64")
     health = _column(frame, "health_score")
     h = np.full(len(frame), 100.0) if health is None else health.fillna(100.0).to_numpy()
-    crit = _active(frame, playbooks.critical_signals).any(axis=1).to_numpy()
+    crit = _active(frame, playbooks.critical_signals, previous).any(axis=1).to_numpy()
     high = _active(frame, playbooks.high_signals).any(axis=1).to_numpy()
     return np.select(
         [crit | (h < risk["critical_health"]),
@@ -265,6 +281,7 @@ def next_best_actions(
     gates: pd.DataFrame,
     playbooks: Playbooks,
     feature_dimensions: Mapping[str, str] | None = None,
+    previous: pd.DataFrame | None = None,
 ) -> list[dict]:
     """The recommended action per account (order of ``frame``).
 
@@ -273,11 +290,13 @@ def next_best_actions(
     account's critical signals and its main churn reason (the strongest reason that raises the
     probability and maps to a playbook), ``reason_feature``/``reason`` that reason (empty for
     expansion / keep-warm actions unless a signal drove it), and ``expansion_blocked_by`` the
-    gating rules that block an expansion pitch.
+    gating rules that block an expansion pitch. ``previous``: last week's rows with the
+    critical signals' features (``account_id`` + feature columns), so that a critical signal
+    counts in the week it appears, not for the whole feature window.
     """
     feature_dimensions = dict(feature_dimensions or {})
-    severity = risk_severity(frame, churn_probability, playbooks)
-    critical = _active(frame, playbooks.critical_signals)
+    severity = risk_severity(frame, churn_probability, playbooks, previous)
+    critical = _active(frame, playbooks.critical_signals, previous)
     crit_names = list(critical.columns)
     crit_values = critical.to_numpy()
     crit_playbook = {s.feature: s.playbook for s in playbooks.critical_signals}

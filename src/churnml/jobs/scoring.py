@@ -188,7 +188,7 @@ def score_frame(
     gates = expansion_gates(current, playbooks)
     readiness = expansion_readiness(expansion_p, gates.any(axis=1).to_numpy(), playbooks)
     actions = next_best_actions(current, churn_p, churn_reasons, readiness, gates, playbooks,
-                                feature_dimensions)
+                                feature_dimensions, previous=previous)
 
     mrr = (pd.to_numeric(features["mrr"], errors="coerce").fillna(0.0).to_numpy(dtype="float64")
            if "mrr" in features.columns else np.zeros(n))

@@ -47,8 +47,11 @@ REPORT_NAME = "report.html"
 DEFAULT_CHUNK_SIZE = 25_000
 DEFAULT_HISTORY_WEEKS = 13
 # Features that next week's alerts compare with this week's (see churnml.health.alerts).
+# Features that next week's alerts (churnml.health.alerts) and critical signals
+# (playbooks.yaml: a signal is critical in the week it rises) compare with this week's.
 ALERT_INPUT_FEATURES = ("champion_left_180d", "nps_latest", "nps_detractor", "days_since_last_nps",
-                        "days_since_last_contact")
+                        "days_since_last_contact", "data_export_requests_90d",
+                        "cancellation_inquiries_90d", "failed_payments_90d")
 _PARTITION = re.compile(r"^as_of=(\d{4}-\d{2}-\d{2})$")
 
 

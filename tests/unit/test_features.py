@@ -337,3 +337,13 @@ def test_distinct_counts_with_more_values_than_one_machine_word():
     assert got.loc[(pd.Timestamp("2025-03-20"), "a"), "active_users_30d"] == 70.0
     one_day = build_features(book, ["2025-03-02"]).set_index("account_id")
     assert one_day.loc["a", "active_users_30d"] == 24.0  # the first 24 hours: user000..user023
+
+
+def test_docs_feature_table_is_generated_from_the_catalog():
+    from pathlib import Path
+
+    from churnml.features.catalog import feature_table_markdown
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "features.md").read_text()
+    assert feature_table_markdown(CATALOG) in doc, (
+        "docs/features.md is out of date: regenerate its feature table from the catalog")

@@ -85,7 +85,10 @@ def service_module(champion_home):
 def client(service_module):
     from starlette.testclient import TestClient
 
-    with TestClient(service_module.ChurnService.to_asgi()) as c:
+    sys.path.insert(0, str(ROOT / "tests" / "unit"))
+    from test_serving_fakes import asgi_app
+
+    with TestClient(asgi_app(service_module.ChurnService)) as c:
         yield c
 
 
@@ -275,3 +278,49 @@ def test_churnml_serve_without_champion_exits_2(tmp_path):
     assert "no champion model for churnml-churn: run `churnml train` first" in output
     assert "Traceback" not in output
     assert time.monotonic() - started < 60
+
+
+def test_built_bento_serves_without_the_mlflow_store(champion_home, batch_scores, tmp_path):
+    """`make bento` (serving/build_bento.py) then `bentoml serve <tag>` with no MLflow store."""
+    as_of, features, scores = batch_scores
+    bento_home = tmp_path / "bentoml_home"
+    env = {**os.environ, **NO_TELEMETRY, "CHURNML_HOME": str(champion_home),
+           "BENTOML_HOME": str(bento_home)}
+    env.pop("CHURNML_API_KEY", None)
+    built = subprocess.run([sys.executable, str(ROOT / "serving" / "build_bento.py")], env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-2000:]
+    tag = built.stdout.strip().splitlines()[-1]
+    assert tag.startswith("churnml:")
+
+    nowhere = tmp_path / "no_mlflow_here"
+    port = _free_port()
+    serve_env = {**env, "CHURNML_HOME": str(nowhere), "OMP_NUM_THREADS": "1"}
+    server = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", tag, "--host",
+                               "127.0.0.1", "--port", str(port)], env=serve_env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              start_new_session=True, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if _http("GET", f"{url}/readyz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        status, body = _http("POST", f"{url}/predict",
+                             {"accounts": _feature_records(features.head(2))})
+        assert status == 200, body
+        _assert_same_scores(body, scores, "Bento")
+        status, meta = _http("GET", f"{url}/metadata")
+        assert status == 200 and meta["models"]["churn"]["version"] == "1"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the process group this test started
+        try:
+            server.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.communicate()
+    assert not nowhere.exists()  # the MLflow store was never touched

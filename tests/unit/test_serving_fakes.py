@@ -111,3 +111,13 @@ def test_fake_account_records_are_distinct_and_dated():
     assert dt.date.fromisoformat(a["as_of"]) == dt.date(2026, 11, 16)
     with pytest.raises(KeyError):
         account(1)["unknown_field"]
+
+
+def asgi_app(service):
+    """The service's ASGI app for in-process tests, without Prometheus metrics: BentoML
+    registers its metrics once per process, so a second app (another test file, the
+    integration tests) would collide. The real-server tests keep metrics on."""
+    from _bentoml_impl.server.app import ServiceAppFactory
+
+    service.inject_config()
+    return ServiceAppFactory(service, is_main=True, enable_metrics=False)()

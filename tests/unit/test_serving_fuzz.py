@@ -13,7 +13,7 @@ import pytest
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-from test_serving_fakes import fake_models  # noqa: E402
+from test_serving_fakes import asgi_app, fake_models  # noqa: E402
 
 warnings.filterwarnings("ignore", message=".*httpx.*")
 SERVICE_PATH = Path(__file__).resolve().parents[2] / "serving" / "service.py"
@@ -34,7 +34,7 @@ def service_app():
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
-    app = module.ChurnService.to_asgi()
+    app = asgi_app(module.ChurnService)
     yield app
     monkeypatch.undo()
 

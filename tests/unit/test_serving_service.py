@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from test_serving_fakes import account, fake_models
+from test_serving_fakes import account, asgi_app, fake_models
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_PATH = ROOT / "serving" / "service.py"
@@ -47,7 +47,7 @@ def service_module():
 def _client(service_module):
     from starlette.testclient import TestClient
 
-    return TestClient(service_module.ChurnService.to_asgi())
+    return TestClient(asgi_app(service_module.ChurnService))
 
 
 @pytest.fixture(scope="module")

@@ -60,7 +60,7 @@ def test_missing_data_does_not_gate(pb):
 
 
 def test_readiness_bands(pb):
-    p = np.array([0.0, 0.03, 0.05, 0.10, 0.12, 0.25, 0.5, 1.0])
+    p = np.array([0.0, 0.05, 0.08, 0.12, 0.15, 0.25, 0.5, 1.0])
     np.testing.assert_allclose(readiness_points(p, pb)[[0, 2, 4, 5, 7]], [0, 40, 60, 80, 100])
     assert expansion_readiness(p, np.zeros(len(p), bool), pb).tolist() == [
         "not_ready", "not_ready", "needs_nurture", "needs_nurture", "ready_soon", "ready_now",

@@ -40,7 +40,7 @@ font-size:12px}table{border-collapse:collapse;width:100%;margin:6px 0 10px}th,td
 1px solid #eaeef2;padding:5px 8px;text-align:left;vertical-align:top}th{background:#f6f8fa;
 font-weight:600;font-size:12px;color:#424a53}td.n{text-align:right;white-space:nowrap}
 .tag{display:inline-block;border-radius:10px;padding:0 7px;margin:1px 2px 1px 0;font-size:11px;
-background:#eaeef2}.tier{color:#fff;border-radius:4px;padding:1px 6px;font-size:12px}
+background:#eaeef2}.tier{color:#fff;border-radius:4px;padding:1px 6px;font-size:12px;white-space:nowrap}
 .sev-critical{color:#cf222e;font-weight:600}.sev-high{color:#e36209;font-weight:600}
 .plots{display:flex;flex-wrap:wrap;gap:10px}.plots img{max-width:570px;width:100%;
 border:1px solid #eaeef2;border-radius:6px}.reasons{margin:0;padding-left:16px;color:#424a53}
@@ -53,7 +53,9 @@ def _esc(value: Any) -> str:
 
 
 def _money(x: float) -> str:
-    return "-" if x is None or not np.isfinite(x) else f"${x:,.0f}"
+    if x is None or not np.isfinite(x):
+        return "-"
+    return f"-${-x:,.0f}" if x < 0 else f"${x:,.0f}"
 
 
 def _pct(x: float, digits: int = 1) -> str:
@@ -177,12 +179,16 @@ def _alerts_html(alerts) -> str:
                    for a in (alerts if alerts is not None else []))
 
 
-def _action_html(action) -> str:
+def _action_html(action, with_reason: bool = False) -> str:
     if action is None:
         return ""
     sev = action.get("severity", "")
+    why = ""
+    if with_reason and action.get("reason"):
+        why = f'<br><span class="note">because {_esc(action.get("reason"))}</span>'
     return (f'{_esc(action.get("action"))}<br><span class="note">{_esc(action.get("owner"))}, '
-            f'<span class="sev-{_esc(sev)}">{_esc(action.get("respond_within"))}</span></span>')
+            f'<span class="sev-{_esc(sev)}">{_esc(action.get("respond_within"))}</span></span>'
+            f'{why}')
 
 
 def tier_table(current: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:
@@ -272,7 +278,11 @@ def build_report(scores_path: str | Path, mrr_changes: pd.DataFrame, *,
         return idx[order][:top_n]
 
     alert_idx = order_by(current["n_alerts"].to_numpy() > 0, "mrr_at_risk")
-    risk_idx = order_by(np.ones(len(current), bool), "mrr_at_risk")
+    # top risks: accounts whose next best action is a risk playbook (severity above low)
+    severity = np.asarray(table.column("next_best_action").combine_chunks().field("severity")
+                          .to_numpy(zero_copy_only=False), dtype=object) if len(current) \
+        else np.array([], dtype=object)
+    risk_idx = order_by(severity != "low", "mrr_at_risk")
     ready = current["expansion_readiness"].isin(["ready_now", "ready_soon"]).to_numpy()
     exp_idx = order_by(ready, "expected_expansion_mrr")
     alerts_df, risks_df, exp_df = detail(alert_idx), detail(risk_idx), detail(exp_idx)
@@ -349,7 +359,7 @@ def build_report(scores_path: str | Path, mrr_changes: pd.DataFrame, *,
             if kind == "alerts":
                 h.append(f"<tr><td>{_esc(r['account_id'])}</td><td class='n'>{_money(r['mrr_at_risk'])}</td>"
                          f"<td class='n'>{r['health_score']:.0f}{delta_s}</td><td>{_tier(r['health_tier'])}</td>"
-                         f"<td>{_alerts_html(r['alerts'])}</td><td>{_action_html(r['next_best_action'])}</td></tr>")
+                         f"<td>{_alerts_html(r['alerts'])}</td><td>{_action_html(r['next_best_action'], True)}</td></tr>")
             elif kind == "risks":
                 h.append(f"<tr><td>{_esc(r['account_id'])}</td><td class='n'>{_money(r['mrr'])}</td>"
                          f"<td class='n'>{_pct(r['churn_probability'], 0)}</td>"
@@ -374,8 +384,9 @@ def build_report(scores_path: str | Path, mrr_changes: pd.DataFrame, *,
         h.append("</table>")
     else:
         h.append("<p>No alerts this week.</p>")
-    h.append(f"<h2>Top risks</h2><p class='note'>Largest MRR at risk (churn probability x MRR "
-             f"over the model's horizon), with the reasons behind the risk.</p>"
+    h.append(f"<h2>Top risks</h2><p class='note'>Accounts with a risk playbook this week (severity "
+             f"medium or above), largest MRR at risk (churn probability x MRR over the model's "
+             f"horizon) first, with the reasons behind the risk.</p>"
              "<table><tr><th>account</th><th>MRR</th><th>churn probability</th>"
              "<th>MRR at risk</th><th>health (change)</th><th>why</th><th>next best action</th></tr>")
     account_rows(risks_df, "risks")

@@ -8,6 +8,7 @@ output row depends only on its own features (and its own earlier scores, for ale
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Callable, Mapping, Sequence
 
@@ -126,8 +127,11 @@ def score_frame(
     playbooks: Playbooks | None = None,
     feature_dimensions: Mapping[str, str] | None = None,
     alerts_fn: Callable | None = None,
+    timer: Callable[[str], Any] | None = None,
     # alerts_fn(current, previous, history, health) -> one list of names per row; default
     # churnml.health.alerts.compute_alerts with the health score's configuration.
+    # timer(stage) -> context manager around each stage (health, models_and_reasons, alerts,
+    # actions, assemble): the benchmark's per-stage clock; nothing by default.
 ) -> pd.DataFrame:
     """Score accounts: probabilities, health, reasons, alerts, next best action, revenue.
 
@@ -161,7 +165,9 @@ def score_frame(
     features = features.reset_index(drop=True)
     n = len(features)
 
-    health_frame = health.score(features).reset_index(drop=True)
+    timer = timer or (lambda stage: contextlib.nullcontext())
+    with timer("health"):
+        health_frame = health.score(features).reset_index(drop=True)
     if len(health_frame) != n or not (
         health_frame["account_id"].astype(str).to_numpy() == features["account_id"].astype(str).to_numpy()
     ).all():
@@ -170,8 +176,9 @@ def score_frame(
         c[len("health_"):] for c in health_frame.columns
         if c.startswith("health_") and c not in _HEALTH_META])
 
-    churn_p, churn_reasons = _predict_with_reasons(churn_model, features)
-    expansion_p, expansion_reasons = _predict_with_reasons(expansion_model, features)
+    with timer("models_and_reasons"):
+        churn_p, churn_reasons = _predict_with_reasons(churn_model, features)
+        expansion_p, expansion_reasons = _predict_with_reasons(expansion_model, features)
 
     # Alerts and gating read health and features together (detractor, silence, champion...).
     current = pd.concat(
@@ -180,15 +187,17 @@ def score_frame(
          health_frame.drop(columns=["account_id", "as_of"])],
         axis=1,
     )
-    alerts = alerts_fn(current, previous, history, health)
+    with timer("alerts"):
+        alerts = alerts_fn(current, previous, history, health)
     alerts = [list(dict.fromkeys(str(a) for a in (x if x is not None else []))) for x in list(alerts)]
     if len(alerts) != n:
         raise ValueError("compute_alerts must return one list per input row")
 
-    gates = expansion_gates(current, playbooks)
-    readiness = expansion_readiness(expansion_p, gates.any(axis=1).to_numpy(), playbooks)
-    actions = next_best_actions(current, churn_p, churn_reasons, readiness, gates, playbooks,
-                                feature_dimensions, previous=previous)
+    with timer("actions"):
+        gates = expansion_gates(current, playbooks)
+        readiness = expansion_readiness(expansion_p, gates.any(axis=1).to_numpy(), playbooks)
+        actions = next_best_actions(current, churn_p, churn_reasons, readiness, gates, playbooks,
+                                    feature_dimensions, previous=previous)
 
     mrr = (pd.to_numeric(features["mrr"], errors="coerce").fillna(0.0).to_numpy(dtype="float64")
            if "mrr" in features.columns else np.zeros(n))

@@ -261,6 +261,7 @@ def score_book(
     on_chunk: Callable[[int, int], None] | None = None,
     feature_dimensions=None,
     lock: bool = True,
+    timer: Callable[[str], object] | None = None,
 ) -> WeeklyResult:
     """Score every active account of ``book`` at ``as_of`` into ``OUT/as_of=DATE/``.
 
@@ -303,13 +304,15 @@ def score_book(
             done = 0
             for part in account_chunks(book, chunk_size):
                 t0 = time.perf_counter()
-                features = build_features(part, [as_of])
+                with (timer("features") if timer else contextlib.nullcontext()):
+                    features = build_features(part, [as_of])
                 features = features.sort_values("account_id", kind="stable").reset_index(drop=True)
                 t1 = time.perf_counter()
                 ids = features["account_id"].astype(str).to_numpy()
                 scored = score_frame(features, churn_model, expansion_model, health,
                                      previous=_slice(previous, ids), history=_slice(history, ids),
-                                     playbooks=playbooks, feature_dimensions=feature_dimensions)
+                                     playbooks=playbooks, feature_dimensions=feature_dimensions,
+                                     timer=timer)
                 # every alert input column, NaN when the book lacks its table (same file
                 # whatever the engine)
                 alert_inputs.append(features.reindex(

@@ -57,9 +57,11 @@ with bentoml.importing():
 disable_telemetry()
 logger = logging.getLogger("churnml.serving")
 
-# Batching: a request waits at most this long for others to share a model call. Low values
-# answered 503 "overloaded" under load (STACK.md); the batcher dispatches at once when idle.
-MAX_LATENCY_MS = int(os.environ.get("CHURNML_SERVE_MAX_LATENCY_MS", "1000"))
+# Batching: a request may wait this long (queue + model call) before BentoML sheds it with a
+# 503. 20 ms answered 503 under load (STACK.md); 1000 still shed 4 of 898 requests at 16 clients
+# on a saturated 2-core machine, 5000 shed none (benchmarks/README.md). Idle, the batcher
+# dispatches at once, so this costs nothing when the service keeps up.
+MAX_LATENCY_MS = int(os.environ.get("CHURNML_SERVE_MAX_LATENCY_MS", "5000"))
 WORKERS = int(os.environ.get("CHURNML_SERVE_WORKERS", "1"))
 
 

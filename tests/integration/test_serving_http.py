@@ -277,7 +277,7 @@ def test_churnml_serve_without_champion_exits_2(tmp_path):
     output = result.stdout + result.stderr
     assert "no champion model for churnml-churn: run `churnml train` first" in output
     assert "Traceback" not in output
-    assert time.monotonic() - started < 60
+    assert time.monotonic() - started < 90  # a fresh SQLite store migrates first
 
 
 def test_built_bento_serves_without_the_mlflow_store(champion_home, batch_scores, tmp_path):

@@ -39,10 +39,14 @@ def serve(
     probes. Stops with exit code 2 and a message when no champion model is registered.
     """
     disable_telemetry()
-    from churnml.api.predictor import load_predictor
+    from churnml.errors import ModelNotFoundError
+    from churnml.models import registry
 
-    # Fail fast, before spawning a server: ModelNotFoundError -> message + exit code 2.
-    load_predictor()
+    # Fail fast, before spawning a server (the service checks again when it loads them).
+    for target in ("churn", "expansion"):
+        if registry.champion_version(target) is None:
+            raise ModelNotFoundError(f"no champion model for {registry.registered_name(target)}: "
+                                     "run `churnml train` first")
     env = dict(os.environ)
     env["CHURNML_SERVE_WORKERS"] = str(workers)
     env.setdefault("OMP_NUM_THREADS", "1")  # see serving/service.py

@@ -111,7 +111,9 @@ class ChurnService:
         tables: HistoryTables,
     ) -> list[AccountPrediction]:
         """Score accounts from their raw recent history (rows of the data contract's tables)."""
-        return self.predictor.predict_history(tables.model_dump(exclude_none=True), as_of)
+        rows = {name: getattr(tables, name) for name in type(tables).model_fields
+                if getattr(tables, name) is not None}
+        return self.predictor.predict_history(rows, as_of)
 
     @metadata_app.get("/metadata")
     def metadata(self) -> dict[str, Any]:

@@ -271,3 +271,25 @@ def test_service_without_champion_exits_2_with_the_message(monkeypatch, capsys):
     assert exit_info.value.code == 2
     assert "no champion model for churnml-churn: run `churnml train` first" in \
         capsys.readouterr().err
+
+
+def test_signed_features_accept_negatives_and_bounded_ones_do_not(client):
+    ok = account(3, usage_trend_8w=-0.4, days_to_renewal=-12.0, mrr_change_90d=-0.5,
+                 nps_change=-4.0)
+    assert client.post("/predict", json={"accounts": [ok]}).status_code == 200
+    for field, value in (("mrr_change_90d", -1.5), ("nps_change", -11.0), ("rfm_recency", 6.0),
+                         ("meeting_attendance_rate_90d", 1.5), ("days_since_last_login", -1.0)):
+        errors = _errors(client.post("/predict", json={"accounts": [account(3, **{field: value})]}))
+        assert errors[0]["loc"][-1] == field, (field, errors)
+
+
+def test_frame_from_records_has_the_build_features_dtypes(service_module):
+    predictor = service_module.PREDICTOR
+    records = [predictor.record_model.model_validate(account(i)) for i in range(2)]
+    frame = predictor.frame_from_records(records)
+    assert list(frame.columns[:2]) == ["account_id", "as_of"]
+    assert str(frame["as_of"].dtype) == "datetime64[ns]"
+    assert frame["logins_30d"].dtype == "float64" and frame["nps_change"].isna().all()
+    assert frame["plan"].tolist() == ["starter", "enterprise"]
+    assert str(frame["plan"].dtype) == "str"
+    assert set(frame.columns) == {"account_id", "as_of"} | {f.name for f in predictor.fields}

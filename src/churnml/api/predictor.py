@@ -29,7 +29,7 @@ from churnml.api.schema import (
     static_field,
     validation_error,
 )
-from churnml.errors import ChurnMLError, UsageError
+from churnml.errors import ChurnMLError
 
 TARGETS = ("churn", "expansion")
 MAX_REJECT_EXAMPLES = 5
@@ -190,7 +190,8 @@ class Predictor:
                   for name, rows in tables.items() if rows is not None}
         try:
             book, report = validate_frames(frames, source="request")
-        except ChurnMLError as exc:
+        except (ChurnMLError, ValueError, TypeError) as exc:
+            # the rows cannot be read as the data contract's tables: the caller's to fix
             raise validation_error("tables", [(("tables",), str(exc))]) from None
         rejects = report.rejects
         if rejects is not None and len(rejects):
@@ -230,8 +231,6 @@ class Predictor:
                         as_of) -> list[dict[str, Any]]:
         """Score accounts from their raw history at ``as_of`` (one output row per account)."""
         features = self.features_from_history(tables, as_of)
-        if len(features) > MAX_ACCOUNTS:
-            raise UsageError(f"at most {MAX_ACCOUNTS} accounts per call, got {len(features)}")
         return rows_to_json(self.score(features))
 
     # -- /metadata ---------------------------------------------------------------------------

@@ -9,7 +9,7 @@ a. **usage-window counts**: 7 windowed counts over ``usage_events`` (logins in 7
    days, core-feature events in 30 days, events in the 90 days before the last 30) for every
    active account and as_of, computed with churnml's engine (from the loaded pandas table:
    account codes, event codes, cumulative sums, searchsorted) and with DuckDB (one query per
-   as_of date over the same table handed over as Arrow; the hand-over is timed apart). The
+   as_of date over the same table loaded into a DuckDB table; the hand-over is timed apart). The
    counts must agree exactly (asserted). Goal: churnml within 1.2x of DuckDB.
 b. **whole feature set**: ``build_features`` (every catalog feature) for the same dates; wall
    time, peak memory (process RSS sampled every 20 ms, and its growth over the step) and
@@ -188,9 +188,13 @@ def main(argv=None) -> int:
     con = duckdb.connect()
     con.execute(f"SET threads TO {os.cpu_count() or 1}")
     with Measure() as m_arrow:
+        # DuckDB's own table format: its per-date queries ran ~15% faster than over the
+        # registered Arrow table in a trial, so DuckDB gets its best case (load timed apart)
         usage_arrow = pa.Table.from_pandas(book["usage_events"][["account_id", "ts", "event"]],
                                            preserve_index=False)
-        con.register("usage", usage_arrow)
+        con.register("usage_arrow", usage_arrow)
+        con.execute("CREATE TABLE usage AS SELECT * FROM usage_arrow")
+        con.unregister("usage_arrow")
 
     best = {"engine": None, "duckdb": None}
     for r in range(args.repeat):
@@ -239,7 +243,7 @@ def main(argv=None) -> int:
     print(f"| 7 usage-window counts, churnml engine | {figures['counts_engine_s']:.2f} s "
           f"(+{figures['counts_engine_peak_gb']:.2f} GB) |")
     print(f"| same counts, DuckDB (one query per date) | {figures['counts_duckdb_s']:.2f} s "
-          f"(+ {figures['duckdb_arrow_handover_s']:.2f} s Arrow hand-over) |")
+          f"(+ {figures['duckdb_arrow_handover_s']:.2f} s to load it into DuckDB) |")
     print(f"| engine / DuckDB | {figures['counts_ratio']:.2f}x (goal <= 1.2x) |")
     if "full_s" in figures:
         print(f"| whole feature set ({figures['full_columns'] - 2} features) | "

@@ -139,7 +139,8 @@ def _sum(ctx, spec, obs, column):
     cum = table.cumulative(f"sum:{column}:" + engine._filter_key(flt), weights)
     count_cum = table.cumulative(
         f"countnotnull:{column}:" + engine._filter_key(flt),
-        lambda: table.filter_weights(flt) * table.notnull(column),
+        lambda: table.filter_weights(flt) & table.notnull(column),
+        integer=True,
     )
     offset = spec.params.get("offset_days", 0)
     return (table.window_sum(obs, cum, spec.window_days, offset),
@@ -166,12 +167,12 @@ def _active_days(ctx, spec, obs, days, offset) -> np.ndarray:
         m = table.mask(flt)
         idx = np.arange(len(table)) if m is None else np.flatnonzero(m)
         keys = table.key[idx]
-        w = np.zeros(len(table))
+        w = np.zeros(len(table), dtype=bool)
         if len(idx):
-            w[idx[np.r_[True, keys[1:] != keys[:-1]]]] = 1.0
+            w[idx[np.r_[True, keys[1:] != keys[:-1]]]] = True
         return w
 
-    cum = table.cumulative("active_days:" + engine._filter_key(flt), weights)
+    cum = table.cumulative("active_days:" + engine._filter_key(flt), weights, integer=True)
     return table.window_sum(obs, cum, days, offset)
 
 
@@ -220,7 +221,7 @@ def build_distinct(ctx, spec, obs, values):
     column = spec.params["column"]
     rows = table.rows(spec.params.get("filter"), notnull=column)
     codes_all, uniques = table.codes(column)
-    codes = codes_all[rows.index]
+    codes = rows.take(codes_all)
     out = np.zeros(len(obs), dtype=np.float64)
     if len(rows) == 0:
         return out
@@ -228,12 +229,9 @@ def build_distinct(ctx, spec, obs, values):
     starts = engine.first_per_group(rows.acc)
     low = np.minimum.reduceat(codes, starts)
     high = np.maximum.reduceat(codes, starts)
-    run = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(rows)]))
-    narrow_run = (high - low) < 64
-    narrow_row = narrow_run[run]
-    bits = np.zeros(len(rows), dtype=np.uint64)
-    bits[narrow_row] = np.left_shift(
-        np.uint64(1), (codes[narrow_row] - low[run[narrow_row]]).astype(np.uint64))
+    run_lengths = np.diff(np.r_[starts, len(rows)])
+    narrow_row = np.repeat((high - low) < 64, run_lengths)
+    low_row = np.repeat(low, run_lengths)  # int32 like the codes
     width = np.int64(len(uniques) + 1)
     for day, members in _by_date(obs):
         sub = engine.Observations(obs.acc[members], obs.day[members])
@@ -246,12 +244,15 @@ def build_distinct(ctx, spec, obs, values):
             continue
         owner, idx = rows.gather(sub, start, end, lo, hi)
         wide = ~narrow_row[idx]
+        # one bit per value, relative to the account's smallest code (wide rows: no bit)
+        shift = np.where(wide, 0, codes[idx] - low_row[idx]).astype(np.uint64)
+        bits = np.where(wide, np.uint64(0), np.left_shift(np.uint64(1), shift))
         seg = np.r_[0, np.cumsum(lengths)[:-1]][has]
-        ored = np.bitwise_or.reduceat(bits[idx], seg)
+        ored = np.bitwise_or.reduceat(bits, seg)
         counts = np.zeros(len(members), dtype=np.float64)
         counts[has] = np.bitwise_count(ored)
         if wide.any():  # accounts with too many distinct values for one 64-bit word
-            pairs = np.unique(owner[wide] * width + codes[idx[wide]])
+            pairs = np.unique(owner[wide] * width + codes[idx[wide]].astype(np.int64))
             extra = np.bincount(pairs // width, minlength=len(members))
             counts = np.where(np.bincount(owner[wide], minlength=len(members)) > 0, extra, counts)
         out[members] = counts
@@ -273,7 +274,8 @@ def build_days_since(ctx, spec, obs, values):
     table = ctx.table(spec.table)
     rows = table.rows(spec.params.get("filter"))
     idx = rows.last_before(obs, obs.day)
-    return np.where(idx >= 0, (obs.day - rows.day[np.maximum(idx, 0)]).astype(np.float64), np.nan)
+    last_day = engine.key_day(rows.key[np.maximum(idx, 0)]) if len(rows) else obs.day
+    return np.where(idx >= 0, (obs.day - last_day).astype(np.float64), np.nan)
 
 
 def build_trend(ctx, spec, obs, values):
@@ -294,7 +296,7 @@ def _latest(ctx, spec, obs, column, lag=0, end=None, use_filter=True):
     rows = table.rows(spec.params.get("filter") if use_filter else None, notnull=column)
     idx = rows.last_before(obs, obs.day if end is None else end, lag)
     col = table.column(column)
-    vals = col[rows.index[np.maximum(idx, 0)]] if len(rows) else np.full(len(obs), np.nan)
+    vals = col[rows.table_index(np.maximum(idx, 0))] if len(rows) else np.full(len(obs), np.nan)
     return np.where(idx >= 0, vals, np.nan)
 
 
@@ -329,7 +331,7 @@ def build_median(ctx, spec, obs, values):
     table = ctx.table(spec.table)
     column = spec.params["column"]
     rows = table.rows(spec.params.get("filter"), notnull=column)
-    col = table.column(column)[rows.index]
+    col = rows.take(table.column(column))
     out = np.full(len(obs), np.nan)
     for day, members in _by_date(obs):
         sub = engine.Observations(obs.acc[members], obs.day[members])
@@ -401,7 +403,7 @@ def build_missed_in_a_row(ctx, spec, obs, values):
     column = spec.params.get("column", "kind")
     hit, reset = list(spec.params["hit"]), list(spec.params["reset"])
     rows = table.rows({"column": column, "in": hit + reset})
-    is_reset = table.mask({"column": column, "in": reset})[rows.index]
+    is_reset = rows.take(table.mask({"column": column, "in": reset}))
     n = len(rows)
     if n == 0:
         return np.zeros(len(obs), dtype=np.float64)
@@ -477,7 +479,7 @@ def build_days_until(ctx, spec, obs, values):
     rows = table.rows(spec.params.get("filter"))
     idx = rows.last_before(obs, obs.day)
     target = day_numbers(table.column(spec.params["column"]))
-    vals = target[rows.index[np.maximum(idx, 0)]] if len(rows) else np.zeros(len(obs), np.int64)
+    vals = target[rows.table_index(np.maximum(idx, 0))] if len(rows) else np.zeros(len(obs), np.int64)
     ok = (idx >= 0) & (vals != NAT_DAY)
     return np.where(ok, (vals - obs.day).astype(np.float64), np.nan)
 
@@ -576,7 +578,13 @@ def build_features(book: Book, as_of_dates, catalog: Catalog | None = None) -> p
 
     values: dict[str, np.ndarray] = {}
     kinds: dict[str, str] = {}
-    for spec in catalog:
+    # a table's caches (cumulative sums, subsets, codes) go once its last feature is built,
+    # so peak memory is that of the biggest table, not the sum of all
+    last_use = {s.table: i for i, s in enumerate(catalog) if s.aggregation not in _DERIVED}
+    for i, spec in enumerate(catalog):
+        if i > 0 and catalog.specs[i - 1].table in ctx._tables and last_use.get(
+                catalog.specs[i - 1].table) == i - 1:
+            ctx._tables[catalog.specs[i - 1].table].release()
         if spec.aggregation == "static_other":
             listed = {s.params.get("column") for s in catalog if s.aggregation == "static"}
             listed |= set(catalog.names)

@@ -25,7 +25,8 @@ from churnml.features.windows import day_numbers
 
 # Day numbers are shifted by OFFSET into [0, SPAN) so that a key orders (account, day).
 OFFSET = 1 << 22  # ~11,000 years either side of 1970
-SPAN = 1 << 23
+SHIFT = 23
+SPAN = 1 << SHIFT
 
 
 def _arrow(values: pd.Series):
@@ -128,18 +129,44 @@ class Observations:
         return np.unique(self.day)
 
 
+def key_account(key: np.ndarray) -> np.ndarray:
+    return key >> SHIFT
+
+
+def key_day(key: np.ndarray) -> np.ndarray:
+    return (key & (SPAN - 1)) - OFFSET
+
+
 @dataclass
 class Rows:
-    """A sorted subset of a table's rows (one filter): keys, codes, days and weights."""
+    """A sorted subset of a table's rows (one filter): their keys and positions in the table.
+
+    Only the int64 keys are stored (account and day are recovered from them on demand), and a
+    subset that is every row shares the table's arrays (``index`` None), to keep tens of
+    millions of usage events affordable.
+    """
 
     key: np.ndarray
-    acc: np.ndarray
-    day: np.ndarray
-    index: np.ndarray  # positions in the prepared table's order
+    index: np.ndarray | None  # positions in the prepared table's order; None = every row
     _cum: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.key)
+
+    @property
+    def acc(self) -> np.ndarray:
+        return key_account(self.key)
+
+    @property
+    def day(self) -> np.ndarray:
+        return key_day(self.key)
+
+    def take(self, values: np.ndarray) -> np.ndarray:
+        """``values`` (one per table row) restricted to this subset."""
+        return values if self.index is None else values[self.index]
+
+    def table_index(self, idx: np.ndarray) -> np.ndarray:
+        return idx if self.index is None else self.index[idx]
 
     def cumsum(self, name: str, weights: np.ndarray | None) -> np.ndarray:
         """Cumulative sum with a leading 0 (cached by ``name``)."""
@@ -171,7 +198,7 @@ class Rows:
         """Index of the (lag+1)-th latest row of the account with day < ``end``; -1 if none."""
         idx = self.position(obs, end) - 1 - lag
         ok = idx >= 0
-        ok[ok] = self.acc[idx[ok]] == obs.acc[ok]
+        ok[ok] = key_account(self.key[idx[ok]]) == obs.acc[ok]
         return np.where(ok, idx, -1)
 
     def gather(self, obs: Observations, start, end, lo=None, hi=None):
@@ -200,35 +227,51 @@ class PreparedTable:
         acc = account_codes(frame["account_id"], sorted_ids)
         ts = np.asarray(frame[time_column], dtype="datetime64[ns]")
         keep = (acc >= 0) & ~np.isnat(ts)
-        day = day_numbers(ts)
         ts_int = ts.view(np.int64)
-        # order by (account, exact time), stable so ties keep the input order
-        key = make_key(acc, day)
-        fine = acc.astype(np.int64)
-        if keep.all() and _is_sorted(fine) and _is_sorted_within(fine, ts_int):
-            order, identity = np.arange(len(frame)), True
+        # order by (account, exact time), stable so ties keep the input order; loaded tables
+        # are already in that order, and then no copy is made
+        if keep.all() and _is_sorted(acc) and _is_sorted_within(acc, ts_int):
+            order = None
         else:
-            identity = False
             kept = np.flatnonzero(keep)
-            order = kept[np.lexsort((ts_int[kept], fine[kept]))]
+            order = kept[np.lexsort((ts_int[kept], acc[kept]))]
+            acc, ts = acc[order], ts[order]
+        del ts_int, keep
+        self.key = make_key(acc, day_numbers(ts))
+        del acc, ts
         self.name = name
         self.frame = frame
         self.order = order
-        self._identity = identity  # rows already in order: skip the gathers
-        self.acc = acc[order]
-        self.day = day[order]
-        self.ts = ts_int[order]
-        self.key = key[order]
+        self._identity = order is None
         self.time_column = time_column
         self._columns: dict[str, np.ndarray] = {}
+        self._derived: set[str] = set()
         self._codes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._subsets: dict[str, Rows] = {}
         self._cums: dict[str, np.ndarray] = {}
         self._pos_obs: Observations | None = None
         self._positions: dict = {}
 
+    @property
+    def acc(self) -> np.ndarray:
+        """Account code of each row (sorted order; computed from the keys)."""
+        return key_account(self.key)
+
+    @property
+    def day(self) -> np.ndarray:
+        """Day number of each row (sorted order; computed from the keys)."""
+        return key_day(self.key)
+
     def __len__(self) -> int:
-        return len(self.order)
+        return len(self.key)
+
+    def release(self) -> None:
+        """Drop the caches (cumulative sums, subsets, codes) once no feature needs them."""
+        self._columns = {k: v for k, v in self._columns.items() if k in self._derived}
+        self._codes.clear()
+        self._subsets.clear()
+        self._cums.clear()
+        self._positions.clear()
 
     # -- windowed sums over the whole table: one cumulative sum per filter, and one
     # -- searchsorted per distinct window edge, shared by every filter on this table
@@ -242,29 +285,35 @@ class PreparedTable:
             self._positions[back] = np.searchsorted(self.key, make_key(obs.acc, day), side="left")
         return self._positions[back]
 
-    def cumulative(self, name: str, weights) -> np.ndarray:
+    def cumulative(self, name: str, weights, integer: bool = False) -> np.ndarray:
         """Cumulative sum (leading 0) of per-row ``weights`` (a callable is evaluated only on
-        a cache miss); cached by ``name``."""
+        a cache miss); cached by ``name``. ``integer``: 0/1 weights, summed exactly in int32
+        (half the memory of float64 for tens of millions of rows)."""
         if name not in self._cums:
             w = weights() if callable(weights) else weights
-            cum = np.empty(len(self) + 1, dtype=np.float64)
-            cum[0] = 0.0
-            np.cumsum(w, out=cum[1:])
+            dtype = np.int32 if integer and len(self) < 2**31 - 1 else (
+                np.int64 if integer else np.float64)
+            cum = np.empty(len(self) + 1, dtype=dtype)
+            cum[0] = 0
+            np.cumsum(w, out=cum[1:], dtype=dtype)
             self._cums[name] = cum
         return self._cums[name]
 
     def window_sum(self, obs: Observations, cum: np.ndarray, days: int | None, offset: int = 0):
-        """Sum behind ``cum`` over rows with day in ``[as_of - offset - days, as_of - offset)``."""
+        """Sum behind ``cum`` over rows with day in ``[as_of - offset - days, as_of - offset)``
+        (float64)."""
         hi = self.position(obs, offset)
         lo = self.position(obs, None if days is None else offset + days)
-        return cum[hi] - cum[lo]
+        return (cum[hi] - cum[lo]).astype(np.float64)
 
     def filter_weights(self, flt: dict | None) -> np.ndarray:
+        """0/1 per row: matches ``flt`` (bool array; all True without a filter)."""
         m = self.mask(flt)
-        return np.ones(len(self)) if m is None else m.astype(np.float64)
+        return np.ones(len(self), dtype=bool) if m is None else m
 
     def count_cumsum(self, flt: dict | None) -> np.ndarray:
-        return self.cumulative("count:" + _filter_key(flt), lambda: self.filter_weights(flt))
+        return self.cumulative(
+            "count:" + _filter_key(flt), lambda: self.filter_weights(flt), integer=True)
 
     def has_column(self, column: str) -> bool:
         return column in self.frame.columns or column in self._columns
@@ -272,6 +321,7 @@ class PreparedTable:
     def add_column(self, column: str, values: np.ndarray) -> None:
         """Attach a derived column already in this table's sorted order."""
         self._columns[column] = values
+        self._derived.add(column)
 
     def column(self, column: str) -> np.ndarray:
         """Values of ``column`` in sorted order (numbers float64, timestamps int64 day numbers
@@ -295,7 +345,8 @@ class PreparedTable:
             else:
                 codes, uniques = factorize(self.frame[column])
                 codes = self._take(codes)
-            self._codes[column] = (np.asarray(codes, dtype=np.int64), np.asarray(uniques, dtype=object))
+            # int32 codes: half the memory, and plenty for any vocabulary
+            self._codes[column] = (np.asarray(codes, dtype=np.int32), np.asarray(uniques, dtype=object))
         return self._codes[column]
 
     def notnull(self, column: str) -> np.ndarray:
@@ -340,12 +391,11 @@ class PreparedTable:
             if notnull is not None:
                 nn = self.notnull(notnull)
                 m = nn if m is None else (m & nn)
-            if m is None:
-                idx = np.arange(len(self), dtype=np.int64)
-                sub = Rows(self.key, self.acc, self.day, idx)
+            if m is None or m.all():
+                sub = Rows(self.key, None)  # every row: share the table's keys
             else:
                 idx = np.flatnonzero(m)
-                sub = Rows(self.key[idx], self.acc[idx], self.day[idx], idx)
+                sub = Rows(self.key[idx], idx)
             self._subsets[cache_key] = sub
         return self._subsets[cache_key]
 

@@ -10,8 +10,9 @@ what the odd shape must change and what it must not break:
 - many static account attributes and no behavioural history: the attributes become features
   (categorical or numeric), an identifier-like column is left out, and the model ranks by them;
 - a book of 5 months with a 30-day horizon: the split shrinks and says so, gaps still hold;
-- horizons of 30, 60 and 90 days and a monthly (30-day) cadence: the labels follow the horizon,
-  the as_of dates the cadence, and no test as_of lies within a horizon of a training as_of;
+- horizons of 30, 60 and 90 days (and expansion at 30) and a monthly (30-day) cadence: the
+  labels follow the horizon, the as_of dates the cadence, and no test as_of lies within a
+  horizon of a training as_of;
 - integer account ids: read as strings, and they come back as the same strings.
 
 LightGBM runs on one thread here (the tests share two cores with other work; the configured
@@ -287,22 +288,22 @@ def test_five_month_book_with_30_day_horizon(tmp_path, capsys):
 
 
 # ---- 4. other horizons and cadences ---------------------------------------------------------
-@pytest.mark.parametrize("horizon", [30, 60, 90])
-def test_horizons_weekly(sim_dir, horizon):
-    _check_horizon_and_cadence(sim_dir, horizon=horizon, cadence=7)
+@pytest.mark.parametrize("target, horizon", [("churn", 30), ("churn", 60), ("churn", 90), ("expansion", 30)])
+def test_horizons_weekly(sim_dir, target, horizon):
+    _check_horizon_and_cadence(sim_dir, target, horizon=horizon, cadence=7)
 
 
 def test_monthly_cadence(sim_dir):
-    _check_horizon_and_cadence(sim_dir, horizon=90, cadence=30)
+    _check_horizon_and_cadence(sim_dir, "churn", horizon=90, cadence=30)
 
 
-def _check_horizon_and_cadence(sim_dir, horizon: int, cadence: int) -> None:
+def _check_horizon_and_cadence(sim_dir, target: str, horizon: int, cadence: int) -> None:
     from churnml.data.io import load_book
     from churnml.features.labels import observation_grid
     from churnml.models.train import train_target
 
     book, _ = load_book(sim_dir)
-    result = train_target(book, "churn", fast_config(cadence_days=cadence), horizon_days=horizon)
+    result = train_target(book, target, fast_config(target, cadence_days=cadence), horizon_days=horizon)
     assert_finite_metrics(result.metrics)
     assert result.model.horizon_days == horizon and result.split.horizon_days == horizon
 
@@ -313,19 +314,19 @@ def _check_horizon_and_cadence(sim_dir, horizon: int, cadence: int) -> None:
     assert dates[-1] == (book.data_end - pd.Timedelta(days=horizon)).normalize()
     assert_split_is_honest(result.split.describe(), result.split.train, result.split.test, horizon)
 
-    # the labels are churn within exactly this horizon
+    # the labels are the target's event within exactly this horizon
     grid = observation_grid(book, dates, horizon)
     merged = frame[["account_id", "as_of", "label"]].merge(grid, on=["account_id", "as_of"],
                                                             validate="one_to_one")
     assert len(merged) == len(frame)
-    assert (merged["label"] == merged["churn"]).all()
-    if horizon < 90:  # a shorter window sees a subset of the 90-day churn events, not all
+    assert (merged["label"] == merged[target]).all()
+    if horizon < 90:  # a shorter window sees a subset of the 90-day events, not all
         longer = observation_grid(book, dates, 90)
         both = merged.merge(longer, on=["account_id", "as_of"], suffixes=("", "_90"))
-        both = both[both["churn_90"].notna()]
+        both = both[both[f"{target}_90"].notna()]
         assert len(both) > 0
-        assert (both["churn"] <= both["churn_90"]).all()
-        assert both["churn"].sum() < both["churn_90"].sum()
+        assert (both[target] <= both[f"{target}_90"]).all()
+        assert both[target].sum() < both[f"{target}_90"].sum()
 
 
 # ---- 5. integer account ids -----------------------------------------------------------------

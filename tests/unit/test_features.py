@@ -347,3 +347,15 @@ def test_docs_feature_table_is_generated_from_the_catalog():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "features.md").read_text()
     assert feature_table_markdown(CATALOG) in doc, (
         "docs/features.md is out of date: regenerate its feature table from the catalog")
+
+
+def test_present_but_empty_tables_give_true_zeros_and_unknowns():
+    full = random_book(4, n_accounts=6)
+    tables = {k: (v.iloc[:0] if k not in ("accounts", "mrr_changes") else v)
+              for k, v in full.tables.items()}
+    got = build_features(Book(tables=tables), ["2025-09-01"])
+    assert len(got) > 0
+    assert (got["logins_30d"] == 0).all() and (got["overdue_invoices"] == 0).all()
+    assert got["days_since_last_login"].isna().all() and got["nps_latest"].isna().all()
+    assert (got["meetings_missed_in_a_row"] == 0).all() and (got["active_users_30d"] == 0).all()
+    assert got["median_reply_hours_90d"].isna().all()

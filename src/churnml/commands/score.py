@@ -20,6 +20,7 @@ def score(
     out: Annotated[Path, typer.Option("--out", help="Output folder (one as_of=DATE partition per week).")],
     engine: Annotated[str, typer.Option("--engine", help="local (default) or spark.")] = "local",
     chunk_size: Annotated[int, typer.Option("--chunk-size", help="Accounts per chunk (bounds memory).")] = 25_000,
+    shards: Annotated[int, typer.Option("--shards", help="Account shards for --engine spark.")] = 8,
 ) -> None:
     """Score the whole book for AS_OF: probabilities, health, reasons, alerts, next best actions."""
     from churnml.console import console, progress
@@ -35,8 +36,9 @@ def score(
         raise UsageError(f"--engine must be 'local' or 'spark'. Got {engine!r}.")
     if not data.is_dir():
         raise UsageError(f"--data must be a folder of table files. Got {str(data)!r}.")
-    if chunk_size < 1:
-        raise UsageError(f"--chunk-size must be a positive integer. Got {chunk_size}.")
+    if chunk_size < 1 or shards < 1:
+        raise UsageError(f"--chunk-size and --shards must be positive integers. Got "
+                         f"{chunk_size} and {shards}.")
 
     with progress(f"churnml score {when.date()}", total=None) as step:
         state = {"total": None}
@@ -48,7 +50,7 @@ def score(
             step._bar.update(step._task, completed=done)
 
         result = run_job(data, when, out, engine=engine, chunk_size=chunk_size,
-                         on_stage=step.note, on_chunk=on_chunk)
+                         on_stage=step.note, on_chunk=on_chunk, shards=shards)
     s = result.summary
     console.print(
         f"scored {result.weekly.rows:,} accounts at {when.date()} "

@@ -51,8 +51,10 @@ _SEP = "__"
 
 
 def spark_session(master: str | None = None):
-    """The active SparkSession, or a new one (``local[2]`` unless ``master`` or spark-submit
-    says otherwise) with UTC session time and Arrow transfers."""
+    """The active SparkSession, or a new one with UTC session time and Arrow transfers.
+
+    Master: ``master``, else ``CHURNML_SPARK_MASTER``, else the one spark-submit configured,
+    else ``local[2]``."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
@@ -61,8 +63,11 @@ def spark_session(master: str | None = None):
     if active is not None:
         return active
     builder = SparkSession.builder.appName("churnml-score")
-    if master or not os.environ.get("SPARK_MASTER"):
-        builder = builder.master(master or os.environ.get("CHURNML_SPARK_MASTER", "local[2]"))
+    master = master or os.environ.get("CHURNML_SPARK_MASTER")
+    if master is None and "PYSPARK_GATEWAY_PORT" not in os.environ:
+        master = "local[2]"  # not under spark-submit (which sets the master itself)
+    if master:
+        builder = builder.master(master)
     return (builder.config("spark.sql.session.timeZone", "UTC")
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
             .config("spark.ui.enabled", "false")

@@ -372,6 +372,16 @@ def write_report(result: WeeklyResult, book: Book, out_dir: Path) -> tuple[Path,
     return path, summary
 
 
+def _revenue_book(data_dir) -> Book:
+    """Just ``accounts`` and ``mrr_changes`` of a book, validated as ``load_book`` would."""
+    from churnml.data.io import find_table_files, read_table, validate_frames
+
+    files, _ = find_table_files(data_dir)
+    frames = {name: read_table(files[name]) for name in ("accounts", "mrr_changes") if name in files}
+    book, _ = validate_frames(frames, source=str(data_dir))
+    return book
+
+
 def run_job(
     data_dir: str | Path,
     as_of,
@@ -382,6 +392,7 @@ def run_job(
     on_stage: Callable[[str], None] | None = None,
     on_chunk: Callable[[int, int], None] | None = None,
     log_to_mlflow: bool = True,
+    shards: int = 8,
 ) -> JobResult:
     """``churnml score``: load the book, the champions and the adopted health weights, score
     every active account (``engine`` "local" or "spark"), write the report and log the run
@@ -402,7 +413,14 @@ def run_job(
     with OutputLock(out_dir):
         t0 = time.perf_counter()
         stage("loading the book")
-        book, _report = load_book(data_dir)
+        if engine == "spark":
+            # the executors read the event tables; the driver needs only the revenue history
+            # (portfolio metrics of the report)
+            book = _revenue_book(data_dir)
+        else:
+            book, _report = load_book(data_dir)
+            if _report.total_rejected:
+                stage(f"{_report.total_rejected:,} input rows set aside (run churnml validate)")
         times["load"] = time.perf_counter() - t0
         stage("loading the champion models and health weights")
         churn_model = registry.load_champion("churn")
@@ -414,7 +432,7 @@ def run_job(
             from churnml.jobs.spark import score_book_spark
 
             weekly = score_book_spark(data_dir, as_of, out_dir, churn_model, expansion_model,
-                                      health, lock=False)
+                                      health, lock=False, shards=shards)
         else:
             weekly = score_book(book, as_of, out_dir, churn_model, expansion_model, health,
                                 chunk_size=chunk_size, on_chunk=on_chunk, lock=False)

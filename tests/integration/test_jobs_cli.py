@@ -1,0 +1,125 @@
+"""``churnml score`` and ``churnml calibrate-health`` end to end: real champions (trained
+quickly into a temporary CHURNML_HOME), the command line in a subprocess, MLflow runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CHURNML = str(Path(sys.executable).with_name("churnml"))
+QUICK_TRAINING = dict(num_boost_round=40, bootstrap_resamples=10, backtest_folds=1,
+                      min_positives=2, cadence_days=14)
+
+
+@pytest.fixture(scope="module")
+def home(sim_tables, tmp_path_factory):
+    from churnml.data.io import validate_frames
+    from churnml.models.config import load_config
+    from churnml.models.registry import log_training
+    from churnml.models.train import train_target
+
+    home = tmp_path_factory.mktemp("jobs_home")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("CHURNML_HOME", str(home))
+    patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    book, _ = validate_frames(sim_tables.tables)
+    for target in ("churn", "expansion"):
+        config = load_config(target).with_overrides(**QUICK_TRAINING)
+        log_training(train_target(book, target, config), plots=False)
+    yield home
+    patch.undo()
+
+
+def churnml(*args, home: Path, cwd: Path):
+    env = {**os.environ, "CHURNML_HOME": str(home), "COLUMNS": "200"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([CHURNML, *args], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=600)
+
+
+def test_score_two_weeks_then_rerun(home, sim_dir, tmp_path):
+    from churnml.data.io import load_book
+    from churnml.features.labels import latest_scoring_date
+
+    as_of = latest_scoring_date(load_book(sim_dir)[0])
+    weeks = [as_of - pd.Timedelta(days=7), as_of]
+    out = tmp_path / "scores"
+    for week in weeks:
+        proc = churnml("score", "--data", str(sim_dir), "--as-of", f"{week:%Y-%m-%d}",
+                       "--out", str(out), home=home, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    part = out / f"as_of={as_of:%Y-%m-%d}"
+    assert f"report: {part / 'report.html'}" in proc.stderr.replace("\n", "")
+    scores = pd.read_parquet(part / "scores.parquet")
+    assert scores["churn_model_version"].eq("1").all()
+    assert scores["health_weights_version"].nunique() == 1
+    assert scores["churn_reasons"].map(len).gt(0).all()
+    first = (part / "scores.parquet").read_bytes()
+    proc = churnml("score", "--data", str(sim_dir), "--as-of", f"{as_of:%Y-%m-%d}", "--out",
+                   str(out), home=home, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (part / "scores.parquet").read_bytes() == first
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["churnml-weekly"])
+    assert len(runs) == 3
+    latest = runs.sort_values("start_time").iloc[-1]
+    assert latest["params.as_of"] == f"{as_of:%Y-%m-%d}"
+    assert latest["metrics.accounts_scored"] == len(scores)
+    assert latest["metrics.mrr_at_risk"] == pytest.approx(scores["mrr_at_risk"].sum())
+
+
+def test_score_refused_while_locked(home, sim_dir, tmp_path):
+    from churnml.jobs.weekly import OutputLock
+
+    out = tmp_path / "locked"
+    with OutputLock(out):
+        proc = churnml("score", "--data", str(sim_dir), "--as-of", "2026-01-05", "--out",
+                       str(out), home=home, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "another churnml score run" in proc.stderr
+    assert not any(out.glob("as_of=*"))
+
+
+def test_score_without_champion_exits_2(sim_dir, tmp_path):
+    proc = churnml("score", "--data", str(sim_dir), "--as-of", "2026-01-05", "--out",
+                   str(tmp_path / "o"), home=tmp_path / "empty_home", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "churnml train" in proc.stderr
+
+
+def test_calibrate_health_refuses_short_history(home, sim_dir, tmp_path):
+    from churnml.data.io import load_book
+
+    book, _ = load_book(sim_dir)
+    early = book.mrr_changes["effective_date"].min() + pd.Timedelta(days=200)
+    proc = churnml("calibrate-health", "--data", str(sim_dir), "--as-of", f"{early:%Y-%m-%d}",
+                   home=home, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "error:" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (home / "health" / "adopted").exists()
+
+
+def test_calibrate_health_logs_both_aucs(home, sim_dir, tmp_path):
+    proc = churnml("calibrate-health", "--data", str(sim_dir), "--test-weeks", "8",
+                   home=home, cwd=tmp_path)
+    if proc.returncode == 2:  # a small book may have too few churn events: a clear refusal
+        assert "churn events" in proc.stderr
+        return
+    assert proc.returncode == 0, proc.stderr
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["churnml-health"])
+    assert {"metrics.current_health_test_roc_auc",
+            "metrics.candidate_health_test_roc_auc"} <= set(runs.columns)
+    assert (home / "health" / "weights-v1.yaml").exists()

@@ -158,9 +158,10 @@ def score_frame(
             raise SchemaError(f"features: column '{column}' is required to score accounts")
     playbooks = playbooks if playbooks is not None else load_playbooks()
     if feature_dimensions is None:
-        # the churn model's own feature -> dimension map (stored with it), else the catalog's
-        feature_dimensions = dict(getattr(churn_model, "dimensions", None) or {}) \
-            or _feature_dimensions()
+        # the catalog's feature -> dimension map (as the weekly job and the service use),
+        # else the one stored with the churn model
+        feature_dimensions = _feature_dimensions() \
+            or dict(getattr(churn_model, "dimensions", None) or {})
     alerts_fn = alerts_fn or _default_alerts
     features = features.reset_index(drop=True)
     n = len(features)

@@ -218,8 +218,8 @@ def score_book_spark(
     out_dir = Path(out_dir)
     playbooks = playbooks if playbooks is not None else load_playbooks()
     if feature_dimensions is None:
-        feature_dimensions = dict(getattr(churn_model, "dimensions", None) or {}) \
-            or _feature_dimensions()
+        feature_dimensions = _feature_dimensions() \
+            or dict(getattr(churn_model, "dimensions", None) or {})
     spark = spark or spark_session()
     partition = partition_dir(out_dir, as_of)
     stage: dict[str, float] = {}

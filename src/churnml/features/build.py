@@ -60,6 +60,11 @@ class FeatureContext:
             self._tables[name] = table
         return self._tables[name]
 
+    def release(self, name: str) -> None:
+        """Free a prepared table's caches (its derived columns stay)."""
+        if name in self._tables:
+            self._tables[name].release()
+
     def account_rows(self) -> np.ndarray:
         """Row position in ``accounts`` of each account code (first row of a repeated id)."""
         if self._account_rows is None:
@@ -136,9 +141,9 @@ def _sum(ctx, spec, obs, column):
         values_ = np.nan_to_num(table.column(column), nan=0.0)
         return values_ * table.filter_weights(flt)
 
-    cum = table.cumulative(f"sum:{column}:" + engine._filter_key(flt), weights)
+    cum = table.cumulative(f"sum:{column}:" + engine.filter_key(flt), weights)
     count_cum = table.cumulative(
-        f"countnotnull:{column}:" + engine._filter_key(flt),
+        f"countnotnull:{column}:" + engine.filter_key(flt),
         lambda: table.filter_weights(flt) & table.notnull(column),
         integer=True,
     )
@@ -172,7 +177,7 @@ def _active_days(ctx, spec, obs, days, offset) -> np.ndarray:
             w[idx[np.r_[True, keys[1:] != keys[:-1]]]] = True
         return w
 
-    cum = table.cumulative("active_days:" + engine._filter_key(flt), weights, integer=True)
+    cum = table.cumulative("active_days:" + engine.filter_key(flt), weights, integer=True)
     return table.window_sum(obs, cum, days, offset)
 
 
@@ -582,9 +587,8 @@ def build_features(book: Book, as_of_dates, catalog: Catalog | None = None) -> p
     # so peak memory is that of the biggest table, not the sum of all
     last_use = {s.table: i for i, s in enumerate(catalog) if s.aggregation not in _DERIVED}
     for i, spec in enumerate(catalog):
-        if i > 0 and catalog.specs[i - 1].table in ctx._tables and last_use.get(
-                catalog.specs[i - 1].table) == i - 1:
-            ctx._tables[catalog.specs[i - 1].table].release()
+        if i > 0 and last_use.get(catalog.specs[i - 1].table) == i - 1:
+            ctx.release(catalog.specs[i - 1].table)
         if spec.aggregation == "static_other":
             listed = {s.params.get("column") for s in catalog if s.aggregation == "static"}
             listed |= set(catalog.names)

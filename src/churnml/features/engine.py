@@ -122,12 +122,6 @@ class Observations:
     def __len__(self) -> int:
         return len(self.acc)
 
-    def key(self, day_offset=0) -> np.ndarray:
-        return make_key(self.acc, self.day - day_offset)
-
-    def dates(self) -> np.ndarray:
-        return np.unique(self.day)
-
 
 def key_account(key: np.ndarray) -> np.ndarray:
     return key >> SHIFT
@@ -313,7 +307,7 @@ class PreparedTable:
 
     def count_cumsum(self, flt: dict | None) -> np.ndarray:
         return self.cumulative(
-            "count:" + _filter_key(flt), lambda: self.filter_weights(flt), integer=True)
+            "count:" + filter_key(flt), lambda: self.filter_weights(flt), integer=True)
 
     def has_column(self, column: str) -> bool:
         return column in self.frame.columns or column in self._columns
@@ -385,7 +379,7 @@ class PreparedTable:
 
     def rows(self, flt: dict | None, notnull: str | None = None) -> Rows:
         """The sorted subset of rows matching ``flt`` (and with ``notnull`` column present)."""
-        cache_key = repr((_filter_key(flt), notnull))
+        cache_key = repr((filter_key(flt), notnull))
         if cache_key not in self._subsets:
             m = self.mask(flt)
             if notnull is not None:
@@ -400,7 +394,7 @@ class PreparedTable:
         return self._subsets[cache_key]
 
 
-def _filter_key(flt: dict | None) -> str:
+def filter_key(flt: dict | None) -> str:
     return repr(sorted((flt or {}).items(), key=str))
 
 

@@ -32,8 +32,14 @@ test: $(STAMP)
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
 
+# Benchmarks take minutes and gigabytes (50,000 simulated accounts); they are not tests.
 bench: $(STAMP)
+	$(PY) benchmarks/simulator.py
+	$(PY) benchmarks/loading.py
 	$(PY) benchmarks/features.py
+	$(PY) benchmarks/training.py
+	$(PY) benchmarks/scoring.py
+	$(PY) benchmarks/serving.py
 
 # A self-contained Bento of the prediction service: the champion models (from the MLflow
 # registry under CHURNML_HOME), the churnml package and its configuration. Needs a trained

@@ -129,3 +129,23 @@ def test_run_killed_midway_leaves_no_partial_file(tmp_path):
     clean = run(tmp_path / "clean")
     assert rerun.scores_path.read_bytes() == clean.scores_path.read_bytes()
     assert not any(".tmp-" in p.name for p in part.iterdir())
+
+
+def test_account_chunks_sorted_and_unsorted_tables_agree():
+    from churnml.jobs.weekly import account_chunks
+
+    book = tiny_book(n=23)
+    shuffled = tiny_book(n=23)
+    shuffled.tables["touchpoints"] = shuffled["touchpoints"].sample(frac=1, random_state=0)
+    for a, b in zip(account_chunks(book, 5), account_chunks(shuffled, 5), strict=True):
+        assert a.accounts["account_id"].tolist() == b.accounts["account_id"].tolist()
+        ids = set(a.accounts["account_id"])
+        for name in ("mrr_changes", "touchpoints"):
+            assert set(a[name]["account_id"]) <= ids
+            pd.testing.assert_frame_equal(
+                a[name].sort_values(["account_id", "ts" if name == "touchpoints"
+                                     else "effective_date"]).reset_index(drop=True),
+                b[name].sort_values(["account_id", "ts" if name == "touchpoints"
+                                     else "effective_date"]).reset_index(drop=True))
+    total = sum(len(c["touchpoints"]) for c in account_chunks(book, 5))
+    assert total == len(book["touchpoints"])

@@ -207,26 +207,39 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 def account_chunks(book: Book, chunk_size: int) -> Iterator[Book]:
     """Split a book into books of at most ``chunk_size`` accounts (by sorted account_id).
 
-    Every table row goes to the chunk of its account, so per-account features are unchanged."""
+    Every table row goes to the chunk of its account, so per-account features are unchanged.
+    Tables sorted by account_id (as ``load_book`` leaves them) are cut into contiguous slices
+    (no copy, no per-row work); others are grouped through a stable argsort."""
     ids = np.sort(book.accounts["account_id"].astype(str).unique())
     n_chunks = max(1, -(-len(ids) // chunk_size))
-    positions = {}
+    first_ids = ids[::chunk_size][1:]  # the first account of chunks 2..n
+    cuts: dict[str, tuple] = {}
     for name, table in book.tables.items():
         if "account_id" not in table.columns:
             continue
-        codes = np.searchsorted(ids, table["account_id"].astype(str).to_numpy())
-        chunk = np.minimum(codes, len(ids) - 1) // chunk_size if len(ids) else codes
+        column = table["account_id"]
+        if column.is_monotonic_increasing:
+            values = column.to_numpy()
+            bounds = np.concatenate([[0], np.searchsorted(values, first_ids, side="left"),
+                                     [len(table)]])
+            cuts[name] = ("slice", bounds)
+            continue
+        codes = np.searchsorted(ids, column.astype(str).to_numpy())
+        chunk = np.minimum(codes, max(len(ids) - 1, 0)) // chunk_size
         order = np.argsort(chunk, kind="stable")
         bounds = np.searchsorted(chunk[order], np.arange(n_chunks + 1))
-        positions[name] = (order, bounds)
+        cuts[name] = ("take", order, bounds)
     for k in range(n_chunks):
         tables = {}
         for name, table in book.tables.items():
-            if name not in positions:
+            cut = cuts.get(name)
+            if cut is None:
                 tables[name] = table
-                continue
-            order, bounds = positions[name]
-            tables[name] = table.iloc[order[bounds[k]:bounds[k + 1]]].reset_index(drop=True)
+            elif cut[0] == "slice":
+                tables[name] = table.iloc[cut[1][k]:cut[1][k + 1]].reset_index(drop=True)
+            else:
+                order, bounds = cut[1], cut[2]
+                tables[name] = table.iloc[order[bounds[k]:bounds[k + 1]]].reset_index(drop=True)
         yield Book(tables=tables, source=book.source, meta=dict(book.meta))
 
 

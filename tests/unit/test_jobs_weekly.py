@@ -149,3 +149,57 @@ def test_account_chunks_sorted_and_unsorted_tables_agree():
                                      else "effective_date"]).reset_index(drop=True))
     total = sum(len(c["touchpoints"]) for c in account_chunks(book, 5))
     assert total == len(book["touchpoints"])
+
+
+class TableHealth:
+    """A health score read from a table (account -> score): crafted histories."""
+
+    dimension_names = ["usage"]
+    version = "crafted"
+
+    def __init__(self, scores):
+        self.scores = scores
+
+    def score(self, features):
+        s = features["account_id"].map(self.scores).astype(float).to_numpy()
+        tier = pd.cut(s, [-1, 30, 50, 70, 90, 101], right=False,
+                      labels=["critical", "at_risk", "needs_attention", "healthy", "thriving"])
+        return pd.DataFrame({"account_id": features["account_id"].to_numpy(),
+                             "as_of": features["as_of"].to_numpy(), "health_score": s,
+                             "health_tier": tier.astype(str), "health_usage": s,
+                             "health_dimensions_used": "usage", "health_weights_version": "crafted"})
+
+
+def test_alerts_from_crafted_partition_history(tmp_path):
+    """Earlier partitions as the job left them drive the week-over-week, 30-day and noise-aware
+    alerts (compute_alerts is the health module's; this checks the job feeds it right)."""
+    weeks = pd.date_range("2026-01-26", periods=5, freq="7D")  # the 5 weeks before 03-02
+    book = tiny_book()
+    ids = sorted(simple_features(book, [pd.Timestamp(AS_OF)])["account_id"])
+    stable, noisy, sliding, steady = ids[:4]
+    history = {
+        stable: [80, 81, 80, 81, 80],    # barely moves: an 8-point drop is unusual
+        noisy: [80, 68, 84, 70, 80],     # swings 12+ points a week: an 8-point drop is not
+        sliding: [90, 86, 82, 78, 74],   # 4 a week: 86 -> 65 is 21 in the 30 days to 03-02
+        steady: [75, 75, 75, 75, 75],
+    }
+    for k, week in enumerate(weeks):
+        part = tmp_path / f"as_of={week:%Y-%m-%d}"
+        part.mkdir()
+        rows = pd.DataFrame({"account_id": list(history), "as_of": week,
+                             "health_score": [float(v[k]) for v in history.values()]})
+        rows["health_tier"] = TableHealth(dict(zip(rows["account_id"], rows["health_score"]))
+                                          ).score(rows)["health_tier"]
+        rows.to_parquet(part / "scores.parquet")
+    current = {a: 75.0 for a in ids}
+    current.update({stable: 72.0, noisy: 72.0, sliding: 65.0, steady: 75.0})
+    churn, expansion = models()
+    result = score_book(book, AS_OF, tmp_path, churn, expansion, TableHealth(current),
+                        build_features=simple_features, feature_dimensions=FEATURE_DIMENSIONS)
+    assert result.previous_as_of == weeks[-1]
+    alerts = pd.read_parquet(result.scores_path).set_index("account_id")["alerts"].map(list)
+    assert "unusual_drop" in alerts[stable]
+    assert "unusual_drop" not in alerts[noisy]
+    assert "dropped_20_in_30_days" in alerts[sliding]
+    assert "dropped_20_in_30_days" not in alerts[stable]
+    assert not {"unusual_drop", "dropped_15_in_week", "dropped_20_in_30_days"} & set(alerts[steady])

@@ -10,6 +10,7 @@ dropped). Text is then parsed per column type. Parquet columns keep their stored
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -89,6 +90,24 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise SchemaError(f"{table}: cannot read {path.name}: {exc}") from exc
 
 
+class _FilesAsFrames(Mapping):
+    """``{table: DataFrame}`` that reads each file when its table is asked for and keeps
+    nothing: validation takes one table at a time, so only that table's raw rows are in
+    memory (not every table's at once, next to the accepted rows)."""
+
+    def __init__(self, files: dict[str, Path]):
+        self._files = files
+
+    def __getitem__(self, table: str) -> pd.DataFrame:
+        return read_table(self._files[table])
+
+    def __iter__(self):
+        return iter(self._files)
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+
 def load_book(data_dir: str | Path,
               rejects_path: str | Path | None = None) -> tuple[Book, ValidationReport]:
     """Read and validate the book of business in ``data_dir``.
@@ -101,7 +120,11 @@ def load_book(data_dir: str | Path,
     """
     data_dir = Path(data_dir)
     files, warnings = find_table_files(data_dir)
-    frames = {table: read_table(path) for table, path in files.items()}
+    frames = _FilesAsFrames(files)
+    if any(spec.required and name not in files for name, spec in TABLES.items()):
+        # an unreadable file is reported before a missing table: read them all first
+        for path in files.values():
+            read_table(path)
     book, report = validate_frames(frames, source=str(data_dir), warnings=warnings)
     book.meta["files"] = {t: str(p) for t, p in files.items()}
     if rejects_path is not None:

@@ -19,11 +19,13 @@ per-row objects built are those of the rejected rows.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from churnml.data.tables import MRR_REASONS, TABLES, TOUCHPOINT_KINDS, Book, TableSpec
 from churnml.errors import SchemaError, format_examples
@@ -237,6 +239,116 @@ def parse_text(s: pd.Series) -> pd.Series:
     return _blank_to_null(_as_text(s))
 
 
+# --------------------------------------------------------------------------- text as codes
+_STR = pd.Series([], dtype="str").dtype  # pandas 3's default string dtype
+
+
+@dataclass
+class _Text:
+    """A text or id column after normalisation (stripped, blank = null), as integer codes.
+
+    ``codes[i]`` is row i's value as a position in the column's distinct values (-1 = null);
+    equal values have equal codes. Rows are then checked, compared and ordered on integers,
+    and strings are built only for the accepted rows, in their final order.
+
+    Arrow-backed ``str`` columns (parquet and CSV reads) are dictionary-encoded by Arrow and
+    only the distinct values are stripped (``uniques``); any other dtype is parsed row by row
+    (``parse_ids`` / ``parse_text``) into ``parsed`` and factorised. ``source`` is the input
+    column itself when normalising changed none of its values (then it is reused as is).
+    """
+
+    codes: np.ndarray
+    uniques: pa.Array | None = None
+    parsed: pd.Series | None = None
+    source: pd.Series | None = None
+    _distinct: np.ndarray | None = None
+
+    def isna(self) -> np.ndarray:
+        return self.codes < 0
+
+    def distinct(self) -> np.ndarray:
+        """The distinct values (object array), in code order."""
+        if self._distinct is None:
+            self._distinct = np.asarray(self.uniques.to_pylist(), dtype=object)
+        return self._distinct
+
+    def take(self, rows: np.ndarray, n: int) -> pd.Series:
+        """The normalised values at positions ``rows`` (of ``n`` rows), on a RangeIndex."""
+        if self.source is not None and len(rows) == n and bool(np.all(rows[1:] > rows[:-1])):
+            return self.source.reset_index(drop=True)  # every row, in place: no copy
+        if self.uniques is None:
+            return self.parsed.take(rows).reset_index(drop=True)
+        codes = self.codes[rows]
+        null = codes < 0
+        indices = pa.array(codes, type=pa.int32(), mask=null if null.any() else None)
+        decoded = pa.DictionaryArray.from_arrays(indices, self.uniques).dictionary_decode()
+        out = decoded.to_pandas()
+        return out if out.dtype == _STR else out.astype(_STR)
+
+
+def _encode_text(s: pd.Series, kind: str) -> _Text:
+    """A column of kind ``id`` or ``string`` as :class:`_Text` (the same values as
+    :func:`parse_ids` / :func:`parse_text` give, without a Python string per row)."""
+    if s.dtype == _STR and _STR.storage == "pyarrow":
+        chunked = s.array.__arrow_array__()
+        if isinstance(chunked, pa.Array):
+            chunked = pa.chunked_array([chunked])
+        encoded = chunked.dictionary_encode()
+        codes = np.empty(len(s), dtype=np.int32)
+        if encoded.num_chunks == 0:
+            dictionary = pa.array([], type=chunked.type)
+        else:
+            dictionary = encoded.chunks[0].dictionary
+            # Arrow encodes a chunked array with one dictionary shared by every chunk; unifying
+            # (costly: it rehashes every chunk's dictionary) only if that ever changes
+            if not all(c.dictionary.equals(dictionary) for c in encoded.chunks[1:]):
+                encoded = encoded.unify_dictionaries()
+                dictionary = encoded.chunks[0].dictionary
+            at = 0
+            for chunk in encoded.chunks:
+                codes[at:at + len(chunk)] = chunk.indices.fill_null(-1).to_numpy(
+                    zero_copy_only=False)
+                at += len(chunk)
+        # each distinct value normalised once, exactly as parse_text does it row by row
+        raw_values = dictionary.to_pandas()
+        normalised = parse_text(raw_values.astype(_STR))
+        if len(dictionary) == 0 or (normalised.notna().all() and
+                                    (normalised.to_numpy(object) == raw_values.to_numpy(object)).all()):
+            return _Text(codes, uniques=dictionary, source=s)
+        new_codes, new_uniques = pd.factorize(normalised, use_na_sentinel=True)
+        remap = np.append(new_codes, -1).astype(np.int32)  # old null (-1) stays null
+        uniques = pa.array(np.asarray(new_uniques, dtype=object), type=pa.large_string())
+        return _Text(remap[codes], uniques=uniques)
+    parsed = parse_ids(s) if kind == "id" else parse_text(s)
+    codes, uniques = pd.factorize(parsed, use_na_sentinel=True)
+    return _Text(np.asarray(codes, dtype=np.int64), parsed=parsed,
+                 _distinct=np.asarray(uniques, dtype=object))
+
+
+def _row_hashes(columns: list, rows: np.ndarray) -> np.ndarray:
+    """A 64-bit hash per row of ``rows`` over ``columns`` (each a :class:`_Text` or a Series):
+    rows equal as ``DataFrame.duplicated`` sees them (NaN equals NaN, 0.0 equals -0.0) hash
+    equally. Unequal rows may collide: callers confirm candidates exactly."""
+    h = np.zeros(len(rows), dtype=np.uint64)
+    for col in columns:
+        if isinstance(col, _Text):
+            values = col.codes[rows].astype(np.int64)
+        elif col.dtype == np.dtype("float64"):
+            values = col.to_numpy()[rows] + 0.0  # -0.0 becomes 0.0
+            values[np.isnan(values)] = np.nan  # one NaN bit pattern
+            values = values.view(np.int64)
+        elif isinstance(col.dtype, np.dtype) and col.dtype.kind in "mM":
+            values = col.to_numpy()[rows].view(np.int64)  # NaT is one value
+        else:
+            codes, _ = pd.factorize(col, use_na_sentinel=True)
+            values = np.asarray(codes, dtype=np.int64)[rows]
+        hashed = pd.util.hash_array(values)
+        h ^= hashed
+        h *= np.uint64(0x100000001B3)
+        h += np.uint64(0x9E3779B97F4A7C15)
+    return h
+
+
 # --------------------------------------------------------------------------- table validation
 @dataclass
 class _TableResult:
@@ -268,7 +380,8 @@ def _validate_table(name: str, raw: pd.DataFrame, spec: TableSpec,
     if missing_cols:
         return _TableResult(None, _empty_rejects(), n)
 
-    out: dict[str, pd.Series] = {}
+    # out: every column after normalisation, text as _Text (codes), the rest as Series
+    out: dict[str, _Text | pd.Series] = {}
     code = np.zeros(n, dtype=np.int8)  # reject reason code per row, 0 = accepted
     code_col = np.zeros(n, dtype=np.int16)  # index into `names` of the offending column
     names = [""] + list(raw.columns)
@@ -280,14 +393,18 @@ def _validate_table(name: str, raw: pd.DataFrame, spec: TableSpec,
         code[mask] = _REASON_CODE[reason]
         code_col[mask] = col_index[column]
 
+    def isna(column: str) -> np.ndarray:
+        values = out[column]
+        return values.isna() if isinstance(values, _Text) else values.isna().to_numpy()
+
     # 1. parse every column of the contract; text where numbers belong is an error
     unparseable: dict[str, pd.Series] = {}
     for col in spec.columns:
         if col.name not in raw.columns:
             continue
         s = raw[col.name]
-        if col.kind == "id":
-            out[col.name] = parse_ids(s)
+        if col.kind in ("id", "string"):
+            out[col.name] = _encode_text(s, col.kind)
         elif col.kind in ("number", "integer"):
             if pd.api.types.is_datetime64_any_dtype(s.dtype):
                 problems.append(f"{name}: column '{col.name}' must be numeric; got timestamps")
@@ -311,17 +428,15 @@ def _validate_table(name: str, raw: pd.DataFrame, spec: TableSpec,
             values, bad = parse_timestamps(s)
             out[col.name] = values
             unparseable[col.name] = bad
-        else:
-            out[col.name] = parse_text(s)
     if not table_ok:
         return _TableResult(None, _empty_rejects(), n)
 
     # 2. rows set aside, in the order of REJECT_REASONS (a row keeps its first reason)
     for col in spec.required_columns:
         # an unparseable timestamp is not "missing": it is reported as unparseable below
-        missing = out[col].isna()
+        missing = isna(col)
         if col in unparseable:
-            missing &= ~unparseable[col]
+            missing = missing & ~unparseable[col].to_numpy()
         reject(missing, MISSING, col)
     for col, bad in unparseable.items():
         reject(bad, BAD_TIMESTAMP, col)
@@ -333,8 +448,10 @@ def _validate_table(name: str, raw: pd.DataFrame, spec: TableSpec,
         reject((score < 0) | (score > 10), SCORE_RANGE, "score")
         reject(score.notna() & (score != np.round(score)), SCORE_NOT_INTEGER, "score")
     if name != "accounts" and known_accounts is not None:
-        reject(out["account_id"].notna() & ~out["account_id"].isin(known_accounts),
-               UNKNOWN_ACCOUNT, "account_id")
+        # each distinct id is looked up once; rows follow through their codes
+        ids = out["account_id"]
+        known = pd.Index(ids.distinct(), dtype=object).isin(known_accounts)
+        reject(~np.append(known, True)[ids.codes], UNKNOWN_ACCOUNT, "account_id")
 
     # extra columns: accounts' become static features (numbers when they all parse)
     extra = [c for c in raw.columns if spec.column(c) is None]
@@ -347,34 +464,45 @@ def _validate_table(name: str, raw: pd.DataFrame, spec: TableSpec,
             out[col] = values if (not bad.any() and values.notna().any()) else text
         else:
             out[col] = s
-    frame = pd.DataFrame(out, index=raw.index)[list(raw.columns)]
+    columns = list(raw.columns)
     if name == "usage_events":
         # the contract's default: an event counts once unless it says otherwise
-        if "quantity" in frame.columns:
-            frame["quantity"] = frame["quantity"].fillna(1.0)
+        if "quantity" in out:
+            out["quantity"] = out["quantity"].fillna(1.0)
         else:
-            frame["quantity"] = 1.0
+            out["quantity"] = pd.Series(1.0, index=raw.index)
+            columns.append("quantity")
 
     # duplicates among the rows still standing: keep the first
-    alive = code == 0
-    if name == "accounts":
-        dup = np.zeros(n, dtype=bool)
-        dup[alive] = frame.loc[alive, "account_id"].duplicated(keep="first").to_numpy()
-        reject(dup, DUPLICATE_ACCOUNT, "account_id")
-    if name == "invoices":
-        dup = np.zeros(n, dtype=bool)
-        dup[alive] = frame.loc[alive, "invoice_id"].duplicated(keep="first").to_numpy()
-        reject(dup, DUPLICATE_INVOICE, "invoice_id")
-    alive = code == 0
+    for table, column, reason in (("accounts", "account_id", DUPLICATE_ACCOUNT),
+                                  ("invoices", "invoice_id", DUPLICATE_INVOICE)):
+        if name == table:
+            alive = np.flatnonzero(code == 0)
+            dup = np.zeros(n, dtype=bool)
+            dup[alive] = pd.Series(out[column].codes[alive]).duplicated(keep="first").to_numpy()
+            reject(dup, reason, column)
+    # rows standing, in (account_id, time) order: equal rows have equal keys, so only rows
+    # that share their key with a neighbour can repeat another row; they are hashed, and
+    # those sharing a hash too are compared value by value (pandas' own `duplicated`)
+    order = _standing_order(out, np.flatnonzero(code == 0), spec.time_column)
     dup_row_of = None
-    if alive.any():
-        standing = frame.loc[alive]
-        dup = standing.duplicated(keep="first")
+    candidates = _same_key_rows(out, order, spec.time_column)
+    if len(candidates):
+        hashes = _row_hashes([out[c] for c in columns], candidates)
+        candidates = candidates[pd.Series(hashes).duplicated(keep=False).to_numpy()]
+    if len(candidates):
+        involved = pd.DataFrame(
+            {c: (out[c].take(candidates, n).set_axis(candidates)
+                 if isinstance(out[c], _Text) else out[c].take(candidates))
+             for c in columns},
+            index=candidates, columns=columns)
+        dup = involved.duplicated(keep="first")
         if dup.any():
-            # name the row each duplicate repeats, from the (small) set of duplicated rows
-            involved = standing[standing.duplicated(keep=False)]
+            # name the row each duplicate repeats
+            involved = involved[involved.duplicated(keep=False)]
             group = involved.groupby(list(involved.columns), dropna=False, sort=False).ngroup()
-            first = pd.Series(involved.index, index=involved.index).groupby(group).transform("min")
+            first = pd.Series(involved.index, index=involved.index).groupby(group) \
+                .transform("min")
             dup_row_of = first[dup[dup].index]
             mask = np.zeros(n, dtype=bool)
             mask[dup[dup].index.to_numpy()] = True
@@ -401,10 +529,15 @@ def _validate_table(name: str, raw: pd.DataFrame, spec: TableSpec,
             "value": pd.Series(values.to_numpy(), dtype="str"),
             "reason": pd.Series(reason_names[code[rejected_pos]], dtype="str"),
         })
+    del raw
 
     # 4. the accepted rows, typed and sorted by (account_id, time)
-    accepted = _accepted_sorted(frame, np.flatnonzero(code == 0), spec.time_column)
-    del frame  # the raw and parsed copies go as soon as the accepted rows are out
+    rows = order[code[order] == 0]  # a stable order stays one without the duplicates
+    accepted = pd.DataFrame(
+        {c: (out[c].take(rows, n) if isinstance(out[c], _Text)
+             else out[c].take(rows).reset_index(drop=True)) for c in columns},
+        columns=columns, copy=False)
+    del out  # the parsed columns go as soon as the accepted rows are out
     if name == "nps_responses":
         accepted["score"] = accepted["score"].astype("int64")
 
@@ -415,19 +548,43 @@ def _validate_table(name: str, raw: pd.DataFrame, spec: TableSpec,
     return _TableResult(accepted, rejects, n)
 
 
-def _accepted_sorted(frame: pd.DataFrame, keep: np.ndarray,
-                     time_column: str | None) -> pd.DataFrame:
-    """The rows at positions ``keep``, stably sorted by (account_id, time), in one copy.
+def _standing_order(out: dict, keep: np.ndarray, time_column: str | None) -> np.ndarray:
+    """The positions ``keep`` in (account_id, time) order, ties in source order.
 
-    Integer keys through ``np.lexsort``: about twice as fast as ``sort_values`` on string ids
-    for millions of rows. Ties keep the source order."""
-    codes, _ = pd.factorize(frame["account_id"].take(keep), sort=True)
-    keys = [codes]
+    Integer keys: an account's rank among the sorted distinct ids (ids are compared once per
+    distinct value, not per row) and the time as int64 nanoseconds. Input already in that
+    order (an export sorted by account and time) is detected in one pass and not sorted.
+    Rows at ``keep`` have an id and a time (required columns)."""
+    ids = out["account_id"]
+    distinct = ids.distinct()
+    rank = np.empty(len(distinct) + 1, dtype=np.int64)
+    rank[np.argsort(distinct, kind="stable")] = np.arange(len(distinct))
+    rank[-1] = -1  # null ids (never among `keep`)
+    account = rank[ids.codes[keep]]
+    if time_column is None:
+        if np.all(account[1:] >= account[:-1]):
+            return keep
+        return keep[np.argsort(account, kind="stable")]
+    time = out[time_column].to_numpy()[keep].view("int64")
+    step = np.diff(account)
+    if np.all(step >= 0) and np.all((time[1:] >= time[:-1])[step == 0]):
+        return keep
+    return keep[np.lexsort([time, account])]
+
+
+def _same_key_rows(out: dict, order: np.ndarray, time_column: str | None) -> np.ndarray:
+    """Positions (ascending) of the rows of ``order`` (sorted by account and time) whose
+    account and time equal those of a neighbour: the only rows that can be duplicates."""
+    if len(order) < 2:
+        return np.zeros(0, dtype=np.int64)
+    same = out["account_id"].codes[order[1:]] == out["account_id"].codes[order[:-1]]
     if time_column is not None:
-        # accepted rows have a time (a required column)
-        keys.insert(0, frame[time_column].to_numpy()[keep].view("int64"))
-    order = np.lexsort(keys)
-    return frame.take(keep[order]).reset_index(drop=True)
+        time = out[time_column].to_numpy().view("int64")
+        same &= time[order[1:]] == time[order[:-1]]
+    if not same.any():
+        return np.zeros(0, dtype=np.int64)
+    pair = np.flatnonzero(same)
+    return np.unique(np.concatenate([order[pair], order[pair + 1]]))
 
 
 def _warn_vocabulary(frame: pd.DataFrame, column: str, known: tuple[str, ...], table: str,
@@ -442,7 +599,7 @@ def _warn_vocabulary(frame: pd.DataFrame, column: str, known: tuple[str, ...], t
                         f"were kept ({shown}{f', and {more} more' if more > 0 else ''})")
 
 
-def validate_frames(frames: dict[str, pd.DataFrame], source: str = "in-memory frames",
+def validate_frames(frames: Mapping[str, pd.DataFrame], source: str = "in-memory frames",
                     warnings: list[str] | None = None) -> tuple[Book, ValidationReport]:
     """Validate in-memory tables of the data contract (the same rules as :func:`load_book`).
 

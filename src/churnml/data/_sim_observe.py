@@ -17,7 +17,9 @@ from churnml.data._sim_model import Lanes, WeekEvents, WeekHazards, _sig
 USAGE_EVENTS = (
     "login", "dashboard_view", "report_create", "data_import", "share", "comment",
     "integration_sync", "api_call", "automation_run", "custom_report", "admin_config",
+    "user_invited", "seat_limit_reached",
 )
+INVITED, SEAT_LIMIT = USAGE_EVENTS.index("user_invited"), USAGE_EVENTS.index("seat_limit_reached")
 TOUCH_KINDS = (
     "meeting_held", "meeting_missed", "qbr_held", "email_sent", "email_replied",
     "support_ticket", "escalation", "champion_left", "billing_page_visit",
@@ -93,12 +95,42 @@ def emit_usage(s: Lanes, act: np.ndarray, week_day: int, rng, buf: Buffers,
     p_adv = advanced_ok * 0.28 * a_r ** 2 * _sig(h_r)
     event = np.where(u < 0.36, 0, np.where(u < 0.36 + p_adv, 7 + np.floor(rng.random(m) * 4), core))
     qty = np.where(event == 0, 1.0, 1.0 + rng.poisson(1.5, size=m))
+    _add_usage(s, buf, lane, ts, event, user, qty)
+    emit_seat_admin(s, lanes, week_day, rng, buf)
+
+
+def _add_usage(s: Lanes, buf: Buffers, lane, ts, event, user, qty) -> None:
+    """Append usage rows, dropping those before signup or from the churn day on."""
     keep = (ts >= s.created_day[lane].astype(np.int64) * NS_DAY)
     churned = s.churned_day[lane]
     keep &= ts < np.minimum(np.where(np.isnan(churned), np.inf, churned),
                             buf.cut_day[lane]) * NS_DAY
     buf.add("usage", lane=lane[keep].astype(np.int32), ts=ts[keep], event=event[keep].astype(np.int8),
             user=user[keep], quantity=qty[keep].astype(np.float32))
+
+
+def emit_seat_admin(s: Lanes, lanes: np.ndarray, week_day: int, rng, buf: Buffers) -> None:
+    """The admin side of seats, as a product logs it: ``user_invited`` when someone is added to
+    the account (the company hires, people come and go) while a seat is free, and
+    ``seat_limit_reached`` when an invitation is blocked because every purchased seat is taken
+    (people who need the product without a seat keep asking, about once a month each)."""
+    need, seats = s.users_needed[lanes], np.maximum(s.seats[lanes], 1.0)
+    joiners = need * (np.maximum(s.growth_rate[lanes], 0.0) / 52.0 + 0.004)
+    room = np.clip(seats - need, 0.0, None)
+    invited = rng.poisson(np.minimum(joiners, room + 0.05))
+    # blocked invitations grow with the share of people left without a seat (like usage, large
+    # accounts are seen through a sample of their users, so the share matters, not the headcount)
+    blocked = rng.poisson(3.0 * np.clip(need / seats - 1.0, 0.0, 0.6)
+                          + np.minimum(joiners, 0.3) * (room < 1.0))
+    counts = invited + blocked
+    lane = np.repeat(lanes, counts)
+    if len(lane) == 0:
+        return
+    event = np.where(_ranks(counts) < np.repeat(invited, counts), INVITED, SEAT_LIMIT)
+    day = week_day + rng.choice(7, size=len(lane), p=WEEKDAY_SHARE)
+    ts = day.astype(np.int64) * NS_DAY + rng.integers(8 * 3600, 19 * 3600, size=len(lane)) * 10**9
+    admin = np.zeros(len(lane), np.int16)  # the account's first user administers the seats
+    _add_usage(s, buf, lane, ts, event, admin, np.ones(len(lane)))
 
 
 def _touch(buf, kind, lanes, day, value=None, user=None) -> None:
@@ -164,6 +196,13 @@ def emit_touchpoints(s: Lanes, ev: WeekEvents, act: np.ndarray, week_day: int, r
     md = week_day + rng.integers(0, 5, size=len(ml)) + (9.0 + 8.0 * rng.random(len(ml))) / 24.0
     _touch(buf, "meeting_held", ml[~missed[meet]], md[~missed[meet]], user=contacts(ml[~missed[meet]]))
     _touch(buf, "meeting_missed", ml[missed[meet]], md[missed[meet]], user=contacts(ml[missed[meet]]))
+    # a purchase in the making brings new stakeholders (a budget owner, another team's lead)
+    # to the table: meetings with contacts the CSM had not met
+    stake = rng.random(len(lanes)) < 0.25 * bi
+    sl = lanes[stake]
+    sd = week_day + rng.integers(0, 5, size=len(sl)) + (9.0 + 8.0 * rng.random(len(sl))) / 24.0
+    _touch(buf, "meeting_held", sl, sd,
+           user=sl.astype(np.int64) * 1000 + 500 + rng.integers(0, 4, size=len(sl)))
     qbr = (seg > 0) & (rng.random(len(lanes)) < (1 / 13) * _sig(1.0 + 1.5 * h - 2.0 * ci))
     _touch(buf, "qbr_held", lanes[qbr], week_day + rng.integers(0, 5, size=int(qbr.sum())),
            user=contacts(lanes[qbr]))
@@ -197,9 +236,9 @@ def emit_touchpoints(s: Lanes, ev: WeekEvents, act: np.ndarray, week_day: int, r
         ("cancellation_inquiry", 0.001 + 0.14 * ci),
         ("data_export_request", 0.001 + 0.07 * ci),
         ("competitor_mentioned", 0.0015 + 0.05 * ci),
-        ("expansion_request", 0.002 + 0.22 * bi),
+        ("expansion_request", 0.003 + 0.4 * bi),
         ("goal_achieved", 0.006 * _sig(h) * s.adoption[lanes]),
-        ("referral_given", 0.0015 + 0.012 * np.clip(h - 0.5, 0, 2) * (1 - ci)),
+        ("referral_given", 0.002 + 0.03 * np.clip(h - 0.3, 0, 2) * (1 - ci)),
     ):
         if prob is None:
             unresolved = s.unresolved_until_day[lanes] > week_day
@@ -242,7 +281,7 @@ def emit_nps(s: Lanes, act: np.ndarray, week_index: int, week_day: int, nps_phas
     resp = _ranks(responses)
     pos = np.searchsorted(lanes, lane)
     score = np.clip(np.round(7.0 + 1.5 * h[pos] - 1.4 * s.churn_intent[lane]
-                             + 0.6 * s.buy_intent[lane] + 1.5 * rng.standard_normal(m)), 0, 10)
+                             + 1.0 * s.buy_intent[lane] + 1.5 * rng.standard_normal(m)), 0, 10)
     day = week_day + rng.integers(0, 7, size=m)
     ns = day.astype(np.int64) * NS_DAY + rng.integers(8 * 3600, 19 * 3600, size=m) * 10**9
     with_comment = rng.random(m) < 0.3

@@ -149,6 +149,9 @@ def _initial_lanes(n: int, start_day: int, n_weeks: int, rng) -> tuple[m.Lanes, 
     extra = {
         "industry": rng.choice(len(INDUSTRIES), size=n),
         "region": rng.choice(len(REGIONS), size=n, p=[0.45, 0.3, 0.15, 0.1]),
+        # firmographic enrichment at signup: the company's yearly headcount growth, a noisy
+        # reading of the (constant) growth that later fills its seats
+        "headcount_growth": np.round(growth + 0.1 * rng.standard_normal(n), 2),
         "last_renewal": last_renewal,
         "nps_phase": rng.integers(0, 13, size=n),
         "plan0": plan.astype(float),
@@ -367,6 +370,7 @@ def _assemble_tables(s: m.Lanes, buf: o.Buffers, rev, extra, reasons, end_day) -
         "segment": pa.array(seg_names[s.segment_code.astype(int)].tolist(), pa.string()),
         "industry": pa.array(np.array(INDUSTRIES, object)[extra["industry"]].tolist(), pa.string()),
         "region": pa.array(np.array(REGIONS, object)[extra["region"]].tolist(), pa.string()),
+        "headcount_growth": pa.array(extra["headcount_growth"]),
         "contract_type": pa.array(np.where(s.annual_contract > 0, "annual", "monthly").tolist(), pa.string()),
         "billing_period": pa.array(np.where(s.annual_billing > 0, "annual", "monthly").tolist(), pa.string()),
         "payment_method": pa.array(np.where(s.card_payment > 0, "card", "invoice").tolist(), pa.string()),

@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     parser.add_argument("--months", type=int, default=24)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--train-accounts", type=int, default=3_000)
-    parser.add_argument("--chunk-size", type=int, default=25_000)
+    parser.add_argument("--chunk-size", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "churnml-bench")
     parser.add_argument("--home", type=Path, default=None,

@@ -19,7 +19,7 @@ def score(
     as_of: Annotated[str, typer.Option("--as-of", help="Scoring date, ISO (2026-11-16).")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (one as_of=DATE partition per week).")],
     engine: Annotated[str, typer.Option("--engine", help="local (default) or spark.")] = "local",
-    chunk_size: Annotated[int, typer.Option("--chunk-size", help="Accounts per chunk (bounds memory).")] = 25_000,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", help="Accounts per chunk (bounds memory).")] = 10_000,
     shards: Annotated[int, typer.Option("--shards", help="Account shards for --engine spark.")] = 8,
 ) -> None:
     """Score the whole book for AS_OF: probabilities, health, reasons, alerts, next best actions."""

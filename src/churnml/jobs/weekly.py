@@ -44,7 +44,7 @@ LOCK_NAME = ".churnml-score.lock"
 SCORES_NAME = "scores.parquet"
 ALERT_INPUTS_NAME = "alert_inputs.parquet"
 REPORT_NAME = "report.html"
-DEFAULT_CHUNK_SIZE = 25_000
+DEFAULT_CHUNK_SIZE = 10_000
 DEFAULT_HISTORY_WEEKS = 13
 # Features that next week's alerts compare with this week's (see churnml.health.alerts).
 # Features that next week's alerts (churnml.health.alerts) and critical signals

@@ -52,13 +52,7 @@ def _root() -> None:
 
 for _name, _target in COMMANDS:
     _module, _func = _target.split(":")
-    try:
-        _mod = importlib.import_module(_module)
-    except ModuleNotFoundError as _exc:  # development: a command whose module is not written yet
-        if _exc.name != _module:
-            raise
-        continue
-    app.command(_name)(getattr(_mod, _func))
+    app.command(_name)(getattr(importlib.import_module(_module), _func))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,9 +8,8 @@ a. **floor**: ``pyarrow.parquet.read_table(path).to_pandas()`` of every parquet 
    the load, per table and in total, with that child's peak RSS;
 b. **load_book**: the whole call (read, parse, validate, sort, rejects), with its wall time,
    the process's peak RSS (sampled every 20 ms) and its growth over the call; per table, the
-   seconds spent reading the file and validating it (timing wrappers around
-   ``churnml.data.io.read_table`` and ``churnml.data.validation._validate_table``: internal
-   names, timed only here).
+   seconds spent reading the file (a timing wrapper around ``churnml.data.io.read_table``)
+   and validating it (from the end of its read to the start of the next table's read).
 
 Usage::
 
@@ -117,34 +116,34 @@ def floor(folder: Path) -> dict:
 
 
 def timed_load(folder: Path) -> dict:
-    """``load_book`` once, with per-table read and validation seconds."""
-    import churnml.data.io as io
-    import churnml.data.validation as validation
+    """``load_book`` once, with per-table read and validation seconds.
 
-    read_s: dict[str, float] = {}
-    validate_s: dict[str, float] = {}
-    real_read, real_validate = io.read_table, validation._validate_table
+    ``load_book`` reads a table's file just before validating it, so a table's validation
+    time is the time from the end of its read to the start of the next read (for the last
+    table, to the end of ``load_book``, rejects file included). Only the read is wrapped:
+    a wrapper around the validation would hold each raw frame for the whole validation
+    (its arguments), which ``load_book`` frees half-way, and inflate the peak memory."""
+    import churnml.data.io as io
+
+    reads: list[tuple[str, float, float]] = []
+    real_read = io.read_table
 
     def read_table(path, *a, **k):
         t0 = time.perf_counter()
-        try:
-            return real_read(path, *a, **k)
-        finally:
-            read_s[Path(path).stem] = time.perf_counter() - t0
+        frame = real_read(path, *a, **k)
+        reads.append((Path(path).stem, t0, time.perf_counter()))
+        return frame
 
-    def validate_table(name, *a, **k):
-        t0 = time.perf_counter()
-        try:
-            return real_validate(name, *a, **k)
-        finally:
-            validate_s[name] = time.perf_counter() - t0
-
-    io.read_table, validation._validate_table = read_table, validate_table
+    io.read_table = read_table
     try:
         with tempfile.TemporaryDirectory() as tmp, Measure() as m:
             book, report = io.load_book(folder, rejects_path=Path(tmp) / "_rejects.csv")
+            t_end = time.perf_counter()
     finally:
-        io.read_table, validation._validate_table = real_read, real_validate
+        io.read_table = real_read
+    read_s = {t: end - start for t, start, end in reads}
+    validate_s = {t: (reads[i + 1][1] if i + 1 < len(reads) else t_end) - end
+                  for i, (t, _, end) in enumerate(reads)}
     counts = {t: dict(c) for t, c in report.counts.items()}
     dtypes = {t: {c: str(d) for c, d in df.dtypes.items()} for t, df in book.tables.items()}
     del book, report

@@ -81,7 +81,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
     table = path.stem
     try:
         if path.suffix.lower() == ".parquet":
-            return pd.read_parquet(path)
+            # columns handed over one by one (Arrow frees each as pandas takes it): the
+            # file's rows are held once, not twice, at the peak of the read
+            return pd.read_parquet(path, to_pandas_kwargs={"self_destruct": True,
+                                                           "split_blocks": True})
         return pd.read_csv(path, dtype="str", keep_default_na=False, na_values=[""],
                            engine="pyarrow")
     except pd.errors.EmptyDataError:
@@ -100,6 +103,9 @@ class _FilesAsFrames(Mapping):
 
     def __getitem__(self, table: str) -> pd.DataFrame:
         return read_table(self._files[table])
+
+    def __contains__(self, table: object) -> bool:
+        return table in self._files  # Mapping's default would read the file
 
     def __iter__(self):
         return iter(self._files)

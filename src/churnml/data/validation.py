@@ -272,9 +272,10 @@ class _Text:
             self._distinct = np.asarray(self.uniques.to_pylist(), dtype=object)
         return self._distinct
 
-    def take(self, rows: np.ndarray, n: int) -> pd.Series:
-        """The normalised values at positions ``rows`` (of ``n`` rows), on a RangeIndex."""
-        if self.source is not None and len(rows) == n and bool(np.all(rows[1:] > rows[:-1])):
+    def take(self, rows: np.ndarray, in_place: bool = False) -> pd.Series:
+        """The normalised values at positions ``rows`` on a RangeIndex; ``in_place`` says
+        ``rows`` is every row in source order."""
+        if in_place and self.source is not None:
             return self.source.reset_index(drop=True)  # every row, in place: no copy
         if self.uniques is None:
             return self.parsed.take(rows).reset_index(drop=True)
@@ -492,7 +493,7 @@ def _validate_table(name: str, raw: pd.DataFrame, spec: TableSpec,
         candidates = candidates[pd.Series(hashes).duplicated(keep=False).to_numpy()]
     if len(candidates):
         involved = pd.DataFrame(
-            {c: (out[c].take(candidates, n).set_axis(candidates)
+            {c: (out[c].take(candidates).set_axis(candidates)
                  if isinstance(out[c], _Text) else out[c].take(candidates))
              for c in columns},
             index=candidates, columns=columns)
@@ -529,15 +530,26 @@ def _validate_table(name: str, raw: pd.DataFrame, spec: TableSpec,
             "value": pd.Series(values.to_numpy(), dtype="str"),
             "reason": pd.Series(reason_names[code[rejected_pos]], dtype="str"),
         })
-    del raw
-
     # 4. the accepted rows, typed and sorted by (account_id, time)
     rows = order[code[order] == 0]  # a stable order stays one without the duplicates
-    accepted = pd.DataFrame(
-        {c: (out[c].take(rows, n) if isinstance(out[c], _Text)
-             else out[c].take(rows).reset_index(drop=True)) for c in columns},
-        columns=columns, copy=False)
-    del out  # the parsed columns go as soon as the accepted rows are out
+    in_place = len(rows) == n and bool(np.all(rows[1:] > rows[:-1]))
+    if not in_place:
+        for values in out.values():
+            if isinstance(values, _Text):
+                values.source = None  # the copies are built from the codes
+    # the raw and parsed columns go as soon as they are not needed (when the caller holds no
+    # other reference to the raw frame, as in load_book), so the accepted copy can reuse
+    # their memory: a column's codes right after its accepted values are built
+    del raw, s, order
+    accepted = {}
+    for c in columns:
+        values = out.pop(c)
+        if isinstance(values, _Text):
+            accepted[c] = values.take(rows, in_place)
+        else:  # every row in source order: the column as it is (copy-on-write)
+            accepted[c] = (values if in_place else values.take(rows)).reset_index(drop=True)
+        del values
+    accepted = pd.DataFrame(accepted, columns=columns, copy=False)
     if name == "nps_responses":
         accepted["score"] = accepted["score"].astype("int64")
 
@@ -557,7 +569,7 @@ def _standing_order(out: dict, keep: np.ndarray, time_column: str | None) -> np.
     Rows at ``keep`` have an id and a time (required columns)."""
     ids = out["account_id"]
     distinct = ids.distinct()
-    rank = np.empty(len(distinct) + 1, dtype=np.int64)
+    rank = np.empty(len(distinct) + 1, dtype=np.int32 if len(distinct) < 2**31 - 1 else np.int64)
     rank[np.argsort(distinct, kind="stable")] = np.arange(len(distinct))
     rank[-1] = -1  # null ids (never among `keep`)
     account = rank[ids.codes[keep]]

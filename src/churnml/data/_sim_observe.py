@@ -92,7 +92,8 @@ def emit_usage(s: Lanes, act: np.ndarray, week_day: int, rng, buf: Buffers,
     core = 1 + np.floor(rng.random(m) * breadth)
     advanced_ok = np.repeat(s.plan[lanes] >= 1, n)
     u = rng.random(m)
-    p_adv = advanced_ok * 0.28 * a_r ** 2 * _sig(h_r)
+    # a team that wants more tries the advanced features of its plan (usage toward its limits)
+    p_adv = advanced_ok * (0.28 * a_r ** 2 * _sig(h_r) + 0.12 * np.repeat(s.buy_intent[lanes], n))
     event = np.where(u < 0.36, 0, np.where(u < 0.36 + p_adv, 7 + np.floor(rng.random(m) * 4), core))
     qty = np.where(event == 0, 1.0, 1.0 + rng.poisson(1.5, size=m))
     _add_usage(s, buf, lane, ts, event, user, qty)
@@ -120,7 +121,7 @@ def emit_seat_admin(s: Lanes, lanes: np.ndarray, week_day: int, rng, buf: Buffer
     invited = rng.poisson(np.minimum(joiners, room + 0.05))
     # blocked invitations grow with the share of people left without a seat (like usage, large
     # accounts are seen through a sample of their users, so the share matters, not the headcount)
-    blocked = rng.poisson(3.0 * np.clip(need / seats - 1.0, 0.0, 0.6)
+    blocked = rng.poisson(4.0 * np.clip(need / seats - 0.95, 0.0, 0.65)
                           + np.minimum(joiners, 0.3) * (room < 1.0))
     counts = invited + blocked
     lane = np.repeat(lanes, counts)
@@ -198,7 +199,7 @@ def emit_touchpoints(s: Lanes, ev: WeekEvents, act: np.ndarray, week_day: int, r
     _touch(buf, "meeting_missed", ml[missed[meet]], md[missed[meet]], user=contacts(ml[missed[meet]]))
     # a purchase in the making brings new stakeholders (a budget owner, another team's lead)
     # to the table: meetings with contacts the CSM had not met
-    stake = rng.random(len(lanes)) < 0.25 * bi
+    stake = rng.random(len(lanes)) < 0.3 * bi
     sl = lanes[stake]
     sd = week_day + rng.integers(0, 5, size=len(sl)) + (9.0 + 8.0 * rng.random(len(sl))) / 24.0
     _touch(buf, "meeting_held", sl, sd,
@@ -236,9 +237,10 @@ def emit_touchpoints(s: Lanes, ev: WeekEvents, act: np.ndarray, week_day: int, r
         ("cancellation_inquiry", 0.001 + 0.14 * ci),
         ("data_export_request", 0.001 + 0.07 * ci),
         ("competitor_mentioned", 0.0015 + 0.05 * ci),
-        ("expansion_request", 0.003 + 0.4 * bi),
-        ("goal_achieved", 0.006 * _sig(h) * s.adoption[lanes]),
-        ("referral_given", 0.002 + 0.03 * np.clip(h - 0.3, 0, 2) * (1 - ci)),
+        ("expansion_request", 0.003 + 0.6 * bi),
+        # milestones the CSM logs besides rollouts: the more the account thrives, the more
+        ("goal_achieved", (0.004 + 0.02 * np.clip(h, 0, 2)) * s.adoption[lanes]),
+        ("referral_given", 0.003 + 0.06 * np.clip(h - 0.3, 0, 2) * (1 - ci)),
     ):
         if prob is None:
             unresolved = s.unresolved_until_day[lanes] > week_day
@@ -281,7 +283,7 @@ def emit_nps(s: Lanes, act: np.ndarray, week_index: int, week_day: int, nps_phas
     resp = _ranks(responses)
     pos = np.searchsorted(lanes, lane)
     score = np.clip(np.round(7.0 + 1.5 * h[pos] - 1.4 * s.churn_intent[lane]
-                             + 1.0 * s.buy_intent[lane] + 1.5 * rng.standard_normal(m)), 0, 10)
+                             + 1.0 * s.buy_intent[lane] + 1.0 * rng.standard_normal(m)), 0, 10)
     day = week_day + rng.integers(0, 7, size=m)
     ns = day.astype(np.int64) * NS_DAY + rng.integers(8 * 3600, 19 * 3600, size=m) * 10**9
     with_comment = rng.random(m) < 0.3

@@ -13,7 +13,8 @@ from churnml.data.tables import MRR_REASONS, TABLES, TOUCHPOINT_KINDS
 from churnml.errors import UsageError
 
 USAGE_EVENTS = {"login", "dashboard_view", "report_create", "data_import", "share", "comment",
-                "integration_sync", "api_call", "automation_run", "custom_report", "admin_config"}
+                "integration_sync", "api_call", "automation_run", "custom_report", "admin_config",
+                "user_invited", "seat_limit_reached"}
 
 
 def test_tables_follow_the_data_contract(sim_tables):
@@ -132,6 +133,53 @@ def test_truth_has_state_and_drivers(sim_dir):
     assert state["churn_week_prob"].between(0, 1).all()
     assert {"churn", "expansion", "contraction"} <= set(events["event"])
     assert events.loc[events["event"] == "churn", "top_driver"].notna().all()
+
+
+def _weekly_counts(sim, table, column, value):
+    """Rows of ``column == value`` per (account, simulated week), aligned with state_weekly."""
+    state = sim.truth["state_weekly"]
+    df = sim.tables[table]
+    rows = df.loc[df[column] == value, ["account_id", "ts"]]
+    start = state["week_start"].min()
+    week = start + pd.to_timedelta((rows["ts"] - start).dt.days // 7 * 7, unit="D")
+    counts = (pd.DataFrame({"account_id": rows["account_id"], "week_start": week})
+              .value_counts().rename("n").reset_index())
+    out = state.merge(counts, on=["account_id", "week_start"], how="left")
+    return out.assign(n=out["n"].fillna(0.0))
+
+
+def test_seat_pressure_shows_in_blocked_invitations(sim_tables):
+    weekly = _weekly_counts(sim_tables, "usage_events", "event", "seat_limit_reached")
+    seat_use = weekly["users_needed"] / weekly["seats"].clip(lower=1)
+    crowded = weekly.loc[seat_use > 1.1, "n"].mean()
+    roomy = weekly.loc[seat_use < 0.85, "n"].mean()
+    assert crowded > 0.3 and crowded > 10 * roomy
+    invites = _weekly_counts(sim_tables, "usage_events", "event", "user_invited")
+    growth = invites.merge(sim_tables.truth["accounts_latent"][["account_id", "growth_rate"]])
+    roomy_rows = growth[seat_use < 0.85]
+    fast = roomy_rows.loc[roomy_rows["growth_rate"] > 0.4, "n"].mean()
+    slow = roomy_rows.loc[roomy_rows["growth_rate"] < 0.0, "n"].mean()
+    assert fast > 2 * slow
+
+
+def test_buy_intent_shows_in_requests_and_stakeholders(sim_tables):
+    requests = _weekly_counts(sim_tables, "touchpoints", "kind", "expansion_request")
+    buying = requests["buy_intent"] > 0
+    assert buying.any()
+    assert requests.loc[buying, "n"].mean() > 20 * requests.loc[~buying, "n"].mean()
+    meetings = sim_tables.tables["touchpoints"]
+    new_people = meetings[(meetings["kind"] == "meeting_held")
+                          & meetings["user_id"].str.contains("-c5", regex=False)]
+    assert len(new_people) > 0
+
+
+def test_headcount_growth_is_a_noisy_reading_of_the_static_growth_rate(sim_tables):
+    accounts = sim_tables.tables["accounts"]
+    latent = sim_tables.truth["accounts_latent"]
+    joined = accounts.merge(latent[["account_id", "growth_rate"]], on="account_id")
+    corr = np.corrcoef(joined["headcount_growth"], joined["growth_rate"])[0, 1]
+    assert 0.8 < corr < 0.999
+    assert (joined["headcount_growth"] - joined["growth_rate"]).abs().max() < 0.6
 
 
 def test_low_adoption_matters_mostly_early():

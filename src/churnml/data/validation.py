@@ -14,7 +14,11 @@ Two outcomes for bad input (see ``docs/data_contract.md``):
   ``read == accepted + rejected``.
 
 Everything is vectorised: the cost is a handful of passes over each column, and the only
-per-row objects built are those of the rejected rows.
+per-row objects built are those of the rejected rows. Text and id columns read through Arrow
+are dictionary-encoded once and checked, compared and sorted as integer codes (see
+:class:`_Text`); typed timestamp and number columns are not re-parsed. Measured in
+``benchmarks/loading.py`` (50,000 accounts, 25M usage events: 66 s and 8.2 GB before, about
+1.5-2x a plain pyarrow read and 3.4 GB after).
 """
 
 from __future__ import annotations

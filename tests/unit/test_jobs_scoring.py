@@ -115,3 +115,72 @@ def test_with_the_real_health_score_and_alerts(playbooks):
     again = score_frame(later, churn, expansion, health, previous=previous,
                         playbooks=playbooks, feature_dimensions=FEATURE_DIMENSIONS)
     assert all("dropped_15_in_week" in a for a in again["alerts"])
+
+
+@pytest.fixture(scope="module")
+def real_model():
+    """A small real TargetModel (LightGBM, a categorical feature, missing values)."""
+    from test_models_model import synthetic_book
+
+    from churnml.features.catalog import load_catalog
+    from churnml.models.config import ModelConfig
+    from churnml.models.dataset import assemble, time_split
+    from churnml.models.train import fit_model
+
+    features, grid = synthetic_book(n_accounts=120, n_weeks=40)
+    config = ModelConfig(target="churn", horizon_days=28, num_boost_round=30, backtest_folds=1,
+                         lgb_params={"objective": "binary", "learning_rate": 0.1,
+                                     "num_leaves": 15, "max_depth": 5, "min_child_samples": 20,
+                                     "seed": 3, "deterministic": True, "num_threads": 1,
+                                     "verbose": -1})
+    split = time_split(sorted(features["as_of"].unique()), config)
+    model, _ = fit_model(assemble(features, grid, config, split), config, load_catalog())
+    model.version = "7"
+    return model, features
+
+
+def _assert_rows_equal(alone: pd.DataFrame, row: pd.DataFrame) -> None:
+    alone, row = alone.reset_index(drop=True), row.reset_index(drop=True)
+    assert list(alone.columns) == list(row.columns)
+    for column in alone.columns:
+        a, b = alone[column], row[column]
+        if pd.api.types.is_float_dtype(a):
+            np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=0, atol=1e-12,
+                                       err_msg=column)
+        else:  # a missing text is None alone and NaN in a str column of a batch: both null
+            def norm(values):
+                return [None if not isinstance(v, (list, dict, str)) and pd.isna(v) else v
+                        for v in values]
+            assert norm(a.tolist()) == norm(b.tolist()), column
+
+
+def test_one_account_alone_equals_its_row_of_a_batch_with_real_models(playbooks, real_model):
+    """The small-frame path (dict look-ups, one thread, no per-column Series) gives the
+    numbers of the large-frame path to 1e-12, reasons, alerts and actions included."""
+    from churnml.health.score import HealthScore
+
+    model, features = real_model
+    dates = sorted(features["as_of"].unique())
+    week = features[features["as_of"] == dates[-1]].reset_index(drop=True)
+    week["value_tier"] = pd.Series(np.where(np.arange(len(week)) % 3 == 0, "strategic", "core"),
+                                   dtype="str")
+    week.loc[5, "value_tier"] = np.nan
+    week.loc[2, "plan"] = "not-a-plan"  # unseen category: missing to the model, shown as sent
+    week["days_since_last_contact"] = np.arange(len(week), dtype=float) % 40
+    assert len(week) > 64  # the batch takes the large-frame path
+    health = HealthScore()
+    batch = score_frame(week, model, model, health, playbooks=playbooks)
+    prior = batch[["account_id", "as_of", "health_score", "health_tier"]].assign(
+        as_of=dates[-2], health_score=batch["health_score"] + 16)
+    batch_prev = score_frame(week, model, model, health, previous=prior, history=prior,
+                             playbooks=playbooks)
+    assert any("dropped_15_in_week" in a for a in batch_prev["alerts"])
+    for i in (0, 2, 5, len(week) - 1):
+        _assert_rows_equal(score_frame(week.iloc[[i]], model, model, health,
+                                       playbooks=playbooks), batch.iloc[[i]])
+        _assert_rows_equal(score_frame(week.iloc[[i]], model, model, health, previous=prior,
+                                       history=prior, playbooks=playbooks),
+                           batch_prev.iloc[[i]])
+    # the unseen plan is shown as sent when it is a reason
+    shown = [r["text"] for r in batch["churn_reasons"][2] if r["feature"] == "plan"]
+    assert all("not-a-plan" in t for t in shown)

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from churnml.columns import FrameColumns, numeric_column
 from churnml.errors import SchemaError, UsageError
 from churnml.health.config import HealthConfig, load_health_config
 
@@ -53,21 +54,28 @@ ALERT_ORDER = [
 ]
 
 
-def _check(frame: pd.DataFrame, name: str, columns: tuple[str, ...]) -> None:
-    missing = [c for c in columns if c not in frame.columns]
+def _check(frame: pd.DataFrame, name: str, columns: tuple[str, ...],
+           view: FrameColumns | None = None) -> None:
+    missing = [c for c in columns if c not in (view if view is not None else frame.columns)]
     if missing:
         raise SchemaError(f"{name}: missing column(s) {missing} needed for alerts.")
 
 
-def _single_as_of(frame: pd.DataFrame, name: str) -> pd.Timestamp:
-    values = pd.to_datetime(frame["as_of"]).unique()
+def _single_as_of(frame: pd.DataFrame, name: str, view: FrameColumns | None = None) -> pd.Timestamp:
+    given = view.get("as_of") if view is not None else None
+    if isinstance(given, np.ndarray) and given.dtype == "datetime64[ns]":
+        values = pd.unique(given)  # score_frame's datetime64[ns] array of the same column
+    else:
+        values = pd.to_datetime(frame["as_of"]).unique()
     if len(values) != 1:
         raise UsageError(f"{name}: alerts compare one scored week with another; got {len(values)} "
                          f"as_of dates, e.g. {[str(v)[:10] for v in values[:5]]}.")
     return pd.Timestamp(values[0])
 
 
-def _col(frame: pd.DataFrame, name: str) -> np.ndarray | None:
+def _col(frame: pd.DataFrame, name: str, view: FrameColumns | None = None) -> np.ndarray | None:
+    if view is not None:
+        return numeric_column(view, frame, name)
     if name not in frame.columns:
         return None
     return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
@@ -100,7 +108,8 @@ def _per_id(codes: np.ndarray, values: np.ndarray, n_ids: int) -> np.ndarray:
 
 def compute_alerts(current: pd.DataFrame, previous: pd.DataFrame | None = None,
                    history: pd.DataFrame | None = None,
-                   config: "HealthConfig | Any" = None) -> pd.Series:
+                   config: "HealthConfig | Any" = None, *,
+                   columns: FrameColumns | None = None) -> pd.Series:
     """Alert names for each row of ``current`` (a list, possibly empty, per account).
 
     ``current`` / ``previous``: one scored week each (``account_id, as_of, health_score,
@@ -109,16 +118,26 @@ def compute_alerts(current: pd.DataFrame, previous: pd.DataFrame | None = None,
     ``history``: a long frame of earlier weeks (same columns; may include ``previous``); rows
     at or after the current as_of are ignored. ``config``: a HealthConfig, a path or dict, or
     None for the default (its ``alerts`` and ``tiers`` sections are used).
+    ``columns``: a :class:`~churnml.columns.FrameColumns` of ``current`` to which the caller
+    may have added ``health_score`` (float64), ``health_tier`` (names) and ``as_of``
+    (datetime64[ns]) arrays instead of frame columns (``score_frame`` does: the same answer,
+    without building a frame). With no previous week only a few arrays are read.
     Returns a Series aligned with ``current``'s index, named ``alerts``.
     """
     cfg = config if isinstance(config, HealthConfig) else load_health_config(config)
     rules = cfg.alerts
-    _check(current, "current", ("account_id", "as_of", "health_score", "health_tier"))
-    as_of = _single_as_of(current, "current")
+    view = columns if columns is not None and columns.frame is current else None
+    _check(current, "current", ("account_id", "as_of", "health_score", "health_tier"), view)
+    as_of = _single_as_of(current, "current", view)
     n = len(current)
-    cur_score = current["health_score"].to_numpy(dtype=float)
     tier_rank = {t.name: i for i, t in enumerate(cfg.tiers)}  # 0 = top tier
-    cur_rank = current["health_tier"].map(tier_rank).to_numpy(dtype=float)
+    given_tiers = view.get("health_tier") if view is not None else None
+    if isinstance(given_tiers, (list, np.ndarray)):
+        cur_score = np.asarray(view.get("health_score"), dtype=float)
+        cur_rank = np.array([tier_rank.get(t, np.nan) for t in given_tiers], dtype=float)
+    else:
+        cur_score = current["health_score"].to_numpy(dtype=float)
+        cur_rank = current["health_tier"].map(tier_rank).to_numpy(dtype=float)
     flags: dict[str, np.ndarray] = {name: np.zeros(n, dtype=bool) for name in ALERT_ORDER}
 
     gap_days = float(rules["new_nps_within_days"])
@@ -157,7 +176,8 @@ def compute_alerts(current: pd.DataFrame, previous: pd.DataFrame | None = None,
         flags["entered_lower_tier"] = has_prev & (cur_rank > prev_rank)
         flags["expansion_review"] = has_prev & (cur_rank == 0) & (prev_rank > 0)
 
-        prev_champ, cur_champ = _col(previous, "champion_left_180d"), _col(current, "champion_left_180d")
+        prev_champ = _col(previous, "champion_left_180d")
+        cur_champ = _col(current, "champion_left_180d", view)
         if cur_champ is not None and prev_champ is None:
             warnings.warn("champion_left needs 'champion_left_180d' in last week's frame too; "
                           "not evaluated this week.", stacklevel=2)
@@ -191,14 +211,14 @@ def compute_alerts(current: pd.DataFrame, previous: pd.DataFrame | None = None,
         flags["unusual_drop"] = has_prev & ~np.isnan(std) & (drop > threshold)
 
     # Alerts that need no history.
-    nps, detr_flag = _col(current, "nps_latest"), _col(current, "nps_detractor")
-    days_nps = _col(current, "days_since_last_nps")
+    nps, detr_flag = _col(current, "nps_latest", view), _col(current, "nps_detractor", view)
+    days_nps = _col(current, "days_since_last_nps", view)
     if days_nps is not None and (nps is not None or detr_flag is not None):
         detractor = np.nan_to_num(detr_flag, nan=0.0) >= 0.5 if detr_flag is not None else np.zeros(n, bool)
         if nps is not None:
             detractor = np.where(np.isnan(nps), detractor, nps <= cfg.overrides["nps_detractor_cap"]["detractor_max"])
         flags["nps_detractor_received"] = detractor & (np.nan_to_num(days_nps, nan=np.inf) < gap_days)
-    silence = _col(current, "days_since_last_contact")
+    silence = _col(current, "days_since_last_contact", view)
     if silence is not None:
         flags["no_contact_21_days"] = np.nan_to_num(silence, nan=-np.inf) >= rules["no_contact_days"]
 

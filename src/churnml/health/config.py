@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -33,9 +34,19 @@ class Signal:
 
     def band_scores(self, values: np.ndarray) -> np.ndarray:
         """Band score (0-100) of each value; NaN where the value is NaN (no data)."""
-        idx = np.searchsorted(np.asarray(self.thresholds[1:]), values, side="right")
-        out = np.asarray(self.scores, dtype=float)[idx]
+        idx = np.searchsorted(self._upper_bounds, values, side="right")
+        out = self._score_array[idx]
         return np.where(np.isnan(values), np.nan, out)
+
+    # numpy forms of the bands, built once (the dataclass is frozen; cached_property writes
+    # the instance's __dict__ directly)
+    @cached_property
+    def _upper_bounds(self) -> np.ndarray:
+        return np.asarray(self.thresholds[1:])
+
+    @cached_property
+    def _score_array(self) -> np.ndarray:
+        return np.asarray(self.scores, dtype=float)
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,11 @@ class HealthConfig:
     def dimension_names(self) -> list[str]:
         return [d.name for d in self.dimensions]
 
+    @cached_property
+    def compiled(self) -> "CompiledHealth":
+        """The numpy form the score reads, built once per configuration object."""
+        return CompiledHealth.build(self)
+
     @property
     def weights(self) -> dict[str, float]:
         return {d.name: d.weight for d in self.dimensions}
@@ -101,6 +117,33 @@ class HealthConfig:
         if version is not None:
             raw["version"] = version
         return parse_health_config(raw)
+
+
+@dataclass(frozen=True)
+class CompiledHealth:
+    """A :class:`HealthConfig` as arrays (``HealthConfig.compiled``): what scoring reads on
+    every call, so a call does no per-configuration Python work beyond one loop over signals.
+
+    ``signals``: per dimension, ``(feature, weight, signal)`` of its signals with weight > 0;
+    ``weights``: dimension weights in configuration order; ``tier_names`` top tier first;
+    ``tier_labels`` / ``dimension_names`` as lists."""
+
+    signals: tuple[tuple[tuple[str, float, Signal], ...], ...]
+    weights: np.ndarray
+    tier_names: tuple[str, ...]
+    tier_mins_ascending: np.ndarray
+    dimension_names: tuple[str, ...]
+
+    @classmethod
+    def build(cls, config: "HealthConfig") -> "CompiledHealth":
+        return cls(
+            signals=tuple(tuple((s.feature, s.weight, s) for s in d.signals if s.weight > 0)
+                          for d in config.dimensions),
+            weights=np.array([d.weight for d in config.dimensions], dtype=float),
+            tier_names=tuple(t.name for t in config.tiers),
+            tier_mins_ascending=np.array([t.min for t in config.tiers])[::-1],
+            dimension_names=tuple(d.name for d in config.dimensions),
+        )
 
 
 DEFAULT_PATH_NAME = "health_score.yaml"

@@ -12,12 +12,13 @@ only on that row, so batch, HTTP and Spark give the same numbers.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 import pandas as pd
 import yaml
 
+from churnml.columns import FrameColumns
 from churnml.errors import ConfigError, NotFittedError, SchemaError, format_examples
 from churnml.health.config import HealthConfig, load_health_config
 
@@ -28,11 +29,19 @@ OVERRIDE_NAMES = ["nps_detractor_cap", "no_contact_penalty"]
 DIMENSION_SEPARATOR = "|"
 
 
-def _numeric_column(features: pd.DataFrame, name: str) -> np.ndarray | None:
+def _numeric_column(features: pd.DataFrame, name: str,
+                    columns: FrameColumns | None = None) -> np.ndarray | None:
     """The column as float64 (NaN = no data), or None when the column is absent.
 
-    A column that holds non-numeric values is a SchemaError (a wrong feature, not "no data")."""
-    if name not in features.columns:
+    A column that holds non-numeric values is a SchemaError (a wrong feature, not "no data").
+    ``columns``: a FrameColumns of ``features`` (a float64 column is read from it as is)."""
+    if columns is not None:
+        fast = columns.float64(name, frame_only=True)
+        if fast is not None:
+            return fast
+        if not columns.in_frame(name):
+            return None
+    elif name not in features.columns:
         return None
     col = features[name]
     if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
@@ -47,26 +56,25 @@ def _numeric_column(features: pd.DataFrame, name: str) -> np.ndarray | None:
     return converted.to_numpy(dtype=float, na_value=np.nan)
 
 
-def dimension_subscores(features: pd.DataFrame, config: HealthConfig) -> np.ndarray:
+def dimension_subscores(features: pd.DataFrame, config: HealthConfig,
+                        columns: FrameColumns | None = None) -> np.ndarray:
     """Sub-score (0-100) of each dimension for each row, shape ``(rows, dimensions)``.
 
     A signal whose feature is absent or NaN for a row is left out and the remaining signal
     weights of its dimension re-normalised; a dimension with no usable signal is NaN."""
     n = len(features)
     out = np.full((n, len(config.dimensions)), np.nan)
-    for j, dim in enumerate(config.dimensions):
+    for j, signals in enumerate(config.compiled.signals):  # signals with weight > 0
         num = np.zeros(n)
         den = np.zeros(n)
-        for sig in dim.signals:
-            if sig.weight <= 0:
-                continue
-            values = _numeric_column(features, sig.feature)
+        for feature, weight, sig in signals:
+            values = _numeric_column(features, feature, columns)
             if values is None:
                 continue
             band = sig.band_scores(values)
             have = ~np.isnan(band)
-            num += np.where(have, band, 0.0) * sig.weight
-            den += have * sig.weight
+            num += np.where(have, band, 0.0) * weight
+            den += have * weight
         with np.errstate(invalid="ignore", divide="ignore"):
             out[:, j] = np.where(den > 0, num / den, np.nan)
     return out
@@ -85,7 +93,8 @@ def combine(subscores: np.ndarray, weights: np.ndarray, neutral: float) -> tuple
     return score, used
 
 
-def apply_overrides(score: np.ndarray, features: pd.DataFrame, config: HealthConfig) -> tuple[np.ndarray, np.ndarray]:
+def apply_overrides(score: np.ndarray, features: pd.DataFrame, config: HealthConfig,
+                    columns: FrameColumns | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Apply the overrides (NPS detractor cap, then the no-contact penalty), clip to [0, 100].
 
     Returns ``(score, applied)`` where ``applied[:, k]`` says whether override k
@@ -95,8 +104,8 @@ def apply_overrides(score: np.ndarray, features: pd.DataFrame, config: HealthCon
     score = score.astype(float).copy()
     cap = config.overrides["nps_detractor_cap"]
     if cap.get("enabled", True):
-        nps = _numeric_column(features, cap["feature"])
-        flag = _numeric_column(features, cap["flag_feature"]) if cap.get("flag_feature") else None
+        nps = _numeric_column(features, cap["feature"], columns)
+        flag = _numeric_column(features, cap["flag_feature"], columns) if cap.get("flag_feature") else None
         detractor = np.zeros(n, dtype=bool)
         if flag is not None:
             detractor = np.nan_to_num(flag, nan=0.0) >= 0.5
@@ -107,7 +116,7 @@ def apply_overrides(score: np.ndarray, features: pd.DataFrame, config: HealthCon
         applied[:, 0] = detractor
     pen = config.overrides["no_contact_penalty"]
     if pen.get("enabled", True):
-        days = _numeric_column(features, pen["feature"])
+        days = _numeric_column(features, pen["feature"], columns)
         if days is not None:
             silent = np.nan_to_num(days, nan=-np.inf) >= pen["min_days"]
             score = np.where(silent, score - pen["penalty"], score)
@@ -117,7 +126,7 @@ def apply_overrides(score: np.ndarray, features: pd.DataFrame, config: HealthCon
 
 def tier_codes(score: np.ndarray, config: HealthConfig) -> np.ndarray:
     """Index into ``config.tiers`` (0 = top) of each unrounded score; lower bounds inclusive."""
-    mins = np.array([t.min for t in config.tiers])[::-1]
+    mins = config.compiled.tier_mins_ascending
     idx = np.searchsorted(mins, score, side="right") - 1
     return len(mins) - 1 - np.clip(idx, 0, len(mins) - 1)
 
@@ -140,6 +149,37 @@ def _joined(used: np.ndarray, names: list[str]) -> pd.Series:
     labels = [DIMENSION_SEPARATOR.join(n for j, n in enumerate(names) if c >> j & 1)
               for c in range(1 << used.shape[1])]
     return _codes_to_str(codes, labels)
+
+
+class HealthArrays(NamedTuple):
+    """What :meth:`HealthScore.score_arrays` returns (see there)."""
+
+    config: HealthConfig
+    score: np.ndarray
+    tier_codes: np.ndarray
+    subscores: np.ndarray
+    used: np.ndarray
+    overrides: np.ndarray
+
+    def dimensions_used(self) -> list[str]:
+        """``health_dimensions_used`` per row ('|'-joined, as :meth:`HealthScore.score`)."""
+        return _joined_list(self.used, self.config.dimension_names)
+
+    def tier_names(self) -> list[str]:
+        names = self.config.compiled.tier_names
+        return [names[c] for c in self.tier_codes.tolist()]
+
+
+def _joined_list(used: np.ndarray, names: list[str]) -> list[str]:
+    codes = (used.astype(np.int64) << np.arange(used.shape[1], dtype=np.int64)).sum(axis=1)
+    labels: dict[int, str] = {}
+    out = []
+    for c in codes.tolist():
+        label = labels.get(c)
+        if label is None:
+            label = labels[c] = DIMENSION_SEPARATOR.join(n for j, n in enumerate(names) if c >> j & 1)
+        out.append(label)
+    return out
 
 
 class HealthScore:
@@ -235,27 +275,39 @@ class HealthScore:
         overrides), ``health_overrides`` ('|'-joined overrides applied) and
         ``health_weights_version``.
         """
-        cfg = self.active_config
-        missing = [c for c in ("account_id", "as_of") if c not in features.columns]
-        if missing:
-            raise SchemaError(f"features: missing column(s) {missing} needed by the health score.")
-        sub = dimension_subscores(features, cfg)
-        weights = np.array([d.weight for d in cfg.dimensions], dtype=float)
-        raw, used = combine(sub, weights, cfg.neutral_score)
-        final, applied = apply_overrides(raw, features, cfg)
+        parts = self.score_arrays(features)
+        cfg = parts.config
         n = len(features)
         out = {
             "account_id": features["account_id"].reset_index(drop=True),
             "as_of": features["as_of"].reset_index(drop=True),
-            "health_score": final,
-            "health_tier": _codes_to_str(tier_codes(final, cfg), [t.name for t in cfg.tiers]),
+            "health_score": parts.score,
+            "health_tier": _codes_to_str(parts.tier_codes, [t.name for t in cfg.tiers]),
         }
         for j, name in enumerate(cfg.dimension_names):
-            out[f"health_{name}"] = sub[:, j]
-        out["health_dimensions_used"] = _joined(used, cfg.dimension_names)
-        out["health_overrides"] = _joined(applied, OVERRIDE_NAMES)
+            out[f"health_{name}"] = parts.subscores[:, j]
+        out["health_dimensions_used"] = _joined(parts.used, cfg.dimension_names)
+        out["health_overrides"] = _joined(parts.overrides, OVERRIDE_NAMES)
         out["health_weights_version"] = _codes_to_str(np.zeros(n, dtype=np.int64), [cfg.version])
         return pd.DataFrame(out)
+
+    def score_arrays(self, features: pd.DataFrame,
+                     columns: FrameColumns | None = None) -> "HealthArrays":
+        """The numbers of :meth:`score` as arrays, without building a frame (what
+        ``score_frame`` reads): ``score`` (n,), ``tier_codes`` (n,) into the configuration's
+        tiers (0 = top), ``subscores`` (n, dimensions), ``used`` (n, dimensions) and
+        ``overrides`` (n, 2) booleans, and the configuration they came from.
+
+        ``columns``: a FrameColumns of ``features`` (the same numbers, less pandas work)."""
+        cfg = self.active_config
+        missing = [c for c in ("account_id", "as_of") if c not in features.columns]
+        if missing:
+            raise SchemaError(f"features: missing column(s) {missing} needed by the health score.")
+        sub = dimension_subscores(features, cfg, columns)
+        raw, used = combine(sub, cfg.compiled.weights, cfg.neutral_score)
+        final, applied = apply_overrides(raw, features, cfg, columns)
+        return HealthArrays(config=cfg, score=final, tier_codes=tier_codes(final, cfg),
+                            subscores=sub, used=used, overrides=applied)
 
     # -- fitting -----------------------------------------------------------------------------
     def fit(self, features: pd.DataFrame, churned, *, shrinkage: float | None = None,

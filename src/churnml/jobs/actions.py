@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from churnml.columns import FrameColumns
 from churnml.errors import ConfigError
 
 SEVERITIES = ("critical", "high", "medium", "low")
@@ -76,15 +77,30 @@ def default_playbooks_path() -> Path:
 
 
 def load_playbooks(path: str | Path | None = None) -> Playbooks:
-    """Read and check ``playbooks.yaml`` (default: the project's ``features/playbooks.yaml``)."""
+    """Read and check ``playbooks.yaml`` (default: the project's ``features/playbooks.yaml``).
+
+    The parsed result is cached by (path, modification time, size) and shared: callers must
+    not modify it."""
     import yaml
 
     path = Path(path) if path is not None else default_playbooks_path()
     if not path.exists():
         raise ConfigError(f"playbooks file not found: {path}")
+    # Parsed once per file version: score_frame may be called per request or per chunk.
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    cached = _PLAYBOOKS_CACHE.get(key)
+    if cached is not None:
+        return cached
     with open(path) as fh:
         raw = yaml.safe_load(fh) or {}
-    return parse_playbooks(raw, source=str(path))
+    playbooks = parse_playbooks(raw, source=str(path))
+    _PLAYBOOKS_CACHE.clear()  # one version of one file is all a process needs
+    _PLAYBOOKS_CACHE[key] = playbooks
+    return playbooks
+
+
+_PLAYBOOKS_CACHE: dict[tuple[str, int, int], Playbooks] = {}
 
 
 def parse_playbooks(raw: Mapping[str, Any], source: str = "playbooks") -> Playbooks:
@@ -182,25 +198,74 @@ def _column(frame: pd.DataFrame, name: str) -> pd.Series | None:
     return pd.to_numeric(frame[name], errors="coerce").astype("float64")
 
 
-def expansion_gates(frame: pd.DataFrame, playbooks: Playbooks) -> pd.DataFrame:
+def _values(frame: pd.DataFrame, name: str, columns: FrameColumns | None = None) -> np.ndarray | None:
+    """The column as float64 (non-numbers NaN), None when absent; from ``columns`` when it has
+    the column as float64 (the same values, no Series)."""
+    if columns is not None:
+        fast = columns.float64(name)
+        if fast is not None:
+            return fast
+        if name not in columns:
+            return None
+        col = columns.get(name)
+        col = col if isinstance(col, pd.Series) else pd.Series(col)
+        return pd.to_numeric(col, errors="coerce").astype("float64").to_numpy()
+    values = _column(frame, name)
+    return None if values is None else values.to_numpy()
+
+
+def _bool_matrix(columns: dict[str, np.ndarray], n: int) -> np.ndarray:
+    if not columns:
+        return np.zeros((n, 0), dtype=bool)
+    return np.column_stack(list(columns.values())).astype(bool, copy=False).reshape(n, len(columns))
+
+
+def _gate_values(frame: pd.DataFrame, playbooks: Playbooks,
+                 columns: FrameColumns | None = None) -> dict[str, np.ndarray]:
+    out = {}
+    n = columns.n if columns is not None else len(frame)
+    for name, column, op, key in _GATES:
+        arr = _values(frame, column, columns)
+        if arr is None:
+            out[name] = np.zeros(n, dtype=bool)
+            continue
+        threshold = playbooks.gating[key]
+        with np.errstate(invalid="ignore"):
+            hit = {"lt": arr < threshold, "le": arr <= threshold, "gt": arr > threshold}[op]
+        out[name] = np.where(np.isnan(arr), False, hit)
+    return out
+
+
+def expansion_gates(frame: pd.DataFrame, playbooks: Playbooks, *,
+                    columns: FrameColumns | None = None) -> pd.DataFrame:
     """One boolean column per gating rule (True = this rule blocks an expansion pitch).
 
     ``frame`` has one row per account with ``health_score`` and the features named in
     ``_GATES``. A rule whose column is absent, or null for an account, does not block that
     account (no data is not evidence of a problem; the health score already reflects it).
+    ``columns``: a FrameColumns of ``frame`` (with ``health_score`` added when the frame has
+    none); the same answer.
     """
-    out = {}
-    for name, column, op, key in _GATES:
-        values = _column(frame, column)
-        if values is None:
-            out[name] = np.zeros(len(frame), dtype=bool)
-            continue
-        threshold = playbooks.gating[key]
-        arr = values.to_numpy()
-        with np.errstate(invalid="ignore"):
-            hit = {"lt": arr < threshold, "le": arr <= threshold, "gt": arr > threshold}[op]
-        out[name] = np.where(np.isnan(arr), False, hit)
-    return pd.DataFrame(out, index=frame.index)
+    return pd.DataFrame(_gate_values(frame, playbooks, columns), index=frame.index)
+
+
+class Gates(NamedTuple):
+    """Gating rules as arrays: ``names`` (rule names) and ``values`` (n, rules) booleans."""
+
+    names: list[str]
+    values: np.ndarray
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame, playbooks: Playbooks,
+           columns: FrameColumns | None = None) -> "Gates":
+        """The rules of :func:`expansion_gates` without the frame."""
+        values = _gate_values(frame, playbooks, columns)
+        n = columns.n if columns is not None else len(frame)
+        return cls(list(values), _bool_matrix(values, n))
+
+    def blocked(self) -> np.ndarray:
+        """Whether any rule blocks the account."""
+        return self.values.any(axis=1)
 
 
 def readiness_points(expansion_probability, playbooks: Playbooks) -> np.ndarray:
@@ -229,41 +294,53 @@ def expansion_readiness(expansion_probability, blocked, playbooks: Playbooks) ->
     return label
 
 
-def _active(frame: pd.DataFrame, signals: list[Signal],
-            previous: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per signal, whether it is active for each account: its feature is >= min_value and,
-    when last week's value of the feature is known for the account, it rose since then (a
-    90-day count that stays at 1 is last month's news, not today's emergency)."""
+def _active_values(frame: pd.DataFrame, signals: list[Signal],
+                   previous: pd.DataFrame | None = None,
+                   columns: FrameColumns | None = None) -> dict[str, np.ndarray]:
     out = {}
     prev_values = None
+    n = columns.n if columns is not None else len(frame)
     if previous is not None and len(previous) and "account_id" in previous.columns:
         prev_values = previous.drop_duplicates("account_id").set_index(
             previous["account_id"].drop_duplicates().astype(str))
-    keys = frame["account_id"].astype(str) if "account_id" in frame.columns else None
+    keys = None
+    if prev_values is not None and "account_id" in frame.columns:
+        keys = frame["account_id"].astype(str)
     for sig in signals:
-        values = _column(frame, sig.feature)
+        values = _values(frame, sig.feature, columns)
         if values is None:
-            out[sig.feature] = np.zeros(len(frame), dtype=bool)
+            out[sig.feature] = np.zeros(n, dtype=bool)
             continue
-        now = values.fillna(-np.inf).to_numpy()
+        now = np.where(np.isnan(values), -np.inf, values)  # as fillna(-inf)
         hit = now >= sig.min_value
         if prev_values is not None and keys is not None and sig.feature in prev_values.columns:
             before = pd.to_numeric(keys.map(prev_values[sig.feature]), errors="coerce")
             before = before.to_numpy(dtype="float64")
             hit &= np.isnan(before) | (now > before)
         out[sig.feature] = hit
-    return pd.DataFrame(out, index=frame.index)
+    return out
+
+
+def _active(frame: pd.DataFrame, signals: list[Signal],
+            previous: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per signal, whether it is active for each account: its feature is >= min_value and,
+    when last week's value of the feature is known for the account, it rose since then (a
+    90-day count that stays at 1 is last month's news, not today's emergency)."""
+    return pd.DataFrame(_active_values(frame, signals, previous), index=frame.index)
 
 
 def risk_severity(frame: pd.DataFrame, churn_probability, playbooks: Playbooks,
-                  previous: pd.DataFrame | None = None) -> np.ndarray:
-    """``critical`` / ``high`` / ``medium`` / ``low`` per account (rules in playbooks.yaml)."""
+                  previous: pd.DataFrame | None = None, *,
+                  columns: FrameColumns | None = None) -> np.ndarray:
+    """``critical`` / ``high`` / ``medium`` / ``low`` per account (rules in playbooks.yaml).
+    ``columns``: a FrameColumns of ``frame`` (the same answer, no Series)."""
     risk = playbooks.risk
     p = np.asarray(churn_probability, dtype="float64")
-    health = _column(frame, "health_score")
-    h = np.full(len(frame), 100.0) if health is None else health.fillna(100.0).to_numpy()
-    crit = _active(frame, playbooks.critical_signals, previous).any(axis=1).to_numpy()
-    high = _active(frame, playbooks.high_signals).any(axis=1).to_numpy()
+    n = columns.n if columns is not None else len(frame)
+    health = _values(frame, "health_score", columns)
+    h = np.full(n, 100.0) if health is None else np.where(np.isnan(health), 100.0, health)
+    crit = _bool_matrix(_active_values(frame, playbooks.critical_signals, previous, columns), n).any(axis=1)
+    high = _bool_matrix(_active_values(frame, playbooks.high_signals, None, columns), n).any(axis=1)
     return np.select(
         [crit | (h < risk["critical_health"]),
          high | (p >= risk["high_churn_probability"]) | (h < risk["high_health"]),
@@ -282,6 +359,8 @@ def next_best_actions(
     playbooks: Playbooks,
     feature_dimensions: Mapping[str, str] | None = None,
     previous: pd.DataFrame | None = None,
+    *,
+    columns: FrameColumns | None = None,
 ) -> list[dict]:
     """The recommended action per account (order of ``frame``).
 
@@ -293,19 +372,29 @@ def next_best_actions(
     gating rules that block an expansion pitch. ``previous``: last week's rows with the
     critical signals' features (``account_id`` + feature columns), so that a critical signal
     counts in the week it appears, not for the whole feature window.
+    ``gates``: :func:`expansion_gates`' frame or a :class:`Gates`; ``columns``: a FrameColumns
+    of ``frame`` (with ``health_score`` added when the frame has none): the same answer with
+    less pandas work.
     """
     feature_dimensions = dict(feature_dimensions or {})
-    severity = risk_severity(frame, churn_probability, playbooks, previous)
-    critical = _active(frame, playbooks.critical_signals, previous)
-    crit_names = list(critical.columns)
-    crit_values = critical.to_numpy()
+    n = columns.n if columns is not None else len(frame)
+    severity = risk_severity(frame, churn_probability, playbooks, previous, columns=columns)
+    critical = _active_values(frame, playbooks.critical_signals, previous, columns)
+    crit_names = list(critical)
+    crit_values = _bool_matrix(critical, n)
     crit_playbook = {s.feature: s.playbook for s in playbooks.critical_signals}
-    gate_names = np.asarray(gates.columns, dtype=object)
-    gate_values = gates.to_numpy(dtype=bool)
-    tiers = (
-        frame["value_tier"].astype("object").to_numpy() if "value_tier" in frame.columns
-        else np.full(len(frame), None, dtype=object)
-    )
+    if isinstance(gates, Gates):
+        gate_names = np.asarray(gates.names, dtype=object)
+        gate_values = gates.values
+    else:
+        gate_names = np.asarray(gates.columns, dtype=object)
+        gate_values = gates.to_numpy(dtype=bool)
+    if columns is not None and columns.in_frame("value_tier"):
+        tiers = columns.objects(["value_tier"])["value_tier"]
+    elif "value_tier" in frame.columns:
+        tiers = frame["value_tier"].astype("object").to_numpy()
+    else:
+        tiers = np.full(n, None, dtype=object)
     large = set(playbooks.large_value_tiers)
 
     def playbook_for(feature: str) -> str | None:
@@ -315,7 +404,7 @@ def next_best_actions(
         return name
 
     actions = []
-    for i in range(len(frame)):  # one decision per account row (no events involved)
+    for i in range(n):  # one decision per account row (no events involved)
         sev = severity[i]
         reason_feature, reason_text, name = "", "", None
         if sev == "critical" and crit_values[i].any():

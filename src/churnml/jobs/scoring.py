@@ -15,9 +15,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from churnml.columns import FrameColumns
 from churnml.jobs.actions import (
+    Gates,
     Playbooks,
-    expansion_gates,
     expansion_readiness,
     load_playbooks,
     next_best_actions,
@@ -71,12 +72,17 @@ def _clean_reasons(reasons: Sequence[Sequence[Mapping[str, Any]]] | None, n: int
     return out
 
 
-def _predict_with_reasons(model, features: pd.DataFrame) -> tuple[np.ndarray, list[list[dict]]]:
+def _predict_with_reasons(model, features: pd.DataFrame,
+                          columns: FrameColumns | None = None) -> tuple[np.ndarray, list[list[dict]]]:
     """Probabilities and top-3 reasons; one TreeSHAP pass when the model offers it."""
     n = len(features)
     if n == 0:
         return np.zeros(0), []
-    if hasattr(model, "predict_with_reasons"):
+    from churnml.models.model import TargetModel
+
+    if isinstance(model, TargetModel):  # reads the shared column view (same numbers)
+        proba, reasons = model.predict_with_reasons(features, top_k=3, columns=columns)
+    elif hasattr(model, "predict_with_reasons"):
         proba, reasons = model.predict_with_reasons(features, top_k=3)
     else:
         proba, reasons = model.predict_proba(features), model.explain(features, top_k=3)
@@ -99,21 +105,56 @@ def _health_version(health) -> str:
 
 
 def _feature_dimensions() -> dict[str, str]:
-    """feature -> health dimension, from the feature catalog (empty when it has none)."""
+    """feature -> health dimension, from the feature catalog (empty when it has none); read
+    once per version of the catalog file."""
     try:
         from churnml.features.catalog import load_catalog
     except ModuleNotFoundError:
         return {}
+    from churnml.config import features_dir
+
+    path = features_dir() / "catalog.yaml"
+    try:
+        stat = path.stat()
+        key = (str(path), stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        key = None
+    if key is not None and key in _DIMENSIONS_CACHE:
+        return dict(_DIMENSIONS_CACHE[key])
     catalog = load_catalog()
     specs = getattr(catalog, "specs", None) or getattr(catalog, "features", None) or list(catalog)
-    return {s.name: s.health_dimension for s in specs if getattr(s, "health_dimension", None)}
+    dims = {s.name: s.health_dimension for s in specs if getattr(s, "health_dimension", None)}
+    if key is not None:
+        _DIMENSIONS_CACHE.clear()
+        _DIMENSIONS_CACHE[key] = dims
+    return dict(dims)
 
 
-def _default_alerts(current, previous, history, health):
-    from churnml.health.alerts import compute_alerts
+_DIMENSIONS_CACHE: dict[tuple, dict[str, str]] = {}
 
-    # The health score's own tiers (a calibrated weights version may re-place them).
-    return compute_alerts(current, previous, history, config=getattr(health, "active_config", None))
+
+def _object_array(values: Sequence[Any]) -> np.ndarray:
+    """A 1-d object array holding each value as is (lists and dicts stay single cells)."""
+    out = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        out[i] = value
+    return out
+
+
+def _text_or_none(columns: FrameColumns, name: str) -> np.ndarray:
+    """A text column as objects with missing values None (as ``astype(object).where(notna,
+    None)``), through the shared view for a few text values, else pandas."""
+    if columns.n <= _SMALL_ROWS:
+        values = columns.objects([name]).get(name, [])
+        if all(isinstance(v, str) or v is None or v is pd.NA or (isinstance(v, float) and v != v)
+               for v in values):
+            return _object_array([v if isinstance(v, str) else None for v in values])
+    col = columns.frame[name]
+    return col.astype(object).where(col.notna(), None).to_numpy(dtype=object)
+
+
+# Rows up to which per-value Python is cheaper than a pandas operation (one HTTP request).
+_SMALL_ROWS = 64
 
 
 def score_frame(
@@ -132,6 +173,9 @@ def score_frame(
     # churnml.health.alerts.compute_alerts with the health score's configuration.
     # timer(stage) -> context manager around each stage (health, models_and_reasons, alerts,
     # actions, assemble): the benchmark's per-stage clock; nothing by default.
+    # Small frames (a request's few accounts) and large ones (a chunk of the book) take the
+    # same steps on the same numbers: float64 columns are read once as arrays (FrameColumns),
+    # and the health score, models, alerts and actions read those instead of pandas Series.
 ) -> pd.DataFrame:
     """Score accounts: probabilities, health, reasons, alerts, next best action, revenue.
 
@@ -162,76 +206,123 @@ def score_frame(
         # else the one stored with the churn model
         feature_dimensions = _feature_dimensions() \
             or dict(getattr(churn_model, "dimensions", None) or {})
-    alerts_fn = alerts_fn or _default_alerts
     features = features.reset_index(drop=True)
     n = len(features)
+    # Every float64 feature column as a numpy array, taken once and read by every step below.
+    columns = FrameColumns(features)
+    as_of = pd.to_datetime(features["as_of"]).to_numpy(dtype="datetime64[ns]")
 
     timer = timer or (lambda stage: contextlib.nullcontext())
+    health_frame = None
     with timer("health"):
-        health_frame = health.score(features).reset_index(drop=True)
-    if len(health_frame) != n or not (
-        health_frame["account_id"].astype(str).to_numpy() == features["account_id"].astype(str).to_numpy()
-    ).all():
-        raise ValueError("health.score must return one row per input row, in input order")
-    dimensions = list(getattr(health, "dimension_names", None) or [
-        c[len("health_"):] for c in health_frame.columns
-        if c.startswith("health_") and c not in _HEALTH_META])
+        if hasattr(health, "score_arrays"):
+            parts = health.score_arrays(features, columns=columns)
+            dimensions = list(parts.config.dimension_names)
+            health_score = np.asarray(parts.score, dtype="float64")
+            health_tier = parts.tier_names()
+            health_dims = {d: parts.subscores[:, j] for j, d in enumerate(dimensions)}
+            dimensions_used = parts.dimensions_used()
+            weights_version = str(parts.config.version)
+            health_extra = {}
+        else:  # any other health score: its frame, checked
+            health_frame = health.score(features).reset_index(drop=True)
+            if len(health_frame) != n or not (
+                health_frame["account_id"].astype(str).to_numpy()
+                == features["account_id"].astype(str).to_numpy()
+            ).all():
+                raise ValueError("health.score must return one row per input row, in input order")
+            dimensions = list(getattr(health, "dimension_names", None) or [
+                c[len("health_"):] for c in health_frame.columns
+                if c.startswith("health_") and c not in _HEALTH_META])
+            health_score = health_frame["health_score"].to_numpy(dtype="float64")
+            health_tier = health_frame["health_tier"].astype(str).tolist()
+            health_dims = {d: pd.to_numeric(health_frame[f"health_{d}"]).to_numpy(dtype="float64")
+                           for d in dimensions}
+            dimensions_used = (health_frame["health_dimensions_used"].astype(str).tolist()
+                               if "health_dimensions_used" in health_frame
+                               else "|".join(dimensions))
+            weights_version = (health_frame["health_weights_version"].astype(str).tolist()
+                               if "health_weights_version" in health_frame
+                               else _health_version(health))
+            health_extra = {c: health_frame[c] for c in health_frame.columns
+                            if c not in ("account_id", "as_of")}
 
     with timer("models_and_reasons"):
-        churn_p, churn_reasons = _predict_with_reasons(churn_model, features)
-        expansion_p, expansion_reasons = _predict_with_reasons(expansion_model, features)
+        churn_p, churn_reasons = _predict_with_reasons(churn_model, features, columns)
+        expansion_p, expansion_reasons = _predict_with_reasons(expansion_model, features, columns)
 
-    # Alerts and gating read health and features together (detractor, silence, champion...).
-    current = pd.concat(
-        [features.drop(columns=[c for c in health_frame.columns if c in features.columns
-                                and c not in ("account_id", "as_of")]),
-         health_frame.drop(columns=["account_id", "as_of"])],
-        axis=1,
-    )
+    # Alerts and gating read health and features together (detractor, silence, champion...):
+    # the health outputs are added to the column view (they shadow same-named features).
+    for name, values in health_extra.items():
+        columns.add(name, values.to_numpy() if values.dtype == "float64" else values)
+    columns.add("health_score", health_score)
+    columns.add("health_tier", health_tier)
+    columns.add("as_of", as_of)
+
     with timer("alerts"):
-        alerts = alerts_fn(current, previous, history, health)
+        if alerts_fn is None:
+            from churnml.health.alerts import compute_alerts
+
+            # The health score's own tiers (a calibrated weights version may re-place them).
+            alerts = compute_alerts(features, previous, history,
+                                    config=getattr(health, "active_config", None),
+                                    columns=columns)
+        else:  # a caller's function gets the frame of features and health together
+            if health_frame is None:
+                health_frame = health.score(features).reset_index(drop=True)
+            current = pd.concat(
+                [features.drop(columns=[c for c in health_frame.columns if c in features.columns
+                                        and c not in ("account_id", "as_of")]),
+                 health_frame.drop(columns=["account_id", "as_of"])],
+                axis=1,
+            )
+            alerts = alerts_fn(current, previous, history, health)
     alerts = [list(dict.fromkeys(str(a) for a in (x if x is not None else []))) for x in list(alerts)]
     if len(alerts) != n:
         raise ValueError("compute_alerts must return one list per input row")
 
     with timer("actions"):
-        gates = expansion_gates(current, playbooks)
-        readiness = expansion_readiness(expansion_p, gates.any(axis=1).to_numpy(), playbooks)
-        actions = next_best_actions(current, churn_p, churn_reasons, readiness, gates, playbooks,
-                                    feature_dimensions, previous=previous)
+        gates = Gates.of(features, playbooks, columns)
+        readiness = expansion_readiness(expansion_p, gates.blocked(), playbooks)
+        actions = next_best_actions(features, churn_p, churn_reasons, readiness, gates, playbooks,
+                                    feature_dimensions, previous=previous, columns=columns)
 
-    mrr = (pd.to_numeric(features["mrr"], errors="coerce").fillna(0.0).to_numpy(dtype="float64")
-           if "mrr" in features.columns else np.zeros(n))
-    out = pd.DataFrame({
-        "account_id": features["account_id"].astype(str).to_numpy(),
-        "as_of": pd.to_datetime(features["as_of"]).to_numpy(dtype="datetime64[ns]"),
-        "churn_probability": churn_p,
-        "expansion_probability": expansion_p,
-        "health_score": health_frame["health_score"].to_numpy(dtype="float64"),
-        "health_tier": health_frame["health_tier"].astype(str).to_numpy(dtype=object),
-    })
-    for d in dimensions:
-        out[f"health_{d}"] = pd.to_numeric(health_frame[f"health_{d}"]).to_numpy(dtype="float64")
-    # As ``churnml health`` writes it: dimension names joined by "|".
-    out["health_dimensions_used"] = (
-        health_frame["health_dimensions_used"].astype(str).to_numpy(dtype=object)
-        if "health_dimensions_used" in health_frame else "|".join(dimensions))
-    out["churn_reasons"] = churn_reasons
-    out["expansion_reasons"] = expansion_reasons
-    out["alerts"] = alerts
-    out["next_best_action"] = actions
-    out["churn_model_version"] = str(churn_model.version)
-    out["expansion_model_version"] = str(expansion_model.version)
-    out["health_weights_version"] = (
-        health_frame["health_weights_version"].astype(str).to_numpy(dtype=object)
-        if "health_weights_version" in health_frame else _health_version(health))
-    out["mrr"] = mrr
-    out["mrr_at_risk"] = churn_p * mrr
-    out["expected_expansion_mrr"] = expansion_p * mrr * playbooks.typical_expansion_share
-    for column in _CATEGORY_COLUMNS:
-        out[column] = (features[column].astype(object).where(features[column].notna(), None)
-                       .to_numpy(dtype=object) if column in features.columns
-                       else np.full(n, None, dtype=object))
-    out["expansion_readiness"] = readiness
-    out["schema_version"] = SCHEMA_VERSION
-    return out[output_columns(dimensions)]
+    with timer("assemble"):
+        mrr_values = columns.float64("mrr", frame_only=True)
+        if mrr_values is not None:
+            mrr = np.where(np.isnan(mrr_values), 0.0, mrr_values)
+        elif "mrr" in features.columns:
+            mrr = pd.to_numeric(features["mrr"], errors="coerce").fillna(0.0).to_numpy(dtype="float64")
+        else:
+            mrr = np.zeros(n)
+        data: dict[str, Any] = {
+            "account_id": features["account_id"].astype(str).to_numpy(),
+            "as_of": as_of,
+            "churn_probability": churn_p,
+            "expansion_probability": expansion_p,
+            "health_score": health_score,
+            "health_tier": _object_array(health_tier),
+        }
+        for d in dimensions:
+            data[f"health_{d}"] = health_dims[d]
+        # As ``churnml health`` writes it: dimension names joined by "|".
+        data["health_dimensions_used"] = (_object_array(dimensions_used)
+                                          if isinstance(dimensions_used, list) else dimensions_used)
+        data["churn_reasons"] = _object_array(churn_reasons)
+        data["expansion_reasons"] = _object_array(expansion_reasons)
+        data["alerts"] = _object_array(alerts)
+        data["next_best_action"] = _object_array(actions)
+        data["churn_model_version"] = str(churn_model.version)
+        data["expansion_model_version"] = str(expansion_model.version)
+        data["health_weights_version"] = (_object_array(weights_version)
+                                          if isinstance(weights_version, list) else weights_version)
+        data["mrr"] = mrr
+        data["mrr_at_risk"] = churn_p * mrr
+        data["expected_expansion_mrr"] = expansion_p * mrr * playbooks.typical_expansion_share
+        for column in _CATEGORY_COLUMNS:
+            data[column] = (_text_or_none(columns, column) if column in features.columns
+                            else np.full(n, None, dtype=object))
+        data["expansion_readiness"] = readiness
+        data["schema_version"] = SCHEMA_VERSION
+        out = pd.DataFrame(data)
+    return out

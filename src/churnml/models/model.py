@@ -26,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from churnml.columns import FrameColumns
 from churnml.errors import ConfigError, SchemaError, format_examples
 from churnml.models.calibration import Calibrator
 from churnml.models.explain import build_reasons
@@ -35,18 +36,69 @@ BOOSTER_FILE = "booster.txt"
 META_FILE = "model.json"
 DIMENSION_ORDER = ("usage", "engagement", "outcome", "satisfaction", "payment", "revenue", "static")
 
+#: Up to this many rows (an HTTP request, a few accounts) text columns are encoded with a dict
+#: look-up and LightGBM predicts on one thread: for one row pandas' per-column conversion and
+#: OpenMP's thread start-up cost 10-100x the prediction itself. The numbers are the same.
+SMALL_FRAME_ROWS = 64
+#: Rendered reason sentences kept per model (the same values come back request after request).
+REASON_TEXT_CACHE_SIZE = 20_000
+
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
 def _spec_renderer(spec: dict) -> Callable[[Any], str]:
-    """Sentence renderer for one feature from its stored catalog entry."""
+    """Sentence renderer for one feature from its stored catalog entry; it remembers the
+    sentences it rendered (up to :data:`REASON_TEXT_CACHE_SIZE`, then starts afresh), since a
+    service renders the same values again and again."""
     from churnml.features.catalog import FeatureSpec, render_reason
 
     fields = set(FeatureSpec.__dataclass_fields__)
     feature_spec = FeatureSpec(**{k: v for k, v in spec.items() if k in fields})
-    return lambda value: render_reason(feature_spec, value)
+    cache: dict[Any, str] = {}
+
+    def render(value: Any) -> str:
+        try:
+            return cache[value]
+        except (KeyError, TypeError):
+            pass
+        text = render_reason(feature_spec, value)
+        try:
+            if len(cache) >= REASON_TEXT_CACHE_SIZE:
+                cache.clear()
+            cache[value] = text
+        except TypeError:  # an unhashable value: rendered every time
+            pass
+        return text
+
+    return render
+
+
+def _numeric_dtype(dtype) -> bool:
+    """A numeric, non-boolean dtype (a categorical column of it is an error, or all-missing)."""
+    return dtype is None or (pd.api.types.is_numeric_dtype(dtype)
+                             and not pd.api.types.is_bool_dtype(dtype))
+
+
+def _is_missing_scalar(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
+
+
+def _texts(values: list | None) -> list[str | None] | None:
+    """``values`` as text or None (missing), or None when one is neither (then pandas'
+    conversion, with its rules for other types, handles the column)."""
+    if values is None:
+        return None
+    out: list[str | None] = []
+    for v in values:
+        if isinstance(v, str):
+            out.append(v)
+        elif _is_missing_scalar(v):
+            out.append(None)
+        else:
+            return None
+    return out
 
 
 class TargetModel:
@@ -83,6 +135,8 @@ class TargetModel:
         self.version = version
         self._renderers: list[Callable[[Any], str]] | None = None
         self._category_index = {k: pd.Index(v) for k, v in self.categories.items()}
+        # the same codes as ``_category_index[k].get_indexer`` (categories are unique)
+        self._category_code = {k: {c: i for i, c in enumerate(v)} for k, v in self.categories.items()}
 
     # ---- identity -------------------------------------------------------------------------
     @property
@@ -104,22 +158,42 @@ class TargetModel:
                 f"trees={self.booster.num_trees()}, calibration={self.calibrator.method!r})")
 
     # ---- input checks -----------------------------------------------------------------------
-    def matrix(self, features: pd.DataFrame) -> np.ndarray:
+    def matrix(self, features: pd.DataFrame, columns: FrameColumns | None = None) -> np.ndarray:
         """The (n_rows, n_features) float64 matrix the booster reads.
 
         Numeric features: numbers (text columns are accepted when every non-empty value parses
         as a number). Categorical features: text, encoded with the training-time categories;
         an unseen category is missing. A missing column is all missing. Every wrong column is
         reported at once in one :class:`SchemaError`.
+
+        ``columns``: a :class:`~churnml.columns.FrameColumns` of ``features`` already made
+        (``score_frame`` shares one between the models and the health score); the matrix is
+        the same with or without it. float64 columns are copied as they are, text columns of
+        small frames (up to :data:`SMALL_FRAME_ROWS` rows) are looked up in a dict; any other
+        column goes through pandas' conversion, as it always did.
         """
         if not isinstance(features, pd.DataFrame):
             raise SchemaError(f"features must be a pandas DataFrame, got {type(features).__name__}")
         n = len(features)
+        cols = FrameColumns.of(features, columns)
         X = np.full((n, len(self.feature_names)), np.nan, dtype="float64")
         problems: list[str] = []
+        small_text = {}
+        if n <= SMALL_FRAME_ROWS:
+            small_text = cols.objects(name for name in self.categories if cols.in_frame(name))
         for j, name in enumerate(self.feature_names):
-            if name not in features.columns:
+            if not cols.in_frame(name):
                 continue
+            if name not in self.categories:
+                fast = cols.float64(name, frame_only=True)
+                if fast is not None:  # already float64: the values pd.to_numeric would give
+                    X[:, j] = fast
+                    continue
+            if name in small_text and not _numeric_dtype(cols.dtype(name)):
+                codes = self._small_codes(name, small_text[name])
+                if codes is not None:
+                    X[:, j] = np.where(codes >= 0, codes, np.nan)
+                    continue
             col = features[name]
             if name in self.categories:
                 if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col) and col.notna().any():
@@ -152,6 +226,15 @@ class TargetModel:
             )
         return X
 
+    def _small_codes(self, name: str, values: list | None) -> np.ndarray | None:
+        """Category codes (-1 unseen or missing) of a short list of text values by dict
+        look-up, or None when a value is neither text nor missing (pandas' path decides)."""
+        texts = _texts(values)
+        if texts is None:
+            return None
+        lookup = self._category_code[name]
+        return np.array([-1 if t is None else lookup.get(t, -1) for t in texts], dtype=np.int64)
+
     def missing_features(self, features: pd.DataFrame) -> list[str]:
         """Model features absent from ``features`` (scored as missing values)."""
         return [f for f in self.feature_names if f not in features.columns]
@@ -168,6 +251,9 @@ class TargetModel:
 
     def _contrib(self, X: np.ndarray) -> np.ndarray:
         """Exact TreeSHAP (n_rows, n_features + 1), last column the base value."""
+        if len(X) <= SMALL_FRAME_ROWS:  # per-row values: the thread count changes no digit
+            return np.asarray(self.booster.predict(X, pred_contrib=True, num_threads=1),
+                              dtype="float64")
         return np.asarray(self.booster.predict(X, pred_contrib=True), dtype="float64")
 
     def contributions(self, features: pd.DataFrame, with_base: bool = False) -> pd.DataFrame:
@@ -197,7 +283,8 @@ class TargetModel:
             self._renderers = [_spec_renderer(self.specs[f]) for f in self.feature_names]
         return self._renderers
 
-    def _display_values(self, features: pd.DataFrame, X: np.ndarray, columns) -> dict[int, list]:
+    def _display_values(self, features: pd.DataFrame, X: np.ndarray, columns,
+                        frame_columns: FrameColumns | None = None) -> dict[int, list]:
         """Values shown in reasons: the number, or the category as given (None when missing)."""
         out: dict[int, list] = {}
         for j in columns:
@@ -206,7 +293,12 @@ class TargetModel:
                 codes = X[:, j]
                 cats = np.asarray(self.categories[name] + [None], dtype=object)
                 # an unseen category is missing to the model, but the sentence shows what was sent
-                if name in features.columns:
+                given = None
+                if frame_columns is not None and len(X) <= SMALL_FRAME_ROWS:
+                    given = _texts(frame_columns.objects([name]).get(name))
+                if given is not None:
+                    pass
+                elif name in features.columns:
                     given = features[name].astype("object").where(features[name].notna(), None).tolist()
                 else:
                     given = [None] * len(X)
@@ -216,10 +308,13 @@ class TargetModel:
                 out[j] = X[:, j].tolist()
         return out
 
-    def predict_with_reasons(self, features: pd.DataFrame, top_k: int = 3) -> tuple[np.ndarray, list[list[dict]]]:
+    def predict_with_reasons(self, features: pd.DataFrame, top_k: int = 3, *,
+                             columns: FrameColumns | None = None) -> tuple[np.ndarray, list[list[dict]]]:
         """Calibrated probabilities and reasons from one TreeSHAP pass (the contributions sum
-        to the raw log-odds, so probabilities cost nothing extra)."""
-        X = self.matrix(features)
+        to the raw log-odds, so probabilities cost nothing extra). ``columns``: see
+        :meth:`matrix` (same result, less pandas work)."""
+        columns = FrameColumns.of(features, columns)
+        X = self.matrix(features, columns)
         contrib = self._contrib(X)
         proba = self.calibrator.transform(_sigmoid(contrib.sum(axis=1)))
         feature_contrib = contrib[:, :-1]
@@ -227,7 +322,7 @@ class TargetModel:
 
         idx, valid = top_k_indices(feature_contrib, top_k)
         used = np.unique(idx[valid]) if idx.size else np.array([], dtype=np.int64)
-        values = self._display_values(features, X, used.tolist())
+        values = self._display_values(features, X, used.tolist(), columns)
         value_lists = [values.get(j) for j in range(len(self.feature_names))]
         reasons = build_reasons(feature_contrib, value_lists, self.feature_names,
                                 self._renderer_list(), top_k)

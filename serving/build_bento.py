@@ -3,8 +3,10 @@
 1. copy the two champions from the MLflow registry into BentoML's model store
    (:func:`bento_models.import_champions`);
 2. stage a build folder: ``service.py``, ``bento_models.py``, ``bentofile.yaml``, the
-   declarative configuration (``features/*.yaml``, ``models/*.yaml``) and the ``churnml``
-   package source, so the Bento needs neither this checkout nor the MLflow store;
+   declarative configuration (``features/*.yaml``, ``models/*.yaml``), the health weights the
+   weekly job uses now (``features/serving_health.yaml``: the adopted version, else the
+   defaults) and the ``churnml`` package source, so the Bento needs neither this checkout,
+   the MLflow store nor the data home;
 3. ``bentoml build`` it. Prints the Bento tag; serve it with ``bentoml serve <tag>``.
 """
 
@@ -31,7 +33,21 @@ def stage(ctx: Path) -> Path:
             shutil.copy2(path, ctx / folder / path.name)
     shutil.copytree(ROOT / "src" / "churnml", ctx / "churnml",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    embed_health_weights(ctx / "features")
     return ctx
+
+
+def embed_health_weights(folder: Path) -> Path:
+    """Write the health weights the weekly job uses now (the adopted version under the data
+    home, else the defaults) into ``folder`` as ``serving_health.yaml``: the built Bento
+    scores with them wherever it runs (``churnml.api.predictor.serving_health``)."""
+    from churnml.api.predictor import EMBEDDED_HEALTH_FILE
+    from churnml.jobs.calibrate_health import load_adopted_health
+
+    health = load_adopted_health()
+    path = health.save(folder / EMBEDDED_HEALTH_FILE)
+    print(f"health weights {health.version} -> {path.name}", file=sys.stderr)
+    return path
 
 
 def build() -> str:

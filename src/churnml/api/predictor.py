@@ -33,6 +33,31 @@ from churnml.errors import ChurnMLError
 
 TARGETS = ("churn", "expansion")
 MAX_REJECT_EXAMPLES = 5
+#: In a built Bento, the health weights the weekly job used at build time
+#: (``serving/build_bento.py`` writes it into the Bento's ``features`` folder).
+EMBEDDED_HEALTH_FILE = "serving_health.yaml"
+
+
+def serving_health():
+    """The health score the service scores with: the same as the weekly job's.
+
+    In a built Bento: the weights embedded at build time (:data:`EMBEDDED_HEALTH_FILE` in the
+    configuration's ``features`` folder). Otherwise what ``churnml score`` loads
+    (``churnml.jobs.calibrate_health.load_adopted_health``): the adopted weights version under
+    the data home when there is one, else the defaults of ``features/health_score.yaml``.
+    Returns ``(health, source)``, ``source`` saying which ("embedded", "adopted <file>",
+    "default").
+    """
+    from churnml.config import features_dir
+    from churnml.health.score import HealthScore
+    from churnml.jobs.calibrate_health import adopted_path, load_adopted_health
+
+    embedded = features_dir() / EMBEDDED_HEALTH_FILE
+    if embedded.is_file():
+        return HealthScore.load(embedded), f"embedded {EMBEDDED_HEALTH_FILE}"
+    path = adopted_path()
+    health = load_adopted_health()
+    return health, ("default" if path is None else f"adopted {path.name}")
 
 
 def registered_name(target: str) -> str:
@@ -102,8 +127,8 @@ def rows_to_json(frame: pd.DataFrame) -> list[dict[str, Any]]:
 class Predictor:
     """The champion models plus everything ``score_frame`` needs, loaded once.
 
-    ``health``: a ``HealthScore``; by default the one the churn champion was trained with
-    (``churn_model.health_config``). ``catalog`` and ``playbooks`` default to the project's
+    ``health``: a ``HealthScore``; by default the weekly job's (:func:`serving_health`: the
+    adopted weights version, else the defaults), so HTTP and batch agree. ``catalog`` and ``playbooks`` default to the project's
     ``features/catalog.yaml`` and ``features/playbooks.yaml``. ``model_info``: per target,
     facts the registry keeps beside the model (``trained_at``), shown by :meth:`metadata`.
     """
@@ -116,10 +141,9 @@ class Predictor:
             from churnml.features.catalog import load_catalog
 
             catalog = load_catalog()
+        self.health_source = "given"
         if health is None:
-            from churnml.health.score import HealthScore
-
-            health = HealthScore(config=getattr(churn_model, "health_config", None))
+            health, self.health_source = serving_health()
         self.churn_model = churn_model
         # per target: facts the registry knows beside the model (``trained_at``)
         self.model_info = {k: dict(v) for k, v in (model_info or {}).items()}
@@ -260,6 +284,9 @@ class Predictor:
             "models": models,
             "health": {
                 "weights_version": str(getattr(self.health, "version", "default")),
+                # where the weights come from: the weekly job's adopted version, the defaults,
+                # or those embedded in a built Bento
+                "weights_source": self.health_source,
                 "weights": json_safe(getattr(health_config, "weights", None)),
                 "dimensions": list(getattr(health_config, "dimension_names", []) or []),
             },

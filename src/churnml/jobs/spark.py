@@ -1,35 +1,47 @@
-"""The Spark engine of ``churnml score --engine spark``: the same builders, shard by shard.
+"""The Spark engine of ``churnml score --engine spark``: features per account shard, scoring
+through MLflow's Spark UDF, the rest of the output row per shard with the local code.
 
-Spark reads the book's table files (and the earlier partitions the alerts need), stacks them in
-one frame keyed by account (each table's columns prefixed ``<table>__``, values as text so
-every table fits one schema), and hashes accounts into shards. ``applyInPandas`` then runs, per
-shard, exactly what the local engine runs per chunk: ``validate_frames`` (the same parsing and
-dtypes as ``load_book``), ``build_features`` and :func:`~churnml.jobs.scoring.score_frame` with
-the same ``TargetModel`` objects, shipped to the executors with the function. Every
-per-account number is therefore computed by the same code on the same inputs, which is what
-the parity test checks (to 1e-9). The driver streams the scored rows back in account order and
-writes them with the local engine's writer (same schema, atomic rename, byte-identical reruns).
+Three steps, each on the executors:
 
-Why the shards call the ``TargetModel`` rather than ``mlflow.pyfunc.spark_udf``: the output
-row needs the probabilities, the reasons (one TreeSHAP pass), the health score, the alerts and
-the next best action together; a UDF column per model would add two passes over the features
-and a join back by account, and a second code path for probabilities that could drift from
-the one the HTTP service and the local job use. The models are the registry's champions
-(loaded once on the driver from ``models:/churnml-<target>@champion``), so the versions in the
-output are the same as with the pyfunc. See docs/operations.md.
+1. **Features per shard** (``applyInPandas``). Spark reads the book's table files (and the
+   earlier partitions the alerts need), stacks them in one frame keyed by account (each
+   table's columns prefixed ``<table>__``, values as text so every table fits one schema) and
+   hashes accounts into ``shards``. Per shard, ``validate_frames`` (the same parsing and
+   dtypes as ``load_book``) and ``build_features`` (the local engine's builders) give the
+   shard's feature rows. Their Spark schema is learnt on the driver by running the same two
+   functions on a handful of accounts (:func:`feature_columns`).
+2. **Scoring through ``mlflow.pyfunc.spark_udf``**, one UDF per target, on the registered
+   pyfunc (``churnml.models.pyfunc_model``) of the version being used: ``models:/churnml-
+   <target>/<version>``, the champion's version resolved once on the driver so that every row
+   carries the version that scored it even if the alias moves during the run. The UDF returns
+   ``probability double, reasons string`` (the reasons as the pyfunc's JSON records) and runs
+   in the executors' own Python (``env_manager="local"``).
+3. **The rest of the row per shard** (``applyInPandas`` again): health, alerts, next best
+   action and revenue by :func:`churnml.jobs.scoring.score_frame`, unchanged, given
+   :class:`PrecomputedModel` objects that hand it the UDF's probabilities and reasons for the
+   shard's accounts instead of running the models again.
+
+The driver streams the scored rows back in account order and writes them with the local
+engine's writer (same schema, atomic rename). Every per-account number is computed by the same
+code on the same features, which the parity test checks (probabilities to 1e-9, every other
+column identical). See docs/operations.md ("Running on a Spark cluster").
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from churnml.errors import ChurnMLError, UsageError
 from churnml.features.windows import to_as_of
 from churnml.jobs.weekly import (
     ALERT_INPUT_FEATURES,
@@ -48,16 +60,32 @@ from churnml.jobs.weekly import (
 
 _NESTED = ("churn_reasons", "expansion_reasons", "alerts", "next_best_action")
 _SEP = "__"
+_FEATURES = "_features"  # the ``_table`` marker of feature rows in step 3's input
+_EARLIER = ("_previous", "_history")
+TARGETS = ("churn", "expansion")
+# What the registered pyfunc returns per row (registry's signature: probability, JSON reasons).
+UDF_RESULT_TYPE = "probability double, reasons string"
+TOP_K = 3  # reasons per account: what score_frame asks for and the pyfunc's default
 
 
+class SparkEngineError(ChurnMLError):
+    """The Spark engine could not run (no Java, a failed Spark job, no pyspark): exit code 1."""
+
+
+# ---- session -------------------------------------------------------------------------------
 def spark_session(master: str | None = None):
     """The active SparkSession, or a new one with UTC session time and Arrow transfers.
 
     Master: ``master``, else ``CHURNML_SPARK_MASTER``, else the one spark-submit configured,
-    else ``local[2]``."""
+    else ``local[2]``. Raises :class:`UsageError` when pyspark is not installed and
+    :class:`SparkEngineError` when the session cannot start (e.g. no Java)."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    from pyspark.sql import SparkSession
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        raise UsageError("--engine spark needs pyspark (pip install 'pyspark>=3.5,<5', or "
+                         "churnml's dev extra); the local engine needs nothing more") from exc
 
     active = SparkSession.getActiveSession()
     if active is not None:
@@ -68,15 +96,66 @@ def spark_session(master: str | None = None):
         master = "local[2]"  # not under spark-submit (which sets the master itself)
     if master:
         builder = builder.master(master)
-    return (builder.config("spark.sql.session.timeZone", "UTC")
-            .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-            .config("spark.ui.enabled", "false")
-            .config("spark.sql.shuffle.partitions", "8")
-            # pandas writes nanosecond timestamps, which Spark reads only as longs
-            .config("spark.sql.legacy.parquet.nanosAsLong", "true")
-            .getOrCreate())
+    try:
+        return (builder.config("spark.sql.session.timeZone", "UTC")
+                .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+                .config("spark.ui.enabled", "false")
+                .config("spark.sql.shuffle.partitions", "8")
+                # pandas writes nanosecond timestamps, which Spark reads only as longs
+                .config("spark.sql.legacy.parquet.nanosAsLong", "true")
+                .getOrCreate())
+    except Exception as exc:  # py4j / JVM start-up failures have no common base class
+        raise SparkEngineError(
+            f"could not start a Spark session (master {master or 'from spark-submit'}): "
+            f"{_first_line(exc)}. The Spark engine needs Java 17 (JAVA_HOME) and, on a "
+            "cluster, a reachable master; `churnml score` without --engine spark runs locally."
+        ) from exc
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+_WORKER_ERROR = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.*)$")
+
+
+@contextlib.contextmanager
+def spark_errors(stage: str) -> Iterator[None]:
+    """Turn a failed Spark job into a clear churnml error naming the stage.
+
+    A churnml error raised on an executor (say a table that fails validation in one shard)
+    comes back as the same kind of error with its own message (exit code 2 for bad input);
+    anything else becomes :class:`SparkEngineError` with the worker's last error line."""
+    try:
+        yield
+    except ChurnMLError:
+        raise
+    except Exception as exc:
+        try:
+            from pyspark.errors import PySparkException
+            from py4j.protocol import Py4JError
+        except ImportError:  # pragma: no cover - pyspark is imported by then
+            raise exc
+        if not isinstance(exc, (PySparkException, Py4JError)):
+            raise
+        lines = [ln.strip() for ln in str(exc).splitlines() if _WORKER_ERROR.match(ln.strip())]
+        if lines:
+            kind, message = _WORKER_ERROR.match(lines[-1]).groups()
+            import churnml.errors as errors
+
+            cls = getattr(errors, kind.rsplit(".", 1)[-1], None) \
+                if kind.startswith("churnml.errors.") else None
+            if isinstance(cls, type) and issubclass(cls, ChurnMLError):
+                raise cls(f"{message} (Spark engine, {stage})") from exc
+            detail = f"{kind.rsplit('.', 1)[-1]}: {message}"
+        else:
+            detail = _first_line(exc)
+        raise SparkEngineError(f"the Spark job failed while {stage}: {detail} (full trace in "
+                               "the Spark driver and executor logs)") from exc
+
+
+# ---- step 0: the book as one frame keyed by account ----------------------------------------
 def _read(spark, path: Path):
     if path.suffix.lower() == ".csv":
         return spark.read.option("header", True).option("inferSchema", False).csv(str(path))
@@ -113,12 +192,30 @@ def _stacked(spark, tables: dict[str, "object"]):
     return out
 
 
-def _unstack(pdf: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def _table_columns(columns: Sequence[str]) -> dict[str, list[str]]:
+    """``{table: [column, ...]}`` of the stacked frame's ``<table>__<column>`` columns."""
+    out: dict[str, list[str]] = {}
+    for c in columns:
+        if _SEP in c and not c.startswith("_"):
+            table, column = c.split(_SEP, 1)
+            out.setdefault(table, []).append(column)
+    return out
+
+
+def _unstack(pdf: pd.DataFrame, tables: Mapping[str, Sequence[str]]) -> dict[str, pd.DataFrame]:
+    """The shard's rows of each table, as text. A table of the book with no rows in this shard
+    is an empty frame with its columns (as in the local engine's account chunks), never absent:
+    an absent table would drop its features (NaN) where the local engine computes zeros."""
     frames = {}
-    for name, rows in pdf.groupby("_table", sort=True):
+    groups = dict(tuple(pdf.groupby("_table", sort=True))) if len(pdf) else {}
+    for name, columns in tables.items():
         prefix = f"{name}{_SEP}"
-        cols = [c for c in rows.columns if c.startswith(prefix)]
-        frame = rows[cols].rename(columns=lambda c: c[len(prefix):]).reset_index(drop=True)
+        rows = groups.get(name)
+        if rows is None:
+            frames[name] = pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
+            continue
+        frame = rows[[prefix + c for c in columns]].rename(columns=lambda c: c[len(prefix):])
+        frame = frame.reset_index(drop=True)
         frames[name] = frame.astype(object).where(frame.notna(), None)
     return frames
 
@@ -134,6 +231,198 @@ def _parse_scores(frame: pd.DataFrame | None) -> pd.DataFrame | None:
         if c not in ("account_id", "as_of", "health_tier"):
             out[c] = pd.to_numeric(out[c], errors="coerce").astype("float64")
     return out
+
+
+# ---- step 1: features per shard ------------------------------------------------------------
+def _shard_features(frames: dict[str, pd.DataFrame], as_of, source: str) -> pd.DataFrame:
+    from churnml.data.io import validate_frames
+    from churnml.features.build import build_features
+
+    book, _ = validate_frames(frames, source=source)
+    features = build_features(book, [as_of])
+    return features.sort_values("account_id", kind="stable").reset_index(drop=True)
+
+
+def feature_columns(spark, tables: Mapping[str, "object"], stacked, as_of,
+                    sample_accounts: int = 25) -> list[tuple[str, str]]:
+    """``[(feature, "double"|"string"), ...]``: the columns ``build_features`` gives this book,
+    in its order, without ``account_id``/``as_of``.
+
+    Which features exist depends only on which tables and columns the book has (and, for the
+    extra ``accounts`` columns, whether they parse as numbers), so the driver runs
+    ``validate_frames`` + ``build_features`` on the rows of a few accounts that have MRR
+    history, with every other table present but empty."""
+    from pyspark.sql import functions as F
+
+    ids = [r[0] for r in tables["mrr_changes"].select(F.col("account_id").cast("string"))
+           .where(F.col("account_id").isNotNull()).distinct().limit(sample_accounts).collect()]
+    columns = _table_columns(stacked.columns)
+    sample = (stacked.where(F.col("_table").isin("accounts", "mrr_changes")
+                            & F.col("account_id").isin(ids)).toPandas())
+    frames = _unstack(sample, {n: c for n, c in columns.items() if n not in _EARLIER})
+    features = _shard_features(frames, as_of, source="Spark engine (feature schema sample)")
+    out = []
+    for name in features.columns:
+        if name in ("account_id", "as_of"):
+            continue
+        out.append((name, "double" if features[name].dtype == np.float64 else "string"))
+    return out
+
+
+def _ddl(columns: Sequence[tuple[str, str]]) -> str:
+    return ", ".join(f"`{name}` {kind}" for name, kind in columns)
+
+
+def _conform(features: pd.DataFrame, kinds: Sequence[tuple[str, str]]) -> pd.DataFrame:
+    """A shard's features with exactly the driver's columns and kinds.
+
+    An extra ``accounts`` column is numeric when all its values parse as numbers; a shard
+    whose values are all missing parses it as text: those all-missing columns are converted.
+    A column that is text in one shard and numbers in another is refused (its values would
+    differ from the local engine's)."""
+    from churnml.errors import SchemaError, format_examples
+
+    out = {"account_id": features["account_id"].astype(str).to_numpy(dtype=object)}
+    for name, kind in kinds:
+        if name not in features.columns:
+            out[name] = np.full(len(features), np.nan if kind == "double" else None, dtype=object)
+            continue
+        column = features[name]
+        is_number = column.dtype == np.float64
+        if (kind == "double") != is_number and column.notna().any():
+            raise SchemaError(
+                f"accounts: column '{name}' is {'numbers' if is_number else 'text'} for some "
+                f"accounts and {'text' if is_number else 'numbers'} for others "
+                f"({column.notna().sum()} values, e.g. {format_examples(column.dropna().unique())}); "
+                "make it one or the other")
+        if kind == "double":
+            out[name] = pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64")
+        else:
+            out[name] = column.astype(object).where(column.notna(), None).to_numpy(dtype=object)
+    return pd.DataFrame(out, columns=["account_id", *[n for n, _ in kinds]])
+
+
+def make_feature_builder(as_of, tables: Mapping[str, Sequence[str]],
+                         kinds: Sequence[tuple[str, str]]):
+    """Step 1, the function ``applyInPandas`` runs per shard: the shard's feature rows
+    (``_shard``, ``account_id``, then ``kinds``' columns)."""
+    as_of = to_as_of(as_of)
+    tables = {n: list(c) for n, c in tables.items()}
+    kinds = list(kinds)
+
+    def build_shard(pdf: pd.DataFrame) -> pd.DataFrame:
+        shard = int(pdf["_shard"].iloc[0])
+        frames = _unstack(pdf, tables)
+        features = _shard_features(frames, as_of, source=f"Spark shard {shard}")
+        out = _conform(features, kinds)
+        out.insert(0, "_shard", shard)
+        return out
+
+    return build_shard
+
+
+# ---- step 2: the models through MLflow's Spark UDF -----------------------------------------
+def registered_model_uris(churn_model=None, expansion_model=None) -> dict[str, tuple[str, str]]:
+    """``{target: (models:/churnml-<target>/<version>, version)}`` of the versions to score.
+
+    ``churn_model`` / ``expansion_model``: what ``run_job`` loaded (anything with
+    ``.version``, e.g. a ``TargetModel``) or a version string; None means the current
+    champion. Pinning the number (not ``@champion``) makes the UDF score with the version the
+    output records, even if someone promotes another version during the run."""
+    from churnml.errors import ModelNotFoundError
+    from churnml.models import registry
+
+    out = {}
+    for target, model in zip(TARGETS, (churn_model, expansion_model)):
+        version = getattr(model, "version", model)
+        if version is None:
+            version = registry.champion_version(target)
+            if version is None:
+                raise ModelNotFoundError(f"no champion model for {registry.registered_name(target)}: "
+                                         "run `churnml train` first")
+        out[target] = (f"models:/{registry.registered_name(target)}/{version}", str(version))
+    return out
+
+
+def model_udf(spark, model_uri: str):
+    """``mlflow.pyfunc.spark_udf`` of a registered churnml pyfunc: ``struct<probability double,
+    reasons string>`` per row, run in the executors' own Python environment.
+
+    The driver downloads the model once; Spark ships it to the executors (local mode: they
+    read the driver's copy), so the executors do not call the MLflow server."""
+    from churnml.errors import ModelNotFoundError
+    from churnml.models import registry
+
+    # registry configures the tracking store (CHURNML_HOME or MLFLOW_TRACKING_URI) as for
+    # every other MLflow call of churnml
+    mlflow = registry._mlflow()
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.pyfunc.spark_udf(spark, model_uri, result_type=UDF_RESULT_TYPE,
+                                       env_manager="local", params={"top_k": TOP_K})
+    except MlflowException as exc:
+        raise ModelNotFoundError(f"cannot load {model_uri} for the Spark UDF from "
+                                 f"{registry.tracking_uri()}: {_first_line(exc)}") from exc
+
+
+def udf_inputs(udf, kinds: Sequence[tuple[str, str]]) -> list[str]:
+    """The model's input columns (its signature) that the book's features have; a model
+    feature the book cannot build is passed as missing, as by the local engine."""
+    schema = udf.metadata.get_input_schema()
+    names = schema.input_names() if schema is not None else [n for n, _ in kinds]
+    have = {n for n, _ in kinds}
+    return [n for n in names if n in have]
+
+
+# ---- step 3: the output rows per shard -----------------------------------------------------
+class PrecomputedModel:
+    """What ``score_frame`` needs of a model, answered from the Spark UDF's output.
+
+    ``predict_with_reasons(features, top_k)`` returns, for the rows of ``features`` (matched
+    by ``account_id``), the probabilities and reasons the registered pyfunc computed in step 2;
+    ``version`` is the registered version that computed them. Raises when asked for an
+    account it has no score for, or for a different number of reasons than were computed."""
+
+    def __init__(self, version: str, account_ids, probabilities, reasons_json,
+                 top_k: int = TOP_K) -> None:
+        ids = pd.Index(pd.Series(account_ids, dtype=object).astype(str))
+        if ids.has_duplicates:
+            raise ValueError(f"duplicate account ids in the UDF output: "
+                             f"{list(ids[ids.duplicated()][:5])}")
+        self.version = str(version)
+        self.top_k = top_k
+        self._ids = ids
+        self._proba = np.asarray(probabilities, dtype="float64")
+        self._reasons = list(reasons_json)
+
+    def __repr__(self) -> str:
+        return f"PrecomputedModel(version={self.version!r}, accounts={len(self._ids)})"
+
+    def _positions(self, features: pd.DataFrame) -> np.ndarray:
+        wanted = features["account_id"].astype(str).to_numpy(dtype=object)
+        pos = self._ids.get_indexer(wanted)
+        if (pos < 0).any():
+            from churnml.errors import format_examples
+
+            raise ValueError(f"no Spark UDF score for {(pos < 0).sum()} accounts, e.g. "
+                             f"{format_examples(wanted[pos < 0])}")
+        return pos
+
+    def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
+        return self._proba[self._positions(features)]
+
+    def predict_with_reasons(self, features: pd.DataFrame, top_k: int = TOP_K):
+        if top_k != self.top_k:
+            raise ValueError(f"the Spark UDF computed {self.top_k} reasons per account; "
+                             f"{top_k} were asked for")
+        pos = self._positions(features)
+        reasons = [json.loads(self._reasons[i]) if self._reasons[i] is not None else []
+                   for i in pos]
+        return self._proba[pos], reasons
+
+    def explain(self, features: pd.DataFrame, top_k: int = TOP_K):
+        return self.predict_with_reasons(features, top_k)[1]
 
 
 def output_ddl(dimensions: list[str]) -> str:
@@ -153,28 +442,54 @@ def output_ddl(dimensions: list[str]) -> str:
             kind = "string"
         parts.append(f"`{f.name}` {kind}")
     parts += [f"`_in_{c}` double" for c in ALERT_INPUT_FEATURES]
-    assert [p.split("`")[1] for p in parts[:len(schema)]] == output_columns(dimensions)
+    if [p.split("`")[1] for p in parts[:len(schema)]] != output_columns(dimensions):
+        raise ValueError("arrow_schema and output_columns disagree on the output columns")
     return ", ".join(parts)
 
 
-def make_shard_scorer(as_of, churn_model, expansion_model, health, dimensions, playbooks,
-                      feature_dimensions):
-    """The function ``applyInPandas`` runs per shard (a closure over the models)."""
+def _features_frame(rows: pd.DataFrame, as_of, kinds) -> pd.DataFrame:
+    """Step 1's rows back to ``build_features``' frame: same columns, order and dtypes
+    (float64 numbers, ``str`` text with NaN for missing, as_of datetime64[ns])."""
+    rows = rows.sort_values("account_id", kind="stable").reset_index(drop=True)
+    n = len(rows)
+    columns: dict[str, object] = {
+        "account_id": pd.array(rows["account_id"].astype(str).to_numpy(dtype=object), dtype="str"),
+        "as_of": np.full(n, np.datetime64(as_of.to_datetime64(), "ns")),
+    }
+    for name, kind in kinds:
+        values = rows[name]
+        if kind == "double":
+            columns[name] = pd.to_numeric(values).to_numpy(dtype="float64")
+        else:
+            columns[name] = pd.array(values.astype(object).where(values.notna(), None)
+                                     .to_numpy(dtype=object), dtype="str")
+    return pd.DataFrame(columns)
+
+
+def make_shard_scorer(as_of, health, dimensions, playbooks, feature_dimensions,
+                      kinds: Sequence[tuple[str, str]], versions: Mapping[str, str],
+                      earlier_columns: Mapping[str, Sequence[str]]):
+    """Step 3, the function ``applyInPandas`` runs per shard: ``score_frame`` on the shard's
+    features with the UDF's probabilities and reasons (:class:`PrecomputedModel`)."""
     as_of = to_as_of(as_of)
+    kinds = list(kinds)
+    versions = dict(versions)
+    earlier_columns = {n: list(c) for n, c in earlier_columns.items()}
 
     def score_shard(pdf: pd.DataFrame) -> pd.DataFrame:
-        from churnml.data.io import validate_frames
-        from churnml.features.build import build_features
         from churnml.jobs.scoring import score_frame
 
-        frames = _unstack(pdf)
-        previous = _parse_scores(frames.pop("_previous", None))
-        history = _parse_scores(frames.pop("_history", None))
-        book, _ = validate_frames(frames, source="spark shard")
-        features = build_features(book, [as_of])
-        features = features.sort_values("account_id", kind="stable").reset_index(drop=True)
-        scored = score_frame(features, churn_model, expansion_model, health, previous=previous,
-                             history=history, playbooks=playbooks,
+        is_feature = (pdf["_table"] == _FEATURES).to_numpy()
+        rows = pdf[is_feature].sort_values("account_id", kind="stable").reset_index(drop=True)
+        features = _features_frame(rows, as_of, kinds)
+        models = {t: PrecomputedModel(versions[t], rows["account_id"],
+                                      rows[f"_{t}_probability"], rows[f"_{t}_reasons"])
+                  for t in TARGETS}
+        earlier = _unstack(pdf[~is_feature], earlier_columns) if earlier_columns else {}
+        previous = _parse_scores(earlier.get("_previous"))
+        history = _parse_scores(earlier.get("_history"))
+        scored = score_frame(features, models["churn"], models["expansion"], health,
+                             previous=previous, history=history, playbooks=playbooks,
                              feature_dimensions=feature_dimensions)
         for c in _NESTED:
             scored[c] = [json.dumps(v, allow_nan=False) for v in scored[c]]
@@ -187,6 +502,7 @@ def make_shard_scorer(as_of, churn_model, expansion_model, health, dimensions, p
     return score_shard
 
 
+# ---- the job -------------------------------------------------------------------------------
 def score_book_spark(
     data_dir: str | Path,
     as_of,
@@ -203,24 +519,35 @@ def score_book_spark(
     spark=None,
     batch_rows: int = 25_000,
 ) -> WeeklyResult:
-    """Score the book in ``data_dir`` on Spark into ``OUT/as_of=DATE/`` (same files as the
-    local engine; see the module docstring). ``shards``: number of account shards."""
-    import contextlib
+    """Score the book in ``data_dir`` on Spark into ``OUT/as_of=DATE/`` (``scores.parquet``
+    and ``alert_inputs.parquet``, the local engine's files; see the module docstring).
 
+    ``churn_model`` / ``expansion_model``: the registered versions to score with (a
+    ``TargetModel`` as ``run_job`` loads it, anything with ``.version``, a version string, or
+    None for the current champion); the models run through ``mlflow.pyfunc.spark_udf`` on
+    ``models:/churnml-<target>/<version>``. ``health``: a ``HealthScore``. ``shards``: number
+    of account shards (one Spark task each in steps 1 and 3). ``lock=False`` when the caller
+    holds :class:`OutputLock`. Spark failures raise :class:`SparkEngineError` (or the churnml
+    error an executor raised, e.g. ``SchemaError``), naming the step.
+    """
     import pyarrow as pa
-    from pyspark.sql import functions as F
 
     from churnml.data.io import find_table_files
     from churnml.jobs.actions import load_playbooks
     from churnml.jobs.scoring import _feature_dimensions
 
+    if shards < 1:
+        raise UsageError(f"The 'shards' parameter must be a positive integer. Got {shards}.")
     as_of = to_as_of(as_of)
     out_dir = Path(out_dir)
     playbooks = playbooks if playbooks is not None else load_playbooks()
     if feature_dimensions is None:
-        feature_dimensions = _feature_dimensions() \
-            or dict(getattr(churn_model, "dimensions", None) or {})
+        feature_dimensions = _feature_dimensions()
+    uris = registered_model_uris(churn_model, expansion_model)
     spark = spark or spark_session()
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
     partition = partition_dir(out_dir, as_of)
     stage: dict[str, float] = {}
     with (OutputLock(out_dir) if lock else contextlib.nullcontext()):
@@ -228,43 +555,71 @@ def score_book_spark(
         partition.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(partition)
         files, _ = find_table_files(data_dir)
-        tables = {name: _read(spark, path) for name, path in sorted(files.items())}
+        with spark_errors("reading the book"):
+            tables = {name: _read(spark, path) for name, path in sorted(files.items())}
+        if "mrr_changes" not in tables or "accounts" not in tables:
+            from churnml.errors import SchemaError
+
+            raise SchemaError(f"{data_dir}: the accounts and mrr_changes tables are required "
+                              f"(found {sorted(tables) or 'no tables'})")
         earlier = [(d, p) for d, p in list_partitions(out_dir) if d < as_of]
         previous_as_of = None
+        sources = dict(tables)
         if earlier:
             previous_as_of, last = earlier[-1]
             cols = ["account_id", "as_of", "health_score", "health_tier"]
-            prev = _read(spark, last / SCORES_NAME).select(*cols)
-            if (last / ALERT_INPUTS_NAME).is_file():
-                inputs = _read(spark, last / ALERT_INPUTS_NAME).drop("as_of")
-                prev = prev.join(inputs, on="account_id", how="left")
-            tables["_previous"] = prev
-            start = as_of - pd.Timedelta(weeks=history_weeks)
-            paths = [str(p / SCORES_NAME) for d, p in earlier if d >= start]
-            tables["_history"] = spark.read.parquet(*paths).select(*cols)
-        stacked = _stacked(spark, tables)
+            with spark_errors("reading last week's partition"):
+                prev = _read(spark, last / SCORES_NAME).select(*cols)
+                if (last / ALERT_INPUTS_NAME).is_file():
+                    inputs = _read(spark, last / ALERT_INPUTS_NAME).drop("as_of")
+                    prev = prev.join(inputs, on="account_id", how="left")
+                sources["_previous"] = prev
+                start = as_of - pd.Timedelta(weeks=history_weeks)
+                paths = [str(p / SCORES_NAME) for d, p in earlier if d >= start]
+                sources["_history"] = spark.read.parquet(*paths).select(*cols)
+        stacked = _stacked(spark, sources)
         stacked = stacked.withColumn("_shard", F.pmod(F.xxhash64("account_id"), F.lit(shards)))
-        dimensions = list(health.dimension_names)
-        scorer = make_shard_scorer(as_of, churn_model, expansion_model, health, dimensions,
-                                   playbooks, feature_dimensions)
+        columns = _table_columns(stacked.columns)
+        book_columns = {n: c for n, c in columns.items() if n not in _EARLIER}
+        earlier_columns = {n: c for n, c in columns.items() if n in _EARLIER}
         spark.conf.set("spark.sql.shuffle.partitions", str(shards))  # one task per shard
-        scored = stacked.groupBy("_shard").applyInPandas(scorer, schema=output_ddl(dimensions))
-        scored = scored.orderBy("account_id")
+
+        # step 1: features per shard, with the schema the builders give this book
+        with spark_errors("learning the feature columns from a sample of accounts"):
+            kinds = feature_columns(spark, tables, stacked, as_of)
+        builder = make_feature_builder(as_of, book_columns, kinds)
+        book_rows = stacked.where(~F.col("_table").isin(*_EARLIER))
+        features = book_rows.groupBy("_shard").applyInPandas(
+            builder, schema=_ddl([("_shard", "bigint"), ("account_id", "string"), *kinds]))
+
+        # step 2: each target's registered pyfunc through mlflow.pyfunc.spark_udf
+        for target, (uri, _version) in uris.items():
+            with spark_errors(f"loading {uri} for the Spark UDF"):
+                udf = model_udf(spark, uri)
+            inputs = udf_inputs(udf, kinds)
+            scored_col = udf(F.struct(*[F.col(f"`{c}`") for c in inputs]))
+            features = (features.withColumn(f"_{target}", scored_col)
+                        .withColumn(f"_{target}_probability", F.col(f"_{target}.probability"))
+                        .withColumn(f"_{target}_reasons", F.col(f"_{target}.reasons"))
+                        .drop(f"_{target}"))
+
+        # step 3: score_frame per shard with the UDF's values; earlier weeks' rows join by shard
+        features = features.withColumn("_table", F.lit(_FEATURES))
+        step3 = features
+        if earlier_columns:
+            keep = ["_table", "account_id", "_shard"] + [f"{n}{_SEP}{c}" for n, cs in
+                                                         earlier_columns.items() for c in cs]
+            step3 = features.unionByName(
+                stacked.where(F.col("_table").isin(*_EARLIER)).select(*keep),
+                allowMissingColumns=True)
+        dimensions = list(health.dimension_names)
+        scorer = make_shard_scorer(as_of, health, dimensions, playbooks, feature_dimensions,
+                                   kinds, {t: v for t, (_u, v) in uris.items()}, earlier_columns)
+        scored = step3.groupBy("_shard").applyInPandas(scorer, schema=output_ddl(dimensions))
+        # computed once: sorting samples the rows first, then reads them again
+        scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
         schema = arrow_schema(dimensions)
         alert_inputs: list[pd.DataFrame] = []
-
-        def batches():
-            rows = []
-            columns = None
-            for row in scored.toLocalIterator(prefetchPartitions=True):
-                if columns is None:
-                    columns = list(row.__fields__)
-                rows.append(tuple(row))
-                if len(rows) >= batch_rows:
-                    yield _to_table(rows, columns)
-                    rows = []
-            if rows:
-                yield _to_table(rows, columns)
 
         def _to_table(rows, columns):
             frame = pd.DataFrame.from_records(rows, columns=columns)
@@ -277,7 +632,24 @@ def score_book_spark(
             alert_inputs.append(inputs)
             return to_arrow(frame, schema)
 
-        rows = write_parquet_atomic(partition / SCORES_NAME, batches(), schema)
+        def batches():
+            rows = []
+            columns = None
+            for row in scored.orderBy("account_id").toLocalIterator(prefetchPartitions=True):
+                if columns is None:
+                    columns = list(row.__fields__)
+                rows.append(tuple(row))
+                if len(rows) >= batch_rows:
+                    yield _to_table(rows, columns)
+                    rows = []
+            if rows:
+                yield _to_table(rows, columns)
+
+        try:
+            with spark_errors("building features and scoring the shards"):
+                rows = write_parquet_atomic(partition / SCORES_NAME, batches(), schema)
+        finally:
+            scored.unpersist()
         inputs = (pd.concat(alert_inputs, ignore_index=True) if alert_inputs
                   else pd.DataFrame({"account_id": pd.Series(dtype="str"),
                                      "as_of": pd.Series(dtype="datetime64[ns]")}))

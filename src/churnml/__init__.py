@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-SCHEMA_VERSION = "1.0"
+# The version of the scores output contract (DESIGN.md "Outputs"); churnml.jobs.scoring writes it.
+SCHEMA_VERSION = 1
 
 # public name -> (module, attribute)
 _LAZY: dict[str, tuple[str, str]] = {

@@ -35,7 +35,9 @@ def test_lazy_names_are_the_package_functions():
 
 def test_version_constants_and_unknown_name():
     assert churnml.__version__ == "0.1.0"
-    assert churnml.SCHEMA_VERSION == "1.0"
+    assert churnml.SCHEMA_VERSION == 1
+    from churnml.jobs.scoring import SCHEMA_VERSION as written
+    assert written == churnml.SCHEMA_VERSION
     try:
         churnml.no_such_thing  # noqa: B018
     except AttributeError as exc:

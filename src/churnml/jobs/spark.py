@@ -196,7 +196,7 @@ def _table_columns(columns: Sequence[str]) -> dict[str, list[str]]:
     """``{table: [column, ...]}`` of the stacked frame's ``<table>__<column>`` columns."""
     out: dict[str, list[str]] = {}
     for c in columns:
-        if _SEP in c and not c.startswith("_"):
+        if _SEP in c.lstrip("_"):  # not the _table / _shard markers
             table, column = c.split(_SEP, 1)
             out.setdefault(table, []).append(column)
     return out

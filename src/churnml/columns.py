@@ -48,6 +48,32 @@ class FrameColumns:
                 self._float[name] = block[:, j]
 
     @classmethod
+    def from_parts(cls, frame: pd.DataFrame, floats: dict[str, np.ndarray],
+                   objects: dict[str, list] | None = None) -> "FrameColumns":
+        """A view of ``frame`` from the arrays it was just built from (no extraction): the
+        caller guarantees ``floats[name]`` holds the values of the float64 column ``name``
+        and ``objects[name]`` what ``frame[name].tolist()`` gives. Columns not given are read
+        from the frame on demand."""
+        view = cls.__new__(cls)
+        view.frame = frame
+        view.n = len(frame)
+        view._names = set(frame.columns)
+        view._extra = {}
+        view._objects = dict(objects or {})
+        view._dtypes = None
+        view._float = dict(floats)
+        return view
+
+    def with_frame(self, frame: pd.DataFrame) -> "FrameColumns":
+        """This view over ``frame``, a frame with the same rows and columns (e.g. the same
+        frame with a fresh index)."""
+        if len(frame) != self.n or set(frame.columns) != self._names:
+            raise ValueError("with_frame needs a frame with the same rows and columns")
+        view = FrameColumns.from_parts(frame, self._float, self._objects)
+        view._extra = dict(self._extra)
+        return view
+
+    @classmethod
     def of(cls, frame: pd.DataFrame, columns: "FrameColumns | None") -> "FrameColumns":
         """``columns`` when it views ``frame``, else a new view of ``frame``."""
         if columns is not None and columns.frame is frame:

@@ -29,6 +29,7 @@ from churnml.api.schema import (
     static_field,
     validation_error,
 )
+from churnml.columns import FrameColumns
 from churnml.errors import ChurnMLError
 
 TARGETS = ("churn", "expansion")
@@ -165,36 +166,52 @@ class Predictor:
         Columns ``account_id, as_of`` then every known field: numbers float64 (missing = NaN),
         categories pandas strings (missing = NaN), as ``build_features`` writes them.
         """
+        return self._frame_and_columns(records)[0]
+
+    def _frame_and_columns(self, records: Sequence[Any]) -> tuple[pd.DataFrame, FrameColumns]:
+        """:meth:`frame_from_records` plus its FrameColumns, made from the same arrays (so
+        ``score_frame`` need not extract them again)."""
         if records and isinstance(records[0], Mapping):
             rows = [dict(r) for r in records]
         else:
             rows = [r.__dict__ for r in records]  # pydantic v2 stores fields in __dict__
         numeric = np.array([[row.get(name) for name in self.numeric_fields] for row in rows],
                            dtype="float64").reshape(len(rows), len(self.numeric_fields))
-        column_of = {name: j for j, name in enumerate(self.numeric_fields)}
-        data: dict[str, Any] = {
-            "account_id": pd.array([str(row["account_id"]) for row in rows], dtype="str"),
+        ids = [str(row["account_id"]) for row in rows]
+        head: dict[str, Any] = {
+            "account_id": pd.array(ids, dtype="str"),
             "as_of": pd.to_datetime([row["as_of"] for row in rows]).as_unit("ns"),
         }
-        for spec in self.fields:  # in catalog order, one column each (no reordering copy)
-            if spec.kind == "numeric":
-                data[spec.name] = numeric[:, column_of[spec.name]]
-            else:
-                data[spec.name] = pd.array([row.get(spec.name) for row in rows], dtype="str")
-        return pd.DataFrame(data)
+        objects: dict[str, list] = {"account_id": ids}
+        for name in self.categorical_fields:
+            values = [row.get(name) for row in rows]
+            head[name] = pd.array(values, dtype="str")
+            if all(v is None or isinstance(v, str) for v in values):
+                # what the str column's tolist() gives: the text, NaN when missing
+                objects[name] = [np.nan if v is None else v for v in values]
+        # one float64 block for the numbers (no per-column work), then the text beside it
+        frame = pd.concat([pd.DataFrame(head),
+                           pd.DataFrame(numeric, columns=self.numeric_fields, copy=False)],
+                          axis=1)
+        floats = {name: numeric[:, j] for j, name in enumerate(self.numeric_fields)}
+        return frame, FrameColumns.from_parts(frame, floats, objects)
 
-    def score(self, features: pd.DataFrame) -> pd.DataFrame:
+    def score(self, features: pd.DataFrame, columns: FrameColumns | None = None,
+              output: str = "frame"):
         """``score_frame`` with this predictor's models, health score, playbooks and catalog."""
         from churnml.jobs.scoring import score_frame
 
         return score_frame(features, self.churn_model, self.expansion_model, self.health,
-                           playbooks=self.playbooks, feature_dimensions=self.feature_dimensions)
+                           playbooks=self.playbooks, feature_dimensions=self.feature_dimensions,
+                           columns=columns, output=output)
 
     def predict_records(self, records: Sequence[Any]) -> list[dict[str, Any]]:
         """Score validated account records; one JSON-ready output row per record, in order."""
         if not records:
             return []
-        return rows_to_json(self.score(self.frame_from_records(records)))
+        frame, columns = self._frame_and_columns(records)
+        return [{k: json_safe(v) for k, v in row.items()}
+                for row in self.score(frame, columns, output="records")]
 
     # -- /predict_history --------------------------------------------------------------------
     def features_from_history(self, tables: Mapping[str, Sequence[Mapping] | None],

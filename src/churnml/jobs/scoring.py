@@ -153,6 +153,16 @@ def _text_or_none(columns: FrameColumns, name: str) -> np.ndarray:
     return col.astype(object).where(col.notna(), None).to_numpy(dtype=object)
 
 
+def _account_ids(columns: FrameColumns) -> np.ndarray:
+    """``features["account_id"].astype(str).to_numpy()``, from the shared view when the ids
+    are text already (a request's few accounts)."""
+    if columns.n <= _SMALL_ROWS:
+        ids = columns.objects(["account_id"]).get("account_id", [])
+        if all(isinstance(v, str) for v in ids):
+            return _object_array(ids)
+    return columns.frame["account_id"].astype(str).to_numpy()
+
+
 # Rows up to which per-value Python is cheaper than a pandas operation (one HTTP request).
 _SMALL_ROWS = 64
 
@@ -169,10 +179,16 @@ def score_frame(
     feature_dimensions: Mapping[str, str] | None = None,
     alerts_fn: Callable | None = None,
     timer: Callable[[str], Any] | None = None,
+    columns: FrameColumns | None = None,
+    output: str = "frame",
     # alerts_fn(current, previous, history, health) -> one list of names per row; default
     # churnml.health.alerts.compute_alerts with the health score's configuration.
     # timer(stage) -> context manager around each stage (health, models_and_reasons, alerts,
     # actions, assemble): the benchmark's per-stage clock; nothing by default.
+    # columns: a FrameColumns of ``features`` its caller built along with the frame (the
+    # service does), else one is made here. output: "frame" (a DataFrame, the contract) or
+    # "records" (the same rows as a list of {column: value} dicts, no DataFrame: the
+    # service's JSON path; ``as_of`` a Timestamp, missing text None).
     # Small frames (a request's few accounts) and large ones (a chunk of the book) take the
     # same steps on the same numbers: float64 columns are read once as arrays (FrameColumns),
     # and the health score, models, alerts and actions read those instead of pandas Series.
@@ -206,10 +222,15 @@ def score_frame(
         # else the one stored with the churn model
         feature_dimensions = _feature_dimensions() \
             or dict(getattr(churn_model, "dimensions", None) or {})
+    if output not in ("frame", "records"):
+        from churnml.errors import UsageError
+
+        raise UsageError(f"The 'output' parameter must be 'frame' or 'records'. Got {output!r}.")
+    given = columns if columns is not None and columns.frame is features else None
     features = features.reset_index(drop=True)
     n = len(features)
     # Every float64 feature column as a numpy array, taken once and read by every step below.
-    columns = FrameColumns(features)
+    columns = given.with_frame(features) if given is not None else FrameColumns(features)
     as_of = pd.to_datetime(features["as_of"]).to_numpy(dtype="datetime64[ns]")
 
     timer = timer or (lambda stage: contextlib.nullcontext())
@@ -296,7 +317,7 @@ def score_frame(
         else:
             mrr = np.zeros(n)
         data: dict[str, Any] = {
-            "account_id": features["account_id"].astype(str).to_numpy(),
+            "account_id": _account_ids(columns),
             "as_of": as_of,
             "churn_probability": churn_p,
             "expansion_probability": expansion_p,
@@ -324,5 +345,21 @@ def score_frame(
                             else np.full(n, None, dtype=object))
         data["expansion_readiness"] = readiness
         data["schema_version"] = SCHEMA_VERSION
+        if output == "records":
+            return _records(data, n)
         out = pd.DataFrame(data)
     return out
+
+
+def _records(data: Mapping[str, Any], n: int) -> list[dict[str, Any]]:
+    """The rows of ``pd.DataFrame(data)`` as dicts (Python values; ``as_of`` Timestamps)."""
+    values = {}
+    for name, column in data.items():
+        if name == "as_of":
+            values[name] = [pd.Timestamp(v) for v in column]
+        elif isinstance(column, np.ndarray):
+            values[name] = column.tolist()
+        else:  # a scalar the frame would repeat on every row
+            values[name] = [column] * n
+    names = list(values)
+    return [{name: values[name][i] for name in names} for i in range(n)]

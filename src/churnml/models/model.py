@@ -75,12 +75,6 @@ def _spec_renderer(spec: dict) -> Callable[[Any], str]:
     return render
 
 
-def _numeric_dtype(dtype) -> bool:
-    """A numeric, non-boolean dtype (a categorical column of it is an error, or all-missing)."""
-    return dtype is None or (pd.api.types.is_numeric_dtype(dtype)
-                             and not pd.api.types.is_bool_dtype(dtype))
-
-
 def _is_missing_scalar(value: Any) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and value != value)
 
@@ -189,7 +183,9 @@ class TargetModel:
                 if fast is not None:  # already float64: the values pd.to_numeric would give
                     X[:, j] = fast
                     continue
-            if name in small_text and not _numeric_dtype(cols.dtype(name)):
+            # (text or missing values only: a numeric or boolean column's values are not
+            # text, so it takes pandas' path below and its checks)
+            if name in small_text:
                 codes = self._small_codes(name, small_text[name])
                 if codes is not None:
                     X[:, j] = np.where(codes >= 0, codes, np.nan)

@@ -350,20 +350,10 @@ def model_udf(spark, model_uri: str):
 
     The driver downloads the model once; Spark ships it to the executors (local mode: they
     read the driver's copy), so the executors do not call the MLflow server."""
-    from churnml.errors import ModelNotFoundError
     from churnml.models import registry
 
-    # registry configures the tracking store (CHURNML_HOME or MLFLOW_TRACKING_URI) as for
-    # every other MLflow call of churnml
-    mlflow = registry._mlflow()
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return mlflow.pyfunc.spark_udf(spark, model_uri, result_type=UDF_RESULT_TYPE,
-                                       env_manager="local", params={"top_k": TOP_K})
-    except MlflowException as exc:
-        raise ModelNotFoundError(f"cannot load {model_uri} for the Spark UDF from "
-                                 f"{registry.tracking_uri()}: {_first_line(exc)}") from exc
+    # only churnml.models.registry talks to MLflow (it configures the tracking store)
+    return registry.spark_udf(spark, model_uri, UDF_RESULT_TYPE, params={"top_k": TOP_K})
 
 
 def udf_inputs(udf, kinds: Sequence[tuple[str, str]]) -> list[str]:

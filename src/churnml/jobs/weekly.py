@@ -395,6 +395,17 @@ def _revenue_book(data_dir) -> Book:
     return book
 
 
+def _champion_version(target: str) -> str:
+    from churnml.errors import ModelNotFoundError
+    from churnml.models import registry
+
+    version = registry.champion_version(target)
+    if version is None:
+        raise ModelNotFoundError(f"no champion model for {registry.registered_name(target)}: "
+                                 "run `churnml train` first")
+    return str(version)
+
+
 def run_job(
     data_dir: str | Path,
     as_of,
@@ -436,8 +447,13 @@ def run_job(
                 stage(f"{_report.total_rejected:,} input rows set aside (run churnml validate)")
         times["load"] = time.perf_counter() - t0
         stage("loading the champion models and health weights")
-        churn_model = registry.load_champion("churn")
-        expansion_model = registry.load_champion("expansion")
+        if engine == "spark":
+            # the Spark engine scores through the registered pyfuncs: it needs the versions only
+            churn_model = _champion_version("churn")
+            expansion_model = _champion_version("expansion")
+        else:
+            churn_model = registry.load_champion("churn")
+            expansion_model = registry.load_champion("expansion")
         health = load_adopted_health()
         stage(f"scoring accounts ({engine})")
         t1 = time.perf_counter()
@@ -461,8 +477,9 @@ def run_job(
         run_id = registry.log_job_run(
             WEEKLY_EXPERIMENT,
             params={"as_of": f"{as_of:%Y-%m-%d}", "engine": engine, "data": str(data_dir),
-                    "out": str(out_dir), "churn_model_version": churn_model.version,
-                    "expansion_model_version": expansion_model.version,
+                    "out": str(out_dir),
+                    "churn_model_version": getattr(churn_model, "version", churn_model),
+                    "expansion_model_version": getattr(expansion_model, "version", expansion_model),
                     "health_weights_version": health.version,
                     "previous_as_of": "" if weekly.previous_as_of is None
                     else f"{weekly.previous_as_of:%Y-%m-%d}",

@@ -373,3 +373,22 @@ def log_job_run(experiment: str, params: Mapping[str, Any] | None = None,
             else:
                 mlflow.log_artifact(str(local), artifact_path=subdir or None)
         return run.info.run_id
+
+
+def spark_udf(spark, model_uri: str, result_type: str, params: Mapping[str, Any] | None = None):
+    """``mlflow.pyfunc.spark_udf`` of a registered churnml pyfunc, on the configured store.
+
+    ``env_manager="local"``: executors run the driver's Python environment (churnml installed
+    there), so no environment is rebuilt or downloaded. Raises ``ModelNotFoundError`` naming the
+    URI and the store when the model cannot be loaded.
+    """
+    mlflow = _mlflow()
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.pyfunc.spark_udf(spark, model_uri, result_type=result_type,
+                                       env_manager="local", params=dict(params or {}))
+    except MlflowException as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelNotFoundError(f"cannot load {model_uri} for the Spark UDF from "
+                                 f"{tracking_uri()}: {first}") from exc

@@ -35,7 +35,7 @@ class FrameColumns:
     def __init__(self, frame: pd.DataFrame) -> None:
         self.frame = frame
         self.n = len(frame)
-        self._names = set(frame.columns)
+        self._names = set(frame.columns.tolist())  # tolist: one C call for an Arrow index
         self._extra: dict[str, Any] = {}
         self._objects: dict[str, list] = {}
         self._dtypes: dict[str, Any] | None = None
@@ -57,7 +57,7 @@ class FrameColumns:
         view = cls.__new__(cls)
         view.frame = frame
         view.n = len(frame)
-        view._names = set(frame.columns)
+        view._names = set(frame.columns.tolist())
         view._extra = {}
         view._objects = dict(objects or {})
         view._dtypes = None
@@ -67,10 +67,12 @@ class FrameColumns:
     def with_frame(self, frame: pd.DataFrame) -> "FrameColumns":
         """This view over ``frame``, a frame with the same rows and columns (e.g. the same
         frame with a fresh index)."""
-        if len(frame) != self.n or set(frame.columns) != self._names:
+        if frame.shape != (self.n, len(self._names)):
             raise ValueError("with_frame needs a frame with the same rows and columns")
-        view = FrameColumns.from_parts(frame, self._float, self._objects)
-        view._extra = dict(self._extra)
+        view = FrameColumns.__new__(FrameColumns)
+        view.frame, view.n, view._names = frame, self.n, self._names
+        view._float, view._objects = self._float, self._objects
+        view._extra, view._dtypes = dict(self._extra), self._dtypes
         return view
 
     @classmethod
@@ -99,7 +101,7 @@ class FrameColumns:
     def dtype(self, name: str):
         """The frame column's dtype (None when absent)."""
         if self._dtypes is None:
-            self._dtypes = dict(zip(self.frame.columns, self.frame.dtypes))
+            self._dtypes = dict(zip(self.frame.columns.tolist(), self.frame.dtypes.tolist()))
         return self._dtypes.get(name)
 
     def objects(self, names: Iterable[str]) -> dict[str, list]:

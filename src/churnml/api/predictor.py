@@ -166,11 +166,14 @@ class Predictor:
         Columns ``account_id, as_of`` then every known field: numbers float64 (missing = NaN),
         categories pandas strings (missing = NaN), as ``build_features`` writes them.
         """
-        return self._frame_and_columns(records)[0]
+        return self._frame_and_columns(records, text_dtype="str")[0]
 
-    def _frame_and_columns(self, records: Sequence[Any]) -> tuple[pd.DataFrame, FrameColumns]:
+    def _frame_and_columns(self, records: Sequence[Any], text_dtype: str = "str"
+                           ) -> tuple[pd.DataFrame, FrameColumns]:
         """:meth:`frame_from_records` plus its FrameColumns, made from the same arrays (so
-        ``score_frame`` need not extract them again)."""
+        ``score_frame`` need not extract them again). ``text_dtype="object"``: text columns
+        as Python objects (the same values and scores; no Arrow array to build per column,
+        which is most of a one-account frame's cost)."""
         if records and isinstance(records[0], Mapping):
             rows = [dict(r) for r in records]
         else:
@@ -183,16 +186,26 @@ class Predictor:
             "as_of": pd.to_datetime([row["as_of"] for row in rows]).as_unit("ns"),
         }
         objects: dict[str, list] = {"account_id": ids}
-        for name in self.categorical_fields:
-            values = [row.get(name) for row in rows]
-            head[name] = pd.array(values, dtype="str")
+        texts = {name: [row.get(name) for row in rows] for name in self.categorical_fields}
+        for name, values in texts.items():
             if all(v is None or isinstance(v, str) for v in values):
-                # what the str column's tolist() gives: the text, NaN when missing
-                objects[name] = [np.nan if v is None else v for v in values]
-        # one float64 block for the numbers (no per-column work), then the text beside it
-        frame = pd.concat([pd.DataFrame(head),
-                           pd.DataFrame(numeric, columns=self.numeric_fields, copy=False)],
-                          axis=1)
+                # what the column's tolist() gives: the text, missing NaN (str) or None
+                objects[name] = ([np.nan if v is None else v for v in values]
+                                 if text_dtype == "str" else list(values))
+        if text_dtype == "str":
+            for name, values in texts.items():
+                head[name] = pd.array(values, dtype="str")
+            parts = [pd.DataFrame(head)]
+        else:  # one object block for the text
+            block = np.empty((len(rows), len(texts) + 1), dtype=object)
+            block[:, 0] = ids
+            for j, values in enumerate(texts.values(), start=1):
+                block[:, j] = values
+            parts = [pd.DataFrame({"as_of": head["as_of"]}),
+                     pd.DataFrame(block, columns=["account_id", *texts], dtype=object)]
+        # one float64 block for the numbers (no per-column work), beside the rest
+        parts.append(pd.DataFrame(numeric, columns=self.numeric_fields, copy=False))
+        frame = pd.concat(parts, axis=1)
         floats = {name: numeric[:, j] for j, name in enumerate(self.numeric_fields)}
         return frame, FrameColumns.from_parts(frame, floats, objects)
 
@@ -209,7 +222,7 @@ class Predictor:
         """Score validated account records; one JSON-ready output row per record, in order."""
         if not records:
             return []
-        frame, columns = self._frame_and_columns(records)
+        frame, columns = self._frame_and_columns(records, text_dtype="object")
         return [{k: json_safe(v) for k, v in row.items()}
                 for row in self.score(frame, columns, output="records")]
 

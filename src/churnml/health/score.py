@@ -300,7 +300,8 @@ class HealthScore:
 
         ``columns``: a FrameColumns of ``features`` (the same numbers, less pandas work)."""
         cfg = self.active_config
-        missing = [c for c in ("account_id", "as_of") if c not in features.columns]
+        present = columns if columns is not None else features.columns
+        missing = [c for c in ("account_id", "as_of") if c not in present]
         if missing:
             raise SchemaError(f"features: missing column(s) {missing} needed by the health score.")
         sub = dimension_subscores(features, cfg, columns)

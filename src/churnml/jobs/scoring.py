@@ -211,8 +211,9 @@ def score_frame(
     (``playbooks.yaml``); ``expansion_readiness`` one of ready_now, ready_soon, needs_nurture,
     not_ready; ``schema_version`` :data:`SCHEMA_VERSION`.
     """
+    names = set(features.columns.tolist())
     for column in ("account_id", "as_of"):
-        if column not in features.columns:
+        if column not in names:
             from churnml.errors import SchemaError
 
             raise SchemaError(f"features: column '{column}' is required to score accounts")
@@ -312,7 +313,7 @@ def score_frame(
         mrr_values = columns.float64("mrr", frame_only=True)
         if mrr_values is not None:
             mrr = np.where(np.isnan(mrr_values), 0.0, mrr_values)
-        elif "mrr" in features.columns:
+        elif "mrr" in names:
             mrr = pd.to_numeric(features["mrr"], errors="coerce").fillna(0.0).to_numpy(dtype="float64")
         else:
             mrr = np.zeros(n)
@@ -341,7 +342,7 @@ def score_frame(
         data["mrr_at_risk"] = churn_p * mrr
         data["expected_expansion_mrr"] = expansion_p * mrr * playbooks.typical_expansion_share
         for column in _CATEGORY_COLUMNS:
-            data[column] = (_text_or_none(columns, column) if column in features.columns
+            data[column] = (_text_or_none(columns, column) if column in names
                             else np.full(n, None, dtype=object))
         data["expansion_readiness"] = readiness
         data["schema_version"] = SCHEMA_VERSION

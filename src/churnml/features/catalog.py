@@ -264,7 +264,8 @@ def render_reason(spec: FeatureSpec, value: Any) -> str:
 
     Missing values (None, NaN, pd.NA) give ``spec.reason_missing`` (or "<description>: no
     data"). A mapping template picks the sentence by value (numbers compared as integers when
-    whole, so ``1.0`` finds key ``1``), falling back to its ``other`` key.
+    whole, so ``1.0`` finds key ``1``), falling back to its ``other`` key. ``[one|many]`` in a
+    template picks the singular or plural word by the value ("1 invoice [is|are] overdue").
     """
     if _is_missing(value):
         return spec.reason_missing or f"{spec.description}: no data"
@@ -279,11 +280,26 @@ def render_reason(spec: FeatureSpec, value: Any) -> str:
         if chosen is None:
             return f"{spec.description}: {value}"
         template = chosen
+    template = _choose_plural(template, value)
     try:
         return template.format(value=value)
     except (ValueError, TypeError):
         # a numeric format spec met a string (categorical) value: show the value as is
         return _strip_format(template).format(value=value)
+
+
+_PLURAL = re.compile(r"\[([^|\[\]]*)\|([^|\[\]]*)\]")
+
+
+def _choose_plural(template: str, value: Any) -> str:
+    """``"[person|people]"`` -> "person" when the value reads as one, else "people"."""
+    if "[" not in template:
+        return template
+    try:
+        one = round(float(value), 6) == 1.0
+    except (TypeError, ValueError):
+        one = False
+    return _PLURAL.sub(lambda m: m.group(1) if one else m.group(2), template)
 
 
 def _strip_format(template: str) -> str:

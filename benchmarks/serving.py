@@ -208,6 +208,7 @@ def main(argv=None) -> int:
                         help="batching: CHURNML_SERVE_MAX_LATENCY_MS for the server")
     args = parser.parse_args(argv)
 
+    load_at_start = os.getloadavg()  # the machine may be shared: say how busy it was
     temp = None
     if args.home is None:
         temp = tempfile.TemporaryDirectory(prefix="churnml-bench-")
@@ -257,6 +258,7 @@ def main(argv=None) -> int:
     batch_key = f"batch{args.clients}_accounts_per_s"
     result = {"floor": floor, "http_sequential": sequential, "http_concurrent": concurrent,
               "server_ready_s": ready_s, "cpus": os.cpu_count(),
+              "load_average_start": load_at_start,
               "load_average": os.getloadavg(), "workers": args.workers,
               "max_latency_ms": args.max_latency_ms}
     goals = {
@@ -283,6 +285,8 @@ def main(argv=None) -> int:
           f"{concurrent['requests']} |")
     for goal, met in goals.items():
         print(f"- {goal}: {'met' if met else 'NOT met'}")
+    print(f"- load average (1/5/15 min) at start {', '.join(f'{x:.1f}' for x in load_at_start)}, "
+          f"at end {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     print(json.dumps(result))
     return 0
 

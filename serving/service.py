@@ -65,6 +65,12 @@ logger = logging.getLogger("churnml.serving")
 # dispatches at once, so this costs nothing when the service keeps up.
 MAX_LATENCY_MS = int(os.environ.get("CHURNML_SERVE_MAX_LATENCY_MS", "5000"))
 WORKERS = int(os.environ.get("CHURNML_SERVE_WORKERS", "1"))
+# BentoML's access log (one formatted line per request) cost 2.4 ms of a 10 ms request on a
+# busy 2-core machine (benchmarks/README.md), so it is off unless asked for; errors are
+# logged either way. Prometheus metrics (/metrics) stay on (about 1 ms): CHURNML_SERVE_METRICS=0
+# turns them off.
+ACCESS_LOG = os.environ.get("CHURNML_SERVE_ACCESS_LOG", "0").lower() in ("1", "true", "yes")
+METRICS = os.environ.get("CHURNML_SERVE_METRICS", "1").lower() in ("1", "true", "yes")
 
 
 def _load_predictor():
@@ -98,6 +104,8 @@ metadata_app = FastAPI(title="churnml metadata", docs_url=None, redoc_url=None,
     workers=WORKERS,
     threads=1,
     traffic={"timeout": 30},
+    logging={"access": {"enabled": ACCESS_LOG}},
+    metrics={"enabled": METRICS},
 )
 class ChurnService:
     """Churn and expansion predictions with reasons, health score and next best action."""

@@ -63,17 +63,24 @@ def demo(
     step(f"7/7 weekly job: score the book at {as_of}", score, data=book_dir, as_of=as_of,
          out=out / "scores")
 
-    where = Table(show_header=False, box=None)
-    where.add_row("book (data contract)", str(book_dir))
-    where.add_row("hidden truth", str(book_dir / "_truth"))
-    where.add_row("rejects", str(out / "rejects.csv"))
-    where.add_row("features", str(out / "features.parquet"))
-    where.add_row("health scores", str(out / "health.parquet"))
-    where.add_row("weekly scores", str(out / "scores" / f"as_of={as_of}" / "scores.parquet"))
-    where.add_row("report", str(out / "scores" / f"as_of={as_of}" / "report.html"))
-    where.add_row("MLflow store", config.tracking_uri())
-    where.add_row("serve the champions", "churnml serve --port 3000")
+    scores_dir = out / "scores" / f"as_of={as_of}"
+    places = [
+        ("book (data contract)", book_dir),
+        ("hidden truth", book_dir / "_truth"),
+        ("rejects", out / "rejects.csv"),
+        ("features", out / "features.parquet"),
+        ("health scores", out / "health.parquet"),
+        ("weekly scores", scores_dir / "scores.parquet"),
+        ("report", scores_dir / "report.html"),
+        ("MLflow store", config.tracking_uri()),
+    ]
+    console.rule("[bold]churnml demo: where everything is")
+    # plain lines, never truncated: these paths are meant to be copied
+    for label, place in places:
+        console.print(f"{label + ':':<22} {place}", soft_wrap=True, highlight=False)
+    console.print(f"{'serve the champions:':<22} churnml serve --port 3000", soft_wrap=True)
+    timing = Table(show_header=False, box=None)
     for title, seconds in timings:
-        where.add_row(f"  {title.split(' ', 1)[1]}", f"{seconds:.1f} s")
-    where.add_row("total", f"{time.perf_counter() - started:.1f} s")
-    console.print(Panel(where, title="churnml demo: where everything is", expand=False))
+        timing.add_row(title.split(" ", 1)[1], f"{seconds:.1f} s")
+    timing.add_row("total", f"{time.perf_counter() - started:.1f} s")
+    console.print(Panel(timing, title="time per step", expand=False))

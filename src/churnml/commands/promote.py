@@ -6,15 +6,11 @@ away. Exit 2 when the version does not exist.
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Annotated
 
 import typer
 
-
-class Target(str, Enum):
-    churn = "churn"
-    expansion = "expansion"
+from churnml.commands.train import Target
 
 
 def promote(

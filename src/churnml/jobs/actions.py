@@ -15,7 +15,7 @@ from typing import Any, Mapping, NamedTuple
 import numpy as np
 import pandas as pd
 
-from churnml.columns import FrameColumns
+from churnml.columns import FrameColumns, numeric_column
 from churnml.errors import ConfigError
 
 SEVERITIES = ("critical", "high", "medium", "low")
@@ -192,26 +192,9 @@ def parse_playbooks(raw: Mapping[str, Any], source: str = "playbooks") -> Playbo
     )
 
 
-def _column(frame: pd.DataFrame, name: str) -> pd.Series | None:
-    if name not in frame.columns:
-        return None
-    return pd.to_numeric(frame[name], errors="coerce").astype("float64")
-
-
 def _values(frame: pd.DataFrame, name: str, columns: FrameColumns | None = None) -> np.ndarray | None:
-    """The column as float64 (non-numbers NaN), None when absent; from ``columns`` when it has
-    the column as float64 (the same values, no Series)."""
-    if columns is not None:
-        fast = columns.float64(name)
-        if fast is not None:
-            return fast
-        if name not in columns:
-            return None
-        col = columns.get(name)
-        col = col if isinstance(col, pd.Series) else pd.Series(col)
-        return pd.to_numeric(col, errors="coerce").astype("float64").to_numpy()
-    values = _column(frame, name)
-    return None if values is None else values.to_numpy()
+    """The column as float64 (non-numbers NaN), None when absent (``columns`` read first)."""
+    return numeric_column(columns, frame, name)
 
 
 def _bool_matrix(columns: dict[str, np.ndarray], n: int) -> np.ndarray:

@@ -29,55 +29,10 @@ import multiprocessing as mp
 import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-class Measure:
-    """``with Measure() as m: ...``: wall seconds, peak process RSS and its growth (bytes)."""
-
-    def __enter__(self):
-        import psutil
-
-        self._proc = psutil.Process()
-        self.rss_before = self._proc.memory_info().rss
-        self.peak = self.rss_before
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        self.t0 = time.perf_counter()
-        return self
-
-    def _sample(self):
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.t0
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
-        self.growth = self.peak - self.rss_before
-
-
-def cached_book(cache: Path, accounts: int, months: int, seed: int) -> Path:
-    """The simulated book folder, simulated and written once per (accounts, months, seed)."""
-    folder = cache / f"book-{accounts}x{months}m-seed{seed}"
-    if (folder / "accounts.parquet").exists() and (folder / "usage_events.parquet").exists():
-        return folder
-    from churnml.data.simulator import simulate, write_book
-
-    log(f"simulating {accounts:,} accounts over {months} months into {folder} (cached)")
-    t0 = time.perf_counter()
-    folder.mkdir(parents=True, exist_ok=True)
-    write_book(simulate(n_accounts=accounts, months=months, seed=seed), folder)
-    log(f"  simulated in {time.perf_counter() - t0:.1f} s")
-    return folder
+from _common import Measure, cached_book, log  # benchmarks/ is on sys.path when run as a script
 
 
 def _floor(folder: str, queue) -> None:

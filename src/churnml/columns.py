@@ -30,7 +30,8 @@ class FrameColumns:
     be written to (they may be views of the frame's data).
     """
 
-    __slots__ = ("frame", "n", "_names", "_float", "_extra", "_objects", "_dtypes")
+    __slots__ = ("frame", "n", "_names", "_float", "_extra", "_objects", "_dtypes", "block",
+                 "block_names")
 
     def __init__(self, frame: pd.DataFrame) -> None:
         self.frame = frame
@@ -42,19 +43,30 @@ class FrameColumns:
         floats = frame.select_dtypes(include=["float64"])
         names = list(floats.columns)
         self._float: dict[str, np.ndarray] = {}
+        self.block: np.ndarray | None = None
+        self.block_names: tuple[str, ...] = ()
         if names and len(set(names)) == len(names):
             block = floats.to_numpy(dtype="float64")
             for j, name in enumerate(names):
                 self._float[name] = block[:, j]
+            self.block, self.block_names = block, tuple(names)
 
     @classmethod
     def from_parts(cls, frame: pd.DataFrame, floats: dict[str, np.ndarray],
-                   objects: dict[str, list] | None = None) -> "FrameColumns":
+                   objects: dict[str, list] | None = None,
+                   block: np.ndarray | None = None) -> "FrameColumns":
         """A view of ``frame`` from the arrays it was just built from (no extraction): the
         caller guarantees ``floats[name]`` holds the values of the float64 column ``name``
-        and ``objects[name]`` what ``frame[name].tolist()`` gives. Columns not given are read
-        from the frame on demand."""
+        and ``objects[name]`` what ``frame[name].tolist()`` gives; ``block``, when given, is
+        the (n_rows, len(floats)) array whose columns are ``floats`` in order. Columns not
+        given are read from the frame on demand."""
         view = cls.__new__(cls)
+        view.block, view.block_names = None, ()
+        if block is not None:
+            if block.shape != (len(frame), len(floats)):
+                raise ValueError(f"block of shape {block.shape} for {len(frame)} rows and "
+                                 f"{len(floats)} float columns")
+            view.block, view.block_names = block, tuple(floats)
         view.frame = frame
         view.n = len(frame)
         view._names = set(frame.columns.tolist())
@@ -73,6 +85,7 @@ class FrameColumns:
         view.frame, view.n, view._names = frame, self.n, self._names
         view._float, view._objects = self._float, self._objects
         view._extra, view._dtypes = dict(self._extra), self._dtypes
+        view.block, view.block_names = self.block, self.block_names
         return view
 
     @classmethod

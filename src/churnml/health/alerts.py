@@ -64,7 +64,8 @@ def _check(frame: pd.DataFrame, name: str, columns: tuple[str, ...],
 def _single_as_of(frame: pd.DataFrame, name: str, view: FrameColumns | None = None) -> pd.Timestamp:
     given = view.get("as_of") if view is not None else None
     if isinstance(given, np.ndarray) and given.dtype == "datetime64[ns]":
-        values = pd.unique(given)  # score_frame's datetime64[ns] array of the same column
+        # score_frame's datetime64[ns] array of the same column (one date: no hashing)
+        values = given[:1] if len(given) and (given == given[0]).all() else pd.unique(given)
     else:
         values = pd.to_datetime(frame["as_of"]).unique()
     if len(values) != 1:

@@ -49,14 +49,16 @@ def build_reasons(
     feature_names: list[str],
     render: list[Callable[[object], str]],
     k: int = 3,
+    top: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[list[dict]]:
     """Per row, up to ``k`` records ``{feature, value, contribution, text}`` (module docstring).
 
     ``values[j]`` is feature j's display values (floats, or category strings / None) aligned
     with the rows; ``render[j](value)`` its sentence. Text is rendered once per distinct
     (feature, value) pair, since many accounts share values (0 tickets, "core" tier...).
+    ``top``: ``top_k_indices(contrib, k)`` when the caller has it already.
     """
-    idx, valid = top_k_indices(contrib, k)
+    idx, valid = top if top is not None else top_k_indices(contrib, k)
     n_rows = contrib.shape[0]
     picked = np.take_along_axis(contrib, idx, axis=1)
     cache: dict[tuple[int, object], str] = {}

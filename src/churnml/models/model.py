@@ -175,7 +175,14 @@ class TargetModel:
         small_text = {}
         if n <= SMALL_FRAME_ROWS:
             small_text = cols.objects(name for name in self.categories if cols.in_frame(name))
-        for j, name in enumerate(self.feature_names):
+        js: Any = range(len(self.feature_names))
+        if cols.block is not None:  # the numeric features in one copy, the rest one by one
+            dst, src, rest = self._block_plan(cols.block_names)
+            if len(dst):
+                X[:, dst] = cols.block[:, src]
+            js = rest
+        for j in js:
+            name = self.feature_names[j]
             if not cols.in_frame(name):
                 continue
             if name not in self.categories:
@@ -221,6 +228,27 @@ class TargetModel:
                 f"training-time types: " + "; ".join(problems)
             )
         return X
+
+    def _block_plan(self, block_names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """For a FrameColumns float64 block with these columns: the matrix columns taken from
+        it (``dst``), their block columns (``src``), and the other feature indices, cached per
+        block layout (a service sends the same layout every time)."""
+        plans = self.__dict__.setdefault("_block_plans", {})
+        plan = plans.get(block_names)
+        if plan is None:
+            where = {name: k for k, name in enumerate(block_names)}
+            dst, src, rest = [], [], []
+            for j, name in enumerate(self.feature_names):
+                if name not in self.categories and name in where:
+                    dst.append(j)
+                    src.append(where[name])
+                else:
+                    rest.append(j)
+            if len(plans) >= 16:
+                plans.clear()
+            plan = plans[block_names] = (np.array(dst, dtype=np.intp),
+                                         np.array(src, dtype=np.intp), rest)
+        return plan
 
     def _small_codes(self, name: str, values: list | None) -> np.ndarray | None:
         """Category codes (-1 unseen or missing) of a short list of text values by dict
@@ -321,7 +349,7 @@ class TargetModel:
         values = self._display_values(features, X, used.tolist(), columns)
         value_lists = [values.get(j) for j in range(len(self.feature_names))]
         reasons = build_reasons(feature_contrib, value_lists, self.feature_names,
-                                self._renderer_list(), top_k)
+                                self._renderer_list(), top_k, top=(idx, valid))
         return proba, reasons
 
     def explain(self, features: pd.DataFrame, top_k: int = 3) -> list[list[dict]]:

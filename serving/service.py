@@ -44,8 +44,8 @@ with bentoml.importing():
 
     from churnml.api import predictor as predictor_module
     from churnml.api.auth import ApiKeyMiddleware
+    from churnml.api.batching import MicroBatcher
     from churnml.api.schema import (
-        MAX_ACCOUNTS,
         AccountPrediction,
         AsOf,
         HistoryTables,
@@ -59,18 +59,27 @@ from bentoml.validators import ContentType  # noqa: E402
 disable_telemetry()
 logger = logging.getLogger("churnml.serving")
 
-# Batching: a request may wait this long (queue + model call) before BentoML sheds it with a
-# 503. 20 ms answered 503 under load (STACK.md); 1000 still shed 4 of 898 requests at 16 clients
-# on a saturated 2-core machine, 5000 shed none (benchmarks/README.md). Idle, the batcher
-# dispatches at once, so this costs nothing when the service keeps up.
-MAX_LATENCY_MS = int(os.environ.get("CHURNML_SERVE_MAX_LATENCY_MS", "5000"))
+
+def _flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
 WORKERS = int(os.environ.get("CHURNML_SERVE_WORKERS", "1"))
-# BentoML's access log (one formatted line per request) cost 2.4 ms of a 10 ms request on a
-# busy 2-core machine (benchmarks/README.md), so it is off unless asked for; errors are
-# logged either way. Prometheus metrics (/metrics) stay on (about 1 ms): CHURNML_SERVE_METRICS=0
-# turns them off.
-ACCESS_LOG = os.environ.get("CHURNML_SERVE_ACCESS_LOG", "0").lower() in ("1", "true", "yes")
-METRICS = os.environ.get("CHURNML_SERVE_METRICS", "1").lower() in ("1", "true", "yes")
+# Per-request costs that are optional, measured on a 2-core machine (benchmarks/README.md):
+# - BentoML's access log (one formatted line per request, 2.4 ms of a 10 ms request): off unless
+#   asked for; errors are logged either way;
+# - OpenTelemetry spans: BentoML samples none by default (tracing.sample_rate 0) yet its ASGI
+#   middleware still made a span per request (a quarter of the server's CPU at 16 clients), so
+#   every URL is excluded from tracing unless CHURNML_SERVE_TRACING=1 (then BentoML's tracing
+#   configuration applies: exporter, sample rate);
+# - Prometheus metrics (/metrics): on, CHURNML_SERVE_METRICS=0 turns them off (about 10% more
+#   throughput at 16 clients).
+ACCESS_LOG = _flag("CHURNML_SERVE_ACCESS_LOG", False)
+TRACING = _flag("CHURNML_SERVE_TRACING", False)
+METRICS = _flag("CHURNML_SERVE_METRICS", True)
 
 
 def _load_predictor():
@@ -106,17 +115,21 @@ metadata_app = FastAPI(title="churnml metadata", docs_url=None, redoc_url=None,
     traffic={"timeout": 30},
     logging={"access": {"enabled": ACCESS_LOG}},
     metrics={"enabled": METRICS},
+    tracing={} if TRACING else {"excluded_urls": ".*"},
 )
 class ChurnService:
     """Churn and expansion predictions with reasons, health score and next best action."""
 
     def __init__(self) -> None:
         self.predictor = PREDICTOR
+        # concurrent /predict calls share model calls (churnml.api.batching explains why this
+        # and not BentoML's batchable=True)
+        self.batcher = MicroBatcher(self.predictor.predict_records)
 
-    @bentoml.api(batchable=True, max_batch_size=MAX_ACCOUNTS, max_latency_ms=MAX_LATENCY_MS)
-    def predict(self, accounts: Accounts) -> Predictions:
+    @bentoml.api
+    async def predict(self, accounts: Accounts) -> Predictions:
         """Score 1 to 1,000 accounts from their features (as `churnml features` writes them)."""
-        return self.predictor.predict_records(accounts)
+        return await self.batcher(accounts)
 
     @bentoml.api(route="/predict_history")
     def predict_history(

@@ -44,14 +44,14 @@ with bentoml.importing():
 
     from churnml.api import predictor as predictor_module
     from churnml.api.auth import ApiKeyMiddleware
-    from churnml.api.batching import MicroBatcher
+    from churnml.api.batching import MicroBatcher, prometheus_batch_observer
     from churnml.api.schema import (
         AccountPrediction,
         AsOf,
         HistoryTables,
         accounts_annotation,
     )
-    from churnml.config import disable_telemetry
+    from churnml.config import disable_telemetry, serve_workers
     from churnml.errors import ModelNotFoundError
 
 from bentoml.validators import ContentType  # noqa: E402
@@ -67,7 +67,7 @@ def _flag(name: str, default: bool) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
-WORKERS = int(os.environ.get("CHURNML_SERVE_WORKERS", "1"))
+WORKERS = serve_workers()  # CHURNML_SERVE_WORKERS, else one per CPU (churnml.config)
 # Per-request costs that are optional, measured on a 2-core machine (benchmarks/README.md):
 # - BentoML's access log (one formatted line per request, 2.4 ms of a 10 ms request): off unless
 #   asked for; errors are logged either way;
@@ -124,7 +124,8 @@ class ChurnService:
         self.predictor = PREDICTOR
         # concurrent /predict calls share model calls (churnml.api.batching explains why this
         # and not BentoML's batchable=True)
-        self.batcher = MicroBatcher(self.predictor.predict_records)
+        self.batcher = MicroBatcher(self.predictor.predict_records,
+                                    on_batch=prometheus_batch_observer() if METRICS else None)
 
     @bentoml.api
     async def predict(self, accounts: Accounts) -> Predictions:

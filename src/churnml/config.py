@@ -67,3 +67,34 @@ def tracking_uri() -> str:
 def artifact_root() -> str:
     """Default artifact location for experiments created in the embedded store."""
     return (home() / "mlartifacts").as_uri()
+
+
+#: Most service workers started by default (each loads the models: about 370 MB).
+MAX_DEFAULT_WORKERS = 8
+
+
+def serve_workers() -> int:
+    """Worker processes for ``churnml serve`` when ``--workers`` is not given:
+    ``CHURNML_SERVE_WORKERS`` when set, else one per CPU this process may use, at most
+    :data:`MAX_DEFAULT_WORKERS`. One worker is one Python process and so uses one core at most
+    (the GIL): on 2 cores, 2 workers answered 1,400 accounts/s at 16 clients against 1,000
+    for one (benchmarks/README.md)."""
+    value = os.environ.get("CHURNML_SERVE_WORKERS", "").strip()
+    if value:
+        try:
+            workers = int(value)
+        except ValueError:
+            from churnml.errors import ConfigError
+
+            raise ConfigError(f"CHURNML_SERVE_WORKERS must be a whole number of worker "
+                              f"processes, got {value!r}") from None
+        if workers < 1:
+            from churnml.errors import ConfigError
+
+            raise ConfigError(f"CHURNML_SERVE_WORKERS must be at least 1, got {workers}")
+        return workers
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, MAX_DEFAULT_WORKERS))

@@ -293,3 +293,51 @@ def test_frame_from_records_has_the_build_features_dtypes(service_module):
     assert frame["plan"].tolist() == ["starter", "enterprise"]
     assert str(frame["plan"].dtype) == "str"
     assert set(frame.columns) == {"account_id", "as_of"} | {f.name for f in predictor.fields}
+
+
+# --- concurrent /predict callers share model calls (churnml.api.batching) --------------------
+
+def test_concurrent_predict_requests_share_model_calls_and_get_their_own_rows(
+        client, service_module, monkeypatch):
+    import asyncio
+
+    import bentoml
+    import httpx
+
+    # the instance the client's lifespan created (BentoML keeps the current one)
+    service = bentoml.get_current_service()
+    assert service.predictor is service_module.PREDICTOR
+    batcher = service.batcher
+    model_calls: list[int] = []
+    score = batcher.score
+
+    def counting_score(items):
+        model_calls.append(len(items))
+        return score(items)
+
+    monkeypatch.setattr(batcher, "score", counting_score)
+    payloads = [[account(i), account(100 + i)] if i % 4 == 0 else [account(i)]
+                for i in range(12)]
+
+    async def send_together():
+        # same app, on the loop its lifespan started on (the TestClient's portal), but with
+        # the 12 requests in flight at once, as an HTTP server would hand them over
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            return await asyncio.gather(*(c.post("/predict", json={"accounts": accounts})
+                                          for accounts in payloads))
+
+    batches_before = batcher.stats.batches
+    responses = client.portal.call(send_together)
+    together_calls = list(model_calls)
+    assert [r.status_code for r in responses] == [200] * 12, [r.text for r in responses]
+    assert sum(together_calls) == sum(len(accounts) for accounts in payloads)
+    assert len(together_calls) < len(payloads)  # shared: fewer model calls than requests
+    assert batcher.stats.batches - batches_before == len(together_calls)
+    assert max(together_calls) > 2  # at least one model call took several requests' accounts
+
+    for accounts, response in zip(payloads, responses):
+        rows = response.json()
+        assert [row["account_id"] for row in rows] == [a["account_id"] for a in accounts]
+        alone = [client.post("/predict", json={"accounts": [a]}).json()[0] for a in accounts]
+        assert rows == alone

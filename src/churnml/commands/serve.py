@@ -7,10 +7,11 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import typer
 
-from churnml.config import PROJECT_ROOT, disable_telemetry
+from churnml.config import PROJECT_ROOT, disable_telemetry, serve_workers
 
 
 def serving_dir() -> Path:
@@ -29,8 +30,10 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (127.0.0.1: this "
                              "machine only; 0.0.0.0 to accept other machines)."),
     port: int = typer.Option(3000, "--port", min=1, max=65535, help="TCP port."),
-    workers: int = typer.Option(1, "--workers", min=1, max=64,
-                                help="Worker processes (each loads the models)."),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", min=1, max=64,
+        help="Worker processes, each loading the models (default: CHURNML_SERVE_WORKERS, "
+             "else one per CPU, at most 8)."),
 ) -> None:
     """Serve the champion models over HTTP: POST /predict, POST /predict_history,
     GET /metadata, GET /livez, GET /readyz (docs/api.md).
@@ -48,7 +51,7 @@ def serve(
             raise ModelNotFoundError(f"no champion model for {registry.registered_name(target)}: "
                                      "run `churnml train` first")
     env = dict(os.environ)
-    env["CHURNML_SERVE_WORKERS"] = str(workers)
+    env["CHURNML_SERVE_WORKERS"] = str(workers if workers is not None else serve_workers())
     env.setdefault("OMP_NUM_THREADS", "1")  # see serving/service.py
     src = str(PROJECT_ROOT / "src")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)

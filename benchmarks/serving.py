@@ -153,6 +153,27 @@ def http_sequential(port: int, bodies: list[bytes], calls: int) -> dict:
     return {**percentiles(latencies), "errors": errors}
 
 
+def batch_counts(port: int) -> tuple[float, float] | None:
+    """(accounts, model calls) of /predict so far, from the service's /metrics
+    (``churnml_predict_batch_size`` sum and count, all workers); None without metrics."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/metrics")
+        response = conn.getresponse()
+        text = response.read().decode()
+        conn.close()
+    except (OSError, http.client.HTTPException):
+        return None
+    if response.status != 200:
+        return None
+    found = {}
+    for line in text.splitlines():
+        for part in ("sum", "count"):
+            if line.startswith(f"churnml_predict_batch_size_{part} "):
+                found[part] = float(line.split()[-1])
+    return (found["sum"], found["count"]) if len(found) == 2 else None
+
+
 def http_concurrent(port: int, bodies: list[bytes], clients: int, seconds: float) -> dict:
     deadline = time.perf_counter() + seconds
     latencies: list[list[float]] = [[] for _ in range(clients)]
@@ -204,7 +225,8 @@ def main(argv=None) -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--floor-seconds", type=float, default=10.0)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="server workers (default: churnml serve's, one per CPU)")
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for the server, e.g. CHURNML_SERVE_METRICS=0 "
                              "(repeatable; README's settings table)")
@@ -247,16 +269,26 @@ def main(argv=None) -> int:
     env = {**os.environ, "CHURNML_HOME": str(home)}
     env.pop("CHURNML_API_KEY", None)
     env.update(server_env)
+    from churnml.config import serve_workers
+
+    # what the server will start (--workers, else the setting, else one per CPU)
+    workers = (args.workers or int(server_env.get("CHURNML_SERVE_WORKERS", 0))
+               or serve_workers())
     server = subprocess.Popen(
         [str(Path(sys.executable).with_name("churnml")), "serve", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", str(args.workers)],
+         "--port", str(port),
+         *(["--workers", str(args.workers)] if args.workers else [])],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         ready_s = wait_ready(port, timeout=120)
         print(f"server ready in {ready_s:.1f} s; sequential ...", file=sys.stderr, flush=True)
         sequential = http_sequential(port, bodies, args.sequential)
         print("concurrent ...", file=sys.stderr, flush=True)
+        before = batch_counts(port)
         concurrent = http_concurrent(port, bodies, args.clients, args.duration)
+        after = batch_counts(port)
+        if before and after and after[1] > before[1]:  # accounts per model call, this phase
+            concurrent["mean_batch_size"] = (after[0] - before[0]) / (after[1] - before[1])
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # the process group started above
         try:
@@ -270,7 +302,7 @@ def main(argv=None) -> int:
     result = {"floor": floor, "http_sequential": sequential, "http_concurrent": concurrent,
               "server_ready_s": ready_s, "cpus": os.cpu_count(),
               "load_average_start": load_at_start,
-              "load_average": os.getloadavg(), "workers": args.workers,
+              "load_average": os.getloadavg(), "workers": workers,
               "server_env": args.server_env}
     goals = {
         "sequential p50 < 5 ms": sequential["p50_ms"] < 5,
@@ -296,6 +328,11 @@ def main(argv=None) -> int:
           f"{concurrent['requests']} |")
     for goal, met in goals.items():
         print(f"- {goal}: {'met' if met else 'NOT met'}")
+    if "mean_batch_size" in concurrent:
+        print(f"- {workers} worker(s); mean batch under concurrency "
+              f"{concurrent['mean_batch_size']:.1f} accounts per model call")
+    else:
+        print(f"- {workers} worker(s)")
     print(f"- load average (1/5/15 min) at start {', '.join(f'{x:.1f}' for x in load_at_start)}, "
           f"at end {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     print(json.dumps(result))

@@ -182,3 +182,37 @@ def test_save_and_load_round_trip_without_pickle(trained, tmp_path):
     assert loaded.feature_names == model.feature_names and loaded.categories == model.categories
     with pytest.raises(Exception, match="not a saved churnml model"):
         TargetModel.load(tmp_path)
+
+
+def test_matrix_from_a_float_block_equals_the_column_by_column_matrix(trained):
+    """The fast path (numeric features copied from a FrameColumns float64 block, in whatever
+    order the block holds them) gives the matrix the plain per-column path gives."""
+    from churnml.columns import FrameColumns
+
+    model, dataset = trained
+    test = dataset.part("test").reset_index(drop=True).head(40)
+    plain = model.matrix(test)
+    numeric = [c for c in test.columns if test[c].dtype == "float64"]
+    # a block in reversed column order, with an extra column the model does not know
+    order = list(reversed(numeric)) + ["not_a_feature"]
+    block = np.column_stack([test[c].to_numpy() for c in reversed(numeric)]
+                            + [np.arange(len(test), dtype="float64")])
+    frame = pd.concat([test, pd.DataFrame({"not_a_feature": block[:, -1]})], axis=1)
+    floats = {name: block[:, j] for j, name in enumerate(order)}
+    view = FrameColumns.from_parts(frame, floats, block=block)
+    assert view.block_names == tuple(order)
+    fast = model.matrix(frame, view)
+    np.testing.assert_array_equal(fast, plain)
+    # the plan is cached per block layout and reused
+    assert model.matrix(frame, view).tobytes() == plain.tobytes()
+    # FrameColumns made from a frame carries its own block too: same matrix
+    np.testing.assert_array_equal(model.matrix(frame, FrameColumns(frame)), plain)
+
+
+def test_from_parts_refuses_a_block_that_does_not_match_the_columns(trained):
+    from churnml.columns import FrameColumns
+
+    frame = pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0]})
+    floats = {"a": frame["a"].to_numpy(), "b": frame["b"].to_numpy()}
+    with pytest.raises(ValueError, match="block of shape"):
+        FrameColumns.from_parts(frame, floats, block=np.zeros((2, 3)))

@@ -295,6 +295,35 @@ def test_frame_from_records_has_the_build_features_dtypes(service_module):
     assert set(frame.columns) == {"account_id", "as_of"} | {f.name for f in predictor.fields}
 
 
+
+def test_the_service_frame_path_equals_the_plain_frame_and_scores_the_same(service_module,
+                                                                         monkeypatch):
+    """The service builds its request frame with text as objects in one step
+    (DataFrame._from_arrays, falling back to the dict constructor): the same values, column
+    order aside, as frame_from_records, and the same scores either way."""
+    import pandas as pd
+
+    from churnml.api import predictor as predictor_module
+
+    predictor = service_module.PREDICTOR
+    records = [predictor.record_model.model_validate(account(i)) for i in range(3)]
+    plain = predictor.frame_from_records(records)
+    fast, columns = predictor._frame_and_columns(records, text_dtype="object")
+    assert str(fast["as_of"].dtype) == "datetime64[ns]"
+    assert set(fast.columns) == set(plain.columns)
+    for name in plain.columns:
+        assert fast[name].astype(object).where(fast[name].notna(), None).tolist() == \
+            plain[name].astype(object).where(plain[name].notna(), None).tolist(), name
+    assert columns.block is not None and columns.block_names == tuple(predictor.numeric_fields)
+    expected = predictor.predict_records(records)
+    # without pandas' _from_arrays the dict constructor gives the same frame and answers
+    monkeypatch.delattr(pd.DataFrame, "_from_arrays")
+    fallback, _ = predictor._frame_and_columns(records, text_dtype="object")
+    pd.testing.assert_frame_equal(fallback, fast)
+    assert predictor.predict_records(records) == expected
+    assert predictor_module.json_safe(predictor.score(plain, output="records")) == expected
+
+
 # --- concurrent /predict callers share model calls (churnml.api.batching) --------------------
 
 def test_concurrent_predict_requests_share_model_calls_and_get_their_own_rows(

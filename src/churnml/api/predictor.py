@@ -146,7 +146,9 @@ def _frame_from_arrays(arrays: list[np.ndarray], columns: pd.Index, n: int) -> p
             return from_arrays(arrays, columns=columns, index=index, verify_integrity=False)
         except TypeError:  # a pandas whose signature changed
             pass
-    return pd.DataFrame(dict(zip(columns, arrays)), index=index, copy=False)
+    # Series with their dtypes stated: a bare object array of text would become str dtype
+    return pd.DataFrame({name: pd.Series(values, index=index, dtype=values.dtype, copy=False)
+                         for name, values in zip(columns, arrays)}, columns=columns)
 
 
 class Predictor:

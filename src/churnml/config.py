@@ -13,6 +13,7 @@ machines without internet and must never try to call out.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -93,8 +94,39 @@ def serve_workers() -> int:
 
             raise ConfigError(f"CHURNML_SERVE_WORKERS must be at least 1, got {workers}")
         return workers
+    return max(1, min(usable_cpus(), MAX_DEFAULT_WORKERS))
+
+
+def usable_cpus(cgroup_root: str | Path = "/sys/fs/cgroup") -> int:
+    """CPUs this process may use: the CPUs it may run on (affinity), lowered to a container's
+    CPU quota when there is one (cgroup v2 ``cpu.max``, or v1 ``cpu.cfs_quota_us`` /
+    ``cpu.cfs_period_us``), rounded up. A container limited to 2 CPUs on a 64-core node
+    counts 2, so a service does not start a worker per node core."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
         cpus = os.cpu_count() or 1
-    return max(1, min(cpus, MAX_DEFAULT_WORKERS))
+    quota = _cgroup_cpu_quota(Path(cgroup_root))
+    if quota is not None:
+        cpus = min(cpus, max(1, math.ceil(quota)))
+    return cpus
+
+
+def _cgroup_cpu_quota(root: Path) -> float | None:
+    """The CPU quota in CPUs from cgroup files under ``root``, or None (no limit, unreadable)."""
+    try:
+        v2 = root / "cpu.max"
+        if v2.is_file():  # "max 100000" or "<quota> <period>"
+            quota, _, period = v2.read_text().strip().partition(" ")
+            if quota != "max" and float(period or 100000) > 0:
+                return float(quota) / float(period or 100000)
+            return None
+        v1 = root / "cpu" / "cpu.cfs_quota_us"
+        if v1.is_file():
+            quota = float(v1.read_text().strip())
+            period = float((root / "cpu" / "cpu.cfs_period_us").read_text().strip())
+            if quota > 0 and period > 0:
+                return quota / period
+    except (OSError, ValueError):
+        return None
+    return None

@@ -1,6 +1,7 @@
 """Helpers shared by the benchmark scripts (run as ``python benchmarks/<name>.py``, so this
 folder is on ``sys.path``): stderr logging, a wall-time + peak-RSS meter, and a cache of
-simulated books so a 50,000-account book is simulated once per (accounts, months, seed)."""
+simulated books so a 50,000-account book is simulated once per (accounts, months, seed) and
+simulator version."""
 
 from __future__ import annotations
 
@@ -42,10 +43,27 @@ class Measure:
         self.growth = self.peak - self.rss_before
 
 
+def simulator_fingerprint() -> str:
+    """A short hash of the simulator's source files: a cached book made by another version of
+    the simulator is a different book (a stale cache once hid new event types)."""
+    import hashlib
+
+    import churnml.data.simulator as simulator
+
+    folder = Path(simulator.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*sim*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:8]
+
+
 def cached_book(cache: Path, accounts: int, months: int, seed: int) -> Path:
-    """The simulated book folder, simulated and written once per (accounts, months, seed)."""
-    folder = cache / f"book-{accounts}x{months}m-seed{seed}"
-    if (folder / "accounts.parquet").exists() and (folder / "usage_events.parquet").exists():
+    """The simulated book folder (with its ``_truth``), simulated and written once per
+    (accounts, months, seed, simulator version)."""
+    folder = cache / f"book-{accounts}x{months}m-seed{seed}-sim{simulator_fingerprint()}"
+    if ((folder / "accounts.parquet").exists() and (folder / "usage_events.parquet").exists()
+            and (folder / "_truth").is_dir()):
         return folder
     from churnml.data.simulator import simulate, write_book
 

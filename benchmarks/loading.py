@@ -13,7 +13,7 @@ b. **load_book**: the whole call (read, parse, validate, sort, rejects), with it
 
 Usage::
 
-    python benchmarks/loading.py --data /tmp/churnml-bench/book-50000x24m-seed42
+    python benchmarks/loading.py --accounts 50000        # the cached 50k book
     python benchmarks/loading.py --accounts 5000 --repeat 3
 
 Prints a markdown table for benchmarks/README.md and a JSON line with every figure. Timings on

@@ -39,6 +39,8 @@ import threading
 import time
 from pathlib import Path
 
+from _common import cached_book  # benchmarks/ is on sys.path when run as a script
+
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
@@ -84,19 +86,6 @@ class StageClock:
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
-
-
-def cached_book(cache: Path, accounts: int, months: int, seed: int) -> Path:
-    folder = cache / f"book-{accounts}x{months}m-seed{seed}"
-    if (folder / "accounts.parquet").exists():
-        return folder
-    from churnml.data.simulator import simulate, write_book
-
-    log(f"simulating {accounts:,} accounts over {months} months into {folder} (cached)")
-    t0 = time.perf_counter()
-    write_book(simulate(n_accounts=accounts, months=months, seed=seed), folder)
-    log(f"  simulated in {time.perf_counter() - t0:.1f} s")
-    return folder
 
 
 def ensure_champions(home: Path, cache: Path, accounts: int, months: int, seed: int) -> None:

@@ -37,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import cached_book  # benchmarks/ is on sys.path when run as a script
+
 os.environ.update({"BENTOML_DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
                    "DO_NOT_TRACK": "1", "MPLBACKEND": "Agg"})
 
@@ -56,20 +58,6 @@ class Timer:
 
     def __exit__(self, *exc):
         self.seconds = time.perf_counter() - self.start
-
-
-def cached_book(cache: Path, accounts: int, months: int, seed: int) -> Path:
-    """The simulated book folder, simulated and written once per (accounts, months, seed)."""
-    folder = cache / f"book-{accounts}x{months}m-seed{seed}"
-    if (folder / "accounts.parquet").exists() and (folder / "_truth").is_dir():
-        return folder
-    from churnml.data.simulator import simulate, write_book
-
-    log(f"simulating {accounts:,} accounts over {months} months into {folder} (cached for next time)")
-    with Timer() as t:
-        write_book(simulate(n_accounts=accounts, months=months, seed=seed), folder)
-    log(f"  simulated in {t.seconds:.1f} s")
-    return folder
 
 
 def build(book, config, catalog) -> tuple[object, dict]:

@@ -59,24 +59,34 @@ def build_reasons(
     ``top``: ``top_k_indices(contrib, k)`` when the caller has it already.
     """
     idx, valid = top if top is not None else top_k_indices(contrib, k)
-    n_rows = contrib.shape[0]
+    n_rows, width = idx.shape
     picked = np.take_along_axis(contrib, idx, axis=1)
+    # Column by column (position 1..k), feature by feature: each (feature, value) sentence is
+    # rendered once, and the per-row work is list indexing; then one dict per reason.
     cache: dict[tuple[int, object], str] = {}
-    out: list[list[dict]] = []
-    rows_idx = idx.tolist()
-    rows_valid = valid.tolist()
-    rows_contrib = picked.tolist()
-    for i in range(n_rows):
-        records = []
-        for j, ok, c in zip(rows_idx[i], rows_valid[i], rows_contrib[i]):
-            if not ok:
-                break
-            raw = values[j][i]
-            value = None if raw is None or (isinstance(raw, float) and raw != raw) else raw
-            key = (j, value)
-            text = cache.get(key)
-            if text is None:
-                text = cache[key] = render[j](value)
-            records.append({"feature": feature_names[j], "value": value, "contribution": c, "text": text})
-        out.append(records)
-    return out
+    names: list[list] = []
+    shown: list[list] = []
+    texts: list[list] = []
+    for p in range(width):
+        js, ok = idx[:, p], valid[:, p]
+        name_p: list = [None] * n_rows
+        value_p: list = [None] * n_rows
+        text_p: list = [None] * n_rows
+        for j in np.unique(js[ok]).tolist():
+            rows = np.flatnonzero(ok & (js == j)).tolist()
+            column, name, render_j = values[j], feature_names[j], render[j]
+            for i in rows:
+                raw = column[i]
+                value = None if raw is None or (isinstance(raw, float) and raw != raw) else raw
+                text = cache.get((j, value))
+                if text is None:
+                    text = cache[(j, value)] = render_j(value)
+                name_p[i], value_p[i], text_p[i] = name, value, text
+        names.append(name_p)
+        shown.append(value_p)
+        texts.append(text_p)
+    contributions = picked.T.tolist()
+    # reasons stop at a row's first invalid position (valid is True, then False)
+    counts = np.where(valid.all(axis=1), width, valid.argmin(axis=1)).tolist() if width else [0] * n_rows
+    return [[{"feature": names[p][i], "value": shown[p][i], "contribution": contributions[p][i],
+              "text": texts[p][i]} for p in range(counts[i])] for i in range(n_rows)]

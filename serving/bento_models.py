@@ -1,7 +1,7 @@
 """The champion models inside a Bento, so a built Bento serves without the MLflow store.
 
 - :func:`import_champions` (run by ``make bento`` before ``bentoml build``) copies the
-  ``champion`` of ``churnml-churn`` and ``churnml-expansion`` from the MLflow registry into
+  ``champion`` of every outcome (``churnml-churn``, ``churnml-expansion``, ...) from the MLflow registry into
   BentoML's model store with ``bentoml.mlflow.import_model``, labelled with their registry
   version and training date; ``bentofile.yaml`` lists them, so the Bento carries them.
 - :func:`load_bento_predictor` (used by ``service.py`` when it runs from a built Bento) loads
@@ -16,17 +16,19 @@ from pathlib import Path
 
 import bentoml
 
-TARGETS = ("churn", "expansion")
+from churnml.outcomes import OUTCOMES, get_outcome
+
 MLFLOW_MODEL_DIR = "mlflow_model"  # where bentoml.mlflow keeps the copied MLflow model
 TARGET_MODEL_ARTIFACT = Path("artifacts") / "target_model"  # churnml's saved TargetModel
 
 
 def bento_model_name(target: str) -> str:
-    return f"churnml-{target}"
+    return get_outcome(target).model_name
 
 
 def import_champions() -> list[str]:
-    """Copy both champions into the BentoML model store; returns the new model tags."""
+    """Copy the champion of every outcome that has one into the BentoML model store; returns
+    the new model tags (ModelNotFoundError when no outcome has a champion)."""
     from churnml.config import disable_telemetry, tracking_uri
     from churnml.models import registry
 
@@ -34,13 +36,11 @@ def import_champions() -> list[str]:
     # bentoml.mlflow resolves models:/ URIs through MLflow's tracking URI.
     os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri())
     tags = []
-    for target in TARGETS:
+    for outcome in OUTCOMES:
+        target = outcome.name
         version = registry.champion_version(target)
         if version is None:
-            from churnml.errors import ModelNotFoundError
-
-            raise ModelNotFoundError(f"no champion model for {registry.registered_name(target)}: "
-                                     "run `churnml train` first")
+            continue
         created = next((v.get("created") for v in registry.list_versions(target)
                         if str(v.get("version")) == str(version)), None)
         model = bentoml.mlflow.import_model(
@@ -50,6 +50,10 @@ def import_champions() -> list[str]:
                       "version": str(version), "trained_at": created},
         )
         tags.append(str(model.tag))
+    if not tags:
+        from churnml.errors import ModelNotFoundError
+
+        raise ModelNotFoundError("no champion model for any outcome: run `churnml train` first")
     return tags
 
 
@@ -60,18 +64,20 @@ def load_bento_predictor():
     from churnml.models.model import TargetModel
 
     models, info = {}, {}
-    for target in TARGETS:
+    for outcome in OUTCOMES:
+        target = outcome.name
         try:
             stored = bentoml.models.get(f"{bento_model_name(target)}:latest")
         except bentoml.exceptions.NotFound:
-            raise ModelNotFoundError(
-                f"no champion model for churnml-{target} in this Bento: build it with "
-                "`make bento` after `churnml train`") from None
+            continue  # this outcome had no champion when the Bento was built
         meta = dict(stored.info.metadata or {})
         directory = Path(stored.path) / MLFLOW_MODEL_DIR / TARGET_MODEL_ARTIFACT
         models[target] = TargetModel.load(directory, version=meta.get("version"))
         info[target] = {"trained_at": meta.get("trained_at")}
-    return Predictor(models["churn"], models["expansion"], model_info=info)
+    if not models:
+        raise ModelNotFoundError("no churnml model in this Bento: build it with `make bento` "
+                                 "after `churnml train`")
+    return Predictor(models, model_info=info)
 
 
 if __name__ == "__main__":

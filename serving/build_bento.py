@@ -23,10 +23,17 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
-def stage(ctx: Path) -> Path:
-    """Copy what the Bento needs into ``ctx`` (the build context)."""
+def stage(ctx: Path, model_tags: list[str] | None = None) -> Path:
+    """Copy what the Bento needs into ``ctx`` (the build context); ``model_tags``: the
+    imported champions, written into the staged ``bentofile.yaml``'s ``models``."""
     for name in ("service.py", "bento_models.py", "bentofile.yaml"):
         shutil.copy2(HERE / name, ctx / name)
+    if model_tags is not None:
+        import yaml
+
+        spec = yaml.safe_load((ctx / "bentofile.yaml").read_text())
+        spec["models"] = [f"{tag.split(':')[0]}:latest" for tag in model_tags]
+        (ctx / "bentofile.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     for folder in ("features", "models"):
         (ctx / folder).mkdir()
         for path in sorted((ROOT / folder).glob("*.yaml")):
@@ -42,7 +49,7 @@ def embed_health_weights(folder: Path) -> Path:
     home, else the defaults) into ``folder`` as ``serving_health.yaml``: the built Bento
     scores with them wherever it runs (``churnml.api.predictor.serving_health``)."""
     from churnml.api.predictor import EMBEDDED_HEALTH_FILE
-    from churnml.jobs.calibrate_health import load_adopted_health
+    from churnml.health.adopted import load_adopted_health
 
     health = load_adopted_health()
     path = health.save(folder / EMBEDDED_HEALTH_FILE)
@@ -55,10 +62,11 @@ def build() -> str:
     sys.path.insert(0, str(HERE))
     from bento_models import import_champions
 
-    for tag in import_champions():
+    tags = import_champions()
+    for tag in tags:
         print(f"model {tag}", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="churnml-bento-") as tmp:
-        ctx = stage(Path(tmp))
+        ctx = stage(Path(tmp), tags)
         result = subprocess.run(
             [sys.executable, "-m", "bentoml", "build", ".", "--output", "tag"],
             cwd=ctx, env={**os.environ, "CHURNML_CONFIG_DIR": str(ctx)},

@@ -46,10 +46,10 @@ with bentoml.importing():
     from churnml.api.auth import ApiKeyMiddleware
     from churnml.api.batching import MicroBatcher, prometheus_batch_observer
     from churnml.api.schema import (
-        AccountPrediction,
         AsOf,
         HistoryTables,
         accounts_annotation,
+        prediction_model,
     )
     from churnml.config import disable_telemetry, serve_workers
     from churnml.errors import ModelNotFoundError
@@ -101,6 +101,8 @@ Accounts = accounts_annotation(PREDICTOR.record_model)
 # The response type with its media type stated: without it BentoML works the media type of a
 # list-typed response out from the model's JSON schema, generated afresh on every response
 # (about 2-4 ms per request on a busy 2-core machine, more than scoring one account).
+# The row type is the one output schema (churnml.scoring.schema) for the health score in force.
+AccountPrediction = prediction_model(PREDICTOR.health.dimension_names)
 Predictions = Annotated[list[AccountPrediction], ContentType("application/json")]
 
 metadata_app = FastAPI(title="churnml metadata", docs_url=None, redoc_url=None,
@@ -118,7 +120,8 @@ metadata_app = FastAPI(title="churnml metadata", docs_url=None, redoc_url=None,
     tracing={} if TRACING else {"excluded_urls": ".*"},
 )
 class ChurnService:
-    """Churn and expansion predictions with reasons, health score and next best action."""
+    """Each outcome's probability (churn, expansion, contraction: those with a champion) with
+    reasons, health score, alerts and next best action."""
 
     def __init__(self) -> None:
         self.predictor = PREDICTOR

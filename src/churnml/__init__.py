@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# The version of the scores output contract (DESIGN.md "Outputs"); churnml.jobs.scoring writes it.
-SCHEMA_VERSION = 1
+# The version of the output contract; declared once in churnml.scoring.schema (light: no pandas).
+from churnml.scoring.schema import SCHEMA_VERSION  # noqa: E402  (the one definition)
 
 # public name -> (module, attribute)
 _LAZY: dict[str, tuple[str, str]] = {
@@ -51,6 +51,9 @@ _LAZY: dict[str, tuple[str, str]] = {
     "load_version": ("churnml.models.registry", "load_version"),
     "list_versions": ("churnml.models.registry", "list_versions"),
     "promote": ("churnml.models.registry", "promote"),
+    # outcomes: what churnml predicts, declared once
+    "OUTCOMES": ("churnml.outcomes", "OUTCOMES"),
+    "get_outcome": ("churnml.outcomes", "get_outcome"),
 }
 
 __all__ = ["__version__", "SCHEMA_VERSION", *_LAZY]

@@ -5,7 +5,7 @@
   name the field and the account (index and ``account_id``).
 - :mod:`churnml.api.predictor`: :class:`~churnml.api.predictor.Predictor` turns validated
   records (``/predict``) or raw table rows (``/predict_history``) into the output rows of
-  ``churnml.jobs.scoring.score_frame``, and describes the models (``/metadata``).
+  ``churnml.scoring.frame.score_frame``, and describes the models (``/metadata``).
 - :mod:`churnml.api.auth`: the optional API key (``CHURNML_API_KEY``) as an ASGI middleware.
 
 Only ``serving/`` imports BentoML; nothing here does.

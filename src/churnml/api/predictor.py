@@ -2,14 +2,18 @@
 
 :class:`Predictor` holds the champion models, the health score they were trained with, the
 feature catalog and the playbooks, loaded once. Its two entry points turn a request into the
-output rows of :func:`churnml.jobs.scoring.score_frame`, the function the weekly job calls too,
+output rows of :func:`churnml.scoring.frame.score_frame`, the function the weekly job calls too,
 so the service and the batch job agree to the last digit for the same account and as_of:
 
 - :meth:`Predictor.predict_records`: feature records (``POST /predict``) -> a feature frame
   with the dtypes ``build_features`` produces (numbers float64, categories strings, missing
   values NaN) -> ``score_frame``;
 - :meth:`Predictor.predict_history`: raw table rows plus ``as_of`` (``POST /predict_history``)
-  -> ``validate_frames`` -> ``build_features`` (the batch path's builders) -> ``score_frame``.
+  -> ``validate_frames`` -> ``build_features`` (the batch path's builders) and the compared
+  features a week before as_of (``churnml.scoring.compare``) -> ``score_frame``.
+
+The service scores every outcome that has a champion (``churnml.outcomes.OUTCOMES``); the
+others' columns are null and ``/metadata`` says which.
 """
 
 from __future__ import annotations
@@ -30,9 +34,17 @@ from churnml.api.schema import (
     validation_error,
 )
 from churnml.columns import FrameColumns
-from churnml.errors import ChurnMLError
+from churnml.config import features_dir
+from churnml.errors import ChurnMLError, ModelNotFoundError
+from churnml.features.catalog import load_catalog
+from churnml.health.adopted import adopted_path, load_adopted_health
+from churnml.health.score import HealthScore
+from churnml.models import registry
+from churnml.outcomes import OUTCOMES, get_outcome
+from churnml.scoring.actions import load_playbooks
+from churnml.scoring.compare import week_before as book_week_before
+from churnml.scoring.frame import score_frame
 
-TARGETS = ("churn", "expansion")
 MAX_REJECT_EXAMPLES = 5
 #: In a built Bento, the health weights the weekly job used at build time
 #: (``serving/build_bento.py`` writes it into the Bento's ``features`` folder).
@@ -44,26 +56,17 @@ def serving_health():
 
     In a built Bento: the weights embedded at build time (:data:`EMBEDDED_HEALTH_FILE` in the
     configuration's ``features`` folder). Otherwise what ``churnml score`` loads
-    (``churnml.jobs.calibrate_health.load_adopted_health``): the adopted weights version under
+    (``churnml.health.adopted.load_adopted_health``): the adopted weights version under
     the data home when there is one, else the defaults of ``features/health_score.yaml``.
     Returns ``(health, source)``, ``source`` saying which ("embedded", "adopted <file>",
     "default").
     """
-    from churnml.config import features_dir
-    from churnml.health.score import HealthScore
-    from churnml.jobs.calibrate_health import adopted_path, load_adopted_health
-
     embedded = features_dir() / EMBEDDED_HEALTH_FILE
     if embedded.is_file():
         return HealthScore.load(embedded), f"embedded {EMBEDDED_HEALTH_FILE}"
     path = adopted_path()
     health = load_adopted_health()
     return health, ("default" if path is None else f"adopted {path.name}")
-
-
-def registered_name(target: str) -> str:
-    """The MLflow registered-model name of a target (``churnml-churn``)."""
-    return f"churnml-{target}"
 
 
 def _model_static_kinds(model, catalog) -> dict[str, str]:
@@ -154,33 +157,34 @@ def _frame_from_arrays(arrays: list[np.ndarray], columns: pd.Index, n: int) -> p
 class Predictor:
     """The champion models plus everything ``score_frame`` needs, loaded once.
 
+    ``models``: outcome name -> model for the outcomes that have a champion (at least one).
     ``health``: a ``HealthScore``; by default the weekly job's (:func:`serving_health`: the
-    adopted weights version, else the defaults), so HTTP and batch agree. ``catalog`` and ``playbooks`` default to the project's
-    ``features/catalog.yaml`` and ``features/playbooks.yaml``. ``model_info``: per target,
-    facts the registry keeps beside the model (``trained_at``), shown by :meth:`metadata`.
+    adopted weights version, else the defaults), so HTTP and batch agree. ``catalog`` and
+    ``playbooks`` default to the configured ``features/catalog.yaml`` and
+    ``features/playbooks.yaml``. ``model_info``: per outcome, facts the registry keeps beside
+    the model (``trained_at``), shown by :meth:`metadata`.
     """
 
-    def __init__(self, churn_model, expansion_model, health=None, catalog=None,
+    def __init__(self, models: Mapping[str, Any], health=None, catalog=None,
                  playbooks=None, model_info: Mapping[str, Mapping] | None = None) -> None:
-        from churnml.jobs.actions import load_playbooks
-
+        for name in models:
+            get_outcome(name)  # an unknown outcome is a usage error
+        if not models:
+            raise ModelNotFoundError("the service needs a model for at least one outcome")
         if catalog is None:
-            from churnml.features.catalog import load_catalog
-
             catalog = load_catalog()
         self.health_source = "given"
         if health is None:
             health, self.health_source = serving_health()
-        self.churn_model = churn_model
-        # per target: facts the registry knows beside the model (``trained_at``)
+        self.models = dict(models)
+        # per outcome: facts the registry knows beside the model (``trained_at``)
         self.model_info = {k: dict(v) for k, v in (model_info or {}).items()}
-        self.expansion_model = expansion_model
         self.health = health
         self.catalog = catalog
         self.playbooks = playbooks if playbooks is not None else load_playbooks()
         self.feature_dimensions = {s.name: s.health_dimension for s in catalog.specs
                                    if getattr(s, "health_dimension", None)}
-        self.fields = payload_fields(catalog, [churn_model, expansion_model])
+        self.fields = payload_fields(catalog, list(self.models.values()))
         self.numeric_fields = [f.name for f in self.fields if f.kind == "numeric"]
         self.categorical_fields = [f.name for f in self.fields if f.kind == "categorical"]
         self.record_model = account_record_model(self.fields)
@@ -243,11 +247,12 @@ class Predictor:
         return frame, FrameColumns.from_parts(frame, floats, objects, block=numeric)
 
     def score(self, features: pd.DataFrame, columns: FrameColumns | None = None,
-              output: str = "frame"):
-        """``score_frame`` with this predictor's models, health score, playbooks and catalog."""
-        from churnml.jobs.scoring import score_frame
-
-        return score_frame(features, self.churn_model, self.expansion_model, self.health,
+              output: str = "frame", week_before: pd.DataFrame | None = None):
+        """``score_frame`` with this predictor's models, health score, playbooks and catalog.
+        ``week_before``: the compared features a week before as_of (``/predict_history``
+        computes them from the history; a bare ``/predict`` has none, so every signal there
+        counts as new)."""
+        return score_frame(features, self.models, self.health, week_before=week_before,
                            playbooks=self.playbooks, feature_dimensions=self.feature_dimensions,
                            columns=columns, output=output)
 
@@ -262,12 +267,18 @@ class Predictor:
     # -- /predict_history --------------------------------------------------------------------
     def features_from_history(self, tables: Mapping[str, Sequence[Mapping] | None],
                               as_of) -> pd.DataFrame:
+        """The features at ``as_of`` of the accounts in ``tables`` (see :meth:`_history`)."""
+        return self._history(tables, as_of)[0]
+
+    def _history(self, tables: Mapping[str, Sequence[Mapping] | None],
+                 as_of) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Validate raw table rows and build the features at ``as_of`` with the batch builders.
 
         Raises a pydantic ``ValidationError`` (HTTP 400) naming the table, row, column and
         value when rows would be rejected by the data contract (an HTTP caller gets the
         problem back instead of a silently different answer), when a table cannot be used, or
-        when an account is not active at ``as_of``.
+        when an account is not active at ``as_of``. Returns the features and the compared
+        features a week before as_of (``churnml.scoring.compare.week_before``).
         """
         from churnml.data.io import validate_frames
         from churnml.features.build import build_features
@@ -312,19 +323,19 @@ class Predictor:
                 f"{len(inactive)} account(s) not active at as_of {as_of:%Y-%m-%d} (no MRR > 0 "
                 f"from a change before that date), e.g. {format_examples(inactive)}: only "
                 f"active accounts are scored"))])
-        return features
+        return features, book_week_before(book, as_of, self.playbooks, catalog=self.catalog)
 
     def predict_history(self, tables: Mapping[str, Sequence[Mapping] | None],
                         as_of) -> list[dict[str, Any]]:
         """Score accounts from their raw history at ``as_of`` (one output row per account)."""
-        features = self.features_from_history(tables, as_of)
-        return rows_to_json(self.score(features))
+        features, before = self._history(tables, as_of)
+        return rows_to_json(self.score(features, week_before=before))
 
     # -- /metadata ---------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
         """Model names, versions, training dates, test metrics, features, health weights."""
         models = {}
-        for target, model in (("churn", self.churn_model), ("expansion", self.expansion_model)):
+        for target, model in self.models.items():
             info = dict(getattr(model, "info", None) or {})
             extra = self.model_info.get(target, {})
             config = getattr(model, "config", None)
@@ -332,7 +343,7 @@ class Predictor:
             if horizon is None and isinstance(config, Mapping):
                 horizon = config.get("horizon_days")
             models[target] = {
-                "name": registered_name(target),
+                "name": get_outcome(target).model_name,
                 "version": str(model.version),
                 "trained_at": json_safe(extra.get("trained_at") or info.get("trained_at")
                                         or getattr(model, "trained_at", None)),
@@ -345,6 +356,8 @@ class Predictor:
         return {
             "service": "churnml",
             "models": models,
+            # outcomes declared by churnml that have no champion: their columns are null
+            "outcomes_without_model": [o.name for o in OUTCOMES if o.name not in self.models],
             "health": {
                 "weights_version": str(getattr(self.health, "version", "default")),
                 # where the weights come from: the weekly job's adopted version, the defaults,
@@ -362,27 +375,23 @@ class Predictor:
         }
 
 
-def _first_attr(obj, names: Sequence[str]):
-    for name in names:
-        value = getattr(obj, name, None)
-        if value is not None and not callable(value):
-            return value
-    return None
-
-
 def load_predictor() -> Predictor:
-    """A :class:`Predictor` over the ``champion`` of ``churnml-churn`` and
-    ``churnml-expansion`` in the MLflow registry.
+    """A :class:`Predictor` over the ``champion`` of every outcome that has one in the MLflow
+    registry (``churnml-churn``, ``churnml-expansion``, ...).
 
-    Raises ``ModelNotFoundError`` ("no champion model for churnml-churn: run `churnml train`
-    first") when either champion is missing (churn is checked first).
+    Raises ``ModelNotFoundError`` when no outcome has a champion.
     """
-    from churnml.models import registry
-
     models, info = {}, {}
-    for target in TARGETS:
-        models[target] = registry.load_champion(target)
-        created = next((v.get("created") for v in registry.list_versions(target)
-                        if str(v.get("version")) == str(models[target].version)), None)
-        info[target] = {"trained_at": created}
-    return Predictor(models["churn"], models["expansion"], model_info=info)
+    for outcome in OUTCOMES:
+        version = registry.champion_version(outcome.name)
+        if version is None:
+            continue
+        models[outcome.name] = registry.load_version(outcome.name, str(version))
+        created = next((v.get("created") for v in registry.list_versions(outcome.name)
+                        if str(v.get("version")) == str(version)), None)
+        info[outcome.name] = {"trained_at": created}
+    if not models:
+        raise ModelNotFoundError(
+            "no champion model for any outcome "
+            f"({', '.join(o.model_name for o in OUTCOMES)}): run `churnml train` first")
+    return Predictor(models, model_info=info)

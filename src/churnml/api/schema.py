@@ -225,55 +225,12 @@ def validation_error(title: str, problems: list[tuple[tuple, str]]) -> Validatio
 
 # --- responses --------------------------------------------------------------------------------
 
-class Reason(BaseModel):
-    """One reason behind a probability: a feature, its value, its SHAP contribution (log-odds),
-    and a plain sentence."""
+def prediction_model(dimensions: Iterable[str]) -> type[BaseModel]:
+    """The pydantic model of one ``/predict`` row: the one output schema
+    (``churnml.scoring.schema``) for a health score with these dimensions."""
+    from churnml.scoring.schema import response_model
 
-    model_config = ConfigDict(extra="allow")
-
-    feature: str
-    value: float | str | None = None
-    contribution: float
-    text: str
-
-
-class NextBestAction(BaseModel):
-    """The recommended action (``features/playbooks.yaml``)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    playbook: str
-    action: str
-    owner: str | None = None
-    severity: str | None = None
-    respond_within: str | None = None
-    reason_feature: str | None = None
-    reason: str | None = None
-    expansion_blocked_by: list[str] = []
-
-
-class AccountPrediction(BaseModel):
-    """One scored account: the columns of ``churnml score`` (DESIGN.md "Outputs").
-
-    The fields listed here are always present; the per-dimension health sub-scores
-    (``health_<dimension>``), ``alerts``, ``mrr_at_risk`` and the other CS columns follow as
-    further fields with the names ``churnml score`` uses.
-    """
-
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
-
-    account_id: str
-    as_of: str = Field(description="YYYY-MM-DD")
-    churn_probability: float = Field(ge=0, le=1)
-    expansion_probability: float = Field(ge=0, le=1)
-    health_score: float = Field(ge=0, le=100)
-    health_tier: str
-    churn_reasons: list[Reason]
-    expansion_reasons: list[Reason]
-    alerts: list[str] = []
-    next_best_action: NextBestAction
-    churn_model_version: str
-    expansion_model_version: str
+    return response_model(list(dimensions))
 
 
 Scalar = str | float | int | bool | None

@@ -35,6 +35,7 @@ def demo(
     from churnml.console import console
     from churnml.data.io import load_book
     from churnml.features.labels import latest_scoring_date
+    from churnml.outcomes import OUTCOMES
 
     out = out.resolve()
     book_dir = out / "book"
@@ -47,21 +48,23 @@ def demo(
         func(**kwargs)
         timings.append((title, time.perf_counter() - t0))
 
-    step("1/7 simulate a book of business", simulate, out=book_dir, accounts=accounts,
+    n_steps = 5 + len(OUTCOMES)
+    step(f"1/{n_steps} simulate a book of business", simulate, out=book_dir, accounts=accounts,
          months=months, seed=seed)
-    step("2/7 validate it against the data contract", validate, data=book_dir,
+    step(f"2/{n_steps} validate it against the data contract", validate, data=book_dir,
          rejects=out / "rejects.csv")
     book, _ = load_book(book_dir)
     as_of = latest_scoring_date(book).strftime("%Y-%m-%d")
     del book
-    step(f"3/7 point-in-time features at {as_of}", features, data=book_dir, as_of=as_of,
+    step(f"3/{n_steps} point-in-time features at {as_of}", features, data=book_dir, as_of=as_of,
          out=out / "features.parquet")
-    step(f"4/7 rule-based health score at {as_of}", health, data=book_dir, as_of=as_of,
+    step(f"4/{n_steps} rule-based health score at {as_of}", health, data=book_dir, as_of=as_of,
          out=out / "health.parquet")
-    step("5/7 train the churn model", train, data=book_dir, target=Target.churn)
-    step("6/7 train the expansion model", train, data=book_dir, target=Target.expansion)
-    step(f"7/7 weekly job: score the book at {as_of}", score, data=book_dir, as_of=as_of,
-         out=out / "scores")
+    for k, outcome in enumerate(OUTCOMES, start=5):  # every outcome of the registry
+        step(f"{k}/{n_steps} train the {outcome.name} model", train, data=book_dir,
+             target=Target(outcome.name))
+    step(f"{n_steps}/{n_steps} weekly job: score the book at {as_of}", score, data=book_dir,
+         as_of=as_of, out=out / "scores")
 
     scores_dir = out / "scores" / f"as_of={as_of}"
     places = [

@@ -1,4 +1,4 @@
-"""``churnml promote --target {churn,expansion} --version V``: move the champion alias (rollback).
+"""``churnml promote --target {churn,expansion,contraction} --version V``: move the champion alias (rollback).
 
 Prints ``champion: vOLD -> vNEW``; the previous champion becomes the challenger, one command
 away. Exit 2 when the version does not exist.

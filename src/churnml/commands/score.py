@@ -51,12 +51,19 @@ def score(
 
         result = run_job(data, when, out, engine=engine, chunk_size=chunk_size,
                          on_stage=step.note, on_chunk=on_chunk, shards=shards)
+    from churnml.outcomes import OUTCOMES
+
     s = result.summary
+    money = ", ".join(f"{o.value_column.replace('_', ' ')} ${s[o.value_column]:,.0f}"
+                      for o in OUTCOMES if o.value_column in s)
     console.print(
         f"scored {result.weekly.rows:,} accounts at {when.date()} "
-        f"(MRR at risk ${s['mrr_at_risk']:,.0f}, expected expansion MRR "
-        f"${s['expected_expansion_mrr']:,.0f}, {int(s['accounts_with_alerts']):,} with alerts; "
+        f"({money}, {int(s['accounts_with_alerts']):,} with alerts; "
         f"health weights {result.health_version})", highlight=False, soft_wrap=True)
+    console.print("models: " + ", ".join(f"{k} v{v}" for k, v in result.model_versions.items())
+                  + (f"; no champion for {', '.join(result.missing_outcomes)} (columns left "
+                     "null: run `churnml train --target ...`)" if result.missing_outcomes
+                     else ""), highlight=False, soft_wrap=True)
     console.print(f"scores: {result.weekly.scores_path}", highlight=False, soft_wrap=True)
     console.print(f"report: {result.report_path}", highlight=False, soft_wrap=True)
     if result.run_id:

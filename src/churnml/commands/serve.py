@@ -45,11 +45,20 @@ def serve(
     from churnml.errors import ModelNotFoundError
     from churnml.models import registry
 
-    # Fail fast, before spawning a server (the service checks again when it loads them).
-    for target in ("churn", "expansion"):
-        if registry.champion_version(target) is None:
-            raise ModelNotFoundError(f"no champion model for {registry.registered_name(target)}: "
-                                     "run `churnml train` first")
+    from churnml.outcomes import OUTCOMES
+
+    # Fail fast, before spawning a server (the service checks again when it loads them), and
+    # say which outcomes will be served.
+    versions = {o.name: registry.champion_version(o.name) for o in OUTCOMES}
+    served = {k: v for k, v in versions.items() if v is not None}
+    if not served:
+        raise ModelNotFoundError(
+            "no champion model for any outcome "
+            f"({', '.join(o.model_name for o in OUTCOMES)}): run `churnml train` first")
+    missing = [k for k, v in versions.items() if v is None]
+    print("serving " + ", ".join(f"{k} v{v}" for k, v in served.items())
+          + (f"; no champion for {', '.join(missing)} (its columns are null)" if missing else ""),
+          file=sys.stderr, flush=True)
     env = dict(os.environ)
     env["CHURNML_SERVE_WORKERS"] = str(workers if workers is not None else serve_workers())
     env.setdefault("OMP_NUM_THREADS", "1")  # see serving/service.py

@@ -1,4 +1,4 @@
-"""``churnml train --data DIR --target {churn,expansion} [--horizon-days D] [--config FILE]``.
+"""``churnml train --data DIR --target {churn,expansion,contraction} [--horizon-days D] [--config FILE]``.
 
 Builds weekly observations from the book, trains LightGBM with a time split (train, gap,
 calibration, gap, test), calibrates, evaluates against the health score, a logistic regression
@@ -17,9 +17,10 @@ from typing import Annotated, Optional
 import typer
 
 
-class Target(str, Enum):
-    churn = "churn"
-    expansion = "expansion"
+from churnml.outcomes import OUTCOME_NAMES
+
+#: the ``--target`` choices: one per outcome of the registry (churnml.outcomes)
+Target = Enum("Target", {name: name for name in OUTCOME_NAMES}, type=str)  # type: ignore[misc]
 
 
 def train(
@@ -31,7 +32,7 @@ def train(
                                                    "(default: models/<target>.yaml).")] = None,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Log evaluation plots.")] = True,
 ) -> None:
-    """Train, evaluate, track and register the churn or expansion model."""
+    """Train, evaluate, track and register one outcome's model (churn, expansion, contraction)."""
     from churnml.console import console, progress
     from churnml.errors import UsageError
 
@@ -105,5 +106,5 @@ def print_summary(result, registration) -> None:
         out.print("time: " + ", ".join(f"{k.removesuffix('_seconds')} {v:.1f} s" for k, v in timings.items()),
                   highlight=False, soft_wrap=True)
     status = "[green]champion[/green]" if registration.became_champion else "[yellow]challenger[/yellow]"
-    out.print(f"registered churnml-{result.config.target} version {registration.version}: {status} "
+    out.print(f"registered {result.config.registered_name} version {registration.version}: {status} "
               f"({registration.reason}); MLflow run {registration.run_id}", highlight=False, soft_wrap=True)

@@ -16,13 +16,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 import pandas as pd
 import yaml
 
 from churnml.config import features_dir
 from churnml.errors import ConfigError
+from churnml.outcomes import OUTCOME_NAMES
 
 HEALTH_DIMENSIONS = ("usage", "engagement", "outcome", "satisfaction", "payment", "revenue", "static")
 KINDS = ("numeric", "categorical")
@@ -72,12 +73,17 @@ class FeatureSpec:
     aggregation: str
     description: str
     reason: str | dict
-    churn_direction: int
-    expansion_direction: int
     health_dimension: str
     kind: str
     params: dict = field(default_factory=dict)
     reason_missing: str | None = None
+    #: outcome name -> expected sign (-1 or +1) of the effect of a higher value; an outcome not
+    #: listed has no expected sign (0: no monotone constraint)
+    directions: Mapping[str, int] = field(default_factory=dict)
+
+    def direction(self, outcome: str) -> int:
+        """The expected sign of the effect of a higher value on ``outcome`` (0 when none)."""
+        return int(self.directions.get(outcome, 0))
 
     @property
     def depends_on(self) -> list[str]:
@@ -120,6 +126,19 @@ class Catalog:
     def get(self, name: str, default=None):
         return self._by_name.get(name, default)
 
+    def subset(self, names: Iterable[str]) -> "Catalog":
+        """The catalog of ``names`` and every feature they depend on, in catalog order (names
+        the catalog does not list are ignored: extra ``accounts`` columns have no spec)."""
+        wanted: set[str] = set()
+        stack = [n for n in names if n in self._by_name]
+        while stack:
+            name = stack.pop()
+            if name in wanted:
+                continue
+            wanted.add(name)
+            stack.extend(d for d in self._by_name[name].depends_on if d in self._by_name)
+        return Catalog([s for s in self.specs if s.name in wanted], source=self.source)
+
     def by_dimension(self, dimension: str) -> list[FeatureSpec]:
         return [s for s in self.specs if s.health_dimension == dimension]
 
@@ -132,6 +151,17 @@ class Catalog:
         return static_attribute_spec(name, kind)
 
 
+def stored_directions(record: Mapping[str, Any]) -> dict[str, int]:
+    """The ``directions`` of a stored spec record (a model's ``model.json``), reading the
+    one-key-per-outcome form of models trained before the mapping (``churn_direction``)."""
+    directions = dict(record.get("directions") or {})
+    for outcome in OUTCOME_NAMES:
+        legacy = record.get(f"{outcome}_direction")
+        if legacy and outcome not in directions:
+            directions[outcome] = int(legacy)
+    return directions
+
+
 def static_attribute_spec(column: str, kind: str = "categorical") -> FeatureSpec:
     """Spec for an extra column of ``accounts`` that the catalog does not list by name."""
     label = column.replace("_", " ")
@@ -142,8 +172,7 @@ def static_attribute_spec(column: str, kind: str = "categorical") -> FeatureSpec
         aggregation="static",
         description=f"account attribute '{column}'",
         reason=f"{label} is {{value}}" if kind == "categorical" else f"{label} is {{value:,.4g}}",
-        churn_direction=0,
-        expansion_direction=0,
+        directions={},
         health_dimension="static",
         kind=kind,
         params={"column": column},
@@ -152,9 +181,10 @@ def static_attribute_spec(column: str, kind: str = "categorical") -> FeatureSpec
 
 
 _COMMON = (
-    "name", "table", "window_days", "aggregation", "description", "reason", "churn_direction",
-    "expansion_direction", "health_dimension", "kind",
+    "name", "table", "window_days", "aggregation", "description", "reason", "health_dimension",
+    "kind",
 )
+_OPTIONAL = ("reason_missing", "direction")
 
 
 def default_catalog_path() -> Path:
@@ -200,13 +230,22 @@ def catalog_from_entries(entries: list[dict], source: str | None = None) -> Cata
         if agg not in AGGREGATIONS:
             problems.append(f"{where}: unknown aggregation {agg!r}")
             continue
-        params = {k: v for k, v in entry.items() if k not in _COMMON and k != "reason_missing"}
+        params = {k: v for k, v in entry.items() if k not in _COMMON and k not in _OPTIONAL}
         lacking = [p for p in AGGREGATIONS[agg] if p not in params]
         if lacking:
             problems.append(f"{where}: aggregation {agg!r} needs {lacking}")
-        for key in ("churn_direction", "expansion_direction"):
-            if entry[key] not in DIRECTIONS:
-                problems.append(f"{where}: {key} must be -1, 0 or 1, got {entry[key]!r}")
+        directions = entry.get("direction") or {}
+        if not isinstance(directions, dict):
+            problems.append(f"{where}: direction must be a mapping outcome -> -1 or 1, "
+                            f"got {directions!r}")
+            directions = {}
+        for outcome, sign in directions.items():
+            if outcome not in OUTCOME_NAMES:
+                problems.append(f"{where}: direction names unknown outcome {outcome!r} "
+                                f"(known: {list(OUTCOME_NAMES)})")
+            if sign not in DIRECTIONS:
+                problems.append(f"{where}: direction of {outcome!r} must be -1, 0 or 1, "
+                                f"got {sign!r}")
         if entry["health_dimension"] not in HEALTH_DIMENSIONS:
             problems.append(f"{where}: health_dimension must be one of {HEALTH_DIMENSIONS}")
         if entry["kind"] not in KINDS:
@@ -228,8 +267,8 @@ def catalog_from_entries(entries: list[dict], source: str | None = None) -> Cata
                 aggregation=agg,
                 description=entry["description"],
                 reason=entry["reason"],
-                churn_direction=entry["churn_direction"],
-                expansion_direction=entry["expansion_direction"],
+                directions={str(k): int(v) for k, v in directions.items() if v in DIRECTIONS
+                            and v != 0},
                 health_dimension=entry["health_dimension"],
                 kind=entry["kind"],
                 params=params,
@@ -321,13 +360,14 @@ def feature_table_markdown(catalog: Catalog) -> str:
         return {1: "+", -1: "-", 0: "0"}[v]
 
     lines = [
-        "| feature | table | window | aggregation | dimension | kind | churn | expansion | description |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| feature | table | window | aggregation | dimension | kind | "
+        + " | ".join(OUTCOME_NAMES) + " | description |",
+        "|---|---|---|---|---|---|" + "---|" * len(OUTCOME_NAMES) + "---|",
     ]
     for s in catalog:
         lines.append(
             f"| `{s.name}` | {s.table} | {window(s)} | {s.aggregation} | {s.health_dimension} | "
-            f"{s.kind} | {sign(s.churn_direction)} | {sign(s.expansion_direction)} | "
-            f"{s.description.replace('|', '/')} |"
+            f"{s.kind} | " + " | ".join(sign(s.direction(o)) for o in OUTCOME_NAMES)
+            + f" | {s.description.replace('|', '/')} |"
         )
     return "\n".join(lines)

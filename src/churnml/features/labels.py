@@ -1,4 +1,4 @@
-"""The observation grid (account, as_of) of active accounts, with churn and expansion labels.
+"""The observation grid (account, as_of) of active accounts, with one label per outcome.
 
 Rules (DESIGN.md, "Observations, labels, leakage"):
 
@@ -9,8 +9,12 @@ Rules (DESIGN.md, "Observations, labels, leakage"):
 - ``expansion`` = 1 when its MRR rises at least once in that window while it was already above
   0 (by at least ``expansion_min_share`` of the previous MRR; any rise by default), not counting
   rows whose reason is ``price_increase``; an observation can carry both labels;
+- ``contraction`` = 1 when its MRR falls in that window from a value above 0 to a smaller value
+  still above 0 (a fall to 0 is churn);
+- the outcomes and their rules are declared in :mod:`churnml.outcomes`; the grid has one
+  column per outcome, in :data:`~churnml.outcomes.OUTCOMES` order;
 - when ``as_of + horizon`` is after the data's end (``Book.data_end``) the labels are unknown:
-  ``churn`` and ``expansion`` are NaN and ``labeled`` is False (scored, never trained on).
+  every outcome column is NaN and ``labeled`` is False (scored, never trained on).
 
 The grid and ``build.build_features`` list observations in the same order: by as_of, then
 account_id.
@@ -31,6 +35,7 @@ from churnml.features.windows import (
     to_as_of,
     weekly_as_of_dates,
 )
+from churnml.outcomes import OUTCOMES
 
 
 def sorted_account_ids(book: Book) -> np.ndarray:
@@ -54,6 +59,8 @@ def prepare_mrr(book: Book, sorted_ids: np.ndarray) -> engine.PreparedTable:
         share = np.where(prev > 0, (mrr - prev) / prev, np.nan)
     table.add_column("mrr_previous", prev)
     table.add_column("mrr_rise_share", share)
+    table.add_column("is_fall_above_zero",
+                     ((prev > 0) & (mrr > 0) & (mrr < prev)).astype(np.float64))
     if "reason" in book.mrr_changes.columns:
         reason = table.column("reason")
         price = np.asarray(pd.Series(reason).eq("price_increase").fillna(False), dtype=bool)
@@ -92,7 +99,8 @@ def observation_grid(
     horizon_days: int = 90,
     expansion_min_share: float = 0.0,
 ) -> pd.DataFrame:
-    """One row per active (account, as_of): ``account_id, as_of, mrr, churn, expansion, labeled``.
+    """One row per active (account, as_of): ``account_id, as_of, mrr``, one label column per
+    outcome (``churn, expansion, contraction``) and ``labeled``.
 
     ``mrr`` is the MRR in force just before as_of; labels are float 0/1 and NaN when unlabeled
     (``labeled`` False: as_of + horizon_days is after ``book.data_end``). Rows are ordered by
@@ -113,11 +121,14 @@ def observation_grid(
     price = mrr_table.column("is_price_increase") > 0
     rises = share > 0 if expansion_min_share <= 0 else share >= expansion_min_share
     rises = rises & ~price
+    # the rows that make each label rule true (churnml.outcomes.LABEL_RULES)
+    events = {
+        "mrr_reaches_zero": ("is_zero", mrr_all == 0),
+        "mrr_rises": (f"rise>={expansion_min_share}", rises),
+        "mrr_falls_above_zero": ("fall>0", mrr_table.column("is_fall_above_zero") > 0),
+    }
     rows = mrr_table.rows(None)
     start, end = label_day_bounds(obs.day, int(horizon_days))
-    churn_rows = rows.window_total(obs, start, end, rows.cumsum("is_zero", (mrr_all == 0)))
-    expand_rows = rows.window_total(obs, start, end, rows.cumsum(
-        f"rise>={expansion_min_share}", rises))
 
     data_end = book.data_end
     if pd.isna(data_end):
@@ -125,18 +136,17 @@ def observation_grid(
     else:
         end_day = as_of_day_numbers([data_end])[0]
         labeled = (obs.day + int(horizon_days)) <= end_day
-    churn = np.where(labeled, (churn_rows > 0).astype(np.float64), np.nan)
-    expansion = np.where(labeled, (expand_rows > 0).astype(np.float64), np.nan)
-    frame = pd.DataFrame(
-        {
-            "account_id": pd.array(sorted_ids[obs.acc], dtype="str"),
-            "as_of": obs.day.astype("datetime64[D]").astype("datetime64[ns]"),
-            "mrr": mrr,
-            "churn": churn,
-            "expansion": expansion,
-            "labeled": labeled,
-        }
-    )
+    data = {
+        "account_id": pd.array(sorted_ids[obs.acc], dtype="str"),
+        "as_of": obs.day.astype("datetime64[D]").astype("datetime64[ns]"),
+        "mrr": mrr,
+    }
+    for outcome in OUTCOMES:
+        key, hits = events[outcome.label_rule]
+        count = rows.window_total(obs, start, end, rows.cumsum(key, hits))
+        data[outcome.name] = np.where(labeled, (count > 0).astype(np.float64), np.nan)
+    data["labeled"] = labeled
+    frame = pd.DataFrame(data)
     return frame.sort_values(["as_of", "account_id"], kind="stable").reset_index(drop=True)
 
 

@@ -70,6 +70,9 @@ class HealthConfig:
 
     version: str
     neutral_score: float
+    #: below this share of the total dimension weight known for an account, its tier is
+    #: ``insufficient_data`` (the score is still computed and reported)
+    min_known_weight_share: float
     dimensions: tuple[Dimension, ...]
     tiers: tuple[Tier, ...]
     overrides: dict[str, dict[str, Any]]
@@ -231,7 +234,7 @@ def _apply_preset(raw: Any, preset: str) -> dict:
     return raw
 
 
-_TOP_KEYS = {"version", "neutral_score", "dimensions", "tiers", "overrides", "alerts", "fitting",
+_TOP_KEYS = {"version", "neutral_score", "min_known_weight_share", "dimensions", "tiers", "overrides", "alerts", "fitting",
              "presets", "description"}
 _DIMENSION_KEYS = {"weight", "signals", "description"}
 _SIGNAL_KEYS = {"feature", "weight", "bands", "description"}
@@ -262,6 +265,10 @@ def parse_health_config(raw: Any) -> HealthConfig:
     neutral = raw.get("neutral_score", 50)
     if not _is_number(neutral) or not 0 <= neutral <= 100:
         errors.append(f"The 'neutral_score' must be a number in [0, 100]. Got {neutral!r}.")
+    min_known = raw.get("min_known_weight_share", 0.5)
+    if not _is_number(min_known) or not 0 <= min_known <= 1:
+        errors.append(f"The 'min_known_weight_share' must be a number in [0, 1]. "
+                      f"Got {min_known!r}.")
 
     dims_raw = raw.get("dimensions")
     dimensions: list[Dimension] = []
@@ -337,6 +344,7 @@ def parse_health_config(raw: Any) -> HealthConfig:
     return HealthConfig(
         version=str(version),
         neutral_score=float(neutral),
+        min_known_weight_share=float(min_known),
         dimensions=tuple(dimensions),
         tiers=tuple(tiers),
         overrides=overrides,

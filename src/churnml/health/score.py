@@ -25,6 +25,10 @@ from churnml.health.config import HealthConfig, load_health_config
 #: Names of the overrides, in the order they are applied.
 OVERRIDE_NAMES = ["nps_detractor_cap", "no_contact_penalty"]
 
+#: The tier of an account whose known dimensions carry less than the configuration's
+#: ``min_known_weight_share`` of the weight (its code is ``len(config.tiers)``).
+INSUFFICIENT_DATA_TIER = "insufficient_data"
+
 #: Separator of ``health_dimensions_used`` ("usage|engagement|payment"; "" when none).
 DIMENSION_SEPARATOR = "|"
 
@@ -131,6 +135,21 @@ def tier_codes(score: np.ndarray, config: HealthConfig) -> np.ndarray:
     return len(mins) - 1 - np.clip(idx, 0, len(mins) - 1)
 
 
+def known_weight_share(used: np.ndarray, config: HealthConfig) -> np.ndarray:
+    """Per row, the share of the total dimension weight carried by dimensions with data."""
+    weights = config.compiled.weights
+    total = float(weights.sum())
+    return (used @ weights) / total if total > 0 else np.zeros(len(used))
+
+
+def tier_codes_known(score: np.ndarray, used: np.ndarray, config: HealthConfig) -> np.ndarray:
+    """:func:`tier_codes`, with ``len(config.tiers)`` (:data:`INSUFFICIENT_DATA_TIER`) for rows
+    whose known dimensions carry less than ``min_known_weight_share`` of the weight."""
+    codes = tier_codes(score, config)
+    short = known_weight_share(used, config) < config.min_known_weight_share - 1e-12
+    return np.where(short, len(config.tiers), codes)
+
+
 def assign_tiers(score: np.ndarray, config: HealthConfig) -> np.ndarray:
     """Tier name of each (unrounded) score; a tier starts at its ``min`` (inclusive)."""
     names = np.array([t.name for t in config.tiers], dtype=object)
@@ -166,7 +185,7 @@ class HealthArrays(NamedTuple):
         return _joined_list(self.used, self.config.dimension_names)
 
     def tier_names(self) -> list[str]:
-        names = self.config.compiled.tier_names
+        names = [*self.config.compiled.tier_names, INSUFFICIENT_DATA_TIER]
         return [names[c] for c in self.tier_codes.tolist()]
 
 
@@ -269,7 +288,8 @@ class HealthScore:
 
         Returns one row per input row (same order, fresh index): ``account_id, as_of,
         health_score`` (float 0-100, never null, unrounded), ``health_tier`` (from the
-        unrounded score, lower bounds inclusive), ``health_<dimension>`` (0-100, NaN when the
+        unrounded score, lower bounds inclusive; :data:`INSUFFICIENT_DATA_TIER` when the known
+        dimensions carry less than ``min_known_weight_share`` of the weight), ``health_<dimension>`` (0-100, NaN when the
         dimension had no data), ``health_dimensions_used`` ('|'-joined dimension names in
         configuration order, "" when none: the score is then ``neutral_score`` before
         overrides), ``health_overrides`` ('|'-joined overrides applied) and
@@ -282,7 +302,8 @@ class HealthScore:
             "account_id": features["account_id"].reset_index(drop=True),
             "as_of": features["as_of"].reset_index(drop=True),
             "health_score": parts.score,
-            "health_tier": _codes_to_str(parts.tier_codes, [t.name for t in cfg.tiers]),
+            "health_tier": _codes_to_str(parts.tier_codes,
+                                         [*(t.name for t in cfg.tiers), INSUFFICIENT_DATA_TIER]),
         }
         for j, name in enumerate(cfg.dimension_names):
             out[f"health_{name}"] = parts.subscores[:, j]
@@ -307,7 +328,8 @@ class HealthScore:
         sub = dimension_subscores(features, cfg, columns)
         raw, used = combine(sub, cfg.compiled.weights, cfg.neutral_score)
         final, applied = apply_overrides(raw, features, cfg, columns)
-        return HealthArrays(config=cfg, score=final, tier_codes=tier_codes(final, cfg),
+        return HealthArrays(config=cfg, score=final,
+                            tier_codes=tier_codes_known(final, used, cfg),
                             subscores=sub, used=used, overrides=applied)
 
     # -- fitting -----------------------------------------------------------------------------

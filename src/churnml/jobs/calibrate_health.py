@@ -33,70 +33,18 @@ import numpy as np
 import pandas as pd
 
 from churnml.errors import ConfigError, InsufficientDataError, UsageError
+from churnml.health.adopted import (  # noqa: F401  (re-exported: the command uses them here)
+    ADOPTED_POINTER,
+    adopt,
+    adopted_path,
+    health_dir,
+    load_adopted_health,
+    weights_files,
+)
 
 HEALTH_EXPERIMENT = "churnml-health"
-ADOPTED_POINTER = "adopted"
 DEFAULT_TEST_WEEKS = 13
 DEFAULT_HORIZON_DAYS = 90
-
-
-def health_dir() -> Path:
-    from churnml.config import home
-
-    path = home() / "health"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def weights_files(folder: Path | None = None) -> list[tuple[int, Path]]:
-    """``(N, path)`` of every ``weights-v<N>.yaml``, by N."""
-    folder = folder or health_dir()
-    out = []
-    for p in folder.glob("weights-v*.yaml"):
-        stem = p.name[len("weights-v"):-len(".yaml")]
-        if stem.isdigit():
-            out.append((int(stem), p))
-    return sorted(out)
-
-
-def adopted_path(folder: Path | None = None) -> Path | None:
-    """The adopted weights file, or None when the configured defaults are in use."""
-    folder = folder or health_dir()
-    pointer = folder / ADOPTED_POINTER
-    if not pointer.is_file():
-        return None
-    name = pointer.read_text().strip()
-    path = folder / name
-    if not path.is_file():
-        raise ConfigError(f"{pointer} names {name!r}, which does not exist in {folder}; point it "
-                          f"at one of {[p.name for _, p in weights_files(folder)]} or delete it "
-                          "to use the default weights")
-    return path
-
-
-def load_adopted_health():
-    """The HealthScore the weekly job uses: the adopted weights file, else the defaults
-    (``features/health_score.yaml``). Its ``version`` is recorded in every scored row."""
-    from churnml.health.score import HealthScore
-
-    path = adopted_path()
-    return HealthScore.load(path) if path is not None else HealthScore()
-
-
-def adopt(name_or_version: str, folder: Path | None = None) -> Path:
-    """Point ``adopted`` at ``weights-v<N>.yaml`` (accepts "3", "v3" or the file name);
-    the rollback of a weights version. Returns the adopted file."""
-    folder = folder or health_dir()
-    name = str(name_or_version)
-    if not name.endswith(".yaml"):
-        name = f"weights-v{name.lstrip('v')}.yaml"
-    if not (folder / name).is_file():
-        raise UsageError(f"no weights file {name} in {folder}; have "
-                         f"{[p.name for _, p in weights_files(folder)]}")
-    tmp = folder / f"{ADOPTED_POINTER}.tmp-{os.getpid()}"
-    tmp.write_text(name + "\n")
-    os.replace(tmp, folder / ADOPTED_POINTER)
-    return folder / name
 
 
 def _auc(y: np.ndarray, score: np.ndarray) -> float:

@@ -19,15 +19,39 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from churnml.health.score import INSUFFICIENT_DATA_TIER
 from churnml.jobs.portfolio import portfolio_table
+from churnml.outcomes import OUTCOMES
+from churnml.scoring.schema import COLUMNS, declared_columns
 
-TIER_ORDER = ("thriving", "healthy", "needs_attention", "at_risk", "critical")
+TIER_ORDER = ("thriving", "healthy", "needs_attention", "at_risk", "critical",
+              INSUFFICIENT_DATA_TIER)
 TIER_COLOURS = {"thriving": "#1a7f37", "healthy": "#5aa469", "needs_attention": "#d4a72c",
-                "at_risk": "#e36209", "critical": "#cf222e"}
-_SCALAR = ["account_id", "as_of", "churn_probability", "expansion_probability", "health_score",
-           "health_tier", "mrr", "mrr_at_risk", "expected_expansion_mrr", "value_tier",
-           "expansion_readiness", "churn_model_version", "expansion_model_version",
-           "health_weights_version"]
+                "at_risk": "#e36209", "critical": "#cf222e", INSUFFICIENT_DATA_TIER: "#8c959f"}
+_NESTED = ("reasons", "strings", "action")
+
+
+def _gates_text() -> str:
+    """The expansion gates as a CS manager reads them ("health_score < 75 blocks ...")."""
+    from churnml.scoring.actions import load_playbooks
+
+    ops = {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+    return "; ".join(f"{g.name.replace('_', ' ')} ({g.feature} {ops[g.op]} {g.value:g})"
+                     for g in load_playbooks().gates)
+
+
+def _scalar_columns(names: list[str]) -> list[str]:
+    """The output schema's scalar columns present in a scores file (every row is read)."""
+    dims = [n[len("health_"):] for n in names if n.startswith("health_")
+            and n not in {c.name for c in COLUMNS}]
+    return [name for name, col, _ in declared_columns(dims)
+            if col.type not in _NESTED and col.per != "dimension" and name in names]
+
+
+def _nested_columns(names: list[str]) -> list[str]:
+    """The output schema's nested columns present in a scores file (read for shown rows)."""
+    return [name for name, col, _ in declared_columns([])
+            if col.type in _NESTED and name in names]
 
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;
@@ -215,14 +239,17 @@ def summary_metrics(current: pd.DataFrame, portfolio: pd.DataFrame,
     out = {
         "accounts_scored": float(len(current)),
         "total_mrr": float(current["mrr"].sum()),
-        "mrr_at_risk": float(current["mrr_at_risk"].sum()),
-        "expected_expansion_mrr": float(current["expected_expansion_mrr"].sum()),
-        "mean_churn_probability": float(current["churn_probability"].mean()) if len(current) else 0.0,
+    }
+    for o in OUTCOMES:  # NaN sums and means (no champion for the outcome) are left out
+        if o.value_column in current and current[o.probability_column].notna().any():
+            out[o.value_column] = float(current[o.value_column].sum())
+            out[f"mean_{o.probability_column}"] = float(current[o.probability_column].mean())
+    out.update({
         "mean_health_score": float(current["health_score"].mean()) if len(current) else 0.0,
         "accounts_with_alerts": float(alerts_count),
         "expansion_ready_now": float((current["expansion_readiness"] == "ready_now").sum()),
         "expansion_ready_soon": float((current["expansion_readiness"] == "ready_soon").sum()),
-    }
+    })
     for tier in TIER_ORDER:
         out[f"accounts_{tier}"] = float((current["health_tier"] == tier).sum())
     for _, row in portfolio.iterrows():
@@ -246,7 +273,7 @@ def build_report(scores_path: str | Path, mrr_changes: pd.DataFrame, *,
     import pyarrow.parquet as pq
 
     table = pq.read_table(scores_path)
-    current = table.select(_SCALAR).to_pandas()
+    current = table.select(_scalar_columns(table.schema.names)).to_pandas()
     as_of = pd.Timestamp(current["as_of"].iloc[0]) if len(current) else None
     if as_of is None:
         as_of = pd.Timestamp(Path(scores_path).parent.name.split("=", 1)[1])
@@ -261,7 +288,7 @@ def build_report(scores_path: str | Path, mrr_changes: pd.DataFrame, *,
     tiers = tier_table(current, previous)
 
     def detail(index: np.ndarray) -> pd.DataFrame:
-        cols = ["churn_reasons", "expansion_reasons", "alerts", "next_best_action"]
+        cols = _nested_columns(table.schema.names)
         rows = table.select(cols).take(pd.Index(index).to_numpy()).to_pylist()
         base = current.iloc[index].reset_index(drop=True)
         return pd.concat([base, pd.DataFrame(rows, columns=cols)], axis=1)
@@ -285,7 +312,12 @@ def build_report(scores_path: str | Path, mrr_changes: pd.DataFrame, *,
     risk_idx = order_by(severity != "low", "mrr_at_risk")
     ready = current["expansion_readiness"].isin(["ready_now", "ready_soon"]).to_numpy()
     exp_idx = order_by(ready, "expected_expansion_mrr")
+    contraction = current.get("contraction_probability")
+    has_contraction = contraction is not None and contraction.notna().any()
+    con_idx = (order_by(contraction.fillna(0).to_numpy() > 0, "mrr_at_risk_of_contraction")
+               if has_contraction else np.array([], dtype=int))
     alerts_df, risks_df, exp_df = detail(alert_idx), detail(risk_idx), detail(exp_idx)
+    con_df = detail(con_idx)
     summary = summary_metrics(current, portfolio, int((alerts_len > 0).sum()))
 
     def ver(col):
@@ -302,16 +334,20 @@ def build_report(scores_path: str | Path, mrr_changes: pd.DataFrame, *,
              f"<title>churnml weekly report {as_of:%Y-%m-%d}</title><style>{_CSS}</style>"
              f"</head><body>")
     h.append(f"<h1>Weekly customer-success report: {as_of:%Y-%m-%d}</h1>")
-    h.append(f'<div class="sub">{len(current):,} active accounts scored. Models: churn '
-             f'v{_esc(ver("churn_model_version"))}, expansion v{_esc(ver("expansion_model_version"))}; '
+    models = ", ".join(
+        f"{o.name} v{_esc(ver(o.version_column))}" if current[o.version_column].notna().any()
+        else f"{o.name}: no champion model" for o in OUTCOMES if o.version_column in current)
+    h.append(f'<div class="sub">{len(current):,} active accounts scored. Models: {models}; '
              f'health weights {_esc(ver("health_weights_version"))}. '
              + ("Compared with last week's scores." if previous is not None else
                 "First scored week in this folder: changes and week-over-week alerts start next week.")
              + "</div>")
     cards = [
         (_money(summary["total_mrr"]), "MRR of active accounts"),
-        (_money(summary["mrr_at_risk"]), "MRR at risk (churn probability x MRR, 90 days)"),
-        (_money(summary["expected_expansion_mrr"]), "expected expansion MRR"),
+        (_money(summary.get("mrr_at_risk", np.nan)), "MRR at risk (churn probability x MRR, 90 days)"),
+        (_money(summary.get("expected_expansion_mrr", np.nan)), "expected expansion MRR"),
+        (_money(summary.get("mrr_at_risk_of_contraction", np.nan)),
+         "MRR at risk of contraction (probability x MRR x typical share)"),
         (f"{int(summary['accounts_with_alerts']):,}", "accounts with alerts"),
         (f"{int(summary['expansion_ready_now']):,} / {int(summary['expansion_ready_soon']):,}",
          "expansion ready now / soon"),
@@ -367,6 +403,13 @@ def build_report(scores_path: str | Path, mrr_changes: pd.DataFrame, *,
                          f"<td class='n'>{r['health_score']:.0f}{delta_s}</td>"
                          f"<td>{_reasons_html(r['churn_reasons'])}</td>"
                          f"<td>{_action_html(r['next_best_action'])}</td></tr>")
+            elif kind == "contraction":
+                h.append(f"<tr><td>{_esc(r['account_id'])}</td><td class='n'>{_money(r['mrr'])}</td>"
+                         f"<td class='n'>{_pct(r['contraction_probability'], 0)}</td>"
+                         f"<td class='n'>{_money(r['mrr_at_risk_of_contraction'])}</td>"
+                         f"<td class='n'>{r['health_score']:.0f}{delta_s}</td>"
+                         f"<td>{_reasons_html(r['contraction_reasons'])}</td>"
+                         f"<td>{_action_html(r['next_best_action'])}</td></tr>")
             else:
                 h.append(f"<tr><td>{_esc(r['account_id'])}</td><td class='n'>{_money(r['mrr'])}</td>"
                          f"<td class='n'>{_pct(r['expansion_probability'], 0)}</td>"
@@ -392,8 +435,8 @@ def build_report(scores_path: str | Path, mrr_changes: pd.DataFrame, *,
     account_rows(risks_df, "risks")
     h.append("</table>")
     h.append(f"<h2>Ready for an expansion conversation</h2><p class='note'>Readiness ready now "
-             f"or ready soon (no gating rule blocks them: health 75+, no NPS 6 or lower, past "
-             f"the first 60 days, nothing overdue, no open escalation), largest expected "
+             f"or ready soon (no gating rule of playbooks.yaml blocks them: {_gates_text()}), "
+             f"largest expected "
              f"expansion MRR first.</p>")
     if len(exp_df):
         h.append("<table><tr><th>account</th><th>MRR</th><th>expansion probability</th>"
@@ -402,6 +445,15 @@ def build_report(scores_path: str | Path, mrr_changes: pd.DataFrame, *,
         h.append("</table>")
     else:
         h.append("<p>No account is ready for an expansion conversation this week.</p>")
+    if has_contraction:
+        h.append("<h2>Revenue at risk of contraction</h2><p class='note'>Accounts likely to "
+                 "downgrade (fewer seats, a lower plan) while staying customers, largest MRR at "
+                 "risk of contraction first, with the reasons.</p>")
+        h.append("<table><tr><th>account</th><th>MRR</th><th>contraction probability</th>"
+                 "<th>MRR at risk of contraction</th><th>health (change)</th><th>why</th>"
+                 "<th>next best action</th></tr>")
+        account_rows(con_df, "contraction")
+        h.append("</table>")
     h.append("<p class='note'>Generated by churnml score. Probabilities are calibrated 90-day "
              "probabilities; reasons come from the model's SHAP values.</p></body></html>")
     return "\n".join(h), summary

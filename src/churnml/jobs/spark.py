@@ -10,14 +10,16 @@ Three steps, each on the executors:
    dtypes as ``load_book``) and ``build_features`` (the local engine's builders) give the
    shard's feature rows. Their Spark schema is learnt on the driver by running the same two
    functions on a handful of accounts (:func:`feature_columns`).
-2. **Scoring through ``mlflow.pyfunc.spark_udf``**, one UDF per target, on the registered
+   Step 1 also builds each shard's compared features a week before as_of
+   (``churnml.scoring.compare``), carried to step 3 as ``_wb_<feature>`` columns.
+2. **Scoring through ``mlflow.pyfunc.spark_udf``**, one UDF per outcome with a model, on the registered
    pyfunc (``churnml.models.pyfunc_model``) of the version being used: ``models:/churnml-
    <target>/<version>``, the champion's version resolved once on the driver so that every row
    carries the version that scored it even if the alias moves during the run. The UDF returns
    ``probability double, reasons string`` (the reasons as the pyfunc's JSON records) and runs
    in the executors' own Python (``env_manager="local"``).
 3. **The rest of the row per shard** (``applyInPandas`` again): health, alerts, next best
-   action and revenue by :func:`churnml.jobs.scoring.score_frame`, unchanged, given
+   action and revenue by :func:`churnml.scoring.frame.score_frame`, unchanged, given
    :class:`PrecomputedModel` objects that hand it the UDF's probabilities and reasons for the
    shard's accounts instead of running the models again.
 
@@ -44,25 +46,31 @@ import pandas as pd
 from churnml.errors import ChurnMLError, UsageError
 from churnml.features.windows import to_as_of
 from churnml.jobs.weekly import (
-    ALERT_INPUT_FEATURES,
-    ALERT_INPUTS_NAME,
     DEFAULT_HISTORY_WEEKS,
     SCORES_NAME,
     OutputLock,
     WeeklyResult,
-    arrow_schema,
     list_partitions,
     partition_dir,
     remove_stale_temporaries,
     to_arrow,
     write_parquet_atomic,
 )
+from churnml.models import registry
+from churnml.outcomes import get_outcome
+from churnml.scoring.actions import Playbooks, load_playbooks
+from churnml.scoring.compare import compared_features
+from churnml.scoring.compare import week_before as book_week_before
+from churnml.scoring.frame import catalog_dimensions, score_frame
+from churnml.scoring.schema import arrow_schema, declared_columns, output_columns
 
-_NESTED = ("churn_reasons", "expansion_reasons", "alerts", "next_best_action")
+#: the output columns with nested values (carried through Spark as JSON text)
+_NESTED = tuple(name for name, col, _ in declared_columns([])
+                if col.type in ("reasons", "strings", "action"))
 _SEP = "__"
 _FEATURES = "_features"  # the ``_table`` marker of feature rows in step 3's input
 _EARLIER = ("_previous", "_history")
-TARGETS = ("churn", "expansion")
+_WEEK_BEFORE = "_wb_"  # prefix of the compared features a week before as_of (step 1 -> 3)
 # What the registered pyfunc returns per row (registry's signature: probability, JSON reasons).
 UDF_RESULT_TYPE = "probability double, reasons string"
 TOP_K = 3  # reasons per account: what score_frame asks for and the pyfunc's default
@@ -234,13 +242,17 @@ def _parse_scores(frame: pd.DataFrame | None) -> pd.DataFrame | None:
 
 
 # ---- step 1: features per shard ------------------------------------------------------------
-def _shard_features(frames: dict[str, pd.DataFrame], as_of, source: str) -> pd.DataFrame:
+def _shard_features(frames: dict[str, pd.DataFrame], as_of, source: str,
+                    playbooks: Playbooks | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The shard's features at as_of and (with ``playbooks``) its compared features a week
+    before (``churnml.scoring.compare.week_before``), both as the local engine builds them."""
     from churnml.data.io import validate_frames
     from churnml.features.build import build_features
 
     book, _ = validate_frames(frames, source=source)
     features = build_features(book, [as_of])
-    return features.sort_values("account_id", kind="stable").reset_index(drop=True)
+    before = book_week_before(book, as_of, playbooks) if playbooks is not None else None
+    return features.sort_values("account_id", kind="stable").reset_index(drop=True), before
 
 
 def feature_columns(spark, tables: Mapping[str, "object"], stacked, as_of,
@@ -260,7 +272,7 @@ def feature_columns(spark, tables: Mapping[str, "object"], stacked, as_of,
     sample = (stacked.where(F.col("_table").isin("accounts", "mrr_changes")
                             & F.col("account_id").isin(ids)).toPandas())
     frames = _unstack(sample, {n: c for n, c in columns.items() if n not in _EARLIER})
-    features = _shard_features(frames, as_of, source="Spark engine (feature schema sample)")
+    features, _ = _shard_features(frames, as_of, source="Spark engine (feature schema sample)")
     out = []
     for name in features.columns:
         if name in ("account_id", "as_of"):
@@ -303,44 +315,43 @@ def _conform(features: pd.DataFrame, kinds: Sequence[tuple[str, str]]) -> pd.Dat
 
 
 def make_feature_builder(as_of, tables: Mapping[str, Sequence[str]],
-                         kinds: Sequence[tuple[str, str]]):
+                         kinds: Sequence[tuple[str, str]], playbooks: Playbooks):
     """Step 1, the function ``applyInPandas`` runs per shard: the shard's feature rows
-    (``_shard``, ``account_id``, then ``kinds``' columns)."""
+    (``_shard``, ``account_id``, then ``kinds``' columns, then ``_wb_<feature>`` for each
+    compared feature a week before as_of, NaN where unknown)."""
     as_of = to_as_of(as_of)
     tables = {n: list(c) for n, c in tables.items()}
     kinds = list(kinds)
+    compared = compared_features(playbooks)
 
     def build_shard(pdf: pd.DataFrame) -> pd.DataFrame:
         shard = int(pdf["_shard"].iloc[0])
         frames = _unstack(pdf, tables)
-        features = _shard_features(frames, as_of, source=f"Spark shard {shard}")
+        features, before = _shard_features(frames, as_of, source=f"Spark shard {shard}",
+                                           playbooks=playbooks)
         out = _conform(features, kinds)
         out.insert(0, "_shard", shard)
+        before = before.set_index("account_id") if before is not None else pd.DataFrame()
+        for name in compared:
+            values = before[name] if name in before.columns else pd.Series(dtype="float64")
+            out[f"{_WEEK_BEFORE}{name}"] = values.reindex(out["account_id"]).to_numpy("float64")
         return out
 
     return build_shard
 
 
 # ---- step 2: the models through MLflow's Spark UDF -----------------------------------------
-def registered_model_uris(churn_model=None, expansion_model=None) -> dict[str, tuple[str, str]]:
-    """``{target: (models:/churnml-<target>/<version>, version)}`` of the versions to score.
+def registered_model_uris(models: Mapping[str, object]) -> dict[str, tuple[str, str]]:
+    """``{outcome: (models:/churnml-<outcome>/<version>, version)}`` of the versions to score.
 
-    ``churn_model`` / ``expansion_model``: what ``run_job`` loaded (anything with
-    ``.version``, e.g. a ``TargetModel``) or a version string; None means the current
-    champion. Pinning the number (not ``@champion``) makes the UDF score with the version the
-    output records, even if someone promotes another version during the run."""
-    from churnml.errors import ModelNotFoundError
-    from churnml.models import registry
-
+    ``models``: outcome -> what ``run_job`` resolved (a version string, or anything with
+    ``.version``, e.g. a ``TargetModel``). Pinning the number (not ``@champion``) makes the
+    UDF score with the version the output records, even if someone promotes another version
+    during the run."""
     out = {}
-    for target, model in zip(TARGETS, (churn_model, expansion_model)):
-        version = getattr(model, "version", model)
-        if version is None:
-            version = registry.champion_version(target)
-            if version is None:
-                raise ModelNotFoundError(f"no champion model for {registry.registered_name(target)}: "
-                                         "run `churnml train` first")
-        out[target] = (f"models:/{registry.registered_name(target)}/{version}", str(version))
+    for name, model in models.items():
+        version = str(getattr(model, "version", model))
+        out[name] = (f"models:/{get_outcome(name).model_name}/{version}", version)
     return out
 
 
@@ -350,8 +361,6 @@ def model_udf(spark, model_uri: str):
 
     The driver downloads the model once; Spark ships it to the executors (local mode: they
     read the driver's copy), so the executors do not call the MLflow server."""
-    from churnml.models import registry
-
     # only churnml.models.registry talks to MLflow (it configures the tracking store)
     return registry.spark_udf(spark, model_uri, UDF_RESULT_TYPE, params={"top_k": TOP_K})
 
@@ -417,8 +426,6 @@ class PrecomputedModel:
 
 def output_ddl(dimensions: list[str]) -> str:
     """Spark schema of a shard's result: scalars typed, nested columns as JSON text."""
-    from churnml.jobs.scoring import output_columns
-
     schema = arrow_schema(dimensions)
     parts = []
     for f in schema:
@@ -431,8 +438,7 @@ def output_ddl(dimensions: list[str]) -> str:
         else:
             kind = "string"
         parts.append(f"`{f.name}` {kind}")
-    parts += [f"`_in_{c}` double" for c in ALERT_INPUT_FEATURES]
-    if [p.split("`")[1] for p in parts[:len(schema)]] != output_columns(dimensions):
+    if [p.split("`")[1] for p in parts] != output_columns(dimensions):
         raise ValueError("arrow_schema and output_columns disagree on the output columns")
     return ", ".join(parts)
 
@@ -467,26 +473,27 @@ def make_shard_scorer(as_of, health, dimensions, playbooks, feature_dimensions,
     earlier_columns = {n: list(c) for n, c in earlier_columns.items()}
 
     def score_shard(pdf: pd.DataFrame) -> pd.DataFrame:
-        from churnml.jobs.scoring import score_frame
-
         is_feature = (pdf["_table"] == _FEATURES).to_numpy()
         rows = pdf[is_feature].sort_values("account_id", kind="stable").reset_index(drop=True)
         features = _features_frame(rows, as_of, kinds)
         models = {t: PrecomputedModel(versions[t], rows["account_id"],
                                       rows[f"_{t}_probability"], rows[f"_{t}_reasons"])
-                  for t in TARGETS}
+                  for t in versions}
+        before_cols = [c for c in rows.columns if str(c).startswith(_WEEK_BEFORE)]
+        week_before = rows[["account_id", *before_cols]].rename(
+            columns=lambda c: c[len(_WEEK_BEFORE):] if c.startswith(_WEEK_BEFORE) else c)
+        week_before["account_id"] = week_before["account_id"].astype(str)
+        for c in week_before.columns[1:]:
+            week_before[c] = pd.to_numeric(week_before[c], errors="coerce").astype("float64")
         earlier = _unstack(pdf[~is_feature], earlier_columns) if earlier_columns else {}
         previous = _parse_scores(earlier.get("_previous"))
         history = _parse_scores(earlier.get("_history"))
-        scored = score_frame(features, models["churn"], models["expansion"], health,
-                             previous=previous, history=history, playbooks=playbooks,
+        scored = score_frame(features, models, health, previous=previous, history=history,
+                             week_before=week_before, playbooks=playbooks,
                              feature_dimensions=feature_dimensions)
         for c in _NESTED:
             scored[c] = [json.dumps(v, allow_nan=False) for v in scored[c]]
         scored["as_of"] = scored["as_of"].dt.strftime("%Y-%m-%d")
-        for c in ALERT_INPUT_FEATURES:
-            scored[f"_in_{c}"] = (features[c].astype("float64").to_numpy()
-                                  if c in features.columns else np.nan)
         return scored
 
     return score_shard
@@ -497,8 +504,7 @@ def score_book_spark(
     data_dir: str | Path,
     as_of,
     out_dir: str | Path,
-    churn_model,
-    expansion_model,
+    models: Mapping[str, object],
     health,
     *,
     shards: int = 8,
@@ -509,22 +515,17 @@ def score_book_spark(
     spark=None,
     batch_rows: int = 25_000,
 ) -> WeeklyResult:
-    """Score the book in ``data_dir`` on Spark into ``OUT/as_of=DATE/`` (``scores.parquet``
-    and ``alert_inputs.parquet``, the local engine's files; see the module docstring).
+    """Score the book in ``data_dir`` on Spark into ``OUT/as_of=DATE/scores.parquet`` (the
+    local engine's file; see the module docstring).
 
-    ``churn_model`` / ``expansion_model``: the registered versions to score with (a
-    ``TargetModel`` as ``run_job`` loads it, anything with ``.version``, a version string, or
-    None for the current champion); the models run through ``mlflow.pyfunc.spark_udf`` on
-    ``models:/churnml-<target>/<version>``. ``health``: a ``HealthScore``. ``shards``: number
+    ``models``: outcome -> the registered version to score with (a version string or anything
+    with ``.version``) for the outcomes that have one; they run through
+    ``mlflow.pyfunc.spark_udf`` on ``models:/churnml-<outcome>/<version>``. ``health``: a ``HealthScore``. ``shards``: number
     of account shards (one Spark task each in steps 1 and 3). ``lock=False`` when the caller
     holds :class:`OutputLock`. Spark failures raise :class:`SparkEngineError` (or the churnml
     error an executor raised, e.g. ``SchemaError``), naming the step.
     """
-    import pyarrow as pa
-
     from churnml.data.io import find_table_files
-    from churnml.jobs.actions import load_playbooks
-    from churnml.jobs.scoring import _feature_dimensions
 
     if shards < 1:
         raise UsageError(f"The 'shards' parameter must be a positive integer. Got {shards}.")
@@ -532,8 +533,8 @@ def score_book_spark(
     out_dir = Path(out_dir)
     playbooks = playbooks if playbooks is not None else load_playbooks()
     if feature_dimensions is None:
-        feature_dimensions = _feature_dimensions()
-    uris = registered_model_uris(churn_model, expansion_model)
+        feature_dimensions = catalog_dimensions()
+    uris = registered_model_uris(models)
     spark = spark or spark_session()
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
@@ -559,11 +560,7 @@ def score_book_spark(
             previous_as_of, last = earlier[-1]
             cols = ["account_id", "as_of", "health_score", "health_tier"]
             with spark_errors("reading last week's partition"):
-                prev = _read(spark, last / SCORES_NAME).select(*cols)
-                if (last / ALERT_INPUTS_NAME).is_file():
-                    inputs = _read(spark, last / ALERT_INPUTS_NAME).drop("as_of")
-                    prev = prev.join(inputs, on="account_id", how="left")
-                sources["_previous"] = prev
+                sources["_previous"] = _read(spark, last / SCORES_NAME).select(*cols)
                 start = as_of - pd.Timedelta(weeks=history_weeks)
                 paths = [str(p / SCORES_NAME) for d, p in earlier if d >= start]
                 sources["_history"] = spark.read.parquet(*paths).select(*cols)
@@ -577,12 +574,14 @@ def score_book_spark(
         # step 1: features per shard, with the schema the builders give this book
         with spark_errors("learning the feature columns from a sample of accounts"):
             kinds = feature_columns(spark, tables, stacked, as_of)
-        builder = make_feature_builder(as_of, book_columns, kinds)
+        builder = make_feature_builder(as_of, book_columns, kinds, playbooks)
         book_rows = stacked.where(~F.col("_table").isin(*_EARLIER))
+        before_kinds = [(f"{_WEEK_BEFORE}{n}", "double") for n in compared_features(playbooks)]
         features = book_rows.groupBy("_shard").applyInPandas(
-            builder, schema=_ddl([("_shard", "bigint"), ("account_id", "string"), *kinds]))
+            builder, schema=_ddl([("_shard", "bigint"), ("account_id", "string"), *kinds,
+                                  *before_kinds]))
 
-        # step 2: each target's registered pyfunc through mlflow.pyfunc.spark_udf
+        # step 2: each outcome's registered pyfunc through mlflow.pyfunc.spark_udf
         for target, (uri, _version) in uris.items():
             with spark_errors(f"loading {uri} for the Spark UDF"):
                 udf = model_udf(spark, uri)
@@ -609,17 +608,12 @@ def score_book_spark(
         # computed once: sorting samples the rows first, then reads them again
         scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
         schema = arrow_schema(dimensions)
-        alert_inputs: list[pd.DataFrame] = []
 
         def _to_table(rows, columns):
             frame = pd.DataFrame.from_records(rows, columns=columns)
             for c in _NESTED:
                 frame[c] = [json.loads(v) for v in frame[c]]
             frame["as_of"] = pd.to_datetime(frame["as_of"]).astype("datetime64[ns]")
-            inputs = frame[["account_id", "as_of"]].copy()
-            for c in ALERT_INPUT_FEATURES:
-                inputs[c] = frame[f"_in_{c}"].astype("float64")
-            alert_inputs.append(inputs)
             return to_arrow(frame, schema)
 
         def batches():
@@ -640,11 +634,6 @@ def score_book_spark(
                 rows = write_parquet_atomic(partition / SCORES_NAME, batches(), schema)
         finally:
             scored.unpersist()
-        inputs = (pd.concat(alert_inputs, ignore_index=True) if alert_inputs
-                  else pd.DataFrame({"account_id": pd.Series(dtype="str"),
-                                     "as_of": pd.Series(dtype="datetime64[ns]")}))
-        table = pa.Table.from_pandas(inputs, preserve_index=False)
-        write_parquet_atomic(partition / ALERT_INPUTS_NAME, iter([table]), table.schema)
         stage["spark_total"] = time.perf_counter() - t0
     return WeeklyResult(as_of=as_of, partition=partition, scores_path=partition / SCORES_NAME,
                         rows=rows, previous_as_of=previous_as_of, stage_seconds=stage)

@@ -3,9 +3,8 @@
 Layout of the output folder::
 
     OUT/.churnml-score.lock                  held while a run writes (filelock)
-    OUT/as_of=YYYY-MM-DD/scores.parquet      DESIGN.md's output, one row per active account
-    OUT/as_of=YYYY-MM-DD/alert_inputs.parquet  the features next week's alerts compare with
-                                               (champion_left_180d, nps_*, days_since_*)
+    OUT/as_of=YYYY-MM-DD/scores.parquet      the one output schema (churnml.scoring.schema), one
+                                             row per active account
     OUT/as_of=YYYY-MM-DD/report.html         the CS leader's report (churnml.jobs.report)
 
 Guarantees:
@@ -17,7 +16,10 @@ Guarantees:
   schema: the same inputs, models and weights give byte-identical parquet;
 - isolated: only the partition of ``as_of`` is written; earlier weeks are only read ("last
   week" = the latest earlier partition that has a ``scores.parquet``; history = the earlier
-  partitions within ``history_weeks``);
+  partitions within ``history_weeks``), for the alerts on the health score's own movement;
+  signals compared with a week before (critical actions, ``champion_left``) are read from the
+  book itself (``churnml.scoring.compare``), so a first run or a backfill gives the same
+  actions as a weekly run;
 - bounded memory: features, scores and alerts are computed per chunk of ``chunk_size``
   accounts and each chunk is appended to the parquet file as a row group.
 """
@@ -30,28 +32,27 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
 
 from churnml.data.tables import Book
-from churnml.errors import LockedError, UsageError
+from churnml.errors import LockedError, ModelNotFoundError, UsageError
 from churnml.features.windows import to_as_of
-from churnml.jobs.scoring import SCHEMA_VERSION, output_columns, score_frame
+from churnml.health.adopted import load_adopted_health
+from churnml.models import registry
+from churnml.outcomes import OUTCOMES
+from churnml.scoring.actions import load_playbooks
+from churnml.scoring.compare import week_before as book_week_before
+from churnml.scoring.frame import catalog_dimensions, score_frame
+from churnml.scoring.schema import SCHEMA_VERSION, arrow_schema
 
 LOCK_NAME = ".churnml-score.lock"
 SCORES_NAME = "scores.parquet"
-ALERT_INPUTS_NAME = "alert_inputs.parquet"
 REPORT_NAME = "report.html"
 DEFAULT_CHUNK_SIZE = 10_000
 DEFAULT_HISTORY_WEEKS = 13
-# Features that next week's alerts compare with this week's (see churnml.health.alerts).
-# Features that next week's alerts (churnml.health.alerts) and critical signals
-# (playbooks.yaml: a signal is critical in the week it rises) compare with this week's.
-ALERT_INPUT_FEATURES = ("champion_left_180d", "nps_latest", "nps_detractor", "days_since_last_nps",
-                        "days_since_last_contact", "data_export_requests_90d",
-                        "cancellation_inquiries_90d", "failed_payments_90d")
 _PARTITION = re.compile(r"^as_of=(\d{4}-\d{2}-\d{2})$")
 
 
@@ -75,12 +76,11 @@ def list_partitions(out_dir: str | Path) -> list[tuple[pd.Timestamp, Path]]:
 
 def load_earlier_weeks(out_dir: str | Path, as_of, history_weeks: int = DEFAULT_HISTORY_WEEKS,
                        ) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    """``(previous, history)`` for the alerts of week ``as_of``.
+    """``(previous, history)`` for the score-based alerts of week ``as_of``.
 
     ``previous``: the latest earlier partition's rows (``account_id, as_of, health_score,
-    health_tier`` plus its alert inputs); ``history``: ``account_id, as_of, health_score,
-    health_tier`` of every earlier partition with as_of in ``[as_of - history_weeks weeks,
-    as_of)``. Both None in the first week.
+    health_tier``); ``history``: the same columns of every earlier partition with as_of in
+    ``[as_of - history_weeks weeks, as_of)``. Both None in the first week.
     """
     as_of = to_as_of(as_of)
     earlier = [(d, p) for d, p in list_partitions(out_dir) if d < as_of]
@@ -89,10 +89,6 @@ def load_earlier_weeks(out_dir: str | Path, as_of, history_weeks: int = DEFAULT_
     cols = ["account_id", "as_of", "health_score", "health_tier"]
     last_date, last_dir = earlier[-1]
     previous = pd.read_parquet(last_dir / SCORES_NAME, columns=cols)
-    inputs_path = last_dir / ALERT_INPUTS_NAME
-    if inputs_path.is_file():
-        previous = previous.merge(pd.read_parquet(inputs_path).drop(columns=["as_of"]),
-                                  on="account_id", how="left")
     start = as_of - pd.Timedelta(weeks=history_weeks)
     frames = [pd.read_parquet(p / SCORES_NAME, columns=cols) for d, p in earlier if d >= start]
     history = pd.concat(frames, ignore_index=True) if frames else None
@@ -141,34 +137,6 @@ def remove_stale_temporaries(partition: Path) -> list[Path]:
 
 def temporary_path(path: Path) -> Path:
     return path.with_name(f"{path.name}.tmp-{os.getpid()}")
-
-
-def arrow_schema(dimensions: list[str]):
-    """The fixed arrow schema of ``scores.parquet`` (same for every chunk and every run)."""
-    import pyarrow as pa
-
-    reason = pa.struct([("feature", pa.string()), ("value", pa.float64()),
-                        ("contribution", pa.float64()), ("text", pa.string())])
-    action = pa.struct([
-        ("playbook", pa.string()), ("action", pa.string()), ("owner", pa.string()),
-        ("severity", pa.string()), ("respond_within", pa.string()),
-        ("reason_feature", pa.string()), ("reason", pa.string()),
-        ("expansion_blocked_by", pa.list_(pa.string())),
-    ])
-    types = {
-        "account_id": pa.string(), "as_of": pa.timestamp("ns"),
-        "churn_probability": pa.float64(), "expansion_probability": pa.float64(),
-        "health_score": pa.float64(), "health_tier": pa.string(),
-        "health_dimensions_used": pa.string(), "churn_reasons": pa.list_(reason),
-        "expansion_reasons": pa.list_(reason), "alerts": pa.list_(pa.string()),
-        "next_best_action": action, "churn_model_version": pa.string(),
-        "expansion_model_version": pa.string(), "health_weights_version": pa.string(),
-        "mrr": pa.float64(), "mrr_at_risk": pa.float64(), "expected_expansion_mrr": pa.float64(),
-        "value_tier": pa.string(), "lifecycle_phase": pa.string(), "rfm_segment": pa.string(),
-        "expansion_readiness": pa.string(), "schema_version": pa.int32(),
-    }
-    fields = [(c, types.get(c, pa.float64())) for c in output_columns(dimensions)]
-    return pa.schema(fields, metadata={"churnml_schema_version": str(SCHEMA_VERSION)})
 
 
 def to_arrow(frame: pd.DataFrame, schema):
@@ -263,8 +231,7 @@ def score_book(
     book: Book,
     as_of,
     out_dir: str | Path,
-    churn_model,
-    expansion_model,
+    models: Mapping[str, Any],
     health,
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -278,19 +245,17 @@ def score_book(
 ) -> WeeklyResult:
     """Score every active account of ``book`` at ``as_of`` into ``OUT/as_of=DATE/``.
 
-    Holds the output folder's lock for the whole run (LockedError if held), removes temporary
-    files of a killed run, computes features per account chunk with ``build_features(book,
-    [as_of])`` (default ``churnml.features.build.build_features``), scores each chunk with
-    :func:`~churnml.jobs.scoring.score_frame` against the earlier partitions, and writes
-    ``scores.parquet`` and ``alert_inputs.parquet`` atomically. ``on_chunk(accounts_done,
-    accounts_total)`` is called after each chunk (progress bar). Returns what was written and
-    the wall time of each stage (features, scoring, write). ``lock=False`` when the caller
-    already holds :class:`OutputLock` (``run_job``).
+    ``models``: outcome name -> model for the outcomes that have one (the others' columns are
+    null). Holds the output folder's lock for the whole run (LockedError if held), removes
+    temporary files of a killed run, computes features per account chunk with
+    ``build_features(book, [as_of])`` (default ``churnml.features.build.build_features``) and
+    the compared features a week before as_of (``churnml.scoring.compare``), scores each chunk
+    with :func:`~churnml.scoring.frame.score_frame` against the earlier partitions, and writes
+    ``scores.parquet`` atomically. ``on_chunk(accounts_done, accounts_total)`` is called after
+    each chunk (progress bar). Returns what was written and the wall time of each stage
+    (features, scoring, write). ``lock=False`` when the caller already holds
+    :class:`OutputLock` (``run_job``).
     """
-    import pyarrow as pa
-
-    from churnml.jobs.actions import load_playbooks
-
     if chunk_size < 1:
         raise UsageError(f"The 'chunk_size' parameter must be a positive integer. Got {chunk_size}.")
     as_of = to_as_of(as_of)
@@ -298,9 +263,7 @@ def score_book(
         from churnml.features.build import build_features
     playbooks = playbooks if playbooks is not None else load_playbooks()
     if feature_dimensions is None:
-        from churnml.jobs.scoring import _feature_dimensions
-
-        feature_dimensions = _feature_dimensions()
+        feature_dimensions = catalog_dimensions()
     out_dir = Path(out_dir)
     partition = partition_dir(out_dir, as_of)
     stage = {"features": 0.0, "scoring": 0.0, "write": 0.0}
@@ -311,7 +274,6 @@ def score_book(
         dimensions = list(health.dimension_names)
         schema = arrow_schema(dimensions)
         n_total = int(book.accounts["account_id"].nunique())
-        alert_inputs: list[pd.DataFrame] = []
 
         def chunks() -> Iterator:
             done = 0
@@ -319,18 +281,15 @@ def score_book(
                 t0 = time.perf_counter()
                 with (timer("features") if timer else contextlib.nullcontext()):
                     features = build_features(part, [as_of])
+                    before = book_week_before(part, as_of, playbooks,
+                                              build_features=build_features)
                 features = features.sort_values("account_id", kind="stable").reset_index(drop=True)
                 t1 = time.perf_counter()
                 ids = features["account_id"].astype(str).to_numpy()
-                scored = score_frame(features, churn_model, expansion_model, health,
+                scored = score_frame(features, models, health,
                                      previous=_slice(previous, ids), history=_slice(history, ids),
-                                     playbooks=playbooks, feature_dimensions=feature_dimensions,
-                                     timer=timer)
-                # every alert input column, NaN when the book lacks its table (same file
-                # whatever the engine)
-                alert_inputs.append(features.reindex(
-                    columns=["account_id", "as_of", *ALERT_INPUT_FEATURES]).astype(
-                    {c: "float64" for c in ALERT_INPUT_FEATURES}))
+                                     week_before=before, playbooks=playbooks,
+                                     feature_dimensions=feature_dimensions, timer=timer)
                 t2 = time.perf_counter()
                 table = to_arrow(scored, schema)
                 stage["features"] += t1 - t0
@@ -344,12 +303,6 @@ def score_book(
         t0 = time.perf_counter()
         scores_path = partition / SCORES_NAME
         rows = write_parquet_atomic(scores_path, chunks(), schema)
-        inputs = (pd.concat(alert_inputs, ignore_index=True) if alert_inputs
-                  else pd.DataFrame({"account_id": pd.Series(dtype="str"),
-                                     "as_of": pd.Series(dtype="datetime64[ns]")}))
-        inputs_table = pa.Table.from_pandas(inputs, preserve_index=False)
-        write_parquet_atomic(partition / ALERT_INPUTS_NAME, iter([inputs_table]),
-                             inputs_table.schema)
         stage["write"] += (time.perf_counter() - t0) - stage["features"] - stage["scoring"] \
             - stage["write"]
     return WeeklyResult(
@@ -371,6 +324,9 @@ class JobResult:
     run_id: str | None
     health_version: str
     stage_seconds: dict[str, float]
+    #: outcome -> model version scored; the outcomes without a champion (null columns)
+    model_versions: dict[str, str] = field(default_factory=dict)
+    missing_outcomes: list[str] = field(default_factory=list)
 
 
 def write_report(result: WeeklyResult, book: Book, out_dir: Path) -> tuple[Path, dict[str, float]]:
@@ -395,15 +351,26 @@ def _revenue_book(data_dir) -> Book:
     return book
 
 
-def _champion_version(target: str) -> str:
-    from churnml.errors import ModelNotFoundError
-    from churnml.models import registry
-
-    version = registry.champion_version(target)
-    if version is None:
-        raise ModelNotFoundError(f"no champion model for {registry.registered_name(target)}: "
-                                 "run `churnml train` first")
-    return str(version)
+def champion_models(versions_only: bool = False) -> tuple[dict[str, Any], list[str]]:
+    """The champions of every outcome that has one: ``({outcome: model}, [outcomes without
+    a champion])`` (``versions_only``: the version strings, for the Spark engine, which
+    scores through the registered pyfuncs). None has a champion: ModelNotFoundError."""
+    models: dict[str, Any] = {}
+    missing: list[str] = []
+    for outcome in OUTCOMES:
+        version = registry.champion_version(outcome.name)
+        if version is None:
+            missing.append(outcome.name)
+        elif versions_only:
+            models[outcome.name] = str(version)
+        else:
+            models[outcome.name] = registry.load_version(outcome.name, str(version))
+    if not models:
+        raise ModelNotFoundError(
+            "no champion model for any outcome "
+            f"({', '.join(o.model_name for o in OUTCOMES)}): run `churnml train --target "
+            "churn` (and the other outcomes) first")
+    return models, missing
 
 
 def run_job(
@@ -425,8 +392,6 @@ def run_job(
     The output folder's lock is held from before the book is read until the report is written.
     """
     from churnml.data.io import load_book
-    from churnml.jobs.calibrate_health import load_adopted_health
-    from churnml.models import registry
 
     if engine not in ("local", "spark"):
         raise UsageError(f"The 'engine' parameter must be one of ['local', 'spark']. Got {engine!r}.")
@@ -447,23 +412,22 @@ def run_job(
                 stage(f"{_report.total_rejected:,} input rows set aside (run churnml validate)")
         times["load"] = time.perf_counter() - t0
         stage("loading the champion models and health weights")
-        if engine == "spark":
-            # the Spark engine scores through the registered pyfuncs: it needs the versions only
-            churn_model = _champion_version("churn")
-            expansion_model = _champion_version("expansion")
-        else:
-            churn_model = registry.load_champion("churn")
-            expansion_model = registry.load_champion("expansion")
+        # the Spark engine scores through the registered pyfuncs: it needs the versions only
+        models, missing = champion_models(versions_only=engine == "spark")
+        stage("scoring " + ", ".join(f"{name} (v{getattr(m, 'version', m)})"
+                                     for name, m in models.items())
+              + (f"; no champion for {', '.join(missing)} (columns left null)"
+                 if missing else ""))
         health = load_adopted_health()
         stage(f"scoring accounts ({engine})")
         t1 = time.perf_counter()
         if engine == "spark":
             from churnml.jobs.spark import score_book_spark
 
-            weekly = score_book_spark(data_dir, as_of, out_dir, churn_model, expansion_model,
-                                      health, lock=False, shards=shards)
+            weekly = score_book_spark(data_dir, as_of, out_dir, models, health, lock=False,
+                                      shards=shards)
         else:
-            weekly = score_book(book, as_of, out_dir, churn_model, expansion_model, health,
+            weekly = score_book(book, as_of, out_dir, models, health,
                                 chunk_size=chunk_size, on_chunk=on_chunk, lock=False)
         times.update(weekly.stage_seconds)
         times["score_total"] = time.perf_counter() - t1
@@ -478,8 +442,9 @@ def run_job(
             WEEKLY_EXPERIMENT,
             params={"as_of": f"{as_of:%Y-%m-%d}", "engine": engine, "data": str(data_dir),
                     "out": str(out_dir),
-                    "churn_model_version": getattr(churn_model, "version", churn_model),
-                    "expansion_model_version": getattr(expansion_model, "version", expansion_model),
+                    **{o.version_column: str(getattr(models[o.name], "version",
+                                                     models[o.name]))
+                       if o.name in models else "" for o in OUTCOMES},
                     "health_weights_version": health.version,
                     "previous_as_of": "" if weekly.previous_as_of is None
                     else f"{weekly.previous_as_of:%Y-%m-%d}",
@@ -490,4 +455,6 @@ def run_job(
             run_name=f"score {as_of:%Y-%m-%d}",
         )
     return JobResult(weekly=weekly, report_path=report_path, summary=summary, run_id=run_id,
+                     model_versions={k: str(getattr(m, "version", m)) for k, m in models.items()},
+                     missing_outcomes=missing,
                      health_version=str(health.version), stage_seconds=times)

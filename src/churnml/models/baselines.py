@@ -1,7 +1,8 @@
 """Baselines scored on the same test rows as the model.
 
 - **health**: the rule-based health score at the same as_of: churn risk = 100 - health_score,
-  expansion readiness = health_score (a ranking, not a probability).
+  expansion readiness = health_score (a ranking, not a probability); the direction is the
+  outcome's ``health_direction`` (``churnml.outcomes``).
 - **logistic regression** on the same features: median imputation with missing-value
   indicators and scaling for numbers, one-hot for categories (unseen -> all zeros), fitted on
   the same training rows.
@@ -17,12 +18,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from churnml.outcomes import get_outcome
+
 
 def health_baseline(features: pd.DataFrame, target: str, health) -> np.ndarray:
     """Health-score ranking for ``target`` on ``features`` rows (0-100, higher = more likely)."""
     scored = health.score(features)
     score = pd.to_numeric(scored["health_score"], errors="coerce").to_numpy(dtype="float64")
-    return 100.0 - score if target == "churn" else score
+    # the outcome's declared direction: risk outcomes rank by 100 - health, expansion by health
+    return score if get_outcome(target).health_direction > 0 else 100.0 - score
 
 
 def _categorical_frame(frame: pd.DataFrame, categorical: list[str]) -> pd.DataFrame:

@@ -31,7 +31,8 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """The logistic function (the one copy: the model, training and the calibrators use it)."""
     return 1.0 / (1.0 + np.exp(-z))
 
 
@@ -82,7 +83,7 @@ class Calibrator:
         if self.method == "isotonic":
             out = np.interp(raw, self.x_, self.y_)
         else:
-            out = _sigmoid(self.a_ * _logit(raw) + self.b_)
+            out = sigmoid(self.a_ * _logit(raw) + self.b_)
         return np.clip(out, EPS, 1 - EPS)
 
     def to_dict(self) -> dict:

@@ -1,4 +1,4 @@
-"""Model configuration per target (``models/churn.yaml``, ``models/expansion.yaml``).
+"""Model configuration per outcome (``models/<outcome>.yaml``, one per :data:`churnml.outcomes.OUTCOMES`).
 
 Every parameter is declared once here, with its allowed range, and checked in one place:
 a bad value raises :class:`~churnml.errors.ConfigError` with a message of the form
@@ -16,8 +16,9 @@ import yaml
 
 from churnml.config import models_dir
 from churnml.errors import ConfigError
+from churnml.outcomes import OUTCOME_NAMES, get_outcome
 
-TARGETS = ("churn", "expansion")
+TARGETS = OUTCOME_NAMES
 CALIBRATION_METHODS = ("auto", "isotonic", "sigmoid")
 PROMOTION_METRICS = ("test_roc_auc", "test_pr_auc", "test_log_loss", "test_brier")
 # Metrics where lower is better (the champion gate compares in the right direction).
@@ -80,8 +81,8 @@ class ModelConfig:
 
     @property
     def registered_name(self) -> str:
-        """Registered model and experiment name: ``churnml-<target>``."""
-        return f"churnml-{self.target}"
+        """Registered model and experiment name: ``churnml-<target>`` (the outcome's)."""
+        return get_outcome(self.target).model_name
 
     @property
     def gap(self) -> int:
@@ -201,7 +202,7 @@ def load_config(target: str | None = None, path: str | Path | None = None, **ove
         if target is None:
             raise ConfigError("load_config needs a target or a path.")
         _choice("target", target, TARGETS)
-        path = models_dir() / f"{target}.yaml"
+        path = models_dir() / get_outcome(target).config_file
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"model config not found: {path}")

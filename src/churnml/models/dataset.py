@@ -30,6 +30,7 @@ import pandas as pd
 from churnml.errors import InsufficientDataError, SchemaError
 from churnml.features.windows import to_as_of
 from churnml.models.config import ModelConfig
+from churnml.outcomes import Outcome, get_outcome
 
 WINDOWS = ("train", "calibration", "test")
 # A categorical attribute with more levels than this is an identifier, not a signal.
@@ -191,7 +192,7 @@ class Dataset:
     """Stacked observations with features, label and the MRR at stake, plus the split.
 
     ``frame`` columns: ``account_id, as_of``, the features, ``label`` (0/1 float),
-    ``event_mrr`` (MRR lost to churn, or gained by expansion, in the label window; 0 when the
+    ``event_mrr`` (what the outcome moves in the label window, :func:`event_mrr`; 0 when the
     event does not happen) and ``window`` (``None`` for as_of dates in a gap). Only labeled
     observations are kept.
     """
@@ -230,25 +231,33 @@ class Dataset:
         return out
 
 
-def expansion_mrr_gained(mrr_changes: pd.DataFrame, observations: pd.DataFrame, horizon_days: int) -> np.ndarray:
-    """MRR gained by expansion in ``[as_of, as_of + horizon)`` for each observation row.
-
-    Sum of the rises of MRR from a value above 0 (rows with reason ``price_increase`` excluded),
-    vectorised with per-account cumulative sums looked up by ``merge_asof``.
-    """
+def mrr_moved(mrr_changes: pd.DataFrame, observations: pd.DataFrame, horizon_days: int,
+              direction: str) -> np.ndarray:
+    """MRR moved in ``[as_of, as_of + horizon)`` for each observation row: with ``direction``
+    "rise" the sum of the rises from a value above 0 (rows with reason ``price_increase``
+    excluded: expansion), with "fall" the sum of the falls from a value above 0 to a smaller
+    value above 0 (contraction). Vectorised with per-account cumulative sums looked up by
+    ``merge_asof``."""
     changes = mrr_changes.sort_values(["account_id", "effective_date"], kind="stable")
     previous = changes.groupby("account_id", sort=False)["mrr"].shift(1)
-    rise = (changes["mrr"] - previous).where(previous > 0, 0.0).clip(lower=0).fillna(0.0)
-    if "reason" in changes.columns:
-        rise = rise.where(changes["reason"].astype("string").fillna("") != "price_increase", 0.0)
+    if direction == "rise":
+        moved = (changes["mrr"] - previous).where(previous > 0, 0.0).clip(lower=0).fillna(0.0)
+        if "reason" in changes.columns:
+            moved = moved.where(changes["reason"].astype("string").fillna("") != "price_increase",
+                                0.0)
+    elif direction == "fall":
+        moved = (previous - changes["mrr"]).where((previous > 0) & (changes["mrr"] > 0), 0.0)
+        moved = moved.clip(lower=0).fillna(0.0)
+    else:
+        raise ValueError(f"direction must be 'rise' or 'fall', got {direction!r}")
     events = pd.DataFrame(
         {"account_id": changes["account_id"].to_numpy(),
          "t": changes["effective_date"].astype("datetime64[ns]").to_numpy(),
-         "cum": rise.groupby(changes["account_id"], sort=False).cumsum().to_numpy()}
+         "cum": moved.groupby(changes["account_id"], sort=False).cumsum().to_numpy()}
     ).sort_values("t", kind="stable")
 
     def cumulative_before(times: pd.Series) -> np.ndarray:
-        # cumulative rise of the latest change strictly before `times` (0 when none)
+        # cumulative move of the latest change strictly before `times` (0 when none)
         query = pd.DataFrame({"account_id": observations["account_id"].to_numpy(), "t": times.to_numpy(),
                               "row": np.arange(len(observations))}).sort_values("t", kind="stable")
         hit = pd.merge_asof(query, events, on="t", by="account_id", allow_exact_matches=False)
@@ -257,6 +266,25 @@ def expansion_mrr_gained(mrr_changes: pd.DataFrame, observations: pd.DataFrame, 
     start = pd.to_datetime(observations["as_of"]).astype("datetime64[ns]")
     end = start + pd.Timedelta(days=horizon_days)
     return cumulative_before(end) - cumulative_before(start)
+
+
+def expansion_mrr_gained(mrr_changes: pd.DataFrame, observations: pd.DataFrame, horizon_days: int) -> np.ndarray:
+    """MRR gained by expansion in ``[as_of, as_of + horizon)`` (:func:`mrr_moved`, "rise")."""
+    return mrr_moved(mrr_changes, observations, horizon_days, "rise")
+
+
+def event_mrr(outcome: Outcome, frame: pd.DataFrame, mrr_at_as_of: pd.Series,
+              mrr_changes: pd.DataFrame | None, horizon_days: int) -> np.ndarray:
+    """What the outcome moves when it happens (0 when it does not): the MRR at as_of for an
+    outcome that takes it to zero, the MRR risen or fallen in the label window otherwise
+    (NaN without the revenue history)."""
+    label = frame["label"].to_numpy(dtype="float64")
+    if outcome.label_rule == "mrr_reaches_zero":
+        return mrr_at_as_of.fillna(0.0).to_numpy(dtype="float64") * label
+    if mrr_changes is None:
+        return np.full(len(frame), np.nan)
+    direction = {"mrr_rises": "rise", "mrr_falls_above_zero": "fall"}[outcome.label_rule]
+    return mrr_moved(mrr_changes, frame, horizon_days, direction) * label
 
 
 def feature_kinds(frame: pd.DataFrame, feature_names: list[str]) -> list[str]:
@@ -328,12 +356,8 @@ def assemble(
     frame = features.merge(labels, on=["account_id", "as_of"], how="inner", validate="one_to_one")
     frame = frame[frame["label"].notna()].reset_index(drop=True)
     frame["label"] = frame["label"].astype("float64")
-    if config.target == "churn":
-        frame["event_mrr"] = frame["_mrr_at_as_of"].fillna(0.0) * frame["label"]
-    elif mrr_changes is not None:
-        frame["event_mrr"] = expansion_mrr_gained(mrr_changes, frame, config.horizon_days) * frame["label"]
-    else:
-        frame["event_mrr"] = np.nan
+    frame["event_mrr"] = event_mrr(get_outcome(config.target), frame, frame["_mrr_at_as_of"],
+                                   mrr_changes, config.horizon_days)
     frame = frame.drop(columns=["_mrr_at_as_of"])
     frame["window"] = split.window_of(frame["as_of"]).to_numpy()
     check_windows(frame, config)

@@ -28,7 +28,7 @@ import pandas as pd
 
 from churnml.columns import FrameColumns
 from churnml.errors import ConfigError, SchemaError, format_examples
-from churnml.models.calibration import Calibrator
+from churnml.models.calibration import Calibrator, sigmoid
 from churnml.models.explain import build_reasons
 
 FORMAT_VERSION = 1
@@ -44,18 +44,16 @@ SMALL_FRAME_ROWS = 64
 REASON_TEXT_CACHE_SIZE = 20_000
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
-
 
 def _spec_renderer(spec: dict) -> Callable[[Any], str]:
     """Sentence renderer for one feature from its stored catalog entry; it remembers the
     sentences it rendered (up to :data:`REASON_TEXT_CACHE_SIZE`, then starts afresh), since a
     service renders the same values again and again."""
-    from churnml.features.catalog import FeatureSpec, render_reason
+    from churnml.features.catalog import FeatureSpec, render_reason, stored_directions
 
     fields = set(FeatureSpec.__dataclass_fields__)
-    feature_spec = FeatureSpec(**{k: v for k, v in spec.items() if k in fields})
+    feature_spec = FeatureSpec(**{**{k: v for k, v in spec.items() if k in fields},
+                                  "directions": stored_directions(spec)})
     cache: dict[Any, str] = {}
 
     def render(value: Any) -> str:
@@ -95,61 +93,24 @@ def _texts(values: list | None) -> list[str | None] | None:
     return out
 
 
-class TargetModel:
-    """A trained model for one target (``churn`` or ``expansion``).
+class FeatureEncoder:
+    """The one encoder from a feature frame to the float64 matrix LightGBM reads: training
+    (``churnml.models.train.fit_model``) and scoring (:class:`TargetModel`, which is one) use
+    the same code, so train and serve cannot encode a column differently.
 
-    Build it with :func:`churnml.models.train.train_model` (or ``train_target``), load it with
-    :meth:`load` or ``churnml.models.registry.load_champion``.
-
-    All scoring methods take a feature frame (one row per account and as_of; extra columns such
-    as ``account_id``/``as_of`` are ignored; a missing feature column counts as missing values)
-    and give each row the same numbers whether it is scored alone or in a batch.
+    ``feature_names``: the matrix columns in order; ``categories``: per categorical feature its
+    training-time categories (code = position; unseen or missing -> NaN); ``label``: what
+    error messages call the model (its outcome).
     """
 
-    def __init__(
-        self,
-        booster,
-        feature_names: list[str],
-        categories: dict[str, list[str]],
-        calibrator: Calibrator,
-        specs: dict[str, dict],
-        config: dict,
-        health_config: dict | None = None,
-        info: dict | None = None,
-        version: str | None = None,
-    ) -> None:
-        self.booster = booster
+    def __init__(self, feature_names: list[str], categories: dict[str, list[str]],
+                 label: str = "model") -> None:
         self.feature_names = list(feature_names)
         self.categories = {k: list(v) for k, v in categories.items()}
-        self.calibrator = calibrator
-        self.specs = specs
-        self.config = config
-        self.health_config = health_config
-        self.info = dict(info or {})
-        self.version = version
-        self._renderers: list[Callable[[Any], str]] | None = None
+        self._label = label
         self._category_index = {k: pd.Index(v) for k, v in self.categories.items()}
         # the same codes as ``_category_index[k].get_indexer`` (categories are unique)
         self._category_code = {k: {c: i for i, c in enumerate(v)} for k, v in self.categories.items()}
-
-    # ---- identity -------------------------------------------------------------------------
-    @property
-    def target(self) -> str:
-        return self.config["target"]
-
-    @property
-    def horizon_days(self) -> int:
-        return int(self.config["horizon_days"])
-
-    @property
-    def dimensions(self) -> dict[str, str]:
-        """feature -> health dimension (``static`` for attributes the catalog does not list)."""
-        return {f: self.specs.get(f, {}).get("health_dimension") or "static" for f in self.feature_names}
-
-    def __repr__(self) -> str:
-        return (f"TargetModel(target={self.target!r}, version={self.version!r}, "
-                f"horizon_days={self.horizon_days}, features={len(self.feature_names)}, "
-                f"trees={self.booster.num_trees()}, calibration={self.calibrator.method!r})")
 
     # ---- input checks -----------------------------------------------------------------------
     def matrix(self, features: pd.DataFrame, columns: FrameColumns | None = None) -> np.ndarray:
@@ -224,7 +185,7 @@ class TargetModel:
                 X[:, j] = parsed.to_numpy(dtype="float64", na_value=np.nan)
         if problems:
             raise SchemaError(
-                f"features: {len(problems)} column(s) do not match the {self.target} model's "
+                f"features: {len(problems)} column(s) do not match the {self._label} model's "
                 f"training-time types: " + "; ".join(problems)
             )
         return X
@@ -259,6 +220,60 @@ class TargetModel:
         lookup = self._category_code[name]
         return np.array([-1 if t is None else lookup.get(t, -1) for t in texts], dtype=np.int64)
 
+
+
+class TargetModel(FeatureEncoder):
+    """A trained model for one outcome (``churnml.outcomes.OUTCOMES``).
+
+    Build it with :func:`churnml.models.train.train_model` (or ``train_target``), load it with
+    :meth:`load` or ``churnml.models.registry.load_champion``.
+
+    All scoring methods take a feature frame (one row per account and as_of; extra columns such
+    as ``account_id``/``as_of`` are ignored; a missing feature column counts as missing values)
+    and give each row the same numbers whether it is scored alone or in a batch.
+    """
+
+    def __init__(
+        self,
+        booster,
+        feature_names: list[str],
+        categories: dict[str, list[str]],
+        calibrator: Calibrator,
+        specs: dict[str, dict],
+        config: dict,
+        health_config: dict | None = None,
+        info: dict | None = None,
+        version: str | None = None,
+    ) -> None:
+        super().__init__(feature_names, categories, label=str(config.get("target", "model")))
+        self.booster = booster
+        self.calibrator = calibrator
+        self.specs = specs
+        self.config = config
+        self.health_config = health_config
+        self.info = dict(info or {})
+        self.version = version
+        self._renderers: list[Callable[[Any], str]] | None = None
+
+    # ---- identity -------------------------------------------------------------------------
+    @property
+    def target(self) -> str:
+        return self.config["target"]
+
+    @property
+    def horizon_days(self) -> int:
+        return int(self.config["horizon_days"])
+
+    @property
+    def dimensions(self) -> dict[str, str]:
+        """feature -> health dimension (``static`` for attributes the catalog does not list)."""
+        return {f: self.specs.get(f, {}).get("health_dimension") or "static" for f in self.feature_names}
+
+    def __repr__(self) -> str:
+        return (f"TargetModel(target={self.target!r}, version={self.version!r}, "
+                f"horizon_days={self.horizon_days}, features={len(self.feature_names)}, "
+                f"trees={self.booster.num_trees()}, calibration={self.calibrator.method!r})")
+
     def missing_features(self, features: pd.DataFrame) -> list[str]:
         """Model features absent from ``features`` (scored as missing values)."""
         return [f for f in self.feature_names if f not in features.columns]
@@ -271,7 +286,7 @@ class TargetModel:
 
     def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
         """Calibrated probability of the event within the horizon, one per row, in [0, 1]."""
-        return self.calibrator.transform(_sigmoid(self.raw_log_odds(features)))
+        return self.calibrator.transform(sigmoid(self.raw_log_odds(features)))
 
     def _contrib(self, X: np.ndarray) -> np.ndarray:
         """Exact TreeSHAP (n_rows, n_features + 1), last column the base value."""
@@ -340,7 +355,7 @@ class TargetModel:
         columns = FrameColumns.of(features, columns)
         X = self.matrix(features, columns)
         contrib = self._contrib(X)
-        proba = self.calibrator.transform(_sigmoid(contrib.sum(axis=1)))
+        proba = self.calibrator.transform(sigmoid(contrib.sum(axis=1)))
         feature_contrib = contrib[:, :-1]
         from churnml.models.explain import top_k_indices
 

@@ -28,7 +28,8 @@ import pandas as pd
 
 from churnml.config import artifact_root, disable_telemetry, tracking_uri
 from churnml.errors import ModelNotFoundError, UsageError
-from churnml.models.config import LOWER_IS_BETTER, TARGETS
+from churnml.models.config import LOWER_IS_BETTER
+from churnml.outcomes import get_outcome
 from churnml.models.model import TargetModel
 
 CHAMPION = "champion"
@@ -37,10 +38,9 @@ _PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
 
 
 def registered_name(target: str) -> str:
-    """``churnml-<target>``: the registered model and its experiment."""
-    if target not in TARGETS:
-        raise UsageError(f"The 'target' parameter must be one of {list(TARGETS)}. Got {target!r}.")
-    return f"churnml-{target}"
+    """``churnml-<target>``: the registered model and its experiment (the outcome's
+    ``model_name``; UsageError for an unknown outcome)."""
+    return get_outcome(target).model_name
 
 
 def _embedded() -> bool:

@@ -27,10 +27,11 @@ import pandas as pd
 from churnml.errors import InsufficientDataError
 from churnml.models import metrics as M
 from churnml.models.baselines import LogisticBaseline, find_truth, health_baseline, oracle_baseline
-from churnml.models.calibration import choose_calibrator
+from churnml.models.calibration import choose_calibrator, sigmoid
 from churnml.models.config import ModelConfig, load_config
 from churnml.models.dataset import Dataset, backtest_splits, build_dataset
-from churnml.models.model import TargetModel, spec_record
+from churnml.features.catalog import stored_directions
+from churnml.models.model import FeatureEncoder, TargetModel, spec_record
 
 
 @dataclass
@@ -76,17 +77,6 @@ class TrainingResult:
         return pd.DataFrame(rows, columns=["scorer", "roc_auc", "pr_auc", "lift_top_decile", "brier", "ece"])
 
 
-def _as_matrix(frame: pd.DataFrame, names: list[str], categories: dict[str, list[str]]) -> np.ndarray:
-    X = np.empty((len(frame), len(names)), dtype="float64")
-    for j, name in enumerate(names):
-        if name in categories:
-            codes = pd.Index(categories[name]).get_indexer(frame[name].astype("object").where(frame[name].notna(), None))
-            X[:, j] = np.where(codes >= 0, codes, np.nan)
-        else:
-            X[:, j] = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-    return X
-
-
 def monotone_directions(train: pd.DataFrame, names: list[str], categorical: list[str], specs: dict[str, dict],
                         target: str, tolerance: float) -> tuple[list[int], dict[str, str]]:
     """Monotone constraint per feature from the catalog's expected direction for ``target``,
@@ -96,7 +86,7 @@ def monotone_directions(train: pd.DataFrame, names: list[str], categorical: list
     constraints, dropped = [], {}
     label_rank = train["label"].rank()
     for name in names:
-        direction = int(specs.get(name, {}).get(f"{target}_direction") or 0)
+        direction = stored_directions(specs.get(name, {})).get(target, 0)
         if direction == 0 or name in categorical:
             constraints.append(0)
             continue
@@ -146,7 +136,8 @@ def fit_model(dataset: Dataset, config: ModelConfig, catalog=None, health_config
     if any(monotone):
         params["monotone_constraints"] = monotone
     cat_idx = [names.index(c) for c in categorical]
-    X_train, X_cal = _as_matrix(train, names, categories), _as_matrix(cal, names, categories)
+    encoder = FeatureEncoder(names, categories, label=config.target)  # the scorer's encoder
+    X_train, X_cal = encoder.matrix(train), encoder.matrix(cal)
     y_train, y_cal = train["label"].to_numpy(), cal["label"].to_numpy()
     d_train = lgb.Dataset(X_train, y_train, feature_name=names, categorical_feature=cat_idx, free_raw_data=True)
     d_cal = lgb.Dataset(X_cal, y_cal, reference=d_train, categorical_feature=cat_idx)
@@ -157,7 +148,7 @@ def fit_model(dataset: Dataset, config: ModelConfig, catalog=None, health_config
     best = booster.best_iteration or booster.current_iteration()
     # Keep only the trees up to the early-stopping point: smaller, faster TreeSHAP.
     booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
-    raw_cal = 1.0 / (1.0 + np.exp(-booster.predict(X_cal, raw_score=True)))
+    raw_cal = sigmoid(booster.predict(X_cal, raw_score=True))
     calibrator, cv_scores = choose_calibrator(
         raw_cal, y_cal, cal["account_id"].to_numpy(), config.calibration_method,
         config.calibration_cv_folds, config.seed)
@@ -197,7 +188,7 @@ def evaluate(model: TargetModel, dataset: Dataset, config: ModelConfig, *, healt
     test = dataset.part("test").reset_index(drop=True)
     y = test["label"].to_numpy(dtype="float64")
     event_mrr = test["event_mrr"].to_numpy(dtype="float64")
-    raw = 1.0 / (1.0 + np.exp(-model.raw_log_odds(test)))
+    raw = sigmoid(model.raw_log_odds(test))
     proba = model.calibrator.transform(raw)
     metrics: dict[str, float] = {f"test_{k}": v for k, v in M.probability_metrics(y, proba, event_mrr).items()}
     for k, v in M.probability_metrics(y, raw).items():

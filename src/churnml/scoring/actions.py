@@ -10,26 +10,36 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
 
 from churnml.columns import FrameColumns, numeric_column
+from churnml.config import features_dir
 from churnml.errors import ConfigError
+from churnml.features.catalog import Catalog, load_catalog, render_reason
+from churnml.health.score import INSUFFICIENT_DATA_TIER
+from churnml.outcomes import OUTCOME_NAMES
+from churnml.scoring.alerts import rose_since
 
 SEVERITIES = ("critical", "high", "medium", "low")
 READINESS_BANDS = ("ready_now", "ready_soon", "needs_nurture", "not_ready")
+COMPARISONS = {"lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal}
+#: What each playbook role in ``low_risk_playbooks`` means (the YAML names the playbooks).
+LOW_RISK_ROLES = ("expansion_ready", "contraction_risk", "otherwise")
 
-# gate name -> (feature column, comparison, yaml key); the names are what a CSM reads in
-# ``next_best_action.expansion_blocked_by``.
-_GATES = (
-    ("health_below_75", "health_score", "lt", "health_below"),
-    ("nps_6_or_lower", "nps_latest", "le", "nps_at_most"),
-    ("first_60_days", "tenure_days", "lt", "first_days"),
-    ("overdue_invoices", "overdue_invoices", "gt", "overdue_invoices_above"),
-    ("open_escalation", "escalations_90d", "gt", "open_escalations_above"),
-)
+
+@dataclass(frozen=True)
+class Gate:
+    """An expansion gating rule: ``name`` (what a CSM reads in
+    ``next_best_action.expansion_blocked_by``: what it tests), true when ``feature`` ``op``
+    ``value`` holds. A rule whose feature is absent or null for an account does not apply."""
+
+    name: str
+    feature: str
+    op: str
+    value: float
 
 
 @dataclass(frozen=True)
@@ -63,16 +73,18 @@ class Playbooks:
     gating: dict[str, float]
     readiness_anchors: list[tuple[float, float]]
     readiness_bands: dict[str, float]
-    typical_expansion_share: float
+    #: outcome -> the typical size of the outcome's MRR move relative to current MRR (its
+    #: revenue column is probability x mrr x share; 1.0 for outcomes not listed, e.g. churn)
+    typical_share: dict[str, float]
     default_risk: str
+    gates: tuple[Gate, ...]
+    low_risk_playbooks: dict[str, str]
     large_value_tiers: tuple[str, ...] = ()
     version: int = 1
     raw: dict = field(default_factory=dict, repr=False)
 
 
 def default_playbooks_path() -> Path:
-    from churnml.config import features_dir
-
     return features_dir() / "playbooks.yaml"
 
 
@@ -147,10 +159,13 @@ def parse_playbooks(raw: Mapping[str, Any], source: str = "playbooks") -> Playbo
     signals = {str(k): str(v) for k, v in need("signals").items()}
     dimensions = {str(k): str(v) for k, v in need("dimensions").items()}
     default_risk = str(raw.get("default_risk", ""))
+    low_risk = {str(k): str(v) for k, v in need("low_risk_playbooks").items()}
+    if sorted(low_risk) != sorted(LOW_RISK_ROLES):
+        problems.append(f"'low_risk_playbooks' needs exactly {list(LOW_RISK_ROLES)}")
     for where, name in [*(("signals", v) for v in signals.values()),
                         *(("dimensions", v) for v in dimensions.values()),
                         ("default_risk", default_risk),
-                        ("playbooks", "expansion_conversation"), ("playbooks", "keep_warm")]:
+                        *(("low_risk_playbooks", v) for v in low_risk.values())]:
         if name not in books:
             problems.append(f"'{where}' refers to unknown playbook {name!r}")
 
@@ -163,10 +178,20 @@ def parse_playbooks(raw: Mapping[str, Any], source: str = "playbooks") -> Playbo
                 "high_health", "medium_health"):
         if key not in risk:
             problems.append(f"'risk' misses '{key}'")
-    gating = {str(k): float(v) for k, v in need("expansion_gating").items()}
-    for _, _, _, key in _GATES:
-        if key not in gating:
-            problems.append(f"'expansion_gating' misses '{key}'")
+    gates = []
+    for item in need("expansion_gating", list):
+        try:
+            gate = Gate(str(item["name"]), str(item["feature"]), str(item["op"]),
+                        float(item["value"]))
+        except (KeyError, TypeError, ValueError):
+            problems.append(f"'expansion_gating' entries need name, feature, op and a numeric "
+                            f"value: {item!r}")
+            continue
+        if gate.op not in COMPARISONS:
+            problems.append(f"'expansion_gating' rule {gate.name!r}: op must be one of "
+                            f"{list(COMPARISONS)}")
+        gates.append(gate)
+    gating = {g.name: g.value for g in gates}
     readiness = need("expansion_readiness")
     anchors = [tuple(map(float, a)) for a in readiness.get("anchors", [])]
     probs = [a[0] for a in anchors]
@@ -176,17 +201,23 @@ def parse_playbooks(raw: Mapping[str, Any], source: str = "playbooks") -> Playbo
     bands = {str(k): float(v) for k, v in readiness.get("bands", {}).items()}
     if sorted(bands) != sorted(READINESS_BANDS[:3]):
         problems.append(f"'expansion_readiness.bands' needs exactly {list(READINESS_BANDS[:3])}")
-    share = raw.get("typical_expansion_share")
-    if not isinstance(share, (int, float)) or not 0 <= share <= 10:
-        problems.append(f"'typical_expansion_share' must be a number in [0, 10]; got {share!r}")
-        share = 0.0
+    shares = {}
+    for outcome, share in need("typical_share").items():
+        if outcome not in OUTCOME_NAMES:
+            problems.append(f"'typical_share' names unknown outcome {outcome!r}")
+        elif not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 <= share <= 10:
+            problems.append(f"'typical_share.{outcome}' must be a number in [0, 10]; "
+                            f"got {share!r}")
+        else:
+            shares[str(outcome)] = float(share)
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
     return Playbooks(
         playbooks=books, signals=signals, dimensions=dimensions, critical_signals=critical,
         high_signals=high, response_times=response_times, risk=risk, gating=gating,
         readiness_anchors=anchors, readiness_bands=bands,
-        typical_expansion_share=float(share), default_risk=default_risk,
+        typical_share=shares, default_risk=default_risk, gates=tuple(gates),
+        low_risk_playbooks=low_risk,
         large_value_tiers=tuple(raw.get("large_value_tiers", ()) or ()),
         version=int(raw.get("version", 1)), raw=dict(raw),
     )
@@ -207,15 +238,14 @@ def _gate_values(frame: pd.DataFrame, playbooks: Playbooks,
                  columns: FrameColumns | None = None) -> dict[str, np.ndarray]:
     out = {}
     n = columns.n if columns is not None else len(frame)
-    for name, column, op, key in _GATES:
-        arr = _values(frame, column, columns)
+    for gate in playbooks.gates:
+        arr = _values(frame, gate.feature, columns)
         if arr is None:
-            out[name] = np.zeros(n, dtype=bool)
+            out[gate.name] = np.zeros(n, dtype=bool)
             continue
-        threshold = playbooks.gating[key]
         with np.errstate(invalid="ignore"):
-            hit = {"lt": arr < threshold, "le": arr <= threshold, "gt": arr > threshold}[op]
-        out[name] = np.where(np.isnan(arr), False, hit)
+            hit = COMPARISONS[gate.op](arr, gate.value)
+        out[gate.name] = np.where(np.isnan(arr), False, hit)
     return out
 
 
@@ -223,8 +253,8 @@ def expansion_gates(frame: pd.DataFrame, playbooks: Playbooks, *,
                     columns: FrameColumns | None = None) -> pd.DataFrame:
     """One boolean column per gating rule (True = this rule blocks an expansion pitch).
 
-    ``frame`` has one row per account with ``health_score`` and the features named in
-    ``_GATES``. A rule whose column is absent, or null for an account, does not block that
+    ``frame`` has one row per account with ``health_score`` and the features the gates of
+    ``playbooks.yaml`` name. A rule whose column is absent, or null for an account, does not block that
     account (no data is not evidence of a problem; the health score already reflects it).
     ``columns``: a FrameColumns of ``frame`` (with ``health_score`` added when the frame has
     none); the same answer.
@@ -277,52 +307,62 @@ def expansion_readiness(expansion_probability, blocked, playbooks: Playbooks) ->
     return label
 
 
+def _aligned_before(frame: pd.DataFrame, week_before: pd.DataFrame | None, feature: str,
+                    columns: FrameColumns | None = None) -> np.ndarray | None:
+    """The feature's value a week before as_of per row of ``frame`` (by ``account_id``; NaN
+    for an account the book did not have then), None without ``week_before`` or the column."""
+    if week_before is None or feature not in week_before.columns:
+        return None
+    if columns is not None and columns.n <= 64:
+        ids = [str(i) for i in columns.objects(["account_id"])["account_id"]]
+    else:
+        ids = frame["account_id"].astype(str).tolist()
+    values = pd.Series(pd.to_numeric(week_before[feature], errors="coerce").to_numpy("float64"),
+                       index=week_before["account_id"].astype(str).to_numpy())
+    values = values[~values.index.duplicated()]
+    return values.reindex(ids).to_numpy(dtype="float64")
+
+
 def _active_values(frame: pd.DataFrame, signals: list[Signal],
-                   previous: pd.DataFrame | None = None,
+                   week_before: pd.DataFrame | None = None,
                    columns: FrameColumns | None = None) -> dict[str, np.ndarray]:
+    """Per signal, whether it is active for each account: its feature is known and >=
+    ``min_value`` and, when ``week_before`` is given, it rose since a week before as_of (a
+    90-day count that stays at 1 is last month's news, not today's emergency). An absent or
+    null feature never activates a signal (missing is unknown, not evidence)."""
     out = {}
-    prev_values = None
     n = columns.n if columns is not None else len(frame)
-    if previous is not None and len(previous) and "account_id" in previous.columns:
-        prev_values = previous.drop_duplicates("account_id").set_index(
-            previous["account_id"].drop_duplicates().astype(str))
-    keys = None
-    if prev_values is not None and "account_id" in frame.columns:
-        keys = frame["account_id"].astype(str)
     for sig in signals:
         values = _values(frame, sig.feature, columns)
         if values is None:
             out[sig.feature] = np.zeros(n, dtype=bool)
             continue
-        now = np.where(np.isnan(values), -np.inf, values)  # as fillna(-inf)
-        hit = now >= sig.min_value
-        if prev_values is not None and keys is not None and sig.feature in prev_values.columns:
-            before = pd.to_numeric(keys.map(prev_values[sig.feature]), errors="coerce")
-            before = before.to_numpy(dtype="float64")
-            hit &= np.isnan(before) | (now > before)
+        with np.errstate(invalid="ignore"):
+            hit = ~np.isnan(values) & (values >= sig.min_value)
+        if week_before is not None:
+            hit &= rose_since(values, _aligned_before(frame, week_before, sig.feature, columns))
         out[sig.feature] = hit
     return out
 
 
-def _active(frame: pd.DataFrame, signals: list[Signal],
-            previous: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per signal, whether it is active for each account: its feature is >= min_value and,
-    when last week's value of the feature is known for the account, it rose since then (a
-    90-day count that stays at 1 is last month's news, not today's emergency)."""
-    return pd.DataFrame(_active_values(frame, signals, previous), index=frame.index)
-
-
 def risk_severity(frame: pd.DataFrame, churn_probability, playbooks: Playbooks,
-                  previous: pd.DataFrame | None = None, *,
-                  columns: FrameColumns | None = None) -> np.ndarray:
+                  week_before: pd.DataFrame | None = None, *,
+                  columns: FrameColumns | None = None,
+                  health_tier: Sequence[str] | None = None) -> np.ndarray:
     """``critical`` / ``high`` / ``medium`` / ``low`` per account (rules in playbooks.yaml).
-    ``columns``: a FrameColumns of ``frame`` (the same answer, no Series)."""
+    A health score of tier ``insufficient_data`` (too little known to judge) and an unknown
+    churn probability (no churn model) raise nothing. ``columns``: a FrameColumns of
+    ``frame`` (the same answer, no Series)."""
     risk = playbooks.risk
     p = np.asarray(churn_probability, dtype="float64")
+    p = np.where(np.isnan(p), 0.0, p)
     n = columns.n if columns is not None else len(frame)
     health = _values(frame, "health_score", columns)
     h = np.full(n, 100.0) if health is None else np.where(np.isnan(health), 100.0, health)
-    crit = _bool_matrix(_active_values(frame, playbooks.critical_signals, previous, columns), n).any(axis=1)
+    if health_tier is not None:
+        h = np.where(np.asarray(health_tier, dtype=object) == INSUFFICIENT_DATA_TIER, 100.0, h)
+    crit = _bool_matrix(_active_values(frame, playbooks.critical_signals, week_before, columns),
+                        n).any(axis=1)
     high = _bool_matrix(_active_values(frame, playbooks.high_signals, None, columns), n).any(axis=1)
     return np.select(
         [crit | (h < risk["critical_health"]),
@@ -333,36 +373,50 @@ def risk_severity(frame: pd.DataFrame, churn_probability, playbooks: Playbooks,
     ).astype(object)
 
 
+def _percent(p: float) -> str:
+    return f"{p:.0%}" if p >= 0.01 or p == 0 else "under 1%"
+
+
 def next_best_actions(
     frame: pd.DataFrame,
-    churn_probability,
-    churn_reasons: list[list[dict]],
+    probability: Mapping[str, np.ndarray],
+    reasons: Mapping[str, list[list[dict]]],
     readiness: np.ndarray,
-    gates: pd.DataFrame,
+    gates: "pd.DataFrame | Gates",
     playbooks: Playbooks,
     feature_dimensions: Mapping[str, str] | None = None,
-    previous: pd.DataFrame | None = None,
     *,
+    week_before: pd.DataFrame | None = None,
     columns: FrameColumns | None = None,
+    health_tier: Sequence[str] | None = None,
+    catalog: Catalog | None = None,
 ) -> list[dict]:
     """The recommended action per account (order of ``frame``).
 
     Each is ``{playbook, action, owner, severity, respond_within, reason_feature, reason,
-    expansion_blocked_by}``: the playbook chosen as described in ``playbooks.yaml`` from the
-    account's critical signals and its main churn reason (the strongest reason that raises the
-    probability and maps to a playbook), ``reason_feature``/``reason`` that reason (empty for
-    expansion / keep-warm actions unless a signal drove it), and ``expansion_blocked_by`` the
-    gating rules that block an expansion pitch. ``previous``: last week's rows with the
-    critical signals' features (``account_id`` + feature columns), so that a critical signal
-    counts in the week it appears, not for the whole feature window.
-    ``gates``: :func:`expansion_gates`' frame or a :class:`Gates`; ``columns``: a FrameColumns
-    of ``frame`` (with ``health_score`` added when the frame has none): the same answer with
-    less pandas work.
+    expansion_blocked_by}``, chosen as ``playbooks.yaml`` describes: the first critical signal
+    that is active (known, over its minimum and risen since a week before as_of) gives its
+    playbook and its sentence; otherwise, for an account at risk, the strongest churn reason
+    that raises the probability, is known for the account and maps to a playbook; a low-risk
+    account gets the ``low_risk_playbooks``: expansion when ready, the contraction play when
+    the contraction probability reaches ``risk.high_contraction_probability``, else the
+    regular cadence. ``reason`` is never empty: a sentence about the account's own data.
+    ``probability`` / ``reasons``: per outcome name (an outcome without a model: NaN / []).
+    ``gates``: :func:`expansion_gates`' frame or a :class:`Gates`; ``columns``: a
+    FrameColumns of ``frame`` (with ``health_score`` added when the frame has none).
     """
     feature_dimensions = dict(feature_dimensions or {})
+    catalog = catalog if catalog is not None else _catalog()
     n = columns.n if columns is not None else len(frame)
-    severity = risk_severity(frame, churn_probability, playbooks, previous, columns=columns)
-    critical = _active_values(frame, playbooks.critical_signals, previous, columns)
+    nan = np.full(n, np.nan)
+    churn_p = np.asarray(probability.get("churn", nan), dtype="float64")
+    contraction_p = np.asarray(probability.get("contraction", nan), dtype="float64")
+    churn_reasons = reasons.get("churn") or [[] for _ in range(n)]
+    contraction_reasons = reasons.get("contraction") or [[] for _ in range(n)]
+    expansion_reasons = reasons.get("expansion") or [[] for _ in range(n)]
+    severity = risk_severity(frame, churn_p, playbooks, week_before, columns=columns,
+                             health_tier=health_tier)
+    critical = _active_values(frame, playbooks.critical_signals, week_before, columns)
     crit_names = list(critical)
     crit_values = _bool_matrix(critical, n)
     crit_playbook = {s.feature: s.playbook for s in playbooks.critical_signals}
@@ -379,12 +433,50 @@ def next_best_actions(
     else:
         tiers = np.full(n, None, dtype=object)
     large = set(playbooks.large_value_tiers)
+    health = _values(frame, "health_score", columns)
+    tier_names = list(health_tier) if health_tier is not None else [None] * n
+    contraction_bar = playbooks.risk.get("high_contraction_probability", np.inf)
+    low_risk = playbooks.low_risk_playbooks
 
     def playbook_for(feature: str) -> str | None:
         name = playbooks.signals.get(feature)
         if name is None:
             name = playbooks.dimensions.get(feature_dimensions.get(feature, ""))
         return name
+
+    # the features' values, to tell a known reason from a missing one ("no data")
+    known_cache: dict[str, np.ndarray | None] = {}
+
+    def known(feature: str, i: int) -> bool:
+        if feature not in known_cache:
+            values = _values(frame, feature, columns)
+            if values is None and columns is not None and columns.in_frame(feature):
+                col = frame[feature]
+                values = np.where(col.isna().to_numpy(), np.nan, 0.0)
+            known_cache[feature] = values
+        values = known_cache[feature]
+        return values is not None and not np.isnan(values[i])
+
+    def first_known(reason_list: list[dict], i: int, mapped: bool) -> tuple[str, str, str | None]:
+        """(feature, text, playbook) of the strongest raising reason known for the account."""
+        for r in reason_list or []:
+            feature = str(r.get("feature"))
+            if (r.get("contribution") or 0.0) <= 0 or not known(feature, i):
+                continue
+            candidate = playbook_for(feature)
+            if candidate is not None or not mapped:
+                return feature, str(r.get("text") or ""), candidate
+        return "", "", None
+
+    def summary(i: int) -> str:
+        parts = []
+        if not np.isnan(churn_p[i]):
+            parts.append(f"churn probability {_percent(churn_p[i])}")
+        if health is not None and not np.isnan(health[i]):
+            tier = tier_names[i]
+            parts.append(f"health {health[i]:.0f}" + (f" ({tier.replace('_', ' ')})" if tier
+                                                      else ""))
+        return ", ".join(parts) if parts else "no risk signal is known"
 
     actions = []
     for i in range(n):  # one decision per account row (no events involved)
@@ -393,27 +485,26 @@ def next_best_actions(
         if sev == "critical" and crit_values[i].any():
             reason_feature = crit_names[int(np.argmax(crit_values[i]))]
             name = crit_playbook[reason_feature]
-            for r in churn_reasons[i] or []:
-                if r.get("feature") == reason_feature:
-                    reason_text = r.get("text") or ""
+            reason_text = _signal_sentence(catalog, frame, columns, reason_feature, i)
         elif sev != "low":
-            for r in churn_reasons[i] or []:
-                if (r.get("contribution") or 0.0) <= 0:
-                    continue
-                candidate = playbook_for(str(r.get("feature")))
-                if candidate is not None:
-                    name = candidate
-                    reason_feature, reason_text = str(r.get("feature")), r.get("text") or ""
-                    break
+            reason_feature, reason_text, name = first_known(churn_reasons[i], i, mapped=True)
             if name is None:
                 name = playbooks.default_risk
-                first = next((r for r in churn_reasons[i] or []
-                              if (r.get("contribution") or 0.0) > 0), None)
-                if first is not None:
-                    reason_feature, reason_text = str(first.get("feature")), first.get("text") or ""
+                reason_feature, reason_text, _ = first_known(churn_reasons[i], i, mapped=False)
+            if not reason_text:
+                reason_text = f"{sev} risk: {summary(i)}"
+        elif readiness[i] in ("ready_now", "ready_soon"):
+            name = low_risk["expansion_ready"]
+            reason_feature, reason_text, _ = first_known(expansion_reasons[i], i, mapped=False)
+            reason_text = reason_text or f"expansion readiness is {readiness[i].replace('_', ' ')}"
+        elif not np.isnan(contraction_p[i]) and contraction_p[i] >= contraction_bar:
+            name = low_risk["contraction_risk"]
+            reason_feature, reason_text, _ = first_known(contraction_reasons[i], i, mapped=False)
+            prefix = f"contraction probability {_percent(contraction_p[i])}"
+            reason_text = f"{prefix}: {reason_text}" if reason_text else prefix
         else:
-            name = "expansion_conversation" if readiness[i] in ("ready_now", "ready_soon") \
-                else "keep_warm"
+            name = low_risk["otherwise"]
+            reason_text = f"no risk signal this week: {summary(i)}"
         book = playbooks.playbooks[name]
         is_large = tiers[i] in large
         actions.append({
@@ -429,3 +520,32 @@ def next_best_actions(
             "expansion_blocked_by": [str(g) for g in gate_names[gate_values[i]]],
         })
     return actions
+
+
+def _signal_sentence(catalog: Catalog, frame: pd.DataFrame, columns: FrameColumns | None,
+                     feature: str, i: int) -> str:
+    """The catalog's sentence for a signal's value on row ``i`` (the signal fired, so the
+    value is known)."""
+    values = _values(frame, feature, columns)
+    value = None if values is None else float(values[i])
+    spec = catalog.get(feature)
+    if spec is None:
+        return f"{feature.replace('_', ' ')} is {value:g}" if value is not None else feature
+    return render_reason(spec, value)
+
+
+def _catalog() -> Catalog:
+    """The default feature catalog, read once per version of the file (reason sentences)."""
+    from churnml.features.catalog import default_catalog_path
+
+    path = default_catalog_path()
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    cached = _CATALOG_CACHE.get(key)
+    if cached is None:
+        _CATALOG_CACHE.clear()
+        cached = _CATALOG_CACHE[key] = load_catalog(path)
+    return cached
+
+
+_CATALOG_CACHE: dict[tuple, Catalog] = {}

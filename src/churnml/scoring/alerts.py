@@ -5,9 +5,9 @@ Alert names (a CS manager reads them in the queue), in the order they are listed
 - ``health_below_30`` / ``health_below_50`` / ``health_below_70``: the score crossed below the
   threshold since last week (previous >= t > current). Escalating: only the most severe
   threshold crossed this week is raised (falling from 75 to 45 raises ``health_below_50``).
-- ``dropped_15_in_week``: previous - current >= 15 points.
-- ``dropped_20_in_30_days``: the highest score in the 30 days before this as_of (history and
-  last week) minus the current score >= 20, raised on a week the score fell again (so a
+- ``weekly_drop``: previous - current >= ``weekly_drop_points`` (15 by default).
+- ``monthly_drop``: the highest score in the 30 days before this as_of (history and
+  last week) minus the current score >= ``monthly_drop_points`` (20), raised on a week the score fell again (so a
   decline is reported when it reaches 20 points and while it deepens, not every week after).
 - ``unusual_drop``: noise-aware drop. The account's own weekly changes in the history (at
   least ``min_weeks`` of them) give a robust standard deviation ``1.4826 * MAD``; this week's
@@ -18,18 +18,20 @@ Alert names (a CS manager reads them in the queue), in the order they are listed
 - ``nps_detractor_received``: the latest NPS response is a detractor (``nps_latest`` <= 6, or
   ``nps_detractor`` = 1) and it arrived since last week (``days_since_last_nps`` < days since
   the previous as_of; ``new_nps_within_days`` = 7 when there is no previous week).
-- ``no_contact_21_days``: ``days_since_last_contact`` >= 21: a state alert, raised every week
-  it holds (it asks for an action until someone reaches the account).
-- ``champion_left``: ``champion_left_180d`` rose since last week (needs that column in both
-  ``current`` and ``previous``).
+- ``no_recent_contact``: ``days_since_last_contact`` >= ``no_contact_days`` (21): a state
+  alert, raised every week it holds (it asks for an action until someone reaches the account).
+- ``champion_left``: ``champion_left_180d`` rose since a week before as_of (the book's value
+  then, ``week_before``; see ``churnml.scoring.compare``).
 
-With no previous week (or an account absent from it) only the alerts that need no history are
-raised: ``nps_detractor_received`` and ``no_contact_21_days``.
+The rules are a table (:data:`ALERT_RULES`, in the style of the feature builders' registry):
+each names what it tests, the features it reads and those it compares with a week before; a
+function per rule computes it on arrays. With no previous week (or an account absent from it)
+the rules that need the previous score are not raised.
 """
 
 from __future__ import annotations
 
-import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,19 +41,55 @@ from churnml.columns import FrameColumns, numeric_column
 from churnml.errors import SchemaError, UsageError
 from churnml.health.config import HealthConfig, load_health_config
 
-ALERT_ORDER = [
-    "health_below_30",
-    "health_below_50",
-    "health_below_70",
-    "dropped_15_in_week",
-    "dropped_20_in_30_days",
-    "unusual_drop",
-    "entered_lower_tier",
-    "expansion_review",
-    "nps_detractor_received",
-    "no_contact_21_days",
-    "champion_left",
-]
+
+@dataclass(frozen=True)
+class AlertRule:
+    """One alert: its name (what a CS manager reads: what it tests, never a number the
+    configuration can change), what it means, the features it reads, the features it
+    compares with a week before ``as_of`` and whether it needs last week's score."""
+
+    name: str
+    meaning: str
+    reads: tuple[str, ...] = ()
+    compares: tuple[str, ...] = ()
+    needs_previous_score: bool = False
+
+
+#: The alert rules, in the order an account's alerts are listed. ``health_below`` stands for
+#: one alert per threshold of the configuration's ``falls_below`` (``health_below_<t>``).
+ALERT_RULES: tuple[AlertRule, ...] = (
+    AlertRule("health_below", "the score crossed below a threshold since last week (the most "
+              "severe one crossed)", needs_previous_score=True),
+    AlertRule("weekly_drop", "the score fell by at least weekly_drop_points in a week",
+              needs_previous_score=True),
+    AlertRule("monthly_drop", "the score is monthly_drop_points below its highest of the last "
+              "monthly_window_days and fell again this week", needs_previous_score=True),
+    AlertRule("unusual_drop", "this week's drop is unusual for the account's own weekly swings",
+              needs_previous_score=True),
+    AlertRule("entered_lower_tier", "the tier is lower than last week's",
+              needs_previous_score=True),
+    AlertRule("expansion_review", "rose into the top tier from a lower tier",
+              needs_previous_score=True),
+    AlertRule("nps_detractor_received", "a detractor NPS response arrived since last week",
+              reads=("nps_latest", "nps_detractor", "days_since_last_nps")),
+    AlertRule("no_recent_contact", "no two-way contact for no_contact_days or more",
+              reads=("days_since_last_contact",)),
+    AlertRule("champion_left", "the customer's champion left since a week before as_of",
+              reads=("champion_left_180d",), compares=("champion_left_180d",)),
+)
+
+#: Alert names in listing order (``health_below`` expands per threshold at run time).
+ALERT_ORDER = [r.name for r in ALERT_RULES]
+
+
+def rose_since(now: np.ndarray, before: np.ndarray | None) -> np.ndarray:
+    """Whether a value rose since a week before (the one definition, shared by the alerts and
+    the critical signals): unknown now counts as no rise; unknown before (the account or the
+    value did not exist then, or no earlier value was given) counts as a rise."""
+    if before is None:
+        return ~np.isnan(now)
+    with np.errstate(invalid="ignore"):
+        return ~np.isnan(now) & (np.isnan(before) | (now > before))
 
 
 def _check(frame: pd.DataFrame, name: str, columns: tuple[str, ...],
@@ -107,10 +145,25 @@ def _per_id(codes: np.ndarray, values: np.ndarray, n_ids: int) -> np.ndarray:
     return out
 
 
+def _aligned(current: pd.DataFrame, view: FrameColumns | None, other: pd.DataFrame,
+             name: str) -> np.ndarray | None:
+    """``other[name]`` per row of ``current`` by ``account_id`` (NaN where absent), or None
+    when ``other`` lacks the column."""
+    if name not in other.columns:
+        return None
+    ids = (view.objects(["account_id"])["account_id"] if view is not None
+           and view.n <= 64 else current["account_id"].astype(str).tolist())
+    values = pd.Series(pd.to_numeric(other[name], errors="coerce").to_numpy(dtype="float64"),
+                       index=other["account_id"].astype(str).to_numpy())
+    values = values[~values.index.duplicated()]
+    return values.reindex([str(i) for i in ids]).to_numpy(dtype="float64")
+
+
 def compute_alerts(current: pd.DataFrame, previous: pd.DataFrame | None = None,
                    history: pd.DataFrame | None = None,
                    config: "HealthConfig | Any" = None, *,
-                   columns: FrameColumns | None = None) -> pd.Series:
+                   columns: FrameColumns | None = None,
+                   week_before: pd.DataFrame | None = None) -> pd.Series:
     """Alert names for each row of ``current`` (a list, possibly empty, per account).
 
     ``current`` / ``previous``: one scored week each (``account_id, as_of, health_score,
@@ -123,6 +176,9 @@ def compute_alerts(current: pd.DataFrame, previous: pd.DataFrame | None = None,
     may have added ``health_score`` (float64), ``health_tier`` (names) and ``as_of``
     (datetime64[ns]) arrays instead of frame columns (``score_frame`` does: the same answer,
     without building a frame). With no previous week only a few arrays are read.
+    ``week_before``: ``account_id`` plus the compared features a week before as_of, from the
+    book (``churnml.scoring.compare.week_before``); without it the rules that compare
+    (``champion_left``) are not raised.
     Returns a Series aligned with ``current``'s index, named ``alerts``.
     """
     cfg = config if isinstance(config, HealthConfig) else load_health_config(config)
@@ -139,7 +195,10 @@ def compute_alerts(current: pd.DataFrame, previous: pd.DataFrame | None = None,
     else:
         cur_score = current["health_score"].to_numpy(dtype=float)
         cur_rank = current["health_tier"].map(tier_rank).to_numpy(dtype=float)
-    flags: dict[str, np.ndarray] = {name: np.zeros(n, dtype=bool) for name in ALERT_ORDER}
+    thresholds = [f"health_below_{t:g}" for t in sorted(rules["falls_below"])]
+    alert_names = [name for rule in ALERT_RULES
+                   for name in (thresholds if rule.name == "health_below" else [rule.name])]
+    flags: dict[str, np.ndarray] = {name: np.zeros(n, dtype=bool) for name in alert_names}
 
     gap_days = float(rules["new_nps_within_days"])
     has_prev = np.zeros(n, dtype=bool)
@@ -169,22 +228,12 @@ def compute_alerts(current: pd.DataFrame, previous: pd.DataFrame | None = None,
         crossed_any = np.zeros(n, dtype=bool)
         for t in sorted(rules["falls_below"]):
             crossed = has_prev & (prev_score >= t) & (cur_score < t) & ~crossed_any
-            flags.setdefault(f"health_below_{t:g}", np.zeros(n, dtype=bool))
             flags[f"health_below_{t:g}"] |= crossed
             crossed_any |= crossed
         drop = prev_score - cur_score
-        flags["dropped_15_in_week"] = has_prev & (drop >= rules["weekly_drop_points"])
+        flags["weekly_drop"] = has_prev & (drop >= rules["weekly_drop_points"])
         flags["entered_lower_tier"] = has_prev & (cur_rank > prev_rank)
         flags["expansion_review"] = has_prev & (cur_rank == 0) & (prev_rank > 0)
-
-        prev_champ = _col(previous, "champion_left_180d")
-        cur_champ = _col(current, "champion_left_180d", view)
-        if cur_champ is not None and prev_champ is None:
-            warnings.warn("champion_left needs 'champion_left_180d' in last week's frame too; "
-                          "not evaluated this week.", stacklevel=2)
-        elif cur_champ is not None:
-            prev_champ = _per_id(prev_code, prev_champ, n_ids)[cur_code]
-            flags["champion_left"] = has_prev & (np.nan_to_num(cur_champ) > np.nan_to_num(prev_champ))
 
         # History-based alerts: previous week plus any earlier weeks, strictly before as_of,
         # one row per (account, date) (the previous frame wins over a duplicate in history).
@@ -203,7 +252,7 @@ def compute_alerts(current: pd.DataFrame, previous: pd.DataFrame | None = None,
         peak_by_id = np.full(n_ids, -np.inf)
         np.maximum.at(peak_by_id, code[in_window], score[in_window])
         peak = peak_by_id[cur_code]
-        flags["dropped_20_in_30_days"] = (has_prev & (peak - cur_score >= rules["monthly_drop_points"])
+        flags["monthly_drop"] = (has_prev & (peak - cur_score >= rules["monthly_drop_points"])
                                           & (cur_score < prev_score))
 
         ud = rules["unusual_drop"]
@@ -221,15 +270,21 @@ def compute_alerts(current: pd.DataFrame, previous: pd.DataFrame | None = None,
         flags["nps_detractor_received"] = detractor & (np.nan_to_num(days_nps, nan=np.inf) < gap_days)
     silence = _col(current, "days_since_last_contact", view)
     if silence is not None:
-        flags["no_contact_21_days"] = np.nan_to_num(silence, nan=-np.inf) >= rules["no_contact_days"]
+        flags["no_recent_contact"] = np.nan_to_num(silence, nan=-np.inf) >= rules["no_contact_days"]
+    champion = _col(current, "champion_left_180d", view)
+    if champion is not None and week_before is not None:
+        before = _aligned(current, view, week_before, "champion_left_180d")
+        if before is not None:
+            # a rise from a known earlier value; an account new since then is not "left"
+            flags["champion_left"] = rose_since(champion, before) & ~np.isnan(before) \
+                & (np.nan_to_num(champion) > 0)
 
-    order = [a for a in ALERT_ORDER if a in flags] + [a for a in flags if a not in ALERT_ORDER]
     # A bitmask per row, then one small lookup of name tuples (at most 2**len(order) patterns,
     # in practice a few dozen); every row still gets its own list.
     codes = np.zeros(n, dtype=np.int64)
-    for bit, name in enumerate(order):
+    for bit, name in enumerate(alert_names):
         codes |= flags[name].astype(np.int64) << bit
-    lookup = {c: tuple(name for bit, name in enumerate(order) if c >> bit & 1)
+    lookup = {c: tuple(name for bit, name in enumerate(alert_names) if c >> bit & 1)
               for c in np.unique(codes).tolist()}
     return pd.Series([list(lookup[c]) for c in codes.tolist()], index=current.index,
                      name="alerts", dtype=object)

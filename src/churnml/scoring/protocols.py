@@ -1,0 +1,41 @@
+"""The interfaces ``score_frame`` relies on, declared as ``Protocol``s.
+
+Production code passes :class:`churnml.models.model.TargetModel` and
+:class:`churnml.health.score.HealthScore`; the Spark engine passes its precomputed model; tests
+pass small fakes that satisfy the same protocols (``tests/unit/jobs_fakes.py``). Nothing in
+production carries a hook that only tests use.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+from churnml.health.score import HealthArrays
+
+
+@runtime_checkable
+class OutcomeModel(Protocol):
+    """A model of one outcome: calibrated probabilities with their top reasons."""
+
+    version: Any
+
+    def predict_with_reasons(self, features: pd.DataFrame, top_k: int = 3,
+                             ) -> tuple[np.ndarray, Sequence[Sequence[dict]]]:
+        """``(probabilities, reasons)``: one probability in [0, 1] per row and per row a list
+        of up to ``top_k`` ``{feature, value, contribution, text}`` records."""
+        ...
+
+
+@runtime_checkable
+class HealthScorer(Protocol):
+    """A health score that gives its numbers as arrays (``HealthScore.score_arrays``)."""
+
+    @property
+    def dimension_names(self) -> list[str]:
+        ...
+
+    def score_arrays(self, features: pd.DataFrame, columns: Any = None) -> HealthArrays:
+        ...

@@ -1,0 +1,205 @@
+"""The one output schema: every column ``churnml score`` writes and ``/predict`` returns,
+declared once with its type, meaning and outcome.
+
+Everything else derives from :func:`output_columns`: the column order of ``score_frame``, the
+Arrow schema of ``scores.parquet`` (:func:`arrow_schema`), the pydantic response model of the
+HTTP service (:func:`response_model`), the report's tables and the table in
+``docs/design.md`` (:func:`markdown_table`, kept equal by a test). A column that is not
+declared here is an error (:func:`arrow_schema` raises), never a silent float64.
+
+Per-outcome columns are templates (``{outcome}_probability``) expanded for every outcome of
+:data:`churnml.outcomes.OUTCOMES`, in that order, so a new outcome adds its columns without a
+line here. The health score's dimensions (``health_<dimension>``) come from the health
+configuration in force.
+
+``SCHEMA_VERSION`` history:
+
+- 1: churn and expansion only.
+- 2: the outcome registry: ``contraction_probability``, ``contraction_reasons``,
+  ``contraction_model_version``, ``mrr_at_risk_of_contraction``; a missing outcome model
+  leaves its columns null; ``health_tier`` may be ``insufficient_data``;
+  ``next_best_action.reason`` is never empty; gate and alert names say what they test
+  (``docs/design.md``, "Changes in schema version 2").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+from churnml.outcomes import OUTCOMES, Outcome
+
+#: The version of the output contract written in every row (``schema_version``) and in the
+#: parquet metadata (``churnml_schema_version``). The one definition.
+SCHEMA_VERSION = 2
+
+ColumnType = Literal["string", "float64", "int32", "timestamp", "strings", "reasons", "action"]
+
+
+@dataclass(frozen=True)
+class OutputColumn:
+    """One output column. ``name`` may hold ``{outcome}`` (one column per outcome) or
+    ``{dimension}`` (one per health dimension); ``type`` is one of :data:`ColumnType`:
+    ``strings`` a list of text, ``reasons`` a list of reason records, ``action`` the next
+    best action record. ``nullable``: the value may be null (the meaning says when)."""
+
+    name: str
+    type: ColumnType
+    meaning: str
+    per: Literal["row", "outcome", "dimension"] = "row"
+    nullable: bool = False
+
+    def expand(self, outcomes: Sequence[Outcome], dimensions: Sequence[str]) -> list[tuple[str, "OutputColumn", str | None]]:
+        """``(name, column, outcome_name)`` for each concrete column this declaration gives."""
+        if self.per == "outcome":
+            return [(self.name.format(outcome=o.name), self, o.name) for o in outcomes]
+        if self.per == "dimension":
+            return [(self.name.format(dimension=d), self, None) for d in dimensions]
+        return [(self.name, self, None)]
+
+
+#: The output columns, in order.
+COLUMNS: tuple[OutputColumn, ...] = (
+    OutputColumn("account_id", "string", "the account"),
+    OutputColumn("as_of", "timestamp", "the scoring date: features see only rows before it"),
+    OutputColumn("{outcome}_probability", "float64",
+                 "calibrated probability of the outcome within the model's horizon; null when "
+                 "the outcome has no champion model", per="outcome", nullable=True),
+    OutputColumn("health_score", "float64", "rule-based health score, 0-100"),
+    OutputColumn("health_tier", "string",
+                 "thriving / healthy / needs_attention / at_risk / critical, or "
+                 "insufficient_data when the known dimensions carry less than half the weight"),
+    OutputColumn("health_{dimension}", "float64",
+                 "the dimension's sub-score, 0-100; null when none of its signals is known",
+                 per="dimension", nullable=True),
+    OutputColumn("health_dimensions_used", "string",
+                 "the dimensions with data, joined by '|'"),
+    OutputColumn("{outcome}_reasons", "reasons",
+                 "up to 3 reasons behind the probability: {feature, value, contribution, text}; "
+                 "empty when the outcome has no champion model", per="outcome"),
+    OutputColumn("alerts", "strings", "this week's alerts (docs/health_score.md)"),
+    OutputColumn("next_best_action", "action",
+                 "{playbook, action, owner, severity, respond_within, reason_feature, reason, "
+                 "expansion_blocked_by} (features/playbooks.yaml)"),
+    OutputColumn("{outcome}_model_version", "string",
+                 "the registered model version that scored the outcome; null without one",
+                 per="outcome", nullable=True),
+    OutputColumn("health_weights_version", "string", "the health weights in force"),
+    OutputColumn("mrr", "float64", "MRR just before as_of (0 when unknown)"),
+    # the outcomes' revenue columns follow, in outcome order (Outcome.value_column)
+    OutputColumn("value_tier", "string", "foundation / core / vip by annual revenue",
+                 nullable=True),
+    OutputColumn("lifecycle_phase", "string", "onboarding / activation / expansion / advocacy",
+                 nullable=True),
+    OutputColumn("rfm_segment", "string", "recency-frequency-monetary segment", nullable=True),
+    OutputColumn("expansion_readiness", "string",
+                 "ready_now / ready_soon / needs_nurture / not_ready"),
+    OutputColumn("schema_version", "int32", "the version of this contract"),
+)
+
+_VALUE_AFTER = "mrr"
+
+
+def _value_columns(outcomes: Sequence[Outcome]) -> list[tuple[str, OutputColumn, str | None]]:
+    return [(o.value_column, OutputColumn(o.value_column, "float64", o.value_meaning,
+                                          nullable=True), o.name) for o in outcomes]
+
+
+def declared_columns(dimensions: Sequence[str], outcomes: Sequence[Outcome] = OUTCOMES,
+                     ) -> list[tuple[str, OutputColumn, str | None]]:
+    """``(name, declaration, outcome)`` of every output column, in order."""
+    out: list[tuple[str, OutputColumn, str | None]] = []
+    for column in COLUMNS:
+        out.extend(column.expand(outcomes, dimensions))
+        if column.name == _VALUE_AFTER:
+            out.extend(_value_columns(outcomes))
+    return out
+
+
+def output_columns(dimensions: Sequence[str], outcomes: Sequence[Outcome] = OUTCOMES) -> list[str]:
+    """The output column names for a health score with these dimensions, in order."""
+    return [name for name, _, _ in declared_columns(dimensions, outcomes)]
+
+
+def arrow_type(kind: ColumnType) -> Any:
+    """The Arrow type of a column type."""
+    import pyarrow as pa
+
+    reason = pa.struct([("feature", pa.string()), ("value", pa.float64()),
+                        ("contribution", pa.float64()), ("text", pa.string())])
+    action = pa.struct([
+        ("playbook", pa.string()), ("action", pa.string()), ("owner", pa.string()),
+        ("severity", pa.string()), ("respond_within", pa.string()),
+        ("reason_feature", pa.string()), ("reason", pa.string()),
+        ("expansion_blocked_by", pa.list_(pa.string())),
+    ])
+    return {
+        "string": pa.string(), "float64": pa.float64(), "int32": pa.int32(),
+        "timestamp": pa.timestamp("ns"), "strings": pa.list_(pa.string()),
+        "reasons": pa.list_(reason), "action": action,
+    }[kind]
+
+
+def arrow_schema(dimensions: Sequence[str], columns: Sequence[str] | None = None,
+                 outcomes: Sequence[Outcome] = OUTCOMES):
+    """The fixed Arrow schema of ``scores.parquet``; ``columns`` (a frame's columns) must all
+    be declared: an undeclared one raises ``ValueError`` naming it."""
+    import pyarrow as pa
+
+    declared = declared_columns(dimensions, outcomes)
+    if columns is not None:
+        known = {name for name, _, _ in declared}
+        unknown = [c for c in columns if c not in known]
+        if unknown:
+            raise ValueError(f"output columns {unknown} are not declared in "
+                             "churnml.scoring.schema.COLUMNS")
+    fields = [pa.field(name, arrow_type(col.type)) for name, col, _ in declared]
+    return pa.schema(fields, metadata={"churnml_schema_version": str(SCHEMA_VERSION)})
+
+
+def response_model(dimensions: Sequence[str], outcomes: Sequence[Outcome] = OUTCOMES) -> Any:
+    """The pydantic model of one ``/predict`` row, with a field per output column (``as_of``
+    as ``YYYY-MM-DD`` text, as the service writes it)."""
+    from pydantic import BaseModel, ConfigDict, Field, create_model
+
+    class Reason(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        feature: str
+        value: float | None = None
+        contribution: float
+        text: str
+
+    class NextBestAction(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        playbook: str
+        action: str
+        owner: str
+        severity: str
+        respond_within: str
+        reason_feature: str
+        reason: str = Field(min_length=1)
+        expansion_blocked_by: list[str]
+
+    python: dict[str, Any] = {
+        "string": str, "float64": float, "int32": int, "timestamp": str,
+        "strings": list[str], "reasons": list[Reason], "action": NextBestAction,
+    }
+    fields: dict[str, Any] = {}
+    for name, col, _ in declared_columns(dimensions, outcomes):
+        kind = python[col.type]
+        annotation = kind | None if col.nullable else kind
+        fields[name] = (annotation, Field(description=col.meaning))
+    config = ConfigDict(extra="forbid", protected_namespaces=(), title="AccountPrediction")
+    return create_model("AccountPrediction", __config__=config, **fields)
+
+
+def markdown_table(dimensions: Sequence[str] = ("<dimension>",),
+                   outcomes: Sequence[Outcome] = OUTCOMES) -> str:
+    """The output columns as a markdown table (``docs/design.md`` holds this table; a test
+    keeps them equal): ``python -c "from churnml.scoring.schema import markdown_table;
+    print(markdown_table())"``."""
+    lines = ["| column | type | outcome | meaning |", "|---|---|---|---|"]
+    for name, col, outcome in declared_columns(dimensions, outcomes):
+        kind = col.type + (" (nullable)" if col.nullable else "")
+        lines.append(f"| `{name}` | {kind} | {outcome or ''} | {col.meaning.replace('|', '/')} |")
+    return "\n".join(lines)

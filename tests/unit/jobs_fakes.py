@@ -1,5 +1,6 @@
-"""Small stand-ins with the interfaces of TargetModel and HealthScore (docs/architecture.md),
-for testing the weekly job's own logic without training models."""
+"""Small stand-ins that satisfy the protocols of ``churnml.scoring.protocols`` (``OutcomeModel``
+and ``HealthScorer``, as TargetModel and HealthScore do), for testing the weekly job's own
+logic without training models."""
 
 from __future__ import annotations
 
@@ -39,39 +40,62 @@ class LinearModel:
             ])
         return out
 
+    def predict_with_reasons(self, features, top_k=3):
+        """The ``OutcomeModel`` protocol: probabilities and top reasons in one call."""
+        return self.predict_proba(features), self.explain(features, top_k=top_k)
+
+
+def _fixed_health_config():
+    """The default health configuration reduced to the fake's two dimensions (``usage`` from
+    ``usage_drop_50pct``, ``engagement`` from ``days_since_last_contact``), version ``v7``:
+    a real HealthConfig, so that alerts and tiers read what they read in production."""
+    from churnml.health.config import load_health_config, parse_health_config
+
+    raw = load_health_config().to_dict()
+    raw["version"] = "v7"
+    raw["dimensions"] = {
+        "usage": {"weight": 50, "signals": [{"feature": "usage_drop_50pct", "weight": 1, "bands": [
+            {"from": None, "score": 100}, {"from": 1, "score": 80}]}]},
+        "engagement": {"weight": 50, "signals": [{
+            "feature": "days_since_last_contact", "weight": 1, "bands": [
+                {"from": None, "score": 100}, {"from": 21, "score": 50}]}]},
+    }
+    raw.pop("presets", None)
+    return parse_health_config(raw)
+
 
 class FixedHealth:
-    """health = 100 - 10 * usage problems; two dimensions; tiers per DOMAIN.md."""
+    """A ``HealthScorer``: health = mean of usage (100 - 20 * usage_drop_50pct) and engagement
+    (100 - 2 * days_since_last_contact), both clipped to 0-100 (missing counts as 0 problems);
+    tiers from the default configuration (DOMAIN.md); version ``v7``."""
 
-    version_ = "v7"
+    def __init__(self):
+        self.config = _fixed_health_config()
 
-    def score(self, features):
-        usage = (100 - 20 * features["usage_drop_50pct"].fillna(0)).clip(0, 100).astype(float)
-        engagement = (100 - 2 * features["days_since_last_contact"].fillna(0)).clip(0, 100)
+    @property
+    def version(self):
+        return self.config.version
+
+    @property
+    def dimension_names(self):
+        return list(self.config.dimension_names)
+
+    def score_arrays(self, features, columns=None):
+        from churnml.health.rubric import tier_codes
+        from churnml.health.score import HealthArrays
+
+        def numbers(name):
+            return pd.to_numeric(features[name], errors="coerce").fillna(0).to_numpy(dtype=float)
+
+        usage = np.clip(100 - 20 * numbers("usage_drop_50pct"), 0, 100)
+        engagement = np.clip(100 - 2 * numbers("days_since_last_contact"), 0, 100)
         score = 0.5 * usage + 0.5 * engagement
-        tier = pd.cut(score, [-1, 30, 50, 70, 90, 101], right=False,
-                      labels=["critical", "at_risk", "needs_attention", "healthy", "thriving"])
-        return pd.DataFrame({
-            "account_id": features["account_id"].to_numpy(),
-            "as_of": features["as_of"].to_numpy(),
-            "health_score": score.to_numpy(dtype=float),
-            "health_tier": tier.astype(str).to_numpy(),
-            "health_usage": usage.to_numpy(dtype=float),
-            "health_engagement": engagement.to_numpy(dtype=float),
-            "health_dimensions_used": ["usage|engagement"] * len(features),
-        })
-
-
-def drop_alerts(current, previous, history, health=None):
-    """Alerts: 'dropped' when the score fell vs previous, 'below_50' when under 50."""
-    prev = {} if previous is None else dict(zip(previous["account_id"], previous["health_score"]))
-    out = []
-    for acc, score in zip(current["account_id"], current["health_score"]):
-        names = ["below_50"] if score < 50 else []
-        if acc in prev and score < prev[acc]:
-            names.append("dropped")
-        out.append(names)
-    return pd.Series(out, index=current.index)
+        n = len(features)
+        return HealthArrays(config=self.config, score=score,
+                            tier_codes=tier_codes(score, self.config),
+                            subscores=np.column_stack([usage, engagement]).reshape(n, 2),
+                            used=np.ones((n, 2), dtype=bool),
+                            overrides=np.zeros((n, 2), dtype=bool))
 
 
 FEATURE_DIMENSIONS = {
@@ -101,11 +125,12 @@ def feature_frame(n=6, as_of="2026-03-02"):
 
 
 def models():
+    """Outcome name -> model (no contraction model: the fakes predict churn and expansion)."""
     churn = LinearModel("churn", {"usage_drop_50pct": 1.5, "days_since_last_contact": 0.05,
                                   "nps_latest": -0.2}, bias=-1.0, version="4")
     expansion = LinearModel("expansion", {"nps_latest": 0.3, "usage_drop_50pct": -1.0},
                             bias=-3.0, version="2")
-    return churn, expansion
+    return {"churn": churn, "expansion": expansion}
 
 
 def tiny_book(n=40, seed=1):

@@ -262,18 +262,29 @@ def test_catalog_has_every_binding_name_and_valid_entries():
 
 def test_catalog_rejects_bad_entries_at_once():
     good = {"name": "x", "table": "touchpoints", "window_days": 30, "aggregation": "count",
-            "description": "d", "reason": "r", "churn_direction": 1, "expansion_direction": 0,
+            "description": "d", "reason": "r", "direction": {"churn": 1, "expansion": 0},
             "health_dimension": "engagement", "kind": "numeric"}
     with pytest.raises(ConfigError) as err:
         catalog_from_entries([
             {**good, "aggregation": "mystery"},
-            {**good, "name": "y", "churn_direction": 2},
+            {**good, "name": "y", "direction": {"churn": 2}},
             {**good, "name": "z", "aggregation": "threshold", "of": "nope", "op": "lt", "value": 1},
             {**good, "name": "x"},
+            {**good, "name": "w", "direction": {"upsell": 1}},
         ])
     text = str(err.value)
-    assert "mystery" in text and "churn_direction" in text and "nope" in text
-    assert "duplicate" in text
+    assert "mystery" in text and "direction of 'churn'" in text and "nope" in text
+    assert "duplicate" in text and "'upsell'" in text
+
+
+def test_catalog_directions_per_outcome():
+    good = {"name": "x", "table": "touchpoints", "window_days": 30, "aggregation": "count",
+            "description": "d", "reason": "r", "health_dimension": "engagement",
+            "kind": "numeric", "direction": {"churn": -1, "contraction": 1}}
+    catalog = catalog_from_entries([good, {**good, "name": "y", "direction": None}])
+    assert catalog["x"].direction("churn") == -1 and catalog["x"].direction("contraction") == 1
+    assert catalog["x"].direction("expansion") == 0 and catalog["y"].direction("churn") == 0
+    assert catalog.subset(["y"]).names == ["y"]
 
 
 def test_render_reason_formats_values_nan_and_categories():

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churnml.jobs.actions import load_playbooks
-from churnml.jobs.scoring import SCHEMA_VERSION, output_columns, score_frame
-from jobs_fakes import FEATURE_DIMENSIONS, FixedHealth, drop_alerts, feature_frame, models
+from churnml.scoring.actions import load_playbooks
+from churnml.scoring.frame import SCHEMA_VERSION, output_columns, score_frame
+from jobs_fakes import FEATURE_DIMENSIONS, FixedHealth, feature_frame, models
 
 
 @pytest.fixture(scope="module")
@@ -16,11 +16,10 @@ def playbooks():
     return load_playbooks()
 
 
-def _score(features, playbooks, previous=None):
-    churn, expansion = models()
-    return score_frame(features, churn, expansion, FixedHealth(), previous=previous,
-                       playbooks=playbooks, feature_dimensions=FEATURE_DIMENSIONS,
-                       alerts_fn=drop_alerts)
+def _score(features, playbooks, previous=None, model_map=None):
+    return score_frame(features, models() if model_map is None else model_map, FixedHealth(),
+                       previous=previous, playbooks=playbooks,
+                       feature_dimensions=FEATURE_DIMENSIONS)
 
 
 def test_columns_order_and_types(playbooks):
@@ -31,6 +30,7 @@ def test_columns_order_and_types(playbooks):
     assert out["account_id"].tolist() == features["account_id"].tolist()
     assert (out["schema_version"] == SCHEMA_VERSION).all()
     assert out["churn_model_version"].eq("4").all() and out["expansion_model_version"].eq("2").all()
+    assert out["contraction_model_version"].isna().all()  # no contraction model given
     assert out["health_weights_version"].eq("v7").all()
     assert out["churn_probability"].between(0, 1).all()
     for reasons in out["churn_reasons"]:
@@ -46,8 +46,11 @@ def test_revenue_columns(playbooks):
     np.testing.assert_allclose(out["mrr_at_risk"], out["churn_probability"] * out["mrr"])
     np.testing.assert_allclose(
         out["expected_expansion_mrr"],
-        out["expansion_probability"] * out["mrr"] * playbooks.typical_expansion_share,
+        out["expansion_probability"] * out["mrr"] * playbooks.typical_share["expansion"],
     )
+    # no contraction model: unknown probability, unknown revenue at risk of contraction
+    assert out["contraction_probability"].isna().all()
+    assert out["mrr_at_risk_of_contraction"].isna().all()
 
 
 def test_same_account_scores_the_same_alone_or_in_a_batch(playbooks):
@@ -61,7 +64,7 @@ def test_same_account_scores_the_same_alone_or_in_a_batch(playbooks):
 
 def test_probabilities_and_reasons_come_from_the_models(playbooks):
     features = feature_frame()
-    churn, expansion = models()
+    churn = models()["churn"]
     out = _score(features, playbooks)
     np.testing.assert_array_equal(out["churn_probability"], churn.predict_proba(features))
     first = churn.explain(features)[1][0]
@@ -70,14 +73,18 @@ def test_probabilities_and_reasons_come_from_the_models(playbooks):
 
 
 def test_alerts_use_previous_week(playbooks):
+    """The real alerts, on the health configuration the health scorer gives (its points)."""
     features = feature_frame()
-    previous = pd.DataFrame({"account_id": features["account_id"], "health_score": 100.0})
+    previous = pd.DataFrame({"account_id": features["account_id"],
+                             "as_of": features["as_of"] - pd.Timedelta(days=7),
+                             "health_score": 100.0, "health_tier": "thriving"})
     out = _score(features, playbooks, previous=previous)
-    dropped = out["health_score"] < 100
-    assert dropped.any()
-    assert all(("dropped" in a) == d for a, d in zip(out["alerts"], dropped))
+    points = FixedHealth().config.alerts["weekly_drop_points"]
+    dropped = (100 - out["health_score"]) >= points
+    assert dropped.any() and not dropped.all()
+    assert [("weekly_drop" in a) for a in out["alerts"]] == dropped.tolist()
     first_week = _score(features, playbooks)
-    assert not any("dropped" in a for a in first_week["alerts"])
+    assert not any("weekly_drop" in a for a in first_week["alerts"])
 
 
 def test_missing_optional_columns_give_nulls_not_errors(playbooks):
@@ -97,24 +104,23 @@ def test_with_the_real_health_score_and_alerts(playbooks):
     from churnml.health.score import HealthScore
 
     features = feature_frame()
-    churn, expansion = models()
     health = HealthScore()
-    out = score_frame(features, churn, expansion, health, playbooks=playbooks,
+    out = score_frame(features, models(), health, playbooks=playbooks,
                       feature_dimensions=FEATURE_DIMENSIONS)
     assert list(out.columns) == output_columns(health.dimension_names)
     assert out["health_score"].between(0, 100).all()
     assert out["health_weights_version"].eq(health.version).all()
     # silent accounts (days_since_last_contact >= 21) get the state alert in week one
     silent = features["days_since_last_contact"] >= 21
-    assert [("no_contact_21_days" in a) for a in out["alerts"]] == silent.tolist()
+    assert [("no_recent_contact" in a) for a in out["alerts"]] == silent.tolist()
     # a week later, with this week as "previous", a 20-point fall raises the weekly drop alert
     later = features.assign(as_of=pd.Timestamp("2026-03-09"))
     previous = out[["account_id", "as_of", "health_score", "health_tier"]].copy()
     previous["health_score"] = out["health_score"] + 20
     previous["health_tier"] = "thriving"
-    again = score_frame(later, churn, expansion, health, previous=previous,
+    again = score_frame(later, models(), health, previous=previous,
                         playbooks=playbooks, feature_dimensions=FEATURE_DIMENSIONS)
-    assert all("dropped_15_in_week" in a for a in again["alerts"])
+    assert all("weekly_drop" in a for a in again["alerts"])
 
 
 @pytest.fixture(scope="module")
@@ -169,16 +175,17 @@ def test_one_account_alone_equals_its_row_of_a_batch_with_real_models(playbooks,
     week["days_since_last_contact"] = np.arange(len(week), dtype=float) % 40
     assert len(week) > 64  # the batch takes the large-frame path
     health = HealthScore()
-    batch = score_frame(week, model, model, health, playbooks=playbooks)
+    both = {"churn": model, "expansion": model}
+    batch = score_frame(week, both, health, playbooks=playbooks)
     prior = batch[["account_id", "as_of", "health_score", "health_tier"]].assign(
         as_of=dates[-2], health_score=batch["health_score"] + 16)
-    batch_prev = score_frame(week, model, model, health, previous=prior, history=prior,
+    batch_prev = score_frame(week, both, health, previous=prior, history=prior,
                              playbooks=playbooks)
-    assert any("dropped_15_in_week" in a for a in batch_prev["alerts"])
+    assert any("weekly_drop" in a for a in batch_prev["alerts"])
     for i in (0, 2, 5, len(week) - 1):
-        _assert_rows_equal(score_frame(week.iloc[[i]], model, model, health,
+        _assert_rows_equal(score_frame(week.iloc[[i]], both, health,
                                        playbooks=playbooks), batch.iloc[[i]])
-        _assert_rows_equal(score_frame(week.iloc[[i]], model, model, health, previous=prior,
+        _assert_rows_equal(score_frame(week.iloc[[i]], both, health, previous=prior,
                                        history=prior, playbooks=playbooks),
                            batch_prev.iloc[[i]])
     # the unseen plan is shown as sent when it is a reason

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from churnml.errors import SchemaError, UsageError
-from churnml.health import compute_alerts, load_health_config
+from churnml.health import load_health_config
+from churnml.scoring.alerts import ALERT_RULES, compute_alerts, rose_since
 from churnml.health.score import assign_tiers
 
 CFG = load_health_config()
@@ -53,7 +54,7 @@ def test_weekly_drop_of_15_points_and_tier_changes():
     prev = week(NOW - WEEK, {"a": 85, "b": 85, "c": 88, "d": 90})
     cur = week(NOW, {"a": 70, "b": 70.5, "c": 91, "d": 90})
     got = alerts_of(cur, prev)
-    assert "dropped_15_in_week" in got["a"] and "dropped_15_in_week" not in got["b"]
+    assert "weekly_drop" in got["a"] and "weekly_drop" not in got["b"]
     assert "expansion_review" in got["c"]
     assert got["d"] == []  # steady in the top tier: nothing
     prev2 = week(NOW - WEEK, {"x": 72})
@@ -65,12 +66,12 @@ def test_drop_of_20_in_30_days_needs_history():
     hist = history_of("a", [80, 75, 70], NOW - 2 * WEEK)  # peak 80 at NOW-28d
     prev = week(NOW - WEEK, {"a": 66})
     cur = week(NOW, {"a": 59})
-    assert "dropped_20_in_30_days" in alerts_of(cur, prev, hist)["a"]
+    assert "monthly_drop" in alerts_of(cur, prev, hist)["a"]
     # without the history only last week is known (66 -> 59): no 30-day alert
-    assert "dropped_20_in_30_days" not in alerts_of(cur, prev)["a"]
+    assert "monthly_drop" not in alerts_of(cur, prev)["a"]
     # a peak older than 30 days does not count
     old = history_of("a", [95, 70, 70], NOW - 4 * WEEK - pd.Timedelta(days=3))
-    assert "dropped_20_in_30_days" not in alerts_of(cur, prev, old)["a"]
+    assert "monthly_drop" not in alerts_of(cur, prev, old)["a"]
 
 
 def test_first_week_raises_only_alerts_that_need_no_history():
@@ -79,8 +80,8 @@ def test_first_week_raises_only_alerts_that_need_no_history():
                days_since_last_contact={"a": 30, "b": 2, "c": 21},
                champion_left_180d={"a": 1, "b": 0, "c": 0})
     got = alerts_of(cur, None)
-    assert got == {"a": ["nps_detractor_received", "no_contact_21_days"], "b": [],
-                   "c": ["no_contact_21_days"]}
+    assert got == {"a": ["nps_detractor_received", "no_recent_contact"], "b": [],
+                   "c": ["no_recent_contact"]}
 
 
 def test_new_account_absent_last_week_gets_no_history_alerts():
@@ -101,19 +102,45 @@ def test_nps_detractor_received_only_when_new_since_last_week():
     assert "nps_detractor_received" not in got["c"]
 
 
-def test_champion_left_new_since_last_week():
-    prev = week(NOW - WEEK, {"a": 80, "b": 80}, champion_left_180d={"a": 0, "b": 1})
-    cur = week(NOW, {"a": 80, "b": 80}, champion_left_180d={"a": 1, "b": 1})
-    got = alerts_of(cur, prev)
-    assert got == {"a": ["champion_left"], "b": []}
-    with pytest.warns(UserWarning, match="champion_left_180d"):
-        compute_alerts(cur, prev.drop(columns="champion_left_180d"), config=CFG)
+def test_champion_left_compares_with_the_book_a_week_before():
+    """champion_left reads the book's value a week before as_of (``week_before``), not last
+    week's output rows: it fires on a first run too, and only on a rise from a known value."""
+    cur = week(NOW, {"a": 80, "b": 80, "c": 80, "new": 80},
+               champion_left_180d={"a": 1, "b": 1, "c": 0, "new": 1})
+    before = pd.DataFrame({"account_id": ["a", "b", "c"], "champion_left_180d": [0.0, 1.0, 0.0]})
+    first_run = dict(zip(cur["account_id"],
+                         compute_alerts(cur, None, config=CFG, week_before=before)))
+    assert first_run == {"a": ["champion_left"], "b": [], "c": [], "new": []}
+    # the same with last week's output rows given: previous plays no part in the rule
+    prev = week(NOW - WEEK, {"a": 80, "b": 80, "c": 80, "new": 80})
+    weekly = dict(zip(cur["account_id"],
+                      compute_alerts(cur, prev, config=CFG, week_before=before)))
+    assert weekly == first_run
+    # without week_before (or without the column in it) the comparing rule is not raised
+    assert alerts_of(cur, prev)["a"] == []
+    assert compute_alerts(cur, prev, config=CFG,
+                          week_before=before.drop(columns="champion_left_180d"))[0] == []
+
+
+def test_rose_since():
+    now = np.array([1.0, 1.0, 2.0, np.nan, 1.0])
+    before = np.array([0.0, 1.0, 1.0, 0.0, np.nan])
+    assert rose_since(now, before).tolist() == [True, False, True, False, True]
+    assert rose_since(now, None).tolist() == [True, True, True, False, True]
+
+
+def test_alert_rules_table_names_the_alerts():
+    names = [r.name for r in ALERT_RULES]
+    assert names == ["health_below", "weekly_drop", "monthly_drop", "unusual_drop",
+                     "entered_lower_tier", "expansion_review", "nps_detractor_received",
+                     "no_recent_contact", "champion_left"]
+    assert all(r.meaning for r in ALERT_RULES)
 
 
 def test_no_contact_is_a_state_alert():
     prev = week(NOW - WEEK, {"a": 60}, days_since_last_contact={"a": 25})
     cur = week(NOW, {"a": 60}, days_since_last_contact={"a": 32})
-    assert alerts_of(cur, prev)["a"] == ["no_contact_21_days"]
+    assert alerts_of(cur, prev)["a"] == ["no_recent_contact"]
 
 
 def test_noise_aware_drop_fires_for_a_stable_account_not_a_noisy_one():
@@ -125,7 +152,7 @@ def test_noise_aware_drop_fires_for_a_stable_account_not_a_noisy_one():
     got = alerts_of(cur, prev, hist)
     assert "unusual_drop" in got["stable"]
     assert "unusual_drop" not in got["noisy"]
-    assert "dropped_15_in_week" not in got["stable"]
+    assert "weekly_drop" not in got["stable"]
 
 
 def test_noise_aware_drop_has_a_floor_and_needs_enough_weeks():
@@ -144,7 +171,7 @@ def test_history_at_or_after_current_is_ignored():
     same = week(NOW, {"a": 100})
     cur = week(NOW, {"a": 69})
     got = alerts_of(cur, prev, pd.concat([future, same]))
-    assert "dropped_20_in_30_days" not in got["a"]
+    assert "monthly_drop" not in got["a"]
 
 
 def test_bad_inputs_are_clear_errors():

@@ -29,6 +29,7 @@ from scipy.special import expit
 
 from churnml.errors import InsufficientDataError, SchemaError
 from churnml.health.config import HealthConfig, validate_fit_params
+from churnml.health.rubric import apply_overrides, assign_tiers, combine, dimension_subscores
 
 
 def _auc(y: np.ndarray, risk: np.ndarray) -> float | None:
@@ -136,7 +137,6 @@ def fit_weights(features: pd.DataFrame, churned, config: HealthConfig, *,
 
     The fitted config's version is ``version`` or ``"<current version>+fit.<hash of weights>"``
     (the same data and settings give the same version)."""
-    from churnml.health.score import apply_overrides, assign_tiers, combine, dimension_subscores
 
     params = dict(config.fitting)
     for key, value in (("shrinkage", shrinkage), ("min_churn_events", min_churn_events),

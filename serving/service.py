@@ -52,7 +52,7 @@ with bentoml.importing():
         prediction_model,
     )
     from churnml.config import disable_telemetry, serve_workers
-    from churnml.errors import ModelNotFoundError
+    from churnml.errors import ChurnMLError, ModelNotFoundError
 
 from bentoml.validators import ContentType  # noqa: E402
 
@@ -94,6 +94,10 @@ def _load_predictor():
         logger.error("%s", exc)
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    except ChurnMLError as exc:  # e.g. the registry cannot be reached: exit code 1
+        logger.error("%s", exc)
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(exc.exit_code) from None
 
 
 PREDICTOR = _load_predictor()

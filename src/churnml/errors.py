@@ -42,6 +42,18 @@ class ModelNotFoundError(ChurnMLError, LookupError):
     exit_code = 2
 
 
+class RegistryUnavailableError(ChurnMLError, ConnectionError):
+    """The model registry cannot be reached or failed to answer (exit code 1).
+
+    Not the same as "no champion" (``ModelNotFoundError``, exit code 2: run ``churnml train``):
+    here the registry's answer is unknown, so nothing may be concluded from it; in particular a
+    new version never becomes champion because the current one could not be read. An
+    environment failure, not the user's input: exit code 1.
+    """
+
+    exit_code = 1
+
+
 class LockedError(ChurnMLError, RuntimeError):
     """Another run holds the lock on an output folder (exit code 2)."""
 

@@ -170,6 +170,16 @@ def test_a_champion_that_cannot_be_read_is_never_replaced(mlflow_home, results, 
     assert aliases[registration.version] == ["challenger"]
 
 
+def test_the_shap_summary_plot_needs_no_shap_package(results, tmp_path, monkeypatch):
+    import sys
+
+    from churnml.models import plots
+
+    monkeypatch.setitem(sys.modules, "shap", None)  # `import shap` raises ImportError
+    path = plots.shap_summary(results[0], tmp_path / "shap_summary.png")
+    assert path.stat().st_size > 5000
+
+
 def test_log_job_run_records_params_metrics_and_artifacts(mlflow_home, tmp_path):
     import mlflow
 

@@ -63,4 +63,12 @@ class LockedError(ChurnMLError, RuntimeError):
 def format_examples(values, limit: int = 5) -> str:
     """Render up to ``limit`` example values for an error message: ``['n/a', '12,5', '']``."""
     shown = [v for v in list(values)[:limit]]
-    return "[" + ", ".join(repr(v if not hasattr(v, "item") else v.item()) for v in shown) + "]"
+    return "[" + ", ".join(_clip_repr(v if not hasattr(v, "item") else v.item())
+                           for v in shown) + "]"
+
+
+def _clip_repr(value, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error message never echoes a whole
+    value a caller sent (the HTTP service returns these messages)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

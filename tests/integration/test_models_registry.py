@@ -146,6 +146,40 @@ def test_champion_gate_rollback_and_pyfunc_round_trip(mlflow_home, results, caps
     assert registry.champion_version("churn") == "1"
 
 
+def test_a_champion_that_cannot_be_read_is_never_replaced(mlflow_home, results, monkeypatch):
+    """Reading the champion fails (registry unreachable for a moment): the new version, however
+    good, is only challenger; "unknown" is never taken for "no champion"."""
+    from churnml.errors import RegistryUnavailableError
+    from churnml.models import registry
+
+    good, _ = results
+    before = registry.champion_version("churn")
+    assert before is not None  # set by the test above
+
+    def unreadable(target):
+        raise RegistryUnavailableError("the model registry at http://127.0.0.1:9 cannot be "
+                                       "reached")
+
+    monkeypatch.setattr(registry, "champion_version", unreadable)
+    registration = registry.log_training(good, plots=False)
+    monkeypatch.undo()
+    assert not registration.became_champion
+    assert "could not be read" in registration.reason and "not promoted" in registration.reason
+    assert registry.champion_version("churn") == before
+    aliases = {v["version"]: v["aliases"] for v in registry.list_versions("churn")}
+    assert aliases[registration.version] == ["challenger"]
+
+
+def test_the_shap_summary_plot_needs_no_shap_package(results, tmp_path, monkeypatch):
+    import sys
+
+    from churnml.models import plots
+
+    monkeypatch.setitem(sys.modules, "shap", None)  # `import shap` raises ImportError
+    path = plots.shap_summary(results[0], tmp_path / "shap_summary.png")
+    assert path.stat().st_size > 5000
+
+
 def test_log_job_run_records_params_metrics_and_artifacts(mlflow_home, tmp_path):
     import mlflow
 

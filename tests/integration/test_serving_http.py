@@ -253,6 +253,12 @@ def test_real_server_with_sync_client_and_plain_http(champion_home, batch_scores
         status, body = _http("POST", f"{url}/predict",
                              {"accounts": [{**records[0], "nps_latest": 42}]}, key)
         assert status == 400 and "nps_latest" in body and records[0]["account_id"] in body
+        request = urllib.request.Request(f"{url}/predict", data=b"accounts=1", method="POST",
+                                         headers={"Content-Type": "text/plain",
+                                                  "Authorization": f"Bearer {key}"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 415
         status, body = _http("GET", f"{url}/metadata", key=key)
         assert status == 200 and body["models"]["churn"]["name"] == "churnml-churn"
         assert _http("GET", f"{url}/livez")[0] == 200
@@ -265,6 +271,10 @@ def test_real_server_with_sync_client_and_plain_http(champion_home, batch_scores
             os.killpg(server.pid, signal.SIGKILL)
             output = server.communicate()[0].decode(errors="replace")
     assert key not in output  # the API key is never logged
+    # a bad request is one WARNING line without the values sent, and no traceback
+    assert "400 POST /predict: 1 problem(s) at accounts[0].nps_latest" in output, output[-3000:]
+    assert "415 POST /predict" in output
+    assert "Traceback" not in output and "42" not in output.split("400 POST /predict")[1][:80]
 
 
 def test_churnml_serve_without_champion_exits_2(tmp_path):

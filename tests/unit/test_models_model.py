@@ -68,7 +68,7 @@ def test_probabilities_are_calibrated_and_agree_with_the_reasons_pass(trained):
 
 
 def test_contributions_are_exact_treeshap_and_equal_shap(trained):
-    import shap
+    shap = pytest.importorskip("shap")  # optional: the `explain` extra (pyproject.toml)
 
     model, dataset = trained
     sample = dataset.part("test").head(200)

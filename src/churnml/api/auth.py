@@ -34,6 +34,32 @@ def bearer_matches(authorization: bytes | str | None, api_key: str) -> bool:
     return hmac.compare_digest(token.strip(), api_key.encode("utf-8"))
 
 
+def is_loopback(host: str) -> bool:
+    """True when ``host`` only accepts connections from this machine (127.0.0.0/8, ::1,
+    ``localhost``); ``0.0.0.0``, ``::`` and any other address or name are reachable from
+    elsewhere."""
+    import ipaddress
+
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def open_bind_warning(host: str, environ=None) -> str | None:
+    """The warning for serving without an API key on an address other machines can reach,
+    or ``None`` when a key is set or ``host`` is a loopback address."""
+    if configured_api_key(environ) is not None or is_loopback(host):
+        return None
+    return (f"WARNING: serving on {host} without an API key: anyone who can reach this address "
+            f"can call every endpoint. Set {API_KEY_ENV} (callers then send "
+            f"'Authorization: Bearer <key>'), bind to 127.0.0.1, or put the service behind a "
+            f"gateway that authenticates (docs/security.md).")
+
+
 _UNAUTHORIZED = json.dumps({
     "error": "missing or invalid API key: send the header 'Authorization: Bearer <key>'",
 }).encode()

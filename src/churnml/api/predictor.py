@@ -28,6 +28,7 @@ import pandas as pd
 from churnml.api.schema import (
     MAX_ACCOUNTS,
     PayloadField,
+    _short,
     account_record_model,
     catalog_field,
     static_field,
@@ -290,7 +291,7 @@ class Predictor:
             book, report = validate_frames(frames, source="request")
         except (ChurnMLError, ValueError, TypeError) as exc:
             # the rows cannot be read as the data contract's tables: the caller's to fix
-            raise validation_error("tables", [(("tables",), str(exc))]) from None
+            raise validation_error("tables", [(("tables",), _short(str(exc), 500))]) from None
         rejects = report.rejects
         if rejects is not None and len(rejects):
             problems = []
@@ -298,7 +299,7 @@ class Predictor:
                 problems.append(((
                     "tables", str(rec["table"]), int(rec["row"]), str(rec["column"])),
                     f"{rec['table']}[{rec['row']}]: column '{rec['column']}': {rec['reason']} "
-                    f"(got {rec['value']!r})"))
+                    f"(got {_short(rec['value'])})"))
             if len(rejects) > MAX_REJECT_EXAMPLES:
                 problems.append((("tables",), f"{len(rejects)} rows rejected in all; the first "
                                               f"{MAX_REJECT_EXAMPLES} are listed"))

@@ -156,8 +156,8 @@ def _rephrase(error: dict, collection: str) -> str:
     loc = error["loc"]
     kind = error["type"]
     if kind == "extra_forbidden":
-        return (f"unknown field '{loc[-1]}': not a feature of the catalog nor a static attribute "
-                f"of the models (GET /metadata lists the known fields)")
+        return (f"unknown field {_short(str(loc[-1]), 80)}: not a feature of the catalog nor a "
+                f"static attribute of the models (GET /metadata lists the known fields)")
     if kind == "too_long" and not loc:
         return (f"{collection}: at most {error.get('ctx', {}).get('max_length', MAX_ACCOUNTS)} "
                 f"accounts per call")

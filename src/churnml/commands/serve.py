@@ -59,6 +59,11 @@ def serve(
     print("serving " + ", ".join(f"{k} v{v}" for k, v in served.items())
           + (f"; no champion for {', '.join(missing)} (its columns are null)" if missing else ""),
           file=sys.stderr, flush=True)
+    from churnml.api.auth import open_bind_warning
+
+    warning = open_bind_warning(host)
+    if warning:  # loud, on stderr, before the server starts (docs/security.md)
+        print(warning, file=sys.stderr, flush=True)
     env = dict(os.environ)
     env["CHURNML_SERVE_WORKERS"] = str(workers if workers is not None else serve_workers())
     env.setdefault("OMP_NUM_THREADS", "1")  # see serving/service.py

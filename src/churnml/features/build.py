@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from churnml.data.tables import Book
+from churnml.deadline import checkpoint
 from churnml.features import engine
 from churnml.features.catalog import Catalog, FeatureSpec, load_catalog
 from churnml.features.labels import active_observations, prepare_mrr, sorted_account_ids
@@ -587,6 +588,7 @@ def build_features(book: Book, as_of_dates, catalog: Catalog | None = None) -> p
     # so peak memory is that of the biggest table, not the sum of all
     last_use = {s.table: i for i, s in enumerate(catalog) if s.aggregation not in _DERIVED}
     for i, spec in enumerate(catalog):
+        checkpoint()  # the service's request may have timed out (churnml.deadline)
         if i > 0 and last_use.get(catalog.specs[i - 1].table) == i - 1:
             ctx.release(catalog.specs[i - 1].table)
         if spec.aggregation == "static_other":

@@ -90,9 +90,39 @@ def gain_lift(result, path: Path) -> Path:
     return path
 
 
+def _summary_without_shap(contrib: np.ndarray, shown, max_display: int = 20) -> None:
+    """A SHAP-style summary (beeswarm) drawn with matplotlib alone, for installs without the
+    optional ``shap`` package: per feature (largest mean |contribution| on top) one dot per
+    row at its contribution, coloured by the feature's value (low blue, high red, grey when
+    missing or categorical)."""
+    plt = _plt()
+    order = np.argsort(np.abs(contrib).mean(axis=0))[::-1][:max_display][::-1]
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(order) + 1.5))
+    rng = np.random.default_rng(0)
+    for row, j in enumerate(order):
+        values = np.asarray(shown.iloc[:, j], dtype=object)
+        numeric = np.array([v if isinstance(v, (int, float, np.number)) else np.nan
+                            for v in values], dtype="float64")
+        colour = np.full(len(numeric), np.nan)
+        ok = np.isfinite(numeric)
+        if ok.sum() > 1:
+            ranks = numeric[ok].argsort().argsort()
+            colour[ok] = ranks / max(1, ok.sum() - 1)
+        y = row + rng.uniform(-0.3, 0.3, len(numeric))
+        ax.scatter(contrib[~ok, j], y[~ok], s=6, color="0.6", alpha=0.6)
+        ax.scatter(contrib[ok, j], y[ok], s=6, c=colour[ok], cmap="coolwarm", vmin=0, vmax=1,
+                   alpha=0.7)
+    ax.axvline(0, color="k", lw=0.6)
+    ax.set_yticks(range(len(order)), [shown.columns[j] for j in order], fontsize=8)
+    ax.set_xlabel("contribution (log-odds); colour: feature value, low blue to high red")
+
+
 def shap_summary(result, path: Path) -> Path:
+    """The SHAP summary of the test rows. With the optional ``shap`` package (``pip install
+    churnml[explain]``) its ``summary_plot``; without it the same kind of plot drawn with
+    matplotlib (:func:`_summary_without_shap`). The contributions are LightGBM's TreeSHAP
+    either way (``TargetModel.contributions``)."""
     import pandas as pd
-    import shap
 
     plt = _plt()
     test = result.dataset.part("test")
@@ -100,8 +130,15 @@ def shap_summary(result, path: Path) -> Path:
     model = result.model
     contrib = model.contributions(sample).to_numpy()
     shown = pd.DataFrame(model.matrix(sample), columns=model.feature_names)
-    plt.figure()
-    shap.summary_plot(contrib, shown, show=False, max_display=20)
+    try:
+        import shap
+    except ImportError:
+        shap = None
+    if shap is not None:
+        plt.figure()
+        shap.summary_plot(contrib, shown, show=False, max_display=20)
+    else:
+        _summary_without_shap(contrib, shown, max_display=20)
     fig = plt.gcf()
     fig.suptitle(f"SHAP summary, {result.config.target} (log-odds)")
     fig.savefig(path, dpi=90, bbox_inches="tight")

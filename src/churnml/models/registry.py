@@ -12,6 +12,11 @@
 - Aliases, not stages: ``champion`` moves to a new version only when it beats the current
   champion re-scored on the new test rows (the first version becomes champion at once);
   otherwise the new version is ``challenger``. :func:`promote` moves ``champion`` by hand.
+- A registry that cannot be reached is :class:`~churnml.errors.RegistryUnavailableError`
+  (exit code 1), never "no champion": each HTTP call to a tracking server gives up after
+  ``CHURNML_REGISTRY_TIMEOUT_S`` seconds (default 10) and is tried twice at most (MLflow's own
+  ``MLFLOW_HTTP_REQUEST_*`` settings win when set), and when the current champion cannot be
+  read a new version is never promoted.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from churnml.config import artifact_root, disable_telemetry, tracking_uri
-from churnml.errors import ModelNotFoundError, UsageError
+from churnml.errors import ConfigError, ModelNotFoundError, RegistryUnavailableError, UsageError
 from churnml.models.config import LOWER_IS_BETTER
 from churnml.outcomes import get_outcome
 from churnml.models.model import TargetModel
@@ -48,8 +53,77 @@ def _embedded() -> bool:
     return not os.environ.get("MLFLOW_TRACKING_URI")
 
 
+REGISTRY_TIMEOUT_ENV = "CHURNML_REGISTRY_TIMEOUT_S"
+DEFAULT_REGISTRY_TIMEOUT_S = 10.0
+#: what MLflow answers when a registered model, version or alias does not exist; any other
+#: failure means the registry's answer is unknown (RegistryUnavailableError)
+_NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE",
+                              "NOT_FOUND"})
+
+
+def registry_timeout_s() -> float:
+    """``CHURNML_REGISTRY_TIMEOUT_S``: seconds one call to a tracking server may take (10)."""
+    raw = os.environ.get(REGISTRY_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_REGISTRY_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not np.isfinite(value) or value <= 0:
+        raise ConfigError(f"{REGISTRY_TIMEOUT_ENV}={raw[:40]!r} must be a number of seconds > 0")
+    return value
+
+
+def _http_limits() -> None:
+    """Short, bounded HTTP calls to a tracking server (MLflow's defaults: 120 s a call and 7
+    retries with back-off, minutes before an unreachable server is reported)."""
+    explicit = bool(os.environ.get(REGISTRY_TIMEOUT_ENV, "").strip())
+    timeout = registry_timeout_s()
+    value = str(max(1, int(np.ceil(timeout))))  # MLflow reads an integer
+    if explicit:
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = value
+    else:
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", value)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0.5")
+
+
+def _where() -> str:
+    """The tracking URI without any password (for messages)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    uri = tracking_uri()
+    try:
+        parts = urlsplit(uri)
+        if parts.password:
+            host = parts.hostname or ""
+            netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+            return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "<the configured tracking URI>"
+    return uri
+
+
+def _not_found(exc: BaseException) -> bool:
+    return getattr(exc, "error_code", None) in _NOT_FOUND_CODES
+
+
+def _unavailable(exc: BaseException, doing: str) -> RegistryUnavailableError:
+    """The error for a registry that did not answer ``doing``: where, why (first line)."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if len(first) > 300:
+        first = first[:297] + "..."
+    return RegistryUnavailableError(
+        f"the model registry at {_where()} cannot be reached or failed while {doing} "
+        f"(each call gives up after {REGISTRY_TIMEOUT_ENV}={registry_timeout_s():g} s): {first}")
+
+
 def _mlflow():
     disable_telemetry()
+    _http_limits()
     import mlflow
 
     embedded = _embedded()
@@ -90,14 +164,23 @@ def _artifact_location(name: str) -> str | None:
 
 # ---- reading the registry ------------------------------------------------------------------
 def champion_version(target: str) -> str | None:
-    """Version number holding the ``champion`` alias, or None."""
+    """Version number holding the ``champion`` alias, or None when there is none.
+
+    Raises :class:`~churnml.errors.RegistryUnavailableError` when the registry cannot be
+    reached or fails: "unknown" is never reported as "no champion".
+    """
     from mlflow.exceptions import MlflowException
 
+    name = registered_name(target)
     client = _client()
     try:
-        return str(client.get_model_version_by_alias(registered_name(target), CHAMPION).version)
-    except MlflowException:
-        return None
+        return str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException as exc:
+        if _not_found(exc):
+            return None
+        raise _unavailable(exc, f"reading the champion of {name}") from exc
+    except OSError as exc:
+        raise _unavailable(exc, f"reading the champion of {name}") from exc
 
 
 def list_versions(target: str) -> list[dict]:
@@ -109,13 +192,18 @@ def list_versions(target: str) -> list[dict]:
     name = registered_name(target)
     try:
         model = client.get_registered_model(name)
-    except MlflowException:
-        return []
+        versions = client.search_model_versions(f"name='{name}'")
+    except MlflowException as exc:
+        if _not_found(exc):
+            return []
+        raise _unavailable(exc, f"listing the versions of {name}") from exc
+    except OSError as exc:
+        raise _unavailable(exc, f"listing the versions of {name}") from exc
     aliases: dict[str, list[str]] = {}
     for alias, version in (model.aliases or {}).items():
         aliases.setdefault(str(version), []).append(alias)
     out = []
-    for mv in client.search_model_versions(f"name='{name}'"):
+    for mv in versions:
         out.append({
             "version": str(mv.version),
             "aliases": sorted(aliases.get(str(mv.version), [])),
@@ -135,12 +223,17 @@ def load_version(target: str, version: str | int) -> TargetModel:
     try:
         path = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}")
     except MlflowException as exc:
-        raise ModelNotFoundError(f"no version {version} of {name} in {tracking_uri()}") from exc
+        if not _not_found(exc):
+            raise _unavailable(exc, f"loading version {version} of {name}") from exc
+        raise ModelNotFoundError(f"no version {version} of {name} in {_where()}") from exc
+    except OSError as exc:
+        raise _unavailable(exc, f"loading version {version} of {name}") from exc
     return TargetModel.load(Path(path) / "artifacts" / "target_model", version=str(version))
 
 
 def load_champion(target: str) -> TargetModel:
-    """The champion ``TargetModel`` of ``target``; raises ``ModelNotFoundError`` when none."""
+    """The champion ``TargetModel`` of ``target``; raises ``ModelNotFoundError`` when none,
+    ``RegistryUnavailableError`` when the registry cannot be reached."""
     version = champion_version(target)
     if version is None:
         raise ModelNotFoundError(
@@ -167,6 +260,8 @@ def promote(target: str, version: str | int) -> tuple[str | None, str]:
     try:
         client.get_model_version(name, str(version))
     except MlflowException as exc:
+        if not _not_found(exc):
+            raise _unavailable(exc, f"reading version {version} of {name}") from exc
         known = [v["version"] for v in list_versions(target)]
         raise ModelNotFoundError(f"{name} has no version {version}; versions: {known or 'none'}") from exc
     old = champion_version(target)
@@ -315,8 +410,16 @@ def log_training(result, plots: bool = True, progress=None) -> Registration:
             version = str(info.registered_model_version)
             metric = config.promotion_metric
             new_score = float(result.metrics[metric])
-            previous = champion_version(config.target)
-            if previous is None:
+            try:
+                previous, unreadable = champion_version(config.target), None
+            except RegistryUnavailableError as exc:
+                previous, unreadable = None, exc
+            if unreadable is not None:
+                # unknown is not "none": never promote past a champion that could not be read
+                champion_score, became, reason = None, False, (
+                    f"the current champion could not be read, so v{version} is not promoted; "
+                    f"use `churnml promote` once the registry answers ({unreadable})")
+            elif previous is None:
                 champion_score, became, reason = None, True, "first version: champion at once"
             else:
                 champion_score = _champion_score(config.target, previous, result)

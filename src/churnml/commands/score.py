@@ -23,7 +23,7 @@ def score(
     shards: Annotated[int, typer.Option("--shards", help="Account shards for --engine spark.")] = 8,
 ) -> None:
     """Score the whole book for AS_OF: probabilities, health, reasons, alerts, next best actions."""
-    from churnml.console import console, progress
+    from churnml.console import console, literal, progress
     from churnml.errors import UsageError
     from churnml.features.windows import to_as_of
     from churnml.jobs.weekly import run_job
@@ -56,8 +56,8 @@ def score(
         f"scored {result.weekly.rows:,} accounts at {when.date()} "
         f"(MRR at risk ${s['mrr_at_risk']:,.0f}, expected expansion MRR "
         f"${s['expected_expansion_mrr']:,.0f}, {int(s['accounts_with_alerts']):,} with alerts; "
-        f"health weights {result.health_version})", highlight=False, soft_wrap=True)
-    console.print(f"scores: {result.weekly.scores_path}", highlight=False, soft_wrap=True)
-    console.print(f"report: {result.report_path}", highlight=False, soft_wrap=True)
+        f"health weights {literal(result.health_version)})", highlight=False, soft_wrap=True)
+    console.print(f"scores: {literal(result.weekly.scores_path)}", highlight=False, soft_wrap=True)
+    console.print(f"report: {literal(result.report_path)}", highlight=False, soft_wrap=True)
     if result.run_id:
         console.print(f"MLflow run: {result.run_id} (experiment churnml-weekly)", highlight=False)

@@ -61,3 +61,11 @@ def score(
     console.print(f"report: {literal(result.report_path)}", highlight=False, soft_wrap=True)
     if result.run_id:
         console.print(f"MLflow run: {result.run_id} (experiment churnml-weekly)", highlight=False)
+    if result.weekly.replaced_incomplete:
+        console.print(f"note: replaced the incomplete partition {result.weekly.partition.name} "
+                      f"({result.weekly.replaced_incomplete})", highlight=False, soft_wrap=True,
+                      markup=False)
+    if result.weekly.skipped_partitions:
+        console.print("warning: skipped incomplete earlier partition(s), not used as last week "
+                      "or history; rerun those weeks: " + "; ".join(result.weekly.skipped_partitions),
+                      highlight=False, soft_wrap=True, markup=False)

@@ -229,3 +229,43 @@ def test_score_command_on_a_full_disk_exits_1_with_the_path(tmp_path, monkeypatc
     assert f"error: disk full writing {partition_dir(out, WEEK2) / 'scores.parquet'}" in err
     assert "Traceback" not in err
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+
+
+# -- finding 12: the report goes to a remote MLflow server only when asked --------------------
+
+@pytest.mark.parametrize("uri,setting,sent", [
+    (None, None, True),                               # embedded store
+    ("sqlite:////srv/mlflow.db", None, True),
+    ("file:///srv/mlruns", None, True),
+    ("/srv/mlruns", None, True),
+    ("http://mlflow:5000", None, False),              # a team server: off by default
+    ("https://mlflow.example.com", None, False),
+    ("databricks", None, False),
+    ("http://mlflow:5000", "1", True),
+    (None, "0", False),
+])
+def test_report_goes_to_mlflow_only_when_allowed(tmp_path, monkeypatch, uri, setting, sent):
+    logged: list = []
+    patch_job(monkeypatch, logged)
+    for name, value in (("MLFLOW_TRACKING_URI", uri), ("CHURNML_LOG_REPORT_TO_MLFLOW", setting)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    result = weekly.run_job("unused", WEEK2, tmp_path)
+    assert bool(logged[0]["artifacts"]) is sent
+    assert logged[0]["tags"]["churnml.report_logged"] == str(sent).lower()
+    assert result.report_logged is sent
+    assert result.report_path.is_file()  # the report is written locally either way
+
+
+def test_bad_report_setting_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CHURNML_LOG_REPORT_TO_MLFLOW", "maybe")
+    logged: list = []
+    patch_job(monkeypatch, logged)
+    (tmp_path / "book").mkdir()
+    code = main(["score", "--data", str(tmp_path / "book"), "--as-of", WEEK2, "--out",
+                 str(tmp_path / "o")])
+    assert code == 2
+    assert "CHURNML_LOG_REPORT_TO_MLFLOW must be 1 or 0" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

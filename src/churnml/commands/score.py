@@ -61,6 +61,10 @@ def score(
     console.print(f"report: {literal(result.report_path)}", highlight=False, soft_wrap=True)
     if result.run_id:
         console.print(f"MLflow run: {result.run_id} (experiment churnml-weekly)", highlight=False)
+        if not result.report_logged:
+            console.print("note: report.html was not logged to MLflow (a remote tracking server; "
+                          "set CHURNML_LOG_REPORT_TO_MLFLOW=1 to log it)", highlight=False,
+                          soft_wrap=True, markup=False)
     if result.weekly.replaced_incomplete:
         console.print(f"note: replaced the incomplete partition {result.weekly.partition.name} "
                       f"({result.weekly.replaced_incomplete})", highlight=False, soft_wrap=True,

@@ -398,6 +398,7 @@ class JobResult:
     run_id: str | None
     health_version: str
     stage_seconds: dict[str, float]
+    report_logged: bool = False  # report.html sent to the MLflow store as an artifact
 
 
 def write_report(result: WeeklyResult, book: Book, out_dir: Path) -> tuple[Path, dict[str, float]]:
@@ -447,11 +448,13 @@ def run_job(
 ) -> JobResult:
     """``churnml score``: load the book, the champions and the adopted health weights, score
     every active account (``engine`` "local" or "spark"), write the report and log the run
-    (experiment ``churnml-weekly``: params, summary metrics, the report as artifact).
+    (experiment ``churnml-weekly``: params, summary metrics, the report as artifact when
+    :func:`churnml.config.log_report_to_mlflow` allows it).
 
     The output folder's lock is held from before the book is read until the partition's
     ``_SUCCESS`` marker is written, after the report.
     """
+    from churnml.config import log_report_to_mlflow
     from churnml.data.io import load_book
     from churnml.jobs.calibrate_health import load_adopted_health
     from churnml.models import registry
@@ -462,6 +465,7 @@ def run_job(
     out_dir = Path(out_dir)
     stage = on_stage or (lambda name: None)
     times: dict[str, float] = {}
+    send_report = log_to_mlflow and log_report_to_mlflow()  # a bad setting fails before the run
     with OutputLock(out_dir):
         t0 = time.perf_counter()
         stage("loading the book")
@@ -517,9 +521,11 @@ def run_job(
                     else f"{weekly.previous_as_of:%Y-%m-%d}",
                     "schema_version": SCHEMA_VERSION},
             metrics={**summary, **{f"seconds_{k}": v for k, v in times.items()}},
-            artifacts={"report": report_path},
-            tags={"churnml.job": "weekly-score"},
+            artifacts={"report": report_path} if send_report else {},
+            tags={"churnml.job": "weekly-score",
+                  "churnml.report_logged": "true" if send_report else "false"},
             run_name=f"score {as_of:%Y-%m-%d}",
         )
     return JobResult(weekly=weekly, report_path=report_path, summary=summary, run_id=run_id,
-                     health_version=str(health.version), stage_seconds=times)
+                     health_version=str(health.version), stage_seconds=times,
+                     report_logged=bool(run_id) and send_report)

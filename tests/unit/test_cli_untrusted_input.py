@@ -140,3 +140,17 @@ def test_disk_full_writing_rejects_exits_1_and_leaves_no_temporary_file(tmp_path
     assert "Traceback" not in out
     assert sorted(p.name for p in book.iterdir()) == ["accounts.csv", "mrr_changes.csv",
                                                       "usage_events.csv"]
+
+
+def test_weights_and_adopted_pointer_not_written_through_symlinked_temporary_files(tmp_path):
+    from churnml.health.score import HealthScore
+    from churnml.jobs.calibrate_health import ADOPTED_POINTER, adopt
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    os.symlink(victim, tmp_path / "weights-v1.yaml.tmp")  # the old fixed temporary names
+    os.symlink(victim, tmp_path / f"{ADOPTED_POINTER}.tmp-{os.getpid()}")
+    HealthScore().save(tmp_path / "weights-v1.yaml")
+    adopt("1", folder=tmp_path)
+    assert victim.read_text() == "precious"
+    assert (tmp_path / ADOPTED_POINTER).read_text() == "weights-v1.yaml\n"

@@ -24,7 +24,6 @@ Procedure (:func:`calibrate_health`):
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -93,9 +92,9 @@ def adopt(name_or_version: str, folder: Path | None = None) -> Path:
     if not (folder / name).is_file():
         raise UsageError(f"no weights file {name} in {folder}; have "
                          f"{[p.name for _, p in weights_files(folder)]}")
-    tmp = folder / f"{ADOPTED_POINTER}.tmp-{os.getpid()}"
-    tmp.write_text(name + "\n")
-    os.replace(tmp, folder / ADOPTED_POINTER)
+    from churnml.fsutil import write_bytes_atomic
+
+    write_bytes_atomic(folder / ADOPTED_POINTER, (name + "\n").encode())
     return folder / name
 
 

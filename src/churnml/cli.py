@@ -17,6 +17,7 @@ from churnml.config import disable_telemetry
 disable_telemetry()  # before anything can import MLflow or BentoML
 
 import typer  # noqa: E402
+from rich.text import Text  # noqa: E402
 
 from churnml.console import console  # noqa: E402
 from churnml.errors import ChurnMLError  # noqa: E402
@@ -67,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     except ChurnMLError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        # the message quotes user text (paths, cell values, --as-of): printed literally, never
+        # parsed as Rich markup ("[/x]" in a folder name must not crash the error path)
+        console.print(Text.assemble(("error:", "red"), " ", str(exc)), highlight=False,
+                      soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         console.print("aborted")

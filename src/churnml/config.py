@@ -6,6 +6,9 @@ Settings come from the environment only (secrets never live in files in the repo
   in the working directory).
 - ``MLFLOW_TRACKING_URI``: overrides the embedded store (a team server).
 - ``CHURNML_API_KEY``: when set, the HTTP service requires ``Authorization: Bearer <key>``.
+- ``CHURNML_LOG_REPORT_TO_MLFLOW``: whether ``churnml score`` logs ``report.html`` (account
+  ids and MRR) to the tracking store; default on for the embedded store, off for a remote
+  server (see :func:`log_report_to_mlflow`).
 
 ``disable_telemetry()`` must run before MLflow or BentoML are imported: this product runs on
 machines without internet and must never try to call out.
@@ -63,6 +66,44 @@ def tracking_uri() -> str:
     if env:
         return env
     return f"sqlite:///{home() / 'mlflow.db'}"
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def tracking_store_is_local(uri: str | None = None) -> bool:
+    """True for the embedded store or a local one: no ``MLFLOW_TRACKING_URI``, a ``sqlite:`` or
+    ``file:`` URI, or a path (with a ``/``, or starting with ``.`` or ``~``). Anything else
+    (``http(s)://``, ``databricks``, a database server) counts as a remote server that other
+    people can read."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") if uri is None else uri
+    if not uri:
+        return True
+    if ":" not in uri:  # a path is a local file store; a bare word ("databricks") is a server
+        return "/" in uri or uri.startswith((".", "~"))
+    scheme = uri.split(":", 1)[0].lower()
+    return scheme in ("sqlite", "file")
+
+
+def log_report_to_mlflow() -> bool:
+    """Whether the weekly job logs ``report.html`` to MLflow (``CHURNML_LOG_REPORT_TO_MLFLOW``).
+
+    ``1``/``true``/``yes``/``on`` logs it, ``0``/``false``/``no``/``off`` does not; unset, it is
+    logged only to a local store (:func:`tracking_store_is_local`): the report names accounts
+    and their MRR, and a team server is readable by everyone with access to it. Any other value
+    is a :class:`~churnml.errors.ConfigError` (exit code 2)."""
+    value = os.environ.get("CHURNML_LOG_REPORT_TO_MLFLOW", "").strip().lower()
+    if not value:
+        return tracking_store_is_local()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    from churnml.errors import ConfigError
+
+    raise ConfigError("CHURNML_LOG_REPORT_TO_MLFLOW must be 1 or 0 (also true/false, yes/no, "
+                      f"on/off). Got {os.environ['CHURNML_LOG_REPORT_TO_MLFLOW']!r}.")
 
 
 def artifact_root() -> str:

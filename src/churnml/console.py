@@ -1,4 +1,10 @@
-"""Terminal output shared by the commands: one Rich console on stderr and a progress helper."""
+"""Terminal output shared by the commands: one Rich console on stderr and a progress helper.
+
+User text (paths, ``--as-of`` values, cell values, notes) is never parsed as Rich markup:
+wrap it in :func:`literal` before putting it in a markup string (``console.print(f"...
+{literal(path)}")``, table titles and cells), or print a :class:`rich.text.Text`. Progress
+descriptions are escaped here, so callers pass plain text.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,15 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 console = Console(stderr=True)
+
+
+def literal(value: object) -> str:
+    """``str(value)`` escaped for a Rich markup string: printed exactly as it is."""
+    return escape(str(value))
 
 
 @contextmanager
@@ -23,7 +35,7 @@ def progress(description: str, total: float | None = None) -> Iterator["Step"]:
         console=console,
         transient=False,
     ) as bar:
-        task = bar.add_task(description, total=total)
+        task = bar.add_task(literal(description), total=total)
         yield Step(bar, task)
 
 
@@ -35,4 +47,4 @@ class Step:
         self._bar.advance(self._task, n)
 
     def note(self, description: str) -> None:
-        self._bar.update(self._task, description=description)
+        self._bar.update(self._task, description=literal(description))

@@ -7,6 +7,8 @@ exit code 2 and everything else to exit code 1.
 
 from __future__ import annotations
 
+import errno
+
 
 class ChurnMLError(Exception):
     """Base class of every error churnml raises on purpose."""
@@ -58,6 +60,17 @@ class LockedError(ChurnMLError, RuntimeError):
     """Another run holds the lock on an output folder (exit code 2)."""
 
     exit_code = 2
+
+
+class DiskFullError(ChurnMLError, OSError):
+    """The disk (or quota) filled up while writing a file (exit code 1); the message names the
+    file: ``disk full writing <path>``. No temporary file is left behind."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.errno = errno.ENOSPC
 
 
 def format_examples(values, limit: int = 5) -> str:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from churnml.errors import SchemaError
 from churnml.health import HealthScore, load_health_config
-from churnml.health.score import assign_tiers
+from churnml.health.score import INSUFFICIENT_DATA_TIER, assign_tiers
 
 AS_OF = pd.Timestamp("2026-11-16")
 DEFAULT = load_health_config()
@@ -141,8 +141,48 @@ def test_no_dimension_available_gives_the_neutral_score():
     out = HealthScore().score(frame([{"logins_30d_vs_baseline": np.nan, "unrelated": 3.0}]))
     row = out.iloc[0]
     assert row["health_score"] == DEFAULT.neutral_score == 50
-    assert row["health_tier"] == "needs_attention"
+    # nothing known: the neutral score is reported, but no tier is read into it
+    assert row["health_tier"] == INSUFFICIENT_DATA_TIER == "insufficient_data"
     assert row["health_dimensions_used"] == ""
+
+
+def test_insufficient_data_tier_below_the_known_weight_share():
+    """usage (30) + satisfaction (15) = 45% of the weight known: insufficient_data, score still
+    reported; usage + outcome (20) = 50% exactly: an ordinary tier (the bound is inclusive)."""
+    assert DEFAULT.min_known_weight_share == 0.5
+    usage = {k: TOP[k] for k in ("logins_30d_vs_baseline", "active_days_30d_vs_baseline",
+                                 "feature_breadth_30d", "advanced_feature_events_30d")}
+    rows = [
+        {**usage, "nps_latest": 10},                                       # 45%
+        {**usage, "goals_achieved_180d": 3, "qbrs_held_180d": 2},          # 50%
+        {"nps_latest": 10, "late_invoices_180d": 0},                       # 25%
+        dict(TOP),                                                         # 100%
+    ]
+    out = HealthScore().score(frame(rows))
+    assert out["health_tier"].tolist() == [INSUFFICIENT_DATA_TIER, "thriving",
+                                           INSUFFICIENT_DATA_TIER, "thriving"]
+    assert out["health_score"].tolist() == pytest.approx([100, 100, 100, 100])
+    assert out["health_dimensions_used"].tolist()[:3] == [
+        "usage|satisfaction", "usage|outcome", "satisfaction|payment"]
+    # the arrays score_frame reads give the same tiers
+    arrays = HealthScore().score_arrays(frame(rows))
+    assert arrays.tier_names() == out["health_tier"].tolist()
+    # a lower share in the configuration accepts the 45% account
+    raw = DEFAULT.to_dict()
+    raw["min_known_weight_share"] = 0.4
+    assert HealthScore(raw).score(frame(rows[:1]))["health_tier"].tolist() == ["thriving"]
+
+
+def test_insufficient_data_raises_no_risk_severity():
+    """A critical-range score from too little data is not read as critical risk."""
+    from churnml.scoring.actions import load_playbooks, risk_severity
+
+    pb = load_playbooks()
+    features = frame([{"logins_30d_vs_baseline": 0.1}, {"logins_30d_vs_baseline": 0.1}])
+    features["health_score"] = 20.0
+    tiers = [INSUFFICIENT_DATA_TIER, "critical"]
+    assert risk_severity(features, [0.01, 0.01], pb, health_tier=tiers).tolist() == [
+        "low", "critical"]
 
 
 def test_zero_weight_dimension_is_not_used():

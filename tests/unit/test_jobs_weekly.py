@@ -19,6 +19,7 @@ from churnml.jobs.weekly import (
     OutputLock,
     list_partitions,
     load_earlier_weeks,
+    mark_complete,
     partition_dir,
     score_book,
 )
@@ -191,6 +192,7 @@ def test_alerts_from_crafted_partition_history(tmp_path):
         rows["health_tier"] = TableHealth(dict(zip(rows["account_id"], rows["health_score"]))
                                           ).score(rows)["health_tier"]
         rows.to_parquet(part / "scores.parquet")
+        mark_complete(part, week, len(rows), ["scores.parquet"])  # a finished week
     current = {a: 75.0 for a in ids}
     current.update({stable: 72.0, noisy: 72.0, sliding: 65.0, steady: 75.0})
     churn, expansion = models()

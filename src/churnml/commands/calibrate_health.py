@@ -25,13 +25,13 @@ def calibrate_health(
     adopt_version: Annotated[Optional[str], typer.Option("--adopt", help="Adopt an existing weights version (e.g. 3) instead of fitting: rollback.")] = None,
 ) -> None:
     """Re-fit the health score's dimension weights from observed churn; adopt them if better."""
-    from churnml.console import console, progress
+    from churnml.console import console, literal, progress
     from churnml.errors import UsageError
     from churnml.jobs import calibrate_health as cal
 
     if adopt_version is not None:
         path = cal.adopt(adopt_version)
-        console.print(f"adopted health weights {path.name}", highlight=False)
+        console.print(f"adopted health weights {literal(path.name)}", highlight=False)
         return
     if data is None or not data.is_dir():
         raise UsageError(f"--data must be a folder of table files. Got {str(data)!r}.")
@@ -57,4 +57,4 @@ def calibrate_health(
         f"current {result.current_auc:.4f}, candidate {result.candidate_auc:.4f}", highlight=False)
     verdict = ("adopted: churnml score uses it from now on" if result.adopted
                else "not adopted: the current weights stay in use")
-    console.print(f"wrote {result.weights_path} ({verdict})", highlight=False, soft_wrap=True)
+    console.print(f"wrote {literal(result.weights_path)} ({verdict})", highlight=False, soft_wrap=True)

@@ -32,7 +32,7 @@ def demo(
     from churnml.commands.simulate import simulate
     from churnml.commands.train import Target, train
     from churnml.commands.validate import validate
-    from churnml.console import console
+    from churnml.console import console, literal
     from churnml.data.io import load_book
     from churnml.features.labels import latest_scoring_date
     from churnml.outcomes import OUTCOMES
@@ -80,7 +80,7 @@ def demo(
     console.rule("[bold]churnml demo: where everything is")
     # plain lines, never truncated: these paths are meant to be copied
     for label, place in places:
-        console.print(f"{label + ':':<22} {place}", soft_wrap=True, highlight=False)
+        console.print(f"{label + ':':<22} {literal(place)}", soft_wrap=True, highlight=False)
     console.print(f"{'serve the champions:':<22} churnml serve --port 3000", soft_wrap=True)
     timing = Table(show_header=False, box=None)
     for title, seconds in timings:

@@ -46,7 +46,7 @@ def features(
     out: Annotated[Path, typer.Option("--out", help="Output parquet file.")],
 ) -> None:
     """Build point-in-time features (one row per active account and as_of date)."""
-    from churnml.console import console, progress
+    from churnml.console import console, literal, progress
     from churnml.data.io import load_book
     from churnml.errors import UsageError
     from churnml.features.build import build_features
@@ -63,15 +63,16 @@ def features(
     if getattr(report, "total_rejected", 0):
         console.print(
             f"[yellow]warning:[/yellow] {report.total_rejected:,} rows were set aside while "
-            f"loading (run `churnml validate --data {data}` for details)",
+            f"loading (run `churnml validate --data {literal(data)}` for details)",
             highlight=False, soft_wrap=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(out)  # never leave half a file behind
+    from churnml.fsutil import atomic_write
+
+    with atomic_write(out) as handle:  # never leave half a file behind
+        frame.to_parquet(handle, index=False)
     n_features = frame.shape[1] - 2
     console.print(
-        f"wrote {len(frame):,} rows x {frame.shape[1]} columns ({n_features} features) to {out}",
+        f"wrote {len(frame):,} rows x {frame.shape[1]} columns ({n_features} features) to {literal(out)}",
         highlight=False, soft_wrap=True)
     if len(frame) == 0:
         console.print("[yellow]warning:[/yellow] no account is active at the given date(s)",

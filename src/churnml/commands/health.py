@@ -25,7 +25,7 @@ def health(
     ] = None,
 ) -> None:
     """Score every active account's health (0-100) and tier at AS_OF."""
-    from churnml.console import console, progress
+    from churnml.console import console, literal, progress
     from churnml.data.io import default_rejects_path, load_book
     from churnml.errors import UsageError
     from churnml.features.build import build_features
@@ -50,28 +50,29 @@ def health(
         scores = scorer.score(features)
     if report.total_rejected:
         console.print(f"[yellow]warning:[/yellow] {report.total_rejected:,} input rows were set "
-                      f"aside; see {report.rejects_path}", highlight=False, soft_wrap=True)
+                      f"aside; see {literal(report.rejects_path)}", highlight=False, soft_wrap=True)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    scores.to_parquet(tmp, index=False)
-    tmp.replace(out)
+    from churnml.fsutil import atomic_write
+
+    with atomic_write(out) as handle:
+        scores.to_parquet(handle, index=False)
 
     from rich.table import Table
 
     counts = scores["health_tier"].value_counts()
-    table = Table(title=f"health tiers at {when.date()} (weights {scorer.version})")
+    table = Table(title=f"health tiers at {when.date()} (weights {literal(scorer.version)})")
     table.add_column("tier")
     table.add_column("accounts", justify="right")
     table.add_column("share", justify="right")
     total = max(len(scores), 1)
     for tier in scorer.active_config.tiers:
         k = int(counts.get(tier.name, 0))
-        table.add_row(f"{tier.name} ({tier.min:g}+)", f"{k:,}", f"{k / total:.1%}")
+        table.add_row(f"{literal(tier.name)} ({tier.min:g}+)", f"{k:,}", f"{k / total:.1%}")
     console.print(table)
     if len(scores):
         no_data = int((scores["health_dimensions_used"] == "").sum())
         console.print(f"mean score {scores['health_score'].mean():.1f}; "
                       f"{no_data:,} accounts without any dimension data (neutral score)",
                       highlight=False)
-    console.print(f"wrote {len(scores):,} rows to {out}", highlight=False)
+    console.print(f"wrote {len(scores):,} rows to {literal(out)}", highlight=False)

@@ -25,4 +25,4 @@ def promote(
     target = Target(target).value
     old, new = registry.promote(target, version)
     Console().print(f"{registry.registered_name(target)} champion: "
-                    f"{'v' + old if old else 'none'} -> v{new}", highlight=False)
+                    f"{'v' + old if old else 'none'} -> v{new}", highlight=False, markup=False)

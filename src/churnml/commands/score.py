@@ -23,7 +23,7 @@ def score(
     shards: Annotated[int, typer.Option("--shards", help="Account shards for --engine spark.")] = 8,
 ) -> None:
     """Score the whole book for AS_OF: probabilities, health, reasons, alerts, next best actions."""
-    from churnml.console import console, progress
+    from churnml.console import console, literal, progress
     from churnml.errors import UsageError
     from churnml.features.windows import to_as_of
     from churnml.jobs.weekly import run_job
@@ -59,12 +59,24 @@ def score(
     console.print(
         f"scored {result.weekly.rows:,} accounts at {when.date()} "
         f"({money}, {int(s['accounts_with_alerts']):,} with alerts; "
-        f"health weights {result.health_version})", highlight=False, soft_wrap=True)
+        f"health weights {literal(result.health_version)})", highlight=False, soft_wrap=True)
     console.print("models: " + ", ".join(f"{k} v{v}" for k, v in result.model_versions.items())
                   + (f"; no champion for {', '.join(result.missing_outcomes)} (columns left "
                      "null: run `churnml train --target ...`)" if result.missing_outcomes
                      else ""), highlight=False, soft_wrap=True)
-    console.print(f"scores: {result.weekly.scores_path}", highlight=False, soft_wrap=True)
-    console.print(f"report: {result.report_path}", highlight=False, soft_wrap=True)
+    console.print(f"scores: {literal(result.weekly.scores_path)}", highlight=False, soft_wrap=True)
+    console.print(f"report: {literal(result.report_path)}", highlight=False, soft_wrap=True)
     if result.run_id:
         console.print(f"MLflow run: {result.run_id} (experiment churnml-weekly)", highlight=False)
+        if not result.report_logged:
+            console.print("note: report.html was not logged to MLflow (a remote tracking server; "
+                          "set CHURNML_LOG_REPORT_TO_MLFLOW=1 to log it)", highlight=False,
+                          soft_wrap=True, markup=False)
+    if result.weekly.replaced_incomplete:
+        console.print(f"note: replaced the incomplete partition {result.weekly.partition.name} "
+                      f"({result.weekly.replaced_incomplete})", highlight=False, soft_wrap=True,
+                      markup=False)
+    if result.weekly.skipped_partitions:
+        console.print("warning: skipped incomplete earlier partition(s), not used as last week "
+                      "or history; rerun those weeks: " + "; ".join(result.weekly.skipped_partitions),
+                      highlight=False, soft_wrap=True, markup=False)

@@ -24,7 +24,7 @@ def simulate(
     """Simulate a book of business with a known hidden truth (for demos, tests, benchmarks)."""
     from rich.table import Table
 
-    from churnml.console import console, progress
+    from churnml.console import console, literal, progress
     from churnml.data.simulator import DEFAULT_END, simulate as run, weeks_for, write_book
     from churnml.errors import UsageError
 
@@ -44,7 +44,7 @@ def simulate(
         sim = run(n_accounts=accounts, months=months, seed=seed, end=end_date, on_week=on_week)
         step.note("writing parquet files")
         counts = write_book(sim, out)
-    table = Table(title=f"simulated book in {out} ({sim.meta['start']} to {sim.meta['end']})")
+    table = Table(title=f"simulated book in {literal(out)} ({sim.meta['start']} to {sim.meta['end']})")
     table.add_column("table")
     table.add_column("rows", justify="right")
     for name, n in counts.items():

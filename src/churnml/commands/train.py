@@ -33,7 +33,7 @@ def train(
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Log evaluation plots.")] = True,
 ) -> None:
     """Train, evaluate, track and register one outcome's model (churn, expansion, contraction)."""
-    from churnml.console import console, progress
+    from churnml.console import console, literal, progress
     from churnml.errors import UsageError
 
     target = Target(target).value
@@ -52,7 +52,7 @@ def train(
         book, report = load_book(data)
         if getattr(report, "total_rejected", 0):
             console.print(f"[yellow]warning:[/yellow] {report.total_rejected:,} rows set aside "
-                          f"while loading (see `churnml validate --data {data}`)", highlight=False)
+                          f"while loading (see `churnml validate --data {literal(data)}`)", highlight=False)
         step.note(f"{target}: building features")
         from churnml.models.baselines import find_truth
 
@@ -71,9 +71,11 @@ def print_summary(result, registration) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from churnml.console import literal
+
     out = Console()
     for note in result.notes:
-        out.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
+        out.print(f"[yellow]note:[/yellow] {literal(note)}", highlight=False, soft_wrap=True)
     split = result.split.describe()
     m = result.metrics
     table = Table(title=f"{result.config.target}: test window {split['test_start']} to {split['test_end']} "
@@ -85,7 +87,7 @@ def print_summary(result, registration) -> None:
         return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
     for row in result.comparison().itertuples(index=False):
-        table.add_row(row.scorer, fmt(row.roc_auc), fmt(row.pr_auc), fmt(row.lift_top_decile),
+        table.add_row(literal(row.scorer), fmt(row.roc_auc), fmt(row.pr_auc), fmt(row.lift_top_decile),
                       fmt(row.brier), fmt(row.ece))
     out.print(table)
     out.print(
@@ -107,4 +109,4 @@ def print_summary(result, registration) -> None:
                   highlight=False, soft_wrap=True)
     status = "[green]champion[/green]" if registration.became_champion else "[yellow]challenger[/yellow]"
     out.print(f"registered {result.config.registered_name} version {registration.version}: {status} "
-              f"({registration.reason}); MLflow run {registration.run_id}", highlight=False, soft_wrap=True)
+              f"({literal(registration.reason)}); MLflow run {registration.run_id}", highlight=False, soft_wrap=True)

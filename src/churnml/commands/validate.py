@@ -22,7 +22,7 @@ def validate(
     ] = None,
 ) -> None:
     """Validate a book of business: typed schemas, rows set aside, counts per table."""
-    from churnml.console import console, progress
+    from churnml.console import console, literal, progress
     from churnml.data.io import default_rejects_path, load_book
 
     rejects_path = rejects if rejects is not None else default_rejects_path(data)
@@ -32,7 +32,7 @@ def validate(
     if report.total_rejected:
         console.print(
             f"[yellow]warning:[/yellow] {report.total_rejected:,} of {report.total_read:,} rows "
-            f"were set aside; see {report.rejects_path}", highlight=False, soft_wrap=True)
+            f"were set aside; see {literal(report.rejects_path)}", highlight=False, soft_wrap=True)
     else:
         console.print(f"[green]ok:[/green] all {report.total_read:,} rows accepted",
                       highlight=False)

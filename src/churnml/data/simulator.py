@@ -527,10 +527,11 @@ def write_book(sim: SimulatedBook, out_dir) -> dict[str, int]:
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    from churnml.fsutil import atomic_write
+
     table = pa.Table.from_pandas(df, preserve_index=False)
-    pq.write_table(table, tmp, compression="zstd")
-    tmp.replace(path)
+    with atomic_write(path) as handle:
+        pq.write_table(table, handle, compression="zstd")
 
 
 # --------------------------------------------------------------------------------------------

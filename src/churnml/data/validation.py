@@ -107,12 +107,18 @@ class ValidationReport:
                 .rename("rows").reset_index())
 
     def write_rejects(self, path: str | Path) -> Path:
-        """Write the rejects CSV (header only when nothing was rejected, so no stale file stays)."""
+        """Write the rejects CSV (header only when nothing was rejected, so no stale file stays).
+
+        Cells that a spreadsheet would run as a formula get a leading ``'``
+        (:mod:`churnml.data.csv_safety`); the file is written atomically
+        (:func:`churnml.fsutil.atomic_write`: unique temporary file, fsync, rename)."""
+        from churnml.data.csv_safety import neutralise_frame
+        from churnml.fsutil import atomic_write
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        self.rejects.to_csv(tmp, index=False)
-        tmp.replace(path)
+        with atomic_write(path, "w", newline="") as handle:
+            neutralise_frame(self.rejects).to_csv(handle, index=False)
         self.rejects_path = path
         return path
 
@@ -121,7 +127,7 @@ class ValidationReport:
         from rich.table import Table
         from rich.text import Text
 
-        table = Table(title=f"Book of business{f': {self.source}' if self.source else ''}")
+        table = Table(title=Text(f"Book of business{f': {self.source}' if self.source else ''}"))
         table.add_column("table")
         for col in ("rows read", "accepted", "rejected"):
             table.add_column(col, justify="right")

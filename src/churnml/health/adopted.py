@@ -7,11 +7,11 @@ so that they agree; ``churnml.jobs.calibrate_health`` writes and adopts new vers
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from churnml.config import home
 from churnml.errors import ConfigError, UsageError
+from churnml.fsutil import write_bytes_atomic
 from churnml.health.score import HealthScore
 
 ADOPTED_POINTER = "adopted"
@@ -66,7 +66,5 @@ def adopt(name_or_version: str, folder: Path | None = None) -> Path:
     if not (folder / name).is_file():
         raise UsageError(f"no weights file {name} in {folder}; have "
                          f"{[p.name for _, p in weights_files(folder)]}")
-    tmp = folder / f"{ADOPTED_POINTER}.tmp-{os.getpid()}"
-    tmp.write_text(name + "\n")
-    os.replace(tmp, folder / ADOPTED_POINTER)
+    write_bytes_atomic(folder / ADOPTED_POINTER, (name + "\n").encode())
     return folder / name

@@ -245,9 +245,9 @@ class HealthScore:
         """Write :meth:`to_dict` as YAML (a versioned weight file)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        tmp.replace(path)
+        from churnml.fsutil import write_bytes_atomic
+
+        write_bytes_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False).encode("utf-8"))
         return path
 
     @classmethod

@@ -47,12 +47,16 @@ from churnml.errors import ChurnMLError, UsageError
 from churnml.features.windows import to_as_of
 from churnml.jobs.weekly import (
     DEFAULT_HISTORY_WEEKS,
+    REPORT_NAME,
     SCORES_NAME,
     OutputLock,
     WeeklyResult,
+    begin_partition,
+    describe_skipped,
+    incomplete_partitions,
     list_partitions,
+    mark_complete,
     partition_dir,
-    remove_stale_temporaries,
     to_arrow,
     write_parquet_atomic,
 )
@@ -514,6 +518,7 @@ def score_book_spark(
     lock: bool = True,
     spark=None,
     batch_rows: int = 25_000,
+    complete: bool = True,
 ) -> WeeklyResult:
     """Score the book in ``data_dir`` on Spark into ``OUT/as_of=DATE/scores.parquet`` (the
     local engine's file; see the module docstring).
@@ -523,7 +528,9 @@ def score_book_spark(
     ``mlflow.pyfunc.spark_udf`` on ``models:/churnml-<outcome>/<version>``. ``health``: a ``HealthScore``. ``shards``: number
     of account shards (one Spark task each in steps 1 and 3). ``lock=False`` when the caller
     holds :class:`OutputLock`. Spark failures raise :class:`SparkEngineError` (or the churnml
-    error an executor raised, e.g. ``SchemaError``), naming the step.
+    error an executor raised, e.g. ``SchemaError``), naming the step. Like the local engine,
+    the partition's ``_SUCCESS`` marker is removed first and, with ``complete=True``, written
+    last; earlier partitions without a valid marker are skipped.
     """
     from churnml.data.io import find_table_files
 
@@ -543,8 +550,8 @@ def score_book_spark(
     stage: dict[str, float] = {}
     with (OutputLock(out_dir) if lock else contextlib.nullcontext()):
         t0 = time.perf_counter()
-        partition.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(partition)
+        replaced = begin_partition(partition, stale=(REPORT_NAME,))
+        skipped = describe_skipped(incomplete_partitions(out_dir, before=as_of))
         files, _ = find_table_files(data_dir)
         with spark_errors("reading the book"):
             tables = {name: _read(spark, path) for name, path in sorted(files.items())}
@@ -635,5 +642,8 @@ def score_book_spark(
         finally:
             scored.unpersist()
         stage["spark_total"] = time.perf_counter() - t0
+        if complete:
+            mark_complete(partition, as_of, rows, [SCORES_NAME])
     return WeeklyResult(as_of=as_of, partition=partition, scores_path=partition / SCORES_NAME,
-                        rows=rows, previous_as_of=previous_as_of, stage_seconds=stage)
+                        rows=rows, previous_as_of=previous_as_of, stage_seconds=stage,
+                        skipped_partitions=skipped, replaced_incomplete=replaced)

@@ -6,12 +6,18 @@ Layout of the output folder::
     OUT/as_of=YYYY-MM-DD/scores.parquet      the one output schema (churnml.scoring.schema), one
                                              row per active account
     OUT/as_of=YYYY-MM-DD/report.html         the CS leader's report (churnml.jobs.report)
+    OUT/as_of=YYYY-MM-DD/_SUCCESS            completion marker, written last (churnml.jobs.completion)
 
 Guarantees:
 
-- atomic: each file is written as ``<name>.tmp-<pid>`` in its partition and renamed with
-  ``os.replace``; a run killed midway leaves at most a temporary file, which the next run on
-  that partition deletes, never a partial ``scores.parquet``;
+- atomic: each file is written to a unique temporary file in its partition
+  (``<name>.tmp-<random>``, ``churnml.fsutil.atomic_write``: never through a symlink, fsync-ed,
+  removed on failure) and renamed with ``os.replace``; a run killed midway leaves at most a
+  temporary file, which the next run on that partition deletes, never a partial
+  ``scores.parquet``; a full disk is ``DiskFullError`` ("disk full writing <path>");
+- complete or ignored: a partition counts only with its ``_SUCCESS`` marker, removed first
+  and written last by every run; partitions without one are skipped (and reported) by every
+  reader and replaced by the next run of their week;
 - reproducible: rows sorted by account_id, no wall-clock time inside the files, a fixed arrow
   schema: the same inputs, models and weights give byte-identical parquet;
 - isolated: only the partition of ``as_of`` is written; earlier weeks are only read ("last
@@ -27,7 +33,6 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -47,6 +52,9 @@ from churnml.scoring.actions import load_playbooks
 from churnml.scoring.compare import week_before as book_week_before
 from churnml.scoring.frame import catalog_dimensions, score_frame
 from churnml.scoring.schema import SCHEMA_VERSION, arrow_schema
+from churnml.fsutil import atomic_write, remove_temporaries
+from churnml.fsutil import write_bytes_atomic as _write_bytes_atomic
+from churnml.jobs.completion import begin_partition, partition_problem, write_marker
 
 LOCK_NAME = ".churnml-score.lock"
 SCORES_NAME = "scores.parquet"
@@ -61,17 +69,37 @@ def partition_dir(out_dir: str | Path, as_of) -> Path:
     return Path(out_dir) / f"as_of={to_as_of(as_of):%Y-%m-%d}"
 
 
-def list_partitions(out_dir: str | Path) -> list[tuple[pd.Timestamp, Path]]:
-    """Complete partitions (with a ``scores.parquet``) of an output folder, oldest first."""
+def _scan_partitions(out_dir: str | Path) -> list[tuple[pd.Timestamp, Path, str | None]]:
+    """Every ``as_of=`` partition of an output folder, oldest first, with why it is incomplete
+    (None when complete: a valid ``_SUCCESS`` marker listing ``scores.parquet``)."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         return []
     found = []
     for child in out_dir.iterdir():
         m = _PARTITION.match(child.name)
-        if m and (child / SCORES_NAME).is_file():
-            found.append((to_as_of(m.group(1)), child))
-    return sorted(found)
+        if m and child.is_dir():
+            found.append((to_as_of(m.group(1)), child,
+                          partition_problem(child, required=(SCORES_NAME,))))
+    return sorted(found, key=lambda t: t[0])
+
+
+def list_partitions(out_dir: str | Path) -> list[tuple[pd.Timestamp, Path]]:
+    """Complete partitions (with a valid ``_SUCCESS`` marker) of an output folder, oldest first."""
+    return [(d, p) for d, p, problem in _scan_partitions(out_dir) if problem is None]
+
+
+def incomplete_partitions(out_dir: str | Path, before=None) -> list[tuple[pd.Timestamp, Path, str]]:
+    """Partitions every reader skips (no valid marker: a killed or failed run), oldest first,
+    with the reason; only those with as_of < ``before`` when given."""
+    before = None if before is None else to_as_of(before)
+    return [(d, p, problem) for d, p, problem in _scan_partitions(out_dir)
+            if problem is not None and (before is None or d < before)]
+
+
+def describe_skipped(skipped: list[tuple[pd.Timestamp, Path, str]]) -> list[str]:
+    """``["as_of=2026-11-09 (no _SUCCESS marker ...)", ...]`` for a warning line."""
+    return [f"{p.name} ({problem})" for _d, p, problem in skipped]
 
 
 def load_earlier_weeks(out_dir: str | Path, as_of, history_weeks: int = DEFAULT_HISTORY_WEEKS,
@@ -125,18 +153,8 @@ class OutputLock:
 
 
 def remove_stale_temporaries(partition: Path) -> list[Path]:
-    """Delete ``*.tmp-<pid>`` files a killed run left in a partition (call under the lock)."""
-    removed = []
-    if partition.is_dir():
-        for child in partition.iterdir():
-            if ".tmp-" in child.name:
-                child.unlink()
-                removed.append(child)
-    return removed
-
-
-def temporary_path(path: Path) -> Path:
-    return path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    """Delete ``*.tmp-*`` files a killed run left in a partition (call under the lock)."""
+    return remove_temporaries(partition)
 
 
 def to_arrow(frame: pd.DataFrame, schema):
@@ -149,27 +167,21 @@ def to_arrow(frame: pd.DataFrame, schema):
 
 
 def write_parquet_atomic(path: Path, tables: Iterator, schema) -> int:
-    """Write ``tables`` (arrow tables) as row groups of ``path`` atomically; returns rows."""
+    """Write ``tables`` (arrow tables) as row groups of ``path`` atomically
+    (:func:`churnml.fsutil.atomic_write`); returns rows."""
     import pyarrow.parquet as pq
 
-    tmp = temporary_path(path)
     rows = 0
-    try:
-        with pq.ParquetWriter(str(tmp), schema, compression="zstd") as writer:
+    with atomic_write(path, "wb") as handle:
+        with pq.ParquetWriter(handle, schema, compression="zstd") as writer:
             for table in tables:
                 writer.write_table(table)
                 rows += table.num_rows
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return rows
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = temporary_path(path)
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    _write_bytes_atomic(path, data)
 
 
 def account_chunks(book: Book, chunk_size: int) -> Iterator[Book]:
@@ -219,6 +231,10 @@ class WeeklyResult:
     rows: int
     previous_as_of: pd.Timestamp | None
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    # earlier partitions skipped as incomplete ("as_of=... (reason)"), and why this week's
+    # partition was incomplete before the run replaced it (None: new or complete)
+    skipped_partitions: list[str] = field(default_factory=list)
+    replaced_incomplete: str | None = None
 
 
 def _slice(frame: pd.DataFrame | None, ids: np.ndarray) -> pd.DataFrame | None:
@@ -242,6 +258,7 @@ def score_book(
     feature_dimensions=None,
     lock: bool = True,
     timer: Callable[[str], object] | None = None,
+    complete: bool = True,
 ) -> WeeklyResult:
     """Score every active account of ``book`` at ``as_of`` into ``OUT/as_of=DATE/``.
 
@@ -254,7 +271,9 @@ def score_book(
     ``scores.parquet`` atomically. ``on_chunk(accounts_done, accounts_total)`` is called after
     each chunk (progress bar). Returns what was written and the wall time of each stage
     (features, scoring, write). ``lock=False`` when the caller already holds
-    :class:`OutputLock` (``run_job``).
+    :class:`OutputLock` (``run_job``). The partition's ``_SUCCESS`` marker is removed first
+    and, with ``complete=True``, written last; ``run_job`` passes False and writes it after
+    the report.
     """
     if chunk_size < 1:
         raise UsageError(f"The 'chunk_size' parameter must be a positive integer. Got {chunk_size}.")
@@ -268,8 +287,8 @@ def score_book(
     partition = partition_dir(out_dir, as_of)
     stage = {"features": 0.0, "scoring": 0.0, "write": 0.0}
     with (OutputLock(out_dir) if lock else contextlib.nullcontext()):
-        partition.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(partition)
+        replaced = begin_partition(partition, stale=(REPORT_NAME,))
+        skipped = describe_skipped(incomplete_partitions(out_dir, before=as_of))
         previous, history = load_earlier_weeks(out_dir, as_of, history_weeks)
         dimensions = list(health.dimension_names)
         schema = arrow_schema(dimensions)
@@ -305,12 +324,20 @@ def score_book(
         rows = write_parquet_atomic(scores_path, chunks(), schema)
         stage["write"] += (time.perf_counter() - t0) - stage["features"] - stage["scoring"] \
             - stage["write"]
+        if complete:
+            mark_complete(partition, as_of, rows, [SCORES_NAME])
     return WeeklyResult(
         as_of=as_of, partition=partition, scores_path=scores_path, rows=rows,
         previous_as_of=None if previous is None else pd.Timestamp(previous["as_of"].iloc[0])
         if len(previous) else None,
-        stage_seconds=stage,
+        stage_seconds=stage, skipped_partitions=skipped, replaced_incomplete=replaced,
     )
+
+
+def mark_complete(partition: Path, as_of, rows: int, files: list[str]) -> Path:
+    """Write the partition's ``_SUCCESS`` marker (last, after every file in ``files``)."""
+    return write_marker(partition, files, as_of=f"{to_as_of(as_of):%Y-%m-%d}", rows=rows,
+                        schema_version=SCHEMA_VERSION)
 
 
 WEEKLY_EXPERIMENT = "churnml-weekly"
@@ -327,6 +354,7 @@ class JobResult:
     #: outcome -> model version scored; the outcomes without a champion (null columns)
     model_versions: dict[str, str] = field(default_factory=dict)
     missing_outcomes: list[str] = field(default_factory=list)
+    report_logged: bool = False  # report.html sent to the MLflow store as an artifact
 
 
 def write_report(result: WeeklyResult, book: Book, out_dir: Path) -> tuple[Path, dict[str, float]]:
@@ -387,10 +415,13 @@ def run_job(
 ) -> JobResult:
     """``churnml score``: load the book, the champions and the adopted health weights, score
     every active account (``engine`` "local" or "spark"), write the report and log the run
-    (experiment ``churnml-weekly``: params, summary metrics, the report as artifact).
+    (experiment ``churnml-weekly``: params, summary metrics, the report as artifact when
+    :func:`churnml.config.log_report_to_mlflow` allows it).
 
-    The output folder's lock is held from before the book is read until the report is written.
+    The output folder's lock is held from before the book is read until the partition's
+    ``_SUCCESS`` marker is written, after the report.
     """
+    from churnml.config import log_report_to_mlflow
     from churnml.data.io import load_book
 
     if engine not in ("local", "spark"):
@@ -399,6 +430,7 @@ def run_job(
     out_dir = Path(out_dir)
     stage = on_stage or (lambda name: None)
     times: dict[str, float] = {}
+    send_report = log_to_mlflow and log_report_to_mlflow()  # a bad setting fails before the run
     with OutputLock(out_dir):
         t0 = time.perf_counter()
         stage("loading the book")
@@ -425,16 +457,20 @@ def run_job(
             from churnml.jobs.spark import score_book_spark
 
             weekly = score_book_spark(data_dir, as_of, out_dir, models, health, lock=False,
-                                      shards=shards)
+                                      shards=shards, complete=False)
         else:
             weekly = score_book(book, as_of, out_dir, models, health,
-                                chunk_size=chunk_size, on_chunk=on_chunk, lock=False)
+                                chunk_size=chunk_size, on_chunk=on_chunk, lock=False,
+                                complete=False)
         times.update(weekly.stage_seconds)
         times["score_total"] = time.perf_counter() - t1
         stage("writing the report")
         t2 = time.perf_counter()
         report_path, summary = write_report(weekly, book, out_dir)
         times["report"] = time.perf_counter() - t2
+        # last: from here on the week counts as complete
+        mark_complete(weekly.partition, as_of, weekly.rows,
+                      [SCORES_NAME, REPORT_NAME])
     run_id = None
     if log_to_mlflow:
         stage("logging the run to MLflow")
@@ -450,11 +486,13 @@ def run_job(
                     else f"{weekly.previous_as_of:%Y-%m-%d}",
                     "schema_version": SCHEMA_VERSION},
             metrics={**summary, **{f"seconds_{k}": v for k, v in times.items()}},
-            artifacts={"report": report_path},
-            tags={"churnml.job": "weekly-score"},
+            artifacts={"report": report_path} if send_report else {},
+            tags={"churnml.job": "weekly-score",
+                  "churnml.report_logged": "true" if send_report else "false"},
             run_name=f"score {as_of:%Y-%m-%d}",
         )
     return JobResult(weekly=weekly, report_path=report_path, summary=summary, run_id=run_id,
                      model_versions={k: str(getattr(m, "version", m)) for k, m in models.items()},
                      missing_outcomes=missing,
-                     health_version=str(health.version), stage_seconds=times)
+                     health_version=str(health.version), stage_seconds=times,
+                     report_logged=bool(run_id) and send_report)

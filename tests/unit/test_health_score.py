@@ -278,7 +278,7 @@ def test_score_always_between_0_and_100_and_never_null(columns, data):
     out = HealthScore().score(features)
     assert out["health_score"].notna().all()
     assert out["health_score"].between(0, 100).all()
-    assert set(out["health_tier"]) <= {t.name for t in DEFAULT.tiers}
+    assert set(out["health_tier"]) <= {t.name for t in DEFAULT.tiers} | {INSUFFICIENT_DATA_TIER}
     for d in DEFAULT.dimension_names:
         listed = out["health_dimensions_used"].str.split("|").apply(lambda names, d=d: d in names)
         assert (listed == out[f"health_{d}"].notna()).all()

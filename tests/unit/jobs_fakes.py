@@ -156,8 +156,9 @@ def tiny_book(n=40, seed=1):
     return Book(tables={"accounts": accounts, "mrr_changes": mrr, "touchpoints": touch})
 
 
-def simple_features(book, as_of_dates):
-    """Point-in-time features of the tiny book (mrr, days since contact), active accounts only."""
+def simple_features(book, as_of_dates, catalog=None):
+    """Point-in-time features of the tiny book (mrr, days since contact), active accounts only.
+    ``catalog`` (as ``build_features`` takes it) is accepted and ignored: every column is built."""
     frames = []
     for as_of in pd.to_datetime(list(as_of_dates)):
         mrr = book["mrr_changes"]

@@ -13,8 +13,7 @@ from jobs_fakes import FEATURE_DIMENSIONS, models, simple_features, tiny_book
 
 
 def _scored(tmp_path, as_of):
-    churn, expansion = models()
-    return score_book(tiny_book(), as_of, tmp_path, churn, expansion, HealthScore(),
+    return score_book(tiny_book(), as_of, tmp_path, models(), HealthScore(),
                       build_features=simple_features, feature_dimensions=FEATURE_DIMENSIONS)
 
 

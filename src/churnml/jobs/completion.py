@@ -31,6 +31,13 @@ import sys
 from pathlib import Path
 
 from churnml.fsutil import fsync_dir, remove_temporaries, write_bytes_atomic
+from churnml.jobs.layout import (
+    _PARTITION,
+    LEGACY_ALERT_INPUTS_NAME,
+    REPORT_NAME,
+    SCORES_NAME,
+    OutputLock,
+)
 
 MARKER_NAME = "_SUCCESS"
 MARKER_VERSION = 1
@@ -121,8 +128,6 @@ def mark_legacy_partitions(out_dir: str | Path) -> tuple[list[Path], list[Path]]
     shows complete; returns ``(marked, left_alone)``. Run once, with no job running."""
     import pyarrow.parquet as pq
 
-    from churnml.jobs.weekly import (ALERT_INPUTS_NAME, REPORT_NAME, SCORES_NAME, _PARTITION,
-                                     OutputLock)
 
     marked, left = [], []
     with OutputLock(out_dir):
@@ -130,7 +135,7 @@ def mark_legacy_partitions(out_dir: str | Path) -> tuple[list[Path], list[Path]]
             m = _PARTITION.match(child.name)
             if not m or not child.is_dir() or (child / MARKER_NAME).exists():
                 continue
-            paths = [child / n for n in (SCORES_NAME, ALERT_INPUTS_NAME, REPORT_NAME)]
+            paths = [child / n for n in (SCORES_NAME, LEGACY_ALERT_INPUTS_NAME, REPORT_NAME)]
             if not all(p.is_file() and not p.is_symlink() for p in paths) or \
                     paths[2].stat().st_mtime_ns < max(p.stat().st_mtime_ns for p in paths[:2]):
                 left.append(child)

@@ -45,7 +45,7 @@ import pandas as pd
 
 from churnml.errors import ChurnMLError, UsageError
 from churnml.features.windows import to_as_of
-from churnml.jobs.weekly import (
+from churnml.jobs.partitions import (
     DEFAULT_HISTORY_WEEKS,
     REPORT_NAME,
     SCORES_NAME,

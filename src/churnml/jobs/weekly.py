@@ -51,138 +51,31 @@ from churnml.outcomes import OUTCOMES
 from churnml.scoring.actions import load_playbooks
 from churnml.scoring.compare import week_before as book_week_before
 from churnml.scoring.frame import catalog_dimensions, score_frame
+from churnml.jobs.layout import (  # noqa: F401  (part of this module's interface)
+    DEFAULT_HISTORY_WEEKS,
+    LOCK_NAME,
+    REPORT_NAME,
+    SCORES_NAME,
+    OutputLock,
+)
+from churnml.jobs.partitions import (  # noqa: F401  (part of this module's interface)
+    WeeklyResult,
+    begin_partition,
+    describe_skipped,
+    incomplete_partitions,
+    list_partitions,
+    load_earlier_weeks,
+    mark_complete,
+    partition_dir,
+    remove_stale_temporaries,
+    to_arrow,
+    write_bytes_atomic,
+    write_parquet_atomic,
+)
+from churnml.jobs.spark import score_book_spark
 from churnml.scoring.schema import SCHEMA_VERSION, arrow_schema
-from churnml.fsutil import atomic_write, remove_temporaries
-from churnml.fsutil import write_bytes_atomic as _write_bytes_atomic
-from churnml.jobs.completion import begin_partition, partition_problem, write_marker
 
-LOCK_NAME = ".churnml-score.lock"
-SCORES_NAME = "scores.parquet"
-REPORT_NAME = "report.html"
 DEFAULT_CHUNK_SIZE = 10_000
-DEFAULT_HISTORY_WEEKS = 13
-_PARTITION = re.compile(r"^as_of=(\d{4}-\d{2}-\d{2})$")
-
-
-def partition_dir(out_dir: str | Path, as_of) -> Path:
-    """``OUT/as_of=YYYY-MM-DD``."""
-    return Path(out_dir) / f"as_of={to_as_of(as_of):%Y-%m-%d}"
-
-
-def _scan_partitions(out_dir: str | Path) -> list[tuple[pd.Timestamp, Path, str | None]]:
-    """Every ``as_of=`` partition of an output folder, oldest first, with why it is incomplete
-    (None when complete: a valid ``_SUCCESS`` marker listing ``scores.parquet``)."""
-    out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        return []
-    found = []
-    for child in out_dir.iterdir():
-        m = _PARTITION.match(child.name)
-        if m and child.is_dir():
-            found.append((to_as_of(m.group(1)), child,
-                          partition_problem(child, required=(SCORES_NAME,))))
-    return sorted(found, key=lambda t: t[0])
-
-
-def list_partitions(out_dir: str | Path) -> list[tuple[pd.Timestamp, Path]]:
-    """Complete partitions (with a valid ``_SUCCESS`` marker) of an output folder, oldest first."""
-    return [(d, p) for d, p, problem in _scan_partitions(out_dir) if problem is None]
-
-
-def incomplete_partitions(out_dir: str | Path, before=None) -> list[tuple[pd.Timestamp, Path, str]]:
-    """Partitions every reader skips (no valid marker: a killed or failed run), oldest first,
-    with the reason; only those with as_of < ``before`` when given."""
-    before = None if before is None else to_as_of(before)
-    return [(d, p, problem) for d, p, problem in _scan_partitions(out_dir)
-            if problem is not None and (before is None or d < before)]
-
-
-def describe_skipped(skipped: list[tuple[pd.Timestamp, Path, str]]) -> list[str]:
-    """``["as_of=2026-11-09 (no _SUCCESS marker ...)", ...]`` for a warning line."""
-    return [f"{p.name} ({problem})" for _d, p, problem in skipped]
-
-
-def load_earlier_weeks(out_dir: str | Path, as_of, history_weeks: int = DEFAULT_HISTORY_WEEKS,
-                       ) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    """``(previous, history)`` for the score-based alerts of week ``as_of``.
-
-    ``previous``: the latest earlier partition's rows (``account_id, as_of, health_score,
-    health_tier``); ``history``: the same columns of every earlier partition with as_of in
-    ``[as_of - history_weeks weeks, as_of)``. Both None in the first week.
-    """
-    as_of = to_as_of(as_of)
-    earlier = [(d, p) for d, p in list_partitions(out_dir) if d < as_of]
-    if not earlier:
-        return None, None
-    cols = ["account_id", "as_of", "health_score", "health_tier"]
-    last_date, last_dir = earlier[-1]
-    previous = pd.read_parquet(last_dir / SCORES_NAME, columns=cols)
-    start = as_of - pd.Timedelta(weeks=history_weeks)
-    frames = [pd.read_parquet(p / SCORES_NAME, columns=cols) for d, p in earlier if d >= start]
-    history = pd.concat(frames, ignore_index=True) if frames else None
-    return previous, history
-
-
-class OutputLock:
-    """Exclusive lock on an output folder (``OUT/.churnml-score.lock``, via filelock).
-
-    Entering raises :class:`LockedError` at once when another run holds it."""
-
-    def __init__(self, out_dir: str | Path) -> None:
-        from filelock import FileLock
-
-        self.path = Path(out_dir) / LOCK_NAME
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = FileLock(str(self.path), timeout=0)
-
-    def __enter__(self) -> "OutputLock":
-        from filelock import Timeout
-
-        try:
-            self._lock.acquire()
-        except Timeout:
-            raise LockedError(
-                f"another churnml score run is writing to {self.path.parent} (lock {self.path} "
-                "is held); wait for it to finish. If no run is active, the lock is released "
-                "automatically when its process exits."
-            ) from None
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._lock.release()
-
-
-def remove_stale_temporaries(partition: Path) -> list[Path]:
-    """Delete ``*.tmp-*`` files a killed run left in a partition (call under the lock)."""
-    return remove_temporaries(partition)
-
-
-def to_arrow(frame: pd.DataFrame, schema):
-    import pyarrow as pa
-
-    arrays = [pa.array(frame[f.name].tolist() if f.type.num_fields or
-                       pa.types.is_list(f.type) else frame[f.name], type=f.type, from_pandas=True)
-              for f in schema]
-    return pa.Table.from_arrays(arrays, schema=schema)
-
-
-def write_parquet_atomic(path: Path, tables: Iterator, schema) -> int:
-    """Write ``tables`` (arrow tables) as row groups of ``path`` atomically
-    (:func:`churnml.fsutil.atomic_write`); returns rows."""
-    import pyarrow.parquet as pq
-
-    rows = 0
-    with atomic_write(path, "wb") as handle:
-        with pq.ParquetWriter(handle, schema, compression="zstd") as writer:
-            for table in tables:
-                writer.write_table(table)
-                rows += table.num_rows
-    return rows
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    _write_bytes_atomic(path, data)
-
 
 def account_chunks(book: Book, chunk_size: int) -> Iterator[Book]:
     """Split a book into books of at most ``chunk_size`` accounts (by sorted account_id).
@@ -221,20 +114,6 @@ def account_chunks(book: Book, chunk_size: int) -> Iterator[Book]:
                 order, bounds = cut[1], cut[2]
                 tables[name] = table.iloc[order[bounds[k]:bounds[k + 1]]].reset_index(drop=True)
         yield Book(tables=tables, source=book.source, meta=dict(book.meta))
-
-
-@dataclass
-class WeeklyResult:
-    as_of: pd.Timestamp
-    partition: Path
-    scores_path: Path
-    rows: int
-    previous_as_of: pd.Timestamp | None
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    # earlier partitions skipped as incomplete ("as_of=... (reason)"), and why this week's
-    # partition was incomplete before the run replaced it (None: new or complete)
-    skipped_partitions: list[str] = field(default_factory=list)
-    replaced_incomplete: str | None = None
 
 
 def _slice(frame: pd.DataFrame | None, ids: np.ndarray) -> pd.DataFrame | None:
@@ -332,12 +211,6 @@ def score_book(
         if len(previous) else None,
         stage_seconds=stage, skipped_partitions=skipped, replaced_incomplete=replaced,
     )
-
-
-def mark_complete(partition: Path, as_of, rows: int, files: list[str]) -> Path:
-    """Write the partition's ``_SUCCESS`` marker (last, after every file in ``files``)."""
-    return write_marker(partition, files, as_of=f"{to_as_of(as_of):%Y-%m-%d}", rows=rows,
-                        schema_version=SCHEMA_VERSION)
 
 
 WEEKLY_EXPERIMENT = "churnml-weekly"
@@ -454,8 +327,6 @@ def run_job(
         stage(f"scoring accounts ({engine})")
         t1 = time.perf_counter()
         if engine == "spark":
-            from churnml.jobs.spark import score_book_spark
-
             weekly = score_book_spark(data_dir, as_of, out_dir, models, health, lock=False,
                                       shards=shards, complete=False)
         else:

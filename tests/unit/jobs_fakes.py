@@ -45,23 +45,34 @@ class LinearModel:
         return self.predict_proba(features), self.explain(features, top_k=top_k)
 
 
-def _fixed_health_config():
-    """The default health configuration reduced to the fake's two dimensions (``usage`` from
-    ``usage_drop_50pct``, ``engagement`` from ``days_since_last_contact``), version ``v7``:
-    a real HealthConfig, so that alerts and tiers read what they read in production."""
+def health_config(dimensions, version):
+    """The default health configuration (tiers, alerts, overrides) with only ``dimensions``
+    (name -> signal feature, equal weights), under ``version``: a real HealthConfig, so that
+    alerts and tiers read what they read in production."""
     from churnml.health.config import load_health_config, parse_health_config
 
     raw = load_health_config().to_dict()
-    raw["version"] = "v7"
+    raw["version"] = version
     raw["dimensions"] = {
-        "usage": {"weight": 50, "signals": [{"feature": "usage_drop_50pct", "weight": 1, "bands": [
-            {"from": None, "score": 100}, {"from": 1, "score": 80}]}]},
-        "engagement": {"weight": 50, "signals": [{
-            "feature": "days_since_last_contact", "weight": 1, "bands": [
-                {"from": None, "score": 100}, {"from": 21, "score": 50}]}]},
+        name: {"weight": 1, "signals": [{"feature": feature, "weight": 1, "bands": [
+            {"from": None, "score": 100}, {"from": 1, "score": 50}]}]}
+        for name, feature in dimensions.items()
     }
     raw.pop("presets", None)
     return parse_health_config(raw)
+
+
+def health_arrays(config, score, subscores):
+    """A ``HealthArrays`` of given scores (every dimension known, no override applied), tiers
+    from ``config``."""
+    from churnml.health.rubric import tier_codes
+    from churnml.health.score import HealthArrays
+
+    score = np.asarray(score, dtype=float)
+    n, k = len(score), len(config.dimension_names)
+    return HealthArrays(config=config, score=score, tier_codes=tier_codes(score, config),
+                        subscores=np.asarray(subscores, dtype=float).reshape(n, k),
+                        used=np.ones((n, k), dtype=bool), overrides=np.zeros((n, 2), dtype=bool))
 
 
 class FixedHealth:
@@ -70,7 +81,8 @@ class FixedHealth:
     tiers from the default configuration (DOMAIN.md); version ``v7``."""
 
     def __init__(self):
-        self.config = _fixed_health_config()
+        self.config = health_config({"usage": "usage_drop_50pct",
+                                     "engagement": "days_since_last_contact"}, "v7")
 
     @property
     def version(self):
@@ -81,21 +93,13 @@ class FixedHealth:
         return list(self.config.dimension_names)
 
     def score_arrays(self, features, columns=None):
-        from churnml.health.rubric import tier_codes
-        from churnml.health.score import HealthArrays
-
         def numbers(name):
             return pd.to_numeric(features[name], errors="coerce").fillna(0).to_numpy(dtype=float)
 
         usage = np.clip(100 - 20 * numbers("usage_drop_50pct"), 0, 100)
         engagement = np.clip(100 - 2 * numbers("days_since_last_contact"), 0, 100)
-        score = 0.5 * usage + 0.5 * engagement
-        n = len(features)
-        return HealthArrays(config=self.config, score=score,
-                            tier_codes=tier_codes(score, self.config),
-                            subscores=np.column_stack([usage, engagement]).reshape(n, 2),
-                            used=np.ones((n, 2), dtype=bool),
-                            overrides=np.zeros((n, 2), dtype=bool))
+        return health_arrays(self.config, 0.5 * usage + 0.5 * engagement,
+                             np.column_stack([usage, engagement]))
 
 
 FEATURE_DIMENSIONS = {

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from churnml.data.tables import Book
 from churnml.errors import UsageError
@@ -99,8 +101,51 @@ def test_censoring_after_the_data_end():
     grid = observation_grid(book, ["2025-03-31", "2025-04-01", "2025-04-02"], horizon_days=90)
     assert grid["labeled"].tolist() == [True, True, False]  # 04-01 + 90 d = 06-30
     assert np.isnan(grid["churn"].iloc[2]) and np.isnan(grid["expansion"].iloc[2])
+    assert np.isnan(grid["contraction"].iloc[2])
     assert grid["churn"].iloc[:2].tolist() == [0.0, 0.0]
     assert latest_labeled_as_of(book, 90) == T("2025-04-01")
+
+
+def test_contraction_is_a_fall_that_stays_above_zero():
+    book = book_of([
+        ("a", "2025-01-01", 100, "new"), ("a", "2025-02-10", 80, "downsell"),     # contraction
+        ("b", "2025-01-01", 100, "new"), ("b", "2025-02-10", 0, "churn"),         # churn only
+        ("c", "2025-01-01", 100, "new"), ("c", "2025-02-10", 150, "upsell"),      # expansion
+        ("d", "2025-01-01", 100, "new"), ("d", "2025-01-20", 60, "downsell"),     # before as_of
+        ("e", "2025-01-01", 100, "new"), ("e", "2025-02-10", 80, "discount"),
+        ("e", "2025-02-20", 120, "seats"),                                        # both
+    ])
+    got = labels_at(book, "2025-02-01", horizon_days=30)
+    assert {k: (v.churn, v.expansion, v.contraction) for k, v in got.items()} == {
+        "a": (0.0, 0.0, 1.0), "b": (1.0, 0.0, 0.0), "c": (0.0, 1.0, 0.0),
+        "d": (0.0, 0.0, 0.0), "e": (0.0, 1.0, 1.0)}
+    assert got["d"].mrr == 60.0
+
+
+_DAYS = st.lists(st.integers(0, 240), min_size=1, max_size=7, unique=True)
+_ROW = st.tuples(st.sampled_from([0.0, 40.0, 100.0, 100.0, 130.0, 250.0]),
+                 st.sampled_from(["new", "seats", "downsell", "price_increase", "churn"]))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histories=st.lists(_DAYS.flatmap(lambda days: st.tuples(
+           st.just(sorted(days)), st.lists(_ROW, min_size=len(days), max_size=len(days)))),
+           min_size=1, max_size=5),
+       as_of_day=st.integers(1, 230), horizon=st.sampled_from([7, 30, 60]),
+       min_share=st.sampled_from([0.0, 0.25]))
+def test_contraction_and_other_labels_equal_a_loop_reference(histories, as_of_day, horizon,
+                                                             min_share):
+    """Random revenue histories (falls to a smaller positive MRR, falls to 0, rises, price
+    increases, reactivations): every outcome column equals the plain loop's."""
+    day0 = T("2025-01-01")
+    rows = [(f"acc{i}", day0 + pd.Timedelta(days=d), mrr, reason)
+            for i, (days, values) in enumerate(histories)
+            for d, (mrr, reason) in zip(days, values)]
+    book = book_of(rows, data_end="2026-06-30")
+    as_of = day0 + pd.Timedelta(days=as_of_day)
+    grid = observation_grid(book, [as_of], horizon_days=horizon, expansion_min_share=min_share)
+    got = {r.account_id: (r.mrr, r.churn, r.expansion, r.contraction) for r in grid.itertuples()}
+    assert got == loop_labels(book, as_of, horizon, min_share)
 
 
 def test_account_without_revenue_yet_or_with_zero_mrr_has_no_observation():
@@ -110,7 +155,8 @@ def test_account_without_revenue_yet_or_with_zero_mrr_has_no_observation():
     assert set(zip(grid["account_id"], grid["as_of"].dt.strftime("%m-%d"))) == {
         ("c", "02-01"), ("c", "03-01"), ("a", "03-02"), ("c", "03-02")}
     # order: by as_of, then account_id; columns as documented
-    assert list(grid.columns) == ["account_id", "as_of", "mrr", "churn", "expansion", "labeled"]
+    assert list(grid.columns) == ["account_id", "as_of", "mrr", "churn", "expansion",
+                                  "contraction", "labeled"]
     assert grid["as_of"].is_monotonic_increasing
     assert grid["account_id"].dtype == "str" and grid["as_of"].dtype == "datetime64[ns]"
 
@@ -146,7 +192,7 @@ def loop_labels(book, as_of, horizon, min_share=0.0):
         before = rows[rows["effective_date"] < as_of]
         if not len(before) or before["mrr"].iloc[-1] <= 0:
             continue
-        churn = expansion = 0.0
+        churn = expansion = contraction = 0.0
         prev = None
         for r in rows.itertuples():
             if as_of <= r.effective_date < end:
@@ -155,8 +201,10 @@ def loop_labels(book, as_of, horizon, min_share=0.0):
                 if (prev is not None and prev > 0 and r.mrr > prev
                         and (r.mrr - prev) / prev >= min_share and r.reason != "price_increase"):
                     expansion = 1.0
+                if prev is not None and prev > 0 and 0 < r.mrr < prev:
+                    contraction = 1.0
             prev = r.mrr
-        out[acc] = (before["mrr"].iloc[-1], churn, expansion)
+        out[acc] = (before["mrr"].iloc[-1], churn, expansion, contraction)
     return out
 
 
@@ -171,5 +219,6 @@ def test_grid_equals_a_loop_reference_on_random_books(seed):
         for as_of in dates:
             want = loop_labels(book, as_of, 60, min_share)
             part = grid[grid["as_of"] == as_of]
-            got = {r.account_id: (r.mrr, r.churn, r.expansion) for r in part.itertuples()}
+            got = {r.account_id: (r.mrr, r.churn, r.expansion, r.contraction)
+                   for r in part.itertuples()}
             assert got == want

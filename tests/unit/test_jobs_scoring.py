@@ -200,3 +200,71 @@ def test_one_account_alone_equals_its_row_of_a_batch_with_real_models(playbooks,
     # the unseen plan is shown as sent when it is a reason
     shown = [r["text"] for r in batch["churn_reasons"][2] if r["feature"] == "plan"]
     assert all("not-a-plan" in t for t in shown)
+
+
+def test_only_a_churn_model_leaves_the_other_outcomes_null(playbooks):
+    """An outcome without a model: NaN probability and revenue, [] reasons, None version; the
+    rest (churn, health, alerts, actions with a reason, schema) as with every model."""
+    from churnml.scoring.schema import arrow_schema
+
+    features = feature_frame()
+    out = _score(features, playbooks, model_map={"churn": models()["churn"]})
+    full = _score(features, playbooks)
+    assert list(out.columns) == list(full.columns)
+    arrow_schema(["usage", "engagement"], columns=list(out.columns))  # all declared
+    for name in ("expansion", "contraction"):
+        assert out[f"{name}_probability"].isna().all()
+        assert out[f"{name}_model_version"].isna().all()
+        assert out[f"{name}_reasons"].map(len).eq(0).all()
+    assert out["expected_expansion_mrr"].isna().all()
+    assert out["mrr_at_risk_of_contraction"].isna().all()
+    pd.testing.assert_series_equal(out["churn_probability"], full["churn_probability"])
+    pd.testing.assert_series_equal(out["mrr_at_risk"], full["mrr_at_risk"])
+    assert out["churn_model_version"].eq("4").all()
+    assert set(out["expansion_readiness"]) == {"not_ready"}  # unknown is never ready
+    assert all(a["reason"] for a in out["next_best_action"])
+    assert [a["severity"] for a in out["next_best_action"]] == \
+        [a["severity"] for a in full["next_best_action"]]
+
+
+def test_no_model_at_all_and_unknown_outcome(playbooks):
+    out = _score(feature_frame(), playbooks, model_map={})
+    assert out["churn_probability"].isna().all()
+    assert all(a["reason"] for a in out["next_best_action"])
+    with pytest.raises(UsageError, match="upsell"):
+        _score(feature_frame(), playbooks, model_map={"upsell": models()["churn"]})
+
+
+class _ReasonsOnMissingFeatures:
+    """An OutcomeModel whose strongest reasons name a feature absent from the frame and one
+    that is null for some accounts, then a known one."""
+
+    version = "9"
+
+    def predict_with_reasons(self, features, top_k=3):
+        n = len(features)
+        reasons = [[
+            {"feature": "competitor_mentions_90d", "value": None, "contribution": 0.9,
+             "text": "competitor mentions: no data"},
+            {"feature": "nps_latest", "value": features["nps_latest"].iloc[i],
+             "contribution": 0.7, "text": "nps"},
+            {"feature": "days_since_last_contact",
+             "value": features["days_since_last_contact"].iloc[i], "contribution": 0.5,
+             "text": "days since contact"},
+        ] for i in range(n)]
+        return np.full(n, 0.4), reasons
+
+
+def test_every_action_has_a_reason_and_none_comes_from_an_absent_feature(playbooks):
+    """A churn reason on a feature absent from the frame (competitor mentions) or null for the
+    account (nps) never picks the playbook; every action has a non-empty reason."""
+    features = feature_frame(12)
+    assert "competitor_mentions_90d" not in features.columns
+    features.loc[::2, "nps_latest"] = np.nan
+    out = _score(features, playbooks, model_map={"churn": _ReasonsOnMissingFeatures()})
+    for i, action in enumerate(out["next_best_action"]):
+        assert action["reason"]
+        assert action["severity"] == "high"  # churn probability 40%, no critical signal
+        want = "days_since_last_contact" if i % 2 == 0 else "nps_latest"
+        assert action["reason_feature"] == want, (i, action)
+        assert action["playbook"] == playbooks.signals[want]

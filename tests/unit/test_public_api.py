@@ -35,9 +35,11 @@ def test_lazy_names_are_the_package_functions():
 
 def test_version_constants_and_unknown_name():
     assert churnml.__version__ == "0.1.0"
-    assert churnml.SCHEMA_VERSION == 1
-    from churnml.jobs.scoring import SCHEMA_VERSION as written
-    assert written == churnml.SCHEMA_VERSION
+    assert churnml.SCHEMA_VERSION == 2
+    from churnml.scoring.frame import SCHEMA_VERSION as written
+    from churnml.scoring.schema import SCHEMA_VERSION as declared
+    assert written is declared and written == churnml.SCHEMA_VERSION
+    assert [o.name for o in churnml.OUTCOMES] == ["churn", "expansion", "contraction"]
     try:
         churnml.no_such_thing  # noqa: B018
     except AttributeError as exc:

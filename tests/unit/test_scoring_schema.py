@@ -1,0 +1,87 @@
+"""The one output schema (churnml.scoring.schema) and the outcome registry (churnml.outcomes)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from churnml.errors import UsageError
+from churnml.outcomes import OUTCOME_NAMES, OUTCOMES, get_outcome
+from churnml.scoring.schema import (
+    COLUMNS,
+    SCHEMA_VERSION,
+    arrow_schema,
+    markdown_table,
+    output_columns,
+    response_model,
+)
+
+DESIGN = Path(__file__).resolve().parents[2] / "docs" / "design.md"
+START, END = "<!-- output-schema:start -->", "<!-- output-schema:end -->"
+
+
+def test_outcome_registry_names_everything_derived():
+    assert OUTCOME_NAMES == ("churn", "expansion", "contraction")
+    contraction = get_outcome("contraction")
+    assert contraction.model_name == "churnml-contraction"
+    assert (contraction.probability_column, contraction.reasons_column,
+            contraction.version_column) == ("contraction_probability", "contraction_reasons",
+                                            "contraction_model_version")
+    assert [o.value_column for o in OUTCOMES] == [
+        "mrr_at_risk", "expected_expansion_mrr", "mrr_at_risk_of_contraction"]
+    assert [o.health_direction for o in OUTCOMES] == [-1, 1, -1]
+    assert [o.label_rule for o in OUTCOMES] == [
+        "mrr_reaches_zero", "mrr_rises", "mrr_falls_above_zero"]
+    with pytest.raises(UsageError, match="upsell"):
+        get_outcome("upsell")
+
+
+def test_output_columns_have_every_outcome_and_dimension():
+    cols = output_columns(["usage", "engagement"])
+    for o in OUTCOMES:
+        for name in (o.probability_column, o.reasons_column, o.version_column, o.value_column):
+            assert cols.count(name) == 1, name
+    assert cols[:2] == ["account_id", "as_of"] and cols[-1] == "schema_version"
+    assert cols.index("churn_probability") < cols.index("expansion_probability") \
+        < cols.index("contraction_probability")
+    assert "health_usage" in cols and "health_engagement" in cols
+    assert cols.index("mrr") < cols.index("mrr_at_risk")
+    assert SCHEMA_VERSION == 2
+
+
+def test_arrow_schema_refuses_an_undeclared_column():
+    dims = ["usage"]
+    schema = arrow_schema(dims)
+    assert schema.names == output_columns(dims)
+    assert schema.metadata[b"churnml_schema_version"] == str(SCHEMA_VERSION).encode()
+    assert arrow_schema(dims, columns=output_columns(dims)).names == schema.names
+    with pytest.raises(ValueError, match="bogus"):
+        arrow_schema(dims, columns=["account_id", "as_of", "bogus"])
+
+
+def test_response_model_has_a_field_per_column_and_requires_a_reason():
+    model = response_model(["usage"])
+    assert list(model.model_fields) == output_columns(["usage"])
+    action = model.model_fields["next_best_action"].annotation
+    with pytest.raises(Exception, match="reason"):
+        action(playbook="keep_warm", action="a", owner="CSM", severity="low",
+               respond_within="soon", reason_feature="", reason="", expansion_blocked_by=[])
+
+
+def test_columns_declared_once_with_a_meaning():
+    names = [c.name for c in COLUMNS]
+    assert len(names) == len(set(names))
+    assert all(c.meaning for c in COLUMNS)
+
+
+def test_docs_design_table_equals_the_declared_schema():
+    text = DESIGN.read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        pytest.skip(f"docs/design.md has no {START} ... {END} markers yet")
+    between = text.split(START, 1)[1].split(END, 1)[0].strip()
+    assert between == markdown_table(), (
+        "docs/design.md's output table is out of date: regenerate it with "
+        "python -c 'from churnml.scoring.schema import markdown_table; print(markdown_table())'")
+    assert re.search(r"\| `contraction_probability` \|", between)

@@ -62,10 +62,22 @@ class FakeTargetModel:
             out.append(reasons)
         return out
 
+    def predict_with_reasons(self, features: pd.DataFrame, top_k: int = 3):
+        """The ``OutcomeModel`` protocol (churnml.scoring.protocols): both in one call."""
+        return self.predict_proba(features), self.explain(features, top_k=top_k)
+
 
 def fake_models():
+    """(churn, expansion) fakes; :func:`fake_model_map` gives them by outcome name."""
     return (FakeTargetModel("churn", CHURN_WEIGHTS, version="4"),
             FakeTargetModel("expansion", EXPANSION_WEIGHTS, bias=-2.0, version="2"))
+
+
+def fake_model_map():
+    """Outcome name -> fake model, as ``Predictor`` and ``score_frame`` take them (no
+    contraction model: its columns are null)."""
+    churn, expansion = fake_models()
+    return {"churn": churn, "expansion": expansion}
 
 
 def account(i: int = 0, **overrides) -> dict:
@@ -103,6 +115,12 @@ def test_fake_reasons_follow_the_interface_order():
         assert signs == sorted(signs, reverse=True)  # raising before lowering
     p = churn.predict_proba(frame)
     assert np.all((p > 0) & (p < 1))
+    from churnml.scoring.protocols import OutcomeModel
+
+    assert isinstance(churn, OutcomeModel)
+    both_p, both_reasons = churn.predict_with_reasons(frame)
+    np.testing.assert_array_equal(both_p, churn.predict_proba(frame))
+    assert both_reasons == churn.explain(frame)
 
 
 def test_fake_account_records_are_distinct_and_dated():

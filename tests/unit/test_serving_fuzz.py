@@ -13,7 +13,7 @@ import pytest
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-from test_serving_fakes import asgi_app, fake_models  # noqa: E402
+from test_serving_fakes import asgi_app, fake_model_map  # noqa: E402
 
 warnings.filterwarnings("ignore", message=".*httpx.*")
 SERVICE_PATH = Path(__file__).resolve().parents[2] / "serving" / "service.py"
@@ -28,7 +28,7 @@ def service_app():
     monkeypatch.setenv("BENTOML_DO_NOT_TRACK", "true")
     monkeypatch.delenv("CHURNML_API_KEY", raising=False)
     monkeypatch.setattr(predictor_module, "load_predictor",
-                        lambda: predictor_module.Predictor(*fake_models()))
+                        lambda: predictor_module.Predictor(fake_model_map()))
     name = "churnml_service_fuzzed"
     spec = importlib.util.spec_from_file_location(name, SERVICE_PATH)
     module = importlib.util.module_from_spec(spec)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_serving_fakes import fake_models
+from test_serving_fakes import fake_model_map
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,7 +56,7 @@ def test_service_uses_the_default_weights_when_none_is_adopted(home):
     from churnml.api.predictor import Predictor
     from churnml.health.score import HealthScore
 
-    predictor = Predictor(*fake_models())
+    predictor = Predictor(fake_model_map())
     assert predictor.health.version == HealthScore().version
     assert predictor.metadata()["health"]["weights_source"] == "default"
 
@@ -64,26 +64,26 @@ def test_service_uses_the_default_weights_when_none_is_adopted(home):
 def test_service_uses_the_adopted_weights_like_the_weekly_job(home):
     from churnml.api.predictor import Predictor
     from churnml.health.score import HealthScore
-    from churnml.jobs.calibrate_health import load_adopted_health
-    from churnml.jobs.scoring import score_frame
+    from churnml.health.adopted import load_adopted_health
+    from churnml.scoring.frame import score_frame
 
     _adopt_new_weights("2026.12-test")
-    churn, expansion = fake_models()
-    predictor = Predictor(churn, expansion)
+    models = fake_model_map()
+    predictor = Predictor(models)
     meta = predictor.metadata()["health"]
     assert meta["weights_version"] == "2026.12-test"
     assert meta["weights_source"] == "adopted weights-v1.yaml"
     records = _records(predictor)
     served = predictor.predict_records(records)
     frame = predictor.frame_from_records(records)
-    batch = score_frame(frame, churn, expansion, load_adopted_health(),
+    batch = score_frame(frame, models, load_adopted_health(),
                         playbooks=predictor.playbooks,
                         feature_dimensions=predictor.feature_dimensions)
     np.testing.assert_allclose([r["health_score"] for r in served], batch["health_score"],
                                rtol=0, atol=1e-12)
     assert {r["health_weights_version"] for r in served} == {"2026.12-test"}
     # and the adopted weights change the scores: the test would catch the old default
-    default = score_frame(frame, churn, expansion, HealthScore(), playbooks=predictor.playbooks,
+    default = score_frame(frame, models, HealthScore(), playbooks=predictor.playbooks,
                           feature_dimensions=predictor.feature_dimensions)
     assert not np.allclose(default["health_score"], batch["health_score"])
 
@@ -104,6 +104,6 @@ def test_a_built_bento_embeds_the_adopted_weights(home, tmp_path, monkeypatch):
     # served elsewhere, with another (empty) data home: the embedded weights still apply
     monkeypatch.setenv("CHURNML_CONFIG_DIR", str(config_dir))
     monkeypatch.setenv("CHURNML_HOME", str(tmp_path / "elsewhere"))
-    predictor = Predictor(*fake_models())
+    predictor = Predictor(fake_model_map())
     assert predictor.health.version == "2026.12-bento"
     assert predictor.metadata()["health"]["weights_source"].startswith("embedded")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from test_serving_fakes import account, asgi_app, fake_models
+from test_serving_fakes import account, asgi_app, fake_model_map
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_PATH = ROOT / "serving" / "service.py"
@@ -24,8 +24,7 @@ def _import_service(monkeypatch, name: str):
     from churnml.api import predictor as predictor_module
 
     def fake_load():
-        churn, expansion = fake_models()
-        return predictor_module.Predictor(churn, expansion)
+        return predictor_module.Predictor(fake_model_map())
 
     monkeypatch.setattr(predictor_module, "load_predictor", fake_load)
     spec = importlib.util.spec_from_file_location(name, SERVICE_PATH)
@@ -370,3 +369,31 @@ def test_concurrent_predict_requests_share_model_calls_and_get_their_own_rows(
         assert [row["account_id"] for row in rows] == [a["account_id"] for a in accounts]
         alone = [client.post("/predict", json={"accounts": [a]}).json()[0] for a in accounts]
         assert rows == alone
+
+
+def test_predictor_takes_models_by_outcome_and_names_the_missing_ones():
+    from churnml.api.predictor import Predictor
+    from churnml.errors import ModelNotFoundError, UsageError
+    from churnml.health.score import HealthScore
+
+    models = fake_model_map()
+    predictor = Predictor(models, health=HealthScore())
+    assert predictor.models == models
+    meta = predictor.metadata()
+    assert meta["outcomes_without_model"] == ["contraction"]
+    assert set(meta["models"]) == {"churn", "expansion"}
+    assert meta["models"]["churn"]["name"] == "churnml-churn"
+    only_churn = Predictor({"churn": models["churn"]}, health=HealthScore())
+    assert only_churn.metadata()["outcomes_without_model"] == ["expansion", "contraction"]
+    records = [only_churn.record_model.model_validate(account(i)) for i in range(3)]
+    rows = only_churn.predict_records(records)
+    # JSON null, not NaN, for an outcome without a model
+    assert all(r["expansion_probability"] is None and r["mrr_at_risk_of_contraction"] is None
+               for r in rows)
+    assert all(r["contraction_model_version"] is None and r["contraction_reasons"] == []
+               for r in rows)
+    assert all(0 <= r["churn_probability"] <= 1 and r["next_best_action"]["reason"] for r in rows)
+    with pytest.raises(ModelNotFoundError):
+        Predictor({}, health=HealthScore())
+    with pytest.raises(UsageError, match="upsell"):
+        Predictor({"upsell": models["churn"]}, health=HealthScore())

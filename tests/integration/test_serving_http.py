@@ -96,13 +96,12 @@ def client(service_module):
 def batch_scores(sim_book, service_module):
     """The weekly job's numbers: build_features on the whole book, then score_frame."""
     from churnml.features.build import build_features
-    from churnml.jobs.scoring import score_frame
+    from churnml.scoring.frame import score_frame
 
     predictor = service_module.PREDICTOR
     as_of = (sim_book.data_end - pd.Timedelta(days=14)).normalize()
     features = build_features(sim_book, [as_of])
-    scores = score_frame(features, predictor.churn_model, predictor.expansion_model,
-                         predictor.health)
+    scores = score_frame(features, predictor.models, predictor.health)
     return as_of, features, scores
 
 

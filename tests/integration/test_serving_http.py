@@ -203,6 +203,8 @@ def test_metadata_with_real_models(client):
         assert model["features"]
     assert meta["health"]["weights_version"]
     assert any(f["static"] for f in meta["features"])
+    assert meta["outcomes_without_model"] == [o for o in ("churn", "expansion", "contraction")
+                                              if o not in meta["models"]]
 
 
 def _free_port() -> int:

@@ -445,7 +445,10 @@ class HeavyGate:
                 raise
             finally:
                 self.running -= 1
-                loop.call_soon_threadsafe(semaphore.release)
+                try:
+                    loop.call_soon_threadsafe(semaphore.release)
+                except RuntimeError:  # the event loop closed meanwhile (shutdown)
+                    pass
 
         try:
             future = loop.run_in_executor(self._executor, work)

@@ -27,11 +27,14 @@ TESTS = str(Path(__file__).parent)
 WEEK1, WEEK2 = "2026-02-23", "2026-03-02"
 
 
+def features(book, dates, catalog=None):
+    """The fakes' features (the job also asks for a catalog subset a week before)."""
+    return simple_features(book, dates)
+
+
 def run(out, as_of=WEEK2, **kwargs):
-    churn, expansion = models()
-    return score_book(tiny_book(), as_of, out, churn, expansion, HealthScore(), chunk_size=8,
-                      build_features=simple_features, feature_dimensions=FEATURE_DIMENSIONS,
-                      **kwargs)
+    return score_book(tiny_book(), as_of, out, models(), HealthScore(), chunk_size=8,
+                      build_features=features, feature_dimensions=FEATURE_DIMENSIONS, **kwargs)
 
 
 class _Report:
@@ -40,16 +43,13 @@ class _Report:
 
 def patch_job(monkeypatch, logged: list):
     """run_job on the fakes: tiny book, linear models, no MLflow (log_job_run captured)."""
-    from churnml.jobs import calibrate_health
     from churnml.models import registry
 
-    churn, expansion = models()
     monkeypatch.setattr("churnml.data.io.load_book", lambda data: (tiny_book(), _Report()))
-    monkeypatch.setattr(registry, "load_champion",
-                        lambda target: churn if target == "churn" else expansion)
-    monkeypatch.setattr(calibrate_health, "load_adopted_health", HealthScore)
+    monkeypatch.setattr(weekly, "champion_models", lambda versions_only=False: (models(), []))
+    monkeypatch.setattr(weekly, "load_adopted_health", HealthScore)
     monkeypatch.setattr(weekly, "score_book", functools.partial(
-        weekly.score_book, build_features=simple_features, feature_dimensions=FEATURE_DIMENSIONS))
+        weekly.score_book, build_features=features, feature_dimensions=FEATURE_DIMENSIONS))
 
     def log_job_run(experiment, **kwargs):
         logged.append(kwargs)
@@ -64,21 +64,21 @@ _KILLED_BEFORE_REPORT = textwrap.dedent("""
     import functools, os, signal, sys
     sys.path.insert(0, {tests!r})
     from churnml.health.score import HealthScore
-    from churnml.jobs import calibrate_health, weekly
-    from churnml.models import registry
+    from churnml.jobs import weekly
     from jobs_fakes import FEATURE_DIMENSIONS, models, simple_features, tiny_book
 
     class Report:
         total_rejected = 0
 
-    churn, expansion = models()
     import churnml.data.io
     churnml.data.io.load_book = lambda data: (tiny_book(), Report())
-    registry.load_champion = lambda target: churn if target == "churn" else expansion
-    calibrate_health.load_adopted_health = HealthScore
-    weekly.score_book = functools.partial(weekly.score_book, build_features=simple_features,
+    weekly.champion_models = lambda versions_only=False: (models(), [])
+    weekly.load_adopted_health = HealthScore
+    def features(book, dates, catalog=None):
+        return simple_features(book, dates)
+    weekly.score_book = functools.partial(weekly.score_book, build_features=features,
                                           feature_dimensions=FEATURE_DIMENSIONS)
-    def killed(*args, **kwargs):  # scores.parquet and alert_inputs.parquet are on disk
+    def killed(*args, **kwargs):  # scores.parquet is on disk
         os.kill(os.getpid(), signal.SIGKILL)
     weekly.write_report = killed
     weekly.run_job("unused", {as_of!r}, {out!r}, log_to_mlflow=False)
@@ -119,9 +119,11 @@ def test_marker_lists_files_sizes_and_checksums_and_is_written_last(tmp_path, mo
     result = weekly.run_job("unused", WEEK2, tmp_path, log_to_mlflow=False)
     part = result.weekly.partition
     marker = json.loads((part / "_SUCCESS").read_text())
-    assert marker["rows"] == result.weekly.rows and marker["schema_version"] == 1
+    from churnml.scoring.schema import SCHEMA_VERSION
+
+    assert marker["rows"] == result.weekly.rows and marker["schema_version"] == SCHEMA_VERSION
     assert marker["as_of"] == WEEK2 and marker["marker_version"] == 1
-    assert sorted(marker["files"]) == ["alert_inputs.parquet", "report.html", "scores.parquet"]
+    assert sorted(marker["files"]) == ["report.html", "scores.parquet"]
     import hashlib
 
     for name, meta in marker["files"].items():
@@ -172,8 +174,8 @@ def test_files_and_folder_are_fsynced_before_and_after_the_rename(tmp_path, monk
     monkeypatch.setattr(fsutil.os, "replace", lambda a, b: (events.append("rename"),
                                                             real_replace(a, b))[1])
     run(tmp_path)
-    # scores.parquet, alert_inputs.parquet, _SUCCESS: each fsync'd, renamed, folder fsync'd
-    assert events == ["fsync-file", "rename", "fsync-dir"] * 3
+    # scores.parquet, _SUCCESS: each fsync'd, renamed, folder fsync'd
+    assert events == ["fsync-file", "rename", "fsync-dir"] * 2
 
 
 def test_temporary_files_are_unique_and_never_followed_through_a_symlink(tmp_path):

@@ -21,17 +21,20 @@ from churnml.cli import main
 from churnml.health.score import HealthScore
 from churnml.jobs import weekly
 from churnml.jobs.weekly import list_partitions, load_earlier_weeks, partition_dir, score_book
-from churnml.scoring.schema import SCHEMA_VERSION
 from jobs_fakes import FEATURE_DIMENSIONS, models, simple_features, tiny_book
 
 TESTS = str(Path(__file__).parent)
 WEEK1, WEEK2 = "2026-02-23", "2026-03-02"
 
 
+def features(book, dates, catalog=None):
+    """The fakes' features (the job also asks for a catalog subset a week before)."""
+    return simple_features(book, dates)
+
+
 def run(out, as_of=WEEK2, **kwargs):
     return score_book(tiny_book(), as_of, out, models(), HealthScore(), chunk_size=8,
-                      build_features=simple_features, feature_dimensions=FEATURE_DIMENSIONS,
-                      **kwargs)
+                      build_features=features, feature_dimensions=FEATURE_DIMENSIONS, **kwargs)
 
 
 class _Report:
@@ -43,11 +46,10 @@ def patch_job(monkeypatch, logged: list):
     from churnml.models import registry
 
     monkeypatch.setattr("churnml.data.io.load_book", lambda data: (tiny_book(), _Report()))
-    monkeypatch.setattr(weekly, "champion_models",
-                        lambda versions_only=False: (models(), ["contraction"]))
+    monkeypatch.setattr(weekly, "champion_models", lambda versions_only=False: (models(), []))
     monkeypatch.setattr(weekly, "load_adopted_health", HealthScore)
     monkeypatch.setattr(weekly, "score_book", functools.partial(
-        weekly.score_book, build_features=simple_features, feature_dimensions=FEATURE_DIMENSIONS))
+        weekly.score_book, build_features=features, feature_dimensions=FEATURE_DIMENSIONS))
 
     def log_job_run(experiment, **kwargs):
         logged.append(kwargs)
@@ -70,9 +72,11 @@ _KILLED_BEFORE_REPORT = textwrap.dedent("""
 
     import churnml.data.io
     churnml.data.io.load_book = lambda data: (tiny_book(), Report())
-    weekly.champion_models = lambda versions_only=False: (models(), ["contraction"])
+    weekly.champion_models = lambda versions_only=False: (models(), [])
     weekly.load_adopted_health = HealthScore
-    weekly.score_book = functools.partial(weekly.score_book, build_features=simple_features,
+    def features(book, dates, catalog=None):
+        return simple_features(book, dates)
+    weekly.score_book = functools.partial(weekly.score_book, build_features=features,
                                           feature_dimensions=FEATURE_DIMENSIONS)
     def killed(*args, **kwargs):  # scores.parquet is on disk
         os.kill(os.getpid(), signal.SIGKILL)
@@ -115,9 +119,10 @@ def test_marker_lists_files_sizes_and_checksums_and_is_written_last(tmp_path, mo
     result = weekly.run_job("unused", WEEK2, tmp_path, log_to_mlflow=False)
     part = result.weekly.partition
     marker = json.loads((part / "_SUCCESS").read_text())
+    from churnml.scoring.schema import SCHEMA_VERSION
+
     assert marker["rows"] == result.weekly.rows and marker["schema_version"] == SCHEMA_VERSION
     assert marker["as_of"] == WEEK2 and marker["marker_version"] == 1
-    # no alert_inputs.parquet since the outcome registry: alerts compare with the book itself
     assert sorted(marker["files"]) == ["report.html", "scores.parquet"]
     import hashlib
 
@@ -150,11 +155,6 @@ def test_legacy_partitions_are_adopted_once(tmp_path, monkeypatch):
     patch_job(monkeypatch, logged)
     done = weekly.run_job("unused", WEEK1, tmp_path, log_to_mlflow=False).weekly.partition
     (done / "_SUCCESS").unlink()
-    # what the pre-marker job wrote beside scores.parquet, before the report (written last)
-    legacy = done / "alert_inputs.parquet"
-    pd.DataFrame({"account_id": ["C0000"]}).to_parquet(legacy)
-    report_time = (done / "report.html").stat().st_mtime_ns
-    os.utime(legacy, ns=(report_time, report_time))
     half = run(tmp_path, WEEK2).partition
     (half / "_SUCCESS").unlink()
     assert completion_main([str(tmp_path)]) == 0

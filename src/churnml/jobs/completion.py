@@ -9,18 +9,20 @@ engine, the report's "last week") skip it and say so, and the next run of that w
 
 The marker is JSON (sorted keys, no wall-clock time, so a rerun writes the same bytes)::
 
-    {"as_of": "2026-11-16", "files": {"alert_inputs.parquet": {"bytes": 91234, "sha256": "..."},
-     "report.html": {...}, "scores.parquet": {...}}, "marker_version": 1, "rows": 48211,
-     "schema_version": 1}
+    {"as_of": "2026-11-16", "files": {"report.html": {"bytes": 402311, "sha256": "..."},
+     "scores.parquet": {"bytes": 7340112, "sha256": "..."}}, "marker_version": 1,
+     "rows": 48211, "schema_version": 2}
 
 Readers check presence and sizes (cheap); :func:`partition_problem` with
 ``verify_checksums=True`` also recomputes the sha256 of every file (an audit).
 
 Partitions written before markers existed have none, so they are skipped too. To adopt them
 once after upgrading, ``python -m churnml.jobs.completion OUT`` writes a marker for every
-partition that the old write order shows complete (``scores.parquet``, ``alert_inputs.parquet``
-and ``report.html`` present, the report -- written last -- no older than the other two) and lists
-the ones it leaves alone (rerun those weeks).
+partition that the old write order shows complete (``scores.parquet`` and ``report.html``
+present, the report -- written last -- no older than ``scores.parquet`` and, where schema
+version 1 left one, ``alert_inputs.parquet``) and lists the ones it leaves alone (rerun those
+weeks). Partitions of schema version 2 have no ``alert_inputs.parquet``; requiring it would
+leave every one of them unadopted.
 """
 
 from __future__ import annotations
@@ -128,22 +130,23 @@ def mark_legacy_partitions(out_dir: str | Path) -> tuple[list[Path], list[Path]]
     shows complete; returns ``(marked, left_alone)``. Run once, with no job running."""
     import pyarrow.parquet as pq
 
-
     marked, left = [], []
     with OutputLock(out_dir):
         for child in sorted(Path(out_dir).iterdir()):
             m = _PARTITION.match(child.name)
             if not m or not child.is_dir() or (child / MARKER_NAME).exists():
                 continue
-            paths = [child / n for n in (SCORES_NAME, LEGACY_ALERT_INPUTS_NAME, REPORT_NAME)]
-            if not all(p.is_file() and not p.is_symlink() for p in paths) or \
-                    paths[2].stat().st_mtime_ns < max(p.stat().st_mtime_ns for p in paths[:2]):
+            scores, report = child / SCORES_NAME, child / REPORT_NAME
+            legacy = child / LEGACY_ALERT_INPUTS_NAME  # schema version 1 only
+            written_before = [scores] + ([legacy] if legacy.is_file() else [])
+            if not all(p.is_file() and not p.is_symlink() for p in (scores, report)) or \
+                    report.stat().st_mtime_ns < max(p.stat().st_mtime_ns for p in written_before):
                 left.append(child)
                 continue
-            meta = pq.ParquetFile(paths[0]).metadata
+            meta = pq.ParquetFile(scores).metadata
             version = (meta.metadata or {}).get(b"churnml_schema_version", b"1").decode()
-            write_marker(child, [p.name for p in paths], as_of=m.group(1), rows=meta.num_rows,
-                         schema_version=int(version))
+            write_marker(child, [p.name for p in written_before + [report]], as_of=m.group(1),
+                         rows=meta.num_rows, schema_version=int(version))
             marked.append(child)
     return marked, left
 

@@ -14,10 +14,17 @@ import typer
 from churnml.config import PROJECT_ROOT, disable_telemetry, serve_workers
 
 
+#: Where a built package keeps its copy of ``serving/service.py`` (setup.py; absent in a checkout).
+PACKAGED_SERVING_DIR = Path(__file__).resolve().parent.parent / "_serving"
+
+
 def serving_dir() -> Path:
-    """Folder of the BentoML service (``serving/``; ``CHURNML_SERVING_DIR`` overrides)."""
+    """Folder of the BentoML service: ``CHURNML_SERVING_DIR`` when set, else the copy inside an
+    installed package, else the checkout's ``serving/``."""
     env = os.environ.get("CHURNML_SERVING_DIR")
-    return Path(env).resolve() if env else PROJECT_ROOT / "serving"
+    if env:
+        return Path(env).resolve()
+    return PACKAGED_SERVING_DIR if PACKAGED_SERVING_DIR.is_dir() else PROJECT_ROOT / "serving"
 
 
 def bentoml_serve_command(host: str, port: int) -> list[str]:

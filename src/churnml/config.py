@@ -128,6 +128,44 @@ def log_report_to_mlflow() -> bool:
                       f"on/off). Got {os.environ['CHURNML_LOG_REPORT_TO_MLFLOW']!r}.")
 
 
+def absolute_tracking_uri(uri: str | None = None) -> str:
+    """``uri`` (default :func:`tracking_uri`) with a path relative to the working directory made
+    absolute (``sqlite:///mlflow.db``, ``file:./mlruns``, ``./mlruns``), so another process in
+    another folder reaches the same store; server URIs (``http://...``, ``databricks``) are
+    returned as given."""
+    uri = tracking_uri() if uri is None else uri
+    if uri.startswith("sqlite:///"):
+        path, sep, query = uri[len("sqlite:///"):].partition("?")
+        if path and not path.startswith("/") and path != ":memory:":
+            return f"sqlite:///{Path(path).resolve()}{sep}{query}"
+        return uri
+    if uri.startswith("file:"):
+        path = uri[len("file:"):]
+        if not path.startswith("/"):  # file:./mlruns, file:mlruns (file:///abs is absolute)
+            return Path(path).resolve().as_uri()
+        return uri
+    if ":" not in uri and ("/" in uri or uri.startswith((".", "~"))):
+        # a path is a local file store; a bare word ("databricks") is a server (as in
+        # tracking_store_is_local)
+        return str(Path(uri).expanduser().resolve())
+    return uri
+
+
+def child_process_env() -> dict[str, str]:
+    """Settings for a process started in another working directory (``churnml serve``'s
+    BentoML workers run in ``serving/``): the data home and, when set, the tracking URI and the
+    configuration folder, each absolute, so the child uses the same store and configuration
+    as this process. ``MLFLOW_TRACKING_URI`` is not added when unset: the child then uses the
+    embedded store under the (absolute) data home, as this process does, and still counts it
+    as the embedded one. Overwrites what it sets; add it to a copy of ``os.environ``."""
+    env = {"CHURNML_HOME": str(home())}
+    if os.environ.get("MLFLOW_TRACKING_URI", "").strip():
+        env["MLFLOW_TRACKING_URI"] = absolute_tracking_uri()
+    if os.environ.get("CHURNML_CONFIG_DIR", "").strip():
+        env["CHURNML_CONFIG_DIR"] = str(config_root())
+    return env
+
+
 def artifact_root() -> str:
     """Default artifact location for experiments created in the embedded store."""
     return (home() / "mlartifacts").as_uri()

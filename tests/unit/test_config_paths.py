@@ -1,6 +1,10 @@
-"""Where the configuration comes from (churnml.config)."""
+"""Where the configuration, the data home and the tracking URI come from (churnml.config), and
+the environment ``churnml serve`` gives its BentoML workers (which run in ``serving/``)."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 
@@ -49,3 +53,62 @@ def test_an_explicit_path_wins_over_churnml_config_dir(clean_env, tmp_path):
         load_config("churn")
     explicit = load_config("churn", path=config.PROJECT_ROOT / "models" / "churn.yaml")
     assert explicit.target == "churn"
+
+
+@pytest.mark.parametrize("uri, expected", [
+    ("sqlite:///mlflow.db", "sqlite:///{cwd}/mlflow.db"),
+    ("sqlite:///sub/m.db?timeout=5", "sqlite:///{cwd}/sub/m.db?timeout=5"),
+    ("sqlite:////abs/m.db", "sqlite:////abs/m.db"),
+    ("file:./mlruns", "file://{cwd}/mlruns"),
+    ("file:///abs/mlruns", "file:///abs/mlruns"),
+    ("./mlruns", "{cwd}/mlruns"),
+    ("sub/mlruns", "{cwd}/sub/mlruns"),
+    ("/abs/mlruns", "/abs/mlruns"),
+    ("http://mlflow.internal:5000", "http://mlflow.internal:5000"),
+    ("databricks", "databricks"),  # a profile, not a folder
+])
+def test_absolute_tracking_uri(clean_env, tmp_path, uri, expected):
+    clean_env.chdir(tmp_path)
+    cwd = str(tmp_path.resolve())
+    assert config.absolute_tracking_uri(uri) == expected.format(cwd=cwd)
+
+
+def test_child_process_env_is_absolute(clean_env, tmp_path):
+    clean_env.chdir(tmp_path)
+    env = config.child_process_env()
+    assert env == {"CHURNML_HOME": str(tmp_path.resolve() / ".churnml")}  # embedded store
+    clean_env.setenv("CHURNML_HOME", "store")
+    clean_env.setenv("CHURNML_CONFIG_DIR", "conf")
+    clean_env.setenv("MLFLOW_TRACKING_URI", "sqlite:///team.db")
+    env = config.child_process_env()
+    assert env["CHURNML_HOME"] == str(tmp_path.resolve() / "store")
+    assert env["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path.resolve()}/team.db"
+    assert env["CHURNML_CONFIG_DIR"] == str(tmp_path.resolve() / "conf")
+
+
+def test_serve_passes_the_store_to_workers_in_another_folder(clean_env, tmp_path):
+    """`make demo` writes ./.churnml in the repository; the workers run in serving/ and must
+    use that store, not create an empty one there."""
+    from churnml.commands.serve import bentoml_serve_command, serve_environment
+
+    clean_env.chdir(tmp_path)
+    env = serve_environment(workers=3, base={"PYTHONPATH": "/elsewhere", "PATH": "/bin"})
+    assert env["CHURNML_HOME"] == str(tmp_path.resolve() / ".churnml")
+    assert "MLFLOW_TRACKING_URI" not in env  # the embedded store under that home
+    assert env["CHURNML_SERVE_WORKERS"] == "3"
+    assert env["OMP_NUM_THREADS"] == "1"
+    assert env["PATH"] == "/bin"
+    # the workers import the churnml this command runs, before anything else on the path
+    first = env["PYTHONPATH"].split(os.pathsep)
+    assert Path(first[0], "churnml", "__init__.py").resolve() == \
+        Path(config.__file__).with_name("__init__.py").resolve()
+    assert first[1:] == ["/elsewhere"]
+    command = bentoml_serve_command("127.0.0.1", 3000)
+    assert command[command.index("--working-dir") + 1] != str(tmp_path)
+
+    # a team server is passed on as given; a relative sqlite URI becomes absolute
+    clean_env.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
+    assert serve_environment(1, base={})["MLFLOW_TRACKING_URI"] == "http://mlflow.internal:5000"
+    clean_env.setenv("MLFLOW_TRACKING_URI", "sqlite:///team.db")
+    assert serve_environment(1, base={})["MLFLOW_TRACKING_URI"] == \
+        f"sqlite:///{tmp_path.resolve()}/team.db"

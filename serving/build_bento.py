@@ -26,6 +26,8 @@ ROOT = HERE.parent
 def stage(ctx: Path, model_tags: list[str] | None = None) -> Path:
     """Copy what the Bento needs into ``ctx`` (the build context); ``model_tags``: the
     imported champions, written into the staged ``bentofile.yaml``'s ``models``."""
+    from churnml.config import features_dir, models_dir
+
     for name in ("service.py", "bento_models.py", "bentofile.yaml"):
         shutil.copy2(HERE / name, ctx / name)
     if model_tags is not None:
@@ -34,9 +36,10 @@ def stage(ctx: Path, model_tags: list[str] | None = None) -> Path:
         spec = yaml.safe_load((ctx / "bentofile.yaml").read_text())
         spec["models"] = [f"{tag.split(':')[0]}:latest" for tag in model_tags]
         (ctx / "bentofile.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    for folder in ("features", "models"):
+    # the configuration in use (CHURNML_CONFIG_DIR, else the defaults: churnml.config)
+    for folder, source in (("features", features_dir()), ("models", models_dir())):
         (ctx / folder).mkdir()
-        for path in sorted((ROOT / folder).glob("*.yaml")):
+        for path in sorted(source.glob("*.yaml")):
             shutil.copy2(path, ctx / folder / path.name)
     shutil.copytree(ROOT / "src" / "churnml", ctx / "churnml",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))

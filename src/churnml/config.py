@@ -9,6 +9,8 @@ Settings come from the environment only (secrets never live in files in the repo
 - ``CHURNML_LOG_REPORT_TO_MLFLOW``: whether ``churnml score`` logs ``report.html`` (account
   ids and MRR) to the tracking store; default on for the embedded store, off for a remote
   server (see :func:`log_report_to_mlflow`).
+- ``CHURNML_CONFIG_DIR``: a folder with ``features/`` and ``models/`` to use instead of the
+  default configuration (see :func:`config_root`).
 
 ``disable_telemetry()`` must run before MLflow or BentoML are imported: this product runs on
 machines without internet and must never try to call out.
@@ -20,10 +22,15 @@ import math
 import os
 from pathlib import Path
 
-# Repository / installed resource folders. The declarative configs (features/, models/) sit at
-# the project's top level; when installed elsewhere, CHURNML_CONFIG_DIR may point at a copy.
+# The declarative configuration (features/*.yaml, models/*.yaml) has one source: the project's
+# top-level folders. A source checkout (and an editable install) reads them there; a built
+# package (wheel, `pip install .`) carries a copy under churnml/_defaults/, made by the build
+# (setup.py). See config_root().
 _PKG_DIR = Path(__file__).resolve().parent
+#: The source checkout's top level (``src/churnml/../..``); meaningless in an installed package.
 PROJECT_ROOT = _PKG_DIR.parent.parent
+#: Where a built package keeps its copy of ``features/`` and ``models/`` (absent in a checkout).
+PACKAGED_CONFIG_DIR = _PKG_DIR / "_defaults"
 
 TELEMETRY_ENV = {
     "BENTOML_DO_NOT_TRACK": "true",
@@ -40,16 +47,31 @@ def disable_telemetry() -> None:
 
 
 def config_root() -> Path:
-    """Folder that holds ``features/`` and ``models/`` (the declarative configuration)."""
-    env = os.environ.get("CHURNML_CONFIG_DIR")
-    return Path(env).resolve() if env else PROJECT_ROOT
+    """Folder that holds ``features/`` and ``models/`` (the declarative configuration).
+
+    An explicit path given to a loader or command (``--config``, ``path=``) always wins; this
+    is where the defaults come from otherwise, first match:
+
+    1. ``CHURNML_CONFIG_DIR`` (made absolute against the working directory);
+    2. the copy inside an installed package (``churnml/_defaults``, written by the build);
+    3. the source checkout's top level (``features/``, ``models/``), for a clone or an
+       editable install, which read the project's files directly.
+    """
+    env = os.environ.get("CHURNML_CONFIG_DIR", "").strip()
+    if env:
+        return Path(env).expanduser().resolve()
+    if PACKAGED_CONFIG_DIR.is_dir():
+        return PACKAGED_CONFIG_DIR
+    return PROJECT_ROOT
 
 
 def features_dir() -> Path:
+    """``<config root>/features``: catalog.yaml, health_score.yaml, playbooks.yaml."""
     return config_root() / "features"
 
 
 def models_dir() -> Path:
+    """``<config root>/models``: one ``<target>.yaml`` per model."""
     return config_root() / "models"
 
 
@@ -104,6 +126,44 @@ def log_report_to_mlflow() -> bool:
 
     raise ConfigError("CHURNML_LOG_REPORT_TO_MLFLOW must be 1 or 0 (also true/false, yes/no, "
                       f"on/off). Got {os.environ['CHURNML_LOG_REPORT_TO_MLFLOW']!r}.")
+
+
+def absolute_tracking_uri(uri: str | None = None) -> str:
+    """``uri`` (default :func:`tracking_uri`) with a path relative to the working directory made
+    absolute (``sqlite:///mlflow.db``, ``file:./mlruns``, ``./mlruns``), so another process in
+    another folder reaches the same store; server URIs (``http://...``, ``databricks``) are
+    returned as given."""
+    uri = tracking_uri() if uri is None else uri
+    if uri.startswith("sqlite:///"):
+        path, sep, query = uri[len("sqlite:///"):].partition("?")
+        if path and not path.startswith("/") and path != ":memory:":
+            return f"sqlite:///{Path(path).resolve()}{sep}{query}"
+        return uri
+    if uri.startswith("file:"):
+        path = uri[len("file:"):]
+        if not path.startswith("/"):  # file:./mlruns, file:mlruns (file:///abs is absolute)
+            return Path(path).resolve().as_uri()
+        return uri
+    if ":" not in uri and ("/" in uri or uri.startswith((".", "~"))):
+        # a path is a local file store; a bare word ("databricks") is a server (as in
+        # tracking_store_is_local)
+        return str(Path(uri).expanduser().resolve())
+    return uri
+
+
+def child_process_env() -> dict[str, str]:
+    """Settings for a process started in another working directory (``churnml serve``'s
+    BentoML workers run in ``serving/``): the data home and, when set, the tracking URI and the
+    configuration folder, each absolute, so the child uses the same store and configuration
+    as this process. ``MLFLOW_TRACKING_URI`` is not added when unset: the child then uses the
+    embedded store under the (absolute) data home, as this process does, and still counts it
+    as the embedded one. Overwrites what it sets; add it to a copy of ``os.environ``."""
+    env = {"CHURNML_HOME": str(home())}
+    if os.environ.get("MLFLOW_TRACKING_URI", "").strip():
+        env["MLFLOW_TRACKING_URI"] = absolute_tracking_uri()
+    if os.environ.get("CHURNML_CONFIG_DIR", "").strip():
+        env["CHURNML_CONFIG_DIR"] = str(config_root())
+    return env
 
 
 def artifact_root() -> str:

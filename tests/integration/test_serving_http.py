@@ -249,11 +249,14 @@ def test_real_server_with_sync_client_and_plain_http(champion_home, batch_scores
     as_of, features, scores = batch_scores
     records = _feature_records(features.head(3))
     port, key = _free_port(), "integration-key-123"
-    env = {**os.environ, **NO_TELEMETRY, "CHURNML_HOME": str(champion_home),
+    # a data home relative to the working directory, as `make demo` leaves it (./.churnml):
+    # the workers run in serving/ and must still find it (churnml serve passes it absolute)
+    env = {**os.environ, **NO_TELEMETRY, "CHURNML_HOME": champion_home.name,
            "CHURNML_API_KEY": key}
+    env.pop("MLFLOW_TRACKING_URI", None)
     server = subprocess.Popen([CHURNML, "serve", "--host", "127.0.0.1", "--port", str(port)],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+                              start_new_session=True, cwd=champion_home.parent)
     url = f"http://127.0.0.1:{port}"
     try:
         with bentoml.SyncHTTPClient(url, server_ready_timeout=90, token=key) as c:

@@ -8,11 +8,45 @@ same function the corresponding command runs, so the demo exercises the real pat
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+
+def churnml_command() -> str:
+    """How to run churnml again from a shell: ``churnml`` when that is what ``PATH`` finds, else
+    the absolute path of the script this process runs as (``make demo`` runs
+    ``.venv/bin/churnml`` without activating the environment, so ``churnml`` alone is not found).
+    """
+    found = shutil.which("churnml")
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if script is None or script.name != "churnml" or not script.is_file():
+        script = Path(sys.executable).with_name("churnml")  # e.g. run in-process by a test
+        if not script.is_file():
+            return "churnml"
+    if found and Path(found).resolve() == script.resolve():
+        return "churnml"
+    return shlex.quote(str(script.absolute()))
+
+
+def serve_command(port: int = 3000) -> str:
+    """The ``churnml serve`` command line that serves the champions this process registered,
+    from any folder: the store settings that are set (``CHURNML_HOME``, ``MLFLOW_TRACKING_URI``,
+    ``CHURNML_CONFIG_DIR``) are given in front, absolute. The default data home is ``./.churnml``,
+    the working directory's, so then the command is meant for this folder (``make demo``: the
+    repository's top level) and is printed without settings."""
+    from churnml.config import child_process_env
+
+    settings = {key: value for key, value in child_process_env().items()
+                if os.environ.get(key, "").strip()}
+    prefix = "".join(f"{key}={shlex.quote(value)} " for key, value in settings.items())
+    return f"{prefix}{churnml_command()} serve --port {port}"
 
 
 def demo(
@@ -81,7 +115,12 @@ def demo(
     # plain lines, never truncated: these paths are meant to be copied
     for label, place in places:
         console.print(f"{label + ':':<22} {literal(place)}", soft_wrap=True, highlight=False)
-    console.print(f"{'serve the champions:':<22} churnml serve --port 3000", soft_wrap=True)
+    console.print(f"{'serve the champions:':<22} {literal(serve_command(3000))}", soft_wrap=True,
+                  highlight=False)
+    if not any(os.environ.get(key, "").strip() for key in ("CHURNML_HOME", "MLFLOW_TRACKING_URI")):
+        # the default store is ./.churnml: the command finds it from this folder only
+        console.print(f"{'':<22} (in {literal(Path.cwd())}, where the store .churnml is)",
+                      soft_wrap=True, highlight=False)
     timing = Table(show_header=False, box=None)
     for title, seconds in timings:
         timing.add_row(title.split(" ", 1)[1], f"{seconds:.1f} s")

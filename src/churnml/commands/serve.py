@@ -11,19 +11,43 @@ from typing import Optional
 
 import typer
 
-from churnml.config import PROJECT_ROOT, disable_telemetry, serve_workers
+from churnml.config import PROJECT_ROOT, child_process_env, disable_telemetry, serve_workers
+
+
+#: Where a built package keeps its copy of ``serving/service.py`` (setup.py; absent in a checkout).
+PACKAGED_SERVING_DIR = Path(__file__).resolve().parent.parent / "_serving"
 
 
 def serving_dir() -> Path:
-    """Folder of the BentoML service (``serving/``; ``CHURNML_SERVING_DIR`` overrides)."""
+    """Folder of the BentoML service: ``CHURNML_SERVING_DIR`` when set, else the copy inside an
+    installed package, else the checkout's ``serving/``."""
     env = os.environ.get("CHURNML_SERVING_DIR")
-    return Path(env).resolve() if env else PROJECT_ROOT / "serving"
+    if env:
+        return Path(env).resolve()
+    return PACKAGED_SERVING_DIR if PACKAGED_SERVING_DIR.is_dir() else PROJECT_ROOT / "serving"
 
 
 def bentoml_serve_command(host: str, port: int) -> list[str]:
     """The ``bentoml serve`` command line that runs churnml's service."""
     return [sys.executable, "-m", "bentoml", "serve", "service:ChurnService",
             "--host", host, "--port", str(port), "--working-dir", str(serving_dir())]
+
+
+def serve_environment(workers: int | None = None,
+                      base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment ``bentoml serve`` runs with: ``base`` (default this process's) plus
+    the data home, tracking URI and configuration folder as absolute values (the workers'
+    working directory is ``serving/``, where ``./.churnml`` would be another, empty store),
+    the worker count, one OpenMP thread per worker and this churnml on ``PYTHONPATH``."""
+    env = dict(os.environ if base is None else base)
+    env.update(child_process_env())
+    env["CHURNML_SERVE_WORKERS"] = str(workers if workers is not None else serve_workers())
+    env.setdefault("OMP_NUM_THREADS", "1")  # see serving/service.py
+    # the workers import the churnml this command runs (a checkout's src/ or site-packages)
+    package_parent = str(Path(__file__).resolve().parent.parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
+    return env
 
 
 def serve(
@@ -64,12 +88,7 @@ def serve(
     warning = open_bind_warning(host)
     if warning:  # loud, on stderr, before the server starts (docs/security.md)
         print(warning, file=sys.stderr, flush=True)
-    env = dict(os.environ)
-    env["CHURNML_SERVE_WORKERS"] = str(workers if workers is not None else serve_workers())
-    env.setdefault("OMP_NUM_THREADS", "1")  # see serving/service.py
-    src = str(PROJECT_ROOT / "src")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
-    child = subprocess.Popen(bentoml_serve_command(host, port), env=env)
+    child = subprocess.Popen(bentoml_serve_command(host, port), env=serve_environment(workers))
 
     def stop(signum, _frame):  # pass SIGTERM / SIGINT on, so no server is left behind
         if child.poll() is None:

@@ -95,14 +95,6 @@ def test_missing_optional_columns_give_nulls_not_errors(playbooks):
     assert (out["mrr_at_risk"] == 0).all()
 
 
-EMPTY_FRAME_BUG = (
-    "src bug: compute_alerts (src/churnml/scoring/alerts.py, _single_as_of) raises UsageError "
-    "'got 0 as_of dates' on an empty frame, so score_frame cannot score zero rows (the weekly "
-    "job fails on a chunk of only inactive accounts); it passed before only through the "
-    "removed alerts_fn hook")
-
-
-@pytest.mark.xfail(strict=True, raises=UsageError, reason=EMPTY_FRAME_BUG)
 def test_empty_frame(playbooks):
     out = _score(feature_frame().iloc[:0], playbooks)
     assert len(out) == 0

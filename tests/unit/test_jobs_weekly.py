@@ -97,10 +97,6 @@ def test_alerts_need_history(tmp_path):
     assert all(set(a) <= allowed for a in first["alerts"])
 
 
-@pytest.mark.xfail(strict=True, raises=UsageError,
-                   reason="src bug: score_frame raises on the empty feature frame of a chunk "
-                          "whose accounts all churned (compute_alerts' _single_as_of, "
-                          "src/churnml/scoring/alerts.py)")
 def test_a_chunk_of_only_inactive_accounts_is_scored(tmp_path):
     """chunk_size=1 on the tiny book: account C0003 churned in January, so its chunk has no
     active account and no features row; the job writes the other accounts."""

@@ -185,6 +185,8 @@ def compute_alerts(current: pd.DataFrame, previous: pd.DataFrame | None = None,
     rules = cfg.alerts
     view = columns if columns is not None and columns.frame is current else None
     _check(current, "current", ("account_id", "as_of", "health_score", "health_tier"), view)
+    if len(current) == 0:  # a chunk of only inactive accounts: nothing to alert on
+        return pd.Series([], index=current.index, name="alerts", dtype=object)
     as_of = _single_as_of(current, "current", view)
     n = len(current)
     tier_rank = {t.name: i for i, t in enumerate(cfg.tiers)}  # 0 = top tier

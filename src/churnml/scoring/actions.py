@@ -472,8 +472,10 @@ def next_best_actions(
         parts = []
         if not np.isnan(churn_p[i]):
             parts.append(f"churn probability {_percent(churn_p[i])}")
-        if health is not None and not np.isnan(health[i]):
-            tier = tier_names[i]
+        tier = tier_names[i]
+        if tier == INSUFFICIENT_DATA_TIER:
+            parts.append("too little data for a health score")
+        elif health is not None and not np.isnan(health[i]):
             parts.append(f"health {health[i]:.0f}" + (f" ({tier.replace('_', ' ')})" if tier
                                                       else ""))
         return ", ".join(parts) if parts else "no risk signal is known"

@@ -19,6 +19,7 @@ import pandas as pd
 from churnml.columns import FrameColumns
 from churnml.errors import SchemaError, UsageError
 from churnml.features.catalog import Catalog, load_catalog
+from churnml.health.score import INSUFFICIENT_DATA_TIER
 from churnml.models.model import TargetModel
 from churnml.outcomes import OUTCOMES, Outcome
 from churnml.scoring.actions import (
@@ -237,6 +238,10 @@ def score_frame(
         raise ValueError("compute_alerts must return one list per input row")
 
     with timer("actions"):
+        # a score built from too little data is unknown to the gates (never a reason to block)
+        unknown = np.asarray(health_tier, dtype=object) == INSUFFICIENT_DATA_TIER
+        if unknown.any():
+            columns.add("health_score", np.where(unknown, np.nan, health_score))
         gates = Gates.of(features, playbooks, columns)
         expansion_p = probability.get("expansion", np.full(n, np.nan))
         readiness = expansion_readiness(expansion_p, gates.blocked(), playbooks)

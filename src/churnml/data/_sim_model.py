@@ -21,6 +21,7 @@ import numpy as np
 SEGMENTS = ("SMB", "mid-market", "enterprise")
 PLANS = ("starter", "growth", "business", "enterprise")
 PRICE_PER_SEAT = np.array([25.0, 45.0, 70.0, 110.0])  # monthly list price per seat by plan
+DOWNSIZE_NOTICE_WEEKS = 6  # a downsize decision is carried out from this many weeks on
 NEVER = 10_000  # "weeks since" value meaning the shock never happened (effects long decayed)
 
 
@@ -36,8 +37,8 @@ class SimParams:
     in_term_offset: float = -4.6  # cancellations between renewals (rare)
     expansion_base: float = -7.0
     buy_intent_base: float = -5.8
-    contraction_base: float = -4.6
-    downsize_intent_base: float = -6.0
+    contraction_base: float = -5.5
+    downsize_intent_base: float = -5.8
     reactivation_weekly: float = 0.0008
     health_pull: float = 0.08  # weekly mean reversion of health toward the account's own level
     health_noise: float = 0.11
@@ -54,7 +55,7 @@ def _softplus(x):
 # Dynamic state columns (float64 in memory, written to _truth/state_weekly.parquet).
 STATE_COLUMNS = (
     "active", "health", "adoption", "churn_intent", "buy_intent", "downsize_intent",
-    "weeks_since_champion_left",
+    "downsize_weeks", "weeks_since_champion_left",
     "weeks_since_budget_cut", "weeks_since_competitor", "weeks_since_goal", "users_needed",
     "seats", "plan", "addon_share", "mrr", "term_end_day", "next_invoice_day",
     "unresolved_until_day", "failed_payments_recent", "champion_gen", "churned_day",
@@ -86,6 +87,7 @@ class Lanes:
     churn_intent: np.ndarray
     buy_intent: np.ndarray
     downsize_intent: np.ndarray
+    downsize_weeks: np.ndarray  # weeks the downsize intent has been held (0 without it)
     weeks_since_champion_left: np.ndarray
     weeks_since_budget_cut: np.ndarray
     weeks_since_competitor: np.ndarray
@@ -185,9 +187,10 @@ def hazards(s: Lanes, week_day: int, p: SimParams) -> WeekHazards:
     expansion = _sig(p.expansion_base + sum(ed.values()))
 
     xd = {
-        # a decision to spend less (seats or plan), taken after a budget cut, with seats left
-        # unused, after a champion left or when unhappy (see advance), carried out at renewal
-        "downsize_intent": 5.0 * s.downsize_intent,
+        # a decision to spend less, taken after a budget cut, after a champion left, with seats
+        # left unused or when unhappy (see advance), carried out at a renewal once the internal
+        # review is done (held for DOWNSIZE_NOTICE_WEEKS)
+        "downsize_intent": 5.9 * s.downsize_intent * (s.downsize_weeks >= DOWNSIZE_NOTICE_WEEKS),
         "budget_cut": 0.6 * np.exp(-s.weeks_since_budget_cut / 12.0),
         "low_seat_use": 0.5 * np.clip(0.7 - seat_use, 0.0, 0.7),
         "low_health": 0.2 * _softplus(-s.health - 0.5),
@@ -341,6 +344,7 @@ def advance(s: Lanes, ev: WeekEvents, week_day: int, p: SimParams,
     ux = (rng if rng_x is None else rng_x).random(n)
     di = np.where(s.downsize_intent > 0, ux >= 0.02, ux < d_on)
     s.downsize_intent = np.where(act, di, s.downsize_intent).astype(float)
+    s.downsize_weeks = np.where(act, np.where(di, s.downsize_weeks + 1, 0.0), s.downsize_weeks)
 
     # company growth: the number of people who need the product drifts with its growth rate
     s.users_needed = np.where(act, s.users_needed * np.exp(s.growth_rate / 52.0 + 0.015 * z[2]),
@@ -363,6 +367,7 @@ def advance(s: Lanes, ev: WeekEvents, week_day: int, p: SimParams,
     s.seats = np.where(con, cut, s.seats)
     s.addon_share = np.where(con & (s.addon_share > 0), s.addon_share * 0.5, s.addon_share)
     s.downsize_intent = np.where(con, 0.0, s.downsize_intent)
+    s.downsize_weeks = np.where(con, 0.0, s.downsize_weeks)
     price = np.where(ev.price_increase, 1.0 + 0.05 + 0.05 * u[3], 1.0)
     new_mrr = compute_mrr(s)
     s.mrr = np.where(exp | con, new_mrr, np.round(s.mrr * price, 2))
@@ -397,6 +402,7 @@ def reactivate(s: Lanes, week_day: int, p: SimParams, rng: np.random.Generator) 
     s.churn_intent = np.where(back, 0.0, s.churn_intent)
     s.buy_intent = np.where(back, 0.0, s.buy_intent)
     s.downsize_intent = np.where(back, 0.0, s.downsize_intent)
+    s.downsize_weeks = np.where(back, 0.0, s.downsize_weeks)
     s.seats = np.where(back, np.maximum(1.0, np.floor(s.seats * 0.8)), s.seats)
     s.mrr = np.where(back, compute_mrr(s), s.mrr)
     month_start = np.datetime64(int(week_day), "D").astype("datetime64[M]").astype("datetime64[D]")

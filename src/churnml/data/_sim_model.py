@@ -21,6 +21,7 @@ import numpy as np
 SEGMENTS = ("SMB", "mid-market", "enterprise")
 PLANS = ("starter", "growth", "business", "enterprise")
 PRICE_PER_SEAT = np.array([25.0, 45.0, 70.0, 110.0])  # monthly list price per seat by plan
+DOWNSIZE_NOTICE_WEEKS = 6  # a downsize decision is carried out from this many weeks on
 NEVER = 10_000  # "weeks since" value meaning the shock never happened (effects long decayed)
 
 
@@ -36,7 +37,8 @@ class SimParams:
     in_term_offset: float = -4.6  # cancellations between renewals (rare)
     expansion_base: float = -7.0
     buy_intent_base: float = -5.8
-    contraction_base: float = -4.4
+    contraction_base: float = -5.5
+    downsize_intent_base: float = -5.8
     reactivation_weekly: float = 0.0008
     health_pull: float = 0.08  # weekly mean reversion of health toward the account's own level
     health_noise: float = 0.11
@@ -52,7 +54,8 @@ def _softplus(x):
 
 # Dynamic state columns (float64 in memory, written to _truth/state_weekly.parquet).
 STATE_COLUMNS = (
-    "active", "health", "adoption", "churn_intent", "buy_intent", "weeks_since_champion_left",
+    "active", "health", "adoption", "churn_intent", "buy_intent", "downsize_intent",
+    "downsize_weeks", "weeks_since_champion_left",
     "weeks_since_budget_cut", "weeks_since_competitor", "weeks_since_goal", "users_needed",
     "seats", "plan", "addon_share", "mrr", "term_end_day", "next_invoice_day",
     "unresolved_until_day", "failed_payments_recent", "champion_gen", "churned_day",
@@ -83,6 +86,8 @@ class Lanes:
     adoption: np.ndarray
     churn_intent: np.ndarray
     buy_intent: np.ndarray
+    downsize_intent: np.ndarray
+    downsize_weeks: np.ndarray  # weeks the downsize intent has been held (0 without it)
     weeks_since_champion_left: np.ndarray
     weeks_since_budget_cut: np.ndarray
     weeks_since_competitor: np.ndarray
@@ -182,12 +187,16 @@ def hazards(s: Lanes, week_day: int, p: SimParams) -> WeekHazards:
     expansion = _sig(p.expansion_base + sum(ed.values()))
 
     xd = {
-        "budget_cut": 1.6 * np.exp(-s.weeks_since_budget_cut / 12.0),
-        "low_seat_use": 2.0 * np.clip(0.7 - seat_use, 0.0, 0.7),
-        "low_health": 0.6 * _softplus(-s.health - 0.5),
+        # a decision to spend less, taken after a budget cut, after a champion left, with seats
+        # left unused or when unhappy (see advance), carried out at a renewal once the internal
+        # review is done (held for DOWNSIZE_NOTICE_WEEKS)
+        "downsize_intent": 5.9 * s.downsize_intent * (s.downsize_weeks >= DOWNSIZE_NOTICE_WEEKS),
+        "budget_cut": 0.6 * np.exp(-s.weeks_since_budget_cut / 12.0),
+        "low_seat_use": 0.5 * np.clip(0.7 - seat_use, 0.0, 0.7),
+        "low_health": 0.2 * _softplus(-s.health - 0.5),
     }
     # downsells are negotiated at renewal; between renewals they are rare
-    c_logit = p.contraction_base + sum(xd.values()) - 2.6 * (~renewal_in_week)
+    c_logit = p.contraction_base + sum(xd.values()) - 4.5 * (~renewal_in_week)
     contraction = _sig(c_logit) * (s.seats > 1)
     return WeekHazards(churn_renewal, churn_in_term, expansion, contraction, renewal_in_week,
                        cd, ed, xd)
@@ -217,8 +226,8 @@ def draw_events(s: Lanes, hz: WeekHazards, week_day: int, rng: np.random.Generat
                 suppress: str | None = None) -> WeekEvents:
     """Draw this week's revenue events and invoices for active lanes.
 
-    ``suppress`` ("churn" | "expansion") removes that event (the oracle's "not yet happened"
-    world, see :func:`oracle_survival`). Churn takes precedence over expansion and contraction
+    ``suppress`` ("churn" | "expansion" | "contraction") removes that event (the oracle's "not
+    yet happened" world, see :func:`oracle_survival`). Churn takes precedence over expansion and contraction
     in the same week; expansion over contraction.
     """
     n = len(s.active)
@@ -235,6 +244,8 @@ def draw_events(s: Lanes, hz: WeekHazards, week_day: int, rng: np.random.Generat
     if suppress == "expansion":
         expansion = np.zeros(n, bool)
     contraction = act & ~churn & ~expansion & (u[4] < hz.contraction)
+    if suppress == "contraction":
+        contraction = np.zeros(n, bool)
     day_draw = rng.integers(0, 7, size=(2, n))
     seat_use = s.users_needed / np.maximum(s.seats, 1.0)
     kind = np.where(seat_use > 0.9, 0, np.where((s.plan < 3) & (u[5] < 0.55), 1, 2))
@@ -281,8 +292,11 @@ def draw_events(s: Lanes, hz: WeekHazards, week_day: int, rng: np.random.Generat
 
 
 def advance(s: Lanes, ev: WeekEvents, week_day: int, p: SimParams,
-            rng: np.random.Generator) -> None:
-    """Move every lane's state (in place) from this week to the next."""
+            rng: np.random.Generator, rng_x: np.random.Generator | None = None) -> None:
+    """Move every lane's state (in place) from this week to the next.
+
+    ``rng_x`` is the separate stream of the contraction mechanism (downsize intent), so that
+    adding it did not shift the draws of the rest (``rng`` when not given)."""
     n = len(s.active)
     act = s.active > 0
     single = s.n_contacts <= 1
@@ -321,6 +335,16 @@ def advance(s: Lanes, ev: WeekEvents, week_day: int, p: SimParams,
                 - 1.5 * np.exp(-s.weeks_since_budget_cut / 12.0))
     bi = np.where(s.buy_intent > 0, u[1] >= 0.07, u[1] < b_on)
     s.buy_intent = np.where(act, bi, s.buy_intent).astype(float)
+    # downsize intent: the decision to cut seats or the plan at the next renewal; it lasts
+    # (a few % a week let it go) until the renewal carries it out
+    d_on = _sig(p.downsize_intent_base + 3.6 * np.exp(-s.weeks_since_budget_cut / 10.0)
+                + 1.0 * np.clip(0.75 - seat_use, 0.0, 0.5)
+                + 2.0 * np.exp(-s.weeks_since_champion_left / 10.0)
+                + 0.4 * _softplus(-s.health - 0.3))
+    ux = (rng if rng_x is None else rng_x).random(n)
+    di = np.where(s.downsize_intent > 0, ux >= 0.02, ux < d_on)
+    s.downsize_intent = np.where(act, di, s.downsize_intent).astype(float)
+    s.downsize_weeks = np.where(act, np.where(di, s.downsize_weeks + 1, 0.0), s.downsize_weeks)
 
     # company growth: the number of people who need the product drifts with its growth rate
     s.users_needed = np.where(act, s.users_needed * np.exp(s.growth_rate / 52.0 + 0.015 * z[2]),
@@ -335,8 +359,15 @@ def advance(s: Lanes, ev: WeekEvents, week_day: int, p: SimParams,
     s.addon_share = np.where(exp & (kind == 2), s.addon_share + 0.2, s.addon_share)
     s.buy_intent = np.where(exp, 0.0, s.buy_intent)
     con = ev.contraction
-    s.seats = np.where(con, np.maximum(1.0, np.floor(s.seats * (0.6 + 0.3 * u[2]))), s.seats)
+    # seats unused: cut down to what is used (at most by half); else 10-40% fewer seats
+    unused = seat_use < 0.8
+    cut = np.where(unused, np.ceil(s.users_needed * (1.15 + 0.2 * u[2])),
+                   np.floor(s.seats * (0.6 + 0.3 * u[2])))
+    cut = np.maximum(1.0, np.minimum(np.maximum(cut, np.floor(s.seats * 0.5)), s.seats - 1))
+    s.seats = np.where(con, cut, s.seats)
     s.addon_share = np.where(con & (s.addon_share > 0), s.addon_share * 0.5, s.addon_share)
+    s.downsize_intent = np.where(con, 0.0, s.downsize_intent)
+    s.downsize_weeks = np.where(con, 0.0, s.downsize_weeks)
     price = np.where(ev.price_increase, 1.0 + 0.05 + 0.05 * u[3], 1.0)
     new_mrr = compute_mrr(s)
     s.mrr = np.where(exp | con, new_mrr, np.round(s.mrr * price, 2))
@@ -370,6 +401,8 @@ def reactivate(s: Lanes, week_day: int, p: SimParams, rng: np.random.Generator) 
     s.health = np.where(back, s.health_level + 0.3 * z, s.health)
     s.churn_intent = np.where(back, 0.0, s.churn_intent)
     s.buy_intent = np.where(back, 0.0, s.buy_intent)
+    s.downsize_intent = np.where(back, 0.0, s.downsize_intent)
+    s.downsize_weeks = np.where(back, 0.0, s.downsize_weeks)
     s.seats = np.where(back, np.maximum(1.0, np.floor(s.seats * 0.8)), s.seats)
     s.mrr = np.where(back, compute_mrr(s), s.mrr)
     month_start = np.datetime64(int(week_day), "D").astype("datetime64[M]").astype("datetime64[D]")

@@ -37,6 +37,10 @@ COMMENTS = {
     "promoter": ("great product", "the team loves it", "saves us hours every week"),
 }
 USER_CAP = 40  # tracked users per account (large accounts: a sample of their users)
+# observables of the downsize intent (the contraction mechanism, docs/simulator.md)
+DOWNSIZE_USER_DROP = 0.5  # share of the active users who stop using the product
+DOWNSIZE_BILLING_VISITS = 0.9  # extra billing page visits a week (seat and plan prices)
+DOWNSIZE_NPS = -1.0  # NPS points
 
 
 class Buffers:
@@ -69,12 +73,16 @@ def _contact_code(s: Lanes, lanes: np.ndarray, slot: np.ndarray) -> np.ndarray:
 
 
 def emit_usage(s: Lanes, act: np.ndarray, week_day: int, rng, buf: Buffers,
-               usage_rate: float) -> None:
+               usage_rate: float, rng_x=None) -> None:
     lanes = np.flatnonzero(act)
     h, a = s.health[lanes], s.adoption[lanes]
     cap = np.clip(np.floor(np.minimum(s.users_needed[lanes], s.seats[lanes])), 1, USER_CAP)
     p_active = _sig(0.4 + 1.1 * h - 1.2 * s.churn_intent[lanes]) * (0.25 + 0.75 * a)
     users = rng.binomial(cap.astype(np.int64), np.clip(p_active, 0, 1))
+    # an account about to downsize has teams that stopped using the product (a project wound
+    # down, the seats to be cut): part of its users are gone from the usage data
+    drop = DOWNSIZE_USER_DROP * s.downsize_intent[lanes]
+    users = users - (rng if rng_x is None else rng_x).binomial(users, drop)
     rate = users * usage_rate * np.exp(0.45 * h) * (0.4 + a)
     n = rng.poisson(rate)
     lane = np.repeat(lanes, n)
@@ -163,7 +171,7 @@ def _repeat_counts(lanes, counts, week_day, rng, weekday_weighted=True):
 
 
 def emit_touchpoints(s: Lanes, ev: WeekEvents, act: np.ndarray, week_day: int, rng,
-                     buf: Buffers) -> None:
+                     buf: Buffers, rng_x=None) -> None:
     lanes = np.flatnonzero(act)
     h = s.health[lanes]
     ci = s.churn_intent[lanes]
@@ -249,6 +257,12 @@ def emit_touchpoints(s: Lanes, ev: WeekEvents, act: np.ndarray, week_day: int, r
             counts = (rng.random(len(lanes)) < prob).astype(np.int64)
         lane, day = _repeat_counts(lanes, counts, week_day, rng)
         _touch(buf, kind, lane, day, user=contacts(lane))
+    # an account preparing to downsize checks seat and plan prices on the billing page
+    rx = rng if rng_x is None else rng_x
+    counts = rx.poisson(DOWNSIZE_BILLING_VISITS * s.downsize_intent[lanes])
+    lane, day = _repeat_counts(lanes, counts, week_day, rx)
+    slot = np.floor(rx.random(len(lane)) * s.n_contacts[lane]).astype(np.int64)
+    _touch(buf, "billing_page_visit", lane, day, user=_contact_code(s, lane, slot))
     del nc
 
 
@@ -283,7 +297,8 @@ def emit_nps(s: Lanes, act: np.ndarray, week_index: int, week_day: int, nps_phas
     resp = _ranks(responses)
     pos = np.searchsorted(lanes, lane)
     score = np.clip(np.round(7.0 + 1.5 * h[pos] - 1.4 * s.churn_intent[lane]
-                             + 1.0 * s.buy_intent[lane] + 1.0 * rng.standard_normal(m)), 0, 10)
+                             + 1.0 * s.buy_intent[lane] + DOWNSIZE_NPS * s.downsize_intent[lane]
+                             + 1.0 * rng.standard_normal(m)), 0, 10)
     day = week_day + rng.integers(0, 7, size=m)
     ns = day.astype(np.int64) * NS_DAY + rng.integers(8 * 3600, 19 * 3600, size=m) * 10**9
     with_comment = rng.random(m) < 0.3

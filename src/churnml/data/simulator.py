@@ -36,6 +36,7 @@ INDUSTRIES = ("software", "retail", "healthcare", "finance", "manufacturing", "e
               "media", "professional_services")
 REGIONS = ("north_america", "europe", "apac", "latam")
 EXPANSION_REASONS = ("seats", "upsell", "cross_sell")
+ORACLE_TARGETS = ("churn", "expansion", "contraction")
 
 
 @dataclass
@@ -134,7 +135,8 @@ def _initial_lanes(n: int, start_day: int, n_weeks: int, rng) -> tuple[m.Lanes, 
         card_payment=card.astype(float), created_day=created.astype(float),
         anchor_dom=anchor.astype(float),
         active=np.zeros(n), health=level + 0.3 * rng.standard_normal(n), adoption=adoption,
-        churn_intent=np.zeros(n), buy_intent=np.zeros(n),
+        churn_intent=np.zeros(n), buy_intent=np.zeros(n), downsize_intent=np.zeros(n),
+        downsize_weeks=np.zeros(n),
         weeks_since_champion_left=np.full(n, float(m.NEVER)),
         weeks_since_budget_cut=np.full(n, float(m.NEVER)),
         weeks_since_competitor=np.full(n, float(m.NEVER)),
@@ -179,11 +181,12 @@ def simulate(n_accounts: int = 2000, months: int = 24, seed: int = 42, end=DEFAU
         raise UsageError(f"The 'seed' parameter must be an integer. Got {seed!r}.")
     p = params or m.SimParams()
     rng = np.random.default_rng(int(seed))
+    rng_x = _contraction_rng(seed)
     end_day = _day(end)
     n_weeks = weeks_for(months)
     start_day = end_day - 7 * n_weeks
     s, arrive_week, extra = _initial_lanes(n, start_day, n_weeks, rng)
-    _burn_in(s, arrive_week, start_day, p, rng)
+    _burn_in(s, arrive_week, start_day, p, rng, rng_x)
     buf = o.Buffers(s.created_day)
     state_cols = [c for c in m.STATE_COLUMNS if c != "active"]
     truth_state: dict[str, list] = {c: [] for c in ("lane", "week_start", *state_cols)}
@@ -245,14 +248,14 @@ def simulate(n_accounts: int = 2000, months: int = 24, seed: int = 42, end=DEFAU
 
         ev = m.draw_events(s, hz, day, rng)
         buf.cut_day = np.where(ev.churn, ev.churn_day, np.inf)
-        o.emit_usage(s, act, day, rng, buf, usage_rate)
-        o.emit_touchpoints(s, ev, act, day, rng, buf)
+        o.emit_usage(s, act, day, rng, buf, usage_rate, rng_x)
+        o.emit_touchpoints(s, ev, act, day, rng, buf, rng_x)
         o.emit_invoices(s, ev, day, rng, buf)
         o.emit_nps(s, act, k, day, extra["nps_phase"], rng, buf)
 
         mrr_before = s.mrr.copy()
         term_before = s.term_end_day.copy()
-        m.advance(s, ev, day, p, rng)
+        m.advance(s, ev, day, p, rng, rng_x)
         # revenue rows of the week
         cl = np.flatnonzero(ev.churn)
         _rev(rev, cl, ev.churn_day[cl], np.zeros(len(cl)), rcode["churn"], np.full(len(cl), np.nan))
@@ -285,7 +288,14 @@ def simulate(n_accounts: int = 2000, months: int = 24, seed: int = 42, end=DEFAU
     return SimulatedBook(tables=tables, truth=truth, meta=meta)
 
 
-def _burn_in(s: m.Lanes, arrive_week, start_day: int, p: m.SimParams, rng, weeks: int = 26):
+def _contraction_rng(seed: int) -> np.random.Generator:
+    """The contraction mechanism's own random stream (downsize intent and its observables),
+    separate from the main one so that it does not shift the draws of everything else."""
+    return np.random.default_rng([int(seed), 0x0C0417A])
+
+
+def _burn_in(s: m.Lanes, arrive_week, start_day: int, p: m.SimParams, rng, rng_x,
+             weeks: int = 26):
     """Let the latent state of the starting book (health, intents, shock timers) settle before
     the observed period, so the first weeks look like any other. No events are recorded and
     revenue does not change during the burn-in."""
@@ -303,7 +313,7 @@ def _burn_in(s: m.Lanes, arrive_week, start_day: int, p: m.SimParams, rng, weeks
         for name in ("churn", "expansion", "contraction", "renewed", "price_increase",
                      "invoice_due"):
             setattr(ev, name, none)
-        m.advance(s, ev, day, p, rng)
+        m.advance(s, ev, day, p, rng, rng_x)
     for c, v in saved.items():
         setattr(s, c, v)
     s.active = np.zeros(len(s.active))
@@ -568,8 +578,9 @@ def oracle_probability(truth, observations: pd.DataFrame, horizon_days: int = 90
     aligned with ``observations``; NaN where the account was not active the day before as_of or
     as_of lies outside the simulated period.
     """
-    if target not in ("churn", "expansion"):
-        raise UsageError(f"The 'target' parameter must be 'churn' or 'expansion'. Got {target!r}.")
+    if target not in ORACLE_TARGETS:
+        raise UsageError(f"The 'target' parameter must be one of {', '.join(map(repr, ORACLE_TARGETS))}. "
+                         f"Got {target!r}.")
     horizon = _check_positive("horizon_days", horizon_days)
     _check_positive("n_paths", n_paths)
     p = params or m.SimParams()
@@ -615,9 +626,13 @@ def oracle_probability(truth, observations: pd.DataFrame, horizon_days: int = 90
         return hi > lo
 
     churned_early = happened_before("churn")
-    expanded_early = happened_before("expansion")
+    # an event of the target kind earlier in as_of's week, or (contraction) an expansion, which
+    # the simulator does not combine with a contraction in the same week: none in the rest of it
+    done_early = happened_before(target) if target != "churn" else np.zeros(len(idx), bool)
+    if target == "contraction":
+        done_early |= happened_before("expansion")
     idx_ok = idx[~churned_early]
-    expanded_early = expanded_early[~churned_early]
+    done_early = done_early[~churned_early]
 
     columns = {}
     for c in m.STATIC_COLUMNS:
@@ -628,6 +643,7 @@ def oracle_probability(truth, observations: pd.DataFrame, horizon_days: int = 90
                       else state[c].to_numpy(dtype=float)[srows])
     base = m.Lanes.from_columns(columns)
     rng = np.random.default_rng(seed)
+    rng_x = _contraction_rng(seed)
     per_chunk = max(1, chunk_lanes // n_paths)
     probs = np.empty(len(idx_ok))
     for a in range(0, len(idx_ok), per_chunk):
@@ -635,15 +651,17 @@ def oracle_probability(truth, observations: pd.DataFrame, horizon_days: int = 90
         sub = np.repeat(np.arange(sl.start, sl.stop), n_paths)
         lanes = base.take(sub)
         survival = _oracle_paths(lanes, obs_week_day[idx_ok][sub], as_of_day[idx_ok][sub],
-                                 horizon, target, expanded_early[sub], p, rng)
+                                 horizon, target, done_early[sub], p, rng, rng_x)
         probs[sl] = 1.0 - survival.reshape(-1, n_paths).mean(axis=1)
     result[idx_ok] = probs
     result[idx[churned_early]] = np.nan
     return result
 
 
-def _oracle_paths(s: m.Lanes, week_day, as_of, horizon, target, expanded_early, p, rng):
-    """Probability of no ``target`` event in [as_of, as_of + horizon) along one path per lane."""
+def _oracle_paths(s: m.Lanes, week_day, as_of, horizon, target, done_early, p, rng, rng_x):
+    """Probability of no ``target`` event in [as_of, as_of + horizon) along one path per lane.
+
+    ``done_early``: lanes where no ``target`` event can happen in the rest of as_of's week."""
     end = as_of + horizon
     survival = np.ones(len(s.active))
     first = True
@@ -663,19 +681,23 @@ def _oracle_paths(s: m.Lanes, week_day, as_of, horizon, target, expanded_early, 
             c_before = 1.0 - (1.0 - hz.churn_renewal * te_before) * (1.0 - hz.churn_in_term * frac_before)
             contrib = c_in / np.maximum(1.0 - c_before, 1e-9)
         else:
+            h = hz.expansion if target == "expansion" else hz.contraction
             m_in = np.where(renew_in, te_in, frac)
             m_before = np.where(renew_in, te_before, frac_before)
-            contrib = hz.expansion * m_in / np.maximum(1.0 - hz.expansion * m_before, 1e-9)
+            contrib = h * m_in / np.maximum(1.0 - h * m_before, 1e-9)
             if first:
-                contrib = np.where(expanded_early, 0.0, contrib)
+                contrib = np.where(done_early, 0.0, contrib)
                 # the account is known to be active at as_of: no churn earlier in the week
                 hz.churn_renewal = np.where(te_before, 0.0, hz.churn_renewal)
                 hz.churn_in_term = hz.churn_in_term * (1.0 - frac_before)
         ev = m.draw_events(s, hz, day, rng, suppress=target)
         if target == "expansion":
             contrib = contrib * ~ev.churn  # the simulator allows no expansion in a churn week
+        elif target == "contraction":
+            # nor a contraction in a week with a churn or an expansion
+            contrib = contrib * ~(ev.churn | ev.expansion)
         survival *= 1.0 - np.clip(contrib * live, 0.0, 1.0)
-        m.advance(s, ev, day, p, rng)
+        m.advance(s, ev, day, p, rng, rng_x)
         day = day + 7
         first = False
     return survival

@@ -143,6 +143,15 @@ def reference(book, spec, acc, as_of, known):
         b = p["baseline_days"]
         current = in_window(rows, table, as_of, w)
         base = in_window(rows, table, as_of, b, offset=w)
+        created = book.accounts.loc[book.accounts["account_id"] == acc, "created_at"].iloc[0]
+        if p["measure"] == "distinct":
+            base_start = as_of - pd.Timedelta(days=w + b)
+            existed_from = base_start if pd.isna(created) else max(base_start, created.normalize())
+            current_v = current[p["column"]].dropna().nunique()
+            base_v = base[p["column"]].dropna().nunique()
+            if (as_of - pd.Timedelta(days=w) - existed_from).days < b or base_v == 0:
+                return np.nan
+            return current_v / base_v
         if p["measure"] == "active_days":
             current_v = current[TIME[table]].dt.normalize().nunique()
             base_v = base[TIME[table]].dt.normalize().nunique()

@@ -12,6 +12,7 @@ Numbers are float64 (missing = NaN); categorical features are strings (missing =
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -190,7 +191,10 @@ def build_ratio_to_baseline(ctx, spec, obs, values):
     """Measure over the window / its average per window over the baseline just before.
 
     The baseline average counts only days on which the account existed (after created_at);
-    missing when that covers less than one window or the baseline measure is 0.
+    missing when that covers less than one window or the baseline measure is 0. ``measure``
+    ``distinct`` (of ``column``, e.g. users) compares the window's distinct values with the
+    baseline's as they are (distinct counts do not scale with time), missing unless the account
+    existed for the whole baseline.
     """
     w, b = spec.window_days, int(spec.params["baseline_days"])
     offset = spec.params.get("offset_days", 0)
@@ -203,8 +207,21 @@ def build_ratio_to_baseline(ctx, spec, obs, values):
     elif measure == "count":
         current = _count(ctx, spec, obs)
         base = _count(ctx, spec, obs, days=b, offset=offset + w)
+    elif measure == "distinct":
+        # distinct values (users) do not add up over time: the baseline's distinct count is
+        # compared as it is, missing when the baseline window is not fully covered
+        current = build_distinct(ctx, spec, obs, values)
+        base_spec = replace(spec, window_days=b, params={**spec.params, "offset_days": offset + w})
+        base = build_distinct(ctx, base_spec, obs, values)
+        created = ctx.created_day()[obs.acc]
+        from_day = np.where(created == NAT_DAY, base_start, np.maximum(base_start, created))
+        covered = np.clip(base_end - from_day, 0, b)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = current / base
+        return np.where((covered >= b) & (base > 0), ratio, np.nan)
     else:
-        raise ValueError(f"{spec.name}: unknown measure {measure!r} (count | active_days)")
+        raise ValueError(f"{spec.name}: unknown measure {measure!r} (count | active_days | "
+                         "distinct)")
     created = ctx.created_day()[obs.acc]
     from_day = np.where(created == NAT_DAY, base_start, np.maximum(base_start, created))
     covered = np.clip(base_end - from_day, 0, b).astype(np.float64)
@@ -550,7 +567,7 @@ def _columns_needed(spec: FeatureSpec) -> set[str]:
             cols.add(flt["column"])
     if "column" in spec.params and spec.aggregation in {
         "sum", "mean", "distinct", "latest", "change", "relative_change", "median", "days_until",
-        "static",
+        "static", "ratio_to_baseline",
     }:
         cols.add(spec.params["column"])
     if spec.aggregation == "missed_in_a_row":

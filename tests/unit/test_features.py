@@ -394,3 +394,14 @@ def test_end_to_end_on_the_simulated_book(sim_dir, tmp_path):
     assert got["logins_30d"].std() > 0 and got["nps_latest"].notna().mean() > 0.3
     assert got["value_tier"].notna().all() and got["lifecycle_phase"].notna().all()
     assert (got["mrr"] > 0).all()
+
+
+def test_the_old_per_outcome_direction_keys_are_refused_not_ignored():
+    from churnml.errors import ConfigError
+    from churnml.features.catalog import catalog_from_entries
+
+    entry = {"name": "x", "table": "usage_events", "window_days": 30, "aggregation": "count",
+             "description": "d", "reason": "r", "health_dimension": "usage", "kind": "numeric",
+             "churn_direction": -1}
+    with pytest.raises(ConfigError, match=r"churn_direction.*direction: \{churn"):
+        catalog_from_entries([entry])

@@ -234,6 +234,10 @@ def catalog_from_entries(entries: list[dict], source: str | None = None) -> Cata
         lacking = [p for p in AGGREGATIONS[agg] if p not in params]
         if lacking:
             problems.append(f"{where}: aggregation {agg!r} needs {lacking}")
+        legacy = [k for k in entry if str(k).endswith("_direction")]
+        if legacy:
+            problems.append(f"{where}: {legacy} are no longer read; write "
+                            "`direction: {churn: -1, expansion: 1}` (one sign per outcome)")
         directions = entry.get("direction") or {}
         if not isinstance(directions, dict):
             problems.append(f"{where}: direction must be a mapping outcome -> -1 or 1, "

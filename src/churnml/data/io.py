@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from churnml.data.dates import DEFAULT_FUTURE_MARGIN_DAYS
 from churnml.data.tables import TABLES, Book
 from churnml.data.validation import (
     REJECT_REASONS,
@@ -114,8 +115,9 @@ class _FilesAsFrames(Mapping):
         return len(self._files)
 
 
-def load_book(data_dir: str | Path,
-              rejects_path: str | Path | None = None) -> tuple[Book, ValidationReport]:
+def load_book(data_dir: str | Path, rejects_path: str | Path | None = None,
+              future_margin_days: float | None = DEFAULT_FUTURE_MARGIN_DAYS,
+              ) -> tuple[Book, ValidationReport]:
     """Read and validate the book of business in ``data_dir``.
 
     Returns the :class:`Book` of accepted rows (normalised dtypes: ``account_id`` string,
@@ -123,6 +125,7 @@ def load_book(data_dir: str | Path,
     sorted by account and time) and the :class:`ValidationReport`. Writes the rejects CSV
     (``table,row,column,value,reason``) to ``rejects_path`` when given (also when empty, so no
     stale file remains). Raises :class:`SchemaError` when the input cannot be used.
+    ``future_margin_days``: see :func:`~churnml.data.validation.validate_frames`.
     """
     data_dir = Path(data_dir)
     files, warnings = find_table_files(data_dir)
@@ -131,7 +134,8 @@ def load_book(data_dir: str | Path,
         # an unreadable file is reported before a missing table: read them all first
         for path in files.values():
             read_table(path)
-    book, report = validate_frames(frames, source=str(data_dir), warnings=warnings)
+    book, report = validate_frames(frames, source=str(data_dir), warnings=warnings,
+                                   future_margin_days=future_margin_days)
     book.meta["files"] = {t: str(p) for t, p in files.items()}
     if rejects_path is not None:
         report.write_rejects(rejects_path)

@@ -166,3 +166,68 @@ def test_an_account_whose_revenue_rows_are_all_rejected_is_reported():
     assert "a3" not in set(book.mrr_changes["account_id"])
     lost = [w for w in report.warnings if "not be scored" in w]
     assert len(lost) == 1 and "1 account" in lost[0] and "'a3'" in lost[0]
+
+
+# --------------------------------------------------------------------------- 3. ids
+def test_normalise_ids_one_rule_for_every_dtype():
+    norm = V.normalise_ids
+    assert norm(pd.Series([" 17 ", "17.0", "17", "007", "007.0", "A-1 ", "", None],
+                          dtype="str")).tolist()[:6] == ["17", "17", "17", "007", "007", "A-1"]
+    assert norm(pd.Series(["", " "], dtype="str")).isna().all()
+    assert norm(pd.Series([17, 2**63 - 1], dtype="int64")).tolist() == ["17", str(2**63 - 1)]
+    assert norm(pd.Series([17.0, 1e20, 17.5, np.nan])).tolist()[:3] == [
+        "17", "100000000000000000000", "17.5"]
+    assert norm(pd.Series([17, 17.0, " 17 ", 2**64 + 1, None], dtype=object)).tolist()[:4] == [
+        "17", "17", "17", str(2**64 + 1)]
+    assert str(norm(pd.Series([1.0])).dtype) == "str"
+
+
+def test_float_ids_beyond_int64_do_not_become_duplicates():
+    frames = good_frames()
+    big = [1e19, 1e19 + 4096, 3e19]  # distinct floats, all beyond int64
+    frames["accounts"]["account_id"] = big
+    frames["mrr_changes"]["account_id"] = [big[0], big[1], big[2], big[0]]
+    for name in ("usage_events", "invoices", "nps_responses", "touchpoints"):
+        frames.pop(name)
+    book, report = validate_frames(frames)
+    assert report.total_rejected == 0
+    assert sorted(book.accounts["account_id"]) == sorted(str(int(v)) for v in big)
+
+
+@pytest.mark.parametrize("raw,expected", [(" 17 ", "17"), ("17.0", "17"), ("007", "007"),
+                                          ("12345678901234567890", "12345678901234567890")])
+def test_the_same_raw_id_is_the_same_account_on_every_path(tmp_path, raw, expected):
+    from churnml.api.predictor import Predictor
+    from churnml.jobs.spark import _parse_scores
+
+    frames = good_frames()
+    for name in ("usage_events", "invoices", "nps_responses", "touchpoints"):
+        frames.pop(name)
+    frames["accounts"]["account_id"] = [raw, "a2", "a3"]
+    frames["mrr_changes"]["account_id"] = [raw, "a2", "a3", raw]
+    seen = {}
+    write_book(frames, tmp_path / "csv", fmt="csv")
+    seen["csv"] = load_book(tmp_path / "csv")[0]
+    write_book(frames, tmp_path / "parquet", fmt="parquet")
+    seen["parquet"] = load_book(tmp_path / "parquet")[0]
+    seen["memory"] = validate_frames(frames)[0]
+    for path, book in seen.items():
+        assert book.accounts["account_id"].iloc[0] == expected, path
+        assert (book.mrr_changes["account_id"] == expected).sum() == 2, path
+    predictor = Predictor.__new__(Predictor)
+    predictor.numeric_fields, predictor.categorical_fields = [], []
+    frame = predictor.frame_from_records([{"account_id": raw, "as_of": dt.date(2024, 7, 1)}])
+    assert frame["account_id"].tolist() == [expected]
+    scores = _parse_scores(pd.DataFrame({"account_id": [raw], "as_of": ["2024-07-01"]}))
+    assert scores["account_id"].tolist() == [expected]
+
+
+def test_integral_text_and_numbers_are_one_account_across_tables():
+    frames = good_frames()
+    frames["accounts"]["account_id"] = pd.Series([17, 18, 19], dtype="int64")
+    frames["mrr_changes"]["account_id"] = ["17.0", " 18", "19", 17.0]
+    for name in ("usage_events", "invoices", "nps_responses", "touchpoints"):
+        frames.pop(name)
+    book, report = validate_frames(frames)
+    assert report.total_rejected == 0
+    assert sorted(book.mrr_changes["account_id"]) == ["17", "17", "18", "19"]

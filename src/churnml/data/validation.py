@@ -196,26 +196,61 @@ def _as_text(s: pd.Series) -> pd.Series:
     return s.astype("str")
 
 
-def parse_ids(s: pd.Series) -> pd.Series:
-    """Account ids as stripped strings: ``17``, ``17.0`` and ``" 17 "`` all become ``"17"``."""
-    if pd.api.types.is_bool_dtype(s.dtype):
-        return s.astype("str")
-    if pd.api.types.is_integer_dtype(s.dtype):
-        return s.astype("str")
-    if pd.api.types.is_float_dtype(s.dtype):
-        # integer ids stored as float (parquet int column with nulls): 17.0 -> "17"
-        integral = s.notna() & np.isfinite(s) & (s == np.round(s))
-        out = s.astype("str")
-        if integral.any():
-            out = out.mask(integral, s[integral].astype("int64").astype("str"))
-        return out
-    text = _as_text(s)
-    if pd.api.types.is_object_dtype(s.dtype):
-        # mixed Python values (JSON rows): floats like 17.0 mean the id 17
-        is_float = s.map(lambda v: isinstance(v, float) and v.is_integer())
+_INTEGRAL_TEXT = r"^([+-]?[0-9]+)\.0*$"  # "17.0", "17." -> "17" (digits kept: "007.0" -> "007")
+_EXACT_FLOAT_INT = 2.0 ** 53  # below this, a float's integer value converts through int64
+
+
+def _float_ids(values: np.ndarray) -> np.ndarray:
+    """Float ids as text (object array): an integral value as its exact integer text
+    (``17.0`` -> ``"17"``, ``1e20`` -> ``"100000000000000000000"``, never through int64, which
+    overflows), others as Python prints them; NaN -> None."""
+    values = np.asarray(values, dtype="float64")
+    out = np.full(len(values), None, dtype=object)
+    finite = np.isfinite(values)
+    integral = finite & (values == np.round(values))
+    small = integral & (np.abs(values) < _EXACT_FLOAT_INT)
+    if small.any():
+        out[small] = values[small].astype("int64").astype("str").astype(object)
+    for i in np.flatnonzero(integral & ~small):
+        out[i] = str(int(values[i]))
+    for i in np.flatnonzero(~integral & ~np.isnan(values)):
+        out[i] = repr(float(values[i]))
+    return out
+
+
+def normalise_ids(s: pd.Series) -> pd.Series:
+    """Account ids as text (the ``str`` dtype), one rule on every path (files, in-memory frames,
+    the HTTP service, Spark):
+
+    - whitespace is stripped; empty text is null;
+    - integral numbers are their integer text: ``17``, ``17.0``, ``"17.0"``, ``" 17 "`` -> ``"17"``;
+      large integers keep every digit (``12345678901234567890`` stays itself; a float id is
+      written out exactly, never through int64);
+    - other text stays as it is (``"007"`` keeps its zeros, ``"A-17"``).
+    """
+    if pd.api.types.is_bool_dtype(s.dtype) or pd.api.types.is_integer_dtype(s.dtype):
+        text = s.astype("str")
+    elif pd.api.types.is_float_dtype(s.dtype):
+        text = pd.Series(_float_ids(s.to_numpy(dtype="float64", na_value=np.nan)),
+                         index=s.index, dtype="str")
+    elif pd.api.types.is_object_dtype(s.dtype):
+        # mixed Python values (JSON rows): numbers by the numeric rules, the rest as text
+        values = s.to_numpy()
+        is_float = np.fromiter((isinstance(v, (float, np.floating)) for v in values), bool,
+                               len(values))
         if is_float.any():
-            text = text.mask(is_float, s[is_float].astype("float64").astype("int64").astype("str"))
-    return _blank_to_null(text)
+            values = values.copy()
+            values[is_float] = _float_ids(values[is_float].astype("float64"))
+        text = pd.Series(values, index=s.index, dtype=object).astype("str")
+    else:
+        text = _as_text(s)
+    text = _blank_to_null(text)
+    return text.str.replace(_INTEGRAL_TEXT, r"\1", regex=True)
+
+
+def parse_ids(s: pd.Series) -> pd.Series:
+    """Account ids as stripped strings (:func:`normalise_ids`)."""
+    return normalise_ids(s)
 
 
 def parse_numbers(s: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -349,7 +384,7 @@ def _encode_text(s: pd.Series, kind: str) -> _Text:
                 at += len(chunk)
         # each distinct value normalised once, exactly as parse_text does it row by row
         raw_values = dictionary.to_pandas()
-        normalised = parse_text(raw_values.astype(_STR))
+        normalised = (normalise_ids if kind == "id" else parse_text)(raw_values.astype(_STR))
         if len(dictionary) == 0 or (normalised.notna().all() and
                                     (normalised.to_numpy(object) == raw_values.to_numpy(object)).all()):
             return _Text(codes, uniques=dictionary, source=s)

@@ -231,3 +231,24 @@ def test_integral_text_and_numbers_are_one_account_across_tables():
     book, report = validate_frames(frames)
     assert report.total_rejected == 0
     assert sorted(book.mrr_changes["account_id"]) == ["17", "17", "18", "19"]
+
+
+# --------------------------------------------------------------------------- 4. reserved names
+@pytest.mark.parametrize("column", ["as_of", "churn_probability", "health_score", "churn_reasons",
+                                    "schema_version", "label", "health_usage"])
+def test_accounts_columns_named_like_output_columns_are_refused(column):
+    frames = good_frames()
+    frames["accounts"][column] = "x"
+    with pytest.raises(SchemaError, match=f"accounts: column '{column}'"):
+        validate_frames(frames)
+
+
+def test_reserved_names_cover_the_weekly_output_columns():
+    from churnml.jobs.scoring import LEADING_COLUMNS, TRAILING_COLUMNS
+
+    for column in LEADING_COLUMNS + TRAILING_COLUMNS:
+        if column == "account_id":
+            continue
+        assert V.is_reserved_column(column), column
+    for fine in ("plan", "segment", "industry", "employees", "healthcare_vertical"):
+        assert not V.is_reserved_column(fine)

@@ -81,6 +81,29 @@ EVENT_COLUMNS = {
 # 9999-12-31, the usual "no end") is "no end" (null), not an unparseable value.
 OPEN_ENDED_COLUMNS = {("mrr_changes", "term_end")}
 
+# Names an `accounts` column may not have: churnml's own output and key columns (the weekly
+# job's LEADING_COLUMNS / TRAILING_COLUMNS in churnml.jobs.scoring, the health columns) and the
+# training frame's (labels, windows). An attribute with such a name would overwrite them.
+RESERVED_COLUMNS = frozenset({
+    "as_of", "churn_probability", "expansion_probability", "contraction_probability",
+    "health_score", "health_tier", "health_dimensions_used", "health_overrides",
+    "health_weights_version", "churn_reasons", "expansion_reasons", "contraction_reasons",
+    "alerts", "next_best_action", "churn_model_version", "expansion_model_version",
+    "contraction_model_version", "mrr", "mrr_at_risk", "expected_expansion_mrr", "value_tier",
+    "lifecycle_phase", "rfm_segment", "expansion_readiness", "schema_version", "label",
+    "labeled", "event_mrr", "window", "churn", "expansion", "contraction",
+})
+RESERVED_PREFIXES = ("health_",)
+RESERVED_SUFFIXES = ("_probability", "_reasons", "_model_version")
+
+
+def is_reserved_column(name: str) -> bool:
+    """True when ``name`` is one of churnml's output or key columns (:data:`RESERVED_COLUMNS`,
+    a ``health_`` prefix, a ``_probability`` / ``_reasons`` / ``_model_version`` suffix)."""
+    name = str(name).strip()
+    return (name in RESERVED_COLUMNS or name.startswith(RESERVED_PREFIXES)
+            or name.endswith(RESERVED_SUFFIXES))
+
 _NS_MIN, _NS_MAX = pd.Timestamp.min, pd.Timestamp.max
 
 
@@ -475,6 +498,16 @@ def _validate_table(name: str, raw: pd.DataFrame, spec: TableSpec,
                         f"(columns found: {format_examples(list(raw.columns), limit=20)})")
     if missing_cols:
         return _TableResult(None, _empty_rejects(), n)
+    if name == "accounts":
+        reserved = [c for c in raw.columns if spec.column(c) is None and is_reserved_column(c)]
+        for col in reserved:
+            problems.append(
+                f"accounts: column '{col}' is named like one of churnml's output or key columns "
+                f"(as_of, *_probability, *_reasons, health_*, schema_version, labels, ...): as a "
+                f"static attribute it would overwrite them; rename it (e.g. 'crm_{col}') or drop "
+                f"it")
+        if reserved:
+            return _TableResult(None, _empty_rejects(), n)
 
     # out: every column after normalisation, text as _Text (codes), the rest as Series
     out: dict[str, _Text | pd.Series] = {}

@@ -244,11 +244,14 @@ def test_accounts_columns_named_like_output_columns_are_refused(column):
 
 
 def test_reserved_names_cover_the_weekly_output_columns():
-    from churnml.jobs.scoring import LEADING_COLUMNS, TRAILING_COLUMNS
+    from churnml.outcomes import OUTCOMES
+    from churnml.scoring.schema import output_columns
 
-    for column in LEADING_COLUMNS + TRAILING_COLUMNS:
+    for column in output_columns(["usage", "payment", "static"], OUTCOMES):
         if column == "account_id":
             continue
         assert V.is_reserved_column(column), column
+    for outcome in OUTCOMES:
+        assert V.is_reserved_column(outcome.name)
     for fine in ("plan", "segment", "industry", "employees", "healthcare_vertical"):
         assert not V.is_reserved_column(fine)

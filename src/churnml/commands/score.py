@@ -40,7 +40,8 @@ def score(
         raise UsageError(f"--chunk-size and --shards must be positive integers. Got "
                          f"{chunk_size} and {shards}.")
 
-    from churnml.data.dates import as_of_warning, folder_data_end
+    from churnml.data.dates import as_of_warning
+    from churnml.data.io import folder_data_end
 
     stale = as_of_warning(folder_data_end(data), when)
     if stale:

@@ -21,7 +21,7 @@ weekly as_of up to 2099 a "no churn" training row). The rule (``docs/data_contra
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,8 @@ _KEEP_LATEST = 200_000
 REFERENCE_COLUMNS = {"mrr_changes": "effective_date", "usage_events": "ts"}
 
 _DAY_NS = 86_400 * 10**9
+#: ``pd.NaT`` typed as a Timestamp (what pandas returns for a missing date)
+NAT = cast(pd.Timestamp, pd.NaT)
 
 
 def _ns(values) -> np.ndarray:
@@ -76,7 +78,7 @@ class BulkEnd:
     def end(self) -> pd.Timestamp:
         """The bulk end (NaT when no date was added)."""
         if self.count == 0:
-            return pd.NaT
+            return NAT
         latest = np.concatenate(self._latest) if len(self._latest) > 1 else self._latest[0]
         stragglers = min(int(np.floor(self.count * (1.0 - self.quantile) + 1e-9)), len(latest) - 1)
         top = np.sort(np.partition(latest, len(latest) - stragglers - 1)[-stragglers - 1:])
@@ -103,7 +105,7 @@ def book_data_end(tables) -> pd.Timestamp:
     columns = [tables[t][c] for t, c in REFERENCE_COLUMNS.items()
                if t in tables and c in tables[t].columns and len(tables[t])]
     end = bulk_end(columns)
-    return end.normalize() if pd.notna(end) else pd.NaT
+    return end.normalize() if pd.notna(end) else NAT
 
 
 def as_of_warning(data_end, as_of, tolerance_days: int = STALE_AS_OF_DAYS) -> str | None:
@@ -122,27 +124,3 @@ def as_of_warning(data_end, as_of, tolerance_days: int = STALE_AS_OF_DAYS) -> st
             f"({pd.Timestamp(data_end).date()}): features see no activity in those days, so "
             f"usage, engagement and alerts will look worse than they are. Score an as_of up "
             f"to {tolerance_days} days after the data's end, or export fresher data.")
-
-
-def folder_data_end(data_dir: str | Path) -> pd.Timestamp:
-    """The data's end of a book folder from its revenue history alone (reads only
-    ``mrr_changes.effective_date``: cheap, for a warning before a long job); NaT when it
-    cannot be read (the job itself then reports the problem)."""
-    from churnml.data.io import find_table_files
-    from churnml.data.validation import parse_timestamps
-
-    try:
-        files, _ = find_table_files(data_dir)
-        path = files.get("mrr_changes")
-        if path is None:
-            return pd.NaT
-        if path.suffix.lower() == ".parquet":
-            column = pd.read_parquet(path, columns=["effective_date"])["effective_date"]
-        else:
-            column = pd.read_csv(path, usecols=["effective_date"], dtype="str",
-                                 keep_default_na=False, na_values=[""])["effective_date"]
-        values, _ = parse_timestamps(column)
-    except Exception:  # noqa: BLE001 - a warning helper never stops the job
-        return pd.NaT
-    end = bulk_end([values])
-    return end.normalize() if pd.notna(end) else pd.NaT

@@ -39,6 +39,7 @@ from churnml.data.dates import (
 )
 from churnml.data.tables import MRR_REASONS, TABLES, TOUCHPOINT_KINDS, Book, TableSpec
 from churnml.errors import SchemaError, format_examples
+from churnml.outcomes import OUTCOME_NAMES, OUTCOMES
 
 REJECTS_COLUMNS = ["table", "row", "column", "value", "reason"]
 
@@ -82,16 +83,15 @@ EVENT_COLUMNS = {
 OPEN_ENDED_COLUMNS = {("mrr_changes", "term_end")}
 
 # Names an `accounts` column may not have: churnml's own output and key columns (the weekly
-# job's LEADING_COLUMNS / TRAILING_COLUMNS in churnml.jobs.scoring, the health columns) and the
-# training frame's (labels, windows). An attribute with such a name would overwrite them.
+# scores' columns, churnml.scoring.schema.COLUMNS, with every outcome's probability, reasons,
+# model version and value column, the health columns) and the training frame's (labels,
+# windows). An attribute with such a name would overwrite them.
 RESERVED_COLUMNS = frozenset({
-    "as_of", "churn_probability", "expansion_probability", "contraction_probability",
-    "health_score", "health_tier", "health_dimensions_used", "health_overrides",
-    "health_weights_version", "churn_reasons", "expansion_reasons", "contraction_reasons",
-    "alerts", "next_best_action", "churn_model_version", "expansion_model_version",
-    "contraction_model_version", "mrr", "mrr_at_risk", "expected_expansion_mrr", "value_tier",
+    "as_of", "health_score", "health_tier", "health_dimensions_used", "health_overrides",
+    "health_weights_version", "alerts", "next_best_action", "mrr", "value_tier",
     "lifecycle_phase", "rfm_segment", "expansion_readiness", "schema_version", "label",
-    "labeled", "event_mrr", "window", "churn", "expansion", "contraction",
+    "labeled", "event_mrr", "window",
+    *OUTCOME_NAMES, *(o.value_column for o in OUTCOMES),
 })
 RESERVED_PREFIXES = ("health_",)
 RESERVED_SUFFIXES = ("_probability", "_reasons", "_model_version")
@@ -500,11 +500,11 @@ def _validate_table(name: str, raw: pd.DataFrame, spec: TableSpec,
         return _TableResult(None, _empty_rejects(), n)
     if name == "accounts":
         reserved = [c for c in raw.columns if spec.column(c) is None and is_reserved_column(c)]
-        for col in reserved:
+        for column in reserved:
             problems.append(
-                f"accounts: column '{col}' is named like one of churnml's output or key columns "
+                f"accounts: column '{column}' is named like one of churnml's output or key columns "
                 f"(as_of, *_probability, *_reasons, health_*, schema_version, labels, ...): as a "
-                f"static attribute it would overwrite them; rename it (e.g. 'crm_{col}') or drop "
+                f"static attribute it would overwrite them; rename it (e.g. 'crm_{column}') or drop "
                 f"it")
         if reserved:
             return _TableResult(None, _empty_rejects(), n)
@@ -572,12 +572,14 @@ def _validate_table(name: str, raw: pd.DataFrame, spec: TableSpec,
     if export is not None and name in EVENT_COLUMNS:
         reference = REFERENCE_COLUMNS.get(name)
         if reference is not None:
-            export.add(out[reference], len(out["account_id"].distinct()))
+            ids = out["account_id"]
+            assert isinstance(ids, _Text)
+            export.add(pd.Series(out[reference]), len(ids.distinct()))
         cutoff = export.cutoff()
         if cutoff is not None:
             for col in EVENT_COLUMNS[name]:
                 if col in out:
-                    reject((out[col] > cutoff).to_numpy(), FUTURE_DATED, col)
+                    reject((pd.Series(out[col]) > cutoff).to_numpy(), FUTURE_DATED, col)
     for col in spec.columns:
         if (name, col.name) in NON_NEGATIVE and col.name in out:
             reject(out[col.name] < 0, NEGATIVE, col.name)

@@ -64,7 +64,7 @@ def load_attribute_config(path: str | Path | None = None) -> AttributeConfig:
     from churnml.config import features_dir
 
     explicit = path is not None
-    path = Path(path) if explicit else features_dir() / "attributes.yaml"
+    path = Path(path) if path is not None else features_dir() / "attributes.yaml"
     if not path.is_file():
         if explicit:
             raise ConfigError(f"attributes config {path}: no such file")
@@ -265,7 +265,7 @@ def find_leaks(dataset, config, *, book=None, truth=None,
             f.oracle_auc, f.oracle_rows = oracle, oracle_rows
             account_level = f.account_auc is not None and (
                 f.exclusive_values or (np.isfinite(f.account_auc) and f.account_auc >= threshold))
-            if oracle is not None and not account_level:
+            if oracle is not None and sample is not None and not account_level:
                 same_rows = single_feature_auc(sample[name], sample["label"].to_numpy() > 0,
                                                name in categorical)
                 if not same_rows > oracle:

@@ -182,6 +182,16 @@ def test_normalise_ids_one_rule_for_every_dtype():
     assert str(norm(pd.Series([1.0])).dtype) == "str"
 
 
+def test_small_object_inputs_take_the_same_rule_value_by_value():
+    raw = [" 17 ", 17, 17.0, "17.0", "007", "007.0", 1e20, 17.5, 2**64 + 1, None, "", " ",
+           np.nan, "A-1 ", True, np.float64(3.0), np.int64(4)]
+    small = V.normalise_ids(pd.Series(raw, dtype=object))
+    large = V.normalise_ids(pd.Series(raw * 40, dtype=object)).iloc[:len(raw)]
+    assert len(raw) * 40 > V._SMALL
+    assert small.tolist() == large.tolist()
+    assert str(small.dtype) == str(large.dtype) == "str"
+
+
 def test_float_ids_beyond_int64_do_not_become_duplicates():
     frames = good_frames()
     big = [1e19, 1e19 + 4096, 3e19]  # distinct floats, all beyond int64

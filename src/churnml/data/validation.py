@@ -23,6 +23,7 @@ are dictionary-encoded once and checked, compared and sorted as integer codes (s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,6 +242,25 @@ def _float_ids(values: np.ndarray) -> np.ndarray:
     return out
 
 
+_SMALL = 256
+_INTEGRAL_TEXT_RE = re.compile(_INTEGRAL_TEXT)
+
+
+def _normalise_id(value) -> str | None:
+    """:func:`normalise_ids` for one Python value."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, (float, np.floating)):
+        return _float_ids(np.array([value]))[0]
+    if isinstance(value, (bool, np.bool_)):
+        return str(value)
+    text = str(value).strip()
+    if not text:
+        return None
+    match = _INTEGRAL_TEXT_RE.match(text)
+    return match.group(1) if match else text
+
+
 def normalise_ids(s: pd.Series) -> pd.Series:
     """Account ids as text (the ``str`` dtype), one rule on every path (files, in-memory frames,
     the HTTP service, Spark):
@@ -251,6 +271,10 @@ def normalise_ids(s: pd.Series) -> pd.Series:
       written out exactly, never through int64);
     - other text stays as it is (``"007"`` keeps its zeros, ``"A-17"``).
     """
+    if len(s) <= _SMALL and pd.api.types.is_object_dtype(s.dtype):
+        # a few Python values (an HTTP request): the same rule value by value, without the
+        # vectorised passes' fixed cost (about 2 ms)
+        return pd.Series([_normalise_id(v) for v in s.tolist()], index=s.index, dtype="str")
     if pd.api.types.is_bool_dtype(s.dtype) or pd.api.types.is_integer_dtype(s.dtype):
         text = s.astype("str")
     elif pd.api.types.is_float_dtype(s.dtype):

@@ -34,6 +34,11 @@ class ConfigError(UsageError):
     """A configuration file or parameter is invalid."""
 
 
+class LeakageError(UsageError):
+    """A feature gives the label away (an attribute exported after the fact): training stops
+    (exit code 2) naming the column and the evidence (``churnml.models.leakage``)."""
+
+
 class NotFittedError(ChurnMLError, AttributeError):
     """An estimator was used before ``fit``."""
 

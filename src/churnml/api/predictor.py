@@ -36,6 +36,7 @@ from churnml.api.schema import (
 )
 from churnml.columns import FrameColumns
 from churnml.config import features_dir
+from churnml.data.validation import normalise_ids
 from churnml.errors import ChurnMLError, ModelNotFoundError
 from churnml.features.catalog import load_catalog
 from churnml.health.adopted import adopted_path, load_adopted_health
@@ -215,7 +216,7 @@ class Predictor:
             rows = [r.__dict__ for r in records]  # pydantic v2 stores fields in __dict__
         numeric = np.array([[row.get(name) for name in self.numeric_fields] for row in rows],
                            dtype="float64").reshape(len(rows), len(self.numeric_fields))
-        ids = [str(row["account_id"]) for row in rows]
+        ids = normalise_ids(pd.Series([row["account_id"] for row in rows], dtype=object)).tolist()
         dates = [row["as_of"] for row in rows]
         objects: dict[str, list] = {"account_id": ids}
         texts = {name: [row.get(name) for row in rows] for name in self.categorical_fields}

@@ -40,6 +40,12 @@ def score(
         raise UsageError(f"--chunk-size and --shards must be positive integers. Got "
                          f"{chunk_size} and {shards}.")
 
+    from churnml.data.dates import as_of_warning
+    from churnml.data.io import folder_data_end
+
+    stale = as_of_warning(folder_data_end(data), when)
+    if stale:
+        console.print(f"[yellow]warning:[/yellow] {stale}", highlight=False, soft_wrap=True)
     with progress(f"churnml score {when.date()}", total=None) as step:
         state = {"total": None}
 

@@ -15,18 +15,20 @@ from pathlib import Path
 
 import pandas as pd
 
+from churnml.data.dates import DEFAULT_FUTURE_MARGIN_DAYS, NAT, bulk_end
 from churnml.data.tables import TABLES, Book
 from churnml.data.validation import (
     REJECT_REASONS,
     REJECTS_COLUMNS,
     ValidationReport,
+    parse_timestamps,
     validate_frames,
 )
 from churnml.errors import SchemaError
 
 __all__ = [
     "REJECTS_COLUMNS", "REJECT_REASONS", "ValidationReport", "default_rejects_path",
-    "find_table_files", "load_book", "read_table", "validate_frames",
+    "find_table_files", "folder_data_end", "load_book", "read_table", "validate_frames",
 ]
 
 TABLE_SUFFIXES = (".parquet", ".csv")
@@ -114,8 +116,9 @@ class _FilesAsFrames(Mapping):
         return len(self._files)
 
 
-def load_book(data_dir: str | Path,
-              rejects_path: str | Path | None = None) -> tuple[Book, ValidationReport]:
+def load_book(data_dir: str | Path, rejects_path: str | Path | None = None,
+              future_margin_days: float | None = DEFAULT_FUTURE_MARGIN_DAYS,
+              ) -> tuple[Book, ValidationReport]:
     """Read and validate the book of business in ``data_dir``.
 
     Returns the :class:`Book` of accepted rows (normalised dtypes: ``account_id`` string,
@@ -123,6 +126,7 @@ def load_book(data_dir: str | Path,
     sorted by account and time) and the :class:`ValidationReport`. Writes the rejects CSV
     (``table,row,column,value,reason``) to ``rejects_path`` when given (also when empty, so no
     stale file remains). Raises :class:`SchemaError` when the input cannot be used.
+    ``future_margin_days``: see :func:`~churnml.data.validation.validate_frames`.
     """
     data_dir = Path(data_dir)
     files, warnings = find_table_files(data_dir)
@@ -131,8 +135,30 @@ def load_book(data_dir: str | Path,
         # an unreadable file is reported before a missing table: read them all first
         for path in files.values():
             read_table(path)
-    book, report = validate_frames(frames, source=str(data_dir), warnings=warnings)
+    book, report = validate_frames(frames, source=str(data_dir), warnings=warnings,
+                                   future_margin_days=future_margin_days)
     book.meta["files"] = {t: str(p) for t, p in files.items()}
     if rejects_path is not None:
         report.write_rejects(rejects_path)
     return book, report
+
+
+def folder_data_end(data_dir: str | Path) -> pd.Timestamp:
+    """The data's end of a book folder from its revenue history alone (reads only
+    ``mrr_changes.effective_date``: cheap, for a warning before a long job); NaT when it
+    cannot be read (the job itself then reports the problem)."""
+    try:
+        files, _ = find_table_files(data_dir)
+        path = files.get("mrr_changes")
+        if path is None:
+            return NAT
+        if path.suffix.lower() == ".parquet":
+            column = pd.read_parquet(path, columns=["effective_date"])["effective_date"]
+        else:
+            column = pd.read_csv(path, usecols=["effective_date"], dtype="str",
+                                 keep_default_na=False, na_values=[""])["effective_date"]
+        values, _ = parse_timestamps(column)
+    except Exception:  # noqa: BLE001 - a warning helper never stops the job
+        return NAT
+    end = bulk_end([values])
+    return end.normalize() if pd.notna(end) else NAT

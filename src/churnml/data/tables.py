@@ -165,18 +165,9 @@ class Book:
 
     @property
     def data_end(self) -> pd.Timestamp:
-        """The latest date in any table (DESIGN.md): later as_of + horizon are unlabeled."""
-        latest = []
-        for name, df in self.tables.items():
-            spec = TABLES.get(name)
-            cols = [c.name for c in spec.columns if c.kind == "timestamp"] if spec else []
-            if name == "mrr_changes":
-                cols = ["effective_date"]  # term_end lies in the future by design
-            if name == "invoices":
-                cols = ["due_date", "paid_at"]
-            for col in cols:
-                if col in df.columns and len(df):
-                    value = df[col].max()
-                    if pd.notna(value):
-                        latest.append(value)
-        return max(latest).normalize() if latest else pd.NaT
+        """The data's end: the bulk end of the revenue history and the usage, at midnight
+        (``churnml.data.dates``; not the latest date of any column, so a stray future-dated
+        row cannot move it). Later as_of + horizon are unlabeled."""
+        from churnml.data.dates import book_data_end
+
+        return book_data_end(self.tables)

@@ -23,6 +23,7 @@ are dictionary-encoded once and checked, compared and sorted as integer codes (s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,14 +32,22 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from churnml.data.dates import (
+    DEFAULT_FUTURE_MARGIN_DAYS,
+    MIN_ACCOUNTS_FOR_EXPORT_DATE,
+    REFERENCE_COLUMNS,
+    BulkEnd,
+)
 from churnml.data.tables import MRR_REASONS, TABLES, TOUCHPOINT_KINDS, Book, TableSpec
 from churnml.errors import SchemaError, format_examples
+from churnml.outcomes import OUTCOME_NAMES, OUTCOMES
 
 REJECTS_COLUMNS = ["table", "row", "column", "value", "reason"]
 
 # Reasons a row is set aside, in the order they are checked: a row gets the first that applies.
 MISSING = "missing required value"
 BAD_TIMESTAMP = "unparseable timestamp"
+FUTURE_DATED = "dated after the export"
 NEGATIVE = "negative value"
 SCORE_RANGE = "score outside 0-10"
 SCORE_NOT_INTEGER = "score not an integer"
@@ -47,7 +56,7 @@ DUPLICATE_ACCOUNT = "duplicate account_id"
 DUPLICATE_INVOICE = "duplicate invoice_id"
 DUPLICATE_ROW = "duplicate row"
 REJECT_REASONS = (
-    MISSING, BAD_TIMESTAMP, NEGATIVE, SCORE_RANGE, SCORE_NOT_INTEGER, UNKNOWN_ACCOUNT,
+    MISSING, BAD_TIMESTAMP, FUTURE_DATED, NEGATIVE, SCORE_RANGE, SCORE_NOT_INTEGER, UNKNOWN_ACCOUNT,
     DUPLICATE_ACCOUNT, DUPLICATE_INVOICE, DUPLICATE_ROW,
 )
 _REASON_CODE = {reason: i + 1 for i, reason in enumerate(REJECT_REASONS)}  # 0 = accepted
@@ -55,9 +64,46 @@ _REASON_CODE = {reason: i + 1 for i, reason in enumerate(REJECT_REASONS)}  # 0 =
 # Columns whose values must not be negative (others may be, e.g. touchpoints.value).
 NON_NEGATIVE = {("mrr_changes", "mrr"), ("invoices", "amount"), ("usage_events", "quantity")}
 
-# Validation order: accounts first (the other tables are checked against its accepted ids).
+# Report order: accounts first (the other tables are checked against its accepted ids).
 TABLE_ORDER = ("accounts", "mrr_changes", "usage_events", "invoices", "nps_responses",
                "touchpoints")
+# Validation order: the usage before the revenue history, so the export date that both are
+# checked against (churnml.data.dates) has seen the densest table first.
+_VALIDATION_ORDER = ("accounts", "usage_events", "mrr_changes", "invoices", "nps_responses",
+                     "touchpoints")
+
+# Event columns: a row dated after the export (by more than the margin) is set aside. Not
+# `accounts.created_at`, `invoices.due_date` (an invoice may fall due after the export) nor
+# `mrr_changes.term_end` (a contract date, in the future by design).
+EVENT_COLUMNS = {
+    "mrr_changes": ("effective_date",), "usage_events": ("ts",), "invoices": ("paid_at",),
+    "nps_responses": ("ts",), "touchpoints": ("ts",),
+}
+# Columns where a date means "until": a date past pandas' range (after 2262-04-11, in practice
+# 9999-12-31, the usual "no end") is "no end" (null), not an unparseable value.
+OPEN_ENDED_COLUMNS = {("mrr_changes", "term_end")}
+
+# Names an `accounts` column may not have: churnml's own output and key columns (the weekly
+# scores' columns, churnml.scoring.schema.COLUMNS, with every outcome's probability, reasons,
+# model version and value column, the health columns) and the training frame's (labels,
+# windows). An attribute with such a name would overwrite them.
+RESERVED_COLUMNS = frozenset({
+    "as_of", "health_score", "health_tier", "health_dimensions_used", "health_overrides",
+    "health_weights_version", "alerts", "next_best_action", "mrr", "value_tier",
+    "lifecycle_phase", "rfm_segment", "expansion_readiness", "schema_version", "label",
+    "labeled", "event_mrr", "window",
+    *OUTCOME_NAMES, *(o.value_column for o in OUTCOMES),
+})
+RESERVED_PREFIXES = ("health_",)
+RESERVED_SUFFIXES = ("_probability", "_reasons", "_model_version")
+
+
+def is_reserved_column(name: str) -> bool:
+    """True when ``name`` is one of churnml's output or key columns (:data:`RESERVED_COLUMNS`,
+    a ``health_`` prefix, a ``_probability`` / ``_reasons`` / ``_model_version`` suffix)."""
+    name = str(name).strip()
+    return (name in RESERVED_COLUMNS or name.startswith(RESERVED_PREFIXES)
+            or name.endswith(RESERVED_SUFFIXES))
 
 _NS_MIN, _NS_MAX = pd.Timestamp.min, pd.Timestamp.max
 
@@ -174,26 +220,84 @@ def _as_text(s: pd.Series) -> pd.Series:
     return s.astype("str")
 
 
-def parse_ids(s: pd.Series) -> pd.Series:
-    """Account ids as stripped strings: ``17``, ``17.0`` and ``" 17 "`` all become ``"17"``."""
-    if pd.api.types.is_bool_dtype(s.dtype):
-        return s.astype("str")
-    if pd.api.types.is_integer_dtype(s.dtype):
-        return s.astype("str")
-    if pd.api.types.is_float_dtype(s.dtype):
-        # integer ids stored as float (parquet int column with nulls): 17.0 -> "17"
-        integral = s.notna() & np.isfinite(s) & (s == np.round(s))
-        out = s.astype("str")
-        if integral.any():
-            out = out.mask(integral, s[integral].astype("int64").astype("str"))
-        return out
-    text = _as_text(s)
-    if pd.api.types.is_object_dtype(s.dtype):
-        # mixed Python values (JSON rows): floats like 17.0 mean the id 17
-        is_float = s.map(lambda v: isinstance(v, float) and v.is_integer())
+_INTEGRAL_TEXT = r"^([+-]?[0-9]+)\.0*$"  # "17.0", "17." -> "17" (digits kept: "007.0" -> "007")
+_EXACT_FLOAT_INT = 2.0 ** 53  # below this, a float's integer value converts through int64
+
+
+def _float_ids(values: np.ndarray) -> np.ndarray:
+    """Float ids as text (object array): an integral value as its exact integer text
+    (``17.0`` -> ``"17"``, ``1e20`` -> ``"100000000000000000000"``, never through int64, which
+    overflows), others as Python prints them; NaN -> None."""
+    values = np.asarray(values, dtype="float64")
+    out = np.full(len(values), None, dtype=object)
+    finite = np.isfinite(values)
+    integral = finite & (values == np.round(values))
+    small = integral & (np.abs(values) < _EXACT_FLOAT_INT)
+    if small.any():
+        out[small] = values[small].astype("int64").astype("str").astype(object)
+    for i in np.flatnonzero(integral & ~small):
+        out[i] = str(int(values[i]))
+    for i in np.flatnonzero(~integral & ~np.isnan(values)):
+        out[i] = repr(float(values[i]))
+    return out
+
+
+_SMALL = 256
+_INTEGRAL_TEXT_RE = re.compile(_INTEGRAL_TEXT)
+
+
+def _normalise_id(value) -> str | None:
+    """:func:`normalise_ids` for one Python value."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, (float, np.floating)):
+        return _float_ids(np.array([value]))[0]
+    if isinstance(value, (bool, np.bool_)):
+        return str(value)
+    text = str(value).strip()
+    if not text:
+        return None
+    match = _INTEGRAL_TEXT_RE.match(text)
+    return match.group(1) if match else text
+
+
+def normalise_ids(s: pd.Series) -> pd.Series:
+    """Account ids as text (the ``str`` dtype), one rule on every path (files, in-memory frames,
+    the HTTP service, Spark):
+
+    - whitespace is stripped; empty text is null;
+    - integral numbers are their integer text: ``17``, ``17.0``, ``"17.0"``, ``" 17 "`` -> ``"17"``;
+      large integers keep every digit (``12345678901234567890`` stays itself; a float id is
+      written out exactly, never through int64);
+    - other text stays as it is (``"007"`` keeps its zeros, ``"A-17"``).
+    """
+    if len(s) <= _SMALL and pd.api.types.is_object_dtype(s.dtype):
+        # a few Python values (an HTTP request): the same rule value by value, without the
+        # vectorised passes' fixed cost (about 2 ms)
+        return pd.Series([_normalise_id(v) for v in s.tolist()], index=s.index, dtype="str")
+    if pd.api.types.is_bool_dtype(s.dtype) or pd.api.types.is_integer_dtype(s.dtype):
+        text = s.astype("str")
+    elif pd.api.types.is_float_dtype(s.dtype):
+        text = pd.Series(_float_ids(s.to_numpy(dtype="float64", na_value=np.nan)),
+                         index=s.index, dtype="str")
+    elif pd.api.types.is_object_dtype(s.dtype):
+        # mixed Python values (JSON rows): numbers by the numeric rules, the rest as text
+        values = s.to_numpy()
+        is_float = np.fromiter((isinstance(v, (float, np.floating)) for v in values), bool,
+                               len(values))
         if is_float.any():
-            text = text.mask(is_float, s[is_float].astype("float64").astype("int64").astype("str"))
-    return _blank_to_null(text)
+            values = values.copy()
+            values[is_float] = _float_ids(values[is_float].astype("float64"))
+        text = pd.Series(values, index=s.index, dtype=object).astype("str")
+    else:
+        text = _as_text(s)
+    text = _blank_to_null(text)
+    return text.str.replace(_INTEGRAL_TEXT, r"\1", regex=True)
+
+
+def parse_ids(s: pd.Series) -> pd.Series:
+    """Account ids as stripped strings (:func:`normalise_ids`)."""
+    return normalise_ids(s)
 
 
 def parse_numbers(s: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -211,13 +315,15 @@ def parse_numbers(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     return values.mask(bad), bad
 
 
-def parse_timestamps(s: pd.Series) -> tuple[pd.Series, pd.Series]:
+def parse_timestamps(s: pd.Series, open_ended: bool = False) -> tuple[pd.Series, pd.Series]:
     """Timestamps as naive ``datetime64[ns]`` meaning UTC; returns (values, unparseable).
 
     Aware values are converted to UTC and made naive; naive values are taken as UTC; text must
     be ISO 8601 (``2026-11-16``, ``2026-11-16T09:30:00``, ``...+02:00``, ``...Z``); a date is
     midnight. Null / empty text is null (not unparseable). Values outside the nanosecond range
-    (years before 1677 or after 2262) are unparseable. Caller checks numbers are not given.
+    (years before 1677 or after 2262) are unparseable, except with ``open_ended``: a column
+    where a date means "until" (``term_end``) reads a date after 2262 (``9999-12-31``, the usual
+    "no end") as null, "no end". Caller checks numbers are not given.
     """
     if isinstance(s.dtype, pd.DatetimeTZDtype):
         parsed = s.dt.tz_convert("UTC").dt.tz_localize(None)
@@ -237,9 +343,12 @@ def parse_timestamps(s: pd.Series) -> tuple[pd.Series, pd.Series]:
             original_null = text.isna()
             parsed = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
         parsed = parsed.dt.tz_localize(None)
-    out_of_range = (parsed < _NS_MIN) | (parsed > _NS_MAX)
+    after = parsed > _NS_MAX
+    out_of_range = (parsed < _NS_MIN) | after
     if out_of_range.any():
         parsed = parsed.mask(out_of_range)
+        if open_ended:
+            original_null = original_null | after
     parsed = parsed.astype("datetime64[ns]")
     return parsed, parsed.isna() & ~original_null
 
@@ -322,7 +431,7 @@ def _encode_text(s: pd.Series, kind: str) -> _Text:
                 at += len(chunk)
         # each distinct value normalised once, exactly as parse_text does it row by row
         raw_values = dictionary.to_pandas()
-        normalised = parse_text(raw_values.astype(_STR))
+        normalised = (normalise_ids if kind == "id" else parse_text)(raw_values.astype(_STR))
         if len(dictionary) == 0 or (normalised.notna().all() and
                                     (normalised.to_numpy(object) == raw_values.to_numpy(object)).all()):
             return _Text(codes, uniques=dictionary, source=s)
@@ -366,6 +475,29 @@ class _TableResult:
     frame: pd.DataFrame | None
     rejects: pd.DataFrame
     read: int
+    # mrr_changes: accepted accounts none of whose revenue rows was accepted (not scorable)
+    lost_accounts: list = field(default_factory=list)
+
+
+class _ExportDate:
+    """The export date as the tables come in (``churnml.data.dates``): the reference tables'
+    dates are added as they are validated; ``cutoff()`` is the latest date an event row may
+    carry (None when there is too little to judge, or the check is off)."""
+
+    def __init__(self, margin_days: float | None):
+        self.margin_days = margin_days
+        self.bulk = BulkEnd(gap_days=margin_days if margin_days is not None else 0)
+        self.accounts = 0
+
+    def add(self, values: pd.Series, n_accounts: int) -> None:
+        self.bulk.add(values)
+        self.accounts = max(self.accounts, n_accounts)
+
+    def cutoff(self) -> pd.Timestamp | None:
+        if self.margin_days is None or self.accounts < MIN_ACCOUNTS_FOR_EXPORT_DATE:
+            return None
+        end = self.bulk.end()
+        return None if pd.isna(end) else end + pd.Timedelta(days=self.margin_days)
 
 
 def _bad_values_message(table: str, column: str, what: str, raw: pd.Series, bad: pd.Series) -> str:
@@ -376,7 +508,7 @@ def _bad_values_message(table: str, column: str, what: str, raw: pd.Series, bad:
 
 def _validate_table(name: str, raw: pd.DataFrame, spec: TableSpec,
                     known_accounts: pd.Series | None, problems: list[str],
-                    warnings: list[str]) -> _TableResult:
+                    warnings: list[str], export: _ExportDate | None = None) -> _TableResult:
     n = len(raw)
     raw = raw.reset_index(drop=True)  # the index is the row's position in the source
     raw.columns = [str(c).strip() for c in raw.columns]
@@ -390,6 +522,16 @@ def _validate_table(name: str, raw: pd.DataFrame, spec: TableSpec,
                         f"(columns found: {format_examples(list(raw.columns), limit=20)})")
     if missing_cols:
         return _TableResult(None, _empty_rejects(), n)
+    if name == "accounts":
+        reserved = [c for c in raw.columns if spec.column(c) is None and is_reserved_column(c)]
+        for column in reserved:
+            problems.append(
+                f"accounts: column '{column}' is named like one of churnml's output or key columns "
+                f"(as_of, *_probability, *_reasons, health_*, schema_version, labels, ...): as a "
+                f"static attribute it would overwrite them; rename it (e.g. 'crm_{column}') or drop "
+                f"it")
+        if reserved:
+            return _TableResult(None, _empty_rejects(), n)
 
     # out: every column after normalisation, text as _Text (codes), the rest as Series
     out: dict[str, _Text | pd.Series] = {}
@@ -436,7 +578,7 @@ def _validate_table(name: str, raw: pd.DataFrame, spec: TableSpec,
                     f"e.g. {format_examples(nonnull.unique())}")
                 table_ok = False
                 continue
-            values, bad = parse_timestamps(s)
+            values, bad = parse_timestamps(s, open_ended=(name, col.name) in OPEN_ENDED_COLUMNS)
             out[col.name] = values
             unparseable[col.name] = bad
     if not table_ok:
@@ -451,6 +593,17 @@ def _validate_table(name: str, raw: pd.DataFrame, spec: TableSpec,
         reject(missing, MISSING, col)
     for col, bad in unparseable.items():
         reject(bad, BAD_TIMESTAMP, col)
+    if export is not None and name in EVENT_COLUMNS:
+        reference = REFERENCE_COLUMNS.get(name)
+        if reference is not None:
+            ids = out["account_id"]
+            assert isinstance(ids, _Text)
+            export.add(pd.Series(out[reference]), len(ids.distinct()))
+        cutoff = export.cutoff()
+        if cutoff is not None:
+            for col in EVENT_COLUMNS[name]:
+                if col in out:
+                    reject((pd.Series(out[col]) > cutoff).to_numpy(), FUTURE_DATED, col)
     for col in spec.columns:
         if (name, col.name) in NON_NEGATIVE and col.name in out:
             reject(out[col.name] < 0, NEGATIVE, col.name)
@@ -519,6 +672,14 @@ def _validate_table(name: str, raw: pd.DataFrame, spec: TableSpec,
             mask[dup[dup].index.to_numpy()] = True
             reject(mask, DUPLICATE_ROW, "")
 
+    lost_accounts: list = []
+    if name == "mrr_changes":
+        ids = out["account_id"]
+        considered = (code != 0) & (code != _REASON_CODE[UNKNOWN_ACCOUNT]) & (ids.codes >= 0)
+        if considered.any():
+            gone = np.setdiff1d(np.unique(ids.codes[considered]), np.unique(ids.codes[code == 0]))
+            lost_accounts = sorted(str(v) for v in ids.distinct()[gone])
+
     # 3. the rejects, built only for the rejected rows
     rejected_pos = np.flatnonzero(code)
     rejects = _empty_rejects()
@@ -567,7 +728,7 @@ def _validate_table(name: str, raw: pd.DataFrame, spec: TableSpec,
         _warn_vocabulary(accepted, "kind", TOUCHPOINT_KINDS, "touchpoints", "kinds", warnings)
     if name == "mrr_changes" and "reason" in accepted.columns:
         _warn_vocabulary(accepted, "reason", MRR_REASONS, "mrr_changes", "reasons", warnings)
-    return _TableResult(accepted, rejects, n)
+    return _TableResult(accepted, rejects, n, lost_accounts)
 
 
 def _standing_order(out: dict, keep: np.ndarray, time_column: str | None) -> np.ndarray:
@@ -622,13 +783,19 @@ def _warn_vocabulary(frame: pd.DataFrame, column: str, known: tuple[str, ...], t
 
 
 def validate_frames(frames: Mapping[str, pd.DataFrame], source: str = "in-memory frames",
-                    warnings: list[str] | None = None) -> tuple[Book, ValidationReport]:
+                    warnings: list[str] | None = None,
+                    future_margin_days: float | None = DEFAULT_FUTURE_MARGIN_DAYS,
+                    ) -> tuple[Book, ValidationReport]:
     """Validate in-memory tables of the data contract (the same rules as :func:`load_book`).
 
     ``frames`` maps table names to DataFrames as read (any dtypes; text is parsed). Names that
     are not tables of the contract are ignored with a warning. Returns the :class:`Book` of
     accepted rows with normalised dtypes and the :class:`ValidationReport`. Raises
     :class:`SchemaError` (every problem at once) when the input cannot be used.
+
+    ``future_margin_days``: event rows dated more than this many days after the export date
+    estimated from the bulk of the data are set aside as :data:`FUTURE_DATED`
+    (``churnml.data.dates``); None turns the check off.
     """
     report = ValidationReport(source=source, warnings=list(warnings or []))
     problems: list[str] = []
@@ -642,14 +809,15 @@ def validate_frames(frames: Mapping[str, pd.DataFrame], source: str = "in-memory
         raise SchemaError("\n".join(problems))
 
     tables: dict[str, pd.DataFrame] = {}
-    rejects: list[pd.DataFrame] = []
+    rejects: dict[str, pd.DataFrame] = {}
     known_accounts = None
-    for name in TABLE_ORDER:
+    export = _ExportDate(future_margin_days)
+    for name in _VALIDATION_ORDER:
         if name not in frames:
             report.absent.append(name)
             continue
         result = _validate_table(name, frames[name], TABLES[name], known_accounts, problems,
-                                 report.warnings)
+                                 report.warnings, export)
         if result.frame is None:
             continue
         if name == "accounts":
@@ -669,9 +837,20 @@ def validate_frames(frames: Mapping[str, pd.DataFrame], source: str = "in-memory
                                       .unique()))
         tables[name] = result.frame
         if len(result.rejects):
-            rejects.append(result.rejects)
+            rejects[name] = result.rejects
+        if result.lost_accounts:
+            lost = result.lost_accounts
+            report.warnings.append(
+                f"{name}: {len(lost):,} account{'s' if len(lost) != 1 else ''} of accounts had "
+                f"every revenue row set aside, so {'they' if len(lost) != 1 else 'it'} will not "
+                f"be scored (see the rejects), e.g. {format_examples(lost)}")
     if problems:
         raise SchemaError("\n".join(problems))
+    # the report in the contract's order, whatever the validation order
+    report.counts = {t: report.counts[t] for t in TABLE_ORDER if t in report.counts}
+    report.absent = [t for t in TABLE_ORDER if t in report.absent]
+    tables = {t: tables[t] for t in TABLE_ORDER if t in tables}
     if rejects:
-        report.rejects = pd.concat(rejects, ignore_index=True)
+        report.rejects = pd.concat([rejects[t] for t in TABLE_ORDER if t in rejects],
+                                   ignore_index=True)
     return Book(tables=tables, source=source, meta={"counts": report.counts}), report

@@ -237,7 +237,9 @@ def _parse_scores(frame: pd.DataFrame | None) -> pd.DataFrame | None:
     if frame is None or not len(frame):
         return None
     out = frame.copy()
-    out["account_id"] = out["account_id"].astype(str)
+    from churnml.data.validation import normalise_ids
+
+    out["account_id"] = normalise_ids(out["account_id"])
     out["as_of"] = pd.to_datetime(out["as_of"]).astype("datetime64[ns]")
     for c in out.columns:
         if c not in ("account_id", "as_of", "health_tier"):

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from churnml.errors import InsufficientDataError
+from churnml.models import leakage
 from churnml.models import metrics as M
 from churnml.models.baselines import LogisticBaseline, find_truth, health_baseline, oracle_baseline
 from churnml.models.calibration import choose_calibrator, sigmoid
@@ -320,6 +321,7 @@ def train_target(book, target: str = "churn", config: ModelConfig | str | Path |
         config = config.with_overrides(horizon_days=horizon_days)
     catalog = catalog if catalog is not None else load_catalog()
     dataset = build_dataset(book, config, catalog=catalog, progress=progress)
+    leakage.guard_training(dataset, config, book=book, truth=truth)  # a leak stops training
     if progress is not None:
         progress.advance()
     return train_on_dataset(dataset, config, catalog=catalog, health=health, truth=truth, progress=progress)

@@ -7,13 +7,14 @@ smaller book of the same simulator (``--train-accounts``, trained once and kept 
 ``--home``; training is not part of the weekly job and is not timed here):
 
 a. **the job** as ``churnml score`` runs it (``run_job`` minus MLflow logging: loading the
-   book, features per account chunk, both models with reasons, health, alerts against last
-   week, actions, the atomic parquet write, the report), on a second week so that alerts have a
-   previous partition; per stage: wall seconds (summed over chunks) and the peak process RSS
-   while that stage ran (sampled every 20 ms). Goals: under 2 minutes and 6 GB at 50,000
-   accounts.
-b. **reasons vs raw TreeSHAP**: on the same feature rows (the whole book in one frame), both
-   models' ``predict_with_reasons`` (the job's reasons stage: matrix, TreeSHAP, calibration,
+   book, features and the week-before features per account chunk, every outcome's model with
+   reasons, health, alerts against last week, actions, the atomic parquet write, the report),
+   on a second week so that alerts have a previous partition; per stage: wall seconds (summed
+   over chunks) and the peak process RSS while that stage ran (sampled every 20 ms); the
+   week-before features (``churnml.scoring.compare.week_before``) are part of the features
+   stage and also reported on their own. Goals: under 60 s and 6 GB at 50,000 accounts.
+b. **reasons vs raw TreeSHAP**: on the same feature rows (the whole book in one frame), every
+   outcome's model's ``predict_with_reasons`` (the job's reasons stage: matrix, TreeSHAP, calibration,
    top-3, sentences) against ``booster.predict(X, pred_contrib=True)`` on the prepared matrix,
    interleaved ``--repeat`` times, best of each. Goal: within 1.2x.
 
@@ -48,7 +49,8 @@ def log(message: str) -> None:
 
 class StageClock:
     """``with clock("stage"):`` accumulates wall seconds per stage; a sampler thread keeps the
-    peak process RSS seen while each stage was running (and overall)."""
+    peak process RSS seen while each stage was running (and overall). Stages nest: a sample
+    counts for every stage open at the time."""
 
     def __init__(self) -> None:
         import psutil
@@ -57,7 +59,7 @@ class StageClock:
         self.seconds: dict[str, float] = {}
         self.peak: dict[str, int] = {}
         self.overall_peak = self._proc.memory_info().rss
-        self.current: str | None = None
+        self.active: tuple[str, ...] = ()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -66,14 +68,14 @@ class StageClock:
         while not self._stop.is_set():
             rss = self._proc.memory_info().rss
             self.overall_peak = max(self.overall_peak, rss)
-            stage = self.current
-            if stage is not None:
+            for stage in self.active:
                 self.peak[stage] = max(self.peak.get(stage, 0), rss)
             self._stop.wait(0.02)
 
     @contextlib.contextmanager
     def __call__(self, stage: str):
-        outer, self.current = self.current, stage
+        outer = self.active
+        self.active = outer + (stage,)
         t0 = time.perf_counter()
         try:
             yield
@@ -81,7 +83,7 @@ class StageClock:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
             rss = self._proc.memory_info().rss
             self.peak[stage] = max(self.peak.get(stage, 0), rss)
-            self.current = outer
+            self.active = outer
 
     def close(self) -> None:
         self._stop.set()
@@ -89,21 +91,19 @@ class StageClock:
 
 
 def ensure_champions(home: Path, cache: Path, accounts: int, months: int, seed: int) -> None:
-    """Train and register both targets once into ``home`` (skipped when champions exist)."""
+    """Train and register a champion for every outcome of ``churnml.outcomes.OUTCOMES`` into
+    ``home``, once (an outcome that already has a champion there is skipped)."""
     os.environ["CHURNML_HOME"] = str(home)
-    from churnml.errors import ModelNotFoundError
     from churnml.models import registry
+    from churnml.outcomes import OUTCOMES
 
-    try:
-        registry.load_champion("churn")
-        registry.load_champion("expansion")
+    missing = [o.name for o in OUTCOMES if registry.champion_version(o.name) is None]
+    if not missing:
         return
-    except ModelNotFoundError:
-        pass
     from churnml.models.train import train_target
 
     book = cached_book(cache, accounts, months, seed + 1)
-    for target in ("churn", "expansion"):
+    for target in missing:
         log(f"training the {target} champion on {accounts:,} accounts (once, kept in {home})")
         t0 = time.perf_counter()
         registry.log_training(train_target(book, target), plots=False)
@@ -133,17 +133,36 @@ def main(argv=None) -> int:
     from churnml.data.io import load_book
     from churnml.features.build import build_features
     from churnml.features.labels import latest_scoring_date
-    from churnml.jobs.calibrate_health import load_adopted_health
-    from churnml.jobs.weekly import score_book, write_report
-    from churnml.models import registry
+    from churnml.health.adopted import load_adopted_health
+    from churnml.jobs import weekly
+    from churnml.jobs.weekly import champion_models, score_book, write_report
 
-    churn, expansion = registry.load_champion("churn"), registry.load_champion("expansion")
+    models, missing = champion_models()  # every outcome with a champion, as `churnml score`
+    if missing:
+        raise SystemExit(f"no champion for {missing} in {home}")
     health = load_adopted_health()
     out = Path(tempfile.mkdtemp(prefix="churnml-score-bench-"))
+    load_start = tuple(round(x, 2) for x in os.getloadavg())
+    log(f"load average at start (1/5/15 min): {load_start}")
     figures: dict = {"accounts": args.accounts, "months": args.months,
-                     "chunk_size": args.chunk_size, "load_average": os.getloadavg(),
-                     "churn_trees": churn.booster.num_trees(),
-                     "expansion_trees": expansion.booster.num_trees()}
+                     "chunk_size": args.chunk_size, "load_average": load_start,
+                     "outcomes": list(models),
+                     "trees": {name: m.booster.num_trees() for name, m in models.items()},
+                     "model_versions": {name: str(m.version) for name, m in models.items()}}
+
+    # the week-before features are timed inside score_book's "features" stage; a wrapper
+    # times them on their own too (a nested stage of the clock, not counted twice)
+    book_week_before = weekly.book_week_before
+    timer_ref: dict = {}
+
+    def timed_week_before(*a, **kw):
+        clock_ = timer_ref.get("clock")
+        if clock_ is None:
+            return book_week_before(*a, **kw)
+        with clock_("week_before"):
+            return book_week_before(*a, **kw)
+
+    weekly.book_week_before = timed_week_before
     try:
         # -- (a) the job, on the second of two weeks ---------------------------------------------
         clock = StageClock()
@@ -152,7 +171,7 @@ def main(argv=None) -> int:
             book, _ = load_book(folder)
         as_of = latest_scoring_date(book)
         log(f"week 1 ({(as_of - pd.Timedelta(days=7)).date()}): previous partition")
-        score_book(book, as_of - pd.Timedelta(days=7), out, churn, expansion, health,
+        score_book(book, as_of - pd.Timedelta(days=7), out, models, health,
                    chunk_size=args.chunk_size)
         del book  # week 2 loads the book again, as a new `churnml score` process would
         import gc
@@ -161,19 +180,21 @@ def main(argv=None) -> int:
         clock.seconds.clear()
         clock.peak.clear()
         clock.overall_peak = 0
+        timer_ref["clock"] = clock
         log(f"week 2 ({as_of.date()}): timed")
         t_job = time.perf_counter()
         with clock("load"):
             book, _ = load_book(folder)
         with clock("score_total"):
-            result = score_book(book, as_of, out, churn, expansion, health,
+            result = score_book(book, as_of, out, models, health,
                                 chunk_size=args.chunk_size, timer=clock)
         with clock("report"):
             report_path, summary = write_report(result, book, out)
         job_seconds = time.perf_counter() - t_job
+        timer_ref.clear()
         clock.close()
         inner = sum(v for k, v in clock.seconds.items()
-                    if k not in ("load", "score_total", "report"))
+                    if k not in ("load", "score_total", "report", "week_before"))
         stages = {k: round(v, 2) for k, v in clock.seconds.items()}
         stages["write_and_glue"] = round(clock.seconds["score_total"] - inner, 2)
         figures["job"] = {
@@ -187,30 +208,45 @@ def main(argv=None) -> int:
         # -- (b) reasons vs raw pred_contrib on the same rows -------------------------------------
         features = build_features(book, [as_of])
         del book
-        mats = {m.target: m.matrix(features) for m in (churn, expansion)}
+        mats = {name: m.matrix(features) for name, m in models.items()}
         reasons_s, raw_s, proba_s = [], [], []
+        per_model: dict = {name: {"reasons": [], "raw": []} for name in models}
         for _ in range(args.repeat):
-            t0 = time.perf_counter()
-            for m in (churn, expansion):
+            total_reasons = total_raw = total_proba = 0.0
+            for name, m in models.items():
+                t0 = time.perf_counter()
                 m.predict_with_reasons(features, top_k=3)
-            reasons_s.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            for m in (churn, expansion):
-                m.booster.predict(mats[m.target], pred_contrib=True)
-            raw_s.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            for m in (churn, expansion):
+                dt = time.perf_counter() - t0
+                per_model[name]["reasons"].append(dt)
+                total_reasons += dt
+                t0 = time.perf_counter()
+                m.booster.predict(mats[name], pred_contrib=True)
+                dt = time.perf_counter() - t0
+                per_model[name]["raw"].append(dt)
+                total_raw += dt
+                t0 = time.perf_counter()
                 m.predict_proba(features)
-            proba_s.append(time.perf_counter() - t0)
+                total_proba += time.perf_counter() - t0
+            reasons_s.append(total_reasons)
+            raw_s.append(total_raw)
+            proba_s.append(total_proba)
         figures["reasons"] = {
-            "rows": len(features), "reasons_s": round(min(reasons_s), 2),
+            "rows": len(features), "models": list(models),
+            "reasons_s": round(min(reasons_s), 2),
             "raw_pred_contrib_s": round(min(raw_s), 2),
             "ratio": round(min(reasons_s) / min(raw_s), 3),
             "probabilities_only_s": round(min(proba_s), 3),
+            "per_model": {name: {"reasons_s": round(min(v["reasons"]), 2),
+                                 "raw_pred_contrib_s": round(min(v["raw"]), 2),
+                                 "ratio": round(min(v["reasons"]) / min(v["raw"]), 3)}
+                          for name, v in per_model.items()},
         }
         log(json.dumps(figures["reasons"]))
     finally:
+        weekly.book_week_before = book_week_before
         shutil.rmtree(out, ignore_errors=True)
+    figures["load_average_end"] = tuple(round(x, 2) for x in os.getloadavg())
+    log(f"load average at end (1/5/15 min): {figures['load_average_end']}")
 
     # -- projections ------------------------------------------------------------------------------
     per_account = figures["job"]["seconds"] / max(args.accounts, 1)
@@ -222,20 +258,31 @@ def main(argv=None) -> int:
         f"{args.chunk_size:,}) | wall s | peak RSS GB |",
         "|---|---:|---:|",
     ]
-    order = ["load", "features", "models_and_reasons", "health", "alerts", "actions",
-             "write_and_glue", "report"]
+    order = ["load", "features", "week_before", "models_and_reasons", "health", "alerts",
+             "actions", "assemble", "write_and_glue", "report"]
     for k in order:
         if k in j["stages"]:
-            lines.append(f"| {k} | {j['stages'][k]:.1f} | {j['peak_rss_gb'].get(k, float('nan')):.2f} |")
-    lines.append(f"| **job total** (goal < 120 s, < 6 GB) | **{j['seconds']:.1f}** | "
+            label = "(of which week_before)" if k == "week_before" else k
+            lines.append(f"| {label} | {j['stages'][k]:.1f} | "
+                         f"{j['peak_rss_gb'].get(k, float('nan')):.2f} |")
+    for k in sorted(set(j["stages"]) - set(order) - {"score_total"}):
+        lines.append(f"| {k} | {j['stages'][k]:.1f} | {j['peak_rss_gb'].get(k, float('nan')):.2f} |")
+    lines.append(f"| **job total** (goal < 60 s, < 6 GB) | **{j['seconds']:.1f}** | "
                  f"**{j['overall_peak_rss_gb']:.2f}** |")
     lines.append("")
-    lines.append(f"| reasons stage vs raw LightGBM ({r['rows']:,} rows, both models) | s |")
+    lines.append(f"| reasons stage vs raw LightGBM ({r['rows']:,} rows, "
+                 f"{len(r['models'])} models: {', '.join(r['models'])}) | s |")
     lines.append("|---|---:|")
     lines.append(f"| `predict_with_reasons` (matrix, TreeSHAP, calibration, top-3, sentences) | {r['reasons_s']:.2f} |")
     lines.append(f"| raw `booster.predict(X, pred_contrib=True)` | {r['raw_pred_contrib_s']:.2f} |")
     lines.append(f"| ratio (goal <= 1.2) | {r['ratio']:.2f} |")
     lines.append(f"| probabilities only (`predict_proba`) | {r['probabilities_only_s']:.3f} |")
+    for name, v in r["per_model"].items():
+        lines.append(f"| {name} ({figures['trees'][name]} trees): reasons / raw | "
+                     f"{v['reasons_s']:.2f} / {v['raw_pred_contrib_s']:.2f} ({v['ratio']:.2f}x) |")
+    lines.append("")
+    lines.append(f"load average (1/5/15 min) at start {figures['load_average']}, "
+                 f"at end {figures['load_average_end']}")
     print("\n".join(lines))
     print(json.dumps(figures))
     return 0

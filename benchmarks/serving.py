@@ -9,7 +9,7 @@ Steps (all bounded in count and time; the server binds to 127.0.0.1 only):
    called directly: ``--sequential`` single-account calls (p50, p99), and for
    ``--floor-seconds`` batches of ``--clients`` accounts (what the batcher can form when that
    many clients wait) and single accounts (throughput, accounts/s);
-3. ``churnml serve`` (the default: both models, reasons, batching) on a free port;
+3. ``churnml serve`` (the default: every outcome's champion, reasons, batching) on a free port;
 4. sequential: ``--sequential`` POST /predict with one account each over one keep-alive
    connection (after a warm-up), latency p50 / p99;
 5. concurrency: ``--clients`` threads, one keep-alive connection each, one account per request,
@@ -53,17 +53,19 @@ def percentiles(samples_ms: list[float]) -> dict[str, float]:
 
 
 def train_champions(home: Path, accounts: int, months: int, seed: int) -> Path:
-    """Simulate a book and train both targets with the default configs into ``home``."""
+    """Simulate a book and train a champion for every outcome of ``churnml.outcomes.OUTCOMES``
+    with the default configs into ``home``."""
     from churnml.data.io import validate_frames
     from churnml.data.simulator import simulate, write_book
     from churnml.models.registry import log_training
     from churnml.models.train import train_target
+    from churnml.outcomes import OUTCOMES
 
     sim = simulate(n_accounts=accounts, months=months, seed=seed)
     book_dir = home / "book"
     write_book(sim, book_dir)
     book, _ = validate_frames(sim.tables)
-    for target in ("churn", "expansion"):
+    for target in (o.name for o in OUTCOMES):
         print(f"training {target} on {accounts} accounts ...", file=sys.stderr, flush=True)
         log_training(train_target(book, target), plots=False)
     return book_dir
@@ -130,6 +132,22 @@ def wait_ready(port: int, timeout: float) -> float:
             pass
         time.sleep(0.25)
     raise TimeoutError(f"server on port {port} not ready after {timeout} s")
+
+
+def server_metadata(port: int) -> dict:
+    """The server's ``GET /metadata``: the outcomes it serves (and those without a model)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/metadata")
+        response = conn.getresponse()
+        body = response.read()
+    finally:
+        conn.close()
+    if response.status != 200:
+        return {"status": response.status}
+    meta = json.loads(body)
+    return {"models": {k: v.get("version") for k, v in meta.get("models", {}).items()},
+            "outcomes_without_model": meta.get("outcomes_without_model", [])}
 
 
 def post_one(conn: http.client.HTTPConnection, body: bytes) -> int:
@@ -254,6 +272,10 @@ def main(argv=None) -> int:
     from churnml.data.io import load_book
 
     predictor = load_predictor()
+    served = {name: {"version": str(m.version), "trees": int(m.booster.num_trees()),
+                     "features": len(m.feature_names)}
+              for name, m in predictor.models.items()}
+    print(f"champions: {served}", file=sys.stderr, flush=True)
     book, _ = load_book(book_dir)
     records = feature_records(predictor, book, limit=200)
     bodies = [json.dumps({"accounts": [r]}).encode() for r in records]
@@ -281,7 +303,9 @@ def main(argv=None) -> int:
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         ready_s = wait_ready(port, timeout=120)
-        print(f"server ready in {ready_s:.1f} s; sequential ...", file=sys.stderr, flush=True)
+        served_http = server_metadata(port)
+        print(f"server ready in {ready_s:.1f} s, serving {served_http}; sequential ...",
+              file=sys.stderr, flush=True)
         sequential = http_sequential(port, bodies, args.sequential)
         print("concurrent ...", file=sys.stderr, flush=True)
         before = batch_counts(port)
@@ -303,7 +327,7 @@ def main(argv=None) -> int:
               "server_ready_s": ready_s, "cpus": os.cpu_count(),
               "load_average_start": load_at_start,
               "load_average": os.getloadavg(), "workers": workers,
-              "server_env": args.server_env}
+              "server_env": args.server_env, "models": served, "server_models": served_http}
     goals = {
         "sequential p50 < 5 ms": sequential["p50_ms"] < 5,
         "sequential p99 < 15 ms": sequential["p99_ms"] < 15,
@@ -326,6 +350,10 @@ def main(argv=None) -> int:
           f"{concurrent['p99_ms']:.1f} ms |")
     print(f"| {args.clients} clients, errors | - | {concurrent['errors']} of "
           f"{concurrent['requests']} |")
+    print(f"- models: " + ", ".join(f"{k} {v['trees']} trees (v{v['version']})"
+                                    for k, v in served.items())
+          + (f"; outcomes without a model: {served_http['outcomes_without_model']}"
+             if served_http.get("outcomes_without_model") else ""))
     for goal, met in goals.items():
         print(f"- {goal}: {'met' if met else 'NOT met'}")
     if "mean_batch_size" in concurrent:

@@ -244,7 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accounts", type=int, default=5000)
     parser.add_argument("--months", type=int, default=24)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--target", choices=("churn", "expansion"), default="churn")
+    from churnml.outcomes import OUTCOME_NAMES
+
+    parser.add_argument("--target", choices=OUTCOME_NAMES, default="churn",
+                        help="the outcome to train (churnml.outcomes.OUTCOMES)")
     parser.add_argument("--threads", type=int, default=None,
                         help="LightGBM num_threads (default: the target's config)")
     parser.add_argument("--repeat", type=int, default=1, help="fits per side (best is kept)")

@@ -27,6 +27,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -359,7 +360,9 @@ def parse_text(s: pd.Series) -> pd.Series:
 
 
 # --------------------------------------------------------------------------- text as codes
-_STR = pd.Series([], dtype="str").dtype  # pandas 3's default string dtype
+# pandas 3's default string dtype; cast: pandas-stubs type ``Series.dtype`` as
+# ``np.dtype | ExtensionDtype`` whatever the dtype asked for, and "str" is a StringDtype
+_STR = cast(pd.StringDtype, pd.Series([], dtype="str").dtype)
 
 
 @dataclass
@@ -388,6 +391,7 @@ class _Text:
     def distinct(self) -> np.ndarray:
         """The distinct values (object array), in code order."""
         if self._distinct is None:
+            assert self.uniques is not None  # _distinct is set on creation otherwise
             self._distinct = np.asarray(self.uniques.to_pylist(), dtype=object)
         return self._distinct
 
@@ -397,6 +401,7 @@ class _Text:
         if in_place and self.source is not None:
             return self.source.reset_index(drop=True)  # every row, in place: no copy
         if self.uniques is None:
+            assert self.parsed is not None  # a _Text has either uniques or parsed
             return self.parsed.take(rows).reset_index(drop=True)
         codes = self.codes[rows]
         null = codes < 0
@@ -414,7 +419,7 @@ def _encode_text(s: pd.Series, kind: str) -> _Text:
         if isinstance(chunked, pa.Array):
             chunked = pa.chunked_array([chunked])
         encoded = chunked.dictionary_encode()
-        codes = np.empty(len(s), dtype=np.int32)
+        codes: np.ndarray = np.empty(len(s), dtype=np.int32)
         if encoded.num_chunks == 0:
             dictionary = pa.array([], type=chunked.type)
         else:
@@ -550,37 +555,44 @@ def _validate_table(name: str, raw: pd.DataFrame, spec: TableSpec,
         values = out[column]
         return values.isna() if isinstance(values, _Text) else values.isna().to_numpy()
 
+    def numbers(column: str) -> pd.Series:
+        values = out[column]
+        assert isinstance(values, pd.Series)  # only id and string columns are _Text
+        return values
+
     # 1. parse every column of the contract; text where numbers belong is an error
     unparseable: dict[str, pd.Series] = {}
-    for col in spec.columns:
-        if col.name not in raw.columns:
+    values: pd.Series | _Text  # a column's values; _Text (codes) for id and string columns
+    for col_spec in spec.columns:
+        if col_spec.name not in raw.columns:
             continue
-        s = raw[col.name]
-        if col.kind in ("id", "string"):
-            out[col.name] = _encode_text(s, col.kind)
-        elif col.kind in ("number", "integer"):
+        s = raw[col_spec.name]
+        if col_spec.kind in ("id", "string"):
+            out[col_spec.name] = _encode_text(s, col_spec.kind)
+        elif col_spec.kind in ("number", "integer"):
             if pd.api.types.is_datetime64_any_dtype(s.dtype):
-                problems.append(f"{name}: column '{col.name}' must be numeric; got timestamps")
+                problems.append(f"{name}: column '{col_spec.name}' must be numeric; got timestamps")
                 table_ok = False
                 continue
             values, bad = parse_numbers(s)
             if bad.any():
-                what = "an integer" if col.kind == "integer" else "numeric"
-                problems.append(_bad_values_message(name, col.name, what, s, bad))
+                what = "an integer" if col_spec.kind == "integer" else "numeric"
+                problems.append(_bad_values_message(name, col_spec.name, what, s, bad))
                 table_ok = False
-            out[col.name] = values
-        elif col.kind == "timestamp":
+            out[col_spec.name] = values
+        elif col_spec.kind == "timestamp":
             if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
                 nonnull = s.dropna()
                 problems.append(
-                    f"{name}: column '{col.name}' must hold timestamps (ISO 8601 text or a "
+                    f"{name}: column '{col_spec.name}' must hold timestamps (ISO 8601 text or a "
                     f"timestamp type), not numbers; {len(nonnull):,} numeric values of {n:,}, "
                     f"e.g. {format_examples(nonnull.unique())}")
                 table_ok = False
                 continue
-            values, bad = parse_timestamps(s, open_ended=(name, col.name) in OPEN_ENDED_COLUMNS)
-            out[col.name] = values
-            unparseable[col.name] = bad
+            values, bad = parse_timestamps(
+                s, open_ended=(name, col_spec.name) in OPEN_ENDED_COLUMNS)
+            out[col_spec.name] = values
+            unparseable[col_spec.name] = bad
     if not table_ok:
         return _TableResult(None, _empty_rejects(), n)
 
@@ -604,11 +616,11 @@ def _validate_table(name: str, raw: pd.DataFrame, spec: TableSpec,
             for col in EVENT_COLUMNS[name]:
                 if col in out:
                     reject((pd.Series(out[col]) > cutoff).to_numpy(), FUTURE_DATED, col)
-    for col in spec.columns:
-        if (name, col.name) in NON_NEGATIVE and col.name in out:
-            reject(out[col.name] < 0, NEGATIVE, col.name)
+    for col_spec in spec.columns:
+        if (name, col_spec.name) in NON_NEGATIVE and col_spec.name in out:
+            reject(numbers(col_spec.name) < 0, NEGATIVE, col_spec.name)
     if name == "nps_responses":
-        score = out["score"]
+        score = numbers("score")
         reject((score < 0) | (score > 10), SCORE_RANGE, "score")
         reject(score.notna() & (score != np.round(score)), SCORE_NOT_INTEGER, "score")
     if name != "accounts" and known_accounts is not None:
@@ -632,7 +644,7 @@ def _validate_table(name: str, raw: pd.DataFrame, spec: TableSpec,
     if name == "usage_events":
         # the contract's default: an event counts once unless it says otherwise
         if "quantity" in out:
-            out["quantity"] = out["quantity"].fillna(1.0)
+            out["quantity"] = numbers("quantity").fillna(1.0)
         else:
             out["quantity"] = pd.Series(1.0, index=raw.index)
             columns.append("quantity")
@@ -642,14 +654,15 @@ def _validate_table(name: str, raw: pd.DataFrame, spec: TableSpec,
                                   ("invoices", "invoice_id", DUPLICATE_INVOICE)):
         if name == table:
             alive = np.flatnonzero(code == 0)
-            dup = np.zeros(n, dtype=bool)
-            dup[alive] = pd.Series(out[column].codes[alive]).duplicated(keep="first").to_numpy()
-            reject(dup, reason, column)
+            repeated = np.zeros(n, dtype=bool)
+            repeated[alive] = pd.Series(out[column].codes[alive]).duplicated(
+                keep="first").to_numpy()
+            reject(repeated, reason, column)
     # rows standing, in (account_id, time) order: equal rows have equal keys, so only rows
     # that share their key with a neighbour can repeat another row; they are hashed, and
     # those sharing a hash too are compared value by value (pandas' own `duplicated`)
     order = _standing_order(out, np.flatnonzero(code == 0), spec.time_column)
-    dup_row_of = None
+    dup_row_of: pd.Series | None = None
     candidates = _same_key_rows(out, order, spec.time_column)
     if len(candidates):
         hashes = _row_hashes([out[c] for c in columns], candidates)
@@ -689,6 +702,7 @@ def _validate_table(name: str, raw: pd.DataFrame, spec: TableSpec,
         for ci in np.unique(cols):
             at = rejected_pos[cols == ci]
             if ci == 0:
+                assert dup_row_of is not None  # column 0 is the duplicate-row reason's
                 values.loc[at] = "same as row " + dup_row_of.loc[at].astype("str")
             else:
                 v = raw[names[ci]].iloc[at]
@@ -712,15 +726,15 @@ def _validate_table(name: str, raw: pd.DataFrame, spec: TableSpec,
     # other reference to the raw frame, as in load_book), so the accepted copy can reuse
     # their memory: a column's codes right after its accepted values are built
     del raw, s, order
-    accepted = {}
+    accepted_columns: dict[str, pd.Series] = {}
     for c in columns:
         values = out.pop(c)
         if isinstance(values, _Text):
-            accepted[c] = values.take(rows, in_place)
+            accepted_columns[c] = values.take(rows, in_place)
         else:  # every row in source order: the column as it is (copy-on-write)
-            accepted[c] = (values if in_place else values.take(rows)).reset_index(drop=True)
+            accepted_columns[c] = (values if in_place else values.take(rows)).reset_index(drop=True)
         del values
-    accepted = pd.DataFrame(accepted, columns=columns, copy=False)
+    accepted = pd.DataFrame(accepted_columns, columns=columns, copy=False)
     if name == "nps_responses":
         accepted["score"] = accepted["score"].astype("int64")
 

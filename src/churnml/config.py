@@ -224,10 +224,10 @@ def _cgroup_cpu_quota(root: Path) -> float | None:
             return None
         v1 = root / "cpu" / "cpu.cfs_quota_us"
         if v1.is_file():
-            quota = float(v1.read_text().strip())
-            period = float((root / "cpu" / "cpu.cfs_period_us").read_text().strip())
-            if quota > 0 and period > 0:
-                return quota / period
+            cfs_quota = float(v1.read_text().strip())
+            cfs_period = float((root / "cpu" / "cpu.cfs_period_us").read_text().strip())
+            if cfs_quota > 0 and cfs_period > 0:
+                return cfs_quota / cfs_period
     except (OSError, ValueError):
         return None
     return None

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeGuard
 
 import numpy as np
 import yaml
@@ -157,7 +157,7 @@ _OVERRIDE_DEFAULTS = {
     "no_contact_penalty": {"enabled": True, "feature": "days_since_last_contact", "min_days": 21,
                            "penalty": 10},
 }
-_ALERT_DEFAULTS = {
+_ALERT_DEFAULTS: dict[str, Any] = {
     "falls_below": [70, 50, 30],
     "weekly_drop_points": 15,
     "monthly_drop_points": 20,
@@ -246,7 +246,7 @@ def _unknown_keys(mapping: Mapping, allowed: set[str], where: str, errors: list[
         errors.append(f"Unknown key(s) {unknown} in {where}; allowed: {sorted(allowed)}.")
 
 
-def _is_number(x: Any) -> bool:
+def _is_number(x: Any) -> TypeGuard[int | float]:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
@@ -357,7 +357,7 @@ def parse_health_config(raw: Any) -> HealthConfig:
 def validate_fit_params(params: Mapping[str, Any], errors: list[str] | None = None) -> None:
     """Check the fitting parameters (declared once; used by the config and by ``fit``)."""
     own = errors is None
-    errors = [] if own else errors
+    errors = [] if errors is None else errors
     for key in ("min_churn_events", "min_retained"):
         v = params.get(key)
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:

@@ -85,8 +85,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
         if path.suffix.lower() == ".parquet":
             # columns handed over one by one (Arrow frees each as pandas takes it): the
             # file's rows are held once, not twice, at the peak of the read
-            return pd.read_parquet(path, to_pandas_kwargs={"self_destruct": True,
-                                                           "split_blocks": True})
+            # (engine "pyarrow" is what "auto" picks: pyarrow is a dependency of churnml)
+            return pd.read_parquet(path, engine="pyarrow",
+                                   to_pandas_kwargs={"self_destruct": True, "split_blocks": True})
         return pd.read_csv(path, dtype="str", keep_default_na=False, na_values=[""],
                            engine="pyarrow")
     except pd.errors.EmptyDataError:

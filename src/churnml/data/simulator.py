@@ -589,18 +589,19 @@ def oracle_probability(truth, observations: pd.DataFrame, horizon_days: int = 90
     latent = t["accounts_latent"]
     obs = observations[["account_id", "as_of"]].copy()
     obs["account_id"] = obs["account_id"].astype(str)
-    as_of_day = (pd.to_datetime(obs["as_of"]).dt.normalize().values.astype("datetime64[D]")
-                 .astype(np.int64))
-    week_start_day = state["week_start"].values.astype("datetime64[D]").astype(np.int64)
+    # np.asarray: a datetime Series' .values is an ndarray (pandas-stubs: ndarray | ExtensionArray)
+    as_of_day = (np.asarray(pd.to_datetime(obs["as_of"]).dt.normalize().values)
+                 .astype("datetime64[D]").astype(np.int64))
+    week_start_day = np.asarray(state["week_start"].values).astype("datetime64[D]").astype(np.int64)
     start_day = int(week_start_day.min())
     week = np.floor((as_of_day - 1 - start_day) / 7).astype(np.int64)
     obs_week_day = start_day + 7 * week
 
     # locate the state row (account, week) of each observation
     acc_codes = pd.Index(latent["account_id"].astype(str))
-    st_lane = acc_codes.get_indexer(state["account_id"].astype(str))
+    st_lane = acc_codes.get_indexer(pd.Index(state["account_id"].astype(str)))
     key_state = st_lane.astype(np.int64) * 100_000 + week_start_day
-    ob_lane = acc_codes.get_indexer(obs["account_id"])
+    ob_lane = acc_codes.get_indexer(pd.Index(obs["account_id"]))
     key_obs = ob_lane.astype(np.int64) * 100_000 + obs_week_day
     order = np.argsort(key_state, kind="stable")
     pos = np.searchsorted(key_state[order], key_obs)
@@ -615,8 +616,8 @@ def oracle_probability(truth, observations: pd.DataFrame, horizon_days: int = 90
     # past events of as_of's week (read, never the future): churned before as_of -> not an
     # observation; expanded before as_of -> no further expansion that week
     events = t["events"]
-    ev_lane = acc_codes.get_indexer(events["account_id"].astype(str))
-    ev_day = events["date"].values.astype("datetime64[D]").astype(np.int64)
+    ev_lane = acc_codes.get_indexer(pd.Index(events["account_id"].astype(str)))
+    ev_day = np.asarray(events["date"].values).astype("datetime64[D]").astype(np.int64)
 
     def happened_before(kind):
         sel = (events["event"] == kind).to_numpy()

@@ -119,7 +119,9 @@ def calibrate_health(
 
         book, _ = load_book(book)
     if build_features is None:
-        from churnml.features.build import build_features
+        from churnml.features.build import build_features as default_build_features
+
+        build_features = default_build_features
     if as_of is not None:
         as_of = to_as_of(as_of)
         book = _cut_book(book, as_of)

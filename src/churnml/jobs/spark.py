@@ -38,7 +38,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -67,6 +67,9 @@ from churnml.scoring.compare import compared_features
 from churnml.scoring.compare import week_before as book_week_before
 from churnml.scoring.frame import catalog_dimensions, score_frame
 from churnml.scoring.schema import arrow_schema, declared_columns, output_columns
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame as SparkDataFrame
 
 #: the output columns with nested values (carried through Spark as JSON text)
 _NESTED = tuple(name for name, col, _ in declared_columns([])
@@ -153,7 +156,9 @@ def spark_errors(stage: str) -> Iterator[None]:
             raise
         lines = [ln.strip() for ln in str(exc).splitlines() if _WORKER_ERROR.match(ln.strip())]
         if lines:
-            kind, message = _WORKER_ERROR.match(lines[-1]).groups()
+            match = _WORKER_ERROR.match(lines[-1])
+            assert match is not None  # `lines` holds only the lines that match
+            kind, message = match.groups()
             import churnml.errors as errors
 
             cls = getattr(errors, kind.rsplit(".", 1)[-1], None) \
@@ -174,7 +179,7 @@ def _read(spark, path: Path):
     return spark.read.parquet(str(path))
 
 
-def _stacked(spark, tables: dict[str, "object"]):
+def _stacked(spark, tables: dict[str, SparkDataFrame]):
     """One Spark frame: ``_table``, ``account_id`` and ``<table>__<column>`` text columns."""
     from pyspark.sql import functions as F
 
@@ -261,7 +266,7 @@ def _shard_features(frames: dict[str, pd.DataFrame], as_of, source: str,
     return features.sort_values("account_id", kind="stable").reset_index(drop=True), before
 
 
-def feature_columns(spark, tables: Mapping[str, "object"], stacked, as_of,
+def feature_columns(spark, tables: Mapping[str, SparkDataFrame], stacked, as_of,
                     sample_accounts: int = 25) -> list[tuple[str, str]]:
     """``[(feature, "double"|"string"), ...]``: the columns ``build_features`` gives this book,
     in its order, without ``account_id``/``as_of``.
@@ -406,7 +411,7 @@ class PrecomputedModel:
 
     def _positions(self, features: pd.DataFrame) -> np.ndarray:
         wanted = features["account_id"].astype(str).to_numpy(dtype=object)
-        pos = self._ids.get_indexer(wanted)
+        pos = self._ids.get_indexer(pd.Index(wanted))
         if (pos < 0).any():
             from churnml.errors import format_examples
 

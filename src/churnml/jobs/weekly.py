@@ -136,7 +136,7 @@ def score_book(
     on_chunk: Callable[[int, int], None] | None = None,
     feature_dimensions=None,
     lock: bool = True,
-    timer: Callable[[str], object] | None = None,
+    timer: Callable[[str], contextlib.AbstractContextManager[object]] | None = None,
     complete: bool = True,
 ) -> WeeklyResult:
     """Score every active account of ``book`` at ``as_of`` into ``OUT/as_of=DATE/``.
@@ -158,7 +158,9 @@ def score_book(
         raise UsageError(f"The 'chunk_size' parameter must be a positive integer. Got {chunk_size}.")
     as_of = to_as_of(as_of)
     if build_features is None:
-        from churnml.features.build import build_features
+        from churnml.features.build import build_features as default_build_features
+
+        build_features = default_build_features
     playbooks = playbooks if playbooks is not None else load_playbooks()
     if feature_dimensions is None:
         feature_dimensions = catalog_dimensions()

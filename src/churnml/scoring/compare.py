@@ -39,7 +39,9 @@ def week_before(book: Book, as_of, playbooks: Playbooks, catalog: Catalog | None
     accounts active then (point in time: rows strictly before that day). Features the book's
     tables cannot give are absent (unknown, never zero)."""
     if build_features is None:
-        from churnml.features.build import build_features
+        from churnml.features.build import build_features as default_build_features
+
+        build_features = default_build_features
     catalog = catalog if catalog is not None else load_catalog()
     names = compared_features(playbooks)
     sub = catalog.subset(names)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence, overload
 
 import numpy as np
 import pandas as pd
@@ -47,7 +47,7 @@ def _clean_reasons(reasons: Sequence[Sequence[Mapping[str, Any]]] | None, n: int
     for account in reasons:
         cleaned = []
         for r in account or []:
-            value = r.get("value")
+            value: Any = r.get("value")  # anything a model's explain gave; float or None below
             try:
                 value = float(value)
                 if math.isnan(value):
@@ -72,6 +72,7 @@ def _predict_with_reasons(model: OutcomeModel, features: pd.DataFrame,
     n = len(features)
     if n == 0:
         return np.zeros(0), []
+    reasons: Sequence[Sequence[Mapping[str, Any]]]
     if isinstance(model, TargetModel):  # reads the shared column view (same numbers)
         proba, reasons = model.predict_with_reasons(features, top_k=3, columns=columns)
     else:
@@ -139,6 +140,60 @@ def _account_ids(columns: FrameColumns) -> np.ndarray:
 
 # Rows up to which per-value Python is cheaper than a pandas operation (one HTTP request).
 _SMALL_ROWS = 64
+
+
+@overload
+def score_frame(
+    features: pd.DataFrame,
+    models: Mapping[str, OutcomeModel],
+    health: HealthScorer,
+    previous: pd.DataFrame | None = None,
+    history: pd.DataFrame | None = None,
+    *,
+    week_before: pd.DataFrame | None = None,
+    playbooks: Playbooks | None = None,
+    feature_dimensions: Mapping[str, str] | None = None,
+    timer: Callable[[str], Any] | None = None,
+    columns: FrameColumns | None = None,
+    output: Literal["frame"] = ...,
+    outcomes: Sequence[Outcome] = ...,
+) -> pd.DataFrame: ...
+
+
+@overload
+def score_frame(
+    features: pd.DataFrame,
+    models: Mapping[str, OutcomeModel],
+    health: HealthScorer,
+    previous: pd.DataFrame | None = None,
+    history: pd.DataFrame | None = None,
+    *,
+    week_before: pd.DataFrame | None = None,
+    playbooks: Playbooks | None = None,
+    feature_dimensions: Mapping[str, str] | None = None,
+    timer: Callable[[str], Any] | None = None,
+    columns: FrameColumns | None = None,
+    output: Literal["records"],
+    outcomes: Sequence[Outcome] = ...,
+) -> list[dict[str, Any]]: ...
+
+
+@overload
+def score_frame(
+    features: pd.DataFrame,
+    models: Mapping[str, OutcomeModel],
+    health: HealthScorer,
+    previous: pd.DataFrame | None = None,
+    history: pd.DataFrame | None = None,
+    *,
+    week_before: pd.DataFrame | None = None,
+    playbooks: Playbooks | None = None,
+    feature_dimensions: Mapping[str, str] | None = None,
+    timer: Callable[[str], Any] | None = None,
+    columns: FrameColumns | None = None,
+    output: str,
+    outcomes: Sequence[Outcome] = ...,
+) -> pd.DataFrame | list[dict[str, Any]]: ...
 
 
 def score_frame(

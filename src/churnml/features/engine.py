@@ -17,6 +17,7 @@ before the first row on that day.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -61,8 +62,8 @@ def factorize(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         ])
         uniques = np.asarray(encoded.chunks[0].dictionary.to_pylist(), dtype=object)
         return codes, uniques
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    return np.asarray(codes, dtype=np.int64), np.asarray(uniques, dtype=object)
+    codes, factorized = pd.factorize(values, use_na_sentinel=True)
+    return np.asarray(codes, dtype=np.int64), np.asarray(factorized, dtype=object)
 
 
 def _to_numpy(arr) -> np.ndarray:
@@ -108,7 +109,7 @@ def _lookup(ids: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
     return np.where(sorted_ids[pos] == ids, pos, -1).astype(np.int64)
 
 
-def make_key(acc: np.ndarray, day: np.ndarray) -> np.ndarray:
+def make_key(acc: np.ndarray, day: np.ndarray | int) -> np.ndarray:
     return acc * SPAN + (day + OFFSET)
 
 
@@ -363,7 +364,8 @@ class PreparedTable:
         column = flt["column"]
         if "in" in flt or "not_in" in flt or ("equals" in flt and isinstance(flt["equals"], str)):
             codes, uniques = self.codes(column)
-            wanted = flt.get("in", [flt["equals"]] if "equals" in flt else flt.get("not_in"))
+            # the filter's values as configured (YAML): in, [equals] or not_in
+            wanted: Any = flt.get("in", [flt["equals"]] if "equals" in flt else flt.get("not_in"))
             hit = np.isin(uniques, np.asarray(list(wanted), dtype=object))
             lookup = np.append(hit, False)  # code -1 (null) maps to the last slot
             m = lookup[codes]

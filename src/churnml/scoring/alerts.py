@@ -101,6 +101,7 @@ def _check(frame: pd.DataFrame, name: str, columns: tuple[str, ...],
 
 def _single_as_of(frame: pd.DataFrame, name: str, view: FrameColumns | None = None) -> pd.Timestamp:
     given = view.get("as_of") if view is not None else None
+    values: np.ndarray | pd.arrays.DatetimeArray
     if isinstance(given, np.ndarray) and given.dtype == "datetime64[ns]":
         # score_frame's datetime64[ns] array of the same column (one date: no hashing)
         values = given[:1] if len(given) and (given == given[0]).all() else pd.unique(given)
@@ -109,7 +110,8 @@ def _single_as_of(frame: pd.DataFrame, name: str, view: FrameColumns | None = No
     if len(values) != 1:
         raise UsageError(f"{name}: alerts compare one scored week with another; got {len(values)} "
                          f"as_of dates, e.g. {[str(v)[:10] for v in values[:5]]}.")
-    return pd.Timestamp(values[0])
+    # pandas-stubs type a DatetimeArray's item as any datetime-like scalar (Period, Timedelta)
+    return pd.Timestamp(values[0])  # type: ignore[arg-type]
 
 
 def _col(frame: pd.DataFrame, name: str, view: FrameColumns | None = None) -> np.ndarray | None:
@@ -191,7 +193,7 @@ def compute_alerts(current: pd.DataFrame, previous: pd.DataFrame | None = None,
     n = len(current)
     tier_rank = {t.name: i for i, t in enumerate(cfg.tiers)}  # 0 = top tier
     given_tiers = view.get("health_tier") if view is not None else None
-    if isinstance(given_tiers, (list, np.ndarray)):
+    if view is not None and isinstance(given_tiers, (list, np.ndarray)):  # given_tiers: from view
         cur_score = np.asarray(view.get("health_score"), dtype=float)
         cur_rank = np.array([tier_rank.get(t, np.nan) for t in given_tiers], dtype=float)
     else:
@@ -241,8 +243,8 @@ def compute_alerts(current: pd.DataFrame, previous: pd.DataFrame | None = None,
         # one row per (account, date) (the previous frame wins over a duplicate in history).
         day = pd.to_datetime(hist["as_of"]).to_numpy(dtype="datetime64[ns]")
         score = hist["health_score"].to_numpy(dtype=float)
-        before = day < np.datetime64(as_of.as_unit("ns").to_datetime64())
-        code, day, score = hist_code[before], day[before], score[before]
+        earlier = day < np.datetime64(as_of.as_unit("ns").to_datetime64())
+        code, day, score = hist_code[earlier], day[earlier], score[earlier]
         order = np.lexsort((day, code))  # stable: the first of duplicates stays first
         dup = np.zeros(len(order), dtype=bool)
         dup[1:] = (code[order][1:] == code[order][:-1]) & (day[order][1:] == day[order][:-1])

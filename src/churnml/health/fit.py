@@ -188,7 +188,7 @@ def fit_weights(features: pd.DataFrame, churned, config: HealthConfig, *,
     weights = {n: float(p) for n, p in zip(names, points)}
 
     before_raw, _ = combine(sub[rows], w_current * 100, config.neutral_score)
-    tiers = [{"name": t.name, "min": t.min} for t in config.tiers]
+    tiers: list[dict[str, Any]] = [{"name": t.name, "min": t.min} for t in config.tiers]
     interim = config.with_weights(weights, version=config.version + "+fit")
     after_raw, _ = combine(sub[rows], points, config.neutral_score)
     final_scores, _ = apply_overrides(after_raw, features[rows], interim)

@@ -73,14 +73,15 @@ class LogisticBaseline:
         frame = self._frame(features)
         self.clip_ = {c: (frame[c].quantile(0.005), frame[c].quantile(0.995)) for c in self.numeric}
         for c, (lo, hi) in self.clip_.items():
-            frame[c] = frame[c].clip(lo, hi)
+            # pandas-stubs: quantile returns np.floating, which clip's overloads do not take
+            frame[c] = frame[c].clip(lo, hi)  # type: ignore[call-overload]
         self.pipeline_ = self._pipeline().fit(frame, np.asarray(y, dtype="float64"))
         return self
 
     def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
         frame = self._frame(features)
         for c, (lo, hi) in self.clip_.items():
-            frame[c] = frame[c].clip(lo, hi)
+            frame[c] = frame[c].clip(lo, hi)  # type: ignore[call-overload]  # as in fit
         return self.pipeline_.predict_proba(frame)[:, 1]
 
 

@@ -11,7 +11,7 @@ account with any non-zero contribution gets ``top_k`` reasons.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -45,7 +45,7 @@ def top_k_indices(contrib: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def build_reasons(
     contrib: np.ndarray,
-    values: list[np.ndarray],
+    values: Sequence[Sequence[object] | None],
     feature_names: list[str],
     render: list[Callable[[object], str]],
     k: int = 3,
@@ -75,6 +75,7 @@ def build_reasons(
         for j in np.unique(js[ok]).tolist():
             rows = np.flatnonzero(ok & (js == j)).tolist()
             column, name, render_j = values[j], feature_names[j], render[j]
+            assert column is not None  # the caller gives values for every picked feature
             for i in rows:
                 raw = column[i]
                 value = None if raw is None or (isinstance(raw, float) and raw != raw) else raw

@@ -300,9 +300,9 @@ class Registration:
 
 def _signature_and_example(model: TargetModel):
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
-    columns = [ColSpec("string", "account_id", required=False), ColSpec("datetime", "as_of", required=False)]
+    columns: list[ColSpec | TensorSpec] = [ColSpec("string", "account_id", required=False), ColSpec("datetime", "as_of", required=False)]
     for name in model.feature_names:
         columns.append(ColSpec("string" if name in model.categories else "double", name, required=False))
     outputs = Schema([ColSpec("double", "probability"), ColSpec("string", "reasons")])
@@ -375,8 +375,8 @@ def log_training(result, plots: bool = True, progress=None) -> Registration:
     experiment_id = ensure_experiment(name)
     client = _client()
     model = result.model
-    with tempfile.TemporaryDirectory(prefix="churnml-run-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="churnml-run-") as tmp_name:
+        tmp = Path(tmp_name)
         model_dir = model.save(tmp / "target_model")
         artifacts = tmp / "artifacts"
         artifacts.mkdir()

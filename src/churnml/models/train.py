@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -130,6 +130,8 @@ def fit_model(dataset: Dataset, config: ModelConfig, catalog=None, health_config
     params = dict(config.lgb_params)
     params.setdefault("objective", "binary")
     params.setdefault("verbose", -1)
+    monotone: list[int]
+    monotone_dropped: dict[str, str]
     monotone, monotone_dropped = ([0] * len(names), {})
     if config.monotone_from_catalog:
         monotone, monotone_dropped = monotone_directions(
@@ -149,7 +151,9 @@ def fit_model(dataset: Dataset, config: ModelConfig, catalog=None, health_config
     best = booster.best_iteration or booster.current_iteration()
     # Keep only the trees up to the early-stopping point: smaller, faster TreeSHAP.
     booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
-    raw_cal = sigmoid(booster.predict(X_cal, raw_score=True))
+    # cast: lightgbm annotates predict for every mode (sparse contributions are a list of
+    # matrices); the raw scores of a dense matrix are an ndarray
+    raw_cal = sigmoid(cast(np.ndarray, booster.predict(X_cal, raw_score=True)))
     calibrator, cv_scores = choose_calibrator(
         raw_cal, y_cal, cal["account_id"].to_numpy(), config.calibration_method,
         config.calibration_cv_folds, config.seed)

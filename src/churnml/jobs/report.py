@@ -86,7 +86,7 @@ def _pct(x: float, digits: int = 1) -> str:
     return "-" if x is None or not np.isfinite(x) else f"{100 * x:.{digits}f}%"
 
 
-def _tier(t: str) -> str:
+def _tier(t: object) -> str:  # a tier name, or an index label holding one
     colour = TIER_COLOURS.get(str(t), "#59636e")
     return f'<span class="tier" style="background:{colour}">{_esc(str(t).replace("_", " "))}</span>'
 
@@ -109,9 +109,12 @@ def plot_health_distribution(current: pd.DataFrame, previous: pd.DataFrame | Non
 
     fig, ax = plt.subplots(figsize=(6.2, 3.4))
     bins = np.arange(0, 105, 5)
-    ax.hist(current["health_score"], bins=bins, color="#0969da", alpha=0.75, label="this week")
+    # matplotlib's stubs take bins as int | Sequence[float] | str; an ndarray works (documented)
+    ax.hist(current["health_score"], bins=bins,  # type: ignore[arg-type]
+            color="#0969da", alpha=0.75, label="this week")
     if previous is not None and len(previous):
-        ax.hist(previous["health_score"], bins=bins, histtype="step", color="#1f2328",
+        ax.hist(previous["health_score"], bins=bins,  # type: ignore[arg-type]
+                histtype="step", color="#1f2328",
                 linewidth=1.4, label="last week")
     for cut, name in ((90, "thriving"), (70, "healthy"), (50, "needs attention"),
                       (30, "at risk")):

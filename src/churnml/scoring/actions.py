@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence, cast
 
 import numpy as np
 import pandas as pd
@@ -71,7 +71,7 @@ class Playbooks:
     response_times: dict[str, str]
     risk: dict[str, float]
     gating: dict[str, float]
-    readiness_anchors: list[tuple[float, float]]
+    readiness_anchors: list[tuple[float, ...]]  # [probability, points] pairs, as configured
     readiness_bands: dict[str, float]
     #: outcome -> the typical size of the outcome's MRR move relative to current MRR (its
     #: revenue column is probability x mrr x share; 1.0 for outcomes not listed, e.g. churn)
@@ -278,7 +278,9 @@ class Gates(NamedTuple):
 
     def blocked(self) -> np.ndarray:
         """Whether any rule blocks the account."""
-        return self.values.any(axis=1)
+        # cast: numpy's stubs type any(axis=...) as a scalar or an array; the matrix's rows
+        # give an array
+        return cast(np.ndarray, self.values.any(axis=1))
 
 
 def readiness_points(expansion_probability, playbooks: Playbooks) -> np.ndarray:
@@ -426,6 +428,7 @@ def next_best_actions(
     else:
         gate_names = np.asarray(gates.columns, dtype=object)
         gate_values = gates.to_numpy(dtype=bool)
+    tiers: list | np.ndarray
     if columns is not None and columns.in_frame("value_tier"):
         tiers = columns.objects(["value_tier"])["value_tier"]
     elif "value_tier" in frame.columns:
@@ -507,6 +510,7 @@ def next_best_actions(
         else:
             name = low_risk["otherwise"]
             reason_text = f"no risk signal this week: {summary(i)}"
+        assert name is not None  # critical signals' playbooks are checked on load
         book = playbooks.playbooks[name]
         is_large = tiers[i] in large
         actions.append({

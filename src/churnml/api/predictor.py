@@ -295,7 +295,7 @@ class Predictor:
             raise validation_error("tables", [(("tables",), _short(str(exc), 500))]) from None
         rejects = report.rejects
         if rejects is not None and len(rejects):
-            problems = []
+            problems: list[tuple[tuple, str]] = []
             for rec in rejects.head(MAX_REJECT_EXAMPLES).to_dict("records"):
                 problems.append(((
                     "tables", str(rec["table"]), int(rec["row"]), str(rec["column"])),
@@ -325,6 +325,8 @@ class Predictor:
                 f"{len(inactive)} account(s) not active at as_of {as_of:%Y-%m-%d} (no MRR > 0 "
                 f"from a change before that date), e.g. {format_examples(inactive)}: only "
                 f"active accounts are scored"))])
+        # a request names at least one account (validate_frames), and inactive ones raised above
+        assert features is not None
         return features, book_week_before(book, as_of, self.playbooks, catalog=self.catalog)
 
     def predict_history(self, tables: Mapping[str, Sequence[Mapping] | None],

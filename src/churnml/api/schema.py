@@ -34,7 +34,7 @@ from pydantic import (
     WrapValidator,
     create_model,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 MAX_ACCOUNTS = 1000
 """Most accounts accepted in one ``/predict`` call (and per ``/predict_history`` call)."""
@@ -109,8 +109,9 @@ def catalog_field(name: str, kind: str, description: str = "",
 
 def static_field(name: str, kind: str) -> PayloadField:
     """A static attribute (an extra ``accounts`` column): no bounds, its meaning is the user's."""
-    kind = "categorical" if kind == "categorical" else "numeric"
-    return PayloadField(name, kind, f"static attribute '{name}' of the account", static=True)
+    field_kind: Literal["numeric", "categorical"] = (
+        "categorical" if kind == "categorical" else "numeric")
+    return PayloadField(name, field_kind, f"static attribute '{name}' of the account", static=True)
 
 
 def _annotation(spec: PayloadField) -> Any:
@@ -152,7 +153,7 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _rephrase(error: dict, collection: str) -> str:
+def _rephrase(error: ErrorDetails, collection: str) -> str:
     loc = error["loc"]
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -206,8 +207,9 @@ def named_account_errors(collection: str = "accounts"):
 
 def accounts_annotation(record_model: type[BaseModel], max_accounts: int = MAX_ACCOUNTS) -> Any:
     """The type of the ``accounts`` field: 1 to ``max_accounts`` records, errors named."""
+    # a type built at run time for pydantic: mypy cannot check a type made from a variable
     return Annotated[
-        list[record_model],
+        list[record_model],  # type: ignore[valid-type]
         Field(min_length=1, max_length=max_accounts,
               description=f"1 to {max_accounts} account records, as `churnml features` writes "
                           "them; missing features may be left out or null"),

@@ -22,7 +22,7 @@ def promote(
 
     from churnml.models import registry
 
-    target = Target(target).value
-    old, new = registry.promote(target, version)
-    Console().print(f"{registry.registered_name(target)} champion: "
+    target_name: str = Target(target).value  # the outcome name
+    old, new = registry.promote(target_name, version)
+    Console().print(f"{registry.registered_name(target_name)} champion: "
                     f"{'v' + old if old else 'none'} -> v{new}", highlight=False, markup=False)

@@ -47,7 +47,7 @@ def score(
     if stale:
         console.print(f"[yellow]warning:[/yellow] {stale}", highlight=False, soft_wrap=True)
     with progress(f"churnml score {when.date()}", total=None) as step:
-        state = {"total": None}
+        state: dict[str, int | None] = {"total": None}
 
         def on_chunk(done: int, total: int) -> None:
             if state["total"] is None:

@@ -36,7 +36,7 @@ def train(
     from churnml.console import console, literal, progress
     from churnml.errors import UsageError
 
-    target = Target(target).value
+    target_name: str = Target(target).value  # the outcome name
     if not data.is_dir():
         raise UsageError(f"--data {data}: not a folder (expected <table>.parquet|.csv files)")
     if config is not None and not config.is_file():
@@ -47,20 +47,20 @@ def train(
     from churnml.models.config import load_config
     from churnml.models.train import train_target
 
-    model_config = load_config(target, path=config, horizon_days=horizon_days)
-    with progress(f"{target}: loading {data}", total=4 + model_config.backtest_folds) as step:
+    model_config = load_config(target_name, path=config, horizon_days=horizon_days)
+    with progress(f"{target_name}: loading {data}", total=4 + model_config.backtest_folds) as step:
         book, report = load_book(data)
         if getattr(report, "total_rejected", 0):
             console.print(f"[yellow]warning:[/yellow] {report.total_rejected:,} rows set aside "
                           f"while loading (see `churnml validate --data {literal(data)}`)", highlight=False)
-        step.note(f"{target}: building features")
+        step.note(f"{target_name}: building features")
         from churnml.models.baselines import find_truth
 
-        result = train_target(book, target, model_config, truth=find_truth(data), progress=step)
-        step.note(f"{target}: logging to MLflow")
+        result = train_target(book, target_name, model_config, truth=find_truth(data), progress=step)
+        step.note(f"{target_name}: logging to MLflow")
         registration = registry.log_training(result, plots=plots, progress=step)
         step.advance()
-        step.note(f"{target}: done")
+        step.note(f"{target_name}: done")
     print_summary(result, registration)
 
 

@@ -56,7 +56,8 @@ def train(
         step.note(f"{target_name}: building features")
         from churnml.models.baselines import find_truth
 
-        result = train_target(book, target_name, model_config, truth=find_truth(data), progress=step)
+        result = train_target(book, target_name, model_config, truth=find_truth(data),
+                              progress=step)
         step.note(f"{target_name}: logging to MLflow")
         registration = registry.log_training(result, plots=plots, progress=step)
         step.advance()

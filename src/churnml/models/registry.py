@@ -302,7 +302,8 @@ def _signature_and_example(model: TargetModel):
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
-    columns: list[ColSpec | TensorSpec] = [ColSpec("string", "account_id", required=False), ColSpec("datetime", "as_of", required=False)]
+    columns: list[ColSpec | TensorSpec] = [ColSpec("string", "account_id", required=False),
+                                           ColSpec("datetime", "as_of", required=False)]
     for name in model.feature_names:
         columns.append(ColSpec("string" if name in model.categories else "double", name, required=False))
     outputs = Schema([ColSpec("double", "probability"), ColSpec("string", "reasons")])

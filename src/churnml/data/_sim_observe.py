@@ -25,6 +25,7 @@ TOUCH_KINDS = (
     "support_ticket", "escalation", "champion_left", "billing_page_visit",
     "cancellation_inquiry", "data_export_request", "competitor_mentioned", "budget_cut",
     "payment_failed", "expansion_request", "goal_achieved", "referral_given",
+    "downgrade_inquiry",
 )
 KIND = {k: i for i, k in enumerate(TOUCH_KINDS)}
 NS_DAY = 86_400 * 10**9
@@ -41,6 +42,10 @@ USER_CAP = 40  # tracked users per account (large accounts: a sample of their us
 DOWNSIZE_USER_DROP = 0.5  # share of the active users who stop using the product
 DOWNSIZE_BILLING_VISITS = 0.9  # extra billing page visits a week (seat and plan prices)
 DOWNSIZE_NPS = -1.0  # NPS points
+# weekly chance that the customer asks the CSM about fewer seats or a cheaper plan: with the
+# intent, and rarely without it (a question that leads nowhere)
+DOWNSIZE_INQUIRY = 0.10
+DOWNSIZE_INQUIRY_BASE = 0.002
 
 
 class Buffers:
@@ -263,6 +268,12 @@ def emit_touchpoints(s: Lanes, ev: WeekEvents, act: np.ndarray, week_day: int, r
     lane, day = _repeat_counts(lanes, counts, week_day, rx)
     slot = np.floor(rx.random(len(lane)) * s.n_contacts[lane]).astype(np.int64)
     _touch(buf, "billing_page_visit", lane, day, user=_contact_code(s, lane, slot))
+    # ... and some ask their CSM about fewer seats or a cheaper plan
+    asked = rx.random(len(lanes)) < (DOWNSIZE_INQUIRY_BASE
+                                     + DOWNSIZE_INQUIRY * s.downsize_intent[lanes])
+    lane, day = _repeat_counts(lanes, asked.astype(np.int64), week_day, rx)
+    slot = np.floor(rx.random(len(lane)) * s.n_contacts[lane]).astype(np.int64)
+    _touch(buf, "downgrade_inquiry", lane, day, user=_contact_code(s, lane, slot))
     del nc
 
 

@@ -128,8 +128,8 @@ TABLES: dict[str, TableSpec] = {
 TOUCHPOINT_KINDS = (
     "meeting_held", "meeting_missed", "qbr_held", "email_sent", "email_replied",
     "support_ticket", "escalation", "champion_left", "billing_page_visit",
-    "cancellation_inquiry", "data_export_request", "competitor_mentioned", "budget_cut",
-    "payment_failed", "expansion_request", "goal_achieved", "referral_given",
+    "cancellation_inquiry", "downgrade_inquiry", "data_export_request", "competitor_mentioned",
+    "budget_cut", "payment_failed", "expansion_request", "goal_achieved", "referral_given",
 )
 
 MRR_REASONS = (

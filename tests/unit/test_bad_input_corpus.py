@@ -276,13 +276,7 @@ TABLE_CASES = [
     pytest.param({"mrr_changes": "account_id,effective_date,mrr,mrr\n1,2024-01-01,100,-7\n"
                                  "2,2024-01-02,50,x\n3,2024-01-03,80,9\n"},
                  ("error", ["mrr_changes: column names appear more than once", "mrr"]),
-                 id="table-csv-duplicate-column-name",
-                 marks=xfail(strict=True, reason=(
-                     "churnml/data/io.py read_table: pd.read_csv renames a repeated CSV header "
-                     "'mrr,mrr' to 'mrr','mrr.1', so validation.py's duplicate-column check "
-                     "never fires: got exit 0 with the first 'mrr' used and the second "
-                     "(-7, 'x', 9) kept silently as an attribute; docs/data_contract.md says "
-                     "'a column name appears twice' is an error (exit 2)"))),
+                 id="table-csv-duplicate-column-name"),
 ]
 
 
@@ -392,13 +386,7 @@ CLI_CASES = [
                  id="cli-validate-without-data"),
     pytest.param(["validate", "--data", "{book}", "--rejects", "{book}"],
                  ["--rejects", "is a folder"],
-                 id="cli-rejects-path-is-a-folder",
-                 marks=xfail(strict=True, raises=IsADirectoryError, reason=(
-                     "churnml/commands/validate.py + churnml/data/io.py: `churnml validate "
-                     "--data BOOK --rejects BOOK` (an existing folder as the rejects file) "
-                     "raises IsADirectoryError out of churnml.cli.main: a traceback and "
-                     "exit 1 from the interpreter; README's contract is exit 2 with a "
-                     "message naming --rejects"))),
+                 id="cli-rejects-path-is-a-folder"),
 ]
 
 
@@ -435,11 +423,7 @@ SUBPROCESS_CASES = [
     pytest.param(["validate", "--data", "{file}"], ["is not a folder"],
                  id="process-data-is-a-file"),
     pytest.param(["validate", "--data", "{book}", "--rejects", "{book}"],
-                 ["--rejects", "is a folder"], id="process-rejects-path-is-a-folder",
-                 marks=xfail(strict=True, reason=(
-                     "churnml/commands/validate.py: `churnml validate --data BOOK --rejects "
-                     "BOOK` prints a Python traceback (IsADirectoryError) and exits 1; "
-                     "expected exit 2 and a message naming --rejects"))),
+                 ["--rejects", "is a folder"], id="process-rejects-path-is-a-folder"),
 ]
 
 
@@ -565,15 +549,7 @@ HTTP_CASES = [
     pytest.param("/predict", _predict({"account_id": "A" * 5000, "as_of": "2026-11-16"}),
                  JSON, 400, ["account_id"], id="predict-account_id-5000-chars"),
     pytest.param("/predict", _predict({"account_id": "   ", "as_of": "2026-11-16"}), JSON, 400,
-                 ["accounts[0]", "account_id"], id="predict-blank-account_id",
-                 marks=xfail(strict=True, reason=(
-                     "churnml/api/schema.py (account_id min_length=1) + predictor.py "
-                     "(normalise_ids makes blank text null): /predict with account_id '   ' "
-                     "passes request validation, is scored, and the answer fails BentoML's "
-                     "output validation: got 400 '1 validation error for "
-                     "AnnotatedIODescriptor' at loc ['root', 0, 'account_id'] (the response), "
-                     "expected a request error 'accounts[0] ...: field 'account_id'' before "
-                     "any scoring"))),
+                 ["accounts[0]", "account_id"], id="predict-blank-account_id"),
     pytest.param("/predict", _predict({"account_id": "a", "as_of": "[/x]"}), JSON, 400,
                  ["as_of", "[/x]"], id="predict-as-of-rich-markup"),
     pytest.param("/predict", _predict({"account_id": "a", "as_of": "9999-12-31"}), JSON, 400,
@@ -697,14 +673,7 @@ def test_http_corpus(client, path, body, headers, status, phrases):
                  b'{"account_id": 10000000000000000000, "as_of": "2026-11-16"}]}',
                  ["17", "17", "10000000000000000000"], id="predict-ids-17.0-space-17-int-1e19"),
     pytest.param(b'{"accounts": [{"account_id": 1e19, "as_of": "2026-11-16"}]}',
-                 ["10000000000000000000"], id="predict-id-1e19-json-float",
-                 marks=xfail(strict=True, reason=(
-                     "churnml/api/schema.py + predictor.py: /predict account_id 1e19 (a JSON "
-                     "float) comes back as '1e+19': the record model's coerce_numbers_to_str=True "
-                     "makes it str(1e19) before churnml.data.validation.normalise_ids sees it; "
-                     "docs/data_contract.md: the one id rule applies to /predict records and "
-                     "writes a float id out exactly ('10000000000000000000', as "
-                     "/predict_history and load_book do)"))),
+                 ["10000000000000000000"], id="predict-id-1e19-json-float"),
 ])
 def test_http_ids_follow_the_one_id_rule(client, body, ids):
     response = client.post("/predict", content=body, headers=JSON)

@@ -28,6 +28,7 @@ from typing import Annotated, Any, Iterable, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -35,6 +36,8 @@ from pydantic import (
     create_model,
 )
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
+
+from churnml.data.validation import normalise_id
 
 MAX_ACCOUNTS = 1000
 """Most accounts accepted in one ``/predict`` call (and per ``/predict_history`` call)."""
@@ -125,6 +128,18 @@ def _annotation(spec: PayloadField) -> Any:
     ]
 
 
+def _account_id(value: Any) -> Any:
+    """``account_id`` by the data contract's one id rule (``churnml.data.validation.
+    normalise_ids``: stripped, integral numbers as their exact integer text), so a request
+    names the same account as the files do; a blank id is refused here, before scoring."""
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        normalised = normalise_id(value)
+        if normalised is None:
+            raise ValueError("account_id must not be empty or blank")
+        return normalised
+    return value
+
+
 def account_record_model(fields: Iterable[PayloadField],
                          name: str = "AccountFeatures") -> type[BaseModel]:
     """The pydantic model of one account record: identity fields plus ``fields``.
@@ -133,8 +148,9 @@ def account_record_model(fields: Iterable[PayloadField],
     optional. Unknown fields are refused (``extra="forbid"``).
     """
     definitions: dict[str, Any] = {
-        "account_id": (Annotated[str, Field(min_length=1, max_length=200,
-                                            description="the account's identifier")], ...),
+        "account_id": (Annotated[str, BeforeValidator(_account_id),
+                                 Field(min_length=1, max_length=200,
+                                       description="the account's identifier")], ...),
         "as_of": (AsOf, ...),
     }
     for spec in fields:

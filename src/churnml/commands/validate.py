@@ -26,6 +26,11 @@ def validate(
     from churnml.data.io import default_rejects_path, load_book
 
     rejects_path = rejects if rejects is not None else default_rejects_path(data)
+    if rejects_path.is_dir():
+        from churnml.errors import UsageError
+
+        raise UsageError(f"--rejects {rejects_path}: is a folder; give a file "
+                         "path (CSV) for the rejected rows")
     with progress(f"validating {data}"):
         _, report = load_book(data, rejects_path=rejects_path)
     console.print(report)

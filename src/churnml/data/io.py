@@ -24,7 +24,7 @@ from churnml.data.validation import (
     parse_timestamps,
     validate_frames,
 )
-from churnml.errors import SchemaError
+from churnml.errors import SchemaError, format_examples
 
 __all__ = [
     "REJECTS_COLUMNS", "REJECT_REASONS", "ValidationReport", "default_rejects_path",
@@ -88,12 +88,30 @@ def read_table(path: str | Path) -> pd.DataFrame:
             # (engine "pyarrow" is what "auto" picks: pyarrow is a dependency of churnml)
             return pd.read_parquet(path, engine="pyarrow",
                                    to_pandas_kwargs={"self_destruct": True, "split_blocks": True})
-        return pd.read_csv(path, dtype="str", keep_default_na=False, na_values=[""],
-                           engine="pyarrow")
+        frame = pd.read_csv(path, dtype="str", keep_default_na=False, na_values=[""],
+                            engine="pyarrow")
     except pd.errors.EmptyDataError:
         raise SchemaError(f"{table}: {path.name} is empty (not even a header line)") from None
     except Exception as exc:  # pyarrow/parser errors: say which file, not a traceback
         raise SchemaError(f"{table}: cannot read {path.name}: {exc}") from exc
+    _refuse_repeated_header(path, table)
+    return frame
+
+
+def _refuse_repeated_header(path: Path, table: str) -> None:
+    """A CSV header naming a column twice is an error (pandas would rename the second copy
+    ``name.1`` and keep it as an extra column, silently)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+        header = next(csv.reader(fh), [])
+    counts: dict[str, int] = {}
+    for name in header:
+        counts[name] = counts.get(name, 0) + 1
+    repeated = [name for name, n in counts.items() if n > 1]
+    if repeated:
+        raise SchemaError(f"{table}: column names appear more than once: "
+                          f"{format_examples(sorted(repeated))} (header of {path.name})")
 
 
 class _FilesAsFrames(Mapping):

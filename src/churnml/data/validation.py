@@ -247,8 +247,8 @@ _SMALL = 256
 _INTEGRAL_TEXT_RE = re.compile(_INTEGRAL_TEXT)
 
 
-def _normalise_id(value) -> str | None:
-    """:func:`normalise_ids` for one Python value."""
+def normalise_id(value) -> str | None:
+    """:func:`normalise_ids` for one Python value (None when it is missing or blank)."""
     if value is None or value is pd.NA or value is pd.NaT:
         return None
     if isinstance(value, (float, np.floating)):
@@ -275,7 +275,7 @@ def normalise_ids(s: pd.Series) -> pd.Series:
     if len(s) <= _SMALL and pd.api.types.is_object_dtype(s.dtype):
         # a few Python values (an HTTP request): the same rule value by value, without the
         # vectorised passes' fixed cost (about 2 ms)
-        return pd.Series([_normalise_id(v) for v in s.tolist()], index=s.index, dtype="str")
+        return pd.Series([normalise_id(v) for v in s.tolist()], index=s.index, dtype="str")
     if pd.api.types.is_bool_dtype(s.dtype) or pd.api.types.is_integer_dtype(s.dtype):
         text = s.astype("str")
     elif pd.api.types.is_float_dtype(s.dtype):

@@ -179,9 +179,9 @@ def hazards(s: Lanes, week_day: int, p: SimParams) -> WeekHazards:
     in_term_unresolved = 1.2 * unresolved
     if "price_change" in drift:
         # after a price increase, payment problems (a failed payment still unpaid, repeated
-        # failures) are the moment customers re-evaluate: they weigh 2.8x on churn
-        cd["payment_failure"] = cd["payment_failure"] * (1.0 + 1.8 * post)
-        in_term_unresolved = in_term_unresolved * (1.0 + 1.5 * post)
+        # failures) are the moment customers re-evaluate: they weigh 1.9x on churn
+        cd["payment_failure"] = cd["payment_failure"] * (1.0 + 0.9 * post)
+        in_term_unresolved = in_term_unresolved * (1.0 + 0.8 * post)
     base = p.churn_base + sum(cd.values())
     term_end = s.term_end_day
     renewal_in_week = (term_end >= week_day) & (term_end < week_day + 7)
@@ -210,7 +210,7 @@ def hazards(s: Lanes, week_day: int, p: SimParams) -> WeekHazards:
         # a repackaged product sells expansion to growing companies: how broadly and happily
         # the product is used (health) stops mattering; headcount growth takes over
         ed["health"] = ed["health"] * (1.0 - post)
-        ed["headcount_growth"] = post * 2.2 * np.clip(s.growth_rate, 0.0, 1.0)
+        ed["headcount_growth"] = post * 1.5 * np.clip(s.growth_rate, 0.0, 1.0)
     expansion = _sig(p.expansion_base + sum(ed.values()))
 
     xd = {
@@ -367,7 +367,7 @@ def advance(s: Lanes, ev: WeekEvents, week_day: int, p: SimParams,
         b_on = _sig(p.buy_intent_base + 3.0 * np.clip(seat_use - 0.85, 0.0, 0.5)
                     + (1.0 - post) * (0.9 * np.clip(s.health - 0.3, 0.0, 2.0)
                                       + 1.2 * np.exp(-s.weeks_since_goal / 8.0))
-                    + (1.0 + 2.0 * post) * s.growth_rate + post * 0.6
+                    + (1.0 + 1.5 * post) * s.growth_rate
                     - 3.0 * (tenure < 60) - 2.0 * s.churn_intent
                     - 1.5 * np.exp(-s.weeks_since_budget_cut / 12.0))
     else:

@@ -331,7 +331,7 @@ def simulate(n_accounts: int = 2000, months: int = 24, seed: int = 42, end=DEFAU
     truth = _assemble_truth(s, truth_state, ev_rows, extra, start_day, n_weeks)
     meta = {"n_accounts": n, "months": months, "seed": int(seed), "start": _date(start_day),
             "end": _date(end_day), "weeks": n_weeks}
-    if scenarios:  # only with drift, so a book without it is unchanged
+    if change_day is not None:  # only with drift, so a book without it is unchanged
         meta.update(drift=",".join(scenarios), drift_start=_date(change_day))
     truth["meta"] = pd.DataFrame({"key": list(meta), "value": [str(v) for v in meta.values()]})
     return SimulatedBook(tables=tables, truth=truth, meta=meta)

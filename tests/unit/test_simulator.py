@@ -333,3 +333,142 @@ def test_oracle_contraction_is_nan_where_inactive_and_rejects_unknown_targets(si
     assert np.isnan(p[1:]).all()
     with pytest.raises(UsageError, match="contraction"):
         oracle_probability(sim_tables.truth, obs, 90, "downsell")
+
+
+# --------------------------------------------------------------------------------------------
+# drift (docs/simulator.md, "Drift")
+# --------------------------------------------------------------------------------------------
+
+# _frame_digest of simulate(n_accounts=120, months=6, seed=11) as made before drift existed
+NO_DRIFT_DIGEST = "e666d38ab77415a99203ffb1b3fadaf0cb3c212e875f440a71d10e3fdc710a18"
+
+
+def _frame_digest(sim) -> str:
+    h = hashlib.sha256()
+    for name in sorted(sim.tables):
+        h.update(pd.util.hash_pandas_object(sim.tables[name], index=False).to_numpy().tobytes())
+    for name in ("state_weekly", "events", "accounts_latent", "meta"):
+        h.update(pd.util.hash_pandas_object(sim.truth[name], index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def test_no_drift_leaves_the_book_unchanged():
+    # digest of the book made before drift existed (same seed); parquet files were also
+    # compared byte for byte when drift was added
+    base = simulate(n_accounts=120, months=6, seed=11)
+    assert _frame_digest(base) == NO_DRIFT_DIGEST
+    for off in ("", "none", []):
+        assert _frame_digest(simulate(n_accounts=120, months=6, seed=11, drift=off)) == NO_DRIFT_DIGEST
+    assert "drift" not in base.meta and "drift" not in set(base.truth["meta"]["key"])
+
+
+@pytest.fixture(scope="module")
+def drift_pair():
+    kwargs = {"n_accounts": 1500, "months": 12, "seed": 7}
+    return simulate(**kwargs), simulate(**kwargs, drift="price_change,product_change")
+
+
+def _payment_problem(st: pd.DataFrame) -> pd.Series:
+    day = (st["week_start"] - pd.Timestamp(0)).dt.days
+    return (st["unresolved_until_day"] > day) | (st["failed_payments_recent"] > 1.5)
+
+
+def test_price_change_makes_payment_problems_weigh_on_churn_after_the_change_only(drift_pair):
+    plain, drifted = drift_pair
+    change = pd.Timestamp(drifted.meta["drift_start"])
+    assert drifted.truth["meta"].set_index("key")["value"].to_dict()["drift"] == \
+        "price_change,product_change"
+    a, b = plain.truth["state_weekly"], drifted.truth["state_weekly"]
+    # before the change the two books are the same world
+    pre_a, pre_b = a[a["week_start"] < change], b[b["week_start"] < change]
+    pd.testing.assert_frame_equal(pre_a.reset_index(drop=True), pre_b.reset_index(drop=True))
+    post_a, post_b = a[a["week_start"] >= change], b[b["week_start"] >= change]
+    pa_, pb_ = _payment_problem(post_a), _payment_problem(post_b)
+    assert pb_.sum() > 100
+    assert post_b.loc[pb_, "churn_week_prob"].mean() > 2.5 * post_a.loc[pa_, "churn_week_prob"].mean()
+    no_a, no_b = post_a.loc[~pa_, "churn_week_prob"].mean(), post_b.loc[~pb_, "churn_week_prob"].mean()
+    assert abs(no_b / no_a - 1) < 0.15
+    # realised: churn among accounts with payment problems rises after the change date
+    pb_all = _payment_problem(b)
+    ev = drifted.truth["events"]
+    churn = ev.loc[ev["event"] == "churn", ["account_id", "date"]]
+    start = b["week_start"].min()
+    weeks = (churn["date"] - start).dt.days // 7
+    churn_keys = set(zip(churn["account_id"], weeks))
+    churned = pd.Series([k in churn_keys for k in zip(b["account_id"], (b["week_start"] - start).dt.days // 7)],
+                        index=b.index)
+    before = churned[pb_all & (b["week_start"] < change)].mean()
+    after = churned[pb_all & (b["week_start"] >= change)].mean()
+    assert after > 1.8 * before
+    # the new list price shows in mrr_changes: a price_increase at renewals after the change
+    mc = drifted.tables["mrr_changes"]
+    rises = mc[mc["reason"] == "price_increase"]
+    assert (rises["effective_date"] >= change).sum() > 20 * max(1, (rises["effective_date"] < change).sum())
+
+
+def test_oracle_follows_the_drifted_truth(drift_pair):
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    _, book = drift_pair
+    change = pd.Timestamp(book.meta["drift_start"])
+    st = book.truth["state_weekly"]
+    obs = pd.concat([pd.DataFrame({"account_id": st.loc[st["week_start"] == as_of - pd.Timedelta(weeks=1),
+                                                        "account_id"].to_numpy(), "as_of": as_of})
+                     for as_of in (change + pd.Timedelta(weeks=w) for w in (2, 6, 10))],
+                    ignore_index=True)
+    ev = book.truth["events"]
+    scores = {}
+    for target in ("expansion", "churn"):
+        e = ev.loc[ev["event"] == target, ["account_id", "date"]]
+        m = obs.merge(e, on="account_id", how="left")
+        hit = (m["date"] >= m["as_of"]) & (m["date"] < m["as_of"] + pd.Timedelta(days=90))
+        y = hit.groupby([m["account_id"], m["as_of"]]).any().reindex(
+            pd.MultiIndex.from_frame(obs)).to_numpy()
+        drifted = oracle_probability(book, obs, target=target, n_paths=16)
+        as_if_none = oracle_probability(book, obs, target=target, n_paths=16, drift=None)
+        ok = ~np.isnan(drifted)
+        assert y[ok].sum() > 50
+        scores[target] = (roc_auc_score(y[ok], drifted[ok]), roc_auc_score(y[ok], as_if_none[ok]),
+                          log_loss(y[ok], drifted[ok]), log_loss(y[ok], as_if_none[ok]))
+    auc_d, auc_n, ll_d, ll_n = scores["expansion"]
+    assert auc_d > auc_n + 0.01, scores  # headcount growth took over: measured 0.817 vs 0.779
+    assert ll_d < ll_n, scores
+    assert scores["churn"][2] < scores["churn"][3], scores  # measured 0.270 vs 0.279
+    # before the change, the oracle of a drifted book is the plain one unless paths cross it
+    early = pd.DataFrame({"account_id": obs["account_id"].iloc[:200],
+                          "as_of": change - pd.Timedelta(weeks=20)})
+    np.testing.assert_allclose(
+        oracle_probability(book, early, target="churn", n_paths=8, horizon_days=30),
+        oracle_probability(book, early, target="churn", n_paths=8, horizon_days=30, drift=None))
+
+
+def test_drift_is_deterministic_by_seed_and_recorded():
+    a = simulate(n_accounts=80, months=6, seed=3, drift="product_change,price_change",
+                 drift_start="2026-08-03")
+    b = simulate(n_accounts=80, months=6, seed=3, drift="price_change,product_change",
+                 drift_start="2026-08-03")
+    c = simulate(n_accounts=80, months=6, seed=4, drift="price_change,product_change",
+                 drift_start="2026-08-03")
+    assert _frame_digest(a) == _frame_digest(b) != _frame_digest(c)
+    assert a.meta["drift"] == "price_change,product_change"
+    assert a.meta["drift_start"] == "2026-08-03"
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"drift": "price_change,bogus"}, ["bogus", "price_change", "product_change"]),
+    ({"drift": "price_change", "drift_start": "2020-01-01"}, ["drift_start", "inside"]),
+    ({"drift_start": "2026-10-01"}, ["drift"]),
+])
+def test_bad_drift_is_a_usage_error_naming_the_scenarios(kwargs, words):
+    with pytest.raises(UsageError) as err:
+        simulate(n_accounts=10, months=2, **kwargs)
+    assert all(w in str(err.value) for w in words)
+
+
+def test_cli_bad_drift_exits_2(tmp_path, capsys):
+    from churnml import cli
+
+    assert cli.main(["simulate", "--out", str(tmp_path / "b"), "--accounts", "10", "--months", "2",
+                     "--drift", "inflation"]) == 2
+    err = capsys.readouterr().err
+    assert "inflation" in err and "price_change" in err and "Traceback" not in err

@@ -1,8 +1,10 @@
-"""``churnml simulate --out DIR [--accounts N] [--months M] [--seed S]``: a simulated book.
+"""``churnml simulate --out DIR [--accounts N] [--months M] [--seed S] [--drift SPEC]``.
 
 Writes the data-contract tables (``<table>.parquet``) and the hidden truth (``_truth/``) to
 ``--out``, shows a progress bar over the simulated weeks and prints the row count per table.
-The same arguments give the same files.
+The same arguments give the same files. ``--drift price_change,product_change`` (off by
+default) changes what drives churn and expansion from ``--drift-start`` (default: the middle
+of the period) on; docs/simulator.md, "Drift".
 """
 
 from __future__ import annotations
@@ -20,13 +22,26 @@ def simulate(
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 42,
     end: Annotated[Optional[str], typer.Option(
         "--end", help="Day after the last simulated day (ISO date, default 2026-11-16).")] = None,
+    drift: Annotated[Optional[str], typer.Option(
+        "--drift", help="Drift scenarios, comma-separated (off by default): price_change "
+        "(payment problems weigh much more on churn; renewals carry a 12-18% price increase), "
+        "product_change (headcount growth, not health or breadth of use, drives expansion).")] = None,
+    drift_start: Annotated[Optional[str], typer.Option(
+        "--drift-start", help="Change date of --drift (ISO date inside the period; "
+        "default: its middle).")] = None,
 ) -> None:
-    """Simulate a book of business with a known hidden truth (for demos, tests, benchmarks)."""
+    """Simulate a book of business with a known hidden truth (for demos, tests, benchmarks).
+
+    With --drift, what drives churn and expansion changes at --drift-start; the book's
+    _truth/meta records the drift and the oracle follows it.
+    """
     from rich.table import Table
 
     from churnml.console import console, literal, progress
-    from churnml.data.simulator import DEFAULT_END, simulate as run, weeks_for, write_book
+    from churnml.data.simulator import DEFAULT_END, parse_drift, simulate as run, weeks_for, write_book
     from churnml.errors import UsageError
+
+    parse_drift(drift)  # a bad scenario name fails before the progress bar
 
     end_date = end or DEFAULT_END
     try:
@@ -41,10 +56,14 @@ def simulate(
         def on_week(done: int, total: int) -> None:
             step.advance(1)
 
-        sim = run(n_accounts=accounts, months=months, seed=seed, end=end_date, on_week=on_week)
+        sim = run(n_accounts=accounts, months=months, seed=seed, end=end_date, on_week=on_week,
+                  drift=drift, drift_start=drift_start)
         step.note("writing parquet files")
         counts = write_book(sim, out)
-    table = Table(title=f"simulated book in {literal(out)} ({sim.meta['start']} to {sim.meta['end']})")
+    drifted = (f", drift {sim.meta['drift']} from {sim.meta['drift_start']}"
+               if sim.meta.get("drift") else "")
+    table = Table(title=f"simulated book in {literal(out)} ({sim.meta['start']} to "
+                        f"{sim.meta['end']}{drifted})")
     table.add_column("table")
     table.add_column("rows", justify="right")
     for name, n in counts.items():

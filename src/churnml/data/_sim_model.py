@@ -23,6 +23,9 @@ PLANS = ("starter", "growth", "business", "enterprise")
 PRICE_PER_SEAT = np.array([25.0, 45.0, 70.0, 110.0])  # monthly list price per seat by plan
 DOWNSIZE_NOTICE_WEEKS = 6  # a downsize decision is carried out from this many weeks on
 NEVER = 10_000  # "weeks since" value meaning the shock never happened (effects long decayed)
+# Drift scenarios (docs/simulator.md, "Drift"): what drives churn and expansion changes from
+# ``SimParams.drift_day`` on. Off by default; the order here is the canonical spec order.
+DRIFT_SCENARIOS = ("price_change", "product_change")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class SimParams:
     reactivation_weekly: float = 0.0008
     health_pull: float = 0.08  # weekly mean reversion of health toward the account's own level
     health_noise: float = 0.11
+    drift: tuple[str, ...] = ()  # drift scenarios in force from drift_day (DRIFT_SCENARIOS)
+    drift_day: float = float("inf")  # first day of the drifted world (days since 1970-01-01)
 
 
 def _sig(x):
@@ -136,6 +141,8 @@ class WeekHazards:
     churn_drivers: dict  # additive logit terms
     expansion_drivers: dict
     contraction_drivers: dict
+    # price_change drift: renewals in this week that carry the new list price (None: no drift)
+    drift_price: np.ndarray | None = None
 
     @property
     def churn_week(self) -> np.ndarray:
@@ -151,6 +158,9 @@ def hazards(s: Lanes, week_day: int, p: SimParams) -> WeekHazards:
     unresolved = (s.unresolved_until_day > week_day).astype(float)
     seg_offset = np.array([0.25, 0.0, -0.5])[s.segment_code.astype(int)]
 
+    drift = p.drift
+    # 1.0 for weeks from the drift's change date on (week_day is an array in the oracle)
+    post = (np.asarray(week_day) >= p.drift_day).astype(float) if drift else 0.0
     cd = {
         "low_health": 1.5 * _softplus(-s.health - 0.3),
         # low adoption is what kills accounts in their first 90 days; later it barely matters
@@ -166,12 +176,24 @@ def hazards(s: Lanes, week_day: int, p: SimParams) -> WeekHazards:
         "relationship_breadth": -0.3 * np.log(np.maximum(s.n_contacts, 1.0)),
         "segment": seg_offset,
     }
+    in_term_unresolved = 1.2 * unresolved
+    if "price_change" in drift:
+        # after a price increase, payment problems (a failed payment still unpaid, repeated
+        # failures) are the moment customers re-evaluate: they weigh 1.9x on churn
+        cd["payment_failure"] = cd["payment_failure"] * (1.0 + 0.9 * post)
+        in_term_unresolved = in_term_unresolved * (1.0 + 0.8 * post)
     base = p.churn_base + sum(cd.values())
     term_end = s.term_end_day
     renewal_in_week = (term_end >= week_day) & (term_end < week_day + 7)
     renew_offset = np.where(s.annual_contract > 0, p.renew_offset_annual, p.renew_offset_monthly)
     churn_renewal = np.where(renewal_in_week, _sig(base + renew_offset), 0.0)
-    churn_in_term = _sig(base + p.in_term_offset + 1.2 * unresolved)
+    churn_in_term = _sig(base + p.in_term_offset + in_term_unresolved)
+    drift_price = None
+    if "price_change" in drift:
+        # the new list price applies at each contract's first renewal on or after the change
+        months = np.where(s.annual_contract > 0, 12, 1)
+        prev_start = add_months(term_end, -months, s.anchor_dom)
+        drift_price = renewal_in_week & (term_end >= p.drift_day) & (prev_start < p.drift_day)
 
     days_to_renewal = term_end - week_day
     ed = {
@@ -184,6 +206,11 @@ def hazards(s: Lanes, week_day: int, p: SimParams) -> WeekHazards:
         "early_life": -4.0 * (tenure < 60),
         "churn_intent": -1.5 * s.churn_intent,
     }
+    if "product_change" in drift:
+        # a repackaged product sells expansion to growing companies: how broadly and happily
+        # the product is used (health) stops mattering; headcount growth takes over
+        ed["health"] = ed["health"] * (1.0 - post)
+        ed["headcount_growth"] = post * 1.5 * np.clip(s.growth_rate, 0.0, 1.0)
     expansion = _sig(p.expansion_base + sum(ed.values()))
 
     xd = {
@@ -199,7 +226,7 @@ def hazards(s: Lanes, week_day: int, p: SimParams) -> WeekHazards:
     c_logit = p.contraction_base + sum(xd.values()) - 4.5 * (~renewal_in_week)
     contraction = _sig(c_logit) * (s.seats > 1)
     return WeekHazards(churn_renewal, churn_in_term, expansion, contraction, renewal_in_week,
-                       cd, ed, xd)
+                       cd, ed, xd, drift_price)
 
 
 @dataclass
@@ -220,6 +247,7 @@ class WeekEvents:
     invoice_paid_day: np.ndarray  # NaN = never paid
     second_failure: np.ndarray
     shocks: dict  # name -> (bool, day)
+    drift_price: np.ndarray | None = None  # price increases that are the drift's new list price
 
 
 def draw_events(s: Lanes, hz: WeekHazards, week_day: int, rng: np.random.Generator,
@@ -284,11 +312,15 @@ def draw_events(s: Lanes, hz: WeekHazards, week_day: int, rng: np.random.Generat
     renewal_day = np.where(hz.renewal_in_week, s.term_end_day, np.nan)
     exp_day = np.where(hz.renewal_in_week, renewal_day, week_day + day_draw[0])
     con_day = np.where(hz.renewal_in_week, renewal_day, week_day + day_draw[1])
+    drift_price = None
+    if hz.drift_price is not None:
+        drift_price = renewed & hz.drift_price & ~expansion & ~contraction
+        price_increase = price_increase | drift_price
     price_increase &= ~expansion & ~contraction
     return WeekEvents(churn, churn_day, expansion, exp_day, kind,
                       contraction, con_day, renewed, price_increase,
                       inv_due, s.next_invoice_day.copy(), amount, outcome, paid,
-                      second_failure, shocks)
+                      second_failure, shocks, drift_price)
 
 
 def advance(s: Lanes, ev: WeekEvents, week_day: int, p: SimParams,
@@ -328,11 +360,22 @@ def advance(s: Lanes, ev: WeekEvents, week_day: int, p: SimParams,
     s.churn_intent = np.where(act, ci, s.churn_intent).astype(float)
     seat_use = s.users_needed / np.maximum(s.seats, 1.0)
     tenure = week_day - s.created_day
-    b_on = _sig(p.buy_intent_base + 3.0 * np.clip(seat_use - 0.85, 0.0, 0.5)
-                + 0.9 * np.clip(s.health - 0.3, 0.0, 2.0)
-                + 1.2 * np.exp(-s.weeks_since_goal / 8.0) + 1.0 * s.growth_rate
-                - 3.0 * (tenure < 60) - 2.0 * s.churn_intent
-                - 1.5 * np.exp(-s.weeks_since_budget_cut / 12.0))
+    if "product_change" in p.drift and np.any(np.asarray(week_day) >= p.drift_day):
+        # product_change: buying is driven by headcount growth, no longer by health or by
+        # goals reached with the product (its breadth of use)
+        post = (np.asarray(week_day) >= p.drift_day).astype(float)
+        b_on = _sig(p.buy_intent_base + 3.0 * np.clip(seat_use - 0.85, 0.0, 0.5)
+                    + (1.0 - post) * (0.9 * np.clip(s.health - 0.3, 0.0, 2.0)
+                                      + 1.2 * np.exp(-s.weeks_since_goal / 8.0))
+                    + (1.0 + 1.5 * post) * s.growth_rate
+                    - 3.0 * (tenure < 60) - 2.0 * s.churn_intent
+                    - 1.5 * np.exp(-s.weeks_since_budget_cut / 12.0))
+    else:
+        b_on = _sig(p.buy_intent_base + 3.0 * np.clip(seat_use - 0.85, 0.0, 0.5)
+                    + 0.9 * np.clip(s.health - 0.3, 0.0, 2.0)
+                    + 1.2 * np.exp(-s.weeks_since_goal / 8.0) + 1.0 * s.growth_rate
+                    - 3.0 * (tenure < 60) - 2.0 * s.churn_intent
+                    - 1.5 * np.exp(-s.weeks_since_budget_cut / 12.0))
     bi = np.where(s.buy_intent > 0, u[1] >= 0.07, u[1] < b_on)
     s.buy_intent = np.where(act, bi, s.buy_intent).astype(float)
     # downsize intent: the decision to cut seats or the plan at the next renewal; it lasts
@@ -369,6 +412,8 @@ def advance(s: Lanes, ev: WeekEvents, week_day: int, p: SimParams,
     s.downsize_intent = np.where(con, 0.0, s.downsize_intent)
     s.downsize_weeks = np.where(con, 0.0, s.downsize_weeks)
     price = np.where(ev.price_increase, 1.0 + 0.05 + 0.05 * u[3], 1.0)
+    if ev.drift_price is not None:  # price_change drift: the new list price, 12-18% more
+        price = np.where(ev.drift_price, 1.12 + 0.06 * u[3], price)
     new_mrr = compute_mrr(s)
     s.mrr = np.where(exp | con, new_mrr, np.round(s.mrr * price, 2))
     # an upsell or seat change keeps mrr consistent with seats; a price increase only scales it

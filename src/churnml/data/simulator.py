@@ -15,7 +15,7 @@ rates: docs/simulator.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -165,26 +165,73 @@ def _initial_lanes(n: int, start_day: int, n_weeks: int, rng) -> tuple[m.Lanes, 
 # simulation
 # --------------------------------------------------------------------------------------------
 
+def parse_drift(spec) -> tuple[str, ...]:
+    """Drift scenarios from a spec: ``"price_change,product_change"``, a list of names, or
+    None / ``""`` / ``"none"`` (no drift). Returned in canonical order without repeats; an
+    unknown name is a ``UsageError`` naming the known scenarios."""
+    if spec is None:
+        return ()
+    names = spec.split(",") if isinstance(spec, str) else list(spec)
+    if not all(isinstance(x, str) for x in names):
+        raise UsageError(f"The 'drift' parameter must be a comma-separated list of scenario "
+                         f"names. Got {spec!r}.")
+    names = [x.strip() for x in names if x.strip() and x.strip().lower() != "none"]
+    unknown = [x for x in names if x not in m.DRIFT_SCENARIOS]
+    if unknown:
+        raise UsageError(f"Unknown drift scenario {unknown[0]!r}; known scenarios: "
+                         f"{', '.join(m.DRIFT_SCENARIOS)} (comma-separated to combine).")
+    return tuple(x for x in m.DRIFT_SCENARIOS if x in names)
+
+
+def _drift_day(drift_start, start_day: int, end_day: int, n_weeks: int) -> int:
+    """The change date: ``drift_start`` (inside the simulated period) or its middle week."""
+    if drift_start is None:
+        return start_day + 7 * (n_weeks // 2)
+    try:
+        day = _day(drift_start)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"The 'drift_start' parameter must be an ISO date like 2026-01-05. "
+                         f"Got {drift_start!r}.") from exc
+    if not start_day < day < end_day:
+        raise UsageError(f"The 'drift_start' parameter must lie inside the simulated period "
+                         f"({_date(start_day)} to {_date(end_day)}). Got {_date(day)}.")
+    return day
+
+
 def simulate(n_accounts: int = 2000, months: int = 24, seed: int = 42, end=DEFAULT_END,
              params: m.SimParams | None = None, usage_rate: float = 0.55,
-             on_week: Callable[[int, int], None] | None = None) -> SimulatedBook:
+             on_week: Callable[[int, int], None] | None = None, drift=None,
+             drift_start=None) -> SimulatedBook:
     """Simulate ``n_accounts`` accounts over the ``months`` before ``end`` (exclusive).
 
     About 64% of the accounts are customers at the start (tenure up to ten years); the rest
     arrive week by week. Same arguments, same tables, byte for byte. ``on_week(done, total)``
     is called after each simulated week (progress bars). ``usage_rate`` scales usage rows per
     active user and week (about 20M usage events at 50,000 accounts over 24 months).
+
+    ``drift``: drift scenarios (``"price_change"``, ``"product_change"``, comma-separated to
+    combine; default none) that change what drives churn and expansion from ``drift_start``
+    (an ISO date inside the period; default its middle week) on. Written to ``_truth/meta``
+    (``drift``, ``drift_start``); the oracle follows them. Without drift the book is the same
+    as before drift existed.
     """
     n = _check_positive("n_accounts", n_accounts)
     months = _check_positive("months", months)
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise UsageError(f"The 'seed' parameter must be an integer. Got {seed!r}.")
+    scenarios = parse_drift(drift)
     p = params or m.SimParams()
     rng = np.random.default_rng(int(seed))
     rng_x = _contraction_rng(seed)
     end_day = _day(end)
     n_weeks = weeks_for(months)
     start_day = end_day - 7 * n_weeks
+    change_day = None
+    if scenarios:
+        change_day = _drift_day(drift_start, start_day, end_day, n_weeks)
+        p = replace(p, drift=scenarios, drift_day=float(change_day))
+    elif drift_start is not None:
+        raise UsageError("The 'drift_start' parameter needs a drift scenario ('drift').")
     s, arrive_week, extra = _initial_lanes(n, start_day, n_weeks, rng)
     _burn_in(s, arrive_week, start_day, p, rng, rng_x)
     buf = o.Buffers(s.created_day)
@@ -284,6 +331,8 @@ def simulate(n_accounts: int = 2000, months: int = 24, seed: int = 42, end=DEFAU
     truth = _assemble_truth(s, truth_state, ev_rows, extra, start_day, n_weeks)
     meta = {"n_accounts": n, "months": months, "seed": int(seed), "start": _date(start_day),
             "end": _date(end_day), "weeks": n_weeks}
+    if change_day is not None:  # only with drift, so a book without it is unchanged
+        meta.update(drift=",".join(scenarios), drift_start=_date(change_day))
     truth["meta"] = pd.DataFrame({"key": list(meta), "value": [str(v) for v in meta.values()]})
     return SimulatedBook(tables=tables, truth=truth, meta=meta)
 
@@ -564,7 +613,8 @@ def _load_truth(truth) -> dict[str, pd.DataFrame]:
 
 def oracle_probability(truth, observations: pd.DataFrame, horizon_days: int = 90,
                        target: str = "churn", n_paths: int = 64, seed: int = 0,
-                       params: m.SimParams | None = None, chunk_lanes: int = 400_000) -> np.ndarray:
+                       params: m.SimParams | None = None, chunk_lanes: int = 400_000,
+                       drift: str | None = "book") -> np.ndarray:
     """The simulator's true probability of ``target`` in ``[as_of, as_of + horizon_days)``.
 
     ``truth``: a ``SimulatedBook``, its ``.truth`` dict, or the path of a book (or its
@@ -577,6 +627,10 @@ def oracle_probability(truth, observations: pd.DataFrame, horizon_days: int = 90
     for expansion, whether one already happened earlier in as_of's week). Returns a float array
     aligned with ``observations``; NaN where the account was not active the day before as_of or
     as_of lies outside the simulated period.
+
+    ``drift="book"`` (default): the paths use the drift the book was made with (``_truth/meta``),
+    so weeks from its change date on follow the drifted hazards; ``drift=None``: as if no drift
+    had happened (to measure what a model that missed the change loses).
     """
     if target not in ORACLE_TARGETS:
         raise UsageError(f"The 'target' parameter must be one of {', '.join(map(repr, ORACLE_TARGETS))}. "
@@ -585,6 +639,16 @@ def oracle_probability(truth, observations: pd.DataFrame, horizon_days: int = 90
     _check_positive("n_paths", n_paths)
     p = params or m.SimParams()
     t = _load_truth(truth)
+    if drift == "book":
+        meta = t.get("meta")
+        info = {} if meta is None else dict(zip(meta["key"].astype(str), meta["value"].astype(str)))
+        if info.get("drift"):
+            p = replace(p, drift=parse_drift(info["drift"]),
+                        drift_day=float(_day(info["drift_start"])))
+    elif drift is None:
+        p = replace(p, drift=(), drift_day=float("inf"))
+    else:
+        raise UsageError(f"The 'drift' parameter must be 'book' or None. Got {drift!r}.")
     state = t["state_weekly"]
     latent = t["accounts_latent"]
     obs = observations[["account_id", "as_of"]].copy()

@@ -210,7 +210,8 @@ def convert_snapshot(frame: pd.DataFrame, spec: SnapshotSpec) -> SnapshotBook:
     stayed = flag.isin(spec.stay_values).to_numpy()
     outside = ~(churned | stayed)
     if outside.any():
-        raw = frame[spec.churn_column][outside]
+        raw = frame[spec.churn_column][outside].astype("object")
+        raw = raw.where(raw.notna(), None)  # a missing flag shows as None, not nan
         problems.append(_bad(spec.churn_column, f"has values that are neither churn "
                              f"{list(spec.churn_values)} nor stay {list(spec.stay_values)} "
                              f"(--churn-values / --stay-values)", raw, total))

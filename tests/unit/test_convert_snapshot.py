@@ -270,3 +270,14 @@ def test_usage_errors(tmp_path):
     assert code == 0
     code, text, _ = convert(tmp_path, frame)  # the same --out again: not empty
     assert code == 2 and "must be a new or empty folder" in text
+
+
+def test_a_row_the_contract_would_set_aside_stops_the_command(tmp_path):
+    """Rows in = rows out: one customer's snapshot date years after everyone else's makes its
+    `new` row "dated after the export"; the command stops rather than lose that customer."""
+    frame = telco_table(1500, seed=11)
+    frame["exported"] = SNAPSHOT
+    frame.loc[7, ["exported", "tenure", "Churn"]] = ["2030-01-01", 0, "No"]
+    text = bad(tmp_path, frame, "--snapshot-date-column", "exported")
+    assert "the converted book would lose rows: 1 of" in text
+    assert "mrr_changes: 1 dated after the export" in text and "nothing was written" in text

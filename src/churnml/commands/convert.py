@@ -84,11 +84,14 @@ def snapshot(
         # rows in = rows out: the contract's own validation must accept every row
         _, report = validate_frames(book.frames, source=str(input_file))
     if report.total_rejected:
-        reasons = report.rejects.groupby(["table", "reason"]).size()
+        from collections import Counter
+
+        reasons = Counter(zip(report.rejects["table"].astype(str),
+                              report.rejects["reason"].astype(str)))
         raise SchemaError(
             f"the converted book would lose rows: {report.total_rejected:,} of "
             f"{report.total_read:,} rows were set aside ("
-            + ", ".join(f"{t}: {n:,} {r}" for (t, r), n in reasons.items())
+            + ", ".join(f"{t}: {n:,} {r}" for (t, r), n in sorted(reasons.items()))
             + f"), e.g. {report.rejects['value'].head(5).tolist()}; nothing was written")
     out.mkdir(parents=True, exist_ok=True)
     for name, table in book.frames.items():

@@ -281,3 +281,18 @@ def test_a_row_the_contract_would_set_aside_stops_the_command(tmp_path):
     text = bad(tmp_path, frame, "--snapshot-date-column", "exported")
     assert "the converted book would lose rows: 1 of" in text
     assert "mrr_changes: 1 dated after the export" in text and "nothing was written" in text
+
+
+def test_a_tenure_of_centuries_is_refused(tmp_path):
+    frame = telco_table(30).astype({"tenure": "float64"})
+    frame.loc[3, "tenure"] = 1e9
+    assert "column 'tenure' reaches back before the year 1677: 1 of 30 rows" in bad(tmp_path, frame)
+
+
+def test_fractional_tenure_counts_days_of_an_average_month(tmp_path):
+    frame = telco_table(30).astype({"tenure": "float64"})
+    frame.loc[1, "tenure"] = 2.5  # 2 calendar months and round(15.2) = 15 days
+    code, text, book = convert(tmp_path, frame)
+    assert code == 0, text
+    accounts = pd.read_parquet(book / "accounts.parquet").set_index("account_id")
+    assert accounts.loc[frame.customerID[1], "created_at"] == pd.Timestamp("2026-09-01")

@@ -122,12 +122,20 @@ def created_dates(snapshot: pd.Series, tenure: pd.Series) -> pd.Series:
     """``snapshot - tenure months``: whole months by the calendar (``2026-03-31`` minus one
     month is ``2026-02-28``: the day is clipped to the month's end), the fraction of a month
     in days of an average month (30.44 days), rounded to whole days."""
-    out = []
-    for day, months in zip(snapshot, tenure):
+    pairs = pd.DataFrame({"day": snapshot.to_numpy(), "months": tenure.to_numpy()})
+    unique = pairs.drop_duplicates()  # few distinct (date, tenure) pairs: computed once each
+    dates = []
+    for day, months in zip(unique["day"], unique["months"]):
         whole = math.floor(months)
         extra = round((months - whole) * AVERAGE_MONTH_DAYS)
-        out.append(day - pd.DateOffset(months=whole) - pd.Timedelta(days=extra))
-    return pd.Series(pd.to_datetime(out), index=snapshot.index).astype("datetime64[ns]")
+        try:
+            dates.append(day - pd.DateOffset(months=whole) - pd.Timedelta(days=extra))
+        except (OverflowError, ValueError):  # before 1677: left null, refused by the caller
+            dates.append(pd.NaT)
+    unique = unique.assign(created=pd.to_datetime(pd.Series(dates, dtype="object"))
+                           .astype("datetime64[ns]").to_numpy())
+    out = pairs.merge(unique, on=["day", "months"], how="left")["created"]
+    return pd.Series(out.to_numpy(), index=snapshot.index).astype("datetime64[ns]")
 
 
 def churn_dates(snapshot: pd.Series, created: pd.Series) -> pd.Series:
@@ -177,9 +185,12 @@ def convert_snapshot(frame: pd.DataFrame, spec: SnapshotSpec) -> SnapshotBook:
     overlap = set(spec.churn_values) & set(spec.stay_values)
     if overlap:
         raise UsageError(f"--churn-values and --stay-values share {format_examples(sorted(overlap))}")
-    columns = [str(c) for c in frame.columns]
+    columns = [str(c).strip() for c in frame.columns]
     frame = frame.set_axis(columns, axis=1)
     problems: list[str] = []
+    repeated_names = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated_names:
+        raise SchemaError(f"column names appear more than once: {format_examples(repeated_names)}")
     seen: dict[str, str] = {}
     for option, column in spec.named_columns.items():
         if column not in columns:
@@ -270,8 +281,8 @@ def convert_snapshot(frame: pd.DataFrame, spec: SnapshotSpec) -> SnapshotBook:
     charge = numbers[spec.charge_column]
     created = created_dates(snapshot, tenure)
     too_early = created.isna()
-    if too_early.any():  # pragma: no cover - only a tenure of centuries gets here
-        raise SchemaError(_bad(spec.tenure_column, "reaches before 1677",
+    if too_early.any():  # a tenure of centuries
+        raise SchemaError(_bad(spec.tenure_column, "reaches back before the year 1677",
                                frame[spec.tenure_column][too_early], total))
 
     accounts = pd.DataFrame({"account_id": ids.astype("str"), "created_at": created})

@@ -44,6 +44,12 @@ COMMANDS: list[tuple[str, str]] = [
     ("demo", "churnml.commands.demo:demo"),
 ]
 
+# command groups (name, "module:Typer sub-app"), each with its own sub-commands, listed in
+# --help after the commands: `churnml convert snapshot ...`
+GROUPS: list[tuple[str, str]] = [
+    ("convert", "churnml.commands.convert:app"),
+]
+
 
 
 @app.callback()
@@ -54,6 +60,10 @@ def _root() -> None:
 for _name, _target in COMMANDS:
     _module, _func = _target.split(":")
     app.command(_name)(getattr(importlib.import_module(_module), _func))
+
+for _name, _target in GROUPS:
+    _module, _attr = _target.split(":")
+    app.add_typer(getattr(importlib.import_module(_module), _attr), name=_name)
 
 
 def main(argv: list[str] | None = None) -> int:

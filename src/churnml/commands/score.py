@@ -60,7 +60,7 @@ def score(
     from churnml.outcomes import OUTCOMES
 
     s = result.summary
-    money = ", ".join(f"{o.value_column.replace('_', ' ')} ${s[o.value_column]:,.0f}"
+    money = ", ".join(f"{o.value_column.replace('_', ' ').replace('mrr', 'MRR')} ${s[o.value_column]:,.0f}"
                       for o in OUTCOMES if o.value_column in s)
     console.print(
         f"scored {result.weekly.rows:,} accounts at {when.date()} "

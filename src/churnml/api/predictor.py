@@ -216,7 +216,11 @@ class Predictor:
             rows = [r.__dict__ for r in records]  # pydantic v2 stores fields in __dict__
         numeric = np.array([[row.get(name) for name in self.numeric_fields] for row in rows],
                            dtype="float64").reshape(len(rows), len(self.numeric_fields))
-        ids = normalise_ids(pd.Series([row["account_id"] for row in rows], dtype=object)).tolist()
+        # validated records carry ids already normalised (the record model applies the one id
+        # rule); plain dicts go through it here
+        ids = ([str(row["account_id"]) for row in rows] if not (records and isinstance(
+            records[0], Mapping)) else normalise_ids(pd.Series(
+                [row["account_id"] for row in rows], dtype=object)).tolist())
         dates = [row["as_of"] for row in rows]
         objects: dict[str, list] = {"account_id": ids}
         texts = {name: [row.get(name) for row in rows] for name in self.categorical_fields}

@@ -249,7 +249,8 @@ def _revenue_book(data_dir) -> Book:
     from churnml.data.io import find_table_files, read_table, validate_frames
 
     files, _ = find_table_files(data_dir)
-    frames = {name: read_table(files[name]) for name in ("accounts", "mrr_changes") if name in files}
+    frames: dict[str, pd.DataFrame] = {name: read_table(files[name])
+                                       for name in ("accounts", "mrr_changes") if name in files}
     book, _ = validate_frames(frames, source=str(data_dir))
     return book
 

@@ -261,3 +261,65 @@ def test_build_reasons_matches_a_plain_reference(n_rows, n_features, k, seed, ze
     render = [(lambda v, j=j: f"feature {j} is {v}") for j in range(n_features)]
     assert build_reasons(contrib, values, names, render, k) == \
         _reference_reasons(contrib, values, names, render, k)
+
+
+def test_one_row_takes_lightgbms_single_row_path_with_the_same_numbers(trained):
+    """A one-account call goes through LightGBM's single-row C API (set up once per model),
+    with pred_contrib's numbers bit for bit: missing values, out-of-range and infinite
+    values, every category code and an unseen (missing) one."""
+    import copy
+
+    from churnml.models.single_row import SingleRowContrib
+
+    model, dataset = trained
+    model = copy.copy(model)
+    model._single_row = None
+    X = model.matrix(dataset.part("test").head(50))
+    rng = np.random.default_rng(5)
+    wild = X.copy()
+    wild[rng.random(wild.shape) < 0.3] = np.nan
+    wild[::7, 0] = np.inf
+    wild[1::7, 0] = -1e12
+    for name, cats in model.categories.items():  # every code, and NaN for unseen
+        j = model.feature_names.index(name)
+        wild[:, j] = rng.choice([*range(len(cats)), np.nan], len(wild))
+    for row in np.vstack([X, wild]):
+        expected = model.booster.predict(row[None, :], pred_contrib=True, num_threads=1)
+        np.testing.assert_array_equal(model._contrib(row[None, :]), expected)
+    fast = model._single_row
+    assert isinstance(fast, SingleRowContrib) and fast.available, (
+        "LightGBM's single-row fast path is unavailable: /predict lost its fast path "
+        "(lightgbm.basic._LIB or Booster._handle changed?)")
+    assert fast.serves(model.booster)
+    with pytest.raises(ValueError, match="feature values"):
+        fast(X[0, :-1])
+    # a replaced booster gets its own set-up
+    model.booster = type(model.booster)(model_str=model.booster.model_to_string())
+    model._contrib(X[:1])
+    assert model._single_row is not fast and model._single_row.serves(model.booster)
+
+
+def test_score_frame_builds_one_matrix_for_models_with_the_same_encoding(trained, monkeypatch):
+    import copy
+
+    from churnml.health.score import HealthScore
+    from churnml.scoring.frame import score_frame
+
+    model, dataset = trained
+    twin = copy.copy(model)
+    assert twin.encoding_key == model.encoding_key
+    calls = []
+    original = TargetModel.matrix
+
+    def counting(self, features, columns=None):
+        calls.append(self)
+        return original(self, features, columns)
+
+    monkeypatch.setattr(TargetModel, "matrix", counting)
+    test = dataset.part("test")
+    test = test[test["as_of"] == test["as_of"].max()].head(5).reset_index(drop=True)
+    shared = score_frame(test, {"churn": model, "expansion": twin}, HealthScore())
+    assert len(calls) == 1
+    alone = score_frame(test, {"churn": model}, HealthScore())
+    np.testing.assert_array_equal(shared["churn_probability"], alone["churn_probability"])
+    assert shared["churn_reasons"].tolist() == alone["churn_reasons"].tolist()

@@ -30,6 +30,7 @@ from churnml.columns import FrameColumns
 from churnml.errors import ConfigError, SchemaError, format_examples
 from churnml.models.calibration import Calibrator, sigmoid
 from churnml.models.explain import build_reasons
+from churnml.models.single_row import SingleRowContrib
 
 FORMAT_VERSION = 1
 BOOSTER_FILE = "booster.txt"
@@ -111,6 +112,10 @@ class FeatureEncoder:
         self._category_index = {k: pd.Index(v) for k, v in self.categories.items()}
         # the same codes as ``_category_index[k].get_indexer`` (categories are unique)
         self._category_code = {k: {c: i for i, c in enumerate(v)} for k, v in self.categories.items()}
+        #: Encoders with equal keys make equal matrices of the same frame (the models of one
+        #: training data set usually do: ``score_frame`` then builds the matrix once).
+        self.encoding_key = (tuple(self.feature_names),
+                             tuple(sorted((k, tuple(v)) for k, v in self.categories.items())))
 
     # ---- input checks -----------------------------------------------------------------------
     def matrix(self, features: pd.DataFrame, columns: FrameColumns | None = None) -> np.ndarray:
@@ -254,6 +259,7 @@ class TargetModel(FeatureEncoder):
         self.info = dict(info or {})
         self.version = version
         self._renderers: list[Callable[[Any], str]] | None = None
+        self._single_row: SingleRowContrib | None = None  # made on the first one-row call
 
     # ---- identity -------------------------------------------------------------------------
     @property
@@ -290,6 +296,11 @@ class TargetModel(FeatureEncoder):
 
     def _contrib(self, X: np.ndarray) -> np.ndarray:
         """Exact TreeSHAP (n_rows, n_features + 1), last column the base value."""
+        if len(X) == 1:  # one account (a /predict call): LightGBM's single-row path
+            if self._single_row is None or not self._single_row.serves(self.booster):
+                self._single_row = SingleRowContrib(self.booster, len(self.feature_names))
+            if self._single_row.available:
+                return self._single_row(X[0])
         if len(X) <= SMALL_FRAME_ROWS:  # per-row values: the thread count changes no digit
             return np.asarray(self.booster.predict(X, pred_contrib=True, num_threads=1),
                               dtype="float64")
@@ -348,12 +359,17 @@ class TargetModel(FeatureEncoder):
         return out
 
     def predict_with_reasons(self, features: pd.DataFrame, top_k: int = 3, *,
-                             columns: FrameColumns | None = None) -> tuple[np.ndarray, list[list[dict]]]:
+                             columns: FrameColumns | None = None,
+                             matrix: np.ndarray | None = None) -> tuple[np.ndarray, list[list[dict]]]:
         """Calibrated probabilities and reasons from one TreeSHAP pass (the contributions sum
         to the raw log-odds, so probabilities cost nothing extra). ``columns``: see
-        :meth:`matrix` (same result, less pandas work)."""
+        :meth:`matrix` (same result, less pandas work). ``matrix``: ``self.matrix(features)``
+        when the caller has it (from an encoder with the same ``encoding_key``); not written to."""
         columns = FrameColumns.of(features, columns)
-        X = self.matrix(features, columns)
+        X = self.matrix(features, columns) if matrix is None else matrix
+        if X.shape != (len(features), len(self.feature_names)):
+            raise ValueError(f"matrix of shape {X.shape} for {len(features)} rows and "
+                             f"{len(self.feature_names)} features")
         contrib = self._contrib(X)
         proba = self.calibrator.transform(sigmoid(contrib.sum(axis=1)))
         feature_contrib = contrib[:, :-1]

@@ -29,7 +29,7 @@ from churnml.scoring.actions import (
     load_playbooks,
     next_best_actions,
 )
-from churnml.scoring.alerts import compute_alerts
+from churnml.scoring.alerts import alert_lists
 from churnml.scoring.protocols import HealthScorer, OutcomeModel
 from churnml.scoring.schema import SCHEMA_VERSION, output_columns
 
@@ -67,14 +67,23 @@ def _clean_reasons(reasons: Sequence[Sequence[Mapping[str, Any]]] | None, n: int
 
 
 def _predict_with_reasons(model: OutcomeModel, features: pd.DataFrame,
-                          columns: FrameColumns | None = None) -> tuple[np.ndarray, list[list[dict]]]:
-    """Probabilities and top-3 reasons in one TreeSHAP pass."""
+                          columns: FrameColumns | None = None,
+                          matrices: dict[Any, np.ndarray] | None = None
+                          ) -> tuple[np.ndarray, list[list[dict]]]:
+    """Probabilities and top-3 reasons in one TreeSHAP pass. ``matrices``: encoded matrices
+    of ``features`` by ``encoding_key``, shared by the models of one call (filled here)."""
     n = len(features)
     if n == 0:
         return np.zeros(0), []
     reasons: Sequence[Sequence[Mapping[str, Any]]]
     if isinstance(model, TargetModel):  # reads the shared column view (same numbers)
-        proba, reasons = model.predict_with_reasons(features, top_k=3, columns=columns)
+        X = None
+        if matrices is not None:
+            X = matrices.get(model.encoding_key)
+            if X is None:
+                X = matrices[model.encoding_key] = model.matrix(features, columns)
+                X.setflags(write=False)
+        proba, reasons = model.predict_with_reasons(features, top_k=3, columns=columns, matrix=X)
     else:
         proba, reasons = model.predict_with_reasons(features, top_k=3)
     proba = np.asarray(proba, dtype="float64").reshape(-1)
@@ -153,6 +162,7 @@ def score_frame(
     week_before: pd.DataFrame | None = None,
     playbooks: Playbooks | None = None,
     feature_dimensions: Mapping[str, str] | None = None,
+    catalog: Catalog | None = None,
     timer: Callable[[str], Any] | None = None,
     columns: FrameColumns | None = None,
     output: Literal["frame"] = ...,
@@ -171,6 +181,7 @@ def score_frame(
     week_before: pd.DataFrame | None = None,
     playbooks: Playbooks | None = None,
     feature_dimensions: Mapping[str, str] | None = None,
+    catalog: Catalog | None = None,
     timer: Callable[[str], Any] | None = None,
     columns: FrameColumns | None = None,
     output: Literal["records"],
@@ -189,6 +200,7 @@ def score_frame(
     week_before: pd.DataFrame | None = None,
     playbooks: Playbooks | None = None,
     feature_dimensions: Mapping[str, str] | None = None,
+    catalog: Catalog | None = None,
     timer: Callable[[str], Any] | None = None,
     columns: FrameColumns | None = None,
     output: str,
@@ -206,6 +218,7 @@ def score_frame(
     week_before: pd.DataFrame | None = None,
     playbooks: Playbooks | None = None,
     feature_dimensions: Mapping[str, str] | None = None,
+    catalog: Catalog | None = None,
     timer: Callable[[str], Any] | None = None,
     columns: FrameColumns | None = None,
     output: str = "frame",
@@ -224,6 +237,8 @@ def score_frame(
     ``week_before``: the compared features (``churnml.scoring.compare``) of the same accounts
     a week before ``as_of``, read from the book point in time; a signal fires an action or an
     alert only when it changed since then. None (a lone request) counts every signal as new.
+    ``catalog``: the feature catalog of the actions' sentences (the default catalog when
+    None, re-read when its file changes; the service passes the one it loaded).
     ``timer(stage)``: a context manager around each stage (the benchmark's clock).
     ``columns``: a FrameColumns of ``features`` its caller built along with the frame (the
     service does), else one is made here. ``output``: "frame" (a DataFrame) or "records" (the
@@ -250,11 +265,17 @@ def score_frame(
     if output not in ("frame", "records"):
         raise UsageError(f"The 'output' parameter must be 'frame' or 'records'. Got {output!r}.")
     given = columns if columns is not None and columns.frame is features else None
-    features = features.reset_index(drop=True)
+    index = features.index
+    if not (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1):
+        features = features.reset_index(drop=True)
     n = len(features)
     # Every float64 feature column as a numpy array, taken once and read by every step below.
     columns = given.with_frame(features) if given is not None else FrameColumns(features)
-    as_of = pd.to_datetime(features["as_of"]).to_numpy(dtype="datetime64[ns]")
+    as_of_column = features["as_of"]
+    if as_of_column.dtype == "datetime64[ns]":
+        as_of = as_of_column.to_numpy()
+    else:
+        as_of = pd.to_datetime(as_of_column).to_numpy(dtype="datetime64[ns]")
 
     timer = timer or (lambda stage: contextlib.nullcontext())
     with timer("health"):
@@ -268,6 +289,7 @@ def score_frame(
 
     probability: dict[str, np.ndarray] = {}
     reasons: dict[str, list[list[dict]]] = {}
+    matrices: dict[Any, np.ndarray] = {}  # models trained on the same features share one
     with timer("models_and_reasons"):
         for outcome in outcomes:
             model = models.get(outcome.name)
@@ -276,7 +298,7 @@ def score_frame(
                 reasons[outcome.name] = [[] for _ in range(n)]
             else:
                 probability[outcome.name], reasons[outcome.name] = _predict_with_reasons(
-                    model, features, columns)
+                    model, features, columns, matrices)
 
     # Alerts and gating read health and features together (detractor, silence, champion...):
     # the health outputs are added to the column view (they shadow same-named features).
@@ -286,11 +308,10 @@ def score_frame(
 
     with timer("alerts"):
         # The health score's own tiers (a calibrated weights version may re-place them).
-        alerts = compute_alerts(features, previous, history, config=parts.config,
-                                columns=columns, week_before=week_before)
-    alert_lists = [list(x) for x in list(alerts)]
-    if len(alert_lists) != n:
-        raise ValueError("compute_alerts must return one list per input row")
+        alerts = alert_lists(features, previous, history, config=parts.config,
+                             columns=columns, week_before=week_before)
+    if len(alerts) != n:
+        raise ValueError("alert_lists must return one list per input row")
 
     with timer("actions"):
         # a score built from too little data is unknown to the gates (never a reason to block)
@@ -302,7 +323,7 @@ def score_frame(
         readiness = expansion_readiness(expansion_p, gates.blocked(), playbooks)
         actions = next_best_actions(features, probability, reasons, readiness, gates, playbooks,
                                     feature_dimensions, week_before=week_before,
-                                    columns=columns, health_tier=health_tier)
+                                    columns=columns, health_tier=health_tier, catalog=catalog)
 
     with timer("assemble"):
         mrr_values = columns.float64("mrr", frame_only=True)
@@ -323,7 +344,7 @@ def score_frame(
         data["health_dimensions_used"] = _object_array(dimensions_used)
         for outcome in outcomes:
             data[outcome.reasons_column] = _object_array(reasons[outcome.name])
-        data["alerts"] = _object_array(alert_lists)
+        data["alerts"] = _object_array(alerts)
         data["next_best_action"] = _object_array(actions)
         for outcome in outcomes:
             model = models.get(outcome.name)

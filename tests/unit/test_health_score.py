@@ -282,3 +282,50 @@ def test_score_always_between_0_and_100_and_never_null(columns, data):
     for d in DEFAULT.dimension_names:
         listed = out["health_dimensions_used"].str.split("|").apply(lambda names, d=d: d in names)
         assert (listed == out[f"health_{d}"].notna()).all()
+
+
+def _plain_subscores(features: pd.DataFrame, config) -> np.ndarray:
+    """The sub-scores signal by signal with ``np.searchsorted``, as the rubric reads: the
+    reference for the padded-array version in ``churnml.health.rubric``."""
+    n = len(features)
+    out = np.full((n, len(config.dimensions)), np.nan)
+    for j, dimension in enumerate(config.dimensions):
+        num, den = np.zeros(n), np.zeros(n)
+        for sig in dimension.signals:
+            if sig.weight <= 0 or sig.feature not in features.columns:
+                continue
+            values = features[sig.feature].to_numpy(dtype=float)
+            band = np.asarray(sig.scores, dtype=float)[
+                np.searchsorted(np.asarray(sig.thresholds[1:]), values, side="right")]
+            band = np.where(np.isnan(values), np.nan, band)
+            have = ~np.isnan(band)
+            num += np.where(have, band, 0.0) * sig.weight
+            den += have * sig.weight
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, j] = np.where(den > 0, num / den, np.nan)
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 60), missing=st.floats(0, 1),
+       drop=st.integers(0, 5))
+def test_subscores_equal_a_plain_signal_by_signal_reference(seed, n, missing, drop):
+    """Bit for bit, on values at, between and beyond every threshold, with NaN, +-inf and
+    absent columns."""
+    from churnml.health.rubric import dimension_subscores
+
+    config = load_health_config()
+    rng = np.random.default_rng(seed)
+    signals = [s for d in config.dimensions for s in d.signals]
+    data = {"account_id": [f"a{i}" for i in range(n)], "as_of": pd.Timestamp("2026-01-05")}
+    for sig in signals:
+        points = np.array([t for t in sig.thresholds[1:]] + [np.inf, -np.inf, 0.0], dtype=float)
+        values = np.where(rng.random(n) < 0.5, rng.choice(points, n),
+                          rng.normal(0, 1, n) * (np.abs(points[np.isfinite(points)]).max() + 1))
+        values[rng.random(n) < missing] = np.nan
+        data[sig.feature] = values
+    features = pd.DataFrame(data)
+    absent = rng.choice([s.feature for s in signals], size=min(drop, len(signals)), replace=False)
+    features = features.drop(columns=list(set(absent)))
+    np.testing.assert_array_equal(dimension_subscores(features, config),
+                                  _plain_subscores(features, config))

@@ -156,6 +156,27 @@ def _frame_from_arrays(arrays: list[np.ndarray], columns: pd.Index, n: int) -> p
                          for name, values in zip(columns, arrays)}, columns=columns)
 
 
+def _frame_from_blocks(as_of: np.ndarray, text: np.ndarray, numeric: np.ndarray,
+                       columns: pd.Index) -> pd.DataFrame:
+    """The request frame (columns ``as_of``, then ``text``'s rows as object columns, then
+    ``numeric``'s columns as float64) from its three blocks as they are: what
+    :func:`_frame_from_arrays` gives for the same columns, without splitting the numbers into
+    one array per column and stacking them again (``pandas.api.internals.
+    create_dataframe_from_blocks``, public since pandas 2.3; about 40 us for a request's 70
+    columns against 90 us). Falls back to :func:`_frame_from_arrays` on an older pandas."""
+    n = len(as_of)
+    n_text, n_numeric = text.shape[0], numeric.shape[1]
+    try:
+        from pandas.api.internals import create_dataframe_from_blocks
+    except ImportError:
+        arrays = [as_of, *text, *(numeric[:, j] for j in range(n_numeric))]
+        return _frame_from_arrays(arrays, columns, n)
+    blocks = [(as_of.reshape(1, n), np.array([0], dtype=np.intp)),
+              (text, np.arange(1, 1 + n_text, dtype=np.intp)),
+              (numeric.T, np.arange(1 + n_text, 1 + n_text + n_numeric, dtype=np.intp))]
+    return create_dataframe_from_blocks(blocks, index=pd.RangeIndex(n), columns=columns)
+
+
 class Predictor:
     """The champion models plus everything ``score_frame`` needs, loaded once.
 
@@ -238,18 +259,16 @@ class Predictor:
             # one float64 block for the numbers (no per-column work), beside the rest
             frame = pd.concat([pd.DataFrame(head), pd.DataFrame(
                 numeric, columns=self.numeric_fields, copy=False)], axis=1)
-        else:  # text as Python objects: one array per column, then one frame
+        else:  # text as Python objects: three blocks (date, texts, numbers), then one frame
             if all(type(d) is dt.date for d in dates):  # validated records: no parsing
                 as_of = np.array(dates, dtype="datetime64[D]").astype("datetime64[ns]")
             else:
                 as_of = pd.to_datetime(dates).as_unit("ns").to_numpy()
-            arrays = [as_of, np.array(ids, dtype=object)]
-            for values in texts.values():
-                column = np.empty(len(rows), dtype=object)
-                column[:] = values
-                arrays.append(column)
-            arrays.extend(floats.values())
-            frame = _frame_from_arrays(arrays, self._object_path_columns, len(rows))
+            text = np.empty((1 + len(texts), len(rows)), dtype=object)
+            text[0, :] = ids
+            for k, values in enumerate(texts.values(), start=1):
+                text[k, :] = values
+            frame = _frame_from_blocks(as_of, text, numeric, self._object_path_columns)
         return frame, FrameColumns.from_parts(frame, floats, objects, block=numeric)
 
     def score(self, features: pd.DataFrame, columns: FrameColumns | None = None,
@@ -260,7 +279,7 @@ class Predictor:
         counts as new)."""
         return score_frame(features, self.models, self.health, week_before=week_before,
                            playbooks=self.playbooks, feature_dimensions=self.feature_dimensions,
-                           columns=columns, output=output)
+                           catalog=self.catalog, columns=columns, output=output)
 
     def predict_records(self, records: Sequence[Any]) -> list[dict[str, Any]]:
         """Score validated account records; one JSON-ready output row per record, in order."""

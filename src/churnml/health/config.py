@@ -136,17 +136,63 @@ class CompiledHealth:
     tier_names: tuple[str, ...]
     tier_mins_ascending: np.ndarray
     dimension_names: tuple[str, ...]
+    bands: "SignalBands"
 
     @classmethod
     def build(cls, config: "HealthConfig") -> "CompiledHealth":
+        signals = tuple(tuple((s.feature, s.weight, s) for s in d.signals if s.weight > 0)
+                        for d in config.dimensions)
         return cls(
-            signals=tuple(tuple((s.feature, s.weight, s) for s in d.signals if s.weight > 0)
-                          for d in config.dimensions),
+            signals=signals,
             weights=np.array([d.weight for d in config.dimensions], dtype=float),
             tier_names=tuple(t.name for t in config.tiers),
             tier_mins_ascending=np.array([t.min for t in config.tiers])[::-1],
             dimension_names=tuple(d.name for d in config.dimensions),
+            bands=SignalBands.build(signals),
         )
+
+
+@dataclass(frozen=True)
+class SignalBands:
+    """Every weighted signal's bands as padded arrays, so the sub-scores of all dimensions
+    take a few array operations instead of a handful per signal (``rubric.
+    dimension_subscores``; one account's score was mostly per-call numpy overhead).
+
+    Signals are numbered dimension by dimension in configuration order: ``features[s]``,
+    ``weights[s]``; ``upper[s, :]`` the band thresholds after the first (ascending; padded
+    with NaN, which no value reaches); ``scores`` all band scores, flat, signal s's band b at
+    ``offsets[s] + b``; ``positions[p, d]`` the p-th signal of dimension d, or ``len(features)``
+    (a column of zeros) when d has fewer signals, so sums keep each dimension's signal order.
+    """
+
+    features: tuple[str, ...]
+    weights: np.ndarray
+    upper: np.ndarray
+    scores: np.ndarray
+    offsets: np.ndarray
+    positions: np.ndarray
+
+    @classmethod
+    def build(cls, signals: tuple[tuple[tuple[str, float, Signal], ...], ...]) -> "SignalBands":
+        flat = [sig for dim in signals for sig in dim]
+        n = len(flat)
+        width = max((len(sig.thresholds) - 1 for _, _, sig in flat), default=0)
+        upper = np.full((n, width), np.nan)
+        offsets = np.zeros(n, dtype=np.intp)
+        scores: list[float] = []
+        for k, (_, _, sig) in enumerate(flat):
+            upper[k, :len(sig.thresholds) - 1] = sig.thresholds[1:]
+            offsets[k] = len(scores)
+            scores.extend(float(x) for x in sig.scores)
+        depth = max((len(dim) for dim in signals), default=0)
+        positions = np.full((depth, len(signals)), n, dtype=np.intp)
+        start = 0
+        for d, dim in enumerate(signals):
+            positions[:len(dim), d] = np.arange(start, start + len(dim))
+            start += len(dim)
+        return cls(features=tuple(f for f, _, _ in flat),
+                   weights=np.array([w for _, w, _ in flat], dtype=float), upper=upper,
+                   scores=np.array(scores, dtype=float), offsets=offsets, positions=positions)
 
 
 DEFAULT_PATH_NAME = "health_score.yaml"

@@ -59,21 +59,29 @@ def dimension_subscores(features: pd.DataFrame, config: HealthConfig,
     A signal whose feature is absent or NaN for a row is left out and the remaining signal
     weights of its dimension re-normalised; a dimension with no usable signal is NaN."""
     n = len(features)
-    out = np.full((n, len(config.dimensions)), np.nan)
-    for j, signals in enumerate(config.compiled.signals):  # signals with weight > 0
-        num = np.zeros(n)
-        den = np.zeros(n)
-        for feature, weight, sig in signals:
-            values = _numeric_column(features, feature, columns)
-            if values is None:
-                continue
-            band = sig.band_scores(values)
-            have = ~np.isnan(band)
-            num += np.where(have, band, 0.0) * weight
-            den += have * weight
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[:, j] = np.where(den > 0, num / den, np.nan)
-    return out
+    bands = config.compiled.bands  # every signal with weight > 0, as arrays
+    values = np.full((n, len(bands.features)), np.nan)  # an absent feature: no data
+    for k, feature in enumerate(bands.features):
+        column = _numeric_column(features, feature, columns)
+        if column is not None:
+            values[:, k] = column
+    have = ~np.isnan(values)
+    with np.errstate(invalid="ignore"):  # NaN compares False: no band, and masked below
+        # the band of each value: how many thresholds it reaches (np.searchsorted "right")
+        band = (values[:, :, None] >= bands.upper[None, :, :]).sum(axis=2)
+    score = bands.scores[bands.offsets[None, :] + band]
+    # Appended: a zero column for dimensions with fewer signals than the longest one.
+    part = np.zeros((n, len(bands.features) + 1))
+    weight = np.zeros((n, len(bands.features) + 1))
+    part[:, :-1] = np.where(have, score, 0.0) * bands.weights
+    weight[:, :-1] = have * bands.weights
+    num = np.zeros((n, len(config.dimensions)))
+    den = np.zeros((n, len(config.dimensions)))
+    for position in bands.positions:  # each dimension's signals in order: the same sums
+        num += part[:, position]
+        den += weight[:, position]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / den, np.nan)
 
 
 def combine(subscores: np.ndarray, weights: np.ndarray, neutral: float) -> tuple[np.ndarray, np.ndarray]:

@@ -166,6 +166,17 @@ def compute_alerts(current: pd.DataFrame, previous: pd.DataFrame | None = None,
                    config: "HealthConfig | Any" = None, *,
                    columns: FrameColumns | None = None,
                    week_before: pd.DataFrame | None = None) -> pd.Series:
+    """:func:`alert_lists` as a Series aligned with ``current``'s index, named ``alerts``."""
+    return pd.Series(alert_lists(current, previous, history, config, columns=columns,
+                                 week_before=week_before),
+                     index=current.index, name="alerts", dtype=object)
+
+
+def alert_lists(current: pd.DataFrame, previous: pd.DataFrame | None = None,
+                history: pd.DataFrame | None = None,
+                config: "HealthConfig | Any" = None, *,
+                columns: FrameColumns | None = None,
+                week_before: pd.DataFrame | None = None) -> list[list[str]]:
     """Alert names for each row of ``current`` (a list, possibly empty, per account).
 
     ``current`` / ``previous``: one scored week each (``account_id, as_of, health_score,
@@ -181,14 +192,14 @@ def compute_alerts(current: pd.DataFrame, previous: pd.DataFrame | None = None,
     ``week_before``: ``account_id`` plus the compared features a week before as_of, from the
     book (``churnml.scoring.compare.week_before``); without it the rules that compare
     (``champion_left``) are not raised.
-    Returns a Series aligned with ``current``'s index, named ``alerts``.
+    Returns one new list per row of ``current``, in order.
     """
     cfg = config if isinstance(config, HealthConfig) else load_health_config(config)
     rules = cfg.alerts
     view = columns if columns is not None and columns.frame is current else None
     _check(current, "current", ("account_id", "as_of", "health_score", "health_tier"), view)
     if len(current) == 0:  # a chunk of only inactive accounts: nothing to alert on
-        return pd.Series([], index=current.index, name="alerts", dtype=object)
+        return []
     as_of = _single_as_of(current, "current", view)
     n = len(current)
     tier_rank = {t.name: i for i, t in enumerate(cfg.tiers)}  # 0 = top tier
@@ -290,5 +301,4 @@ def compute_alerts(current: pd.DataFrame, previous: pd.DataFrame | None = None,
         codes |= flags[name].astype(np.int64) << bit
     lookup = {c: tuple(name for bit, name in enumerate(alert_names) if c >> bit & 1)
               for c in np.unique(codes).tolist()}
-    return pd.Series([list(lookup[c]) for c in codes.tolist()], index=current.index,
-                     name="alerts", dtype=object)
+    return [list(lookup[c]) for c in codes.tolist()]

@@ -323,3 +323,26 @@ def test_score_frame_builds_one_matrix_for_models_with_the_same_encoding(trained
     alone = score_frame(test, {"churn": model}, HealthScore())
     np.testing.assert_array_equal(shared["churn_probability"], alone["churn_probability"])
     assert shared["churn_reasons"].tolist() == alone["churn_reasons"].tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(n_rows=st.integers(2, 10), n_features=st.integers(1, 12), k=st.integers(1, 5),
+       seed=st.integers(0, 2**16))
+def test_top_k_and_reasons_of_one_row_equal_that_row_in_a_batch(n_rows, n_features, k, seed):
+    """The one-account shortcuts of top_k_indices and build_reasons give what the batch path
+    gives for the same row, ties included (small integer contributions tie often)."""
+    from churnml.models.explain import build_reasons
+
+    rng = np.random.default_rng(seed)
+    contrib = rng.integers(-2, 3, size=(n_rows, n_features)).astype(float)
+    values = [rng.integers(0, 3, size=n_rows).astype(float).tolist() for _ in range(n_features)]
+    names = [f"f{j}" for j in range(n_features)]
+    render = [(lambda v, j=j: f"feature {j} is {v}") for j in range(n_features)]
+    idx, valid = top_k_indices(contrib, k)
+    batch = build_reasons(contrib, values, names, render, k)
+    for i in range(n_rows):
+        one_idx, one_valid = top_k_indices(contrib[i:i + 1], k)
+        np.testing.assert_array_equal(one_valid[0], valid[i])
+        np.testing.assert_array_equal(one_idx[0][one_valid[0]], idx[i][valid[i]])
+        row_values = [[column[i]] for column in values]
+        assert build_reasons(contrib[i:i + 1], row_values, names, render, k) == [batch[i]]

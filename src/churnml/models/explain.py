@@ -32,6 +32,12 @@ def top_k_indices(contrib: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     offset = 2.0 * (float(magnitude.max()) if magnitude.size else 0.0) + 1.0
     # Sort key: raising reasons in (-offset/2, 0), lowering ones in (offset/2, offset), zeros last.
     key = np.where(contrib > 0, -contrib, np.where(contrib < 0, offset + contrib, np.inf))
+    if n_rows == 1:  # one account: the same steps on the row itself (no take_along_axis)
+        row = key[0]
+        first = (np.argpartition(row, k - 1)[:k] if k < n_features
+                 else np.arange(n_features))
+        top = first[np.argsort(row[first], kind="stable")]
+        return top[None, :], np.isfinite(row[top])[None, :]
     if k < n_features:
         part = np.argpartition(key, k - 1, axis=1)[:, :k]
     else:
@@ -60,6 +66,19 @@ def build_reasons(
     """
     idx, valid = top if top is not None else top_k_indices(contrib, k)
     n_rows, width = idx.shape
+    if n_rows == 1:  # one account: its reasons directly, the same records
+        reasons = []
+        for p in range(width):
+            if not valid[0, p]:
+                break
+            j = int(idx[0, p])
+            column = values[j]
+            assert column is not None  # the caller gives values for every picked feature
+            raw = column[0]
+            value = None if raw is None or (isinstance(raw, float) and raw != raw) else raw
+            reasons.append({"feature": feature_names[j], "value": value,
+                            "contribution": float(contrib[0, j]), "text": render[j](value)})
+        return [reasons]
     picked = np.take_along_axis(contrib, idx, axis=1)
     # Column by column (position 1..k), feature by feature: each (feature, value) sentence is
     # rendered once, and the per-row work is list indexing; then one dict per reason.

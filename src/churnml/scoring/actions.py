@@ -350,11 +350,13 @@ def _active_values(frame: pd.DataFrame, signals: list[Signal],
 def risk_severity(frame: pd.DataFrame, churn_probability, playbooks: Playbooks,
                   week_before: pd.DataFrame | None = None, *,
                   columns: FrameColumns | None = None,
-                  health_tier: Sequence[str] | None = None) -> np.ndarray:
+                  health_tier: Sequence[str] | None = None,
+                  critical: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
     """``critical`` / ``high`` / ``medium`` / ``low`` per account (rules in playbooks.yaml).
     A health score of tier ``insufficient_data`` (too little known to judge) and an unknown
     churn probability (no churn model) raise nothing. ``columns``: a FrameColumns of
-    ``frame`` (the same answer, no Series)."""
+    ``frame`` (the same answer, no Series). ``critical``: the critical signals' activity
+    (``_active_values`` of them with ``week_before``) when the caller has it."""
     risk = playbooks.risk
     p = np.asarray(churn_probability, dtype="float64")
     p = np.where(np.isnan(p), 0.0, p)
@@ -363,8 +365,9 @@ def risk_severity(frame: pd.DataFrame, churn_probability, playbooks: Playbooks,
     h = np.full(n, 100.0) if health is None else np.where(np.isnan(health), 100.0, health)
     if health_tier is not None:
         h = np.where(np.asarray(health_tier, dtype=object) == INSUFFICIENT_DATA_TIER, 100.0, h)
-    crit = _bool_matrix(_active_values(frame, playbooks.critical_signals, week_before, columns),
-                        n).any(axis=1)
+    if critical is None:
+        critical = _active_values(frame, playbooks.critical_signals, week_before, columns)
+    crit = _bool_matrix(dict(critical), n).any(axis=1)
     high = _bool_matrix(_active_values(frame, playbooks.high_signals, None, columns), n).any(axis=1)
     return np.select(
         [crit | (h < risk["critical_health"]),
@@ -416,9 +419,9 @@ def next_best_actions(
     churn_reasons = reasons.get("churn") or [[] for _ in range(n)]
     contraction_reasons = reasons.get("contraction") or [[] for _ in range(n)]
     expansion_reasons = reasons.get("expansion") or [[] for _ in range(n)]
-    severity = risk_severity(frame, churn_p, playbooks, week_before, columns=columns,
-                             health_tier=health_tier)
     critical = _active_values(frame, playbooks.critical_signals, week_before, columns)
+    severity = risk_severity(frame, churn_p, playbooks, week_before, columns=columns,
+                             health_tier=health_tier, critical=critical)
     crit_names = list(critical)
     crit_values = _bool_matrix(critical, n)
     crit_playbook = {s.feature: s.playbook for s in playbooks.critical_signals}

@@ -40,6 +40,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("promote", "churnml.commands.promote:promote"),
     ("score", "churnml.commands.score:score"),
     ("calibrate-health", "churnml.commands.calibrate_health:calibrate_health"),
+    ("monitor", "churnml.commands.monitor:monitor"),
     ("serve", "churnml.commands.serve:serve"),
     ("demo", "churnml.commands.demo:demo"),
 ]

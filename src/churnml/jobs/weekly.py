@@ -51,6 +51,7 @@ from churnml.outcomes import OUTCOMES
 from churnml.scoring.actions import load_playbooks
 from churnml.scoring.compare import week_before as book_week_before
 from churnml.scoring.frame import catalog_dimensions, score_frame
+from churnml.jobs import monitoring
 from churnml.jobs.layout import (  # noqa: F401  (part of this module's interface)
     DEFAULT_HISTORY_WEEKS,
     LOCK_NAME,
@@ -232,13 +233,16 @@ class JobResult:
     report_logged: bool = False  # report.html sent to the MLflow store as an artifact
 
 
-def write_report(result: WeeklyResult, book: Book, out_dir: Path) -> tuple[Path, dict[str, float]]:
-    """Build ``report.html`` for a scored partition (atomic write); returns path and summary."""
+def write_report(result: WeeklyResult, book: Book, out_dir: Path,
+                 realized: pd.DataFrame | None = None) -> tuple[Path, dict[str, float]]:
+    """Build ``report.html`` for a scored partition (atomic write); returns path and summary.
+    ``realized``: the realized-performance table (``churnml.jobs.monitoring``)."""
     from churnml.jobs.report import build_report
 
     earlier = [p for d, p in list_partitions(out_dir) if d < result.as_of]
     previous_path = earlier[-1] / SCORES_NAME if earlier else None
-    page, summary = build_report(result.scores_path, book.mrr_changes, previous_path=previous_path)
+    page, summary = build_report(result.scores_path, book.mrr_changes, previous_path=previous_path,
+                                 realized=realized)
     path = result.partition / REPORT_NAME
     write_bytes_atomic(path, page.encode("utf-8"))
     return path, summary
@@ -338,9 +342,14 @@ def run_job(
                                 complete=False)
         times.update(weekly.stage_seconds)
         times["score_total"] = time.perf_counter() - t1
+        stage("checking the weeks whose outcomes are now known")
+        t_m = time.perf_counter()
+        realized = monitoring.update_realized(out_dir, book, spans=monitoring.registry_spans())
+        times["monitoring"] = time.perf_counter() - t_m
         stage("writing the report")
         t2 = time.perf_counter()
-        report_path, summary = write_report(weekly, book, out_dir)
+        report_path, summary = write_report(weekly, book, out_dir, realized)
+        summary = {**summary, **monitoring.latest_figures(realized)}
         times["report"] = time.perf_counter() - t2
         # last: from here on the week counts as complete
         mark_complete(weekly.partition, as_of, weekly.rows,

@@ -654,8 +654,8 @@ def score_book_spark(
                 # this week's queue ranks the whole book per owner: it is decided on the
                 # driver once every shard's output rows are collected (the rows, not the
                 # features), then written
-                tables = queue_tables(list(batches()), playbooks)
-                rows = write_parquet_atomic(partition / SCORES_NAME, iter(tables), schema)
+                week = queue_tables(list(batches()), playbooks)
+                rows = write_parquet_atomic(partition / SCORES_NAME, iter(week), schema)
         finally:
             scored.unpersist()
         stage["spark_total"] = time.perf_counter() - t0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple, Sequence, cast
+from typing import Any, Mapping, NamedTuple, Sequence, TypeGuard, cast
 
 import numpy as np
 import pandas as pd
@@ -150,10 +150,11 @@ def parse_playbooks(raw: Mapping[str, Any], source: str = "playbooks") -> Playbo
         if not isinstance(spec, dict) or not spec.get("action") or not spec.get("owner"):
             problems.append(f"playbook '{name}' needs 'action' and 'owner'")
             continue
-        effect = spec.get("prior_effect")
-        if not _is_number(effect) or not 0 <= effect <= 1:
+        given = spec.get("prior_effect")
+        effect = float(given) if _is_number(given) else -1.0
+        if not 0 <= effect <= 1:
             problems.append(f"playbook '{name}' needs a 'prior_effect' in [0, 1] (its estimated "
-                            f"relative effect before one is measured); got {effect!r}")
+                            f"relative effect before one is measured); got {given!r}")
             effect = 0.0
         addresses = str(spec.get("addresses", "churn"))
         if addresses not in OUTCOME_NAMES:
@@ -170,7 +171,7 @@ def parse_playbooks(raw: Mapping[str, Any], source: str = "playbooks") -> Playbo
             respond_within=spec.get("respond_within"),
             large_account_action=spec.get("large_account_action"),
             large_account_owner=spec.get("large_account_owner"),
-            prior_effect=float(effect),
+            prior_effect=effect,
             addresses=addresses,
             never_hold_out=never,
         )
@@ -276,7 +277,7 @@ def parse_playbooks(raw: Mapping[str, Any], source: str = "playbooks") -> Playbo
     )
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
 
 

@@ -328,9 +328,9 @@ def score_frame(
         data["next_best_action"] = _object_array(actions)
         # this week's queue is book-wide (churnml.scoring.queue.assign_queue, run by the
         # weekly job on the whole week): here only what one row gives
-        expected, expected_text = expected_values(
-            [a["playbook"] for a in actions], mrr, probability, playbooks)
-        data["expected_value"] = expected
+        expected_value, expected_text = expected_values(
+            [str(a["playbook"]) for a in actions], mrr, probability, playbooks)
+        data["expected_value"] = expected_value
         data["queue_status"] = np.full(n, None, dtype=object)
         data["queue_rank"] = np.full(n, None, dtype=object)
         data["queue_reason"] = expected_text

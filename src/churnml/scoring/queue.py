@@ -101,8 +101,8 @@ def expected_values(playbook: Sequence[Any], mrr: np.ndarray,
     return ev, text
 
 
-def blake_uniform(account_id: Sequence[Any], playbook: Sequence[Any], policy_version: str,
-                  ) -> np.ndarray:
+def blake_uniform(account_id: Sequence[Any] | np.ndarray, playbook: Sequence[Any] | np.ndarray,
+                  policy_version: str) -> np.ndarray:
     """A number in [0, 1) per row from blake2b of ``account_id|playbook|policy_version``:
     the same on every machine, Python and library version."""
     out = np.empty(len(account_id), dtype="float64")
@@ -197,7 +197,9 @@ def assign_queue(inputs: pd.DataFrame, playbooks: Playbooks) -> pd.DataFrame:
     capacity = pd.Series(owner).map(playbooks.capacity).fillna(0).to_numpy(dtype=np.int64)
     known = ~np.isnan(ev) | jump
     queued = candidate & (worked_before < capacity) & known
-    status = np.where(queued, QUEUED, np.where(candidate, WATCH, None)).astype(object)
+    status = np.full(n, None, dtype=object)
+    status[candidate] = WATCH
+    status[queued] = QUEUED
 
     reason = np.full(n, None, dtype=object)
     for i in cand:  # the sentences (the decisions above are made on whole columns)

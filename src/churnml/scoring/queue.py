@@ -27,7 +27,7 @@ by account_id; unknown probability its own stratum), the eligible candidates (pl
 out the configured share.
 
 Everything is vectorised over the book (pandas sorts and group-wise cumulative counts); the
-only per-row Python is the hash and the reason sentences.
+only per-row Python is the hash and the expected-value sentences.
 """
 
 from __future__ import annotations
@@ -201,25 +201,27 @@ def assign_queue(inputs: pd.DataFrame, playbooks: Playbooks) -> pd.DataFrame:
     status[candidate] = WATCH
     status[queued] = QUEUED
 
-    reason = np.full(n, None, dtype=object)
-    for i in cand:  # the sentences (the decisions above are made on whole columns)
-        tail = base[i] or ""
-        who = f"{owner[i]}'s queue"
-        if holdout[i]:
-            where = "would be in " + who if queued[i] else "below the line of " + who
-            head = (f"held out to measure the play (policy {playbooks.policy_version}): "
-                    f"recommended but not worked this week ({where}, #{rank[i]})")
-        elif queued[i] and jump[i]:
-            head = (f"new critical signal this week: jumps {who} "
-                    f"(#{worked_before[i] + 1} of {capacity[i]})")
-        elif queued[i]:
-            head = f"#{worked_before[i] + 1} of {capacity[i]} in {who} this week"
-        elif not known[i]:
-            head = "watch: not ranked"
-        else:
-            head = (f"watch: {who} of {capacity[i]} is full this week (priority "
-                    f"#{rank[i]})")
-        reason[i] = f"{head}; {tail}" if tail else head
+    # the sentences, column-wise like the decisions above
+    who = pd.Series(owner, dtype=object).astype(str) + "'s queue"
+    rank_s = pd.Series(rank).astype(str)
+    slot_s = pd.Series(worked_before + 1).astype(str) + " of " + pd.Series(capacity).astype(str)
+    heads = np.select(
+        [holdout & queued, holdout, queued & jump, queued, ~known],
+        [("held out to measure the play (policy " + playbooks.policy_version + "): recommended "
+          "but not worked this week (would be in " + who + ", #" + rank_s + ")").to_numpy(),
+         ("held out to measure the play (policy " + playbooks.policy_version + "): recommended "
+          "but not worked this week (below the line of " + who + ", #" + rank_s + ")"
+          ).to_numpy(),
+         ("new critical signal this week: jumps " + who + " (#" + slot_s + ")").to_numpy(),
+         ("#" + slot_s + " in " + who + " this week").to_numpy(),
+         np.full(n, "watch: not ranked", dtype=object)],
+        default=("watch: " + who + " of " + pd.Series(capacity).astype(str)
+                 + " is full this week (priority #" + rank_s + ")").to_numpy(),
+    ).astype(object)
+    tail = pd.Series(base, dtype=object)
+    has_tail = (tail.notna() & (tail.astype(str) != "")).to_numpy()
+    reason = np.where(has_tail, heads + "; " + tail.fillna("").astype(str).to_numpy(), heads)
+    reason = np.where(candidate, reason, None).astype(object)
     queue_rank = pd.array(rank, dtype="Int32")
     queue_rank[~candidate] = pd.NA
     held = pd.array(holdout, dtype="boolean")

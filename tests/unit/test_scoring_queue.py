@@ -41,7 +41,7 @@ def _with(pb, **changes):
 
 
 def test_playbooks_declare_capacity_priors_and_holdout(pb):
-    assert pb.capacity == {"CSM": 60, "CS manager": 8, "Billing": 30, "Account manager": 20}
+    assert pb.capacity == {"CSM": 60, "CS manager": 20, "Billing": 30, "Account manager": 20}
     assert pb.holdout_share == 0.10
     assert all(0 <= b.prior_effect <= 1 for b in pb.playbooks.values())
     assert pb.playbooks["keep_warm"].prior_effect == 0

@@ -220,8 +220,9 @@ def assign_queue(inputs: pd.DataFrame, playbooks: Playbooks) -> pd.DataFrame:
     ).astype(object)
     tail = pd.Series(base, dtype=object)
     has_tail = (tail.notna() & (tail.astype(str) != "")).to_numpy()
-    reason = np.where(has_tail, heads + "; " + tail.fillna("").astype(str).to_numpy(), heads)
-    reason = np.where(candidate, reason, None).astype(object)
+    reason = np.where(has_tail, heads + "; " + tail.fillna("").astype(str).to_numpy(),
+                      heads).astype(object)
+    reason[~candidate] = None
     queue_rank = pd.array(rank, dtype="Int32")
     queue_rank[~candidate] = pd.NA
     held = pd.array(holdout, dtype="boolean")

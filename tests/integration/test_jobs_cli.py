@@ -61,7 +61,7 @@ def test_score_two_weeks_then_rerun(home, sim_dir, tmp_path):
     assert scores["churn_model_version"].eq("1").all()
     assert scores["health_weights_version"].nunique() == 1
     assert scores["churn_reasons"].map(len).gt(0).all()
-    assert scores["schema_version"].eq(2).all()
+    assert scores["schema_version"].eq(3).all()
     assert scores["next_best_action"].map(lambda a: bool(a["reason"])).all()
     first = (part / "scores.parquet").read_bytes()
     proc = churnml("score", "--data", str(sim_dir), "--as-of", f"{as_of:%Y-%m-%d}", "--out",

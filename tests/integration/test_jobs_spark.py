@@ -144,6 +144,12 @@ def test_spark_engine_matches_local_engine(sim_dir, tmp_path, champions, spark):
     assert pq.read_table(local.scores_path).equals(pq.read_table(remote / "scores.parquet"))
     # no contraction champion in this registry: null columns on both engines
     assert a["contraction_probability"].isna().all() and b["contraction_probability"].isna().all()
+    # this week's queue is ranked over the whole book on both engines (Spark: on the driver,
+    # after collecting the shards), so the same accounts are queued, watched and held out
+    assert (b["queue_status"] == "queued").any() and b["holdout"].fillna(False).any()
+    for column in ("queue_status", "queue_rank", "holdout", "queue_reason"):
+        assert a[column].astype(object).where(a[column].notna(), None).tolist() == \
+            b[column].astype(object).where(b[column].notna(), None).tolist(), column
 
 
 def test_spark_failures_are_clear_errors(spark, churnml_home):

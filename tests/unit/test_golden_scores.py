@@ -21,10 +21,11 @@ GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden_scores.json"
 WEEKS = ("2026-11-09", "2026-11-16")
 KEPT_ACCOUNTS = 80  # the file keeps the first accounts of each week (by id): small, reviewable
 SIMPLE = ("account_id", "health_tier", "alerts", "schema_version", "value_tier",
-          "expansion_readiness")
+          "expansion_readiness", "queue_status", "queue_rank", "queue_reason", "holdout",
+          "policy_version")
 FLOATS = ("churn_probability", "expansion_probability", "contraction_probability",
           "health_score", "mrr", "mrr_at_risk", "expected_expansion_mrr",
-          "mrr_at_risk_of_contraction")
+          "mrr_at_risk_of_contraction", "expected_value")
 
 
 def _config(target: str):

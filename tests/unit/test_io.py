@@ -63,8 +63,17 @@ def good_frames() -> dict[str, pd.DataFrame]:
         "value": [None, None],
         "user_id": ["u1", "u2"],
     })
+    actions = pd.DataFrame({
+        "account_id": ["a2"],
+        "date": ["2024-04-07"],
+        "playbook": ["detractor_call"],
+        "owner": ["CSM"],
+        "channel": ["call"],
+        "outcome_note": ["agreed a fix for the support backlog"],
+    })
     return {"accounts": accounts, "mrr_changes": mrr, "usage_events": usage,
-            "invoices": invoices, "nps_responses": nps, "touchpoints": touch}
+            "invoices": invoices, "nps_responses": nps, "touchpoints": touch,
+            "cs_actions": actions}
 
 
 def write_book(frames: dict[str, pd.DataFrame], folder, fmt: str | dict = "csv") -> None:
@@ -130,7 +139,7 @@ def test_integer_ids_are_strings_and_match_text_ids(tmp_path):
     frames["accounts"]["account_id"] = [17, 18, 19]  # parquet keeps them as integers
     frames["mrr_changes"]["account_id"] = ["17", " 18 ", "19", "17"]
     frames["usage_events"]["account_id"] = [17.0, 17.0, 18.0, 19.0]
-    for name in ("invoices", "nps_responses", "touchpoints"):
+    for name in ("invoices", "nps_responses", "touchpoints", "cs_actions"):
         del frames[name]
     write_book(frames, tmp_path / "b", {"accounts": "parquet", "mrr_changes": "csv",
                                         "usage_events": "parquet"})
@@ -179,7 +188,8 @@ def test_optional_tables_may_be_absent(tmp_path):
     book, report = load_book(tmp_path / "b")
     assert set(book.tables) == {"accounts", "mrr_changes"}
     assert not book.has("usage_events")
-    assert report.absent == ["usage_events", "invoices", "nps_responses", "touchpoints"]
+    assert report.absent == ["usage_events", "invoices", "nps_responses", "touchpoints",
+                             "cs_actions"]
     assert set(report.counts) == {"accounts", "mrr_changes"}
 
 
@@ -527,7 +537,7 @@ def test_rich_rendering_shows_counts_and_totals():
     console.print(report)
     text = console.export_text()
     assert "usage_events" in text and "unknown account" in text
-    assert report.total_read == report.total_accepted + report.total_rejected == 18
+    assert report.total_read == report.total_accepted + report.total_rejected == 19
 
 
 # --------------------------------------------------------------------------- property

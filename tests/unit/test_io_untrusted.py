@@ -197,7 +197,7 @@ def test_float_ids_beyond_int64_do_not_become_duplicates():
     big = [1e19, 1e19 + 4096, 3e19]  # distinct floats, all beyond int64
     frames["accounts"]["account_id"] = big
     frames["mrr_changes"]["account_id"] = [big[0], big[1], big[2], big[0]]
-    for name in ("usage_events", "invoices", "nps_responses", "touchpoints"):
+    for name in ("usage_events", "invoices", "nps_responses", "touchpoints", "cs_actions"):
         frames.pop(name)
     book, report = validate_frames(frames)
     assert report.total_rejected == 0
@@ -211,7 +211,7 @@ def test_the_same_raw_id_is_the_same_account_on_every_path(tmp_path, raw, expect
     from churnml.jobs.spark import _parse_scores
 
     frames = good_frames()
-    for name in ("usage_events", "invoices", "nps_responses", "touchpoints"):
+    for name in ("usage_events", "invoices", "nps_responses", "touchpoints", "cs_actions"):
         frames.pop(name)
     frames["accounts"]["account_id"] = [raw, "a2", "a3"]
     frames["mrr_changes"]["account_id"] = [raw, "a2", "a3", raw]
@@ -236,7 +236,7 @@ def test_integral_text_and_numbers_are_one_account_across_tables():
     frames = good_frames()
     frames["accounts"]["account_id"] = pd.Series([17, 18, 19], dtype="int64")
     frames["mrr_changes"]["account_id"] = ["17.0", " 18", "19", 17.0]
-    for name in ("usage_events", "invoices", "nps_responses", "touchpoints"):
+    for name in ("usage_events", "invoices", "nps_responses", "touchpoints", "cs_actions"):
         frames.pop(name)
     book, report = validate_frames(frames)
     assert report.total_rejected == 0

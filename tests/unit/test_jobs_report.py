@@ -51,3 +51,24 @@ def test_report_is_reproducible(tmp_path):
     a, _ = build_report(result.scores_path, tiny_book().mrr_changes)
     b, _ = build_report(result.scores_path, tiny_book().mrr_changes)
     assert a == b
+
+
+def test_report_shows_this_weeks_queue_per_owner(tmp_path):
+    from churnml.scoring.actions import load_playbooks
+
+    result = _scored(tmp_path, "2026-03-02")
+    page, summary = build_report(result.scores_path, tiny_book().mrr_changes)
+    scores = pd.read_parquet(result.scores_path)
+    section = page.split("<h2>This week's queue</h2>")[1].split("<h2>")[0]
+    owners = pd.DataFrame.from_records(scores["next_best_action"].tolist())["owner"]
+    held = scores["holdout"].fillna(False).astype(bool)
+    worked = (scores["queue_status"] == "queued") & ~held
+    capacity = load_playbooks().capacity
+    for owner, count in worked.groupby(owners).sum().items():
+        if count:
+            assert f"<td>{owner}</td><td class='n'>{count:,} / {capacity[owner]:,}</td>" \
+                in section
+            assert f"<h3>{owner}: top " in section
+    assert "expected to" in section
+    assert summary["actions_queued"] == worked.sum()
+    assert summary["actions_held_out"] == held.sum()

@@ -260,3 +260,23 @@ def test_every_action_has_a_reason_and_none_comes_from_an_absent_feature(playboo
         want = "days_since_last_contact" if i % 2 == 0 else "nps_latest"
         assert action["reason_feature"] == want, (i, action)
         assert action["playbook"] == playbooks.signals[want]
+
+
+def test_one_row_gets_its_expected_value_but_no_place_in_a_queue(playbooks):
+    """score_frame (a chunk, a shard, a /predict request) fills what one row gives; the queue,
+    book-wide, is the weekly job's (churnml.scoring.queue.assign_queue)."""
+    features = feature_frame(12)
+    out = _score(features, playbooks)
+    records = score_frame(features, models(), FixedHealth(), playbooks=playbooks,
+                          feature_dimensions=FEATURE_DIMENSIONS, output="records")
+    plays = [a["playbook"] for a in out["next_best_action"]]
+    action = np.array([p != playbooks.no_action_playbook for p in plays])
+    assert action.any()
+    assert out.loc[action, "expected_value"].notna().all()
+    assert out.loc[action, "queue_reason"].str.startswith("expected to").all()
+    assert out.loc[~action, ["expected_value", "queue_reason"]].isna().all().all()
+    for column in ("queue_status", "queue_rank", "holdout"):
+        assert out[column].isna().all() and all(r[column] is None for r in records)
+    assert out["policy_version"].eq(playbooks.policy_version).all()
+    assert [r["queue_reason"] for r in records] == \
+        [None if pd.isna(v) else v for v in out["queue_reason"]]

@@ -70,6 +70,17 @@ def score(
                   + (f"; no champion for {', '.join(result.missing_outcomes)} (columns left "
                      "null: run `churnml train --target ...`)" if result.missing_outcomes
                      else ""), highlight=False, soft_wrap=True)
+    from churnml.jobs.report import queue_counts
+
+    queue = queue_counts(result.weekly.scores_path)
+    if len(queue):
+        console.print("this week's queue (queued / capacity per owner; held out to measure; "
+                      "watch list): " + "; ".join(
+                          f"{r['owner']} {int(r['worked']):,}/{int(r['capacity']):,}"
+                          + (f" ({int(r['critical']):,} new critical)" if r["critical"] else "")
+                          + f", {int(r['held_out']):,} held out, {int(r['watch']):,} watch"
+                          for r in queue.to_dict("records")),
+                      highlight=False, soft_wrap=True, markup=False)
     console.print(f"scores: {literal(result.weekly.scores_path)}", highlight=False, soft_wrap=True)
     console.print(f"report: {literal(result.report_path)}", highlight=False, soft_wrap=True)
     if result.run_id:

@@ -122,8 +122,46 @@ TABLES: dict[str, TableSpec] = {
             ),
             time_column="ts",
         ),
+        TableSpec(
+            "cs_actions",
+            (
+                _c("account_id", "id", True),
+                _c("date", "timestamp", True, "when the action was taken"),
+                _c("playbook", "string", True,
+                   "the play worked: a playbook of features/playbooks.yaml"),
+                _c("owner", "string", description="who worked it (CSM, CS manager, ...)"),
+                _c("channel", "string", description="call, email, meeting, in-app, ..."),
+                _c("outcome_note", "string", description="what came of it, in words"),
+            ),
+            time_column="date",
+            description=("the CS team's log of actions taken (optional): what was worked, to "
+                         "measure the plays against the holdout; never a feature"),
+        ),
     )
 }
+
+#: Tables that record what the CS team did, not what the customer did: no feature reads them
+#: (the holdout's measurement would otherwise leak into the model it measures).
+ACTION_TABLES = ("cs_actions",)
+
+
+def playbook_names(path=None) -> frozenset[str]:
+    """The playbook names of ``features/playbooks.yaml`` (``cs_actions.playbook`` must be
+    one). Only the names are read here; ``churnml.scoring.actions.load_playbooks`` checks the
+    whole file."""
+    from pathlib import Path
+
+    import yaml
+
+    from churnml.config import features_dir
+
+    path = Path(path) if path is not None else features_dir() / "playbooks.yaml"
+    if not path.is_file():
+        return frozenset()
+    with open(path) as fh:
+        raw = yaml.safe_load(fh) or {}
+    books = raw.get("playbooks") if isinstance(raw, dict) else None
+    return frozenset(str(k) for k in books) if isinstance(books, dict) else frozenset()
 
 TOUCHPOINT_KINDS = (
     "meeting_held", "meeting_missed", "qbr_held", "email_sent", "email_replied",

@@ -24,7 +24,7 @@ are dictionary-encoded once and checked, compared and sorted as integer codes (s
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -39,7 +39,14 @@ from churnml.data.dates import (
     REFERENCE_COLUMNS,
     BulkEnd,
 )
-from churnml.data.tables import MRR_REASONS, TABLES, TOUCHPOINT_KINDS, Book, TableSpec
+from churnml.data.tables import (
+    MRR_REASONS,
+    TABLES,
+    TOUCHPOINT_KINDS,
+    Book,
+    TableSpec,
+    playbook_names,
+)
 from churnml.errors import SchemaError, format_examples
 from churnml.outcomes import OUTCOME_NAMES, OUTCOMES
 
@@ -53,12 +60,13 @@ NEGATIVE = "negative value"
 SCORE_RANGE = "score outside 0-10"
 SCORE_NOT_INTEGER = "score not an integer"
 UNKNOWN_ACCOUNT = "unknown account"
+UNKNOWN_PLAYBOOK = "unknown playbook"
 DUPLICATE_ACCOUNT = "duplicate account_id"
 DUPLICATE_INVOICE = "duplicate invoice_id"
 DUPLICATE_ROW = "duplicate row"
 REJECT_REASONS = (
     MISSING, BAD_TIMESTAMP, FUTURE_DATED, NEGATIVE, SCORE_RANGE, SCORE_NOT_INTEGER, UNKNOWN_ACCOUNT,
-    DUPLICATE_ACCOUNT, DUPLICATE_INVOICE, DUPLICATE_ROW,
+    UNKNOWN_PLAYBOOK, DUPLICATE_ACCOUNT, DUPLICATE_INVOICE, DUPLICATE_ROW,
 )
 _REASON_CODE = {reason: i + 1 for i, reason in enumerate(REJECT_REASONS)}  # 0 = accepted
 
@@ -67,18 +75,18 @@ NON_NEGATIVE = {("mrr_changes", "mrr"), ("invoices", "amount"), ("usage_events",
 
 # Report order: accounts first (the other tables are checked against its accepted ids).
 TABLE_ORDER = ("accounts", "mrr_changes", "usage_events", "invoices", "nps_responses",
-               "touchpoints")
+               "touchpoints", "cs_actions")
 # Validation order: the usage before the revenue history, so the export date that both are
 # checked against (churnml.data.dates) has seen the densest table first.
 _VALIDATION_ORDER = ("accounts", "usage_events", "mrr_changes", "invoices", "nps_responses",
-                     "touchpoints")
+                     "touchpoints", "cs_actions")
 
 # Event columns: a row dated after the export (by more than the margin) is set aside. Not
 # `accounts.created_at`, `invoices.due_date` (an invoice may fall due after the export) nor
 # `mrr_changes.term_end` (a contract date, in the future by design).
 EVENT_COLUMNS = {
     "mrr_changes": ("effective_date",), "usage_events": ("ts",), "invoices": ("paid_at",),
-    "nps_responses": ("ts",), "touchpoints": ("ts",),
+    "nps_responses": ("ts",), "touchpoints": ("ts",), "cs_actions": ("date",),
 }
 # Columns where a date means "until": a date past pandas' range (after 2262-04-11, in practice
 # 9999-12-31, the usual "no end") is "no end" (null), not an unparseable value.
@@ -91,7 +99,8 @@ OPEN_ENDED_COLUMNS = {("mrr_changes", "term_end")}
 RESERVED_COLUMNS = frozenset({
     "as_of", "health_score", "health_tier", "health_dimensions_used", "health_overrides",
     "health_weights_version", "alerts", "next_best_action", "mrr", "value_tier",
-    "lifecycle_phase", "rfm_segment", "expansion_readiness", "schema_version", "label",
+    "lifecycle_phase", "rfm_segment", "expansion_readiness", "schema_version", "expected_value",
+    "queue_status", "queue_rank", "queue_reason", "holdout", "policy_version", "label",
     "labeled", "event_mrr", "window",
     *OUTCOME_NAMES, *(o.value_column for o in OUTCOMES),
 })
@@ -513,7 +522,8 @@ def _bad_values_message(table: str, column: str, what: str, raw: pd.Series, bad:
 
 def _validate_table(name: str, raw: pd.DataFrame, spec: TableSpec,
                     known_accounts: pd.Series | None, problems: list[str],
-                    warnings: list[str], export: _ExportDate | None = None) -> _TableResult:
+                    warnings: list[str], export: _ExportDate | None = None,
+                    known_playbooks: Collection[str] | None = None) -> _TableResult:
     n = len(raw)
     raw = raw.reset_index(drop=True)  # the index is the row's position in the source
     raw.columns = [str(c).strip() for c in raw.columns]
@@ -628,6 +638,11 @@ def _validate_table(name: str, raw: pd.DataFrame, spec: TableSpec,
         ids = out["account_id"]
         known = pd.Index(ids.distinct(), dtype=object).isin(known_accounts)
         reject(~np.append(known, True)[ids.codes], UNKNOWN_ACCOUNT, "account_id")
+    if name == "cs_actions" and known_playbooks is not None:
+        plays = out["playbook"]
+        assert isinstance(plays, _Text)
+        known = pd.Index(plays.distinct(), dtype=object).isin(list(known_playbooks))
+        reject(~np.append(known, True)[plays.codes], UNKNOWN_PLAYBOOK, "playbook")
 
     # extra columns: accounts' become static features (numbers when they all parse)
     extra = [c for c in raw.columns if spec.column(c) is None]
@@ -799,6 +814,7 @@ def _warn_vocabulary(frame: pd.DataFrame, column: str, known: tuple[str, ...], t
 def validate_frames(frames: Mapping[str, pd.DataFrame], source: str = "in-memory frames",
                     warnings: list[str] | None = None,
                     future_margin_days: float | None = DEFAULT_FUTURE_MARGIN_DAYS,
+                    known_playbooks: Collection[str] | None = None,
                     ) -> tuple[Book, ValidationReport]:
     """Validate in-memory tables of the data contract (the same rules as :func:`load_book`).
 
@@ -810,6 +826,10 @@ def validate_frames(frames: Mapping[str, pd.DataFrame], source: str = "in-memory
     ``future_margin_days``: event rows dated more than this many days after the export date
     estimated from the bulk of the data are set aside as :data:`FUTURE_DATED`
     (``churnml.data.dates``); None turns the check off.
+
+    ``known_playbooks``: the playbook names a ``cs_actions`` row may name (others are set
+    aside as :data:`UNKNOWN_PLAYBOOK`); default: those of the project's
+    ``features/playbooks.yaml``.
     """
     report = ValidationReport(source=source, warnings=list(warnings or []))
     problems: list[str] = []
@@ -830,8 +850,10 @@ def validate_frames(frames: Mapping[str, pd.DataFrame], source: str = "in-memory
         if name not in frames:
             report.absent.append(name)
             continue
+        if name == "cs_actions" and known_playbooks is None:
+            known_playbooks = playbook_names()
         result = _validate_table(name, frames[name], TABLES[name], known_accounts, problems,
-                                 report.warnings, export)
+                                 report.warnings, export, known_playbooks)
         if result.frame is None:
             continue
         if name == "accounts":

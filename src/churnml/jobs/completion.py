@@ -11,7 +11,7 @@ The marker is JSON (sorted keys, no wall-clock time, so a rerun writes the same 
 
     {"as_of": "2026-11-16", "files": {"report.html": {"bytes": 402311, "sha256": "..."},
      "scores.parquet": {"bytes": 7340112, "sha256": "..."}}, "marker_version": 1,
-     "rows": 48211, "schema_version": 2}
+     "rows": 48211, "schema_version": 3}
 
 Readers check presence and sizes (cheap); :func:`partition_problem` with
 ``verify_checksums=True`` also recomputes the sha256 of every file (an audit).

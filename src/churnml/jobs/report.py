@@ -1,7 +1,9 @@
 """The weekly report: one self-contained HTML page a CS leader reads on Monday morning.
 
 Inline CSS, plots as base64 PNG (matplotlib, Agg backend), no scripts and no external links, so
-the file can be mailed or opened offline. Sections: headline numbers, portfolio metrics (NRR,
+the file can be mailed or opened offline. Sections: headline numbers, this week's queue per
+owner (capacity used, held out, watch list, the top queued actions with their expected value
+and reason), portfolio metrics (NRR,
 GRR, logo churn, expansion rate over 4 and 13 weeks), health distribution and its change since
 last week, the alert queue sorted by MRR at risk, top risks with reasons and actions, and
 expansion-ready accounts. The page holds no wall-clock time: the same scores give the same
@@ -264,9 +266,95 @@ def summary_metrics(current: pd.DataFrame, portfolio: pd.DataFrame,
     return out
 
 
+def queue_table(table: Any, current: pd.DataFrame) -> pd.DataFrame:
+    """Per owner: capacity, worked (queued, not held out), held out, watch and the expected
+    value of the worked actions (``churnml.scoring.queue``)."""
+    from churnml.scoring.actions import load_playbooks
+
+    capacity = load_playbooks().capacity
+    if not len(current) or "queue_status" not in current:
+        return pd.DataFrame(columns=["owner", "capacity", "worked", "held_out", "watch",
+                                     "critical", "expected_value"])
+    action = table.column("next_best_action").combine_chunks()
+    owner = pd.Series(np.asarray(action.field("owner").to_numpy(zero_copy_only=False),
+                                 dtype=object), index=current.index)
+    critical = current["queue_reason"].fillna("").str.startswith("new critical signal")
+    status = current["queue_status"]
+    held = current["holdout"].fillna(False).astype(bool)
+    frame = pd.DataFrame({
+        "owner": owner, "worked": (status == "queued") & ~held,
+        "held_out": held, "watch": (status == "watch") & ~held,
+        "critical": critical & (status == "queued"),
+        "expected_value": current["expected_value"].where((status == "queued") & ~held, 0.0),
+    })[status.notna().to_numpy()]
+    out = frame.groupby("owner").sum(numeric_only=False).reset_index()
+    out["capacity"] = out["owner"].map(capacity).fillna(0).astype(int)
+    return out[["owner", "capacity", "worked", "held_out", "watch", "critical",
+                "expected_value"]].sort_values("owner").reset_index(drop=True)
+
+
+def queue_counts(scores_path: str | Path) -> pd.DataFrame:
+    """:func:`queue_table` of a ``scores.parquet`` (what ``churnml score`` prints)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(scores_path, columns=["next_best_action", "expected_value",
+                                                "queue_status", "queue_reason", "holdout"])
+    current = table.drop_columns(["next_best_action"]).to_pandas()
+    return queue_table(table, current)
+
+
+def queue_section(table: Any, current: pd.DataFrame, top_n: int = 10) -> list[str]:
+    """The report's "This week's queue": per owner, capacity used, held out, watch, and the
+    top ``top_n`` queued rows with expected value and reason."""
+    h = ["<h2>This week's queue</h2><p class='note'>Per owner, the actions to work this week "
+         "within the team's capacity (features/playbooks.yaml): new critical signals first, "
+         "then the largest expected value (MRR x probability of the outcome the play "
+         "addresses x the play's estimated effect). Held-out accounts are recommended but "
+         "deliberately not worked, to measure what each play does; they use no capacity. "
+         "The rest wait on the watch list.</p>"]
+    per_owner = queue_table(table, current)
+    if not len(per_owner):
+        h.append("<p>No action is recommended this week.</p>")
+        return h
+    h.append("<table><tr><th>owner</th><th>queued / capacity</th><th>new critical</th>"
+             "<th>held out</th><th>watch list</th><th>expected value of the queue</th></tr>")
+    for _, r in per_owner.iterrows():
+        h.append(f"<tr><td>{_esc(r['owner'])}</td><td class='n'>{int(r['worked']):,} / "
+                 f"{int(r['capacity']):,}</td><td class='n'>{int(r['critical']):,}</td>"
+                 f"<td class='n'>{int(r['held_out']):,}</td><td class='n'>{int(r['watch']):,}"
+                 f"</td><td class='n'>{_money(r['expected_value'])}</td></tr>")
+    h.append("</table>")
+    action = table.column("next_best_action").combine_chunks()
+    owner = np.asarray(action.field("owner").to_numpy(zero_copy_only=False), dtype=object)
+    what = np.asarray(action.field("action").to_numpy(zero_copy_only=False), dtype=object)
+    within = np.asarray(action.field("respond_within").to_numpy(zero_copy_only=False),
+                        dtype=object)
+    worked = ((current["queue_status"] == "queued")
+              & ~current["holdout"].fillna(False).astype(bool)).to_numpy()
+    rank = current["queue_rank"].to_numpy(dtype="float64", na_value=np.nan)
+    for name in per_owner["owner"]:
+        idx = np.flatnonzero(worked & (owner == name))
+        if not len(idx):
+            continue
+        idx = idx[np.argsort(rank[idx], kind="stable")][:top_n]
+        h.append(f"<h3>{_esc(name)}: top {len(idx)} of {int(worked[owner == name].sum()):,}"
+                 "</h3><table><tr><th>#</th><th>account</th><th>MRR</th><th>action</th>"
+                 "<th>expected value</th><th>why</th></tr>")
+        for i in idx:
+            r = current.iloc[i]
+            h.append(f"<tr><td class='n'>{int(rank[i])}</td><td>{_esc(r['account_id'])}</td>"
+                     f"<td class='n'>{_money(r['mrr'])}</td><td>{_esc(what[i])}<br>"
+                     f"<span class='note'>{_esc(within[i])}</span></td>"
+                     f"<td class='n'>{_money(r['expected_value'])}</td>"
+                     f"<td>{_esc(r['queue_reason'])}</td></tr>")
+        h.append("</table>")
+    return h
+
+
 def build_report(scores_path: str | Path, mrr_changes: pd.DataFrame, *,
                  previous_path: str | Path | None = None, top_n: int = 25,
                  realized: pd.DataFrame | None = None,
+                 queue_rows: int = 10,
                  ) -> tuple[str, dict[str, float]]:
     """The HTML page and the summary metrics for one scored week.
 
@@ -325,6 +413,15 @@ def build_report(scores_path: str | Path, mrr_changes: pd.DataFrame, *,
     alerts_df, risks_df, exp_df = detail(alert_idx), detail(risk_idx), detail(exp_idx)
     con_df = detail(con_idx)
     summary = summary_metrics(current, portfolio, int((alerts_len > 0).sum()))
+    if "queue_status" in current:
+        held = current["holdout"].fillna(False).astype(bool)
+        worked = (current["queue_status"] == "queued") & ~held
+        summary.update({
+            "actions_queued": float(worked.sum()),
+            "actions_held_out": float(held.sum()),
+            "actions_watch": float(((current["queue_status"] == "watch") & ~held).sum()),
+            "expected_value_queued": float(current.loc[worked, "expected_value"].sum()),
+        })
 
     def ver(col):
         return ", ".join(sorted(current[col].astype(str).unique())) or "-"
@@ -362,6 +459,8 @@ def build_report(scores_path: str | Path, mrr_changes: pd.DataFrame, *,
         f'<div class="card"><div class="v">{v}</div><div class="l">{_esc(l)}</div></div>'
         for v, l in cards) + "</div>")
     h.append(trust_panel(realized, as_of))
+
+    h.extend(queue_section(table, current, top_n=queue_rows))
 
     h.append("<h2>Retention and expansion</h2><table><tr><th>window</th><th>NRR</th><th>GRR</th>"
              "<th>logo churn</th><th>expansion rate</th><th>accounts at start</th>"

@@ -23,8 +23,11 @@ Three steps, each on the executors:
    :class:`PrecomputedModel` objects that hand it the UDF's probabilities and reasons for the
    shard's accounts instead of running the models again.
 
-The driver streams the scored rows back in account order and writes them with the local
-engine's writer (same schema, atomic rename). Every per-account number is computed by the same
+The driver collects the scored rows in account order, decides this week's queue over the whole
+book (:func:`churnml.scoring.queue.queue_tables`: the ranking is per owner across every shard,
+so it runs once all rows are on the driver, as in the local engine; the driver holds the
+week's output rows, not the features) and writes them with the local engine's writer (same
+schema, atomic rename). Every per-account number is computed by the same
 code on the same features, which the parity test checks (probabilities to 1e-9, every other
 column identical). See docs/operations.md ("Running on a Spark cluster").
 """
@@ -66,6 +69,7 @@ from churnml.scoring.actions import Playbooks, load_playbooks
 from churnml.scoring.compare import compared_features
 from churnml.scoring.compare import week_before as book_week_before
 from churnml.scoring.frame import catalog_dimensions, score_frame
+from churnml.scoring.queue import queue_tables
 from churnml.scoring.schema import arrow_schema, declared_columns, output_columns
 
 if TYPE_CHECKING:
@@ -446,6 +450,8 @@ def output_ddl(dimensions: list[str]) -> str:
             kind = "double"
         elif str(f.type) == "int32":
             kind = "int"
+        elif str(f.type) == "bool":
+            kind = "boolean"
         else:
             kind = "string"
         parts.append(f"`{f.name}` {kind}")
@@ -645,7 +651,11 @@ def score_book_spark(
 
         try:
             with spark_errors("building features and scoring the shards"):
-                rows = write_parquet_atomic(partition / SCORES_NAME, batches(), schema)
+                # this week's queue ranks the whole book per owner: it is decided on the
+                # driver once every shard's output rows are collected (the rows, not the
+                # features), then written
+                week = queue_tables(list(batches()), playbooks)
+                rows = write_parquet_atomic(partition / SCORES_NAME, iter(week), schema)
         finally:
             scored.unpersist()
         stage["spark_total"] = time.perf_counter() - t0

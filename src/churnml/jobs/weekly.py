@@ -27,7 +27,9 @@ Guarantees:
   book itself (``churnml.scoring.compare``), so a first run or a backfill gives the same
   actions as a weekly run;
 - bounded memory: features, scores and alerts are computed per chunk of ``chunk_size``
-  accounts and each chunk is appended to the parquet file as a row group.
+  accounts; each chunk's output rows (not its features) are kept until the whole week is
+  scored, because this week's queue is ranked over the whole book per owner
+  (``churnml.scoring.queue``), then each chunk is written as a row group.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from churnml.scoring.actions import load_playbooks
 from churnml.scoring.compare import week_before as book_week_before
 from churnml.scoring.frame import catalog_dimensions, score_frame
 from churnml.jobs import monitoring
+from churnml.scoring.queue import queue_tables
 from churnml.jobs.layout import (  # noqa: F401  (part of this module's interface)
     DEFAULT_HISTORY_WEEKS,
     LOCK_NAME,
@@ -167,7 +170,7 @@ def score_book(
         feature_dimensions = catalog_dimensions()
     out_dir = Path(out_dir)
     partition = partition_dir(out_dir, as_of)
-    stage = {"features": 0.0, "scoring": 0.0, "write": 0.0}
+    stage = {"features": 0.0, "scoring": 0.0, "queue": 0.0, "write": 0.0}
     with (OutputLock(out_dir) if lock else contextlib.nullcontext()):
         replaced = begin_partition(partition, stale=(REPORT_NAME,))
         skipped = describe_skipped(incomplete_partitions(out_dir, before=as_of))
@@ -203,9 +206,16 @@ def score_book(
 
         t0 = time.perf_counter()
         scores_path = partition / SCORES_NAME
-        rows = write_parquet_atomic(scores_path, chunks(), schema)
+        # this week's queue is decided over the whole book (per owner), so the chunks' output
+        # rows (not their features) are held until the last one is scored
+        scored_tables = list(chunks())
+        t1 = time.perf_counter()
+        with (timer("queue") if timer else contextlib.nullcontext()):
+            scored_tables = queue_tables(scored_tables, playbooks)
+        stage["queue"] = time.perf_counter() - t1
+        rows = write_parquet_atomic(scores_path, iter(scored_tables), schema)
         stage["write"] += (time.perf_counter() - t0) - stage["features"] - stage["scoring"] \
-            - stage["write"]
+            - stage["write"] - stage["queue"]
         if complete:
             mark_complete(partition, as_of, rows, [SCORES_NAME])
     return WeeklyResult(

@@ -9,6 +9,8 @@ into the output rows of the one output schema.
 - :mod:`churnml.scoring.actions`: playbooks, expansion gates and the next best action;
 - :mod:`churnml.scoring.compare`: the features compared with a week before ``as_of``, read
   from the book itself (point in time), never from whether an earlier output exists;
+- :mod:`churnml.scoring.queue`: expected value per action, this week's queue per owner sized
+  to the team's capacity, and the stratified holdout (book-wide, run once a week is scored);
 - :mod:`churnml.scoring.protocols`: the interfaces a model and a health score offer.
 
 Layers: ``churnml.scoring`` imports ``data``, ``features``, ``health`` and ``models``, never

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple, Sequence, cast
+from typing import Any, Mapping, NamedTuple, Sequence, TypeGuard, cast
 
 import numpy as np
 import pandas as pd
@@ -50,6 +50,13 @@ class Playbook:
     respond_within: str | None = None
     large_account_action: str | None = None
     large_account_owner: str | None = None
+    #: the play's estimated relative effect on the outcome it addresses, before any effect is
+    #: measured (0.10 = removes 10% of the churn probability)
+    prior_effect: float = 0.0
+    #: the outcome the play addresses (churn, expansion or contraction)
+    addresses: str = "churn"
+    #: never withheld as a holdout (critical plays)
+    never_hold_out: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,18 @@ class Playbooks:
     large_value_tiers: tuple[str, ...] = ()
     version: int = 1
     raw: dict = field(default_factory=dict, repr=False)
+    #: owner -> actions per week this week's queue may hold (churnml.scoring.queue)
+    capacity: dict[str, int] = field(default_factory=dict)
+    #: share of each churn-risk decile's candidate actions held out to measure (0 = none)
+    holdout_share: float = 0.0
+    #: the policy in force: a hash of the file's content apart from ``capacity``
+    #: (:func:`policy_version`), written in every output row
+    policy_version: str = ""
+
+    @property
+    def no_action_playbook(self) -> str:
+        """The regular cadence (``low_risk_playbooks.otherwise``): no action this week."""
+        return self.low_risk_playbooks.get("otherwise", "")
 
 
 def default_playbooks_path() -> Path:
@@ -131,6 +150,20 @@ def parse_playbooks(raw: Mapping[str, Any], source: str = "playbooks") -> Playbo
         if not isinstance(spec, dict) or not spec.get("action") or not spec.get("owner"):
             problems.append(f"playbook '{name}' needs 'action' and 'owner'")
             continue
+        given = spec.get("prior_effect")
+        effect = float(given) if _is_number(given) else -1.0
+        if not 0 <= effect <= 1:
+            problems.append(f"playbook '{name}' needs a 'prior_effect' in [0, 1] (its estimated "
+                            f"relative effect before one is measured); got {given!r}")
+            effect = 0.0
+        addresses = str(spec.get("addresses", "churn"))
+        if addresses not in OUTCOME_NAMES:
+            problems.append(f"playbook '{name}': 'addresses' must be one of "
+                            f"{list(OUTCOME_NAMES)}; got {addresses!r}")
+        never = spec.get("never_hold_out", False)
+        if not isinstance(never, bool):
+            problems.append(f"playbook '{name}': 'never_hold_out' must be true or false")
+            never = False
         books[name] = Playbook(
             name=name,
             action=str(spec["action"]),
@@ -138,6 +171,9 @@ def parse_playbooks(raw: Mapping[str, Any], source: str = "playbooks") -> Playbo
             respond_within=spec.get("respond_within"),
             large_account_action=spec.get("large_account_action"),
             large_account_owner=spec.get("large_account_owner"),
+            prior_effect=effect,
+            addresses=addresses,
+            never_hold_out=never,
         )
 
     def signal_list(key: str, with_playbook: bool) -> list[Signal]:
@@ -210,6 +246,23 @@ def parse_playbooks(raw: Mapping[str, Any], source: str = "playbooks") -> Playbo
                             f"got {share!r}")
         else:
             shares[str(outcome)] = float(share)
+    capacity: dict[str, int] = {}
+    for owner, value in need("capacity").items():
+        if not _is_number(value) or value < 0 or value != int(value):
+            problems.append(f"'capacity.{owner}' must be a whole number of actions per week "
+                            f">= 0; got {value!r}")
+        else:
+            capacity[str(owner)] = int(value)
+    owners = {b.owner for b in books.values()} | {b.large_account_owner for b in books.values()
+                                                    if b.large_account_owner}
+    uncovered = sorted(owners - set(capacity))
+    if uncovered and isinstance(raw.get("capacity"), dict):
+        problems.append(f"'capacity' misses the owners {uncovered} (actions per week each "
+                        "owner can work; 0 = nothing queued)")
+    share = raw.get("holdout_share", 0.0)
+    if not _is_number(share) or not 0 <= share < 1:
+        problems.append(f"'holdout_share' must be a number in [0, 1); got {share!r}")
+        share = 0.0
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
     return Playbooks(
@@ -220,7 +273,25 @@ def parse_playbooks(raw: Mapping[str, Any], source: str = "playbooks") -> Playbo
         low_risk_playbooks=low_risk,
         large_value_tiers=tuple(raw.get("large_value_tiers", ()) or ()),
         version=int(raw.get("version", 1)), raw=dict(raw),
+        capacity=capacity, holdout_share=float(share), policy_version=policy_version(raw),
     )
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def policy_version(raw: Mapping[str, Any]) -> str:
+    """The policy version of a playbooks mapping: ``p`` + 12 hex digits of blake2b over its
+    content apart from ``capacity`` (staffing changes the queue's length, not the policy),
+    keys sorted. Any change to a play, a signal, a threshold, a prior or the holdout share
+    gives a new version (and a new holdout draw)."""
+    import hashlib
+    import json
+
+    content = {k: v for k, v in raw.items() if k != "capacity"}
+    text = json.dumps(content, sort_keys=True, default=str, separators=(",", ":"))
+    return "p" + hashlib.blake2b(text.encode("utf-8"), digest_size=6).hexdigest()
 
 
 def _values(frame: pd.DataFrame, name: str, columns: FrameColumns | None = None) -> np.ndarray | None:

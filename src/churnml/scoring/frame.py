@@ -31,6 +31,7 @@ from churnml.scoring.actions import (
 )
 from churnml.scoring.alerts import alert_lists
 from churnml.scoring.protocols import HealthScorer, OutcomeModel
+from churnml.scoring.queue import expected_values
 from churnml.scoring.schema import SCHEMA_VERSION, output_columns
 
 __all__ = ["SCHEMA_VERSION", "catalog_dimensions", "output_columns", "score_frame"]
@@ -346,6 +347,16 @@ def score_frame(
             data[outcome.reasons_column] = _object_array(reasons[outcome.name])
         data["alerts"] = _object_array(alerts)
         data["next_best_action"] = _object_array(actions)
+        # this week's queue is book-wide (churnml.scoring.queue.assign_queue, run by the
+        # weekly job on the whole week): here only what one row gives
+        expected_value, expected_text = expected_values(
+            [str(a["playbook"]) for a in actions], mrr, probability, playbooks)
+        data["expected_value"] = expected_value
+        data["queue_status"] = np.full(n, None, dtype=object)
+        data["queue_rank"] = np.full(n, None, dtype=object)
+        data["queue_reason"] = expected_text
+        data["holdout"] = np.full(n, None, dtype=object)
+        data["policy_version"] = playbooks.policy_version
         for outcome in outcomes:
             model = models.get(outcome.name)
             data[outcome.version_column] = None if model is None else str(model.version)
@@ -366,6 +377,8 @@ def score_frame(
         if output == "records":
             return _records(data, n)
         out = pd.DataFrame(data)
+        # text with gaps: one dtype whether or not the frame's rows happen to all be null
+        out["queue_reason"] = pd.Series(expected_text, dtype="str")
     return out
 
 

@@ -20,6 +20,9 @@ configuration in force.
   leaves its columns null; ``health_tier`` may be ``insufficient_data``;
   ``next_best_action.reason`` is never empty; gate and alert names say what they test
   (``docs/design.md``, "Changes in schema version 2").
+- 3: this week's queue and the holdout: ``expected_value``, ``queue_status``, ``queue_rank``,
+  ``queue_reason``, ``holdout``, ``policy_version`` after ``next_best_action``
+  (``docs/design.md``, "This week's queue" and "Holdout").
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ from churnml.outcomes import OUTCOMES, Outcome
 
 #: The version of the output contract written in every row (``schema_version``) and in the
 #: parquet metadata (``churnml_schema_version``). The one definition.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
-ColumnType = Literal["string", "float64", "int32", "timestamp", "strings", "reasons", "action"]
+ColumnType = Literal["string", "float64", "int32", "bool", "timestamp", "strings", "reasons",
+                     "action"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,27 @@ COLUMNS: tuple[OutputColumn, ...] = (
     OutputColumn("next_best_action", "action",
                  "{playbook, action, owner, severity, respond_within, reason_feature, reason, "
                  "expansion_blocked_by} (features/playbooks.yaml)"),
+    OutputColumn("expected_value", "float64",
+                 "MRR the play is expected to save or win: MRR x probability of the outcome "
+                 "the play addresses (x its typical share) x the play's prior effect; null when "
+                 "no action (the regular cadence) or the outcome has no model", nullable=True),
+    OutputColumn("queue_status", "string",
+                 "queued (in this week's queue of the action's owner) / watch (a candidate "
+                 "beyond the owner's capacity) / null (no action this week; always null from "
+                 "/predict: the queue is book-wide)", nullable=True),
+    OutputColumn("queue_rank", "int32",
+                 "position in the owner's priority order this week (new critical signals "
+                 "first, then expected value, ties by account_id; holdouts included); null "
+                 "when no action and from /predict", nullable=True),
+    OutputColumn("queue_reason", "string",
+                 "why the row is queued, held out or watched, and what the play is expected "
+                 "to save, in words; null when no action", nullable=True),
+    OutputColumn("holdout", "bool",
+                 "true: recommended but deliberately not worked, to measure the play (does not "
+                 "use capacity); null when no action and from /predict", nullable=True),
+    OutputColumn("policy_version", "string",
+                 "the playbook policy in force (a hash of features/playbooks.yaml apart from "
+                 "capacity); with account and playbook it decides the holdout"),
     OutputColumn("{outcome}_model_version", "string",
                  "the registered model version that scored the outcome; null without one",
                  per="outcome", nullable=True),
@@ -135,7 +160,7 @@ def arrow_type(kind: ColumnType) -> Any:
     ])
     return {
         "string": pa.string(), "float64": pa.float64(), "int32": pa.int32(),
-        "timestamp": pa.timestamp("ns"), "strings": pa.list_(pa.string()),
+        "bool": pa.bool_(), "timestamp": pa.timestamp("ns"), "strings": pa.list_(pa.string()),
         "reasons": pa.list_(reason), "action": action,
     }[kind]
 
@@ -181,7 +206,7 @@ def response_model(dimensions: Sequence[str], outcomes: Sequence[Outcome] = OUTC
         expansion_blocked_by: list[str]
 
     python: dict[str, Any] = {
-        "string": str, "float64": float, "int32": int, "timestamp": str,
+        "string": str, "float64": float, "int32": int, "bool": bool, "timestamp": str,
         "strings": list[str], "reasons": list[Reason], "action": NextBestAction,
     }
     fields: dict[str, Any] = {}

@@ -125,7 +125,7 @@ def shap_summary(result, path: Path) -> Path:
     import pandas as pd
 
     plt = _plt()
-    test = result.dataset.part("test")
+    test = result.dataset.evaluation_rows()
     sample = test.sample(min(SHAP_SAMPLE, len(test)), random_state=result.config.seed)
     model = result.model
     contrib = model.contributions(sample).to_numpy()

@@ -358,7 +358,7 @@ def _champion_score(target: str, champion: str, result) -> float | None:
 
     try:
         old = load_version(target, champion)
-        test = result.dataset.part("test")
+        test = result.dataset.evaluation_rows()
         p = old.predict_proba(test)
     except ChurnMLError:
         return None
@@ -383,7 +383,12 @@ def log_training(result, plots: bool = True, progress=None) -> Registration:
         artifacts.mkdir()
         _write_artifacts(result, artifacts, plots)
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{config.target}") as run:
+            policy = str(result.split.describe().get("policy", "time"))
             mlflow.set_tags({"churnml.target": config.target, "churnml.kind": "train",
+                             "churnml.split_policy": policy,
+                             "churnml.evaluation": ("cross-sectional: K-fold cross-validation grouped "
+                                                    "by account, fold means" if policy == "cross_sectional"
+                                                    else "held-out test window"),
                              "churnml.notes": " | ".join(result.notes)[:5000]})
             mlflow.log_params(_flat_params(result))
             mlflow.log_metrics(_finite(result.metrics))
@@ -438,6 +443,7 @@ def log_training(result, plots: bool = True, progress=None) -> Registration:
             run_id = run.info.run_id
     for key, value in (("test_roc_auc", result.metrics.get("test_roc_auc")),
                        ("horizon_days", config.horizon_days), ("target", config.target),
+                       ("split_policy", result.split.describe().get("policy", "time")),
                        ("test_start", result.split.describe()["test_start"]),
                        ("test_end", result.split.describe()["test_end"])):
         client.set_model_version_tag(name, version, key, str(value))

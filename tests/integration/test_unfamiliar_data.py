@@ -379,6 +379,8 @@ def test_snapshot_table_converts_trains_cross_sectionally_and_scores(tmp_path, c
 
     model = registry.load_version("churn", version["version"])
     assert "contract" in model.feature_names and model.info["split"]["policy"] == "cross_sectional"
+    card_uri = registry.model_card_uri("churn", version["version"])
+    assert card_uri and card_uri.endswith("model_card.md")
 
     scores_dir = tmp_path / "scores"
     code, out = run_cli(["score", "--data", str(book), "--as-of", SNAPSHOT_DATE, "--out",

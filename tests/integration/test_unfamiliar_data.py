@@ -427,7 +427,13 @@ def _check_horizon_and_cadence(sim_dir, target: str, horizon: int, cadence: int)
     assert set(np.diff(dates.asi8) // 86_400_000_000_000) == {cadence}  # as_of dates at the cadence
     # the latest as_of is the latest whose whole label window lies in the data
     assert dates[-1] == (book.data_end - pd.Timedelta(days=horizon)).normalize()
-    assert_split_is_honest(result.split.describe(), result.split.train, result.split.test, horizon)
+    # weekly: the time split; monthly (15 labeled dates): the short policy, one gap
+    assert result.split.policy == ("time" if cadence == 7 else "short"), result.split.policy_reason
+    if result.split.policy == "time":
+        assert_split_is_honest(result.split.describe(), result.split.train, result.split.test, horizon)
+    else:
+        assert (result.split.test.min() - result.split.train.max()).days >= horizon
+        assert len(result.split.train) >= len(dates) / 2
 
     # the labels are the target's event within exactly this horizon
     grid = observation_grid(book, dates, horizon)

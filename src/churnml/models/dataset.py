@@ -327,8 +327,8 @@ def cross_sectional_folds(frame: pd.DataFrame, config: ModelConfig) -> np.ndarra
         when = frame["as_of"].max()
         at = f" at {pd.Timestamp(when).date()}" if len(frame) else ""
         raise InsufficientDataError(
-            f"{config.target}: too few events for cross-validation{at}: {positives} positive and "
-            f"{negatives} negative labels among {len(frame)} observations; at least {needed} of "
+            f"{config.target}: too few events for cross-validation{at}: {positives:,} positive and "
+            f"{negatives:,} negative labels among {len(frame):,} observations; at least {needed} of "
             f"each are needed ({config.min_positives} per fold x {config.cv_folds} folds: "
             f"split.min_positives x split.cv_folds).")
     folds = np.full(len(frame), -1, dtype=int)

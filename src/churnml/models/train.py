@@ -7,6 +7,12 @@ window against the baselines (health score, logistic regression, oracle when the
 simulated), and a rolling-origin backtest. It returns a :class:`TrainingResult` that
 ``registry.log_training`` records and registers.
 
+Books too short for that get another split policy (``dataset.choose_split``): ``short`` fits
+with :func:`fit_model_crossfit` (rounds and calibrator cross-fitted inside the training
+window) and is evaluated on its test window; ``cross_sectional`` is evaluated by K-fold
+cross-validation across accounts (:func:`evaluate_cross_sectional`) and the registered model
+is fitted on every row.
+
 Example::
 
     from churnml.models.train import train_target
@@ -41,9 +47,11 @@ class TrainingResult:
 
     ``predictions``: one row per test observation with ``account_id, as_of, label, event_mrr,
     value_tier, probability, raw_probability`` and the baselines' scores
-    (``health_score_risk``, ``logreg_probability``, ``oracle_probability``).
+    (``health_score_risk``, ``logreg_probability``, ``oracle_probability``); cross-sectional:
+    one out-of-fold row per observation, with its ``fold``.
     ``reliability``: equal-count reliability tables of the test window before (``raw``) and
-    after (``calibrated``) calibration. ``backtest``: one row per rolling-origin fold.
+    after (``calibrated``) calibration. ``backtest``: one row per rolling-origin fold (per
+    cross-validation fold when cross-sectional).
     """
 
     model: TargetModel

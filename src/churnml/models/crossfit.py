@@ -11,6 +11,8 @@ account's rows are always on one side):
   iterations;
 - the calibrator is fitted on the out-of-fold predictions, so no row is calibrated by a model
   that saw it (the same idea as scikit-learn's ``CalibratedClassifierCV(ensemble=False)``).
+
+Small training sets (fewer than :data:`SINGLE_THREAD_ROWS`) are fitted on one thread.
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ from typing import Any, cast
 import numpy as np
 
 from churnml.models.config import ModelConfig
+
+#: below this many training rows the cross-fitting runs LightGBM on one thread: its fits are
+#: small (a snapshot of a few thousand customers) and many (folds + 1, per outer fold), and
+#: thread synchronisation costs more than it saves. Measured on the 3,000-customer table of
+#: docs/data_contract.md on the shared 2-core machine (load ~5): 33 s on one thread, 226 s on
+#: the configured two.
+SINGLE_THREAD_ROWS = 20_000
 
 
 def grouped_folds(y: np.ndarray, groups: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
@@ -44,6 +53,8 @@ def crossfit_booster(params: dict, X: np.ndarray, y: np.ndarray, groups: np.ndar
     out-of-fold raw log-odds of every row, and details (folds, best iterations, rounds)."""
     import lightgbm as lgb
 
+    if len(y) < SINGLE_THREAD_ROWS:
+        params = {**params, "num_threads": 1}
     folds = grouped_folds(y, groups, config.calibration_cv_folds, config.seed)
     oof = np.empty(len(y), dtype="float64")
     best: list[int] = []

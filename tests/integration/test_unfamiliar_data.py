@@ -105,6 +105,14 @@ def run_of(version: dict):
     return mlflow.MlflowClient(tracking_uri=tracking_uri()).get_run(version["run_id"])
 
 
+def mlflow_client():
+    import mlflow
+
+    from churnml.config import tracking_uri
+
+    return mlflow.MlflowClient(tracking_uri=tracking_uri())
+
+
 def catalog_features_of(tables: tuple[str, ...]) -> set[str]:
     from churnml.features.catalog import load_catalog
 
@@ -351,7 +359,7 @@ def test_snapshot_table_converts_trains_cross_sectionally_and_scores(tmp_path, c
                          "--snapshot-date", SNAPSHOT_DATE], capsys)
     assert code == 0, out
 
-    code, out = run_cli(["train", "--data", str(book), "--target", "churn", "--no-plots",
+    code, out = run_cli(["train", "--data", str(book), "--target", "churn",  # with the plots
                          "--config", str(fast_config_file(tmp_path))], capsys)
     assert code == 0, out  # before the split policies: "the train window has 0 positive labels"
     flat = " ".join(out.split())
@@ -381,6 +389,8 @@ def test_snapshot_table_converts_trains_cross_sectionally_and_scores(tmp_path, c
     assert "contract" in model.feature_names and model.info["split"]["policy"] == "cross_sectional"
     card_uri = registry.model_card_uri("churn", version["version"])
     assert card_uri and card_uri.endswith("model_card.md")
+    artifacts = {a.path for a in mlflow_client().list_artifacts(version["run_id"])}
+    assert {"backtest.png", "shap_summary.png", "calibration.png", "model_card.md"} <= artifacts
 
     scores_dir = tmp_path / "scores"
     code, out = run_cli(["score", "--data", str(book), "--as-of", SNAPSHOT_DATE, "--out",

@@ -47,7 +47,8 @@ def import_champions() -> list[str]:
             bento_model_name(target), registry.model_uri(target),
             labels={"target": target, "registry_version": str(version)},
             metadata={"registered_model": registry.registered_name(target),
-                      "version": str(version), "trained_at": created},
+                      "version": str(version), "trained_at": created,
+                      "model_card": registry.model_card_uri(target, str(version))},
         )
         tags.append(str(model.tag))
     if not tags:
@@ -73,7 +74,7 @@ def load_bento_predictor():
         meta = dict(stored.info.metadata or {})
         directory = Path(stored.path) / MLFLOW_MODEL_DIR / TARGET_MODEL_ARTIFACT
         models[target] = TargetModel.load(directory, version=meta.get("version"))
-        info[target] = {"trained_at": meta.get("trained_at")}
+        info[target] = {"trained_at": meta.get("trained_at"), "model_card": meta.get("model_card")}
     if not models:
         raise ModelNotFoundError("no churnml model in this Bento: build it with `make bento` "
                                  "after `churnml train`")

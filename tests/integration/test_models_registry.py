@@ -110,7 +110,22 @@ def test_champion_gate_rollback_and_pyfunc_round_trip(mlflow_home, results, caps
         assert name in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(second.run_id)}
     assert {"config.json", "data_fingerprint.json", "roc_pr.png", "calibration.png", "gain_lift.png",
-            "shap_summary.png", "backtest.png", "reliability_raw.csv"} <= artifacts
+            "shap_summary.png", "backtest.png", "reliability_raw.csv", "model_card.md"} <= artifacts
+    assert run.data.params["split_policy"] == "time" and run.data.tags["churnml.split_policy"] == "time"
+
+    # the model card: logged with the version, found by the registry, linked from /metadata
+    card_uri = registry.model_card_uri("churn", "2")
+    assert card_uri == f"{run.info.artifact_uri}/model_card.md"
+    card = mlflow.artifacts.download_artifacts(artifact_uri=card_uri)
+    text = open(card, encoding="utf-8").read()
+    assert text.startswith("# Model card: churnml-churn version 2")
+    assert f"MLflow run `{second.run_id}`" in text and "Split policy: `time`" in text
+    assert f"| model (LightGBM, calibrated) | {good.metrics['test_roc_auc']:.3f} |" in text
+    from churnml.api.predictor import load_predictor
+
+    meta = load_predictor().metadata()["models"]["churn"]
+    assert meta["version"] == "2" and meta["model_card"] == card_uri
+    assert meta["split_policy"] == "time"
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.name == "churnml-churn" and str(mlflow_home) in experiment.artifact_location
     children = client.search_runs([run.info.experiment_id],

@@ -9,7 +9,10 @@ what the odd shape must change and what it must not break:
   tables are absent (not zeros); the usage signal is found;
 - many static account attributes and no behavioural history: the attributes become features
   (categorical or numeric), an identifier-like column is left out, and the model ranks by them;
-- a book of 5 months with a 30-day horizon: the split shrinks and says so, gaps still hold;
+- a book of 5 months with a 30-day horizon: the short split policy (cross-fitted calibration,
+  one gap), at least half of the labeled dates train, the test AUC with its interval;
+- a one-row-per-customer table: `convert snapshot`, then `train` (cross-sectional policy,
+  cross-validated AUC and Brier against the logistic regression) and `score`;
 - horizons of 30, 60 and 90 days (and expansion at 30) and a monthly (30-day) cadence: the
   labels follow the horizon, the as_of dates the cadence, and no test as_of lies within a
   horizon of a training as_of;
@@ -100,6 +103,14 @@ def run_of(version: dict):
     from churnml.config import tracking_uri
 
     return mlflow.MlflowClient(tracking_uri=tracking_uri()).get_run(version["run_id"])
+
+
+def mlflow_client():
+    import mlflow
+
+    from churnml.config import tracking_uri
+
+    return mlflow.MlflowClient(tracking_uri=tracking_uri())
 
 
 def catalog_features_of(tables: tuple[str, ...]) -> set[str]:
@@ -264,26 +275,141 @@ def test_static_attributes_with_little_history(tmp_path):
 
 # ---- 3. a book of 5 months with a 30-day horizon -------------------------------------------
 def test_five_month_book_with_30_day_horizon(tmp_path, capsys):
+    """The short split policy: no calibration window (rounds and calibrator cross-fitted inside
+    training), one gap between training and test, at least half of the labeled dates train the
+    model, and the test AUC comes with its bootstrap interval."""
+    from churnml.data.io import load_book
     from churnml.data.simulator import simulate, write_book
+    from churnml.models.dataset import labeled_as_of_dates
 
     data = tmp_path / "short"
     write_book(simulate(n_accounts=700, months=5, seed=5), data)
     code, out = run_cli(["train", "--data", str(data), "--target", "churn", "--horizon-days", "30",
                          "--config", str(fast_config_file(tmp_path))], capsys)
     assert code == 0, out
-    assert "short book" in out, out  # the split says it shrank
+    assert "split policy: short" in out, out  # which policy ran and why
+    assert "cross-fitted" in out and "no calibration window" in out, out
 
     version = newest_version("churn")
     run = run_of(version)
     params, metrics = run.data.params, run.data.metrics
     assert params["horizon_days"] == "30" and version["test_roc_auc"] is not None
-    assert int(params["split_test_dates"]) < 13 and int(params["split_calibration_dates"]) < 13
-    assert int(params["split_gap_days"]) >= 30
-    split = {k.removeprefix("split_"): v for k, v in params.items() if k.startswith("split_")}
-    split["gap_days"] = int(split["gap_days"])
-    assert_split_is_honest(split, [split["train_end"]], [split["test_start"]], 30)
+    assert params["split_policy"] == "short" and "cross-fitted" in params["split_policy_reason"]
+    assert run.data.tags["churnml.split_policy"] == "short"
+    labeled = labeled_as_of_dates(load_book(data)[0], fast_config(horizon_days=30))
+    train_dates, test_dates = int(params["split_train_dates"]), int(params["split_test_dates"])
+    assert train_dates >= len(labeled) / 2, (train_dates, len(labeled))  # half the dates train
+    assert int(params["split_calibration_dates"]) == 0 and test_dates >= 2
+    assert (pd.Timestamp(params["split_test_start"])
+            - pd.Timestamp(params["split_train_end"])).days >= 30  # the one gap holds
     assert_finite_metrics(metrics, names=("test_roc_auc", "test_pr_auc", "test_brier", "test_ece",
-                                          "health_test_roc_auc", "logreg_test_roc_auc"))
+                                          "health_test_roc_auc", "logreg_test_roc_auc",
+                                          "test_roc_auc_ci_low", "test_roc_auc_ci_high"))
+    assert metrics["test_roc_auc_ci_low"] <= metrics["test_roc_auc"] <= metrics["test_roc_auc_ci_high"]
+    assert metrics["test_roc_auc"] > 0.6
+    print(f"\n5-month book: {len(labeled)} labeled dates, {train_dates} train, {test_dates} test; "
+          f"AUC {metrics['test_roc_auc']:.3f} ({metrics['test_roc_auc_ci_low']:.3f}-"
+          f"{metrics['test_roc_auc_ci_high']:.3f}), health {metrics['health_test_roc_auc']:.3f}, "
+          f"logreg {metrics['logreg_test_roc_auc']:.3f}, ECE {metrics['test_ece']:.3f}")
+
+
+# ---- 3b. a one-row-per-customer table: convert snapshot, train, score -----------------------
+SNAPSHOT_DATE = "2026-11-16"
+
+
+def snapshot_table(n: int = 4000, seed: int = 21) -> pd.DataFrame:
+    """A customer export: one row per customer, a churn flag, tenure in months, a monthly
+    charge and 30 attributes. The known driver: contract type (month-to-month churns most),
+    with support tickets and a short tenure adding to it; the other attributes are noise."""
+    rng = np.random.default_rng(seed)
+    contract = rng.choice(["month_to_month", "one_year", "two_year"], n, p=[0.5, 0.25, 0.25])
+    tenure = rng.integers(0, 61, n)
+    tickets = rng.poisson(1.5, n)
+    charge = np.round(rng.uniform(20, 120, n), 2)
+    logit = (-1.6 + np.select([contract == "month_to_month", contract == "one_year"], [1.6, -0.4], -1.6)
+             + 0.35 * tickets - 0.02 * tenure)
+    churn = rng.random(n) < 1 / (1 + np.exp(-logit))
+    frame = pd.DataFrame({
+        "customer": [f"CUST-{i:05d}" for i in range(n)],
+        "churned": np.where(churn, "Yes", "No"),
+        "tenure_months": tenure,
+        "monthly_charge": charge,
+        "contract": contract,
+        "support_tickets": tickets.astype(float),
+    })
+    for i in range(14):  # noise attributes: numbers and categories
+        frame[f"usage_metric_{i}"] = np.round(rng.normal(50, 15, n), 2)
+    for i in range(14):
+        frame[f"segment_{i}"] = rng.choice(["a", "b", "c", "d", "e"], n)
+    frame.loc[0, ["tenure_months", "churned"]] = [0, "No"]  # joined on the snapshot date
+    return frame
+
+
+def test_snapshot_table_converts_trains_cross_sectionally_and_scores(tmp_path, capsys, monkeypatch):
+    """`convert snapshot` -> `train` (the book's churn events all fall in its last horizon: the
+    cross-sectional policy, cross-validated AUC and Brier against the logistic regression of
+    the same command) -> `score`. Its own MLflow store, so the champion is this model."""
+    monkeypatch.setenv("CHURNML_HOME", str(tmp_path / "home"))
+    table = snapshot_table()
+    table.to_csv(tmp_path / "customers.csv", index=False)
+    book = tmp_path / "book"
+    code, out = run_cli(["convert", "snapshot", "--input", str(tmp_path / "customers.csv"),
+                         "--out", str(book), "--id-column", "customer", "--churn-column", "churned",
+                         "--tenure-column", "tenure_months", "--charge-column", "monthly_charge",
+                         "--snapshot-date", SNAPSHOT_DATE], capsys)
+    assert code == 0, out
+
+    code, out = run_cli(["train", "--data", str(book), "--target", "churn",  # with the plots
+                         "--config", str(fast_config_file(tmp_path))], capsys)
+    assert code == 0, out  # before the split policies: "the train window has 0 positive labels"
+    flat = " ".join(out.split())
+    assert "split policy: cross_sectional" in flat and "last horizon" in flat, flat
+    assert "cross-validation grouped by account" in flat and "logistic regression" in flat
+
+    version = newest_version("churn")
+    run = run_of(version)
+    params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+    assert params["split_policy"] == "cross_sectional"
+    assert tags["churnml.split_policy"] == "cross_sectional"
+    assert "cross-sectional" in tags["churnml.evaluation"]
+    for name in ("test_roc_auc", "test_brier", "test_ece", "logreg_test_roc_auc", "logreg_test_brier",
+                 "health_test_roc_auc"):
+        assert math.isfinite(metrics[name]) and math.isfinite(metrics[f"{name}_std"]), name
+    auc, brier = metrics["test_roc_auc"], metrics["test_brier"]
+    lr_auc, lr_brier = metrics["logreg_test_roc_auc"], metrics["logreg_test_brier"]
+    assert auc > 0.7
+    # better than the logistic regression, or within its spread over the folds
+    assert auc > lr_auc - metrics["logreg_test_roc_auc_std"], (auc, lr_auc)
+    assert brier < lr_brier + metrics["logreg_test_brier_std"], (brier, lr_brier)
+    assert metrics["cv_folds"] == 5
+
+    from churnml.models import registry
+
+    model = registry.load_version("churn", version["version"])
+    assert "contract" in model.feature_names and model.info["split"]["policy"] == "cross_sectional"
+    card_uri = registry.model_card_uri("churn", version["version"])
+    assert card_uri and card_uri.endswith("model_card.md")
+    artifacts = {a.path for a in mlflow_client().list_artifacts(version["run_id"])}
+    assert {"backtest.png", "shap_summary.png", "calibration.png", "model_card.md"} <= artifacts
+
+    scores_dir = tmp_path / "scores"
+    code, out = run_cli(["score", "--data", str(book), "--as-of", SNAPSHOT_DATE, "--out",
+                         str(scores_dir)], capsys)
+    assert code == 0, out
+    scores = pd.read_parquet(scores_dir / f"as_of={SNAPSHOT_DATE}" / "scores.parquet")
+    # scored: the customers active just before the snapshot date (churned ones have left,
+    # those who joined on the snapshot date had no MRR before it)
+    stayed = table[(table["churned"] == "No") & (table["tenure_months"] > 0)]
+    assert len(scores) == len(stayed)
+    by_contract = scores.merge(stayed.rename(columns={"customer": "account_id"})[["account_id", "contract"]],
+                               on="account_id").groupby("contract")["churn_probability"].mean()
+    assert by_contract["month_to_month"] > 2 * by_contract["two_year"], by_contract
+    print(f"\nsnapshot: cross-validated AUC {auc:.3f} +- {metrics['test_roc_auc_std']:.3f} "
+          f"(interval {metrics['test_roc_auc_ci_low']:.3f}-{metrics['test_roc_auc_ci_high']:.3f}), "
+          f"Brier {brier:.4f} +- {metrics['test_brier_std']:.4f}; logistic regression AUC {lr_auc:.3f} "
+          f"+- {metrics['logreg_test_roc_auc_std']:.3f}, Brier {lr_brier:.4f} +- "
+          f"{metrics['logreg_test_brier_std']:.4f}; health AUC {metrics['health_test_roc_auc']:.3f}; "
+          f"ECE {metrics['test_ece']:.3f}")
 
 
 # ---- 4. other horizons and cadences ---------------------------------------------------------
@@ -311,7 +437,13 @@ def _check_horizon_and_cadence(sim_dir, target: str, horizon: int, cadence: int)
     assert set(np.diff(dates.asi8) // 86_400_000_000_000) == {cadence}  # as_of dates at the cadence
     # the latest as_of is the latest whose whole label window lies in the data
     assert dates[-1] == (book.data_end - pd.Timedelta(days=horizon)).normalize()
-    assert_split_is_honest(result.split.describe(), result.split.train, result.split.test, horizon)
+    # weekly: the time split; monthly (15 labeled dates): the short policy, one gap
+    assert result.split.policy == ("time" if cadence == 7 else "short"), result.split.policy_reason
+    if result.split.policy == "time":
+        assert_split_is_honest(result.split.describe(), result.split.train, result.split.test, horizon)
+    else:
+        assert (result.split.test.min() - result.split.train.max()).days >= horizon
+        assert len(result.split.train) >= len(dates) / 2
 
     # the labels are the target's event within exactly this horizon
     grid = observation_grid(book, dates, horizon)

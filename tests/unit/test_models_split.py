@@ -146,3 +146,102 @@ def test_config_files_load_and_bad_values_are_named():
         ModelConfig(target="churn", horizon_days=90, gap_days=30)
     with pytest.raises(ConfigError, match="'target'"):
         ModelConfig(target="upsell")
+
+
+# ---- split policies (docs/models.md, "Split policies") ---------------------------------------
+@pytest.mark.parametrize("n_dates, horizon, policy", [
+    (1, 30, "cross_sectional"),   # a snapshot
+    (3, 30, "cross_sectional"),   # no room for a test window after a 30-day gap
+    (17, 30, "short"),            # the 5-month book with a 30-day horizon
+    (90, 90, "time"),             # the simulator's default book (24 months, 90 days)
+])
+def test_split_policy_chosen_from_the_number_of_labeled_dates(n_dates, horizon, policy):
+    from churnml.models.dataset import choose_split
+
+    config = ModelConfig(target="churn", horizon_days=horizon)
+    dates = weekly(n_dates)
+    split = choose_split(dates, config)
+    assert split.policy == policy
+    assert split.policy_reason and f"{n_dates} labeled as_of date" in split.policy_reason
+    assert split.describe()["policy"] == policy
+    if policy == "time":  # exactly today's split: the default book's results do not move
+        today = time_split(dates, config)
+        for name in ("train", "calibration", "test"):
+            assert getattr(split, name).equals(getattr(today, name))
+        assert len(split.train) >= config.time_min_train_dates
+    elif policy == "short":
+        assert len(split.calibration) == 0
+        assert len(split.train) >= n_dates / 2  # at least half of the labeled dates train
+        # one gap, between training and test, of at least a horizon
+        assert (split.test[0] - split.train[-1]).days >= horizon
+        assert "cross-fitted" in split.policy_reason
+        assert split.describe()["calibration_start"] == ""
+    else:
+        assert list(split.train) == list(split.test) == [dates[-1]]
+        assert "cross-sectional" in split.policy_reason
+        assert split.window_of(pd.Series(dates)).dropna().tolist() == ["train"]
+    if n_dates == 1:
+        assert "snapshot" in split.policy_reason
+
+
+def test_short_policy_keeps_half_the_dates_for_training_at_any_length():
+    from churnml.models.dataset import short_split
+
+    config = ModelConfig(target="churn", horizon_days=30)
+    # 2 test dates + 4 dates inside a 30-day gap + half the dates: 12 weekly dates at least
+    assert short_split(weekly(11), config) is None
+    for n in range(12, 60):
+        split = short_split(weekly(n), config)
+        assert split is not None, n
+        assert len(split.train) >= n / 2 and (split.test[0] - split.train[-1]).days >= 30
+        assert split.test[-1] == weekly(n)[-1]
+
+
+def test_a_forced_policy_wins_and_an_impossible_one_is_refused():
+    from churnml.models.dataset import choose_split
+
+    dates = weekly(90)
+    config = ModelConfig(target="churn", horizon_days=30, split_policy="short")
+    assert choose_split(dates, config).policy == "short"
+    config = ModelConfig(target="churn", horizon_days=30, split_policy="cross_sectional")
+    assert choose_split(dates, config).policy == "cross_sectional"
+    with pytest.raises(InsufficientDataError, match="split.policy short"):
+        choose_split(weekly(3), ModelConfig(target="churn", horizon_days=30, split_policy="short"))
+    with pytest.raises(ConfigError, match="split_policy"):
+        ModelConfig(target="churn", split_policy="random")
+
+
+def test_events_all_in_the_last_horizon_make_the_book_cross_sectional():
+    from churnml.models.dataset import choose_split, events_policy
+
+    config = ModelConfig(target="churn", horizon_days=90)
+    dates = weekly(300)
+    split = choose_split(dates, config)
+    assert split.policy == "time"
+    snapshot = pd.Series(0.0, index=dates)
+    snapshot.iloc[-1] = 514.0  # every churn in the last horizon: a converted customer table
+    cross = events_policy(split, snapshot, config)
+    assert cross.policy == "cross_sectional" and list(cross.train) == [dates[-1]]
+    assert "514 positive labels" in cross.policy_reason and "last horizon" in cross.policy_reason
+    spread = pd.Series(3.0, index=dates)  # events all along the book: the time split stays
+    assert events_policy(split, spread, config) is split
+
+
+def test_cross_sectional_folds_are_stratified_grouped_and_refuse_too_few_events():
+    from churnml.models.dataset import cross_sectional_folds
+
+    rng = np.random.default_rng(3)
+    n = 1000
+    frame = pd.DataFrame({"account_id": [f"a{i}" for i in range(n)],
+                          "as_of": pd.Timestamp("2026-08-18"),
+                          "label": (rng.random(n) < 0.2).astype(float)})
+    config = ModelConfig(target="churn", cv_folds=5, min_positives=5)
+    folds = cross_sectional_folds(frame, config)
+    assert sorted(set(folds)) == [0, 1, 2, 3, 4]
+    rates = frame.groupby(folds)["label"].mean()
+    assert rates.max() - rates.min() < 0.03  # stratified
+    few = frame.assign(label=0.0)
+    few.loc[:20, "label"] = 1.0  # 21 positives: fewer than 6 per fold x 5 folds
+    with pytest.raises(InsufficientDataError,
+                       match=r"21 positive .* at least 30 of each are needed \(6 per fold x 5 folds"):
+        cross_sectional_folds(few, ModelConfig(target="churn", cv_folds=5, min_positives=6))

@@ -381,6 +381,10 @@ def test_predictor_takes_models_by_outcome_and_names_the_missing_ones():
     assert predictor.models == models
     meta = predictor.metadata()
     assert meta["outcomes_without_model"] == ["contraction"]
+    assert meta["models"]["churn"]["model_card"] is None  # no card known for a fake model
+    card = "file:///store/1/abc/artifacts/model_card.md"
+    with_card = Predictor(models, health=HealthScore(), model_info={"churn": {"model_card": card}})
+    assert with_card.metadata()["models"]["churn"]["model_card"] == card
     assert set(meta["models"]) == {"churn", "expansion"}
     assert meta["models"]["churn"]["name"] == "churnml-churn"
     only_churn = Predictor({"churn": models["churn"]}, health=HealthScore())

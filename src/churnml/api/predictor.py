@@ -185,7 +185,8 @@ class Predictor:
     adopted weights version, else the defaults), so HTTP and batch agree. ``catalog`` and
     ``playbooks`` default to the configured ``features/catalog.yaml`` and
     ``features/playbooks.yaml``. ``model_info``: per outcome, facts the registry keeps beside
-    the model (``trained_at``), shown by :meth:`metadata`.
+    the model (``trained_at``, ``model_card``: the URI of the version's model card), shown by
+    :meth:`metadata`.
     """
 
     def __init__(self, models: Mapping[str, Any], health=None, catalog=None,
@@ -377,6 +378,10 @@ class Predictor:
                 "test_metrics": json_safe(info.get("metrics")
                                           or getattr(model, "test_metrics", None) or {}),
                 "horizon_days": json_safe(horizon),
+                # the version's model card (markdown, an MLflow artifact URI; None when the
+                # version has none) and how it was evaluated
+                "model_card": extra.get("model_card"),
+                "split_policy": json_safe((info.get("split") or {}).get("policy")),
                 "features": list(getattr(model, "feature_names", []) or []),
             }
         health_config = getattr(self.health, "active_config", None)
@@ -416,7 +421,8 @@ def load_predictor() -> Predictor:
         models[outcome.name] = registry.load_version(outcome.name, str(version))
         created = next((v.get("created") for v in registry.list_versions(outcome.name)
                         if str(v.get("version")) == str(version)), None)
-        info[outcome.name] = {"trained_at": created}
+        info[outcome.name] = {"trained_at": created,
+                              "model_card": registry.model_card_uri(outcome.name, str(version))}
     if not models:
         raise ModelNotFoundError(
             "no champion model for any outcome "

@@ -1,9 +1,11 @@
 """``churnml train --data DIR --target {churn,expansion,contraction} [--horizon-days D] [--config FILE]``.
 
-Builds weekly observations from the book, trains LightGBM with a time split (train, gap,
-calibration, gap, test), calibrates, evaluates against the health score, a logistic regression
-and (simulated books) the oracle on the same test rows, runs the rolling-origin backtest, logs
-everything to MLflow and registers the model; the champion alias moves only if the new version
+Builds weekly observations from the book, trains LightGBM with the split policy the book allows
+(a time split: train, gap, calibration, gap, test; a short book's train, gap, test with
+cross-fitted calibration; or cross-sectional K-fold cross-validation at one date), calibrates,
+evaluates against the health score, a logistic regression and (simulated books) the oracle
+on the same test rows, runs the rolling-origin backtest, logs everything to MLflow and
+registers the model; the champion alias moves only if the new version
 beats the champion on the new test rows. Prints the comparison table, the split dates, the
 registered version and whether it became champion. Exit 2 on bad input.
 """
@@ -76,11 +78,20 @@ def print_summary(result, registration) -> None:
 
     out = Console()
     for note in result.notes:
+        if note.startswith("split policy:"):
+            continue  # printed below the table
         out.print(f"[yellow]note:[/yellow] {literal(note)}", highlight=False, soft_wrap=True)
     split = result.split.describe()
     m = result.metrics
-    table = Table(title=f"{result.config.target}: test window {split['test_start']} to {split['test_end']} "
-                        f"({split['test_dates']} weekly as_of dates, horizon {split['horizon_days']} days)")
+    policy = split.get("policy", "time")
+    if policy == "cross_sectional":
+        title = (f"{result.config.target}: cross-sectional at {split['test_start']}, "
+                 f"{int(m.get('cv_folds', 0))}-fold cross-validation grouped by account "
+                 f"(fold means; horizon {split['horizon_days']} days)")
+    else:
+        title = (f"{result.config.target}: test window {split['test_start']} to {split['test_end']} "
+                 f"({split['test_dates']} weekly as_of dates, horizon {split['horizon_days']} days)")
+    table = Table(title=title)
     for column in ("scorer", "ROC AUC", "PR AUC", "lift top 10%", "Brier", "ECE"):
         table.add_column(column, justify="left" if column == "scorer" else "right")
 
@@ -91,19 +102,39 @@ def print_summary(result, registration) -> None:
         table.add_row(literal(row.scorer), fmt(row.roc_auc), fmt(row.pr_auc), fmt(row.lift_top_decile),
                       fmt(row.brier), fmt(row.ece))
     out.print(table)
+    out.print(f"split policy: {policy} ({literal(str(split.get('policy_reason', '')))})",
+              highlight=False, soft_wrap=True)
+    interval = ("pooled out-of-fold predictions, bootstrap by account" if policy == "cross_sectional"
+                else "bootstrap by account")
     out.print(
-        f"ROC AUC 95% interval (bootstrap by account): {fmt(m.get('test_roc_auc_ci_low'))} to "
+        f"ROC AUC 95% interval ({interval}): {fmt(m.get('test_roc_auc_ci_low'))} to "
         f"{fmt(m.get('test_roc_auc_ci_high'))}; ECE before calibration {fmt(m.get('test_ece_uncalibrated'))}, "
         f"after ({result.model.calibrator.method}) {fmt(m.get('test_ece'))}; "
         f"top-decile MRR capture {fmt(m.get('test_mrr_capture_top_decile'))}",
         highlight=False, soft_wrap=True)
     folds = ", ".join(f"fold {r.fold} {fmt(r.roc_auc)}" for r in result.backtest.itertuples())
-    out.print(f"backtest ROC AUC: {folds} (mean {fmt(m.get('backtest_roc_auc_mean'))}, "
-              f"std {fmt(m.get('backtest_roc_auc_std'))})", highlight=False, soft_wrap=True)
-    out.print(f"split: train {split['train_start']}..{split['train_end']} ({split['train_dates']} dates), "
-              f"calibration {split['calibration_start']}..{split['calibration_end']} "
-              f"({split['calibration_dates']}), test {split['test_start']}..{split['test_end']} "
-              f"({split['test_dates']}), gaps {split['gap_days']} days", highlight=False, soft_wrap=True)
+    if policy == "cross_sectional":
+        out.print(f"cross-validated ROC AUC by fold: {folds}; spread (std over folds): model ROC AUC "
+                  f"{fmt(m.get('test_roc_auc_std'))}, Brier {fmt(m.get('test_brier_std'))}; logistic "
+                  f"regression ROC AUC {fmt(m.get('logreg_test_roc_auc_std'))}, Brier "
+                  f"{fmt(m.get('logreg_test_brier_std'))}", highlight=False, soft_wrap=True)
+        out.print(f"split: cross-sectional at {split['train_start']}, "
+                  f"{result.dataset.fingerprint()['rows']:,} observations, one per account; the registered "
+                  f"model is fitted on all of them with a cross-fitted calibrator", highlight=False,
+                  soft_wrap=True)
+    else:
+        out.print(f"backtest ROC AUC: {folds} (mean {fmt(m.get('backtest_roc_auc_mean'))}, "
+                  f"std {fmt(m.get('backtest_roc_auc_std'))})", highlight=False, soft_wrap=True)
+        if policy == "short":
+            out.print(f"split: train {split['train_start']}..{split['train_end']} ({split['train_dates']} "
+                      f"dates), gap {split['gap_days']} days, test {split['test_start']}..{split['test_end']} "
+                      f"({split['test_dates']}); no calibration window (rounds and calibrator "
+                      f"cross-fitted inside training)", highlight=False, soft_wrap=True)
+        else:
+            out.print(f"split: train {split['train_start']}..{split['train_end']} ({split['train_dates']} dates), "
+                      f"calibration {split['calibration_start']}..{split['calibration_end']} "
+                      f"({split['calibration_dates']}), test {split['test_start']}..{split['test_end']} "
+                      f"({split['test_dates']}), gaps {split['gap_days']} days", highlight=False, soft_wrap=True)
     timings = result.fit_details.get("timings", {})
     if timings:
         out.print("time: " + ", ".join(f"{k.removesuffix('_seconds')} {v:.1f} s" for k, v in timings.items()),

@@ -20,6 +20,8 @@ from churnml.outcomes import OUTCOME_NAMES, get_outcome
 
 TARGETS = OUTCOME_NAMES
 CALIBRATION_METHODS = ("auto", "isotonic", "sigmoid")
+#: how the labeled as_of dates are split (docs/models.md, "Split policies"); ``auto`` chooses
+SPLIT_POLICIES = ("auto", "time", "short", "cross_sectional")
 PROMOTION_METRICS = ("test_roc_auc", "test_pr_auc", "test_log_loss", "test_brier")
 # Metrics where lower is better (the champion gate compares in the right direction).
 LOWER_IS_BETTER = {"test_log_loss", "test_brier", "test_ece"}
@@ -63,6 +65,10 @@ class ModelConfig:
     min_dates_per_window: int = 2
     min_positives: int = 5
     backtest_folds: int = 3
+    split_policy: str = "auto"
+    time_min_train_dates: int = 13
+    short_min_train_share: float = 0.5
+    cv_folds: int = 5
     lgb_params: dict = field(default_factory=dict)
     num_boost_round: int = 300
     early_stopping_rounds: int = 30
@@ -107,6 +113,10 @@ class ModelConfig:
         _positive_int("min_dates_per_window", self.min_dates_per_window)
         _positive_int("min_positives", self.min_positives)
         _positive_int("backtest_folds", self.backtest_folds)
+        _choice("split_policy", self.split_policy, SPLIT_POLICIES)
+        _positive_int("time_min_train_dates", self.time_min_train_dates)
+        _share("short_min_train_share", self.short_min_train_share)
+        _positive_int("cv_folds", self.cv_folds, minimum=2)
         _positive_int("num_boost_round", self.num_boost_round)
         _positive_int("early_stopping_rounds", self.early_stopping_rounds)
         _choice("calibration_method", self.calibration_method, CALIBRATION_METHODS)
@@ -155,6 +165,10 @@ _YAML_FIELDS = {
     ("split", "min_dates_per_window"): "min_dates_per_window",
     ("split", "min_positives"): "min_positives",
     ("split", "backtest_folds"): "backtest_folds",
+    ("split", "policy"): "split_policy",
+    ("split", "time_min_train_dates"): "time_min_train_dates",
+    ("split", "short_min_train_share"): "short_min_train_share",
+    ("split", "cv_folds"): "cv_folds",
     ("lightgbm", "params"): "lgb_params",
     ("lightgbm", "num_boost_round"): "num_boost_round",
     ("lightgbm", "early_stopping_rounds"): "early_stopping_rounds",

@@ -16,6 +16,19 @@ within a horizon of a training as_of. On a short book the test and calibration w
 to about a fifth of the labeled dates each (never below ``min_dates_per_window``) and the split
 says so in ``notes``; with too little history :class:`InsufficientDataError` explains what is
 missing.
+
+That is the ``time`` split policy. :func:`choose_split` picks one of three policies from the
+labeled dates (and :func:`build_dataset` from the event timing too; docs/models.md, "Split
+policies"):
+
+- ``time``: the split above, when it leaves at least ``time_min_train_dates`` training dates;
+- ``short``: no calibration window, one gap between training and test
+  (:func:`short_split`), so that at least ``short_min_train_share`` of the labeled dates train
+  the model; early stopping and calibration are cross-fitted inside the training span;
+- ``cross_sectional``: one date (the latest labeled one) split across accounts by stratified,
+  account-grouped K-fold cross-validation (:func:`cross_sectional_folds`): a book with one
+  labeled date, too few dates for any gap, or whose events all fall in its last horizon (a
+  converted one-row-per-customer export).
 """
 
 from __future__ import annotations
@@ -33,6 +46,7 @@ from churnml.models.config import ModelConfig
 from churnml.outcomes import Outcome, get_outcome
 
 WINDOWS = ("train", "calibration", "test")
+POLICIES = ("time", "short", "cross_sectional")
 # A categorical attribute with more levels than this is an identifier, not a signal.
 MAX_CATEGORY_LEVELS = 50
 
@@ -47,25 +61,40 @@ class TimeSplit:
     horizon_days: int
     gap_days: int
     notes: list[str] = field(default_factory=list)
+    #: ``time``, ``short`` or ``cross_sectional`` (module docstring) and why, in words
+    policy: str = "time"
+    policy_reason: str = ""
+
+    @property
+    def cross_sectional(self) -> bool:
+        return self.policy == "cross_sectional"
 
     def window_of(self, as_of: pd.Series) -> pd.Series:
-        """Name of the window of each as_of (``train``/``calibration``/``test``, else ``None``)."""
+        """Name of the window of each as_of (``train``/``calibration``/``test``, else ``None``).
+
+        Cross-sectional: every row at the date is ``train`` (the folds are across accounts,
+        :func:`cross_sectional_folds`; the final model is fitted on all of them)."""
         values = pd.DatetimeIndex(as_of).as_unit("ns")
         out = np.full(len(values), None, dtype=object)
-        for name in WINDOWS:
+        names = ("train",) if self.cross_sectional else WINDOWS
+        for name in names:
             out[values.isin(getattr(self, name).as_unit("ns"))] = name
         return pd.Series(out, index=as_of.index, name="window")
 
     def describe(self) -> dict[str, str | int]:
-        """Start, end and number of dates of each window (ISO dates), for logs and tables."""
+        """Start, end and number of dates of each window (ISO dates; an empty window, the
+        calibration of the short and cross-sectional policies, is ``""`` and 0), the policy and
+        its reason, for logs and tables."""
         out: dict[str, str | int] = {}
         for name in WINDOWS:
             dates = getattr(self, name)
-            out[f"{name}_start"] = dates[0].date().isoformat()
-            out[f"{name}_end"] = dates[-1].date().isoformat()
+            out[f"{name}_start"] = dates[0].date().isoformat() if len(dates) else ""
+            out[f"{name}_end"] = dates[-1].date().isoformat() if len(dates) else ""
             out[f"{name}_dates"] = len(dates)
         out["gap_days"] = self.gap_days
         out["horizon_days"] = self.horizon_days
+        out["policy"] = self.policy
+        out["policy_reason"] = self.policy_reason
         return out
 
 
@@ -166,6 +195,149 @@ def time_split(
     return TimeSplit(train, calibration, test, config.horizon_days, config.gap, notes)
 
 
+def short_split(dates, config: ModelConfig) -> TimeSplit | None:
+    """The ``short`` policy: test = the latest dates, one gap, train = every earlier date; no
+    calibration window (early stopping and calibration are cross-fitted inside the training
+    span). The test window is about a fifth of the dates (at most ``test_dates``, at least
+    ``min_dates_per_window``) and shrinks until at least ``short_min_train_share`` of the dates
+    (and ``min_dates_per_window``) train. None when no size fits."""
+    dates = pd.DatetimeIndex(sorted(set(pd.DatetimeIndex(dates)))).as_unit("ns")
+    minimum = config.min_dates_per_window
+    need_train = max(minimum, math.ceil(config.short_min_train_share * len(dates)))
+    first = min(config.test_dates, max(minimum, len(dates) // 5))
+    gap = pd.Timedelta(days=config.gap)
+    for n_test in range(first, minimum - 1, -1):
+        if len(dates) < n_test + need_train:
+            continue
+        test = dates[-n_test:]
+        train = dates[dates <= test[0] - gap]
+        if len(train) >= need_train:
+            return TimeSplit(train, dates[:0], test, config.horizon_days, config.gap, policy="short")
+    return None
+
+
+def cross_sectional_split(date, config: ModelConfig, reason: str) -> TimeSplit:
+    """The ``cross_sectional`` policy at one as_of ``date`` (train = test = that date; the
+    folds are across accounts)."""
+    day = pd.DatetimeIndex([pd.Timestamp(date)]).as_unit("ns")
+    return TimeSplit(day, day[:0], day, config.horizon_days, 0, policy="cross_sectional",
+                     policy_reason=reason)
+
+
+def _dates_text(dates: pd.DatetimeIndex, config: ModelConfig) -> str:
+    span = f"{dates[0].date()} to {dates[-1].date()}, " if len(dates) > 1 else ""
+    return (f"{len(dates)} labeled as_of date{'s' if len(dates) != 1 else ''} ({span}every "
+            f"{config.cadence_days} days, horizon {config.horizon_days} days)")
+
+
+def choose_split(dates, config: ModelConfig) -> TimeSplit:
+    """The split policy for sorted labeled ``dates`` (module docstring), with its reason.
+
+    ``time`` when today's time split fits and leaves at least ``time_min_train_dates`` training
+    dates; else ``short`` when :func:`short_split` fits; else ``cross_sectional`` at the latest
+    date. ``config.split_policy`` other than ``auto`` forces a policy (an impossible one raises
+    :class:`InsufficientDataError`). The event timing is checked later, with the labels
+    (:func:`events_policy`)."""
+    dates = pd.DatetimeIndex(sorted(set(pd.DatetimeIndex(dates)))).as_unit("ns")
+    if not len(dates):
+        raise InsufficientDataError("no labeled as_of date: nothing to train on.")
+    forced = config.split_policy
+    described = _dates_text(dates, config)
+    if forced == "time":
+        forced_time = time_split(dates, config)
+        forced_time.policy_reason = f"forced by the configuration (split.policy: time); {described}"
+        return forced_time
+    if forced == "cross_sectional":
+        return cross_sectional_split(dates[-1], config, "forced by the configuration "
+                                     f"(split.policy: cross_sectional); {described}")
+    if forced == "auto" and len(dates) > 1:
+        split: TimeSplit | None
+        try:
+            split = time_split(dates, config)
+        except InsufficientDataError:
+            split = None
+        if split is not None and len(split.train) >= config.time_min_train_dates:
+            split.policy_reason = (
+                f"{described}: the time split (train, gap, calibration, gap, test) leaves "
+                f"{len(split.train)} training dates (at least {config.time_min_train_dates} needed)")
+            return split
+        short = short_split(dates, config)
+        if short is not None:
+            why = (f"today's time split would train on {len(split.train)} dates"
+                   if split is not None else "too short for a time split with two gaps")
+            short.policy_reason = (
+                f"{described}: {why} (at least {config.time_min_train_dates} needed), so no "
+                f"calibration window: early stopping and calibration are cross-fitted inside the "
+                f"training span (grouped by account) and one {config.gap}-day gap separates "
+                f"training ({len(short.train)} dates) from test ({len(short.test)})")
+            return short
+    elif forced == "short":
+        short = short_split(dates, config)
+        if short is None:
+            raise InsufficientDataError(
+                f"split.policy short: {described} leave no test window, {config.gap}-day gap and "
+                f"training window of at least {config.short_min_train_share:.0%} of the dates.")
+        short.policy_reason = f"forced by the configuration (split.policy: short); {described}"
+        return short
+    if len(dates) == 1:
+        reason = f"1 labeled as_of date ({dates[0].date()}): a snapshot"
+    else:
+        reason = (f"{described}: too few for a test window after a {config.gap}-day gap with "
+                  f"{config.short_min_train_share:.0%} of the dates training")
+    return cross_sectional_split(dates[-1], config, reason + f", so cross-sectional at "
+                                 f"{dates[-1].date()}: stratified {config.cv_folds}-fold "
+                                 f"cross-validation grouped by account")
+
+
+def events_policy(split: TimeSplit, positives: pd.Series, config: ModelConfig) -> TimeSplit:
+    """``split``, or the ``cross_sectional`` policy at the latest date when the target's events
+    all fall in the book's last horizon: the as_of dates whose label window ends before the
+    latest labeled date's begins hold fewer than the 2 x ``min_positives`` events a training
+    window needs, while the latest date holds some. That is what any converted
+    one-row-per-customer export looks like (every churn just before the snapshot), whatever
+    tool wrote it. ``positives``: positive labels per as_of date (index: the labeled dates)."""
+    if split.cross_sectional or config.split_policy != "auto" or not len(positives):
+        return split
+    positives = positives.sort_index()
+    latest = positives.index[-1]
+    earlier = int(positives[positives.index <= latest - pd.Timedelta(days=config.horizon_days)].sum())
+    recent = int(positives.iloc[-1])
+    if earlier >= 2 * config.min_positives or recent == 0:
+        return split
+    reason = (f"{config.target} events all fall in the book's last horizon: {recent} positive "
+              f"labels at the latest labeled as_of date, {earlier} on the dates whose "
+              f"{config.horizon_days}-day label window ends before it (a time split needs "
+              f"{2 * config.min_positives} to train), as in a one-row-per-customer export, so "
+              f"cross-sectional at {pd.Timestamp(latest).date()}: stratified {config.cv_folds}-fold "
+              f"cross-validation grouped by account")
+    return cross_sectional_split(latest, config, reason)
+
+
+def cross_sectional_folds(frame: pd.DataFrame, config: ModelConfig) -> np.ndarray:
+    """Fold number (0..cv_folds-1) of each row: stratified by label, grouped by account
+    (sklearn ``StratifiedGroupKFold``, shuffled with the config's seed). Raises
+    :class:`InsufficientDataError` with fewer than ``min_positives`` x ``cv_folds`` positive
+    labels (or fewer negatives)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    y = frame["label"].to_numpy(dtype="float64") > 0
+    needed = config.min_positives * config.cv_folds
+    positives, negatives = int(y.sum()), int((~y).sum())
+    if positives < needed or negatives < needed:
+        when = frame["as_of"].max()
+        at = f" at {pd.Timestamp(when).date()}" if len(frame) else ""
+        raise InsufficientDataError(
+            f"{config.target}: too few events for cross-validation{at}: {positives:,} positive and "
+            f"{negatives:,} negative labels among {len(frame):,} observations; at least {needed} of "
+            f"each are needed ({config.min_positives} per fold x {config.cv_folds} folds: "
+            f"split.min_positives x split.cv_folds).")
+    folds = np.full(len(frame), -1, dtype=int)
+    splitter = StratifiedGroupKFold(n_splits=config.cv_folds, shuffle=True, random_state=config.seed)
+    for k, (_, held) in enumerate(splitter.split(np.zeros(len(frame)), y, frame["account_id"].to_numpy())):
+        folds[held] = k
+    return folds
+
+
 def backtest_splits(dates, config: ModelConfig, main: TimeSplit) -> tuple[list[TimeSplit], list[str]]:
     """Rolling-origin splits: fold 1 is ``main``; fold k moves every window back by k-1 test spans.
 
@@ -209,11 +381,16 @@ class Dataset:
         """Rows of one window (``train``, ``calibration`` or ``test``)."""
         return self.frame[self.frame["window"] == window]
 
+    def evaluation_rows(self) -> pd.DataFrame:
+        """The rows the reported metrics are measured on: the test window; under the
+        cross-sectional policy every row (each is held out by one fold)."""
+        return self.frame if self.split.cross_sectional else self.part("test")
+
     def refold(self, split: TimeSplit, config: ModelConfig) -> "Dataset":
         """The same observations and features under another split (a backtest fold)."""
         frame = self.frame.copy()
         frame["window"] = split.window_of(frame["as_of"]).to_numpy()
-        check_windows(frame, config)
+        check_windows(frame, config, split)
         return Dataset(frame, self.feature_names, self.categorical, split, self.target,
                        self.dropped_features)
 
@@ -316,9 +493,16 @@ def select_features(frame: pd.DataFrame, candidates: list[str], train_mask) -> t
     return keep, [c for c in keep if c in categorical], dropped
 
 
-def check_windows(frame: pd.DataFrame, config: ModelConfig) -> None:
-    """Raise :class:`InsufficientDataError` when a window has too few positives (or no negatives)."""
-    for window in WINDOWS:
+def check_windows(frame: pd.DataFrame, config: ModelConfig, split: TimeSplit | None = None) -> None:
+    """Raise :class:`InsufficientDataError` when a window has too few positives (or no negatives).
+
+    Under the short policy there is no calibration window; under the cross-sectional policy
+    the folds are checked instead (:func:`cross_sectional_folds`)."""
+    if split is not None and split.cross_sectional:
+        cross_sectional_folds(frame, config)
+        return
+    windows = WINDOWS if split is None or split.policy == "time" else ("train", "test")
+    for window in windows:
         part = frame[frame["window"] == window]
         needed = config.min_positives * (2 if window == "train" else 1)
         positives = int(part["label"].sum())
@@ -359,8 +543,12 @@ def assemble(
     frame["event_mrr"] = event_mrr(get_outcome(config.target), frame, frame["_mrr_at_as_of"],
                                    mrr_changes, config.horizon_days)
     frame = frame.drop(columns=["_mrr_at_as_of"])
+    if split.cross_sectional:
+        frame = frame[frame["as_of"] == split.train[0]].reset_index(drop=True)
     frame["window"] = split.window_of(frame["as_of"]).to_numpy()
-    check_windows(frame, config)
+    check_windows(frame, config, split)
+    if split.cross_sectional:
+        frame["fold"] = cross_sectional_folds(frame, config)
     candidates = [c for c in features.columns if c not in ("account_id", "as_of")]
     names, categorical, dropped = select_features(frame, candidates, frame["window"] == "train")
     return Dataset(frame, names, categorical, split, config.target, dropped)
@@ -372,13 +560,22 @@ def build_dataset(book, config: ModelConfig, catalog=None, progress=None) -> Dat
     from churnml.features.labels import observation_grid
 
     dates = labeled_as_of_dates(book, config)
-    split = time_split(dates, config)
+    split = choose_split(dates, config)
+    clock = time.perf_counter()
+    grid = observation_grid(book, dates, config.horizon_days, expansion_min_share=config.expansion_min_share)
+    labels_seconds = time.perf_counter() - clock
+    if config.target in grid.columns:
+        positives = grid.groupby("as_of")[config.target].sum()
+        split = events_policy(split, positives, config)
+    if split.cross_sectional:  # features at the one date only
+        dates = split.train
+        grid = grid[grid["as_of"].isin(dates)]
     if progress is not None:
-        progress.note(f"features for {len(dates)} weekly as_of dates")
+        progress.note(f"features for {len(dates)} as_of date{'s' if len(dates) != 1 else ''} "
+                      f"({split.policy} split)")
     clock = time.perf_counter()
     features = build_features(book, dates, catalog=catalog)
     built = time.perf_counter()
-    grid = observation_grid(book, dates, config.horizon_days, expansion_min_share=config.expansion_min_share)
     dataset = assemble(features, grid, config, split, mrr_changes=book.mrr_changes)
-    dataset.timings = {"features_seconds": built - clock, "labels_seconds": time.perf_counter() - built}
+    dataset.timings = {"features_seconds": built - clock, "labels_seconds": labels_seconds}
     return dataset

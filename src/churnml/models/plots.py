@@ -125,7 +125,7 @@ def shap_summary(result, path: Path) -> Path:
     import pandas as pd
 
     plt = _plt()
-    test = result.dataset.part("test")
+    test = result.dataset.evaluation_rows()
     sample = test.sample(min(SHAP_SAMPLE, len(test)), random_state=result.config.seed)
     model = result.model
     contrib = model.contributions(sample).to_numpy()
@@ -153,10 +153,16 @@ def backtest(result, path: Path) -> Path:
     x = np.arange(len(bt))
     ax.bar(x - 0.2, bt["roc_auc"], 0.4, label="model")
     ax.bar(x + 0.2, bt["health_roc_auc"], 0.4, label="health score")
-    ax.set_xticks(x, [f"fold {f}\n{s}..{e}" for f, s, e in zip(bt["fold"], bt["test_start"], bt["test_end"])],
-                  fontsize=8)
+    cross_sectional = result.split.policy == "cross_sectional"
+    labels = ([f"fold {f}" for f in bt["fold"]] if cross_sectional else
+              [f"fold {f}\n{s}..{e}" for f, s, e in zip(bt["fold"], bt["test_start"], bt["test_end"])])
+    ax.set_xticks(x, labels, fontsize=8)
     ax.set_ylim(0.5, 1.0)
-    ax.set(ylabel="ROC AUC on the fold's test window", title="rolling-origin backtest")
+    if cross_sectional:
+        ax.set(ylabel="ROC AUC on the fold's held-out accounts",
+               title=f"cross-validation at {bt['test_start'].iloc[0]} (cross-sectional)")
+    else:
+        ax.set(ylabel="ROC AUC on the fold's test window", title="rolling-origin backtest")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)

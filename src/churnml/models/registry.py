@@ -350,6 +350,42 @@ def _write_artifacts(result, folder: Path, plots: bool) -> None:
         P.save_all(result, folder)
 
 
+MODEL_CARD = "model_card.md"
+
+
+def _log_model_card(result, version: str, run_id: str, folder: Path) -> None:
+    """``model_card.md`` (``churnml.models.card``) as an artifact of the version's run."""
+    from churnml.models.card import model_card
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / MODEL_CARD
+    path.write_text(model_card(result, version=version, run_id=run_id), encoding="utf-8")
+    _mlflow().log_artifact(str(path))
+
+
+def model_card_uri(target: str, version: str | int) -> str | None:
+    """Where the model card of a registered version is: the artifact URI of ``model_card.md``
+    in the version's run (None for a version logged before model cards, or an unknown one)."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    name = registered_name(target)
+    try:
+        run_id = client.get_model_version(name, str(version)).run_id
+        if not run_id:
+            return None
+        names = {Path(f.path).name for f in client.list_artifacts(run_id)}
+        if MODEL_CARD not in names:
+            return None
+        return f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{MODEL_CARD}"
+    except MlflowException as exc:
+        if _not_found(exc):
+            return None
+        raise _unavailable(exc, f"reading the model card of version {version} of {name}") from exc
+    except OSError as exc:
+        raise _unavailable(exc, f"reading the model card of version {version} of {name}") from exc
+
+
 def _champion_score(target: str, champion: str, result) -> float | None:
     """The current champion's promotion metric re-scored on the new test rows (None when it
     cannot score them, e.g. a feature changed type)."""
@@ -358,7 +394,7 @@ def _champion_score(target: str, champion: str, result) -> float | None:
 
     try:
         old = load_version(target, champion)
-        test = result.dataset.part("test")
+        test = result.dataset.evaluation_rows()
         p = old.predict_proba(test)
     except ChurnMLError:
         return None
@@ -383,7 +419,12 @@ def log_training(result, plots: bool = True, progress=None) -> Registration:
         artifacts.mkdir()
         _write_artifacts(result, artifacts, plots)
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{config.target}") as run:
+            policy = str(result.split.describe().get("policy", "time"))
             mlflow.set_tags({"churnml.target": config.target, "churnml.kind": "train",
+                             "churnml.split_policy": policy,
+                             "churnml.evaluation": ("cross-sectional: K-fold cross-validation grouped "
+                                                    "by account, fold means" if policy == "cross_sectional"
+                                                    else "held-out test window"),
                              "churnml.notes": " | ".join(result.notes)[:5000]})
             mlflow.log_params(_flat_params(result))
             mlflow.log_metrics(_finite(result.metrics))
@@ -409,6 +450,7 @@ def log_training(result, plots: bool = True, progress=None) -> Registration:
                 pip_requirements=_requirements(),
             )
             version = str(info.registered_model_version)
+            _log_model_card(result, version, run.info.run_id, tmp / "card")
             metric = config.promotion_metric
             new_score = float(result.metrics[metric])
             try:
@@ -438,6 +480,7 @@ def log_training(result, plots: bool = True, progress=None) -> Registration:
             run_id = run.info.run_id
     for key, value in (("test_roc_auc", result.metrics.get("test_roc_auc")),
                        ("horizon_days", config.horizon_days), ("target", config.target),
+                       ("split_policy", result.split.describe().get("policy", "time")),
                        ("test_start", result.split.describe()["test_start"]),
                        ("test_end", result.split.describe()["test_end"])):
         client.set_model_version_tag(name, version, key, str(value))

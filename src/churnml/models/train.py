@@ -7,6 +7,12 @@ window against the baselines (health score, logistic regression, oracle when the
 simulated), and a rolling-origin backtest. It returns a :class:`TrainingResult` that
 ``registry.log_training`` records and registers.
 
+Books too short for that get another split policy (``dataset.choose_split``): ``short`` fits
+with :func:`fit_model_crossfit` (rounds and calibrator cross-fitted inside the training
+window) and is evaluated on its test window; ``cross_sectional`` is evaluated by K-fold
+cross-validation across accounts (:func:`evaluate_cross_sectional`) and the registered model
+is fitted on every row.
+
 Example::
 
     from churnml.models.train import train_target
@@ -41,9 +47,11 @@ class TrainingResult:
 
     ``predictions``: one row per test observation with ``account_id, as_of, label, event_mrr,
     value_tier, probability, raw_probability`` and the baselines' scores
-    (``health_score_risk``, ``logreg_probability``, ``oracle_probability``).
+    (``health_score_risk``, ``logreg_probability``, ``oracle_probability``); cross-sectional:
+    one out-of-fold row per observation, with its ``fold``.
     ``reliability``: equal-count reliability tables of the test window before (``raw``) and
-    after (``calibrated``) calibration. ``backtest``: one row per rolling-origin fold.
+    after (``calibrated``) calibration. ``backtest``: one row per rolling-origin fold (per
+    cross-validation fold when cross-sectional).
     """
 
     model: TargetModel
@@ -115,14 +123,10 @@ def _specs_for(names: list[str], categorical: list[str], catalog) -> dict[str, d
     return out
 
 
-def fit_model(dataset: Dataset, config: ModelConfig, catalog=None, health_config: dict | None = None) -> tuple[TargetModel, dict]:
-    """Fit LightGBM on the training window (early stopping on the calibration window) and the
-    calibrator on the calibration window. Returns the model and fit details (best iteration,
-    monotone constraints used and dropped, calibration choice)."""
-    import lightgbm as lgb
-
+def _setup(dataset: Dataset, config: ModelConfig, catalog, train: pd.DataFrame) -> dict[str, Any]:
+    """What every fit needs from the training rows: categories, feature specs, LightGBM
+    parameters with the monotone constraints the data does not contradict, the encoder."""
     names, categorical = dataset.feature_names, dataset.categorical
-    train, cal = dataset.part("train"), dataset.part("calibration")
     categories = {
         c: sorted(str(v) for v in train[c].dropna().unique()) for c in categorical
     }
@@ -138,8 +142,43 @@ def fit_model(dataset: Dataset, config: ModelConfig, catalog=None, health_config
             train, names, categorical, specs, config.target, config.monotone_tolerance)
     if any(monotone):
         params["monotone_constraints"] = monotone
-    cat_idx = [names.index(c) for c in categorical]
-    encoder = FeatureEncoder(names, categories, label=config.target)  # the scorer's encoder
+    return {"names": names, "categorical": categorical, "categories": categories, "specs": specs,
+            "params": params, "monotone": monotone, "monotone_dropped": monotone_dropped,
+            "cat_idx": [names.index(c) for c in categorical],
+            "encoder": FeatureEncoder(names, categories, label=config.target)}  # the scorer's
+
+
+def _info(setup: dict, best: int, dataset: Dataset, calibrator, cv_scores: dict,
+          train: pd.DataFrame, X_train: np.ndarray) -> dict[str, Any]:
+    import lightgbm as lgb
+
+    names, categories, categorical = setup["names"], setup["categories"], setup["categorical"]
+    return {
+        "best_iteration": int(best),
+        "lightgbm_version": lgb.__version__,
+        "split": dataset.split.describe(),
+        "monotone_constraints": {n: d for n, d in zip(names, setup["monotone"]) if d},
+        "monotone_dropped": setup["monotone_dropped"],
+        "calibration": calibrator.method,
+        "calibration_cv": cv_scores,
+        "dropped_features": dataset.dropped_features,
+        # for the synthetic input example logged with the model (no real row is ever logged)
+        "feature_medians": {n: float(np.nanmedian(X_train[:, j])) if np.isfinite(X_train[:, j]).any() else 0.0
+                            for j, n in enumerate(names) if n not in categories},
+        "category_modes": {c: str(train[c].mode(dropna=True).iloc[0]) for c in categorical
+                           if train[c].notna().any()},
+    }
+
+
+def fit_model(dataset: Dataset, config: ModelConfig, catalog=None, health_config: dict | None = None) -> tuple[TargetModel, dict]:
+    """Fit LightGBM on the training window (early stopping on the calibration window) and the
+    calibrator on the calibration window. Returns the model and fit details (best iteration,
+    monotone constraints used and dropped, calibration choice)."""
+    import lightgbm as lgb
+
+    train, cal = dataset.part("train"), dataset.part("calibration")
+    setup = _setup(dataset, config, catalog, train)
+    names, params, cat_idx, encoder = setup["names"], setup["params"], setup["cat_idx"], setup["encoder"]
     X_train, X_cal = encoder.matrix(train), encoder.matrix(cal)
     y_train, y_cal = train["label"].to_numpy(), cal["label"].to_numpy()
     d_train = lgb.Dataset(X_train, y_train, feature_name=names, categorical_feature=cat_idx, free_raw_data=True)
@@ -157,23 +196,44 @@ def fit_model(dataset: Dataset, config: ModelConfig, catalog=None, health_config
     calibrator, cv_scores = choose_calibrator(
         raw_cal, y_cal, cal["account_id"].to_numpy(), config.calibration_method,
         config.calibration_cv_folds, config.seed)
-    info = {
-        "best_iteration": int(best),
-        "lightgbm_version": lgb.__version__,
-        "split": dataset.split.describe(),
-        "monotone_constraints": {n: d for n, d in zip(names, monotone) if d},
-        "monotone_dropped": monotone_dropped,
-        "calibration": calibrator.method,
-        "calibration_cv": cv_scores,
-        "dropped_features": dataset.dropped_features,
-        # for the synthetic input example logged with the model (no real row is ever logged)
-        "feature_medians": {n: float(np.nanmedian(X_train[:, j])) if np.isfinite(X_train[:, j]).any() else 0.0
-                            for j, n in enumerate(names) if n not in categories},
-        "category_modes": {c: str(train[c].mode(dropna=True).iloc[0]) for c in categorical
-                           if train[c].notna().any()},
-    }
-    model = TargetModel(booster, names, categories, calibrator, specs, config.to_dict(), health_config, info)
+    info = _info(setup, best, dataset, calibrator, cv_scores, train, X_train)
+    model = TargetModel(booster, names, setup["categories"], calibrator, setup["specs"], config.to_dict(),
+                        health_config, info)
     return model, info
+
+
+def fit_model_crossfit(dataset: Dataset, config: ModelConfig, catalog=None,
+                       health_config: dict | None = None) -> tuple[TargetModel, dict]:
+    """Fit on the training window alone (short and cross-sectional policies: no calibration
+    window): rounds and calibrator by account-grouped cross-fitting inside it
+    (:mod:`churnml.models.crossfit`). Same return as :func:`fit_model`; the details add
+    ``crossfit`` (folds, each fold's best iteration, the rounds kept)."""
+    from churnml.models.crossfit import crossfit_booster
+
+    train = dataset.part("train")
+    setup = _setup(dataset, config, catalog, train)
+    X_train = setup["encoder"].matrix(train)
+    y = train["label"].to_numpy(dtype="float64")
+    groups = train["account_id"].to_numpy()
+    booster, oof, details = crossfit_booster(setup["params"], X_train, y, groups, setup["names"],
+                                             setup["cat_idx"], config)
+    calibrator, cv_scores = choose_calibrator(sigmoid(oof), y, groups, config.calibration_method,
+                                              config.calibration_cv_folds, config.seed)
+    info = _info(setup, details["rounds"], dataset, calibrator, cv_scores, train, X_train)
+    info["crossfit"] = details
+    info["calibration_fitted_on"] = (f"out-of-fold predictions of {details['folds']} account-grouped "
+                                     f"folds of the training rows")
+    model = TargetModel(booster, setup["names"], setup["categories"], calibrator, setup["specs"],
+                        config.to_dict(), health_config, info)
+    return model, info
+
+
+def fit_for_policy(dataset: Dataset, config: ModelConfig, catalog=None,
+                   health_config: dict | None = None) -> tuple[TargetModel, dict]:
+    """:func:`fit_model` under the time policy, :func:`fit_model_crossfit` otherwise."""
+    if dataset.split.policy == "time":
+        return fit_model(dataset, config, catalog, health_config)
+    return fit_model_crossfit(dataset, config, catalog, health_config)
 
 
 def _baseline_health(health):
@@ -236,7 +296,11 @@ def run_backtest(dataset: Dataset, config: ModelConfig, main_model: TargetModel,
     """Rolling-origin backtest: fold 1 is the main split; each further fold moves all windows
     back by one test span and refits. One row per fold."""
     dates = pd.DatetimeIndex(sorted(dataset.frame["as_of"].unique()))
-    splits, notes = backtest_splits(dates, config, dataset.split)
+    if dataset.split.policy == "time":
+        splits, notes = backtest_splits(dates, config, dataset.split)
+    else:  # the short policy: the book has no room for earlier test windows
+        splits, notes = [dataset.split], [
+            f"backtest: one fold (the main split) under the {dataset.split.policy} policy"]
     rows = []
     for k, split in enumerate(splits, start=1):
         if k == 1:
@@ -249,7 +313,7 @@ def run_backtest(dataset: Dataset, config: ModelConfig, main_model: TargetModel,
             except InsufficientDataError as exc:
                 notes.append(f"backtest: fold {k} left out: {exc}")
                 break
-            model, _ = fit_model(fold, config, catalog, main_model.health_config)
+            model, _ = fit_for_policy(fold, config, catalog, main_model.health_config)
             fold_metrics, _, _ = evaluate(model, fold, config, health=health, logreg=False, bootstrap=False)
         part = split.describe()
         rows.append({
@@ -266,27 +330,102 @@ def run_backtest(dataset: Dataset, config: ModelConfig, main_model: TargetModel,
     return pd.DataFrame(rows), notes
 
 
+def evaluate_cross_sectional(dataset: Dataset, config: ModelConfig, *, catalog=None, health=None,
+                             truth=None, health_config: dict | None = None, progress=None
+                             ) -> tuple[dict[str, float], pd.DataFrame, dict, pd.DataFrame]:
+    """Cross-sectional policy: stratified, account-grouped K-fold cross-validation at the one
+    date (``dataset.frame["fold"]``). Each fold's model (:func:`fit_model_crossfit`) and the
+    logistic regression are fitted on the other folds and scored with the health score (and
+    the oracle) on the fold. Metrics are the fold means under the names of a time split
+    (``test_roc_auc``, ``logreg_test_roc_auc``, ...) plus their spread (``<name>_std``); the
+    ROC AUC interval is bootstrapped (by account) on the pooled out-of-fold predictions.
+    Returns ``(metrics, out-of-fold predictions, reliability, one row per fold)``."""
+    frame = dataset.frame
+    folds = frame["fold"].to_numpy()
+    per_fold, predictions, rows = [], [], []
+    n_folds = int(folds.max()) + 1
+    for k in range(n_folds):
+        if progress is not None:
+            progress.note(f"{config.target}: cross-validation fold {k + 1} of {n_folds}")
+        fold_frame = frame.copy()
+        fold_frame["window"] = np.where(folds == k, "test", "train")
+        fold = Dataset(fold_frame, dataset.feature_names, dataset.categorical, dataset.split,
+                       dataset.target, dataset.dropped_features)
+        model, _ = fit_model_crossfit(fold, config, catalog, health_config)
+        fold_metrics, fold_predictions, _ = evaluate(model, fold, config, health=health, truth=truth,
+                                                     bootstrap=False)
+        per_fold.append(fold_metrics)
+        predictions.append(fold_predictions.assign(fold=k + 1))
+        date = dataset.split.train[0].date().isoformat()
+        rows.append({"fold": k + 1, "train_start": date, "train_end": date, "calibration_start": "",
+                     "calibration_end": "", "test_start": date, "test_end": date,
+                     "best_iteration": model.info.get("best_iteration"),
+                     "calibration": model.calibrator.method,
+                     "roc_auc": fold_metrics["test_roc_auc"], "pr_auc": fold_metrics["test_pr_auc"],
+                     "ece": fold_metrics["test_ece"], "brier": fold_metrics["test_brier"],
+                     "health_roc_auc": fold_metrics["health_test_roc_auc"],
+                     "logreg_roc_auc": fold_metrics.get("logreg_test_roc_auc", np.nan),
+                     "logreg_brier": fold_metrics.get("logreg_test_brier", np.nan)})
+    table = pd.DataFrame(per_fold)
+    metrics = {k: float(table[k].mean()) for k in table.columns}
+    metrics.update({f"{k}_std": float(table[k].std(ddof=0)) for k in table.columns})
+    pooled = pd.concat(predictions, ignore_index=True)
+    y = pooled["label"].to_numpy(dtype="float64")
+    proba = pooled["probability"].to_numpy(dtype="float64")
+    if config.bootstrap_resamples:
+        low, high = M.bootstrap_auc_interval(y, proba, pooled["account_id"], config.bootstrap_resamples,
+                                             config.seed)
+        metrics["test_roc_auc_ci_low"], metrics["test_roc_auc_ci_high"] = low, high
+    metrics["cv_folds"] = float(n_folds)
+    reliability = {"raw": M.reliability_table(y, pooled["raw_probability"].to_numpy(dtype="float64")),
+                   "calibrated": M.reliability_table(y, proba)}
+    return metrics, pooled, reliability, pd.DataFrame(rows)
+
+
 def train_on_dataset(dataset: Dataset, config: ModelConfig, *, catalog=None, health=None, truth=None,
                      progress=None) -> TrainingResult:
-    """Fit, evaluate against the baselines and backtest on an already assembled dataset."""
+    """Fit, evaluate against the baselines and backtest on an already assembled dataset.
+
+    The split policy (``dataset.split.policy``) decides how: ``time`` as always; ``short`` with
+    rounds and calibrator cross-fitted inside the training window; ``cross_sectional`` by
+    K-fold cross-validation across accounts (:func:`evaluate_cross_sectional`; ``backtest``
+    then has one row per fold) and a final model fitted on every row."""
     health = _baseline_health(health)
     health_config = health.active_config.to_dict() if hasattr(health, "active_config") else None
-    if progress is not None:
-        progress.note(f"{config.target}: fitting LightGBM")
-    clock = time.perf_counter()
-    model, details = fit_model(dataset, config, catalog, health_config)
-    timings = {"fit_seconds": time.perf_counter() - clock}
-    if progress is not None:
-        progress.advance()
-        progress.note(f"{config.target}: evaluating on the test window")
-    clock = time.perf_counter()
-    metrics, predictions, reliability = evaluate(model, dataset, config, health=health, truth=truth)
-    timings["evaluate_seconds"] = time.perf_counter() - clock
-    if progress is not None:
-        progress.advance()
-    clock = time.perf_counter()
-    backtest, notes = run_backtest(dataset, config, model, metrics, catalog, health, progress)
-    timings["backtest_seconds"] = time.perf_counter() - clock
+    policy = dataset.split.policy
+    notes: list[str] = []
+    timings: dict[str, float] = {}
+    if policy == "cross_sectional":
+        clock = time.perf_counter()
+        metrics, predictions, reliability, backtest = evaluate_cross_sectional(
+            dataset, config, catalog=catalog, health=health, truth=truth, health_config=health_config,
+            progress=progress)
+        timings["evaluate_seconds"] = time.perf_counter() - clock
+        if progress is not None:
+            progress.advance()
+            progress.note(f"{config.target}: fitting LightGBM on every row")
+        clock = time.perf_counter()
+        model, details = fit_model_crossfit(dataset, config, catalog, health_config)
+        timings["fit_seconds"] = time.perf_counter() - clock
+        if progress is not None:
+            progress.advance()
+    else:
+        if progress is not None:
+            progress.note(f"{config.target}: fitting LightGBM")
+        clock = time.perf_counter()
+        model, details = fit_for_policy(dataset, config, catalog, health_config)
+        timings["fit_seconds"] = time.perf_counter() - clock
+        if progress is not None:
+            progress.advance()
+            progress.note(f"{config.target}: evaluating on the test window")
+        clock = time.perf_counter()
+        metrics, predictions, reliability = evaluate(model, dataset, config, health=health, truth=truth)
+        timings["evaluate_seconds"] = time.perf_counter() - clock
+        if progress is not None:
+            progress.advance()
+        clock = time.perf_counter()
+        backtest, notes = run_backtest(dataset, config, model, metrics, catalog, health, progress)
+        timings["backtest_seconds"] = time.perf_counter() - clock
     details["timings"] = {**dataset.timings, **timings}
     metrics["backtest_roc_auc_mean"] = float(backtest["roc_auc"].mean())
     metrics["backtest_roc_auc_std"] = float(backtest["roc_auc"].std(ddof=0))
@@ -294,8 +433,9 @@ def train_on_dataset(dataset: Dataset, config: ModelConfig, *, catalog=None, hea
     metrics.update({k: v for k, v in details.get("calibration_cv", {}).items()})
     model.info["metrics"] = {k: v for k, v in metrics.items() if np.isfinite(v)}
     model.info["fingerprint"] = dataset.fingerprint()
+    policy_note = [f"split policy: {policy} ({dataset.split.policy_reason})"] if dataset.split.policy_reason else []
     return TrainingResult(model, config, dataset, metrics, predictions, reliability, backtest,
-                          list(dataset.split.notes) + notes, details)
+                          policy_note + list(dataset.split.notes) + notes, details)
 
 
 def train_target(book, target: str = "churn", config: ModelConfig | str | Path | None = None, *,

@@ -123,7 +123,8 @@ def test_converted_book_is_accepted_in_full_by_validate(converted, telco):
     assert sorted(p.name for p in book.iterdir()) == ["accounts.parquet", "mrr_changes.parquet"]
     code, out = run_cli("validate", "--data", book, "--rejects", book.parent / "rejects.csv")
     assert code == 0, out
-    total = N + N + churned
+    stayed = int(((telco["Churn"] == "No") & (telco["tenure"] > 0)).sum())
+    total = N + N + churned + stayed  # accounts, new rows, churn rows, renewal rows
     assert f"all {total:,} rows accepted" in out
     loaded, report = load_book(book)
     assert report.total_rejected == 0
@@ -149,10 +150,13 @@ def test_mapping_by_hand(converted, telco):
     assert rows[["effective_date", "mrr", "reason"]].values.tolist() == [
         [pd.Timestamp("2026-06-16"), row.MonthlyCharges, "new"],
         [pd.Timestamp("2026-11-15"), 0.0, "churn"]]
-    # tenure 72, stayed
+    # tenure 72, stayed: a renewal row at the same charge on the snapshot date
     row = telco.iloc[2]
     assert accounts.loc[row.customerID, "created_at"] == pd.Timestamp("2020-11-16")
-    assert len(mrr[mrr.account_id == row.customerID]) == 1
+    rows = mrr[mrr.account_id == row.customerID]
+    assert rows[["effective_date", "mrr", "reason"]].values.tolist() == [
+        [pd.Timestamp("2020-11-16"), row.MonthlyCharges, "new"],
+        [snap, row.MonthlyCharges, "renewal"]]
     # tenure 0, churned: the churn falls on created_at (the same day), after the `new` row
     row = telco.iloc[3]
     rows = mrr[mrr.account_id == row.customerID]
@@ -296,3 +300,21 @@ def test_fractional_tenure_counts_days_of_an_average_month(tmp_path):
     assert code == 0, text
     accounts = pd.read_parquet(book / "accounts.parquet").set_index("account_id")
     assert accounts.loc[frame.customerID[1], "created_at"] == pd.Timestamp("2026-09-01")
+
+
+def test_churn_is_labeled_without_a_customer_who_joined_on_the_snapshot_date(telco, tmp_path):
+    """The renewal rows of the customers who stayed put the book's data end on the snapshot
+    date, so the churns of the day before are labeled at the last labeled as_of (without
+    them the data end was the churn day and no churn was ever labeled)."""
+    from churnml.features.labels import latest_labeled_as_of, observation_grid
+
+    frame = telco[telco["tenure"] > 0].reset_index(drop=True)
+    code, text, book = convert(tmp_path, frame)
+    assert code == 0, text
+    loaded, _ = load_book(book)
+    assert loaded.data_end == pd.Timestamp(SNAPSHOT)
+    as_of = latest_labeled_as_of(loaded, 30)
+    grid = observation_grid(loaded, pd.DatetimeIndex([as_of]), 30)
+    assert grid["labeled"].all()
+    assert grid["churn"].sum() == (frame["Churn"] == "Yes").sum()
+    assert grid["expansion"].sum() == 0 and grid["contraction"].sum() == 0

@@ -9,7 +9,8 @@ contract (``docs/data_contract.md``, "Converting a one-row-per-customer table"):
   column as a static attribute (numbers as ``float64``, anything else as text);
 - ``mrr_changes``: a ``new`` row at ``created_at`` with ``mrr`` = the monthly charge; for a
   churned customer a ``churn`` row with ``mrr`` 0 on the day before the snapshot date
-  (:func:`churn_dates`).
+  (:func:`churn_dates`); for every customer who stayed a `renewal` row at the same charge on
+  the snapshot date (the revenue history runs to the snapshot: its data end).
 
 Every customer becomes an account or nothing is converted: bad input is a
 :class:`~churnml.errors.SchemaError` naming the column, the count and up to five examples.
@@ -297,7 +298,20 @@ def convert_snapshot(frame: pd.DataFrame, spec: SnapshotSpec) -> SnapshotBook:
         "account_id": accounts["account_id"].iloc[churn_index],
         "effective_date": churn_dates(snapshot.iloc[churn_index], created.iloc[churn_index]),
         "mrr": 0.0, "reason": "churn", "_order": 1})
-    mrr = (pd.concat([new_rows, churn_rows], ignore_index=True)
+    # Every customer still there at the snapshot gets a `renewal` row on the snapshot date
+    # at its charge (no change of MRR, so no label and no feature moves): the revenue history
+    # then runs up to the snapshot date, so the book's data end is the snapshot date and the
+    # churns of the day before fall inside the last label window. Without these rows the
+    # data end would be the churn day itself, whose rows wait for the next run (a partial
+    # day), and no churn would ever be labeled.
+    stays = np.flatnonzero(~np.asarray(churned, dtype=bool)
+                           & (created < snapshot).to_numpy() & (charge > 0).to_numpy())
+    stay_rows = pd.DataFrame({
+        "account_id": accounts["account_id"].iloc[stays],
+        "effective_date": snapshot.iloc[stays].to_numpy(),
+        "mrr": charge.iloc[stays].astype("float64").to_numpy(), "reason": "renewal",
+        "_order": 2})
+    mrr = (pd.concat([new_rows, churn_rows, stay_rows], ignore_index=True)
            .sort_values(["account_id", "effective_date", "_order"], kind="stable")
            .drop(columns="_order").reset_index(drop=True))
     mrr["reason"] = mrr["reason"].astype("str")

@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/training.py
 	$(PY) benchmarks/scoring.py
 	$(PY) benchmarks/serving.py
+	$(PY) benchmarks/monitoring.py
 
 # A self-contained Bento of the prediction service: the champion models (from the MLflow
 # registry under CHURNML_HOME), the churnml package and its configuration. Needs a trained

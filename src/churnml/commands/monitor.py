@@ -30,10 +30,9 @@ def monitor(
     with progress("monitor") as step:
         step.note("loading the book")
         book, _ = load_book(data)
-        step.note("reading the model versions' training spans")
-        spans = monitoring.registry_spans()
         step.note("measuring the matured weeks")
-        table = monitoring.update_realized(scores, book, spans=spans, recompute=True)
+        table = monitoring.update_realized(scores, book, spans=monitoring.registry_spans,
+                                           recompute=True)
     from rich.table import Table
 
     counted = monitoring.out_of_sample(table)

@@ -175,13 +175,14 @@ def _read_cohort(path: Path, outcome: Outcome) -> pd.DataFrame:
     return frame
 
 
-def realized_rows(out_dir: str | Path, book: Book, *, spans: Spans,
+def realized_rows(out_dir: str | Path, book: Book, *, spans: Spans | Callable[[], Spans],
                   horizons: Mapping[str, int] | None = None,
                   only: Callable[[pd.Timestamp, str], bool] | None = None,
                   seed: int = 0) -> pd.DataFrame:
     """The rows of ``realized.parquet`` for the matured cohorts of ``out_dir`` (those for which
     ``only(as_of, outcome)`` holds, when given). ``horizons``: per outcome (default: the
-    model configuration's ``horizon_days``)."""
+    model configuration's ``horizon_days``). ``spans``: the training spans, or a function
+    giving them (called once, only when some week has matured: it reads the registry)."""
     from churnml.models.config import load_config
 
     partitions = list_partitions(out_dir)
@@ -196,6 +197,8 @@ def realized_rows(out_dir: str | Path, book: Book, *, spans: Spans,
                    and (only is None or only(d, outcome.name))]
         if not matured:
             continue
+        if not isinstance(spans, Spans):
+            spans = spans()
         key = (horizon, tuple(d for d, _ in matured))
         if key not in grids:  # outcomes with the same horizon share one grid (every label)
             grids[key] = observation_grid(book, pd.DatetimeIndex(list(key[1])), horizon)
@@ -249,7 +252,7 @@ def read_realized(out_dir: str | Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def update_realized(out_dir: str | Path, book: Book, *, spans: Spans,
+def update_realized(out_dir: str | Path, book: Book, *, spans: Spans | Callable[[], Spans],
                     horizons: Mapping[str, int] | None = None, recompute: bool = False,
                     seed: int = 0) -> pd.DataFrame:
     """Add the cohorts matured since the last update to ``realized.parquet`` (all of them

@@ -354,7 +354,7 @@ def run_job(
         times["score_total"] = time.perf_counter() - t1
         stage("checking the weeks whose outcomes are now known")
         t_m = time.perf_counter()
-        realized = monitoring.update_realized(out_dir, book, spans=monitoring.registry_spans())
+        realized = monitoring.update_realized(out_dir, book, spans=monitoring.registry_spans)
         times["monitoring"] = time.perf_counter() - t_m
         stage("writing the report")
         t2 = time.perf_counter()

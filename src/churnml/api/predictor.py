@@ -358,6 +358,8 @@ class Predictor:
                 "test_metrics": json_safe(info.get("metrics")
                                           or getattr(model, "test_metrics", None) or {}),
                 "horizon_days": json_safe(horizon),
+                # the last as_of date the model was fitted on (None: not recorded)
+                "train_end": json_safe(info.get("train_end")),
                 "features": list(getattr(model, "feature_names", []) or []),
             }
         health_config = getattr(self.health, "active_config", None)

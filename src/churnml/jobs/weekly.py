@@ -232,13 +232,16 @@ class JobResult:
     report_logged: bool = False  # report.html sent to the MLflow store as an artifact
 
 
-def write_report(result: WeeklyResult, book: Book, out_dir: Path) -> tuple[Path, dict[str, float]]:
-    """Build ``report.html`` for a scored partition (atomic write); returns path and summary."""
+def write_report(result: WeeklyResult, book: Book, out_dir: Path,
+                 train_ends: dict[str, str | None] | None = None) -> tuple[Path, dict[str, float]]:
+    """Build ``report.html`` for a scored partition (atomic write); returns path and summary.
+    ``train_ends``: per outcome, the end of its model's training span (:func:`train_ends`)."""
     from churnml.jobs.report import build_report
 
     earlier = [p for d, p in list_partitions(out_dir) if d < result.as_of]
     previous_path = earlier[-1] / SCORES_NAME if earlier else None
-    page, summary = build_report(result.scores_path, book.mrr_changes, previous_path=previous_path)
+    page, summary = build_report(result.scores_path, book.mrr_changes, previous_path=previous_path,
+                                 train_ends=train_ends)
     path = result.partition / REPORT_NAME
     write_bytes_atomic(path, page.encode("utf-8"))
     return path, summary
@@ -253,6 +256,21 @@ def _revenue_book(data_dir) -> Book:
                                        for name in ("accounts", "mrr_changes") if name in files}
     book, _ = validate_frames(frames, source=str(data_dir))
     return book
+
+
+def train_ends(models: dict[str, Any]) -> dict[str, str | None]:
+    """Per outcome, the last as_of date its champion was fitted on (``train_end``; a version
+    registered before it was recorded: None). ``models``: loaded models, or version strings
+    (the Spark engine), whose registry tag is read."""
+    out: dict[str, str | None] = {}
+    for name, model in models.items():
+        if isinstance(model, str):
+            out[name] = next((v.get("train_end") for v in registry.list_versions(name)
+                              if v.get("version") == model), None)
+        else:
+            info = getattr(model, "info", None)
+            out[name] = info.get("train_end") if isinstance(info, dict) else None
+    return out
 
 
 def champion_models(versions_only: bool = False) -> tuple[dict[str, Any], list[str]]:
@@ -340,7 +358,7 @@ def run_job(
         times["score_total"] = time.perf_counter() - t1
         stage("writing the report")
         t2 = time.perf_counter()
-        report_path, summary = write_report(weekly, book, out_dir)
+        report_path, summary = write_report(weekly, book, out_dir, train_ends(models))
         times["report"] = time.perf_counter() - t2
         # last: from here on the week counts as complete
         mark_complete(weekly.partition, as_of, weekly.rows,

@@ -44,6 +44,10 @@ class TrainingResult:
     (``health_score_risk``, ``logreg_probability``, ``oracle_probability``).
     ``reliability``: equal-count reliability tables of the test window before (``raw``) and
     after (``calibrated``) calibration. ``backtest``: one row per rolling-origin fold.
+
+    ``model`` is the model to register: with ``refit`` (default) the champion refitted on every
+    labeled date (``churnml.models.refit``); ``protocol_model`` is the train-window model that
+    ``metrics``, ``predictions`` and ``backtest`` fold 1 describe.
     """
 
     model: TargetModel
@@ -55,10 +59,18 @@ class TrainingResult:
     backtest: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     fit_details: dict[str, Any] = field(default_factory=dict)
+    #: the train-window model the metrics describe (``model`` itself when there is no refit)
+    protocol_model: TargetModel | None = None
 
     @property
     def split(self):
         return self.dataset.split
+
+    @property
+    def train_end(self) -> str | None:
+        """Last as_of date the registered model was fitted on (ISO): the last labeled date
+        with the refit, else the end of the calibration window."""
+        return self.model.info.get("train_end")
 
     def comparison(self) -> pd.DataFrame:
         """Model vs baselines on the test window: one row per scorer (NaN = not meaningful)."""
@@ -294,8 +306,47 @@ def train_on_dataset(dataset: Dataset, config: ModelConfig, *, catalog=None, hea
     metrics.update({k: v for k, v in details.get("calibration_cv", {}).items()})
     model.info["metrics"] = {k: v for k, v in metrics.items() if np.isfinite(v)}
     model.info["fingerprint"] = dataset.fingerprint()
+    # the train-window model has seen labels up to the end of the calibration window
+    model.info["train_end"] = str(dataset.split.describe()["calibration_end"])
+    protocol = model
+    if config.refit:
+        if progress is not None:
+            progress.note(f"{config.target}: refitting on every labeled date")
+        model, refit_details = refit_on_all(dataset, config, protocol)
+        details["refit"] = refit_details
+        # the refit's extra cost, apart from the protocol's fit
+        details["timings"].update({
+            "refit_fit_seconds": refit_details["fit_seconds"],
+            "refit_crossfit_seconds": refit_details["crossfit_seconds"],
+            "refit_seconds": refit_details["fit_seconds"] + refit_details["crossfit_seconds"]})
+        notes.append(
+            f"registered model refitted on all {refit_details['rows']:,} labeled observations "
+            f"({refit_details['train_start']} to {refit_details['train_end']}) with "
+            f"{refit_details['rounds']} rounds (protocol {refit_details['protocol_best_iteration']}, "
+            f"rule {refit_details['rounds_rule']}) and a {refit_details['calibration']} calibrator "
+            f"cross-fitted over {refit_details['calibration_folds']} account folds; the test "
+            f"metrics are the train-window model's.")
+    details["train_end"] = model.info["train_end"]
     return TrainingResult(model, config, dataset, metrics, predictions, reliability, backtest,
-                          list(dataset.split.notes) + notes, details)
+                          list(dataset.split.notes) + notes, details, protocol_model=protocol)
+
+
+def refit_on_all(dataset: Dataset, config: ModelConfig, protocol: TargetModel) -> tuple[TargetModel, dict]:
+    """The champion refitted on every labeled row of ``dataset`` with the protocol's choices
+    (``churnml.models.refit``); the catalog's monotone directions are checked against all
+    those rows with the protocol's rule."""
+    from churnml.models.refit import refit_model
+
+    names = list(protocol.feature_names)
+    categorical = [c for c in names if c in protocol.categories]
+    monotone: list[int] = [0] * len(names)
+    dropped: dict[str, str] = {}
+    if config.monotone_from_catalog:
+        monotone, dropped = monotone_directions(dataset.frame, names, categorical, protocol.specs,
+                                                config.target, config.monotone_tolerance)
+    model, details = refit_model(dataset, config, protocol, monotone, dropped)
+    model.info["metrics"] = dict(protocol.info.get("metrics", {}))
+    return model, details
 
 
 def train_target(book, target: str = "churn", config: ModelConfig | str | Path | None = None, *,

@@ -269,3 +269,36 @@ def test_the_gate_falls_back_to_the_split_of_an_older_version_or_says_unknown(re
     decision = gate_decision(unknown, "1", result)
     assert decision.rows == len(result.dataset.part("test")) and "unknown" in decision.reason
     assert decision.new_score == result.metrics["test_roc_auc"]
+
+
+# ---- the forward test -----------------------------------------------------------------------
+def test_forward_test_holds_the_last_horizon_back_from_both_models():
+    from test_models_model import synthetic_book
+
+    from churnml.features.catalog import load_catalog
+    from churnml.models.config import ModelConfig
+    from churnml.models.dataset import assemble, time_split
+    from churnml.models.forward import forward_test, paired_auc_difference, truncated
+
+    features, grid = synthetic_book(n_accounts=200, n_weeks=60)
+    config = ModelConfig(target="churn", horizon_days=28, num_boost_round=40, backtest_folds=1,
+                         bootstrap_resamples=20, lgb_params=FAST_LGB)
+    dataset = assemble(features, grid, config, time_split(sorted(features["as_of"].unique()), config))
+    dates = sorted(dataset.frame["as_of"].unique())
+    out = forward_test(dataset, config, catalog=load_catalog())
+    start, end = pd.Timestamp(out["forward_start"]), pd.Timestamp(out["forward_end"])
+    assert end == dates[-1] and end - start < pd.Timedelta(days=28) and out["forward_dates"] == 4
+    # neither model saw a label window reaching the forward window
+    assert pd.Timestamp(out["refit_train_end"]) + pd.Timedelta(days=28) <= start
+    assert pd.Timestamp(out["split"]["test_end"]) == pd.Timestamp(out["refit_train_end"])
+    assert out["refit_rows"] > out["protocol_train_rows"]
+    assert set(out["rounds_rules"]) == {"same", "sqrt", "linear"}
+    assert out["rounds_rules"]["sqrt"]["rounds"] == out["refit_rounds"]
+    for model in ("protocol", "refit"):
+        assert out[model]["roc_auc_ci_low"] <= out[model]["roc_auc"] <= out[model]["roc_auc_ci_high"]
+    assert out["difference"]["roc_auc"] == pytest.approx(out["refit"]["roc_auc"] - out["protocol"]["roc_auc"])
+    cut = truncated(dataset, dates[40], config)
+    assert cut.frame["as_of"].max() == dates[40] and cut.split.test[-1] == dates[40]
+    y = np.array([0, 1, 0, 1, 1, 0.0])
+    point, low, high = paired_auc_difference(y, y, 1 - y, list("aabbcc"), 50)
+    assert point == 2.0 - 1.0 and low <= point <= high

@@ -239,6 +239,7 @@ def test_churnml_train_on_the_simulated_book(mlflow_home, sim_dir, capsys):
     assert main(["train", "--data", str(sim_dir), "--target", "expansion", "--no-plots"]) == 0
     out = capsys.readouterr().out
     for text in ("health score", "logistic regression", "oracle", "registered churnml-expansion version 1",
-                 "champion", "backtest ROC AUC: fold 1", "refitted on all", "refit_crossfit "):
+                 "champion", "backtest ROC AUC: fold 1", "refitted on all", "refit_crossfit ",
+                 "registered model: refitted on every labeled as_of date"):
         assert text in out
     assert main(["train", "--data", str(sim_dir / "missing"), "--target", "churn"]) == 2

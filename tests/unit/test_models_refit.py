@@ -38,7 +38,7 @@ def test_refit_rounds_rule():
 def test_the_project_configs_refit_by_default_and_can_switch_it_off(tmp_path):
     for target in ("churn", "expansion", "contraction"):
         config = load_config(target)
-        assert config.refit is True and config.refit_rounds == "sqrt"
+        assert config.refit is True and config.refit_rounds == "same"
         assert config.refit_calibration_folds >= 2
     assert not load_config("churn", refit=False).refit
 
@@ -293,7 +293,7 @@ def test_forward_test_holds_the_last_horizon_back_from_both_models():
     assert pd.Timestamp(out["split"]["test_end"]) == pd.Timestamp(out["refit_train_end"])
     assert out["refit_rows"] > out["protocol_train_rows"]
     assert set(out["rounds_rules"]) == {"same", "sqrt", "linear"}
-    assert out["rounds_rules"]["sqrt"]["rounds"] == out["refit_rounds"]
+    assert out["rounds_rules"][config.refit_rounds]["rounds"] == out["refit_rounds"]
     for model in ("protocol", "refit"):
         assert out[model]["roc_auc_ci_low"] <= out[model]["roc_auc"] <= out[model]["roc_auc_ci_high"]
     assert out["difference"]["roc_auc"] == pytest.approx(out["refit"]["roc_auc"] - out["protocol"]["roc_auc"])

@@ -73,7 +73,7 @@ class ModelConfig:
     calibration_method: str = "auto"
     calibration_cv_folds: int = 5
     refit: bool = True
-    refit_rounds: str = "sqrt"
+    refit_rounds: str = "same"
     refit_calibration_folds: int = 3
     promotion_metric: str = "test_roc_auc"
     promotion_min_improvement: float = 0.0

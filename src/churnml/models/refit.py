@@ -7,8 +7,8 @@ rounds (the early-stopping point) and the calibration method. With ``refit: enab
 default) the model that is registered is then fitted again here, on every labeled observation
 of the dataset (as_of up to ``data_end - horizon``, the gap rows included):
 
-- the booster with the chosen number of rounds scaled by the growth of the data
-  (:func:`refit_rounds`, rule ``refit.rounds``);
+- the booster with the chosen number of rounds (:func:`refit_rounds`, rule ``refit.rounds``:
+  by default the protocol's early-stopping point as it is);
 - the calibrator of the chosen method, fitted by **cross-fitting grouped by account**: accounts
   are dealt into K folds (:func:`account_folds`); for each fold a booster with the same
   parameters and rounds is fitted on the other K-1 folds and predicts the raw probabilities of
@@ -35,16 +35,16 @@ from churnml.models.model import FeatureEncoder, TargetModel
 ROUND_RULES = REFIT_ROUND_RULES
 
 
-def refit_rounds(best_iteration: int, protocol_rows: int, all_rows: int, rule: str = "sqrt",
+def refit_rounds(best_iteration: int, protocol_rows: int, all_rows: int, rule: str = "same",
                  cap: int | None = None) -> int:
     """Rounds for the refit: the protocol's ``best_iteration`` times ``growth ** p`` where
     ``growth = all_rows / protocol_rows`` (never below 1) and p = 0 (``same``), 0.5 (``sqrt``)
     or 1 (``linear``); at most ``cap`` (the config's ``num_boost_round``) and at least 1.
 
     With a fixed learning rate and leaf-size limit, more rows make each tree's leaves less
-    noisy, so the early-stopping point moves later with the data (linear is the common
-    "rounds x (1 + 1/(K-1))" rule of a K-fold refit); sqrt is the cautious middle
-    (measured in ``docs/models.md``).
+    noisy, so the early-stopping point could move later with the data (linear is the common
+    "rounds x (1 + 1/(K-1))" rule of a K-fold refit, sqrt a cautious middle). Measured on
+    eight forward tests (``docs/models.md``) neither beat ``same``, the default.
     """
     if rule not in ROUND_RULES:
         raise ValueError(f"rule must be one of {list(ROUND_RULES)}, got {rule!r}")

@@ -64,6 +64,9 @@ def results():
     from churnml.models.train import train_on_dataset
 
     dataset, config = synthetic_dataset()
+    # train-window models (no refit): each one's test weeks lie after the others' training
+    # span, so the gate compares them on the whole test window
+    config = config.with_overrides(refit=False)
     good = train_on_dataset(dataset, config, catalog=load_catalog())
     weak_config = config.with_overrides(num_boost_round=1, monotone_from_catalog=False,
                                         lgb_params={**config.lgb_params, "num_leaves": 2})
@@ -185,6 +188,39 @@ def test_a_champion_that_cannot_be_read_is_never_replaced(mlflow_home, results, 
     assert aliases[registration.version] == ["challenger"]
 
 
+def test_a_refitted_champion_records_its_span_and_the_gate_waits_for_later_weeks(mlflow_home):
+    import mlflow
+
+    from churnml.features.catalog import load_catalog
+    from churnml.models import registry
+    from churnml.models.train import train_on_dataset
+
+    dataset, config = synthetic_dataset()
+    config = config.with_overrides(target="contraction")  # a registered model of its own
+    result = train_on_dataset(dataset, config, catalog=load_catalog())
+    last = dataset.frame["as_of"].max().date().isoformat()
+    assert result.train_end == last
+    first = registry.log_training(result, plots=False)
+    assert first.became_champion
+    client = mlflow.MlflowClient(tracking_uri=registry.tracking_uri())
+    params = client.get_run(first.run_id).data.params
+    assert params["train_end"] == last and params["refit"] == "True"
+    assert int(params["refit_rounds_used"]) == result.model.booster.num_trees()
+    metrics = client.get_run(first.run_id).data.metrics
+    assert metrics["test_roc_auc"] == pytest.approx(result.metrics["test_roc_auc"])
+    assert metrics["time_refit_seconds"] > 0
+    assert registry.list_versions("contraction")[0]["train_end"] == last
+    champion = registry.load_champion("contraction")
+    assert champion.info["train_end"] == last and champion.booster.num_trees() == \
+        result.model.booster.num_trees()
+    # the same book again: every test week lies inside the champion's span
+    second = registry.log_training(result, plots=False)
+    assert not second.became_champion and second.champion_score is None
+    assert f"no test week of the new version lies after champion v{first.version}'s " \
+           f"training span (ending {last}, train_end;" in second.reason
+    assert registry.champion_version("contraction") == first.version
+
+
 def test_the_shap_summary_plot_needs_no_shap_package(results, tmp_path, monkeypatch):
     import sys
 
@@ -218,6 +254,7 @@ def test_churnml_train_on_the_simulated_book(mlflow_home, sim_dir, capsys):
     assert main(["train", "--data", str(sim_dir), "--target", "expansion", "--no-plots"]) == 0
     out = capsys.readouterr().out
     for text in ("health score", "logistic regression", "oracle", "registered churnml-expansion version 1",
-                 "champion", "backtest ROC AUC: fold 1"):
+                 "champion", "backtest ROC AUC: fold 1", "refitted on all", "refit_crossfit ",
+                 "registered model: refitted on every labeled as_of date"):
         assert text in out
     assert main(["train", "--data", str(sim_dir / "missing"), "--target", "churn"]) == 2

@@ -72,3 +72,18 @@ def test_report_shows_this_weeks_queue_per_owner(tmp_path):
     assert "expected to" in section
     assert summary["actions_queued"] == worked.sum()
     assert summary["actions_held_out"] == held.sum()
+
+
+def test_report_shows_each_models_training_span(tmp_path):
+    from jobs_fakes import models as fake_models
+
+    from churnml.jobs.weekly import train_ends
+
+    result = _scored(tmp_path, "2026-03-02")
+    spans = train_ends(fake_models())  # models without a recorded train_end: None
+    assert set(spans) == set(fake_models()) and not any(spans.values())
+    page, _ = build_report(result.scores_path, tiny_book().mrr_changes,
+                           train_ends={"churn": "2025-11-24"})
+    header = page.split('<div class="sub">')[1].split("</div>")[0]
+    assert "(trained on as_of dates up to 2025-11-24)" in header
+    assert header.count("trained on as_of dates") == 1  # unknown spans say nothing

@@ -123,7 +123,12 @@ def test_model_card_of_a_time_split(time_result):
     assert f"ECE {m['test_ece']:.3f} after calibration" in text
     assert f"{len(time_result.model.feature_names)} features" in text
     assert "**Drift**" in text and "Cross-sectional" not in text
-    assert "train_end" not in text  # shown only when the refit records it
+    refit = time_result.fit_details.get("refit")
+    if refit:  # the registered model's span, as the training recorded it
+        assert f"`train_end` = {time_result.model.info['train_end']}" in text
+        assert "refitted on every labeled as_of date" in text
+    else:
+        assert f"`train_end` = {time_result.model.info['train_end']}" in text
 
 
 def test_model_card_of_a_cross_sectional_run_says_so(cross_result):

@@ -27,7 +27,7 @@ class FakeTargetModel:
         self.config = SimpleNamespace(horizon_days=90)
         self.health_config = None
         self.trained_at = "2026-11-01T10:00:00"
-        self.info = {"metrics": {"test_roc_auc": 0.81, "test_brier": 0.07}}
+        self.info = {"metrics": {"test_roc_auc": 0.81, "test_brier": 0.07}, "train_end": "2026-08-17"}
         self.categories = {"plan": ["enterprise", "starter"], "segment": ["mid-market"]}
         self.calls = 0
 

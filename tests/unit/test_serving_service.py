@@ -203,6 +203,7 @@ def test_metadata_describes_models_features_and_health(client):
     assert churn["name"] == "churnml-churn" and churn["version"] == "4"
     assert churn["trained_at"].startswith("2026-11-01")
     assert churn["test_metrics"]["test_roc_auc"] == 0.81
+    assert churn["train_end"] == "2026-08-17"  # the last as_of date the model was fitted on
     assert meta["models"]["expansion"]["name"] == "churnml-expansion"
     assert meta["health"]["weights_version"]
     names = [f["name"] for f in meta["features"]]

@@ -382,6 +382,8 @@ class Predictor:
                 # version has none) and how it was evaluated
                 "model_card": extra.get("model_card"),
                 "split_policy": json_safe((info.get("split") or {}).get("policy")),
+                # the last as_of date the model was fitted on (None: not recorded)
+                "train_end": json_safe(info.get("train_end")),
                 "features": list(getattr(model, "feature_names", []) or []),
             }
         health_config = getattr(self.health, "active_config", None)

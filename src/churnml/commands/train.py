@@ -4,9 +4,10 @@ Builds weekly observations from the book, trains LightGBM with the split policy 
 (a time split: train, gap, calibration, gap, test; a short book's train, gap, test with
 cross-fitted calibration; or cross-sectional K-fold cross-validation at one date), calibrates,
 evaluates against the health score, a logistic regression and (simulated books) the oracle
-on the same test rows, runs the rolling-origin backtest, logs everything to MLflow and
-registers the model; the champion alias moves only if the new version
-beats the champion on the new test rows. Prints the comparison table, the split dates, the
+on the same test rows, runs the rolling-origin backtest, refits the champion on every labeled
+date (``refit`` in the config; a cross-sectional run fits it on all rows), logs everything to
+MLflow and registers the model; the champion alias moves only if the new version beats the
+champion on the new test rows after the champion's training span. Prints the comparison table, the split dates, the
 registered version and whether it became champion. Exit 2 on bad input.
 """
 
@@ -135,6 +136,14 @@ def print_summary(result, registration) -> None:
                       f"calibration {split['calibration_start']}..{split['calibration_end']} "
                       f"({split['calibration_dates']}), test {split['test_start']}..{split['test_end']} "
                       f"({split['test_dates']}), gaps {split['gap_days']} days", highlight=False, soft_wrap=True)
+    refit = result.fit_details.get("refit")
+    if refit:
+        out.print(f"registered model: refitted on every labeled as_of date, {refit['train_start']}.."
+                  f"{refit['train_end']} ({refit['rows']:,} observations, {refit['rounds']} rounds); "
+                  f"the metrics above are the train-window model's", highlight=False, soft_wrap=True)
+    elif policy != "cross_sectional":
+        out.print(f"registered model: the train-window model (refit off), fitted on as_of dates up "
+                  f"to {result.train_end}", highlight=False, soft_wrap=True)
     timings = result.fit_details.get("timings", {})
     if timings:
         out.print("time: " + ", ".join(f"{k.removesuffix('_seconds')} {v:.1f} s" for k, v in timings.items()),

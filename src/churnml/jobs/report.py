@@ -16,7 +16,7 @@ import base64
 import html
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -355,14 +355,17 @@ def build_report(scores_path: str | Path, mrr_changes: pd.DataFrame, *,
                  previous_path: str | Path | None = None, top_n: int = 25,
                  realized: pd.DataFrame | None = None,
                  queue_rows: int = 10,
+                 train_ends: Mapping[str, str | None] | None = None,
                  ) -> tuple[str, dict[str, float]]:
     """The HTML page and the summary metrics for one scored week.
 
     ``scores_path``: this week's ``scores.parquet``; ``previous_path``: last week's (for the
     change in health), ``mrr_changes``: the book's revenue history (portfolio metrics before
     this week's as_of), ``realized``: the realized-performance table of the scores folder
-    (``churnml.jobs.monitoring``; the trust panel and its plot). Only the scalar columns of every row and the nested columns of the
-    ``top_n`` rows shown are materialised in pandas.
+    (``churnml.jobs.monitoring``; the trust panel and its plot). ``train_ends``: per outcome,
+    the last as_of date its model was fitted on (``train_end``), shown beside the model
+    version. Only the scalar columns of every row and the nested columns of the ``top_n`` rows
+    shown are materialised in pandas.
     """
     import pyarrow.parquet as pq
 
@@ -437,8 +440,15 @@ def build_report(scores_path: str | Path, mrr_changes: pd.DataFrame, *,
              f"<title>churnml weekly report {as_of:%Y-%m-%d}</title><style>{_CSS}</style>"
              f"</head><body>")
     h.append(f"<h1>Weekly customer-success report: {as_of:%Y-%m-%d}</h1>")
+    spans = dict(train_ends or {})
+
+    def span(name: str) -> str:
+        return (f" (trained on as_of dates up to {_esc(spans[name])})" if spans.get(name)
+                else "")
+
     models = ", ".join(
-        f"{o.name} v{_esc(ver(o.version_column))}" if current[o.version_column].notna().any()
+        f"{o.name} v{_esc(ver(o.version_column))}{span(o.name)}"
+        if current[o.version_column].notna().any()
         else f"{o.name}: no champion model" for o in OUTCOMES if o.version_column in current)
     h.append(f'<div class="sub">{len(current):,} active accounts scored. Models: {models}; '
              f'health weights {_esc(ver("health_weights_version"))}. '

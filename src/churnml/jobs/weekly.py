@@ -244,15 +244,17 @@ class JobResult:
 
 
 def write_report(result: WeeklyResult, book: Book, out_dir: Path,
-                 realized: pd.DataFrame | None = None) -> tuple[Path, dict[str, float]]:
+                 realized: pd.DataFrame | None = None,
+                 train_ends: dict[str, str | None] | None = None) -> tuple[Path, dict[str, float]]:
     """Build ``report.html`` for a scored partition (atomic write); returns path and summary.
-    ``realized``: the realized-performance table (``churnml.jobs.monitoring``)."""
+    ``realized``: the realized-performance table (``churnml.jobs.monitoring``); ``train_ends``:
+    per outcome, the end of its model's training span (:func:`train_ends`)."""
     from churnml.jobs.report import build_report
 
     earlier = [p for d, p in list_partitions(out_dir) if d < result.as_of]
     previous_path = earlier[-1] / SCORES_NAME if earlier else None
     page, summary = build_report(result.scores_path, book.mrr_changes, previous_path=previous_path,
-                                 realized=realized)
+                                 realized=realized, train_ends=train_ends)
     path = result.partition / REPORT_NAME
     write_bytes_atomic(path, page.encode("utf-8"))
     return path, summary
@@ -267,6 +269,21 @@ def _revenue_book(data_dir) -> Book:
                                        for name in ("accounts", "mrr_changes") if name in files}
     book, _ = validate_frames(frames, source=str(data_dir))
     return book
+
+
+def train_ends(models: dict[str, Any]) -> dict[str, str | None]:
+    """Per outcome, the last as_of date its champion was fitted on (``train_end``; a version
+    registered before it was recorded: None). ``models``: loaded models, or version strings
+    (the Spark engine), whose registry tag is read."""
+    out: dict[str, str | None] = {}
+    for name, model in models.items():
+        if isinstance(model, str):
+            out[name] = next((v.get("train_end") for v in registry.list_versions(name)
+                              if v.get("version") == model), None)
+        else:
+            info = getattr(model, "info", None)
+            out[name] = info.get("train_end") if isinstance(info, dict) else None
+    return out
 
 
 def champion_models(versions_only: bool = False) -> tuple[dict[str, Any], list[str]]:
@@ -358,7 +375,7 @@ def run_job(
         times["monitoring"] = time.perf_counter() - t_m
         stage("writing the report")
         t2 = time.perf_counter()
-        report_path, summary = write_report(weekly, book, out_dir, realized)
+        report_path, summary = write_report(weekly, book, out_dir, realized, train_ends(models))
         summary = {**summary, **monitoring.latest_figures(realized)}
         times["report"] = time.perf_counter() - t2
         # last: from here on the week counts as complete

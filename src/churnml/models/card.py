@@ -116,9 +116,18 @@ def model_card(result, version: str | None = None, run_id: str | None = None,
         gap = (f"gaps of {split['gap_days']} days between windows" if policy == "time" else
                f"one gap of {split['gap_days']} days between training and test; no calibration window")
         lines += ["", f"{gap.capitalize()}.", ""]
-    if model.info.get("train_end"):
-        lines += [f"The registered model was refitted on labeled history up to `train_end` = "
-                  f"{model.info['train_end']}.", ""]
+    refit = (getattr(result, "fit_details", None) or {}).get("refit")
+    if refit:
+        lines += [f"The registered model was refitted on every labeled as_of date, "
+                  f"{refit['train_start']} to `train_end` = {model.info.get('train_end')} "
+                  f"({refit['rows']:,} observations, {refit['rounds']} rounds, a "
+                  f"{refit['calibration']} calibrator cross-fitted over account folds); the "
+                  f"evaluation below is the train-window model's.", ""]
+    elif model.info.get("train_end"):
+        fitted = ("every observation" if policy == "cross_sectional"
+                  else "the training window (refit off)")
+        lines += [f"The registered model was fitted on {fitted}: as_of dates up to "
+                  f"`train_end` = {model.info['train_end']}.", ""]
 
     # -- features
     groups = _feature_groups(model)

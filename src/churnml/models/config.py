@@ -22,6 +22,8 @@ TARGETS = OUTCOME_NAMES
 CALIBRATION_METHODS = ("auto", "isotonic", "sigmoid")
 #: how the labeled as_of dates are split (docs/models.md, "Split policies"); ``auto`` chooses
 SPLIT_POLICIES = ("auto", "time", "short", "cross_sectional")
+#: how the refit scales the protocol's rounds (churnml.models.refit.refit_rounds)
+REFIT_ROUND_RULES = ("same", "sqrt", "linear")
 PROMOTION_METRICS = ("test_roc_auc", "test_pr_auc", "test_log_loss", "test_brier")
 # Metrics where lower is better (the champion gate compares in the right direction).
 LOWER_IS_BETTER = {"test_log_loss", "test_brier", "test_ece"}
@@ -76,6 +78,9 @@ class ModelConfig:
     monotone_tolerance: float = 0.02
     calibration_method: str = "auto"
     calibration_cv_folds: int = 5
+    refit: bool = True
+    refit_rounds: str = "same"
+    refit_calibration_folds: int = 3
     promotion_metric: str = "test_roc_auc"
     promotion_min_improvement: float = 0.0
     bootstrap_resamples: int = 200
@@ -121,6 +126,10 @@ class ModelConfig:
         _positive_int("early_stopping_rounds", self.early_stopping_rounds)
         _choice("calibration_method", self.calibration_method, CALIBRATION_METHODS)
         _positive_int("calibration_cv_folds", self.calibration_cv_folds, minimum=2)
+        if not isinstance(self.refit, bool):
+            raise ConfigError(f"The 'refit.enabled' parameter must be true or false. Got {self.refit!r}.")
+        _choice("refit_rounds", self.refit_rounds, REFIT_ROUND_RULES)
+        _positive_int("refit_calibration_folds", self.refit_calibration_folds, minimum=2)
         _choice("promotion_metric", self.promotion_metric, PROMOTION_METRICS)
         _positive_int("bootstrap_resamples", self.bootstrap_resamples, minimum=0)
         if not isinstance(self.lgb_params, dict):
@@ -176,6 +185,9 @@ _YAML_FIELDS = {
     ("monotone", "tolerance"): "monotone_tolerance",
     ("calibration", "method"): "calibration_method",
     ("calibration", "cv_folds"): "calibration_cv_folds",
+    ("refit", "enabled"): "refit",
+    ("refit", "rounds"): "refit_rounds",
+    ("refit", "calibration_folds"): "refit_calibration_folds",
     ("promotion", "metric"): "promotion_metric",
     ("promotion", "min_improvement"): "promotion_min_improvement",
     ("evaluation", "bootstrap_resamples"): "bootstrap_resamples",

@@ -185,7 +185,7 @@ def champion_version(target: str) -> str | None:
 
 def list_versions(target: str) -> list[dict]:
     """Registered versions of ``target``, newest first: ``version, aliases, run_id,
-    created (ISO), test_roc_auc`` (from the version's tags)."""
+    created (ISO), test_roc_auc, train_end`` (from the version's tags)."""
     from mlflow.exceptions import MlflowException
 
     client = _client()
@@ -210,6 +210,8 @@ def list_versions(target: str) -> list[dict]:
             "run_id": mv.run_id,
             "created": pd.Timestamp(mv.creation_timestamp, unit="ms").isoformat(),
             "test_roc_auc": float(mv.tags["test_roc_auc"]) if "test_roc_auc" in (mv.tags or {}) else None,
+            # the end of the version's training span (None before it was recorded)
+            "train_end": (mv.tags or {}).get("train_end") or None,
         })
     return sorted(out, key=lambda r: int(r["version"]), reverse=True)
 
@@ -326,6 +328,12 @@ def _flat_params(result) -> dict[str, Any]:
     params.update({f"split_{k}": v for k, v in result.split.describe().items()})
     params["best_iteration"] = result.model.info.get("best_iteration")
     params["calibration_chosen"] = result.model.calibrator.method
+    # the registered model's training span (the refit's: every labeled date)
+    params["train_end"] = result.model.info.get("train_end")
+    refit = result.model.info.get("refit") or {}
+    params["refit_rounds_used"] = refit.get("rounds")
+    params["refit_train_start"] = refit.get("train_start")
+    params["refit_rows"] = refit.get("rows")
     params["n_features"] = len(result.model.feature_names)
     params["monotone_constrained"] = len(result.model.info.get("monotone_constraints", {}))
     return {k: ("" if v is None else str(v))[:500] for k, v in params.items()}
@@ -386,21 +394,84 @@ def model_card_uri(target: str, version: str | int) -> str | None:
         raise _unavailable(exc, f"reading the model card of version {version} of {name}") from exc
 
 
-def _champion_score(target: str, champion: str, result) -> float | None:
-    """The current champion's promotion metric re-scored on the new test rows (None when it
-    cannot score them, e.g. a feature changed type)."""
-    from churnml.errors import ChurnMLError
+def champion_span_end(model) -> tuple[pd.Timestamp | None, str]:
+    """End of a registered model's training span and where it comes from: ``train_end``
+    (recorded since the refit), else its split's ``test_end`` (an older train-window
+    version: nothing it was fitted on is later), else unknown (None)."""
+    info = getattr(model, "info", None) or {}
+    if info.get("train_end"):
+        return pd.Timestamp(info["train_end"]), "train_end"
+    test_end = (info.get("split") or {}).get("test_end")
+    if test_end:
+        return pd.Timestamp(test_end), "its split's test_end (no train_end recorded)"
+    return None, "unknown"
+
+
+@dataclass
+class GateDecision:
+    """The champion gate's comparison (:func:`gate_decision`)."""
+
+    became_champion: bool
+    new_score: float
+    champion_score: float | None
+    reason: str
+    rows: int = 0
+    weeks: int = 0
+
+
+def gate_decision(champion, champion_version: str, result) -> GateDecision:
+    """Champion vs challenger on the challenger's test rows **after the champion's training
+    span** (as_of later than its ``train_end``; :func:`champion_span_end`), so that the
+    champion is never scored on weeks it was fitted on. The challenger's score is its
+    protocol model's (``result.predictions``) on the same rows. No such weeks, or rows the
+    metric cannot be computed on: the champion stays and the reason says why.
+
+    ``champion``: a loaded ``TargetModel`` (anything with ``info`` and ``predict_proba``).
+    Raises ``ChurnMLError`` when the champion cannot score the rows.
+    """
     from churnml.models import metrics as M
 
-    try:
-        old = load_version(target, champion)
-        test = result.dataset.evaluation_rows()
-        p = old.predict_proba(test)
-    except ChurnMLError:
-        return None
-    y = test["label"].to_numpy(dtype="float64")
-    metric = result.config.promotion_metric
-    return M.probability_metrics(y, p)[metric.removeprefix("test_")]
+    config = result.config
+    metric = config.promotion_metric
+    key = metric.removeprefix("test_")
+    # the rows the metrics describe: the test window, or every row of a cross-sectional run
+    test = result.dataset.evaluation_rows().reset_index(drop=True)
+    predictions = result.predictions.reset_index(drop=True)
+    weeks_total = int(test["as_of"].nunique())
+    since, source = champion_span_end(champion)
+    if since is None:
+        keep = np.ones(len(test), dtype=bool)
+        span = (f"all {weeks_total} test weeks (champion v{champion_version}'s training span is "
+                f"unknown)")
+    else:
+        keep = (pd.to_datetime(test["as_of"]) > since).to_numpy()
+        span = (f"the {int(test.loc[keep, 'as_of'].nunique())} of {weeks_total} test weeks after "
+                f"champion v{champion_version}'s training span (ending {since.date()}, "
+                f"{source})")
+    full = float(result.metrics[metric])
+    if not keep.any() and since is not None:
+        return GateDecision(False, full, None,
+                            f"no test week of the new version lies after champion "
+                            f"v{champion_version}'s training span (ending {since.date()}, "
+                            f"{source}; test weeks {test['as_of'].min().date()} to "
+                            f"{test['as_of'].max().date()}): nothing to compare on, the "
+                            f"champion stays")
+    rows = test[keep]
+    y = rows["label"].to_numpy(dtype="float64")
+    weeks = int(rows["as_of"].nunique())
+    if y.min() == y.max():
+        return GateDecision(False, full, None,
+                            f"{metric} cannot be compared on {span}: {len(rows):,} rows, all "
+                            f"{'positive' if y.min() == 1 else 'negative'}; the champion stays",
+                            len(rows), weeks)
+    new_score = full if keep.all() else float(
+        M.probability_metrics(y, predictions.loc[keep, "probability"].to_numpy())[key])
+    champion_score = float(M.probability_metrics(y, champion.predict_proba(rows))[key])
+    delta = (champion_score - new_score) if metric in LOWER_IS_BETTER else (new_score - champion_score)
+    became = bool(delta > config.promotion_min_improvement)
+    reason = (f"{metric} {new_score:.4f} vs champion v{champion_version} {champion_score:.4f} "
+              f"on the same {len(rows):,} test rows: {span}")
+    return GateDecision(became, new_score, champion_score, reason, len(rows), weeks)
 
 
 def log_training(result, plots: bool = True, progress=None) -> Registration:
@@ -465,15 +536,24 @@ def log_training(result, plots: bool = True, progress=None) -> Registration:
             elif previous is None:
                 champion_score, became, reason = None, True, "first version: champion at once"
             else:
-                champion_score = _champion_score(config.target, previous, result)
-                if champion_score is None:
-                    became, reason = False, (f"champion v{previous} cannot score the new test rows; "
-                                             f"use `churnml promote` to choose")
+                from churnml.errors import ChurnMLError
+
+                try:
+                    decision: GateDecision | None = gate_decision(
+                        load_version(config.target, previous), previous, result)
+                except ChurnMLError:
+                    decision = None
+                if decision is None:
+                    champion_score, became, reason = None, False, (
+                        f"champion v{previous} cannot score the new test rows; "
+                        f"use `churnml promote` to choose")
                 else:
-                    delta = (champion_score - new_score) if metric in LOWER_IS_BETTER else (new_score - champion_score)
-                    became = delta > config.promotion_min_improvement
-                    reason = (f"{metric} {new_score:.4f} vs champion v{previous} {champion_score:.4f} "
-                              f"on the same test rows")
+                    champion_score, became, reason = (decision.champion_score,
+                                                      decision.became_champion, decision.reason)
+                    new_score = decision.new_score
+                    mlflow.log_metrics({"gate_rows": float(decision.rows),
+                                        "gate_weeks": float(decision.weeks),
+                                        f"gate_{metric}": new_score})
                 mlflow.log_metric(f"champion_{metric}", champion_score if champion_score is not None else float("nan"))
             mlflow.set_tags({"churnml.version": version, "churnml.became_champion": str(became),
                              "churnml.gate": reason})
@@ -482,7 +562,8 @@ def log_training(result, plots: bool = True, progress=None) -> Registration:
                        ("horizon_days", config.horizon_days), ("target", config.target),
                        ("split_policy", result.split.describe().get("policy", "time")),
                        ("test_start", result.split.describe()["test_start"]),
-                       ("test_end", result.split.describe()["test_end"])):
+                       ("test_end", result.split.describe()["test_end"]),
+                       ("train_end", model.info.get("train_end", ""))):
         client.set_model_version_tag(name, version, key, str(value))
     if became:
         client.set_registered_model_alias(name, CHAMPION, version)

@@ -52,6 +52,11 @@ class TrainingResult:
     ``reliability``: equal-count reliability tables of the test window before (``raw``) and
     after (``calibrated``) calibration. ``backtest``: one row per rolling-origin fold (per
     cross-validation fold when cross-sectional).
+
+    ``model`` is the model to register: with ``refit`` (default) and a time or short split, the
+    champion refitted on every labeled date (``churnml.models.refit``); a cross-sectional run's
+    model is already fitted on every row. ``protocol_model`` is the model that ``metrics``,
+    ``predictions`` and ``backtest`` fold 1 describe (the train-window model of a split).
     """
 
     model: TargetModel
@@ -63,10 +68,18 @@ class TrainingResult:
     backtest: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     fit_details: dict[str, Any] = field(default_factory=dict)
+    #: the train-window model the metrics describe (``model`` itself when there is no refit)
+    protocol_model: TargetModel | None = None
 
     @property
     def split(self):
         return self.dataset.split
+
+    @property
+    def train_end(self) -> str | None:
+        """Last as_of date the registered model was fitted on (ISO): the last labeled date
+        with the refit, else the end of the calibration window."""
+        return self.model.info.get("train_end")
 
     def comparison(self) -> pd.DataFrame:
         """Model vs baselines on the test window: one row per scorer (NaN = not meaningful)."""
@@ -434,8 +447,53 @@ def train_on_dataset(dataset: Dataset, config: ModelConfig, *, catalog=None, hea
     model.info["metrics"] = {k: v for k, v in metrics.items() if np.isfinite(v)}
     model.info["fingerprint"] = dataset.fingerprint()
     policy_note = [f"split policy: {policy} ({dataset.split.policy_reason})"] if dataset.split.policy_reason else []
+    split = dataset.split.describe()
+    protocol = model
+    if policy == "cross_sectional":
+        # fitted on every row already (one labeled date): that date is its whole span
+        model.info["train_end"] = str(split["train_end"])
+    else:
+        # the train-window model has seen labels up to the end of its calibration window (a
+        # short split has none: rounds and calibrator come from inside the training window)
+        model.info["train_end"] = str(split["calibration_end"] or split["train_end"])
+        if config.refit:
+            if progress is not None:
+                progress.note(f"{config.target}: refitting on every labeled date")
+            model, refit_details = refit_on_all(dataset, config, protocol)
+            details["refit"] = refit_details
+            # the refit's extra cost, apart from the protocol's fit
+            details["timings"].update({
+                "refit_fit_seconds": refit_details["fit_seconds"],
+                "refit_crossfit_seconds": refit_details["crossfit_seconds"],
+                "refit_seconds": refit_details["fit_seconds"] + refit_details["crossfit_seconds"]})
+            notes.append(
+                f"registered model refitted on all {refit_details['rows']:,} labeled observations "
+                f"({refit_details['train_start']} to {refit_details['train_end']}) with "
+                f"{refit_details['rounds']} rounds (protocol {refit_details['protocol_best_iteration']}, "
+                f"rule {refit_details['rounds_rule']}) and a {refit_details['calibration']} calibrator "
+                f"cross-fitted over {refit_details['calibration_folds']} account folds; the test "
+                f"metrics are the train-window model's.")
+    details["train_end"] = model.info["train_end"]
     return TrainingResult(model, config, dataset, metrics, predictions, reliability, backtest,
-                          policy_note + list(dataset.split.notes) + notes, details)
+                          policy_note + list(dataset.split.notes) + notes, details,
+                          protocol_model=protocol)
+
+def refit_on_all(dataset: Dataset, config: ModelConfig, protocol: TargetModel) -> tuple[TargetModel, dict]:
+    """The champion refitted on every labeled row of ``dataset`` with the protocol's choices
+    (``churnml.models.refit``); the catalog's monotone directions are checked against all
+    those rows with the protocol's rule."""
+    from churnml.models.refit import refit_model
+
+    names = list(protocol.feature_names)
+    categorical = [c for c in names if c in protocol.categories]
+    monotone: list[int] = [0] * len(names)
+    dropped: dict[str, str] = {}
+    if config.monotone_from_catalog:
+        monotone, dropped = monotone_directions(dataset.frame, names, categorical, protocol.specs,
+                                                config.target, config.monotone_tolerance)
+    model, details = refit_model(dataset, config, protocol, monotone, dropped)
+    model.info["metrics"] = dict(protocol.info.get("metrics", {}))
+    return model, details
 
 
 def train_target(book, target: str = "churn", config: ModelConfig | str | Path | None = None, *,

@@ -1,0 +1,155 @@
+"""Refit the champion on all labeled history, after the protocol has measured and chosen.
+
+``churnml.models.train.train_on_dataset`` first runs the honest protocol (fit on the training
+window, early stopping and the calibration method chosen on the calibration window, evaluation
+on the test window, backtest). That protocol *measures* and *chooses*: the number of boosting
+rounds (the early-stopping point) and the calibration method. With ``refit: enabled`` (the
+default) the model that is registered is then fitted again here, on every labeled observation
+of the dataset (as_of up to ``data_end - horizon``, the gap rows included):
+
+- the booster with the chosen number of rounds (:func:`refit_rounds`, rule ``refit.rounds``:
+  by default the protocol's early-stopping point as it is);
+- the calibrator of the chosen method, fitted by **cross-fitting grouped by account**: accounts
+  are dealt into K folds (:func:`account_folds`); for each fold a booster with the same
+  parameters and rounds is fitted on the other K-1 folds and predicts the raw probabilities of
+  the held-out fold; the calibrator is fitted on these out-of-fold scores. No row is calibrated
+  by a booster that saw it (nor any other row of its account).
+
+The refit has no held-out test of its own: the protocol's metrics are its evidence
+(``docs/models.md``, "Refit on the latest history").
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+
+from churnml.models.calibration import Calibrator, sigmoid
+from churnml.models.config import REFIT_ROUND_RULES
+from churnml.models.model import FeatureEncoder, TargetModel
+
+#: how the protocol's early-stopping point becomes the refit's number of rounds
+ROUND_RULES = REFIT_ROUND_RULES
+
+
+def refit_rounds(best_iteration: int, protocol_rows: int, all_rows: int, rule: str = "same",
+                 cap: int | None = None) -> int:
+    """Rounds for the refit: the protocol's ``best_iteration`` times ``growth ** p`` where
+    ``growth = all_rows / protocol_rows`` (never below 1) and p = 0 (``same``), 0.5 (``sqrt``)
+    or 1 (``linear``); at most ``cap`` (the config's ``num_boost_round``) and at least 1.
+
+    With a fixed learning rate and leaf-size limit, more rows make each tree's leaves less
+    noisy, so the early-stopping point could move later with the data (linear is the common
+    "rounds x (1 + 1/(K-1))" rule of a K-fold refit, sqrt a cautious middle). Measured on
+    eight forward tests (``docs/models.md``) neither beat ``same``, the default.
+    """
+    if rule not in ROUND_RULES:
+        raise ValueError(f"rule must be one of {list(ROUND_RULES)}, got {rule!r}")
+    growth = max(1.0, all_rows / max(protocol_rows, 1))
+    power = {"same": 0.0, "sqrt": 0.5, "linear": 1.0}[rule]
+    rounds = int(round(best_iteration * growth ** power))
+    if cap is not None:
+        rounds = min(rounds, int(cap))
+    return max(1, rounds)
+
+
+def account_folds(account_ids, k: int, seed: int = 0) -> np.ndarray:
+    """Fold number (0..k-1) of every row, the same for all rows of an account: accounts are
+    shuffled (seeded) and dealt round-robin, so folds differ by at most one account."""
+    uniques, inverse = np.unique(np.asarray(account_ids).astype(str), return_inverse=True)
+    if len(uniques) < k:
+        raise ValueError(f"cross-fitting needs at least {k} accounts, got {len(uniques)}")
+    rng = np.random.default_rng(seed)
+    fold_of_account = rng.permutation(len(uniques)) % k
+    return fold_of_account[inverse]
+
+
+def fit_booster(X: np.ndarray, y: np.ndarray, names: list[str], cat_idx: list[int],
+                params: dict, rounds: int):
+    """LightGBM with a fixed number of rounds (no validation set: the refit chooses nothing)."""
+    import lightgbm as lgb
+
+    data = lgb.Dataset(X, y, feature_name=names, categorical_feature=cat_idx, free_raw_data=True)
+    return lgb.train(params, data, num_boost_round=rounds)
+
+
+def crossfit_raw(X: np.ndarray, y: np.ndarray, folds: np.ndarray, names: list[str],
+                 cat_idx: list[int], params: dict, rounds: int) -> np.ndarray:
+    """Out-of-fold raw probabilities: row i is predicted by the booster fitted on every fold
+    but ``folds[i]`` (:func:`account_folds` keeps an account in one fold)."""
+    raw = np.full(len(y), np.nan)
+    for k in np.unique(folds):
+        held = folds == k
+        booster = fit_booster(X[~held], y[~held], names, cat_idx, params, rounds)
+        raw[held] = sigmoid(cast(np.ndarray, booster.predict(X[held], raw_score=True)))
+    return raw
+
+
+def refit_model(dataset, config, protocol: TargetModel, monotone: list[int],
+                monotone_dropped: dict[str, str] | None = None) -> tuple[TargetModel, dict[str, Any]]:
+    """The champion: ``protocol``'s features, parameters, chosen rounds (scaled) and
+    calibration method, fitted on every row of ``dataset.frame`` (module docstring).
+
+    ``monotone``: the constraint per feature for the refit's rows (the caller checks the
+    catalog directions against all rows, as the protocol did on its training window).
+    Returns the model and the refit details (also stored in ``model.info["refit"]``).
+    """
+    frame = dataset.frame
+    names, categorical = list(protocol.feature_names), [c for c in protocol.feature_names
+                                                         if c in protocol.categories]
+    clock = time.perf_counter()
+    categories = {c: sorted(str(v) for v in frame[c].dropna().unique()) for c in categorical}
+    encoder = FeatureEncoder(names, categories, label=config.target)
+    X = encoder.matrix(frame)
+    y = frame["label"].to_numpy(dtype="float64")
+    cat_idx = [names.index(c) for c in categorical]
+    params = dict(config.lgb_params)
+    params.setdefault("objective", "binary")
+    params.setdefault("verbose", -1)
+    params.pop("monotone_constraints", None)
+    if any(monotone):
+        params["monotone_constraints"] = list(monotone)
+    best = int(protocol.info.get("best_iteration") or protocol.booster.current_iteration())
+    protocol_rows = int((frame["window"] == "train").sum())
+    rounds = refit_rounds(best, protocol_rows, len(frame), config.refit_rounds,
+                          cap=config.num_boost_round)
+    booster = fit_booster(X, y, names, cat_idx, params, rounds)
+    fit_seconds = time.perf_counter() - clock
+    clock = time.perf_counter()
+    folds = account_folds(frame["account_id"].to_numpy(), config.refit_calibration_folds, config.seed)
+    oof = crossfit_raw(X, y, folds, names, cat_idx, params, rounds)
+    calibrator = Calibrator(protocol.calibrator.method).fit(oof, y)
+    crossfit_seconds = time.perf_counter() - clock
+    train_end = pd.Timestamp(frame["as_of"].max()).date().isoformat()
+    details = {
+        "train_start": pd.Timestamp(frame["as_of"].min()).date().isoformat(),
+        "train_end": train_end,
+        "rows": int(len(frame)),
+        "positives": int(y.sum()),
+        "accounts": int(frame["account_id"].nunique()),
+        "protocol_rows": protocol_rows,
+        "protocol_best_iteration": best,
+        "rounds": int(rounds),
+        "rounds_rule": config.refit_rounds,
+        "calibration": calibrator.method,
+        "calibration_folds": int(config.refit_calibration_folds),
+        "fit_seconds": fit_seconds,
+        "crossfit_seconds": crossfit_seconds,
+    }
+    info = dict(protocol.info)
+    info.update({
+        "refit": details,
+        "train_end": train_end,
+        "monotone_constraints": {n: d for n, d in zip(names, monotone) if d},
+        "monotone_dropped": dict(monotone_dropped or {}),
+        "feature_medians": {n: float(np.nanmedian(X[:, j])) if np.isfinite(X[:, j]).any() else 0.0
+                            for j, n in enumerate(names) if n not in categories},
+        "category_modes": {c: str(frame[c].mode(dropna=True).iloc[0]) for c in categorical
+                           if frame[c].notna().any()},
+    })
+    model = TargetModel(booster, names, categories, calibrator, protocol.specs, protocol.config,
+                        protocol.health_config, info)
+    return model, details

@@ -33,30 +33,36 @@ def monitor(
         step.note("measuring the matured weeks")
         table = monitoring.update_realized(scores, book, spans=monitoring.registry_spans,
                                            recompute=True)
-    from rich.table import Table
-
     counted = monitoring.out_of_sample(table)
-    view = Table(title="realized performance, latest matured week out of sample")
-    for column in ("outcome", "week scored", "accounts", "events", "model AUC", "health AUC",
-                   "model ECE", "weeks counted", "weeks in sample"):
-        view.add_column(column, justify="left" if column == "outcome" else "right")
+    # plain aligned text: every value whole at any terminal width
+    header = (f"{'outcome':<12} {'week':<10} {'accounts':>8} {'events':>6} {'AUC':>6} "
+              f"{'health':>6} {'ECE':>6} {'weeks':>5} {'in sample':>9}")
+    lines = ["realized performance, latest matured week out of sample", header,
+             "-" * len(header)]
     for outcome in sorted(table["outcome"].unique()) if len(table) else []:
         rows = counted[counted["outcome"] == outcome]
         every = table[table["outcome"] == outcome]
         in_sample = every.loc[every["scorer"] == "model", "as_of"].nunique() - \
             rows.loc[rows["scorer"] == "model", "as_of"].nunique()
         if not len(rows):
-            view.add_row(outcome, "-", "-", "-", "-", "-", "-", "0", str(in_sample))
+            lines.append(f"{outcome:<12} {'-':<10} {'-':>8} {'-':>6} {'-':>6} {'-':>6} {'-':>6} "
+                         f"{0:>5} {in_sample:>9}")
             continue
         last = rows[rows["as_of"] == rows["as_of"].max()].set_index("scorer")
         model = last.loc["model"] if "model" in last.index else None
         health = last.loc["health_score"]
-        view.add_row(outcome, f"{rows['as_of'].max():%Y-%m-%d}", f"{int(health['n']):,}",
-                     f"{int(health['positives']):,}",
-                     f"{model['roc_auc']:.3f}" if model is not None else "-",
-                     f"{health['roc_auc']:.3f}",
-                     f"{model['ece']:.3f}" if model is not None else "-",
-                     str(rows["as_of"].nunique()), str(in_sample))
-    console.print(view)
+        lines.append(
+            f"{outcome:<12} {rows['as_of'].max():%Y-%m-%d} {int(health['n']):>8,} "
+            f"{int(health['positives']):>6,} "
+            f"{(format(model['roc_auc'], '.3f') if model is not None else '-'):>6} "
+            f"{health['roc_auc']:>6.3f} "
+            f"{(format(model['ece'], '.3f') if model is not None else '-'):>6} "
+            f"{rows['as_of'].nunique():>5} {in_sample:>9}")
+    if len(lines) == 3:
+        lines.append("no scored week has matured yet (outcomes are known one horizon later)")
+    console.print("\n".join(lines), highlight=False, markup=False, soft_wrap=True)
+    console.print("AUC and ECE: the model's; health: the health score's AUC. weeks: matured weeks "
+                  "out of sample (counted); in sample: matured weeks inside the scoring model's "
+                  "training span (not counted)", highlight=False, soft_wrap=True)
     console.print(f"wrote {literal(monitoring.realized_path(scores))} ({len(table):,} rows)",
                   highlight=False, soft_wrap=True)

@@ -340,9 +340,11 @@ def queue_section(table: Any, current: pd.DataFrame, top_n: int = 10) -> list[st
         h.append(f"<h3>{_esc(name)}: top {len(idx)} of {int(worked[owner == name].sum()):,}"
                  "</h3><table><tr><th>#</th><th>account</th><th>MRR</th><th>action</th>"
                  "<th>expected value</th><th>why</th></tr>")
-        for i in idx:
+        # "#": the position among the rows to work (what the reason's "#k of N" counts);
+        # queue_rank also counts the held-out rows that keep their place in the order
+        for position, i in enumerate(idx, start=1):
             r = current.iloc[i]
-            h.append(f"<tr><td class='n'>{int(rank[i])}</td><td>{_esc(r['account_id'])}</td>"
+            h.append(f"<tr><td class='n'>{position}</td><td>{_esc(r['account_id'])}</td>"
                      f"<td class='n'>{_money(r['mrr'])}</td><td>{_esc(what[i])}<br>"
                      f"<span class='note'>{_esc(within[i])}</span></td>"
                      f"<td class='n'>{_money(r['expected_value'])}</td>"

@@ -49,6 +49,7 @@ with bentoml.importing():
     from churnml.api.schema import (
         AsOf,
         HistoryTables,
+        PredictionsJSON,
         accounts_annotation,
         prediction_model,
     )
@@ -56,6 +57,7 @@ with bentoml.importing():
     from churnml.errors import ChurnMLError, ModelNotFoundError
 
 from bentoml.validators import ContentType  # noqa: E402
+from starlette.responses import Response  # noqa: E402
 
 disable_telemetry()
 logger = logging.getLogger("churnml.serving")
@@ -120,6 +122,17 @@ Accounts = accounts_annotation(PREDICTOR.record_model)
 # The row type is the one output schema (churnml.scoring.schema) for the health score in force.
 AccountPrediction = prediction_model(PREDICTOR.health.dimension_names)
 Predictions = Annotated[list[AccountPrediction], ContentType("application/json")]
+# ... which documents the answer (OpenAPI); the answer itself is sent as checked JSON bytes
+# (churnml.api.schema.PredictionsJSON: the same rows, a fifth of BentoML's serialization time).
+PREDICTIONS_JSON = PredictionsJSON(AccountPrediction)
+
+
+def _answer(rows: list[dict[str, Any]] | Response) -> Any:
+    """The rows as a JSON response with its length (BentoML passes a Response through); a
+    response already made (503 busy, 504 deadline: churnml.api.limits) goes as it is."""
+    if isinstance(rows, Response):
+        return rows
+    return Response(PREDICTIONS_JSON(rows), media_type="application/json")
 
 metadata_app = FastAPI(title="churnml metadata", docs_url=None, redoc_url=None,
                        openapi_url=None)
@@ -153,7 +166,7 @@ class ChurnService:
     @bentoml.api
     async def predict(self, accounts: Accounts) -> Predictions:
         """Score 1 to 1,000 accounts from their features (as `churnml features` writes them)."""
-        return await self.batcher(accounts)
+        return _answer(await self.batcher(accounts))
 
     @bentoml.api(route="/predict_history")
     async def predict_history(
@@ -165,7 +178,8 @@ class ChurnService:
         rows = {name: getattr(tables, name) for name in type(tables).model_fields
                 if getattr(tables, name) is not None}
         limits.check_history_tables(rows)  # rows per table, keys per row: 400
-        return await self.history_gate.respond(self.predictor.predict_history, rows, as_of)
+        return _answer(await self.history_gate.respond(self.predictor.predict_history, rows,
+                                                       as_of))
 
     @metadata_app.get("/metadata")
     def metadata(self) -> dict[str, Any]:

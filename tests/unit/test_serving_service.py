@@ -402,3 +402,52 @@ def test_predictor_takes_models_by_outcome_and_names_the_missing_ones():
         Predictor({}, health=HealthScore())
     with pytest.raises(UsageError, match="upsell"):
         Predictor({"upsell": models["churn"]}, health=HealthScore())
+
+
+# --- the answer's bytes ---------------------------------------------------------------------
+
+def test_the_answer_is_the_rows_as_the_response_model_serializes_them(client, service_module):
+    """/predict sends checked JSON bytes with a length (not BentoML's chunked stream): the same
+    JSON as the response model's own serialization of the scored rows."""
+    from pydantic import TypeAdapter
+
+    accounts = [account(i) for i in range(4)]
+    response = client.post("/predict", json={"accounts": accounts})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert "transfer-encoding" not in response.headers
+    predictor = service_module.PREDICTOR
+    rows = predictor.predict_records([predictor.record_model.model_validate(a)
+                                      for a in accounts])
+    adapter = TypeAdapter(service_module.Predictions)
+    assert response.content == adapter.dump_json(adapter.validate_python(rows))
+
+
+def test_a_row_that_breaks_the_output_schema_is_never_sent(service_module):
+    from churnml.api.schema import PredictionsJSON, ResponseError
+
+    encode = PredictionsJSON(service_module.AccountPrediction)
+    predictor = service_module.PREDICTOR
+    rows = predictor.predict_records([predictor.record_model.model_validate(account(0))])
+    assert encode(rows)  # the real rows pass
+    with pytest.raises(ResponseError, match="does not match the output schema"):
+        encode([{**rows[0], "not_a_column": 1.0}])
+    broken = {**rows[0], "next_best_action": {**rows[0]["next_best_action"], "reason": ""}}
+    with pytest.raises(ResponseError, match="next_best_action"):
+        encode([broken])
+
+
+def test_a_schema_break_is_a_500_not_the_callers_fault(service_module, monkeypatch):
+    from starlette.testclient import TestClient
+
+    def broken(rows):
+        return [{**row, "not_a_column": 1.0} for row in rows]
+
+    original = service_module.PREDICTOR.predict_records
+    monkeypatch.setattr(service_module.PREDICTOR, "predict_records",
+                        lambda records: broken(original(records)))
+    with TestClient(asgi_app(service_module.ChurnService), raise_server_exceptions=False) as c:
+        response = c.post("/predict", json={"accounts": [account(0)]})
+    assert response.status_code == 500
+    assert "not_a_column" not in response.text

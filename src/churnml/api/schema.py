@@ -277,10 +277,10 @@ class PredictionsJSON:
         try:
             checked = self.adapter.validate_python(rows)
         except ValidationError as exc:
-            first = exc.errors()[0] if exc.error_count() else {}
+            first = exc.errors()[0]  # a ValidationError has at least one
             raise ResponseError(
                 f"a scored row does not match the output schema ({exc.error_count()} "
-                f"problem(s); first at {first.get('loc')}: {first.get('msg')})") from None
+                f"problem(s); first at {first['loc']}: {first['msg']})") from None
         return self.adapter.dump_json(checked)
 
 

@@ -38,6 +38,7 @@ import pandas as pd
 
 from churnml.health.score import INSUFFICIENT_DATA_TIER, HealthScore
 from churnml.scoring.actions import Gates, Playbooks, _active_values, load_playbooks, risk_severity
+from churnml.scoring.alerts import rose_since
 from churnml.scoring.queue import QUEUED, assign_queue
 
 #: Signals that name a specific play for an account at risk, in priority order (the play is
@@ -116,10 +117,10 @@ class CsTeamPolicy:
         pb = self.playbooks
         n = len(account_id)
         frame = pd.DataFrame({k: np.asarray(v, dtype=float) for k, v in features.items()})
-        frame.insert(0, "account_id", np.asarray(account_id, dtype=object))
+        # object columns, not pandas' Arrow strings: cheaper to build and read back each week
+        ids = pd.Series(np.asarray(account_id, dtype=object), dtype=object)
+        frame.insert(0, "account_id", ids)
         frame["as_of"] = pd.Timestamp(0)
-        week_before = pd.DataFrame({k: np.asarray(v, dtype=float) for k, v in before.items()})
-        week_before.insert(0, "account_id", np.asarray(account_id, dtype=object))
 
         parts = self.health.score_arrays(frame)
         cfg = parts.config
@@ -127,7 +128,15 @@ class CsTeamPolicy:
                          dtype=object)[parts.tier_codes]
         health = np.asarray(parts.score, dtype=float)
         frame["health_score"] = health
-        critical = _active_values(frame, pb.critical_signals, week_before)
+        # the weekly job's rule (_active_values with the week before): known, over the minimum
+        # and risen since a week before; the rows of ``before`` are the same accounts, so the
+        # rise is compared row by row instead of joined by account_id
+        critical = _active_values(frame, pb.critical_signals)
+        for sig in pb.critical_signals:
+            if sig.feature in before:
+                critical[sig.feature] = critical[sig.feature] & rose_since(
+                    frame[sig.feature].to_numpy(dtype=float),
+                    np.asarray(before[sig.feature], dtype=float))
         severity = risk_severity(frame, np.full(n, np.nan), pb, health_tier=tiers,
                                  critical=critical)
 
@@ -174,11 +183,12 @@ class CsTeamPolicy:
 
         mrr = np.nan_to_num(frame["mrr"].to_numpy())
         large = mrr >= np.quantile(mrr, 1.0 - LARGE_SHARE) if n else np.zeros(0, bool)
-        plays = pd.Series(play, dtype=object)
+        names = list(pb.playbooks)
+        code = pd.Categorical(play, categories=names).codes  # every play is a known name
 
-        def per_play(attribute: str) -> np.ndarray:  # a dict per play, then a vectorised map
-            return plays.map({k: getattr(b, attribute) for k, b in pb.playbooks.items()}
-                             ).to_numpy(dtype=object)
+        def per_play(attribute: str) -> np.ndarray:  # one value per play, indexed by code
+            return np.array([getattr(pb.playbooks[k], attribute) for k in names],
+                            dtype=object)[code]
 
         large_owner = per_play("large_account_owner")
         owner = np.where(large & pd.notna(large_owner), large_owner,
@@ -194,9 +204,11 @@ class CsTeamPolicy:
         ev[play == pb.low_risk_playbooks["otherwise"]] = np.nan
 
         inputs = pd.DataFrame({
-            "account_id": frame["account_id"], "playbook": play, "owner": owner,
-            "severity": severity, "reason_feature": reason, "expected_value": ev,
-            "churn_probability": p["churn"], "queue_reason": np.full(n, "", dtype=object)})
+            "account_id": ids, "playbook": pd.Series(play, dtype=object),
+            "owner": pd.Series(owner, dtype=object), "severity": pd.Series(severity, dtype=object),
+            "reason_feature": pd.Series(reason, dtype=object), "expected_value": ev,
+            "churn_probability": p["churn"],
+            "queue_reason": pd.Series(np.full(n, "", dtype=object), dtype=object)})
         queue = assign_queue(inputs, pb)
         respond = per_play("respond_within")
         respond = np.where(pd.isna(respond), pd.Series(severity).map(pb.response_times)

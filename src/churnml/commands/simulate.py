@@ -1,10 +1,12 @@
-"""``churnml simulate --out DIR [--accounts N] [--months M] [--seed S] [--drift SPEC]``.
+"""``churnml simulate --out DIR [--accounts N] [--months M] [--seed S] [--drift SPEC]
+[--cs-team [--cs-compliance P] [--cs-capacity OWNER=N,...]]``.
 
 Writes the data-contract tables (``<table>.parquet``) and the hidden truth (``_truth/``) to
 ``--out``, shows a progress bar over the simulated weeks and prints the row count per table.
 The same arguments give the same files. ``--drift price_change,product_change`` (off by
 default) changes what drives churn and expansion from ``--drift-start`` (default: the middle
-of the period) on; docs/simulator.md, "Drift".
+of the period) on; docs/simulator.md, "Drift". ``--cs-team`` (off by default) adds a CS team
+that works a weekly queue and logs ``cs_actions``; docs/simulator.md, "CS team".
 """
 
 from __future__ import annotations
@@ -29,11 +31,23 @@ def simulate(
     drift_start: Annotated[Optional[str], typer.Option(
         "--drift-start", help="Change date of --drift (ISO date inside the period; "
         "default: its middle).")] = None,
+    cs_team: Annotated[bool, typer.Option(
+        "--cs-team", help="Simulate a CS team that works a weekly queue built from the health "
+        "score and features/playbooks.yaml (holdout left alone), logs cs_actions, and whose "
+        "plays have true effects (each candidate's in _truth/cs_queue). Off by default.")] = False,
+    cs_compliance: Annotated[float, typer.Option(
+        "--cs-compliance", min=0.0, max=1.0,
+        help="With --cs-team: chance a queued (not held-out) action is worked that week.")] = 0.8,
+    cs_capacity: Annotated[Optional[str], typer.Option(
+        "--cs-capacity", help="With --cs-team: actions per owner and week, e.g. 'CSM=60,CS "
+        "manager=20' (owners not named: the playbook file's capacity scaled by accounts / "
+        "2,000).")] = None,
 ) -> None:
     """Simulate a book of business with a known hidden truth (for demos, tests, benchmarks).
 
     With --drift, what drives churn and expansion changes at --drift-start; the book's
-    _truth/meta records the drift and the oracle follows it.
+    _truth/meta records the drift and the oracle follows it. With --cs-team, a simulated CS
+    team works a weekly queue and logs cs_actions; the plays' true effects are in _truth/.
     """
     from rich.table import Table
 
@@ -42,6 +56,15 @@ def simulate(
     from churnml.errors import UsageError
 
     parse_drift(drift)  # a bad scenario name fails before the progress bar
+    team = None
+    if cs_team:
+        from churnml.data.simulator import CsTeam
+        from churnml.scoring.cs_team import CsTeamPolicy, parse_capacity
+
+        team = CsTeam(CsTeamPolicy(capacity=parse_capacity(cs_capacity), scale=accounts / 2000),
+                      compliance=cs_compliance)
+    elif cs_capacity is not None:
+        raise UsageError("--cs-capacity needs --cs-team.")
 
     end_date = end or DEFAULT_END
     try:
@@ -57,7 +80,7 @@ def simulate(
             step.advance(1)
 
         sim = run(n_accounts=accounts, months=months, seed=seed, end=end_date, on_week=on_week,
-                  drift=drift, drift_start=drift_start)
+                  drift=drift, drift_start=drift_start, cs_team=team)
         step.note("writing parquet files")
         counts = write_book(sim, out)
     drifted = (f", drift {sim.meta['drift']} from {sim.meta['drift_start']}"

@@ -143,6 +143,10 @@ class WeekHazards:
     contraction_drivers: dict
     # price_change drift: renewals in this week that carry the new list price (None: no drift)
     drift_price: np.ndarray | None = None
+    # the logits behind the probabilities (what a CS action shifts, see apply_cs_effects):
+    # churn_term, churn_renew (the renewal decision whatever the week), expansion, contraction
+    # (at a renewal; between renewals 4.5 lower)
+    logits: dict | None = None
 
     @property
     def churn_week(self) -> np.ndarray:
@@ -225,8 +229,13 @@ def hazards(s: Lanes, week_day: int, p: SimParams) -> WeekHazards:
     # downsells are negotiated at renewal; between renewals they are rare
     c_logit = p.contraction_base + sum(xd.values()) - 4.5 * (~renewal_in_week)
     contraction = _sig(c_logit) * (s.seats > 1)
+    logits = {"churn_term": base + p.in_term_offset + in_term_unresolved,
+              "churn_renew": base + renew_offset,
+              "expansion": p.expansion_base + sum(ed.values()),
+              "contraction": p.contraction_base + sum(xd.values()),
+              "contraction_possible": (s.seats > 1).astype(float)}
     return WeekHazards(churn_renewal, churn_in_term, expansion, contraction, renewal_in_week,
-                       cd, ed, xd, drift_price)
+                       cd, ed, xd, drift_price, logits)
 
 
 @dataclass
@@ -462,3 +471,152 @@ def reactivate(s: Lanes, week_day: int, p: SimParams, rng: np.random.Generator) 
     s.failed_payments_recent = np.where(back, 0.0, s.failed_payments_recent)
     s.churned_day = np.where(back, np.nan, s.churned_day)
     return back
+
+
+# --------------------------------------------------------------------------------------------
+# the CS team's plays (``simulate(cs_team=...)``, docs/simulator.md "CS team")
+# --------------------------------------------------------------------------------------------
+
+#: The plays the effect model knows (the playbooks of features/playbooks.yaml); a play not
+#: listed has no effect (code -1).
+CS_PLAYS = ("low_usage", "value_review", "champion_left", "payment_recovery", "budget",
+            "competitor", "detractor_call", "re_engage", "multi_thread", "save_call",
+            "expansion_conversation", "right_size", "keep_warm")
+#: Plays that are not a contact a customer could resent (a billing retry, the regular cadence).
+CS_NO_CONTACT = ("payment_recovery", "keep_warm")
+
+
+@dataclass(frozen=True)
+class CsEffectParams:
+    """True effects of the plays: shifts of the weekly logits (negative on churn = fewer
+    churns) that depend on the account's hidden state when the play is worked. Defaults are
+    documented in docs/simulator.md ("CS team"); every term is a parameter."""
+
+    weeks: int = 13  # an action acts on the 13 weeks after the week it is taken in
+    save_call_intent: float = -1.4  # x churn intent x (1 - budget cut recency)
+    engagement: float = -0.8  # re_engage / low_usage / detractor_call: x unhappiness x (1 - budget)
+    value_review_by_segment: tuple[float, float, float] = (-0.1, -0.4, -0.9)  # EBR: large accounts
+    value_review_expansion_by_segment: tuple[float, float, float] = (0.0, 0.2, 0.5)
+    champion_left: float = -1.5  # x champion-loss recency
+    payment_unresolved: float = -1.2  # x an unresolved failed payment
+    payment_base: float = -0.1
+    budget_churn: float = -0.9  # x budget cut recency
+    budget_contraction: float = 0.8  # a pause or downgrade offer: more contraction
+    competitor: float = -0.9  # x competitor recency x unhappiness
+    multi_thread: float = -0.35  # single-threaded accounts only
+    expansion_intent: float = 1.3  # expansion_conversation: x buy intent
+    expansion_base: float = 0.15
+    right_size_contraction: float = -1.0  # x downsize intent
+    right_size_churn: float = -0.15
+    reacts_badly_share: float = 0.06  # accounts that react badly to any contact
+    reacts_badly_churn: float = 0.8  # their churn logit rises with any contact
+    reacts_badly_expansion: float = -0.5
+
+
+def cs_play_codes(names) -> np.ndarray:
+    """Codes into :data:`CS_PLAYS` (-1 for a play the effect model does not know)."""
+    import pandas as pd
+
+    return np.asarray(pd.Categorical(np.asarray(names, dtype=object), categories=CS_PLAYS).codes,
+                      dtype=np.int64)
+
+
+def cs_effects(s: Lanes, lanes: np.ndarray, play: np.ndarray, week_day: int,
+               reacts_badly: np.ndarray, q: CsEffectParams) -> tuple[np.ndarray, ...]:
+    """``(churn, expansion, contraction)`` logit shifts of working play ``play`` (codes of
+    :data:`CS_PLAYS`) on ``lanes`` given their hidden state in the week of ``week_day``."""
+    h = s.health[lanes]
+    unhappy = _sig(-2.0 * h)  # an engagement problem: low health
+    budget = np.exp(-s.weeks_since_budget_cut[lanes] / 12.0)
+    champ = np.exp(-s.weeks_since_champion_left[lanes] / 16.0)
+    comp = np.exp(-s.weeks_since_competitor[lanes] / 10.0)
+    single = (s.n_contacts[lanes] <= 1).astype(float)
+    seg = s.segment_code[lanes].astype(int)
+    unresolved = (s.unresolved_until_day[lanes] > week_day).astype(float)
+    code = {name: i for i, name in enumerate(CS_PLAYS)}
+    zero = np.zeros(len(lanes))
+    churn = np.select(
+        [play == code["save_call"],
+         np.isin(play, [code["re_engage"], code["low_usage"], code["detractor_call"]]),
+         play == code["value_review"], play == code["champion_left"],
+         play == code["payment_recovery"], play == code["budget"],
+         play == code["competitor"], play == code["multi_thread"], play == code["right_size"]],
+        [q.save_call_intent * s.churn_intent[lanes] * (1.0 - budget),
+         q.engagement * unhappy * (1.0 - budget),
+         np.array(q.value_review_by_segment)[seg] * (0.5 + 0.5 * unhappy),
+         q.champion_left * champ,
+         q.payment_base + q.payment_unresolved * unresolved,
+         q.budget_churn * budget,
+         q.competitor * comp * unhappy,
+         q.multi_thread * single,
+         np.full(len(lanes), q.right_size_churn)],
+        default=zero)
+    expansion = np.select(
+        [play == code["expansion_conversation"], play == code["value_review"]],
+        [q.expansion_base + q.expansion_intent * s.buy_intent[lanes],
+         np.array(q.value_review_expansion_by_segment)[seg]], default=zero)
+    contraction = np.select(
+        [play == code["right_size"], play == code["budget"]],
+        [q.right_size_contraction * s.downsize_intent[lanes],
+         q.budget_contraction * budget], default=zero)
+    contact = (play >= 0) & ~np.isin(play, [code[x] for x in CS_NO_CONTACT])
+    bad = contact & np.asarray(reacts_badly, dtype=bool)
+    churn = churn + bad * q.reacts_badly_churn
+    expansion = expansion + bad * q.reacts_badly_expansion
+    return churn, expansion, contraction
+
+
+def apply_cs_effects(hz: WeekHazards, churn: np.ndarray, expansion: np.ndarray,
+                     contraction: np.ndarray) -> None:
+    """Shift this week's hazards (in place) by the logit shifts of the actions in force; the
+    shift also shows as the ``cs_action`` driver of churn, expansion and contraction."""
+    lg = hz.logits
+    assert lg is not None
+    hz.churn_renewal = np.where(hz.renewal_in_week, _sig(lg["churn_renew"] + churn), 0.0)
+    hz.churn_in_term = _sig(lg["churn_term"] + churn)
+    hz.expansion = _sig(lg["expansion"] + expansion)
+    hz.contraction = (_sig(lg["contraction"] + contraction - 4.5 * (~hz.renewal_in_week))
+                      * lg["contraction_possible"])
+    hz.churn_drivers["cs_action"] = churn
+    hz.expansion_drivers["cs_action"] = expansion
+    hz.contraction_drivers["cs_action"] = contraction
+
+
+def frozen_outcome_probabilities(s: Lanes, hz: WeekHazards, lanes: np.ndarray, week_day: int,
+                                 shift: tuple[np.ndarray, ...], effect_weeks: int = 13,
+                                 horizon_weeks: int = 13) -> tuple[np.ndarray, ...]:
+    """``(churn, expansion, contraction)`` probabilities in the ``horizon_weeks`` weeks from
+    ``week_day`` with the hidden state frozen at this week's (``hz``) and the logit ``shift``
+    acting from the next week on for ``effect_weeks`` weeks (the first week unshifted, as an
+    action taken this week acts from the next). Renewals in the window come from the contract
+    (annual: its term end; monthly: every 30.44 days); events treated as independent (no
+    competing risks). The truth of a play's effect: this with the play's shift minus this with
+    none (docs/simulator.md, "CS team")."""
+    lg = hz.logits
+    assert lg is not None
+    sc, se, sx = shift
+    end = week_day + 7 * horizon_weeks
+    te = s.term_end_day[lanes]
+    monthly = s.annual_contract[lanes] <= 0
+    j = np.arange(4)[None, :]
+    dates = np.where(monthly[:, None], te[:, None] + 30.44 * j, np.where(j == 0, te[:, None], np.inf))
+    in_window = (dates >= week_day) & (dates < end)
+    first = (in_window & (dates < week_day + 7)).sum(axis=1)
+    later_all = (in_window & (dates >= week_day + 7)).sum(axis=1)
+    shifted_weeks = min(effect_weeks, horizon_weeks - 1)
+    later_on = np.minimum(later_all, shifted_weeks)
+    later_off = later_all - later_on
+    plain_weeks = horizon_weeks - 1 - shifted_weeks
+
+    ct, cr = lg["churn_term"][lanes], lg["churn_renew"][lanes]
+    survive = ((1 - _sig(ct)) ** (1 + plain_weeks) * (1 - _sig(ct + sc)) ** shifted_weeks
+               * (1 - _sig(cr)) ** (first + later_off) * (1 - _sig(cr + sc)) ** later_on)
+    churn = 1.0 - survive
+    ex = lg["expansion"][lanes]
+    expansion = 1.0 - (1 - _sig(ex)) ** (1 + plain_weeks) * (1 - _sig(ex + se)) ** shifted_weeks
+    cx, possible = lg["contraction"][lanes], lg["contraction_possible"][lanes]
+    none = ((1 - _sig(cx)) ** (first + later_off) * (1 - _sig(cx + sx)) ** later_on
+            * (1 - _sig(cx - 4.5)) ** np.maximum(1 + plain_weeks - first - later_off, 0)
+            * (1 - _sig(cx + sx - 4.5)) ** np.maximum(shifted_weeks - later_on, 0))
+    contraction = (1.0 - none) * possible
+    return churn, expansion, contraction

@@ -318,3 +318,144 @@ def emit_nps(s: Lanes, act: np.ndarray, week_index: int, week_day: int, nps_phas
     buf.add("nps", lane=lane.astype(np.int32), ts=ns, score=score.astype(np.int64),
             respondent=lane.astype(np.int64) * 100 + resp, band=np.where(with_comment, band, -1),
             pick=pick)
+
+
+# --------------------------------------------------------------------------------------------
+# what a CS team sees of the book, week by week (``simulate(cs_team=...)``)
+# --------------------------------------------------------------------------------------------
+
+RING = 27  # weeks kept: 26 (the longest window, 180 days) plus one for "a week before"
+_CORE = (1, 6)  # usage event codes of the core features (dashboard_view .. comment)
+_ADVANCED = (7, 10)  # integration_sync .. custom_report
+
+
+class Observed:
+    """Weekly counts of what the book shows, per account, for the CS team's queue.
+
+    Rows are taken from :class:`Buffers` after each simulated week and counted into a ring of
+    the last :data:`RING` weeks; a row dated on or after the cut-off (a reply that comes in the
+    next week) waits for the week it belongs to, so :meth:`features` at a week's start reads
+    only rows dated before it (point in time). Every count is a ``bincount``: no per-account
+    Python."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.weeks_done = 0
+        self.touch = np.zeros((len(TOUCH_KINDS), RING, n), np.float32)
+        self.logins = np.zeros((RING, n), np.float32)
+        self.core = np.zeros((RING, n), np.int16)  # bit per core feature used that week
+        self.advanced = np.zeros((RING, n), np.float32)
+        self.mrr = np.zeros((RING, n))  # MRR at each week's start
+        self.nps_latest = np.full(n, np.nan)
+        self.nps_prev = np.full(n, np.nan)
+        self._pending: tuple[np.ndarray, np.ndarray, np.ndarray] = (
+            np.zeros(0, np.int32), np.zeros(0), np.zeros(0, np.int8))
+        self._marks: dict[str, int] = {}
+
+    def mark(self, buf: Buffers) -> None:
+        """Remember where this week's rows start in ``buf``."""
+        self._marks = {t: len(buf.chunks[t]["lane"]) for t in ("usage", "touch", "nps")}
+
+    def _new(self, buf: Buffers, table: str, column: str) -> np.ndarray:
+        chunks = buf.chunks[table][column][self._marks.get(table, 0):]
+        return np.concatenate(chunks) if chunks else np.zeros(0)
+
+    def take_week(self, buf: Buffers, mrr: np.ndarray, week_day: int, cutoff_day: int) -> None:
+        """Count the week's rows (those dated before ``cutoff_day``) into a new ring slot;
+        ``mrr``: the MRR in force during the week (the week's start)."""
+        slot = self.weeks_done % RING
+        n = self.n
+        for arr in (self.touch[:, slot], self.logins[slot], self.core[slot],
+                    self.advanced[slot]):
+            arr[...] = 0
+        self.mrr[slot] = mrr
+        lane = np.concatenate([self._pending[0], self._new(buf, "touch", "lane").astype(np.int32)])
+        day = np.concatenate([self._pending[1], self._new(buf, "touch", "day")])
+        kind = np.concatenate([self._pending[2], self._new(buf, "touch", "kind").astype(np.int8)])
+        now = day < cutoff_day
+        self._pending = (lane[~now], day[~now], kind[~now])
+        key = kind[now].astype(np.int64) * n + lane[now]
+        self.touch[:, slot] = np.bincount(key, minlength=len(TOUCH_KINDS) * n).reshape(
+            len(TOUCH_KINDS), n)
+        u_lane = self._new(buf, "usage", "lane").astype(np.int64)
+        u_event = self._new(buf, "usage", "event").astype(np.int64)
+        self.logins[slot] = np.bincount(u_lane[u_event == 0], minlength=n)
+        adv = (u_event >= _ADVANCED[0]) & (u_event <= _ADVANCED[1])
+        self.advanced[slot] = np.bincount(u_lane[adv], minlength=n)
+        core = (u_event >= _CORE[0]) & (u_event <= _CORE[1])
+        pairs = np.unique(u_lane[core] * 16 + u_event[core])
+        np.bitwise_or.at(self.core[slot], pairs // 16, (1 << (pairs % 16 - 1)).astype(np.int16))
+        n_lane = self._new(buf, "nps", "lane").astype(np.int64)
+        if len(n_lane):
+            score = self._new(buf, "nps", "score").astype(float)
+            total = np.bincount(n_lane, weights=score, minlength=n)
+            count = np.bincount(n_lane, minlength=n)
+            got = count > 0
+            self.nps_prev = np.where(got, self.nps_latest, self.nps_prev)
+            self.nps_latest = np.where(got, np.round(total / np.maximum(count, 1)),
+                                       self.nps_latest)
+        self.weeks_done += 1
+
+    def _sum(self, ring: np.ndarray, lanes: np.ndarray, weeks: int, lag: int) -> np.ndarray:
+        """Sum over the ``weeks`` weeks that end ``lag`` weeks before the latest."""
+        last = self.weeks_done - 1 - lag
+        first = max(last - weeks + 1, 0)
+        if last < 0:
+            return np.zeros(len(lanes))
+        slots = np.arange(first, last + 1) % RING
+        return ring[slots][:, lanes].sum(axis=0).astype(float)
+
+    def features(self, lanes: np.ndarray, lag: int = 0) -> dict[str, np.ndarray]:
+        """Approximate catalog features of ``lanes`` from the weeks seen (``lag`` = 1: as a
+        week earlier). Features not approximated are left out (the health score leaves an
+        absent signal out and re-weights the rest)."""
+        t = {k: self.touch[KIND[k]] for k in TOUCH_KINDS}
+
+        def c(kind: str, weeks: int) -> np.ndarray:
+            return self._sum(t[kind], lanes, weeks, lag)
+
+        def ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(b > 0, a / np.where(b > 0, b, 1.0), np.nan)
+
+        seen = self.weeks_done - lag
+        recent = self._sum(self.logins, lanes, 4, lag)
+        before = self._sum(self.logins, lanes, 22, lag + 4)
+        baseline = before / max(min(seen - 4, 22), 1) * 4
+        logins = np.where(seen >= 8, ratio(recent, baseline), np.nan)
+        last = self.weeks_done - 1 - lag
+        mask = np.zeros(len(lanes), np.int16)
+        for w in range(max(last - 3, 0), last + 1):
+            mask |= self.core[w % RING][lanes]
+        breadth = np.zeros(len(lanes))
+        for bit in range(_CORE[1] - _CORE[0] + 1):
+            breadth += (mask >> bit) & 1
+        mrr_now = self.mrr[last % RING][lanes] if last >= 0 else np.full(len(lanes), np.nan)
+        then = last - 13
+        mrr_then = self.mrr[then % RING][lanes] if then >= 0 else np.full(len(lanes), np.nan)
+        held, missed = c("meeting_held", 13), c("meeting_missed", 13)
+        latest, prev = self.nps_latest[lanes], self.nps_prev[lanes]
+        return {
+            "logins_30d_vs_baseline": logins,
+            "feature_breadth_30d": breadth,
+            "advanced_feature_events_30d": self._sum(self.advanced, lanes, 4, lag),
+            "meeting_attendance_rate_90d": ratio(held, held + missed),
+            "email_reply_rate_90d": ratio(c("email_replied", 13), c("email_sent", 13)),
+            "expansion_requests_90d": c("expansion_request", 13),
+            "goals_achieved_180d": c("goal_achieved", 26),
+            "qbrs_held_180d": c("qbr_held", 26),
+            "nps_latest": latest,
+            "nps_detractor": np.where(np.isnan(latest), np.nan, (latest <= 6).astype(float)),
+            "nps_change": latest - prev,
+            "failed_payments_90d": c("payment_failed", 13),
+            "billing_page_visits_30d": c("billing_page_visit", 4),
+            "mrr_change_90d": ratio(mrr_now - mrr_then, mrr_then),
+            "data_export_requests_90d": c("data_export_request", 13),
+            "cancellation_inquiries_90d": c("cancellation_inquiry", 13),
+            "champion_left_180d": c("champion_left", 26),
+            "budget_cuts_180d": c("budget_cut", 26),
+            "competitor_mentions_90d": c("competitor_mentioned", 13),
+            "downgrade_inquiries_90d": c("downgrade_inquiry", 13),
+            "meetings_missed_90d": missed,
+            "mrr": mrr_now,
+        }

@@ -15,6 +15,7 @@ rates: docs/simulator.md.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
@@ -46,6 +47,43 @@ class SimulatedBook:
     tables: dict[str, pd.DataFrame]
     truth: dict[str, pd.DataFrame]
     meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class CsTeam:
+    """The simulated CS team (``simulate(cs_team=...)``, docs/simulator.md "CS team").
+
+    ``policy(account_id, features, features_a_week_before) -> DataFrame`` decides each week's
+    queue (``churnml.scoring.cs_team.CsTeamPolicy``: the data layer cannot import the scoring
+    layer, so the command line builds it): one row per account with ``playbook, owner,
+    severity, jump, expected_value, churn_probability, health_score, queue_status, holdout,
+    respond_days``. ``compliance``: the chance a queued, not held-out action is worked that
+    week; ``start_week``: the first simulated week the team works (earlier weeks fill the
+    90-day windows the queue reads); ``effects``: the true effects of the plays."""
+
+    policy: Callable[..., pd.DataFrame]
+    compliance: float = 0.8
+    start_week: int = 13
+    effects: m.CsEffectParams = field(default_factory=m.CsEffectParams)
+
+    def __post_init__(self) -> None:
+        c = self.compliance
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0.0 <= c <= 1.0:
+            raise UsageError(f"The 'compliance' parameter must be a number from 0 to 1. Got {c!r}.")
+        _check_positive("start_week", self.start_week, minimum=0)
+
+
+#: Channel of each play's action (``cs_actions.channel``); plays not listed: "email".
+CS_CHANNELS = {"save_call": "call", "champion_left": "meeting", "payment_recovery": "email",
+               "budget": "call", "competitor": "meeting", "detractor_call": "call",
+               "re_engage": "email", "low_usage": "meeting", "value_review": "meeting",
+               "multi_thread": "meeting", "expansion_conversation": "meeting",
+               "right_size": "call"}
+#: Outcome notes (``cs_actions.outcome_note``), drawn at random; the last one only for
+#: accounts that react badly to contact (half of their contacts).
+CS_NOTES = ("reached the customer, next step agreed", "left a message, no reply yet",
+            "customer engaged, follow-up booked", "customer heard us out, no commitment",
+            "customer annoyed by the outreach")
 
 
 def _day(ts) -> int:
@@ -201,7 +239,7 @@ def _drift_day(drift_start, start_day: int, end_day: int, n_weeks: int) -> int:
 def simulate(n_accounts: int = 2000, months: int = 24, seed: int = 42, end=DEFAULT_END,
              params: m.SimParams | None = None, usage_rate: float = 0.55,
              on_week: Callable[[int, int], None] | None = None, drift=None,
-             drift_start=None) -> SimulatedBook:
+             drift_start=None, cs_team: CsTeam | None = None) -> SimulatedBook:
     """Simulate ``n_accounts`` accounts over the ``months`` before ``end`` (exclusive).
 
     About 64% of the accounts are customers at the start (tenure up to ten years); the rest
@@ -214,6 +252,11 @@ def simulate(n_accounts: int = 2000, months: int = 24, seed: int = 42, end=DEFAU
     (an ISO date inside the period; default its middle week) on. Written to ``_truth/meta``
     (``drift``, ``drift_start``); the oracle follows them. Without drift the book is the same
     as before drift existed.
+
+    ``cs_team``: a :class:`CsTeam` that works a queue each week (logged to a ``cs_actions``
+    table), with true effects on the hazards and each candidate's true effect in
+    ``_truth/cs_queue``; its draws come from their own random stream. Without it (default)
+    the book is the same as before the CS team existed.
     """
     n = _check_positive("n_accounts", n_accounts)
     months = _check_positive("months", months)
@@ -261,6 +304,8 @@ def simulate(n_accounts: int = 2000, months: int = 24, seed: int = 42, end=DEFAU
     rev["reason"].append(np.full(len(rl), 1, np.int8))
     rev["term_end"].append(s.term_end_day[rl])
 
+    team = _CsRun(cs_team, n, seed) if cs_team is not None else None
+
     reasons = ("new", "renewal", "upsell", "cross_sell", "seats", "price_increase", "downsell",
                "churn", "reactivation")
     rcode = {r: i for i, r in enumerate(reasons)}
@@ -281,6 +326,8 @@ def simulate(n_accounts: int = 2000, months: int = 24, seed: int = 42, end=DEFAU
                             np.zeros(len(bl)), s.mrr[bl], np.full(len(bl), p.reactivation_weekly),
                             None)
         hz = m.hazards(s, day, p)
+        if team is not None:
+            team.decide_and_apply(s, hz, k, day)
         act = s.active > 0
         al = np.flatnonzero(act)
         truth_state["lane"].append(al.astype(np.int32))
@@ -295,10 +342,15 @@ def simulate(n_accounts: int = 2000, months: int = 24, seed: int = 42, end=DEFAU
 
         ev = m.draw_events(s, hz, day, rng)
         buf.cut_day = np.where(ev.churn, ev.churn_day, np.inf)
+        if team is not None:
+            team.log_week(ev, k)
+            team.observed.mark(buf)
         o.emit_usage(s, act, day, rng, buf, usage_rate, rng_x)
         o.emit_touchpoints(s, ev, act, day, rng, buf, rng_x)
         o.emit_invoices(s, ev, day, rng, buf)
         o.emit_nps(s, act, k, day, extra["nps_phase"], rng, buf)
+        if team is not None:
+            team.observed.take_week(buf, s.mrr, day, day + 7)
 
         mrr_before = s.mrr.copy()
         term_before = s.term_end_day.copy()
@@ -333,8 +385,158 @@ def simulate(n_accounts: int = 2000, months: int = 24, seed: int = 42, end=DEFAU
             "end": _date(end_day), "weeks": n_weeks}
     if change_day is not None:  # only with drift, so a book without it is unchanged
         meta.update(drift=",".join(scenarios), drift_start=_date(change_day))
+    if team is not None:  # only with a CS team, so a book without it is unchanged
+        tables["cs_actions"] = team.actions_table()
+        truth["cs_queue"] = team.queue_truth()
+        meta.update(team.meta())
     truth["meta"] = pd.DataFrame({"key": list(meta), "value": [str(v) for v in meta.values()]})
     return SimulatedBook(tables=tables, truth=truth, meta=meta)
+
+
+class _CsRun:
+    """One simulation's CS team: what it sees (``Observed``), the week's queue and actions,
+    the effects in force per account, and the records (``cs_actions``, ``_truth/cs_queue``).
+    Its draws (who reacts badly to contact, compliance, action days, notes) come from their
+    own stream, so the main stream draws the same numbers with or without the team."""
+
+    def __init__(self, team: CsTeam, n: int, seed: int) -> None:
+        self.team = team
+        self.n = n
+        self.rng = np.random.default_rng([int(seed), 0xC5_7EA])
+        q = team.effects
+        self.reacts_badly = self.rng.random(n) < q.reacts_badly_share
+        self.observed = o.Observed(n)
+        self.ids = np.array(_account_namer(np.arange(n)), dtype=object)  # once, not weekly
+        self.shift = np.zeros((3, n))  # churn, expansion, contraction logit shifts in force
+        self.shift_from = np.zeros(n, np.int64)
+        self.shift_to = np.zeros(n, np.int64)  # in force for weeks [from, to)
+        self.rows: dict[str, list] = defaultdict(list)  # _truth/cs_queue
+        self.acts: dict[str, list] = defaultdict(list)  # cs_actions
+        self.week_rows: dict[str, np.ndarray] | None = None
+
+    def decide_and_apply(self, s: m.Lanes, hz: m.WeekHazards, k: int, day: int) -> None:
+        """At the week's start: decide the queue from what was seen before ``day``, then
+        shift this week's hazards by the actions in force (taken in earlier weeks)."""
+        self.week_rows = None
+        if k >= self.team.start_week:
+            self._decide(s, hz, k, day)
+        on = (self.shift_from <= k) & (k < self.shift_to)
+        m.apply_cs_effects(hz, *(self.shift * on))
+
+    def _decide(self, s: m.Lanes, hz: m.WeekHazards, k: int, day: int) -> None:
+        lanes = np.flatnonzero(s.active > 0)
+        if len(lanes) == 0:
+            return
+        q = self.team.effects
+        d = self.team.policy(self.ids[lanes], self.observed.features(lanes), self.observed.features(lanes, lag=1))
+        status = d["queue_status"].to_numpy(dtype=object)
+        cand = np.flatnonzero(pd.notna(status))
+        if len(cand) == 0:
+            return
+        lane = lanes[cand]
+        play = d["playbook"].to_numpy(dtype=object)[cand]
+        holdout = d["holdout"].to_numpy(dtype=bool)[cand]
+        queued = status[cand] == "queued"
+        worked = queued & ~holdout & (self.rng.random(len(cand)) < self.team.compliance)
+        respond = d["respond_days"].to_numpy(dtype=np.int64)[cand]
+        offset = np.floor(self.rng.random(len(cand)) * (np.minimum(respond, 4) + 1))
+        when = day + offset + (9.0 + 8.0 * self.rng.random(len(cand))) / 24.0
+        code = m.cs_play_codes(play)
+        shift = m.cs_effects(s, lane, code, day, self.reacts_badly[lane], q)
+        zero = tuple(np.zeros(len(lane)) for _ in range(3))
+        without = m.frozen_outcome_probabilities(s, hz, lane, day, zero, q.weeks)
+        with_ = m.frozen_outcome_probabilities(s, hz, lane, day, shift, q.weeks)
+        self.week_rows = {
+            "lane": lane, "week": np.full(len(lane), k), "day": np.full(len(lane), float(day)),
+            "playbook": play, "owner": d["owner"].to_numpy(dtype=object)[cand],
+            "severity": d["severity"].to_numpy(dtype=object)[cand],
+            "queue_status": status[cand], "holdout": holdout,
+            "jump": d["jump"].to_numpy(dtype=bool)[cand], "worked": worked,
+            "action_day": np.where(worked, when, np.nan),
+            "health_score": d["health_score"].to_numpy(dtype=float)[cand],
+            "expected_value": d["expected_value"].to_numpy(dtype=float)[cand],
+            "mrr": s.mrr[lane].copy(), "reacts_badly": self.reacts_badly[lane],
+            "churn_logit_shift": shift[0], "expansion_logit_shift": shift[1],
+            "contraction_logit_shift": shift[2],
+            "churn_90d_without": without[0], "churn_90d_with": with_[0],
+            "expansion_90d_without": without[1], "expansion_90d_with": with_[1],
+            "contraction_90d_without": without[2], "contraction_90d_with": with_[2],
+        }
+
+    def log_week(self, ev: m.WeekEvents, k: int) -> None:
+        """After the week's events are drawn: an action dated on or after the account's churn
+        day is not taken (no action after a customer left); the rest are logged and their
+        effects put in force from the next week on."""
+        r = self.week_rows
+        if r is None:
+            return
+        lane = r["lane"]
+        gone = ev.churn[lane] & (r["action_day"] >= ev.churn_day[lane])
+        r["worked"] = r["worked"] & ~gone
+        r["action_day"] = np.where(r["worked"], r["action_day"], np.nan)
+        for key, value in r.items():
+            self.rows[key].append(value)
+        w = r["worked"]
+        wl = lane[w]
+        self.shift[:, wl] = np.vstack([r["churn_logit_shift"][w], r["expansion_logit_shift"][w],
+                                       r["contraction_logit_shift"][w]])
+        self.shift_from[wl] = k + 1
+        self.shift_to[wl] = k + 1 + self.team.effects.weeks
+        if len(wl):
+            note = np.floor(self.rng.random(len(wl)) * (len(CS_NOTES) - 1)).astype(np.int64)
+            annoyed = self.reacts_badly[wl] & (self.rng.random(len(wl)) < 0.5)
+            self.acts["lane"].append(wl)
+            self.acts["day"].append(r["action_day"][w])
+            self.acts["playbook"].append(r["playbook"][w])
+            self.acts["owner"].append(r["owner"][w])
+            self.acts["note"].append(np.where(annoyed, len(CS_NOTES) - 1, note))
+        self.week_rows = None
+
+    def actions_table(self) -> pd.DataFrame:
+        """The ``cs_actions`` table of the data contract, sorted by account and date."""
+        cols = {k: np.concatenate(v) if v else np.zeros(0) for k, v in self.acts.items()}
+        if not cols:
+            cols = {"lane": np.zeros(0, np.int64), "day": np.zeros(0),
+                    "playbook": np.zeros(0, object), "owner": np.zeros(0, object),
+                    "note": np.zeros(0, np.int64)}
+        ns = np.round(cols["day"].astype(float) * o.NS_DAY).astype(np.int64)
+        order = np.lexsort((ns, cols["lane"]))
+        play = pd.Series(cols["playbook"][order], dtype=object)
+        return pd.DataFrame({
+            "account_id": pd.Series(self.ids[cols["lane"][order].astype(np.int64)], dtype=object),
+            "date": pd.to_datetime(ns[order], unit="ns"),
+            "playbook": play,
+            "owner": pd.Series(cols["owner"][order], dtype=object),
+            "channel": play.map(CS_CHANNELS).fillna("email"),
+            "outcome_note": pd.Series(np.array(CS_NOTES, dtype=object)[
+                cols["note"][order].astype(np.int64)], dtype=object),
+        })
+
+    def queue_truth(self) -> pd.DataFrame:
+        """``_truth/cs_queue``: every candidate of every week with its true effects."""
+        if not self.rows:
+            return pd.DataFrame({"account_id": pd.Series([], dtype=object)})
+        cols = {k: np.concatenate(v) for k, v in self.rows.items()}
+        lane = cols.pop("lane")
+        out = {"account_id": self.ids[lane],
+               "week_start": pd.to_datetime(cols.pop("day"), unit="D"),
+               "action_date": pd.to_datetime(np.round(cols.pop("action_day") * o.NS_DAY),
+                                             unit="ns")}
+        out.update(cols)
+        frame = pd.DataFrame(out)
+        for name in ("churn", "expansion", "contraction"):
+            frame[f"{name}_90d_effect"] = frame[f"{name}_90d_with"] - frame[f"{name}_90d_without"]
+        return frame.sort_values(["account_id", "week_start"], kind="stable").reset_index(drop=True)
+
+    def meta(self) -> dict:
+        policy = self.team.policy
+        capacity = getattr(policy, "capacity", {})
+        return {"cs_team": "1", "cs_compliance": self.team.compliance,
+                "cs_start_week": self.team.start_week,
+                "cs_capacity": ",".join(f"{k}={v}" for k, v in sorted(capacity.items())),
+                "cs_policy_version": getattr(policy, "policy_version", ""),
+                "cs_effects": ",".join(f"{f.name}={getattr(self.team.effects, f.name)}"
+                                       for f in fields(self.team.effects))}
 
 
 def _contraction_rng(seed: int) -> np.random.Generator:

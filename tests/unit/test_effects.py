@@ -343,3 +343,25 @@ def test_bad_input_exits_2(tmp_path, capsys):
     assert cli.main(["effects", "--data", str(data), "--scores", str(scores), "--no-mlflow"]) == 2
     message = capsys.readouterr().err
     assert "1 queued rows" in message and "holdout" in message
+
+
+# ---------------------------------------------------------------- the report section
+
+
+def test_report_section_shows_each_play_mrr_saved_and_a_plot(tmp_path):
+    from churnml.jobs.report_effects import effects_section
+
+    result, _, _ = measure(tmp_path, 8, n=400)
+    table = result.table
+    page = effects_section(table)
+    assert "What each play has been measured to do" in page
+    assert PLAY in page and "<img" in page
+    total = table["mrr_saved_to_date"].sum()
+    expected = f"-${-total:,.0f}" if total < 0 else f"${total:,.0f}"
+    assert f"MRR saved to date: {expected}" in page
+    assert effects_section(None) == "" and effects_section(table.iloc[:0]) == ""
+    # a play with no holdout: listed, no plot point, no crash
+    blank = table.assign(effect=np.nan, effect_ci_low=np.nan, effect_ci_high=np.nan,
+                         mrr_saved_to_date=np.nan)
+    page = effects_section(blank)
+    assert PLAY in page and "<img" not in page and "MRR saved to date:" not in page

@@ -59,6 +59,7 @@ EFFECTS_DIR = "effects"
 EFFECTS_NAME = "effects.parquet"
 EFFECTS_CSV = "effects.csv"
 UNITS_NAME = "units.parquet"
+DIMENSIONS_NAME = "dimensions.parquet"
 EXPERIMENT = "churnml-effects"
 #: a logged action counts as working the recommendation when dated this many days after it
 WORKED_WITHIN_DAYS = 14
@@ -98,6 +99,8 @@ class EffectsResult:
     weeks_read: int
     weeks_skipped: list[str]   # partitions without the queue's columns (schema < 3)
     has_actions: bool          # the book has a cs_actions table
+    #: one row per health dimension of the recommendations' reasons (DIMENSION_COLUMNS)
+    dimensions: pd.DataFrame | None = None
 
 
 def effects_dir(out_dir: str | Path) -> Path:
@@ -202,8 +205,8 @@ def unit_outcomes(units: pd.DataFrame, book: Book, *, addresses: Mapping[str, st
     ``addresses``: play -> the outcome it addresses (churn when the play is unknown);
     ``horizons``: outcome -> horizon in days."""
     out = units.copy().reset_index(drop=True)
-    out["outcome"] = out["playbook"].map(lambda p: addresses.get(str(p), "churn"))
-    out["horizon_days"] = out["outcome"].map(lambda o: int(horizons[o])).astype("int64")
+    out["outcome"] = out["playbook"].astype(str).map(dict(addresses)).fillna("churn")
+    out["horizon_days"] = out["outcome"].map(dict(horizons)).astype("int64")
     out["worked"] = _worked(out, book["cs_actions"] if book.has("cs_actions") else None,
                             worked_within_days)
     out["matured"] = False
@@ -335,6 +338,44 @@ def effects_table(units: pd.DataFrame, playbooks: Any, *, worked_within_days: in
     return table
 
 
+#: columns of ``dimensions.parquet``, in order
+DIMENSION_COLUMNS = [
+    "dimension", "plays", "n_immature", "n_recommended", "n_holdout", "n_worked",
+    "rate_recommended", "rate_holdout", "rate_worked", "effect", "effect_ci_low",
+    "effect_ci_high", "effect_pp", "mrr_effect", "mrr_saved_to_date",
+    "more_cases_to_exclude_zero", "verdict",
+]
+
+
+def dimension_of_features(catalog: Any = None) -> dict[str, str]:
+    """feature -> its health dimension (the feature catalog's ``health_dimension``)."""
+    if catalog is None:
+        from churnml.features.catalog import load_catalog
+
+        catalog = load_catalog()
+    return {spec.name: spec.health_dimension for spec in catalog.specs}
+
+
+def dimension_effects(units: pd.DataFrame, dimension_of: Mapping[str, str], *,
+                      confidence: float = CONFIDENCE, seed: int = 0) -> pd.DataFrame:
+    """Which health dimension's alerts led to saves (descriptive, ``calibrate-health`` and the
+    report): the churn plays' units (:data:`UNIT_COLUMNS`) grouped by the health dimension
+    of the feature behind the recommendation (``next_best_action.reason_feature``; ``other``
+    when it has none), each with the same ITT and PP figures as a play. Plays are pooled
+    within a dimension, so a dimension's figure mixes what its plays did."""
+    churn = units[units["outcome"] == "churn"]
+    if not len(churn):
+        return pd.DataFrame(columns=DIMENSION_COLUMNS)
+    dims = churn["reason_feature"].map(dict(dimension_of)).fillna("other")
+    rows = []
+    for i, (dim, group) in enumerate(sorted(churn.groupby(dims), key=lambda t: str(t[0]))):
+        f = play_effect(group, is_risk=True, confidence=confidence, seed=seed + 104729 * i)
+        rows.append({"dimension": str(dim),
+                     "plays": ",".join(sorted(group["playbook"].astype(str).unique())),
+                     **{k: f[k] for k in DIMENSION_COLUMNS if k in f}})
+    return pd.DataFrame(rows, columns=DIMENSION_COLUMNS)
+
+
 def _check(worked_within_days: int, confidence: float) -> None:
     if not isinstance(worked_within_days, (int, np.integer)) or worked_within_days < 1:
         raise UsageError("The 'worked_within_days' parameter must be a positive integer. "
@@ -346,10 +387,11 @@ def _check(worked_within_days: int, confidence: float) -> None:
 def measure(scores_dir: str | Path, book: Book, *, playbooks: Any = None,
             horizons: Mapping[str, int] | None = None,
             worked_within_days: int = WORKED_WITHIN_DAYS, confidence: float = CONFIDENCE,
-            seed: int = 0) -> EffectsResult:
+            seed: int = 0, dimension_of: Mapping[str, str] | None = None) -> EffectsResult:
     """Every play's measured effect from the weekly partitions of ``scores_dir`` (the record of
     what was recommended and held out) and the book (outcomes, ``cs_actions``).
-    ``horizons``: outcome -> horizon days (default: each outcome's model configuration)."""
+    ``horizons``: outcome -> horizon days (default: each outcome's model configuration);
+    ``dimension_of``: feature -> health dimension (default: the feature catalog's)."""
     from churnml.scoring.actions import load_playbooks
 
     _check(worked_within_days, confidence)
@@ -375,8 +417,10 @@ def measure(scores_dir: str | Path, book: Book, *, playbooks: Any = None,
         pd.DataFrame(columns=UNIT_COLUMNS)
     table = effects_table(unit_rows, playbooks, worked_within_days=worked_within_days,
                           confidence=confidence, seed=seed)
+    dims = dimension_effects(unit_rows, dimension_of if dimension_of is not None
+                             else dimension_of_features(), confidence=confidence, seed=seed)
     return EffectsResult(table=table, units=unit_rows, weeks_read=read, weeks_skipped=skipped,
-                         has_actions=book.has("cs_actions"))
+                         has_actions=book.has("cs_actions"), dimensions=dims)
 
 
 def write_effects(result: EffectsResult, out_dir: str | Path) -> Path:
@@ -386,7 +430,10 @@ def write_effects(result: EffectsResult, out_dir: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     import io
 
-    for frame, name in ((result.table, EFFECTS_NAME), (result.units, UNITS_NAME)):
+    frames = [(result.table, EFFECTS_NAME), (result.units, UNITS_NAME)]
+    if result.dimensions is not None:
+        frames.append((result.dimensions, DIMENSIONS_NAME))
+    for frame, name in frames:
         buf = io.BytesIO()
         frame.to_parquet(buf, index=False)
         write_bytes_atomic(folder / name, buf.getvalue())
@@ -394,9 +441,10 @@ def write_effects(result: EffectsResult, out_dir: str | Path) -> Path:
     return folder / EFFECTS_NAME
 
 
-def read_effects(out_dir: str | Path) -> pd.DataFrame | None:
-    """``OUT/effects/effects.parquet`` of an output folder, None when there is none."""
-    path = effects_dir(out_dir) / EFFECTS_NAME
+def read_effects(out_dir: str | Path, name: str = EFFECTS_NAME) -> pd.DataFrame | None:
+    """``OUT/effects/<name>`` (default ``effects.parquet``) of an output folder, None when
+    there is none."""
+    path = effects_dir(out_dir) / name
     return pd.read_parquet(path) if path.is_file() else None
 
 
@@ -433,7 +481,8 @@ def log_run(result: EffectsResult, out_dir: str | Path, params: Mapping[str, Any
                tags={"churnml.job": "effects"}, run_name="effects")
 
 
-__all__ = ["CONFIDENCE", "EFFECTS_DIR", "EFFECTS_NAME", "EFFECT_COLUMNS", "EXPERIMENT",
+__all__ = ["CONFIDENCE", "DIMENSIONS_NAME", "DIMENSION_COLUMNS", "dimension_effects",
+           "dimension_of_features", "EFFECTS_DIR", "EFFECTS_NAME", "EFFECT_COLUMNS", "EXPERIMENT",
            "EffectsResult", "UNIT_COLUMNS", "WORKED_WITHIN_DAYS", "effects_table",
            "first_recommendations", "log_run", "measure", "mlflow_figures", "play_effect",
            "read_effects", "read_recommendations", "unit_outcomes", "write_effects"]

@@ -85,9 +85,39 @@ def plot_effects(table: pd.DataFrame) -> str | None:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def effects_section(table: pd.DataFrame | None) -> str:
+def dimensions_table(dimensions: pd.DataFrame | None) -> list[str]:
+    """"Which health dimension's alerts led to saves": the churn plays grouped by the health
+    dimension of the reason behind each recommendation (descriptive)."""
+    if dimensions is None or not len(dimensions):
+        return []
+    h = ["<h3>Which health dimension's alerts led to saves</h3><p class='note'>The churn plays "
+         "grouped by the health dimension of the signal behind each recommendation "
+         "(descriptive: a dimension pools the plays its alerts led to). Positive points: fewer "
+         "churns among the recommended accounts than among the held-out ones. Also printed by "
+         "<code>churnml calibrate-health --scores</code>.</p>",
+         "<table><tr><th>dimension</th><th>plays</th><th>recommended (worked)</th>"
+         "<th>held out</th><th>churn rate recommended / held out</th>"
+         "<th>ITT points [interval]</th><th>PP points</th><th>MRR saved to date</th>"
+         "<th>verdict</th></tr>"]
+    for _, r in dimensions.iterrows():  # one row per health dimension
+        h.append(
+            f"<tr><td>{_esc(r['dimension'])}</td><td>{_esc(r['plays'])}</td>"
+            f"<td class='n'>{int(r['n_recommended']):,} ({int(r['n_worked']):,})</td>"
+            f"<td class='n'>{int(r['n_holdout']):,}</td>"
+            f"<td class='n'>{_rate(r['rate_recommended'])} / {_rate(r['rate_holdout'])}</td>"
+            f"<td class='n'>{_pts(r['effect'])}{_ci(r['effect_ci_low'], r['effect_ci_high'])}"
+            f"</td><td class='n'>{_pts(r['effect_pp'])}</td>"
+            f"<td class='n'>{_money(r['mrr_saved_to_date'])}</td>"
+            f"<td>{_esc(r['verdict'])}</td></tr>")
+    h.append("</table>")
+    return h
+
+
+def effects_section(table: pd.DataFrame | None,
+                    dimensions: pd.DataFrame | None = None) -> str:
     """"What each play has been measured to do": the table of ``effects.parquet``, MRR saved
-    to date and the plot; empty when no play has been recommended yet."""
+    to date and the plot, then the health dimensions' table (``dimensions.parquet``); empty
+    when no play has been recommended yet."""
     if table is None or not len(table):
         return ""
     h = ["<h2>What each play has been measured to do</h2>"]
@@ -128,7 +158,8 @@ def effects_section(table: pd.DataFrame | None) -> str:
     image = plot_effects(table)
     if image:
         h.append(f"<img alt='measured effect of each play and MRR saved to date' src='{image}'>")
+    h.extend(dimensions_table(dimensions))
     return "\n".join(h)
 
 
-__all__ = ["effects_section", "plot_effects"]
+__all__ = ["dimensions_table", "effects_section", "plot_effects"]

@@ -246,17 +246,20 @@ class JobResult:
 def write_report(result: WeeklyResult, book: Book, out_dir: Path,
                  realized: pd.DataFrame | None = None,
                  train_ends: dict[str, str | None] | None = None,
-                 effects: pd.DataFrame | None = None) -> tuple[Path, dict[str, float]]:
+                 effects: Any = None) -> tuple[Path, dict[str, float]]:
     """Build ``report.html`` for a scored partition (atomic write); returns path and summary.
     ``realized``: the realized-performance table (``churnml.jobs.monitoring``); ``train_ends``:
-    per outcome, the end of its model's training span (:func:`train_ends`); ``effects``: each
-    play's measured effect (``churnml.jobs.effects``)."""
+    per outcome, the end of its model's training span (:func:`train_ends`); ``effects``: the
+    plays' measured effects (``churnml.jobs.effects.EffectsResult``)."""
     from churnml.jobs.report import build_report
 
     earlier = [p for d, p in list_partitions(out_dir) if d < result.as_of]
     previous_path = earlier[-1] / SCORES_NAME if earlier else None
     page, summary = build_report(result.scores_path, book.mrr_changes, previous_path=previous_path,
-                                 realized=realized, train_ends=train_ends, effects=effects)
+                                 realized=realized, train_ends=train_ends,
+                                 effects=None if effects is None else effects.table,
+                                 effects_by_dimension=None if effects is None
+                                 else effects.dimensions)
     path = result.partition / REPORT_NAME
     write_bytes_atomic(path, page.encode("utf-8"))
     return path, summary
@@ -385,7 +388,7 @@ def run_job(
         stage("writing the report")
         t2 = time.perf_counter()
         report_path, summary = write_report(weekly, book, out_dir, realized, train_ends(models),
-                                            effects=measured.table)
+                                            effects=measured)
         summary = {**summary, **monitoring.latest_figures(realized),
                    "mrr_saved_to_date": play_effects.mlflow_figures(measured.table)["mrr_saved_to_date"]}
         times["report"] = time.perf_counter() - t2

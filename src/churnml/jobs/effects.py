@@ -209,34 +209,40 @@ def unit_outcomes(units: pd.DataFrame, book: Book, *, addresses: Mapping[str, st
     out["horizon_days"] = out["outcome"].map(dict(horizons)).astype("int64")
     out["worked"] = _worked(out, book["cs_actions"] if book.has("cs_actions") else None,
                             worked_within_days)
-    out["matured"] = False
-    out["labeled"] = False
-    out["label"] = np.nan
-    out["mrr_start"] = np.nan
-    out["mrr_end"] = np.nan
-    for (outcome, horizon), idx in out.groupby(["outcome", "horizon_days"]).groups.items():
-        last = latest_labeled_as_of(book, int(horizon))
-        rows = out.loc[idx]
-        matured = rows["as_of"] <= last
-        out.loc[idx, "matured"] = matured.to_numpy()
-        ripe = rows[matured]
-        if not len(ripe):
+    n = len(out)
+    matured = np.zeros(n, dtype=bool)
+    labeled = np.zeros(n, dtype=bool)
+    label = np.full(n, np.nan)
+    mrr_start = np.full(n, np.nan)
+    mrr_end = np.full(n, np.nan)
+    as_of = out["as_of"].to_numpy(dtype="datetime64[ns]")
+    ids = out["account_id"].astype(str).to_numpy(dtype=object)
+    pairs = out[["outcome", "horizon_days"]].drop_duplicates().itertuples(index=False)
+    for outcome, horizon in pairs:  # a loop over outcomes, not accounts
+        days = int(horizon)
+        at = ((out["outcome"] == outcome) & (out["horizon_days"] == days)).to_numpy()
+        ripe = at & (as_of <= np.datetime64(latest_labeled_as_of(book, days)))
+        matured |= ripe
+        idx = np.flatnonzero(ripe)
+        if not len(idx):
             continue
-        grid = observation_grid(book, pd.DatetimeIndex(sorted(ripe["as_of"].unique())),
-                                int(horizon))
+        grid = observation_grid(book, pd.DatetimeIndex(np.unique(as_of[idx])), days)
         grid = grid.loc[grid["labeled"], ["account_id", "as_of", str(outcome)]]
         grid = grid.assign(account_id=grid["account_id"].astype(str),
                            as_of=pd.to_datetime(grid["as_of"]).astype("datetime64[ns]"))
-        joined = ripe[["account_id", "as_of"]].merge(grid, on=["account_id", "as_of"],
-                                                     how="left")
-        out.loc[ripe.index, "label"] = joined[str(outcome)].to_numpy(dtype="float64")
-        out.loc[ripe.index, "labeled"] = joined[str(outcome)].notna().to_numpy()
-        ids = ripe["account_id"].to_numpy()
-        out.loc[ripe.index, "mrr_start"] = _mrr_before(book.mrr_changes, ids,
-                                                       ripe["as_of"].to_numpy())
-        out.loc[ripe.index, "mrr_end"] = _mrr_before(
-            book.mrr_changes, ids,
-            (ripe["as_of"] + pd.Timedelta(days=int(horizon))).to_numpy())
+        joined = pd.DataFrame({"account_id": ids[idx], "as_of": as_of[idx]}).merge(
+            grid, on=["account_id", "as_of"], how="left")
+        values = joined[str(outcome)].to_numpy(dtype="float64")
+        label[idx] = values
+        labeled[idx] = ~np.isnan(values)
+        mrr_start[idx] = _mrr_before(book.mrr_changes, ids[idx], as_of[idx])
+        mrr_end[idx] = _mrr_before(book.mrr_changes, ids[idx],
+                                   as_of[idx] + np.timedelta64(days, "D"))
+    out["matured"] = matured
+    out["labeled"] = labeled
+    out["label"] = label
+    out["mrr_start"] = mrr_start
+    out["mrr_end"] = mrr_end
     out["mrr_change"] = out["mrr_end"] - out["mrr_start"]
     return out[UNIT_COLUMNS]
 
@@ -475,7 +481,9 @@ def log_run(result: EffectsResult, out_dir: str | Path, params: Mapping[str, Any
     """One MLflow run in :data:`EXPERIMENT` with :func:`mlflow_figures` and the effects
     folder as artifacts; returns the run id."""
     if log is None:
-        from churnml.models.registry import log_job_run as log
+        from churnml.models.registry import log_job_run
+
+        log = log_job_run
     return log(EXPERIMENT, params=dict(params), metrics=mlflow_figures(result.table),
                artifacts={"effects": effects_dir(out_dir)},
                tags={"churnml.job": "effects"}, run_name="effects")

@@ -41,7 +41,8 @@ def render(table) -> list[str]:
     ``churnml monitor``)."""
     header = (f"{'playbook':<22} {'outcome':<11} {'rec':>5} {'hold':>5} {'worked':>6} "
               f"{'rate rec':>8} {'rate hold':>9} {'ITT pts':>7} {'interval':>15} "
-              f"{'PP pts':>7} {'NNT':>6} {'MRR/action':>10} {'MRR saved':>10} {'more':>6}")
+              f"{'PP pts':>7} {'NNT':>6} {'MRR/action':>10} {'MRR saved':>10} {'more':>6} "
+              f"{'immature':>8}  verdict")
     lines = [header, "-" * len(header)]
     for _, r in table.iterrows():  # one row per play
         lines.append(
@@ -51,7 +52,8 @@ def render(table) -> list[str]:
             f"{_pts(r['effect']):>7} {_ci(r['effect_ci_low'], r['effect_ci_high']):>15} "
             f"{_pts(r['effect_pp']):>7} {_num(r['nnt'], ',.1f'):>6} "
             f"{_money(r['mrr_saved_per_action']):>10} {_money(r['mrr_saved_to_date']):>10} "
-            f"{_num(r['more_cases_to_exclude_zero']):>6}")
+            f"{_num(r['more_cases_to_exclude_zero']):>6} {int(r['n_immature']):>8,}  "
+            f"{r['verdict']}")
     if not len(table):
         lines.append("no queued recommendation in the scored weeks yet")
     return lines
@@ -109,7 +111,8 @@ def effects(
                   "(fewer churns or contractions, more expansions). NNT: recommendations per "
                   "outcome changed. MRR/action: ITT MRR effect over the share worked. more: "
                   "matured cases before the interval is expected to exclude zero at the current "
-                  "effect", highlight=False, soft_wrap=True)
+                  "effect. immature: recommendations whose outcome is not known yet (one "
+                  "horizon after; never counted)", highlight=False, soft_wrap=True)
     if not result.has_actions:
         console.print("no cs_actions table in the book: nothing counts as worked (ITT only)",
                       highlight=False, soft_wrap=True)

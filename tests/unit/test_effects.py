@@ -4,6 +4,8 @@ NNT and the power statement equal a plain computation, bad input exits 2."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -270,9 +272,9 @@ def test_a_never_held_out_play_is_reported_not_measured(tmp_path):
     truth["held"] = False
     out = tmp_path / "s"
     write_record(out, truth)
-    books = load_playbooks()
-    books.playbooks[PLAY] = type(books.playbooks[PLAY])(
-        **{**books.playbooks[PLAY].__dict__, "never_hold_out": True})
+    books = copy.deepcopy(load_playbooks())  # the parsed file is cached and shared: a copy
+    books.playbooks[PLAY] = dataclasses.replace(books.playbooks[PLAY], never_hold_out=True)
+    assert not load_playbooks().playbooks[PLAY].never_hold_out
     table = E.measure(out, book, playbooks=books, horizons=HORIZONS).table
     row = table.set_index("playbook").loc[PLAY]
     assert row["n_holdout"] == 0 and math.isnan(row["effect"])

@@ -371,8 +371,8 @@ def build_report(scores_path: str | Path, mrr_changes: pd.DataFrame, *,
     the last as_of date its model was fitted on (``train_end``), shown beside the model
     version. ``effects``: each play's measured effect (``churnml.jobs.effects``; the
     "What each play has been measured to do" section), ``effects_by_dimension``: the same per
-    health dimension of the recommendations' reasons. Only the scalar columns of every row and the nested columns of the ``top_n`` rows
-    shown are materialised in pandas.
+    health dimension of the recommendations' reasons. Only the scalar columns of every row
+    and the nested columns of the ``top_n`` rows shown are materialised in pandas.
     """
     import pyarrow.parquet as pq
 

@@ -389,8 +389,8 @@ def run_job(
         t2 = time.perf_counter()
         report_path, summary = write_report(weekly, book, out_dir, realized, train_ends(models),
                                             effects=measured)
-        summary = {**summary, **monitoring.latest_figures(realized),
-                   "mrr_saved_to_date": play_effects.mlflow_figures(measured.table)["mrr_saved_to_date"]}
+        saved = play_effects.mlflow_figures(measured.table)["mrr_saved_to_date"]
+        summary = {**summary, **monitoring.latest_figures(realized), "mrr_saved_to_date": saved}
         times["report"] = time.perf_counter() - t2
         # last: from here on the week counts as complete
         mark_complete(weekly.partition, as_of, weekly.rows,

@@ -41,6 +41,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("score", "churnml.commands.score:score"),
     ("calibrate-health", "churnml.commands.calibrate_health:calibrate_health"),
     ("monitor", "churnml.commands.monitor:monitor"),
+    ("effects", "churnml.commands.effects:effects"),
     ("serve", "churnml.commands.serve:serve"),
     ("demo", "churnml.commands.demo:demo"),
 ]

@@ -23,6 +23,7 @@ def calibrate_health(
     test_weeks: Annotated[int, typer.Option("--test-weeks", help="Weeks in the held-out later window.")] = 13,
     refit_tiers: Annotated[bool, typer.Option("--refit-tiers/--keep-tiers", help="Also re-place the tier cut points.")] = False,
     adopt_version: Annotated[Optional[str], typer.Option("--adopt", help="Adopt an existing weights version (e.g. 3) instead of fitting: rollback.")] = None,
+    scores: Annotated[Optional[Path], typer.Option("--scores", help="Output folder of churnml score: also report which health dimension's alerts led to saves (recommended vs held out, docs/actions.md).")] = None,
 ) -> None:
     """Re-fit the health score's dimension weights from observed churn; adopt them if better."""
     from churnml.console import console, literal, progress
@@ -39,6 +40,8 @@ def calibrate_health(
         raise UsageError(f"--shrinkage must be between 0 and 1. Got {shrinkage}.")
     if horizon_days < 1 or test_weeks < 1:
         raise UsageError("--horizon-days and --test-weeks must be positive integers.")
+    if scores is not None and not scores.is_dir():
+        raise UsageError(f"--scores must be the output folder of churnml score. Got {str(scores)!r}.")
     with progress("calibrate-health") as step:
         result = cal.calibrate_health(data, as_of, horizon_days=horizon_days, test_weeks=test_weeks,
                                       shrinkage=shrinkage, refit_tiers=refit_tiers or None,
@@ -58,3 +61,41 @@ def calibrate_health(
     verdict = ("adopted: churnml score uses it from now on" if result.adopted
                else "not adopted: the current weights stay in use")
     console.print(f"wrote {literal(result.weights_path)} ({verdict})", highlight=False, soft_wrap=True)
+    if scores is not None:
+        print_dimension_saves(data, scores)
+
+
+def print_dimension_saves(data: Path, scores: Path) -> None:
+    """Which health dimension's alerts led to saves: the churn plays' recommended vs held-out
+    accounts grouped by the dimension of the reason behind each recommendation (descriptive;
+    ``churnml.jobs.effects.dimension_effects``), as plain aligned text."""
+    from churnml.console import console, progress
+    from churnml.data.io import load_book
+    from churnml.jobs import effects as E
+
+    with progress("saves by health dimension") as step:
+        step.note("loading the book")
+        book, _ = load_book(data)
+        step.note("measuring the plays")
+        result = E.measure(scores, book)
+    dims = result.dimensions if result.dimensions is not None else E.dimension_effects(
+        result.units, E.dimension_of_features())
+    header = (f"{'dimension':<14} {'rec':>6} {'hold':>5} {'worked':>6} {'rate rec':>8} "
+              f"{'rate hold':>9} {'ITT pts':>7} {'interval':>15} {'PP pts':>7}  verdict")
+    lines = ["which health dimension's alerts led to saves (churn plays, recommended vs held out)",
+             header, "-" * len(header)]
+
+    def pts(x: float) -> str:
+        return "-" if x != x else f"{x * 100:+.1f}"
+
+    for _, r in dims.iterrows():  # one row per health dimension
+        ci = ("-" if r["effect_ci_low"] != r["effect_ci_low"] else
+              f"[{r['effect_ci_low'] * 100:+.1f}, {r['effect_ci_high'] * 100:+.1f}]")
+        rate_rec = "-" if r["rate_recommended"] != r["rate_recommended"] else f"{r['rate_recommended']:.1%}"
+        rate_hold = "-" if r["rate_holdout"] != r["rate_holdout"] else f"{r['rate_holdout']:.1%}"
+        lines.append(f"{r['dimension']:<14} {int(r['n_recommended']):>6,} {int(r['n_holdout']):>5,} "
+                     f"{int(r['n_worked']):>6,} {rate_rec:>8} {rate_hold:>9} "
+                     f"{pts(r['effect']):>7} {ci:>15} {pts(r['effect_pp']):>7}  {r['verdict']}")
+    if not len(dims):
+        lines.append("no churn play has been recommended in the scored weeks yet")
+    console.print("\n".join(lines), highlight=False, markup=False, soft_wrap=True)

@@ -53,7 +53,7 @@ from churnml.outcomes import OUTCOMES
 from churnml.scoring.actions import load_playbooks
 from churnml.scoring.compare import week_before as book_week_before
 from churnml.scoring.frame import catalog_dimensions, score_frame
-from churnml.jobs import monitoring
+from churnml.jobs import effects as play_effects, monitoring
 from churnml.scoring.queue import queue_tables
 from churnml.jobs.layout import (  # noqa: F401  (part of this module's interface)
     DEFAULT_HISTORY_WEEKS,
@@ -245,28 +245,35 @@ class JobResult:
 
 def write_report(result: WeeklyResult, book: Book, out_dir: Path,
                  realized: pd.DataFrame | None = None,
-                 train_ends: dict[str, str | None] | None = None) -> tuple[Path, dict[str, float]]:
+                 train_ends: dict[str, str | None] | None = None,
+                 effects: Any = None) -> tuple[Path, dict[str, float]]:
     """Build ``report.html`` for a scored partition (atomic write); returns path and summary.
     ``realized``: the realized-performance table (``churnml.jobs.monitoring``); ``train_ends``:
-    per outcome, the end of its model's training span (:func:`train_ends`)."""
+    per outcome, the end of its model's training span (:func:`train_ends`); ``effects``: the
+    plays' measured effects (``churnml.jobs.effects.EffectsResult``)."""
     from churnml.jobs.report import build_report
 
     earlier = [p for d, p in list_partitions(out_dir) if d < result.as_of]
     previous_path = earlier[-1] / SCORES_NAME if earlier else None
     page, summary = build_report(result.scores_path, book.mrr_changes, previous_path=previous_path,
-                                 realized=realized, train_ends=train_ends)
+                                 realized=realized, train_ends=train_ends,
+                                 effects=None if effects is None else effects.table,
+                                 effects_by_dimension=None if effects is None
+                                 else effects.dimensions)
     path = result.partition / REPORT_NAME
     write_bytes_atomic(path, page.encode("utf-8"))
     return path, summary
 
 
 def _revenue_book(data_dir) -> Book:
-    """Just ``accounts`` and ``mrr_changes`` of a book, validated as ``load_book`` would."""
+    """Just ``accounts``, ``mrr_changes`` and ``cs_actions`` (the measured effects) of a book,
+    validated as ``load_book`` would."""
     from churnml.data.io import find_table_files, read_table, validate_frames
 
     files, _ = find_table_files(data_dir)
     frames: dict[str, pd.DataFrame] = {name: read_table(files[name])
-                                       for name in ("accounts", "mrr_changes") if name in files}
+                                       for name in ("accounts", "mrr_changes", "cs_actions")
+                                       if name in files}
     book, _ = validate_frames(frames, source=str(data_dir))
     return book
 
@@ -373,10 +380,17 @@ def run_job(
         t_m = time.perf_counter()
         realized = monitoring.update_realized(out_dir, book, spans=monitoring.registry_spans)
         times["monitoring"] = time.perf_counter() - t_m
+        stage("measuring the plays against the holdout")
+        t_e = time.perf_counter()
+        measured = play_effects.measure(out_dir, book)
+        play_effects.write_effects(measured, out_dir)
+        times["effects"] = time.perf_counter() - t_e
         stage("writing the report")
         t2 = time.perf_counter()
-        report_path, summary = write_report(weekly, book, out_dir, realized, train_ends(models))
-        summary = {**summary, **monitoring.latest_figures(realized)}
+        report_path, summary = write_report(weekly, book, out_dir, realized, train_ends(models),
+                                            effects=measured)
+        saved = play_effects.mlflow_figures(measured.table)["mrr_saved_to_date"]
+        summary = {**summary, **monitoring.latest_figures(realized), "mrr_saved_to_date": saved}
         times["report"] = time.perf_counter() - t2
         # last: from here on the week counts as complete
         mark_complete(weekly.partition, as_of, weekly.rows,

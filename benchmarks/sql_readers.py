@@ -110,7 +110,8 @@ def main(argv=None) -> int:
 
     from support.postgres import postgres_server
 
-    from churnml.data.sql import _arrow_reader, connect, parse_source, write_table
+    from churnml.data.sql import connect, parse_source
+    from churnml.data.sql_write import _arrow_reader, write_table
 
     folder = cached_book(args.cache, args.accounts, args.months, args.seed)
     parquet = folder / "usage_events.parquet"

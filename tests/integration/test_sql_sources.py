@@ -34,7 +34,8 @@ def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess
 def sql_books(sim_dir, postgres, tmp_path_factory):
     """The simulated book in a DuckDB file (through the Python API) and in PostgreSQL (through
     ``churnml convert to-sql``): ``{"files": dir, "duckdb": url, "postgresql": url}``."""
-    from churnml.data.sql import parse_source, write_book_folder
+    from churnml.data.sql import parse_source
+    from churnml.data.sql_write import write_book_folder
 
     folder = tmp_path_factory.mktemp("sql_books")
     duck = f"duckdb://{folder / 'book.duckdb'}"
@@ -106,7 +107,8 @@ def test_table_map_and_query_config(sql_books, postgres, tmp_path, monkeypatch):
     from churnml.data.io import load_book
 
     db = postgres.create_database("mapped")
-    from churnml.data.sql import parse_source, write_book_folder
+    from churnml.data.sql import parse_source
+    from churnml.data.sql_write import write_book_folder
 
     write_book_folder(sql_books["files"], parse_source(db))
     postgres.psql("CREATE SCHEMA crm; ALTER TABLE accounts RENAME COLUMN account_id TO id; "
@@ -127,7 +129,8 @@ def test_table_map_and_query_config(sql_books, postgres, tmp_path, monkeypatch):
 
 def test_errors_and_exit_codes(sql_books, postgres, tmp_path):
     """Each failure is one clear line, the CLI's exit code, and never the password."""
-    from churnml.data.sql import parse_source, write_book_folder
+    from churnml.data.sql import parse_source
+    from churnml.data.sql_write import write_book_folder
 
     broken = postgres.create_database("broken")
     write_book_folder(sql_books["files"], parse_source(broken))

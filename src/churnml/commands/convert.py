@@ -117,7 +117,8 @@ def to_sql(
 ) -> None:
     """Load a book folder into a database (one table per file, replaced; one transaction)."""
     from churnml.console import console
-    from churnml.data.sql import parse_source, write_book_folder
+    from churnml.data.sql import parse_source
+    from churnml.data.sql_write import write_book_folder
     from churnml.errors import UsageError
 
     target = parse_source(url)

@@ -43,7 +43,7 @@ def default_rejects_path(data_dir) -> Path:
     from churnml.data.sql import is_database_url, parse_source
 
     if is_database_url(data_dir):
-        return Path(f"{parse_source(data_dir).name}{REJECTS_FILE_NAME}")  # type: ignore[union-attr]
+        return Path(f"{parse_source(data_dir).name}{REJECTS_FILE_NAME}")
     return Path(data_dir) / REJECTS_FILE_NAME
 
 

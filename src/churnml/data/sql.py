@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,8 +231,7 @@ def connect(source: DatabaseSource, *, read_only: bool = True) -> Any:
     missing DuckDB file; :class:`DatabaseUnavailableError` (exit 1) when the server cannot be
     reached. Messages never hold the password."""
     if source.kind == "duckdb":
-        import duckdb
-
+        duckdb = _require("duckdb")
         assert source.path is not None
         if read_only and not source.path.is_file():
             raise UsageError(f"{source}: no such DuckDB database file")
@@ -240,12 +239,22 @@ def connect(source: DatabaseSource, *, read_only: bool = True) -> Any:
             return duckdb.connect(str(source.path), read_only=read_only)
         except duckdb.Error as exc:
             raise UsageError(f"{source}: cannot open the DuckDB database: {exc}") from None
-    import adbc_driver_postgresql.dbapi as pg
-
+    pg = _require("adbc_driver_postgresql.dbapi")
     try:
         return pg.connect(source.url)
     except Exception as exc:  # noqa: BLE001 - mapped to the CLI's contract below
         raise _connect_error(source, exc) from None
+
+
+def _require(module: str) -> Any:
+    """Import a driver of the ``sql`` extra, or say how to install it (exit code 2)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UsageError(f"reading or writing a database needs {module.split('.')[0]}: "
+                         "pip install 'churnml[sql]'") from None
 
 
 _LOGIN_REFUSED = ("password authentication failed", "no password supplied",
@@ -300,7 +309,7 @@ def _select(source: DatabaseSource, config: SqlConfig, table: str) -> str:
     return f"SELECT * FROM {quote_ident(config.tables[table])}"
 
 
-def _batches(conn: Any, source: DatabaseSource, sql: str) -> Iterator[Any]:
+def _batches(conn: Any, source: DatabaseSource, sql: str) -> Generator[Any, None, None]:
     """The query's rows as Arrow record batches, one at a time."""
     cur = conn.cursor()
     try:
@@ -438,76 +447,3 @@ def read_tables(source: DatabaseSource, config: SqlConfig | None = None) -> tupl
         raise
     return conn, _SqlAsFrames(conn, source, config, present)
 
-
-# -- writing a book folder into a database (``churnml convert to-sql``) ------------------------
-
-def _arrow_reader(path: Path, batch_rows: int = 500_000) -> Any:
-    """A table file as a stream of Arrow batches (parquet as stored; CSV all text, only empty
-    cells null, as :func:`churnml.data.io.read_table` reads it)."""
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
-
-    if path.suffix.lower() == ".parquet":
-        pf = pq.ParquetFile(path)
-        return pa.RecordBatchReader.from_batches(pf.schema_arrow, pf.iter_batches(batch_rows))
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        import csv
-
-        header = next(csv.reader(fh), [])
-    convert = pcsv.ConvertOptions(column_types={c: pa.string() for c in header},
-                                  strings_can_be_null=True, null_values=[""])
-    return pcsv.open_csv(path, convert_options=convert)
-
-
-def write_table(conn: Any, source: DatabaseSource, name: str, reader: Any) -> int:
-    """Create (or replace) table ``name`` from an Arrow record batch reader; returns rows.
-    Not committed: the caller commits (one transaction for a whole book)."""
-    if source.kind == "duckdb":
-        conn.register("churnml_incoming", reader)
-        try:
-            conn.execute(f"CREATE OR REPLACE TABLE {quote_ident(name)} AS "
-                         "SELECT * FROM churnml_incoming")
-        finally:
-            conn.unregister("churnml_incoming")
-        return int(conn.execute(f"SELECT count(*) FROM {quote_ident(name)}").fetchall()[0][0])
-    cur = conn.cursor()
-    try:
-        schema, _, table = name.rpartition(".")
-        cur.execute(f"DROP TABLE IF EXISTS {quote_ident(name)}")
-        return int(cur.adbc_ingest(table, reader, mode="create", db_schema_name=schema or None))
-    finally:
-        cur.close()
-
-
-def write_book_folder(folder: str | Path, target: DatabaseSource,
-                      config: SqlConfig | None = None) -> dict[str, int]:
-    """Load every table file of a book folder into ``target`` (tables named by ``config``,
-    default the contract's names), replacing tables of those names, in one transaction;
-    returns rows per table. Files are streamed in batches: memory stays bounded."""
-    from churnml.data.io import find_table_files
-
-    config = config or load_sql_config()
-    files, _ = find_table_files(folder)
-    if not files:
-        raise UsageError(f"{folder}: no <table>.parquet|.csv files to load")
-    conn = connect(target, read_only=False)
-    rows: dict[str, int] = {}
-    try:
-        if target.kind == "duckdb":
-            conn.begin()
-        for table, path in files.items():
-            try:
-                rows[table] = write_table(conn, target, config.tables[table], _arrow_reader(path))
-            except ChurnMLError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                raise UsageError(f"{table}: cannot write {path.name} to {target}: "
-                                 f"{_driver_text(target.scrub(exc))}") from None
-        conn.commit()
-    except BaseException:
-        _rollback(conn)
-        raise
-    finally:
-        conn.close()
-    return rows

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from churnml.data.sql import DatabaseSource, _driver_text, _rollback, connect, quote_ident
+from churnml.data.sql import DatabaseSource, _driver_text, _require, _rollback, connect, quote_ident
 from churnml.errors import ChurnMLError, UsageError
 from churnml.scoring.schema import SCHEMA_VERSION, declared_columns
 
@@ -86,7 +86,7 @@ def _existing_columns(conn: Any, kind: str) -> list[str] | None:
 
 def _json_columns(table: Any, dimensions: Sequence[str]) -> Any:
     """The nested columns as JSON text (DuckDB's vectorised ``to_json``), the others as they are."""
-    import duckdb
+    duckdb = _require("duckdb")
 
     nested = {n for n, t in _columns(dimensions) if t in _NESTED}
     con = duckdb.connect()

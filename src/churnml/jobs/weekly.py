@@ -44,6 +44,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 import pandas as pd
 
+from churnml.data.sql import DatabaseSource
 from churnml.data.tables import Book
 from churnml.errors import LockedError, ModelNotFoundError, UsageError
 from churnml.features.windows import to_as_of
@@ -311,9 +312,9 @@ def champion_models(versions_only: bool = False) -> tuple[dict[str, Any], list[s
 
 
 def run_job(
-    data_dir: str | Path,
+    data_dir: str | Path | DatabaseSource,
     as_of,
-    out_dir: str | Path,
+    out_dir: str | Path | DatabaseSource,
     *,
     engine: str = "local",
     chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -346,7 +347,8 @@ def run_job(
     # a database output: the partitions stay in a local work folder; the week's rows go to
     # churnml_scores in one transaction once the partition is complete (churnml.jobs.sql_scores)
     database = parse_source(out_dir) if is_database_url(out_dir) else None
-    out_dir = sql_scores.work_dir(database) if database is not None else Path(out_dir)  # type: ignore[arg-type]
+    out_dir = (sql_scores.work_dir(database) if isinstance(database, DatabaseSource)
+               else Path(str(out_dir)))
     stage = on_stage or (lambda name: None)
     times: dict[str, float] = {}
     send_report = log_to_mlflow and log_report_to_mlflow()  # a bad setting fails before the run
@@ -373,6 +375,7 @@ def run_job(
         stage(f"scoring accounts ({engine})")
         t1 = time.perf_counter()
         if engine == "spark":
+            assert not isinstance(data_dir, DatabaseSource)  # refused above
             weekly = score_book_spark(data_dir, as_of, out_dir, models, health, lock=False,
                                       shards=shards, complete=False)
         else:
@@ -393,10 +396,10 @@ def run_job(
         # last: from here on the week counts as complete
         mark_complete(weekly.partition, as_of, weekly.rows,
                       [SCORES_NAME, REPORT_NAME])
-        if database is not None:
+        if isinstance(database, DatabaseSource):
             stage(f"writing the scores to {database}")
             t3 = time.perf_counter()
-            sql_scores.publish_partition(database, weekly.scores_path, as_of,  # type: ignore[arg-type]
+            sql_scores.publish_partition(database, weekly.scores_path, as_of,
                                          health.dimension_names)
             times["database"] = time.perf_counter() - t3
     run_id = None

@@ -174,3 +174,21 @@ def test_password_from_the_environment(sql_books, postgres, tmp_path):
     assert (tmp_path / "book_rejects.csv").is_file()
     files = pd.read_csv(tmp_path / "book_rejects.csv")
     assert np.array_equal(files.columns, ["table", "row", "column", "value", "reason"])
+
+
+def test_database_gone_mid_read_is_exit_1(sql_books, postgres, tmp_path):
+    """The server drops the connection while a table is read (the query terminates its own
+    backend, as an admin's pg_terminate_backend or a restart would): exit code 1, the table
+    named, no traceback, nothing written."""
+    config = tmp_path / "sql.yaml"
+    config.write_text("queries:\n  usage_events: SELECT * FROM usage_events "
+                      "WHERE pg_terminate_backend(pg_backend_pid())\n")
+    rejects = tmp_path / "r.csv"
+    proc = _cli("validate", "--data", sql_books["postgresql"], "--rejects", str(rejects),
+                cwd=tmp_path, env={"CHURNML_SQL_CONFIG": str(config)})
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode == 1, out
+    assert "usage_events: the database postgresql://postgres:***@" in out, out
+    assert "went away while reading" in out and "Traceback" not in out, out
+    assert postgres.password not in out
+    assert not rejects.exists()

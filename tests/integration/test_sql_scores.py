@@ -206,10 +206,20 @@ def pg_rows(url: str, sql: str) -> list[tuple]:
 def test_score_into_duckdb_keeps_nested_types(home, sim_dir, weeks, tmp_path):
     import duckdb
 
+    from churnml.data.sql import parse_source
+    from churnml.jobs.sql_scores import publish_partition, work_dir
+
     url = f"duckdb://{tmp_path / 'scores.duckdb'}"
-    for _ in range(2):  # a rerun replaces the week
-        proc = _score(home, tmp_path, str(sim_dir), url, weeks[1])
-        assert proc.returncode == 0, proc.stderr
+    proc = _score(home, tmp_path, str(sim_dir), url, weeks[1])
+    assert proc.returncode == 0, proc.stderr
+    # a rerun of the week's write replaces its rows (the CLI run above is the first write)
+    target = parse_source(url)
+    partition = work_dir(target) / f"as_of={weeks[1]}" / "scores.parquet"
+    from churnml.scoring.schema import output_columns
+
+    fixed = set(output_columns([]))  # the health dimensions are the other columns
+    dims = [c[len("health_"):] for c in pd.read_parquet(partition).columns if c not in fixed]
+    assert publish_partition(target, partition, weeks[1], dims) == len(pd.read_parquet(partition))
     con = duckdb.connect(str(tmp_path / "scores.duckdb"), read_only=True)
     n, weeks_seen = con.sql("SELECT count(*), count(DISTINCT as_of) FROM churnml_scores").fetchall()[0]
     kinds = dict(con.sql("SELECT column_name, data_type FROM information_schema.columns "

@@ -11,10 +11,17 @@ b. **load_book**: the whole call (read, parse, validate, sort, rejects), with it
    seconds spent reading the file (a timing wrapper around ``churnml.data.io.read_table``)
    and validating it (from the end of its read to the start of the next table's read).
 
+With ``--postgres``: the same book also in a throw-away PostgreSQL cluster
+(tests/support/postgres.py; loaded with ``churnml.data.sql.write_book_folder``, timed), and
+``load_book`` from the folder and from the database side by side, each in a fresh child process
+(wall time and the child's peak RSS), interleaved ``--repeat`` times. Goals (issue 13): the
+database read at most 3x the folder's time, its peak at most the folder's + 20%.
+
 Usage::
 
     python benchmarks/loading.py --accounts 50000        # the cached 50k book
     python benchmarks/loading.py --accounts 5000 --repeat 3
+    python benchmarks/loading.py --accounts 50000 --postgres --repeat 2
 
 Prints a markdown table for benchmarks/README.md and a JSON line with every figure. Timings on
 a shared 2-core machine are noisy: the load average is printed with them, and with
@@ -106,6 +113,74 @@ def timed_load(folder: Path) -> dict:
             "validate": validate_s, "counts": counts, "dtypes": dtypes}
 
 
+def _child_load(where: str, queue) -> None:
+    """Child process: ``load_book`` of a folder or a database URL; seconds and peak RSS."""
+    import resource
+
+    from churnml.data.io import load_book
+
+    t0 = time.perf_counter()
+    book, report = load_book(where)
+    seconds = time.perf_counter() - t0
+    queue.put({"seconds": seconds, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+               "counts": {t: dict(c) for t, c in report.counts.items()},
+               "rows": {t: len(f) for t, f in book.tables.items()}})
+
+
+def child_load(where: str) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child_load, args=(where, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def postgres_side_by_side(folder: Path, repeat: int) -> int:
+    """``load_book`` from the folder and from PostgreSQL, interleaved, in child processes."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from support.postgres import postgres_server
+
+    from churnml.data.sql import parse_source
+    from churnml.data.sql_write import write_book_folder
+
+    with postgres_server() as pg:
+        url = pg.create_database("book")
+        t0 = time.perf_counter()
+        rows = write_book_folder(folder, parse_source(url))
+        load_s = time.perf_counter() - t0
+        log(f"loaded {sum(rows.values()):,} rows into PostgreSQL in {load_s:.1f} s")
+        pg.psql("VACUUM ANALYZE", "book")
+        load_before = os.getloadavg()
+        runs: dict[str, list[dict]] = {"parquet": [], "postgresql": []}
+        for i in range(repeat):
+            for kind, where in (("parquet", str(folder)), ("postgresql", url)):
+                r = child_load(where)
+                runs[kind].append(r)
+                log(f"{kind} {i + 1}: {r['seconds']:.1f} s, peak RSS {r['peak_rss'] / 1e9:.2f} GB")
+        load_after = os.getloadavg()
+    assert runs["parquet"][0]["counts"] == runs["postgresql"][0]["counts"]
+    best = {k: min(v, key=lambda r: r["seconds"]) for k, v in runs.items()}
+    peak = {k: min(r["peak_rss"] for r in v) for k, v in runs.items()}
+    ratio = best["postgresql"]["seconds"] / best["parquet"]["seconds"]
+    mem = peak["postgresql"] / peak["parquet"]
+    print(f"\n{folder} ({sum(rows.values()):,} rows; usage_events {rows.get('usage_events', 0):,}); "
+          f"load average {load_before[0]:.1f} / {load_before[1]:.1f} before, "
+          f"{load_after[0]:.1f} / {load_after[1]:.1f} after; best of {repeat}\n")
+    print("| load_book from | seconds (each run) | peak RSS (each run) |")
+    print("|---|---|---|")
+    for kind, rs in runs.items():
+        print(f"| {kind} | " + ", ".join(f"{r['seconds']:.1f}" for r in rs) + " | "
+              + ", ".join(f"{r['peak_rss'] / 1e9:.2f} GB" for r in rs) + " |")
+    print(f"\nPostgreSQL / parquet: time {ratio:.2f}x (goal <= 3x: {'met' if ratio <= 3 else 'MISSED'}), "
+          f"peak memory {mem:.2f}x (goal <= 1.2x: {'met' if mem <= 1.2 else 'MISSED'}); "
+          f"loading the folder into PostgreSQL (churnml convert to-sql): {load_s:.1f} s")
+    print(json.dumps({"data": str(folder), "runs": runs, "to_sql_seconds": load_s,
+                      "loadavg": [load_before, load_after]}))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, help="a book folder (default: simulate one)")
@@ -116,9 +191,13 @@ def main(argv=None) -> int:
                         default=Path(tempfile.gettempdir()) / "churnml-bench")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--no-floor", action="store_true", help="skip the pyarrow floor")
+    parser.add_argument("--postgres", action="store_true",
+                        help="load_book from the folder and from PostgreSQL, side by side")
     args = parser.parse_args(argv)
 
     folder = args.data or cached_book(args.cache, args.accounts, args.months, args.seed)
+    if args.postgres:
+        return postgres_side_by_side(folder, args.repeat)
     load_before = os.getloadavg()[0]
     loads, floors = [], []
     for i in range(args.repeat):

@@ -1,4 +1,5 @@
-"""``churnml convert snapshot``: a one-row-per-customer table -> a book of business.
+"""``churnml convert snapshot``: a one-row-per-customer table -> a book of business;
+``churnml convert to-sql --data DIR --url URL``: a book folder into a database (PostgreSQL, DuckDB).
 
 ``churnml convert snapshot --input FILE --out DIR --id-column C --churn-column C
 --tenure-column C --charge-column C (--snapshot-date DATE | --snapshot-date-column C)
@@ -107,3 +108,24 @@ def snapshot(
     for warning in book.warnings + report.warnings:
         console.print(f"[yellow]warning:[/yellow] {literal(warning)}", highlight=False,
                       soft_wrap=True)
+
+
+@app.command("to-sql")
+def to_sql(
+    data: Annotated[Path, typer.Option("--data", help="Book folder (<table>.parquet|.csv files).")],
+    url: Annotated[str, typer.Option("--url", help="postgresql://user@host:port/db (password from PGPASSWORD) or duckdb:///path/book.duckdb.")],
+) -> None:
+    """Load a book folder into a database (one table per file, replaced; one transaction)."""
+    from churnml.console import console
+    from churnml.data.sql import parse_source
+    from churnml.data.sql_write import write_book_folder
+    from churnml.errors import UsageError
+
+    target = parse_source(url)
+    if isinstance(target, Path):
+        raise UsageError(f"--url must be a database URL (postgresql://... or duckdb:///...). "
+                         f"Got {url!r}.")
+    rows = write_book_folder(data, target)
+    console.print(f"loaded {sum(rows.values()):,} rows into {target}: "
+                  + ", ".join(f"{t} {n:,}" for t, n in rows.items()),
+                  highlight=False, soft_wrap=True, markup=False)

@@ -12,6 +12,8 @@ from typing import Annotated
 
 import typer
 
+from churnml.commands.sources import source as parse_source
+
 
 def parse_as_of_list(text: str):
     """``"2026-11-16,2026-11-09"`` -> sorted unique as_of Timestamps; ``UsageError`` if bad."""
@@ -39,7 +41,7 @@ def parse_as_of_list(text: str):
 
 
 def features(
-    data: Annotated[Path, typer.Option("--data", help="Folder with <table>.parquet|.csv files.")],
+    data: Annotated[Path, typer.Option("--data", parser=parse_source, help="Folder with <table>.parquet|.csv files. Or a database URL (postgresql://..., duckdb:///...)")],
     as_of: Annotated[
         str, typer.Option("--as-of", help="As-of date(s), ISO, comma-separated: 2026-11-16,2026-11-09.")
     ],

@@ -14,9 +14,11 @@ from typing import Annotated, Optional
 
 import typer
 
+from churnml.commands.sources import source as parse_source
+
 
 def health(
-    data: Annotated[Path, typer.Option("--data", help="Folder with <table>.parquet|.csv files.")],
+    data: Annotated[Path, typer.Option("--data", parser=parse_source, help="Folder with <table>.parquet|.csv files. Or a database URL (postgresql://..., duckdb:///...)")],
     as_of: Annotated[str, typer.Option("--as-of", help="Scoring date, ISO (2026-11-16).")],
     out: Annotated[Path, typer.Option("--out", help="Output parquet file.")],
     config: Annotated[

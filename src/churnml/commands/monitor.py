@@ -12,10 +12,12 @@ from typing import Annotated
 
 import typer
 
+from churnml.commands.sources import source as parse_source
+
 
 def monitor(
     scores: Annotated[Path, typer.Option("--scores", help="Output folder of churnml score (as_of=... partitions).")],
-    data: Annotated[Path, typer.Option("--data", help="Folder with <table>.parquet|.csv files (the book whose revenue history gives the outcomes).")],
+    data: Annotated[Path, typer.Option("--data", parser=parse_source, help="Folder with <table>.parquet|.csv files (the book whose revenue history gives the outcomes). Or a database URL (postgresql://..., duckdb:///...)")],
 ) -> None:
     """Check every scored week whose outcomes are now known: model vs health score."""
     from churnml.console import console, literal, progress
@@ -25,7 +27,7 @@ def monitor(
 
     if not scores.is_dir():
         raise UsageError(f"--scores must be the output folder of churnml score. Got {str(scores)!r}.")
-    if not data.is_dir():
+    if isinstance(data, Path) and not data.is_dir():
         raise UsageError(f"--data must be a folder of table files. Got {str(data)!r}.")
     with progress("monitor") as step:
         step.note("loading the book")

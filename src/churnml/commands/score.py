@@ -1,8 +1,9 @@
-"""``churnml score --data DIR --as-of DATE --out DIR [--engine {local,spark}]``: the weekly job.
+"""``churnml score --data DIR|URL --as-of DATE --out DIR|URL [--engine {local,spark}]``: the weekly job.
 
 Scores every active account with both champion models and the adopted health weights into
 ``OUT/as_of=DATE/scores.parquet`` (atomic, reproducible, refused while another run holds the
-output folder's lock), writes ``report.html`` beside it, logs the run to MLflow (experiment
+output folder's lock), writes ``report.html`` beside it (``--out`` a database URL: the week's
+rows also go to its ``churnml_scores`` table, ``churnml.jobs.sql_scores``), logs the run to MLflow (experiment
 ``churnml-weekly``) and prints where everything is. See ``churnml.jobs.weekly``.
 """
 
@@ -13,11 +14,13 @@ from typing import Annotated
 
 import typer
 
+from churnml.commands.sources import source as parse_source
+
 
 def score(
-    data: Annotated[Path, typer.Option("--data", help="Folder with <table>.parquet|.csv files.")],
+    data: Annotated[Path, typer.Option("--data", parser=parse_source, help="Folder with <table>.parquet|.csv files, or a database URL (postgresql://..., duckdb:///...).")],
     as_of: Annotated[str, typer.Option("--as-of", help="Scoring date, ISO (2026-11-16).")],
-    out: Annotated[Path, typer.Option("--out", help="Output folder (one as_of=DATE partition per week).")],
+    out: Annotated[Path, typer.Option("--out", parser=parse_source, help="Output folder (one as_of=DATE partition per week), or a database URL (table churnml_scores).")],
     engine: Annotated[str, typer.Option("--engine", help="local (default) or spark.")] = "local",
     chunk_size: Annotated[int, typer.Option("--chunk-size", help="Accounts per chunk (bounds memory).")] = 10_000,
     shards: Annotated[int, typer.Option("--shards", help="Account shards for --engine spark.")] = 8,
@@ -34,7 +37,7 @@ def score(
         raise UsageError(f"--as-of must be an ISO date like 2026-11-16. Got {as_of!r}.") from exc
     if engine not in ("local", "spark"):
         raise UsageError(f"--engine must be 'local' or 'spark'. Got {engine!r}.")
-    if not data.is_dir():
+    if isinstance(data, Path) and not data.is_dir():
         raise UsageError(f"--data must be a folder of table files. Got {str(data)!r}.")
     if chunk_size < 1 or shards < 1:
         raise UsageError(f"--chunk-size and --shards must be positive integers. Got "
@@ -82,6 +85,10 @@ def score(
                           for r in queue.to_dict("records")),
                       highlight=False, soft_wrap=True, markup=False)
     console.print(f"scores: {literal(result.weekly.scores_path)}", highlight=False, soft_wrap=True)
+    if result.database:
+        console.print(f"database: {result.weekly.rows:,} rows of {when.date()} in churnml_scores "
+                      f"(view churnml_queue) of {result.database}", highlight=False,
+                      soft_wrap=True, markup=False)
     console.print(f"report: {literal(result.report_path)}", highlight=False, soft_wrap=True)
     if result.run_id:
         console.print(f"MLflow run: {result.run_id} (experiment churnml-weekly)", highlight=False)

@@ -19,6 +19,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from churnml.commands.sources import source as parse_source
+
 
 from churnml.outcomes import OUTCOME_NAMES
 
@@ -27,7 +29,7 @@ Target = Enum("Target", {name: name for name in OUTCOME_NAMES}, type=str)  # typ
 
 
 def train(
-    data: Annotated[Path, typer.Option("--data", help="Folder with the book of business (data contract).")],
+    data: Annotated[Path, typer.Option("--data", parser=parse_source, help="Folder with the book of business (data contract). Or a database URL (postgresql://..., duckdb:///...)")],
     target: Annotated[Target, typer.Option("--target", help="Which model to train.")],
     horizon_days: Annotated[Optional[int], typer.Option("--horizon-days", help="Label horizon in days "
                                                         "(default: the target's config, 90).")] = None,
@@ -40,7 +42,7 @@ def train(
     from churnml.errors import UsageError
 
     target_name: str = Target(target).value  # the outcome name
-    if not data.is_dir():
+    if isinstance(data, Path) and not data.is_dir():
         raise UsageError(f"--data {data}: not a folder (expected <table>.parquet|.csv files)")
     if config is not None and not config.is_file():
         raise UsageError(f"--config {config}: no such file")
@@ -59,7 +61,7 @@ def train(
         step.note(f"{target_name}: building features")
         from churnml.models.baselines import find_truth
 
-        result = train_target(book, target_name, model_config, truth=find_truth(data),
+        result = train_target(book, target_name, model_config, truth=find_truth(data) if isinstance(data, Path) else None,
                               progress=step)
         step.note(f"{target_name}: logging to MLflow")
         registration = registry.log_training(result, plots=plots, progress=step)

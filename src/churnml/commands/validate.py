@@ -12,9 +12,11 @@ from typing import Annotated, Optional
 
 import typer
 
+from churnml.commands.sources import source as parse_source
+
 
 def validate(
-    data: Annotated[Path, typer.Option("--data", help="Folder with <table>.parquet|.csv files.")],
+    data: Annotated[Path, typer.Option("--data", parser=parse_source, help="Folder with <table>.parquet|.csv files. Or a database URL (postgresql://..., duckdb:///...)")],
     rejects: Annotated[
         Optional[Path],
         typer.Option("--rejects", help="Where to write rejected rows (CSV). "

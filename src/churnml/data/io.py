@@ -1,4 +1,5 @@
-"""Loading a book of business from a folder: ``<table>.parquet`` or ``<table>.csv`` per table.
+"""Loading a book of business from a folder (``<table>.parquet`` or ``<table>.csv`` per table) or
+a database (a URL: ``churnml.data.sql``).
 
 ``load_book`` finds the tables at the folder's root, reads them, and validates them with
 :func:`churnml.data.validation.validate_frames` (rules in ``docs/data_contract.md``).
@@ -35,9 +36,14 @@ TABLE_SUFFIXES = (".parquet", ".csv")
 REJECTS_FILE_NAME = "_rejects.csv"
 
 
-def default_rejects_path(data_dir: str | Path) -> Path:
+def default_rejects_path(data_dir) -> Path:
     """Where ``churnml validate`` writes rejected rows by default: ``<data>/_rejects.csv``
-    (a name starting with ``_`` is never read as a table)."""
+    (a name starting with ``_`` is never read as a table); for a database,
+    ``<database name>_rejects.csv`` in the working folder."""
+    from churnml.data.sql import is_database_url, parse_source
+
+    if is_database_url(data_dir):
+        return Path(f"{parse_source(data_dir).name}{REJECTS_FILE_NAME}")
     return Path(data_dir) / REJECTS_FILE_NAME
 
 
@@ -135,7 +141,7 @@ class _FilesAsFrames(Mapping):
         return len(self._files)
 
 
-def load_book(data_dir: str | Path, rejects_path: str | Path | None = None,
+def load_book(data_dir, rejects_path: str | Path | None = None,
               future_margin_days: float | None = DEFAULT_FUTURE_MARGIN_DAYS,
               ) -> tuple[Book, ValidationReport]:
     """Read and validate the book of business in ``data_dir``.
@@ -146,7 +152,14 @@ def load_book(data_dir: str | Path, rejects_path: str | Path | None = None,
     (``table,row,column,value,reason``) to ``rejects_path`` when given (also when empty, so no
     stale file remains). Raises :class:`SchemaError` when the input cannot be used.
     ``future_margin_days``: see :func:`~churnml.data.validation.validate_frames`.
+
+    ``data_dir`` may be a database URL or :class:`~churnml.data.sql.DatabaseSource`: the tables
+    are then read from the database (``churnml.data.sql``) and validated by the same code.
     """
+    from churnml.data.sql import is_database_url
+
+    if is_database_url(data_dir):
+        return _load_sql_book(data_dir, rejects_path, future_margin_days)
     data_dir = Path(data_dir)
     files, warnings = find_table_files(data_dir)
     frames = _FilesAsFrames(files)
@@ -162,11 +175,31 @@ def load_book(data_dir: str | Path, rejects_path: str | Path | None = None,
     return book, report
 
 
+def _load_sql_book(url, rejects_path, future_margin_days) -> tuple[Book, ValidationReport]:
+    from churnml.data.sql import parse_source, read_tables
+
+    source = parse_source(url)
+    conn, frames = read_tables(source)  # type: ignore[arg-type]
+    try:
+        book, report = validate_frames(frames, source=str(source),
+                                       future_margin_days=future_margin_days)
+    finally:
+        conn.close()
+    book.meta["database"] = str(source)
+    if rejects_path is not None:
+        report.write_rejects(rejects_path)
+    return book, report
+
+
 def folder_data_end(data_dir: str | Path) -> pd.Timestamp:
     """The data's end of a book folder from its revenue history alone (reads only
     ``mrr_changes.effective_date``: cheap, for a warning before a long job); NaT when it
     cannot be read (the job itself then reports the problem)."""
     try:
+        from churnml.data.sql import is_database_url
+
+        if is_database_url(data_dir):
+            return NAT  # the job reads the book anyway; no second round trip for a warning
         files, _ = find_table_files(data_dir)
         path = files.get("mrr_changes")
         if path is None:

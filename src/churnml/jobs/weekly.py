@@ -44,6 +44,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 import pandas as pd
 
+from churnml.data.sql import DatabaseSource
 from churnml.data.tables import Book
 from churnml.errors import LockedError, ModelNotFoundError, UsageError
 from churnml.features.windows import to_as_of
@@ -241,6 +242,8 @@ class JobResult:
     model_versions: dict[str, str] = field(default_factory=dict)
     missing_outcomes: list[str] = field(default_factory=list)
     report_logged: bool = False  # report.html sent to the MLflow store as an artifact
+    #: ``--out`` was a database: where the rows went (``churnml_scores`` in it; password hidden)
+    database: str | None = None
 
 
 def write_report(result: WeeklyResult, book: Book, out_dir: Path,
@@ -316,9 +319,9 @@ def champion_models(versions_only: bool = False) -> tuple[dict[str, Any], list[s
 
 
 def run_job(
-    data_dir: str | Path,
+    data_dir: str | Path | DatabaseSource,
     as_of,
-    out_dir: str | Path,
+    out_dir: str | Path | DatabaseSource,
     *,
     engine: str = "local",
     chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -337,11 +340,22 @@ def run_job(
     """
     from churnml.config import log_report_to_mlflow
     from churnml.data.io import load_book
+    from churnml.data.sql import is_database_url, parse_source
+    from churnml.jobs import sql_scores
 
     if engine not in ("local", "spark"):
         raise UsageError(f"The 'engine' parameter must be one of ['local', 'spark']. Got {engine!r}.")
     as_of = to_as_of(as_of)
-    out_dir = Path(out_dir)
+    if is_database_url(data_dir):  # printed and logged with the password hidden
+        data_dir = parse_source(data_dir)
+        if engine == "spark":
+            raise UsageError("--engine spark reads a folder of table files; a database book "
+                             "is scored with --engine local")
+    # a database output: the partitions stay in a local work folder; the week's rows go to
+    # churnml_scores in one transaction once the partition is complete (churnml.jobs.sql_scores)
+    database = parse_source(out_dir) if is_database_url(out_dir) else None
+    out_dir = (sql_scores.work_dir(database) if isinstance(database, DatabaseSource)
+               else Path(str(out_dir)))
     stage = on_stage or (lambda name: None)
     times: dict[str, float] = {}
     send_report = log_to_mlflow and log_report_to_mlflow()  # a bad setting fails before the run
@@ -368,6 +382,7 @@ def run_job(
         stage(f"scoring accounts ({engine})")
         t1 = time.perf_counter()
         if engine == "spark":
+            assert not isinstance(data_dir, DatabaseSource)  # refused above
             weekly = score_book_spark(data_dir, as_of, out_dir, models, health, lock=False,
                                       shards=shards, complete=False)
         else:
@@ -395,13 +410,19 @@ def run_job(
         # last: from here on the week counts as complete
         mark_complete(weekly.partition, as_of, weekly.rows,
                       [SCORES_NAME, REPORT_NAME])
+        if isinstance(database, DatabaseSource):
+            stage(f"writing the scores to {database}")
+            t3 = time.perf_counter()
+            sql_scores.publish_partition(database, weekly.scores_path, as_of,
+                                         health.dimension_names)
+            times["database"] = time.perf_counter() - t3
     run_id = None
     if log_to_mlflow:
         stage("logging the run to MLflow")
         run_id = registry.log_job_run(
             WEEKLY_EXPERIMENT,
             params={"as_of": f"{as_of:%Y-%m-%d}", "engine": engine, "data": str(data_dir),
-                    "out": str(out_dir),
+                    "out": str(database if database is not None else out_dir),
                     **{o.version_column: str(getattr(models[o.name], "version",
                                                      models[o.name]))
                        if o.name in models else "" for o in OUTCOMES},
@@ -419,4 +440,5 @@ def run_job(
                      model_versions={k: str(getattr(m, "version", m)) for k, m in models.items()},
                      missing_outcomes=missing,
                      health_version=str(health.version), stage_seconds=times,
-                     report_logged=bool(run_id) and send_report)
+                     report_logged=bool(run_id) and send_report,
+                     database=None if database is None else str(database))

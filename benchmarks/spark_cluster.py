@@ -15,10 +15,10 @@ b. **Spark standalone**: the cluster's start, then ``score_book_spark`` (the eng
    ``churnml score --engine spark``; MLflow logging and the HTML report left out, as in
    ``benchmarks/scoring.py``) with the driver in this process. Per Spark stage (from the
    driver's REST API: ``/api/v1/applications/<id>/stages``): wall seconds, executor run time,
-   shuffle read/write, the peak RSS of the driver's process tree (this Python + the driver
-   JVM) and of the cluster's (master, worker, executor JVM, its Python workers) while the
-   stage ran, sampled every 200 ms; the driver-side work after the last Spark stage (the
-   whole book's queue and the parquet write) as its own line;
+   shuffle read/write, the peak RSS of the driver (this Python + the driver JVM) and of the
+   cluster (master, worker, executor JVM, its Python workers) while the stage ran, sampled
+   every 200 ms; the driver-side work after the last Spark stage (the whole book's queue and
+   the parquet write) as its own line;
 c. parity: largest difference of the probabilities between the two engines' files.
 
 Memory is shared with other engineers: keep ``--worker-memory`` + ``--driver-memory`` + the
@@ -108,8 +108,11 @@ class TreeSampler:
 
     def _run(self, interval: float) -> None:
         while not self._stop.wait(interval):
-            self.samples.append((time.time(), self._tree_rss(self.roots["driver"]),
-                                 self._tree_rss(self.roots["cluster"])))
+            # the cluster's daemons are children of this process too: the driver's share is
+            # the whole tree minus the cluster's
+            cluster = self._tree_rss(self.roots["cluster"])
+            everything = self._tree_rss(self.roots["driver"])
+            self.samples.append((time.time(), max(0, everything - cluster), cluster))
 
     def peak(self, start: float, end: float) -> tuple[int, int]:
         inside = [s for s in self.samples if start <= s[0] <= end] or \
@@ -287,7 +290,7 @@ def main(argv=None) -> int:
     figures["projection_1m_min_one_worker"] = round(per_account * 1_000_000 / 60, 1)
     lines = [f"| Spark stage ({args.accounts:,} accounts, {sp['rows']:,} active, {args.shards} "
              f"shards, 1 worker x {args.worker_cores} cores) | tasks | wall s | executor s | "
-             "shuffle read / write MB | driver tree peak GB | cluster tree peak GB |",
+             "shuffle read / write MB | driver peak GB | cluster peak GB |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     lines.append(f"| driver: session start, read the schema, learn the feature columns, load "
                  f"the models (before the first stage) | | {sp['first_stage_after_s']:.1f} | | | | |")

@@ -90,7 +90,7 @@ def _wait(what: str, check, processes, logs, timeout: float) -> None:
         try:
             if check():
                 return
-        except OSError:
+        except (OSError, ValueError):  # not listening yet, or not the JSON page yet
             pass
         time.sleep(0.3)
     raise ClusterStartError(f"{what}: not ready after {timeout:.0f} s; logs: "
@@ -133,11 +133,42 @@ def standalone_cluster(folder: Path, *, cores: int = 1, memory: str = "1g",
     folder.mkdir(parents=True, exist_ok=True)
     home = spark_home()
     java = java_binary()
+    processes: list[subprocess.Popen] = []
+    cluster = None
+    try:
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                cluster = _start(folder, attempt, home, java, cores, memory, daemon_memory,
+                                 env or {}, timeout, processes)
+                break
+            except ClusterStartError:
+                # a port picked as free was taken before the JVM bound it (the daemons never
+                # move to another port: spark.port.maxRetries=0): new ports, new daemons
+                _stop(processes)
+                processes.clear()
+                if attempt == ATTEMPTS:
+                    raise
+        assert cluster is not None
+        yield cluster
+    finally:
+        _stop(processes)
+
+
+#: tries with fresh ports before giving up
+ATTEMPTS = 3
+
+
+def _start(folder: Path, attempt: int, home: Path, java: str, cores: int, memory: str,
+           daemon_memory: str, env: dict[str, str], timeout: float,
+           processes: list[subprocess.Popen]) -> Cluster:
     port, ui, worker_ui = free_port(), free_port(), free_port()
     work_dir = folder / "worker-work"
-    base = {**os.environ, **(env or {}), "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1",
+    base = {**os.environ, **env, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1",
             "SPARK_DAEMON_MEMORY": daemon_memory, "SPARK_LOG_DIR": str(folder),
             "SPARK_CONF_DIR": str(folder / "conf"),
+            # each daemon binds exactly the port it is given or exits (by default Spark tries
+            # the next ports, and could end up on another cluster's, or this one's, next port)
+            "SPARK_DAEMON_JAVA_OPTS": "-Dspark.port.maxRetries=0",
             # no REST submission server: it would take the fixed port 6066
             "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false"}
     if "JAVA_HOME" not in base:
@@ -152,23 +183,19 @@ def standalone_cluster(folder: Path, *, cores: int = 1, memory: str = "1g",
                    "--host", "127.0.0.1", "--webui-port", str(worker_ui), "--cores", str(cores),
                    "--memory", memory, "--work-dir", str(work_dir)],
     }
-    processes: list[subprocess.Popen] = []
     logs: list[Path] = []
     cluster = Cluster(master_url=master_url, master_ui=f"http://127.0.0.1:{ui}", folder=folder,
                       work_dir=work_dir, processes=processes)
-    try:
-        for name, command in commands.items():
-            log = folder / f"{name}.log"
-            with open(log, "wb") as out:
-                processes.append(subprocess.Popen(command, env=base, stdout=out,
-                                                  stderr=subprocess.STDOUT,
-                                                  stdin=subprocess.DEVNULL,
-                                                  start_new_session=True))
-            logs.append(log)
-        # both start at once (the worker retries until the master listens): about 10 s saved
-        _wait("the Spark worker registering with the master",
-              lambda: any(w.get("state") == "ALIVE" for w in cluster.state().get("workers", [])),
-              processes, logs, timeout)
-        yield cluster
-    finally:
-        _stop(processes)
+    for name, command in commands.items():
+        log = folder / f"{name}-{attempt}.log"
+        with open(log, "wb") as out:
+            processes.append(subprocess.Popen(command, env=base, stdout=out,
+                                              stderr=subprocess.STDOUT,
+                                              stdin=subprocess.DEVNULL,
+                                              start_new_session=True))
+        logs.append(log)
+    # both start at once (the worker retries until the master listens): about 10 s saved
+    _wait("the Spark worker registering with the master",
+          lambda: any(w.get("state") == "ALIVE" for w in cluster.state().get("workers", [])),
+          processes, logs, timeout)
+    return cluster

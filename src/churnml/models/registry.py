@@ -619,4 +619,4 @@ def spark_udf(spark, model_uri: str, result_type: str, params: Mapping[str, Any]
     except MlflowException as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelNotFoundError(f"cannot load {model_uri} for the Spark UDF from "
-                                 f"{tracking_uri()}: {first}") from exc
+                                 f"{_where()}: {first}") from exc  # no password

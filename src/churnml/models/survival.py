@@ -104,8 +104,8 @@ def first_events(book, landmarks, expansion_min_share: float = 0.0) -> pd.DataFr
     Columns: ``account_id, as_of, mrr`` (as ``observation_grid``, same row order: by as_of,
     then account_id), ``event`` (class code, 0 = no event seen), ``event_period`` (the period
     of the first event, -1 when none), ``observed_periods`` (periods that end by the data's
-    end, 0 .. :data:`N_PERIODS`), ``time_days`` (days to the end of the event's period, or to
-    the censoring: ``PERIOD_DAYS * observed_periods``) and ``censor_days`` (the follow-up the
+    end, 0 .. :data:`N_PERIODS`), ``time_days`` (days to the middle of the event's period, or
+    to the censoring: ``PERIOD_DAYS * observed_periods``) and ``censor_days`` (the follow-up the
     data allows, ``PERIOD_DAYS * observed_periods``, known for every row: the censoring is
     administrative).
     """
@@ -133,7 +133,9 @@ def first_events(book, landmarks, expansion_min_share: float = 0.0) -> pd.DataFr
     base["event_period"] = np.where(has_event, period, -1)
     base["observed_periods"] = observed
     base["censor_days"] = PERIOD_DAYS * observed
-    base["time_days"] = np.where(has_event, PERIOD_DAYS * (period + 1), PERIOD_DAYS * observed)
+    # an event counts at its period's middle (it happened somewhere inside), so it never ties
+    # with a censoring, which falls on a period's end
+    base["time_days"] = np.where(has_event, PERIOD_DAYS * period + PERIOD_DAYS // 2, PERIOD_DAYS * observed)
     return base
 
 
@@ -152,6 +154,14 @@ def period_time_features(frame: pd.DataFrame, period: np.ndarray) -> dict[str, n
             RENEWAL_FEATURE: column(_RENEWAL_SOURCE) - start}
 
 
+def join_features(events: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
+    """``events`` rows with their landmark's features (a column both have, ``mrr``, is the
+    features')."""
+    shared = [c for c in events.columns if c in features.columns and c not in ("account_id", "as_of")]
+    return events.drop(columns=shared).merge(features, on=["account_id", "as_of"], how="inner",
+                                             validate="one_to_one")
+
+
 def person_period_rows(events: pd.DataFrame, features: pd.DataFrame,
                        cutoff: pd.Timestamp | None = None) -> pd.DataFrame:
     """One row per observation and period at risk (module docstring), with the landmark's
@@ -162,8 +172,7 @@ def person_period_rows(events: pd.DataFrame, features: pd.DataFrame,
     a period ending after it is censored, its event unseen. Columns added: ``period``,
     ``period_end`` (the day after the period's last day).
     """
-    frame = events.merge(features, on=["account_id", "as_of"], how="inner", validate="one_to_one",
-                         suffixes=("", "_feature"))
+    frame = join_features(events, features)
     observed = frame["observed_periods"].to_numpy(dtype=np.int64)
     if cutoff is not None:
         as_of_day = frame["as_of"].to_numpy(dtype="datetime64[D]").astype(np.int64)

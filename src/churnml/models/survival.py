@@ -46,6 +46,7 @@ and no row after an account's event is ever trained on (:func:`person_period_row
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -249,6 +250,39 @@ class SurvivalModel:
         from churnml.models.model import FeatureEncoder
 
         return FeatureEncoder(self.feature_names, self.categories, label="time_to_event")
+
+    def save(self, path) -> Path:
+        """Write the booster (``hazard.txt``) and ``survival_model.json`` to folder ``path``."""
+        import json
+
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.booster.save_model(str(folder / "hazard.txt"))
+        meta = {"feature_names": self.feature_names, "categories": self.categories,
+                "classes": list(CLASSES), "period_days": PERIOD_DAYS, "info": self.info}
+        (folder / "survival_model.json").write_text(json.dumps(meta, indent=1, default=str))
+        return folder
+
+    @classmethod
+    def load(cls, path, version: str | None = None) -> "SurvivalModel":
+        """A model written by :meth:`save`; its classes and period must be this code's."""
+        import json
+
+        import lightgbm as lgb
+
+        from churnml.errors import SchemaError
+
+        folder = Path(path)
+        meta = json.loads((folder / "survival_model.json").read_text())
+        if tuple(meta.get("classes", ())) != CLASSES or meta.get("period_days") != PERIOD_DAYS:
+            raise SchemaError(f"{folder}: a time-to-event model of classes {meta.get('classes')} and "
+                              f"{meta.get('period_days')}-day periods; this churnml has {list(CLASSES)} "
+                              f"and {PERIOD_DAYS}: retrain it")
+        booster = lgb.Booster(model_file=str(folder / "hazard.txt"))
+        info = dict(meta.get("info", {}))
+        if version is not None:
+            info["version"] = str(version)
+        return cls(booster, list(meta["feature_names"]), dict(meta["categories"]), info)
 
     def hazards(self, features: pd.DataFrame, periods: int = N_PERIODS) -> np.ndarray:
         """(n, periods, classes) hazards of landmark ``features`` (one row per account): each

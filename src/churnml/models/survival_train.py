@@ -130,6 +130,8 @@ class SurvivalTrainingResult:
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     fingerprint: dict[str, Any] = field(default_factory=dict)
+    #: the test landmarks' features (the champion gate re-scores the champion on them)
+    test_features: pd.DataFrame | None = None
 
 
 def landmark_dates(book, config: SurvivalConfig) -> pd.DatetimeIndex:
@@ -365,4 +367,99 @@ def train_time_to_event(book, config: SurvivalConfig | str | Path | None = None,
                    "person_period_rows": int(len(rows)),
                    "events": {c: int((events["event"] == i).sum()) for i, c in enumerate(S.CLASSES)}}
     return SurvivalTrainingResult(model, protocol, config, metrics, predictions, calibration, split, notes,
-                                  timings, fingerprint)
+                                  timings, fingerprint, test_features)
+
+
+def _fmt(value) -> str:
+    return "-" if value is None or not np.isfinite(value) else f"{value:.3f}"
+
+
+def model_card(result: SurvivalTrainingResult, version: str | None = None, run_id: str | None = None) -> str:
+    """The model card (markdown) of a time-to-event version: what it predicts, how it was
+    evaluated, the figures against the null and the binary model, and its limits."""
+    m, split = result.metrics, result.split
+    name = result.config.registered_name
+    lines = [f"# Model card: {name}" + (f" version {version}" if version else ""), ""]
+    if run_id:
+        lines += [f"MLflow run `{run_id}`.", ""]
+    lines += [
+        "## What it predicts",
+        f"For an active account at as_of: which of {', '.join(S.CLASSES[1:])} happens *first* and in which "
+        f"of the next {S.N_PERIODS} periods of {S.PERIOD_DAYS} days (a discrete-time competing-risk model: "
+        "LightGBM multiclass hazard on person-period rows). Outputs: the cumulative incidence of each "
+        f"outcome by {', '.join(str(d) for d in S.REPORT_DAYS)} days, survival (no event) at those days "
+        f"and `{S.EXPECTED_DAYS_COLUMN}`. Survival plus the incidences is 1; incidences rise with time.",
+        "",
+        "## Evaluation (protocol model, test landmarks)",
+        f"Landmarks every {result.config.cadence_days} days from {split['first_landmark']}; training rows "
+        f"end by {split['train_cutoff']}; test landmarks {split['test_start']} to {split['test_end']} "
+        f"({split['test_landmarks']}), their follow-up censored at the data's end (IPCW metrics).",
+        "",
+        "| outcome | AUC 30d | AUC 90d | AUC 180d | C-index (180d) | IBS | IBS null (Aalen-Johansen) | "
+        "deciles calibrated at 90d |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name_ in S.CLASSES[1:]:
+        lines.append(f"| {name_} | {_fmt(m.get(f'test_td_auc_{name_}_30d'))} | "
+                     f"{_fmt(m.get(f'test_td_auc_{name_}_90d'))} | {_fmt(m.get(f'test_td_auc_{name_}_180d'))} | "
+                     f"{_fmt(m.get(f'test_cindex_{name_}'))} | {_fmt(m.get(f'test_ibs_{name_}'))} | "
+                     f"{_fmt(m.get(f'null_test_ibs_{name_}'))} | "
+                     f"{m.get(f'test_calibration_within_{name_}_{CALIBRATION_DAYS}d', float('nan')):.0%} |")
+    lines += [
+        "",
+        f"90-day churn on the {int(m.get('test_rows_churn_90d', 0)):,} test rows whose 90 days are observed "
+        f"(ROC AUC, 95% bootstrap by account): this model {_fmt(m.get('test_roc_auc_churn_90d'))} "
+        f"({_fmt(m.get('test_roc_auc_churn_90d_ci_low'))}-{_fmt(m.get('test_roc_auc_churn_90d_ci_high'))}), "
+        f"binary LightGBM on the same rows {_fmt(m.get('binary_test_roc_auc_churn_90d'))} "
+        f"({_fmt(m.get('binary_test_roc_auc_churn_90d_ci_low'))}-"
+        f"{_fmt(m.get('binary_test_roc_auc_churn_90d_ci_high'))})"
+        + (f", simulator oracle {_fmt(m.get('oracle_test_roc_auc_churn_90d'))}"
+           if "oracle_test_roc_auc_churn_90d" in m else "") + ".",
+        "",
+        "## Limits",
+        "- Features are those of the landmark; only the period index, days since signup and days to "
+        "the renewal date in force move with the period. Later periods rest on older information.",
+        f"- Two outcomes first seen in the same {S.PERIOD_DAYS}-day period count in the order "
+        f"{', '.join(S.TIE_ORDER)}.",
+        "- Contraction and expansion end the follow-up (first event): the churn incidence is that of "
+        "churn *before* any other event, a little below the binary model's 'churn within 90 days'.",
+        "- Snapshot tables (`churnml convert snapshot`) give one landmark with tenure-based curves; "
+        "accounts that churned before the snapshot are absent (left truncation), so incidence by "
+        "tenure is biased downward for young cohorts.",
+        "",
+        "## Notes",
+        *[f"- {note}" for note in result.notes],
+        "",
+        "Time: " + ", ".join(f"{k.removesuffix('_seconds')} {v:.1f} s" for k, v in result.timings.items()),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def gate_scores(result: SurvivalTrainingResult, champion: S.SurvivalModel) -> tuple[float, float, int, str]:
+    """The champion gate's figures: :data:`PROMOTION_METRIC` (integrated Brier of churn, lower is
+    better) of the new protocol model and of ``champion`` on the same test landmarks, those
+    after the champion's training span (``info["train_end"]``). Returns ``(new, champion,
+    rows, span)``; NaN scores when no landmark is left."""
+    preds = result.predictions.reset_index(drop=True)
+    features = result.test_features
+    if features is None:
+        return float("nan"), float("nan"), 0, "no test features kept"
+    since = champion.info.get("train_end")
+    keep = np.ones(len(preds), dtype=bool) if not since else (
+        pd.to_datetime(preds["as_of"]) > pd.Timestamp(since)).to_numpy()
+    span = (f"the test landmarks after champion's training span (ending {since})" if since
+            else "every test landmark (champion's training span unknown)")
+    rows = preds[keep]
+    if not len(rows) or not (rows["event"] == S.class_code(S.TIE_ORDER[0])).any():
+        return float("nan"), float("nan"), int(len(rows)), span
+    frame = rows[["account_id", "as_of"]].merge(features, on=["account_id", "as_of"], how="left")
+    t, e, c = (rows[k].to_numpy(dtype="float64") for k in ("time_days", "event", "censor_days"))
+    grid = np.asarray(IBS_DAYS, dtype="float64")
+    j = [S.report_period(d) for d in IBS_DAYS]
+    k = S.class_code(S.TIE_ORDER[0])
+    scores = []
+    for model in (result.protocol_model, champion):
+        _, incidence = model.curves(frame)
+        scores.append(SM.integrated_brier(t, e.astype(np.int64), c, k, incidence[:, k - 1, j], grid))
+    return scores[0], scores[1], int(len(rows)), span

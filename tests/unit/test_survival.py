@@ -120,3 +120,21 @@ def test_no_person_period_row_after_an_event_or_at_or_after_censoring(book_event
         # time features move with the period
         assert (rows[S.TENURE_FEATURE] == 100.0 + 30 * rows["period"]).all()
         assert (rows[S.RENEWAL_FEATURE] == 40.0 - 30 * rows["period"]).all()
+
+
+def test_class_bias_moves_base_rates_to_the_observed_ones():
+    rng = np.random.default_rng(5)
+    label = rng.choice(4, size=4000, p=[0.85, 0.06, 0.05, 0.04])
+    # constant raw scores: the best shift makes the softmax the class frequencies
+    bias = S.fit_class_bias(np.zeros((len(label), 4)), label)
+    freq = np.bincount(label, minlength=4) / len(label)
+    np.testing.assert_allclose(bias, np.log(freq / freq[0]), atol=1e-4)
+    # informative raw scores shifted by a constant: the fit takes the shift back out
+    raw = rng.normal(0, 1, (len(label), 4))
+    raw[np.arange(len(label)), label] += 1.5
+    shift = np.array([0.0, 0.7, -0.4, 0.2])
+    back = S.fit_class_bias(raw + shift, label)
+    plain = S.fit_class_bias(raw, label)
+    np.testing.assert_allclose(np.array(back), np.array(plain) - shift, atol=1e-3)
+    p = S.softmax(raw, plain)
+    np.testing.assert_allclose(p.mean(axis=0), freq, atol=1e-4)  # the score equations

@@ -244,6 +244,9 @@ class SurvivalModel:
     feature_names: list[str]
     categories: dict[str, list[str]]
     info: dict[str, Any] = field(default_factory=dict)
+    #: per-class shift of the raw scores (class 0 fixed at 0) fitted on the validation rows
+    #: (:func:`fit_class_bias`); None = the booster's probabilities as they are
+    class_bias: list[float] | None = None
 
     @property
     def encoder(self):
@@ -259,7 +262,8 @@ class SurvivalModel:
         folder.mkdir(parents=True, exist_ok=True)
         self.booster.save_model(str(folder / "hazard.txt"))
         meta = {"feature_names": self.feature_names, "categories": self.categories,
-                "classes": list(CLASSES), "period_days": PERIOD_DAYS, "info": self.info}
+                "classes": list(CLASSES), "period_days": PERIOD_DAYS, "info": self.info,
+                "class_bias": self.class_bias}
         (folder / "survival_model.json").write_text(json.dumps(meta, indent=1, default=str))
         return folder
 
@@ -282,7 +286,8 @@ class SurvivalModel:
         info = dict(meta.get("info", {}))
         if version is not None:
             info["version"] = str(version)
-        return cls(booster, list(meta["feature_names"]), dict(meta["categories"]), info)
+        return cls(booster, list(meta["feature_names"]), dict(meta["categories"]), info,
+                   meta.get("class_bias"))
 
     def hazards(self, features: pd.DataFrame, periods: int = N_PERIODS) -> np.ndarray:
         """(n, periods, classes) hazards of landmark ``features`` (one row per account): each
@@ -294,7 +299,10 @@ class SurvivalModel:
         for name, values in period_time_features(rows, period).items():
             rows[name] = values
         X = self.encoder.matrix(rows)
-        proba = cast(np.ndarray, self.booster.predict(X))
+        if self.class_bias is None:
+            proba = cast(np.ndarray, self.booster.predict(X))
+        else:
+            proba = softmax(cast(np.ndarray, self.booster.predict(X, raw_score=True)), self.class_bias)
         return proba.reshape(n, periods, len(CLASSES))
 
     def curves(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -318,13 +326,45 @@ class SurvivalModel:
         return out
 
 
+def softmax(raw: np.ndarray, bias=None) -> np.ndarray:
+    """Row-wise softmax of raw multiclass scores (n, classes) shifted by ``bias``."""
+    z = np.asarray(raw, dtype="float64") + (0.0 if bias is None else np.asarray(bias, dtype="float64"))
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_class_bias(raw: np.ndarray, label: np.ndarray) -> list[float]:
+    """The per-class shift of the raw scores (class 0 fixed at 0) that minimises the multiclass
+    log loss of ``label`` (an intercept-only recalibration: it moves each outcome's base rate,
+    not the ranking). scipy's L-BFGS with the exact gradient."""
+    from scipy.optimize import minimize
+
+    raw = np.asarray(raw, dtype="float64")
+    onehot = np.eye(raw.shape[1])[np.asarray(label, dtype=np.int64)]
+
+    def loss(b: np.ndarray) -> tuple[float, np.ndarray]:
+        bias = np.r_[0.0, b]
+        p = softmax(raw, bias)
+        value = -float(np.log(np.clip((p * onehot).sum(axis=1), 1e-300, None)).mean())
+        grad = (p - onehot).mean(axis=0)[1:]
+        return value, grad
+
+    result = minimize(loss, np.zeros(raw.shape[1] - 1), jac=True, method="L-BFGS-B",
+                      options={"ftol": 1e-15, "gtol": 1e-10})
+    return [0.0] + [float(v) for v in result.x]
+
+
 def fit_hazard(train: pd.DataFrame, valid: pd.DataFrame | None, feature_names: list[str],
                categorical: list[str], params: dict, num_boost_round: int,
-               early_stopping_rounds: int, rounds: int | None = None) -> SurvivalModel:
+               early_stopping_rounds: int, rounds: int | None = None, recalibrate: bool = False,
+               class_bias: list[float] | None = None) -> SurvivalModel:
     """LightGBM multiclass over :data:`CLASSES` on person-period rows (``label`` column).
 
     With ``valid`` rows: early stopping on their multi-class log loss; ``rounds`` fixes the
-    number of rounds instead (the refit on every row)."""
+    number of rounds instead (the refit on every row). ``recalibrate``: fit the per-class bias
+    (:func:`fit_class_bias`) on the ``valid`` rows after early stopping; ``class_bias``: use
+    this one instead (the refit carries the protocol's)."""
     import lightgbm as lgb
 
     from churnml.models.model import FeatureEncoder
@@ -344,6 +384,7 @@ def fit_hazard(train: pd.DataFrame, valid: pd.DataFrame | None, feature_names: l
     p.setdefault("verbose", -1)
     d_train = lgb.Dataset(encoder.matrix(train), train["label"].to_numpy(), feature_name=feature_names,
                           categorical_feature=cat_idx, free_raw_data=True)
+    bias = None if class_bias is None else list(class_bias)
     if rounds is None and valid is not None and len(valid):
         d_valid = lgb.Dataset(encoder.matrix(valid), valid["label"].to_numpy(), reference=d_train,
                               categorical_feature=cat_idx)
@@ -352,9 +393,14 @@ def fit_hazard(train: pd.DataFrame, valid: pd.DataFrame | None, feature_names: l
                             callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)])
         best = booster.best_iteration or booster.current_iteration()
         booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+        if recalibrate:
+            raw = cast(np.ndarray, booster.predict(encoder.matrix(valid), raw_score=True))
+            bias = fit_class_bias(raw, valid["label"].to_numpy())
     else:
         best = int(rounds if rounds is not None else num_boost_round)
         booster = lgb.train(p, d_train, num_boost_round=best)
     info = {"best_iteration": int(best), "lightgbm_version": lgb.__version__,
             "rows": int(len(train)), "class_counts": {c: int(n) for c, n in zip(CLASSES, counts)}}
-    return SurvivalModel(booster, list(feature_names), categories, info)
+    if bias is not None:
+        info["class_bias"] = bias
+    return SurvivalModel(booster, list(feature_names), categories, info, bias)

@@ -58,6 +58,8 @@ class SurvivalConfig:
     num_boost_round: int = 400
     early_stopping_rounds: int = 30
     refit: bool = True
+    #: shift each class's raw score on the validation rows (``survival.fit_class_bias``)
+    recalibrate: bool = False
     promotion_min_improvement: float = 0.0
     bootstrap_resamples: int = 200
     seed: int = 7
@@ -95,6 +97,7 @@ def load_survival_config(path: str | Path | None = None) -> SurvivalConfig:
         lgb_params=dict(lgb.get("params", {})), num_boost_round=lgb.get("num_boost_round", 400),
         early_stopping_rounds=lgb.get("early_stopping_rounds", 30),
         refit=bool(raw.get("refit", {}).get("enabled", True)),
+        recalibrate=bool(raw.get("calibration", {}).get("class_bias", False)),
         promotion_min_improvement=float(raw.get("promotion", {}).get("min_improvement", 0.0)),
         bootstrap_resamples=raw.get("evaluation", {}).get("bootstrap_resamples", 200),
         seed=raw.get("evaluation", {}).get("seed", 7))
@@ -298,7 +301,8 @@ def train_time_to_event(book, config: SurvivalConfig | str | Path | None = None,
     names, categorical, dropped = _feature_columns(features, rows)
     in_valid = (rows["period_end"] > cutoff - pd.Timedelta(days=config.validation_days)).to_numpy()
     protocol = S.fit_hazard(rows[~in_valid], rows[in_valid], names, categorical, config.lgb_params,
-                            config.num_boost_round, config.early_stopping_rounds)
+                            config.num_boost_round, config.early_stopping_rounds,
+                            recalibrate=config.recalibrate)
     timings["fit_seconds"] = time.perf_counter() - clock
     if progress is not None:
         progress.advance()
@@ -350,7 +354,8 @@ def train_time_to_event(book, config: SurvivalConfig | str | Path | None = None,
         clock = time.perf_counter()
         all_rows = S.person_period_rows(events, features)
         model = S.fit_hazard(all_rows, None, names, categorical, config.lgb_params, config.num_boost_round,
-                             config.early_stopping_rounds, rounds=protocol.info["best_iteration"])
+                             config.early_stopping_rounds, rounds=protocol.info["best_iteration"],
+                             class_bias=protocol.class_bias)
         timings["refit_seconds"] = time.perf_counter() - clock
         train_end = pd.Timestamp(all_rows["period_end"].max())
         notes.append(f"registered model refitted on all {len(all_rows):,} person-period rows with "

@@ -138,3 +138,29 @@ def test_class_bias_moves_base_rates_to_the_observed_ones():
     np.testing.assert_allclose(np.array(back), np.array(plain) - shift, atol=1e-3)
     p = S.softmax(raw, plain)
     np.testing.assert_allclose(p.mean(axis=0), freq, atol=1e-4)  # the score equations
+
+
+def test_revenue_forecast_against_a_plain_loop():
+    rng = np.random.default_rng(9)
+    raw = rng.uniform(0, 1, (30, S.N_PERIODS, len(S.CLASSES)))
+    raw[:, :, 0] += 8  # mostly no event
+    _, incidence = S.curves_from_hazards(raw / raw.sum(axis=2, keepdims=True))
+    mrr = rng.uniform(100, 2000, 30)
+    shares = {"expansion": 0.3}
+    table = S.revenue_forecast(incidence, mrr, shares, periods=6)
+    assert len(table) == 6 * (len(S.CLASSES) - 1)
+    for row in table.itertuples():
+        k = S.class_code(row.outcome) - 1
+        moved = [m * shares.get(row.outcome, 1.0) for m in mrr]
+        p = [incidence[i, k, row.period + 1] - incidence[i, k, row.period] for i in range(30)]
+        want = sum(a * b for a, b in zip(moved, p))
+        sd = sum(a * a * b * (1 - b) for a, b in zip(moved, p)) ** 0.5
+        assert row.expected_mrr == pytest.approx(want)
+        assert row.high == pytest.approx(want + 1.96 * sd)
+        c = [incidence[i, k, row.period + 1] for i in range(30)]
+        assert row.cumulative_expected_mrr == pytest.approx(sum(a * b for a, b in zip(moved, c)))
+    # cumulative forecasts rise with time
+    for _, part in table.groupby("outcome"):
+        assert (np.diff(part["cumulative_expected_mrr"]) >= 0).all()
+    with pytest.raises(Exception, match="incidence must be"):
+        S.revenue_forecast(incidence[:, :, :3], mrr)

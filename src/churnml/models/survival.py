@@ -404,3 +404,39 @@ def fit_hazard(train: pd.DataFrame, valid: pd.DataFrame | None, feature_names: l
     if bias is not None:
         info["class_bias"] = bias
     return SurvivalModel(booster, list(feature_names), categories, info, bias)
+
+
+def revenue_forecast(incidence: np.ndarray, mrr: np.ndarray, shares: dict[str, float] | None = None,
+                     periods: int = 6, z: float = 1.96) -> pd.DataFrame:
+    """Expected MRR moved by each outcome in each of the next ``periods`` periods, with a band.
+
+    ``incidence``: (n, outcomes, periods + 1) cumulative incidences (:meth:`SurvivalModel.curves`);
+    ``mrr``: each account's MRR at as_of; ``shares``: the share of the MRR an outcome moves
+    (1 for an outcome that takes MRR to zero; e.g. ``typical_share`` of ``playbooks.yaml`` for
+    contraction and expansion; default 1 for every outcome). An account's first event falls in
+    period ``j`` with probability ``CIF(j + 1) - CIF(j)``; accounts are taken as independent, so the
+    band is ``expected +- z * sqrt(sum p (1 - p) moved^2)`` per period, and the same for the
+    cumulative total (``cumulative_*`` columns). One row per outcome and period: ``outcome,
+    period, start_day, end_day, expected_mrr, low, high, cumulative_expected_mrr,
+    cumulative_low, cumulative_high``. Not wired to the report yet (docs/models.md)."""
+    incidence = np.asarray(incidence, dtype="float64")
+    mrr = np.nan_to_num(np.asarray(mrr, dtype="float64"))
+    if incidence.ndim != 3 or incidence.shape[0] != len(mrr) or incidence.shape[2] <= periods:
+        raise UsageError(f"incidence must be (accounts, outcomes, > {periods} period ends) for "
+                         f"{len(mrr)} accounts. Got {incidence.shape}.")
+    shares = shares or {}
+    rows = []
+    for k, name in enumerate(CLASSES[1:]):
+        moved = mrr * float(shares.get(name, 1.0))
+        p = np.diff(incidence[:, k, : periods + 1], axis=1)        # (n, periods)
+        cum = incidence[:, k, 1: periods + 1] - incidence[:, k, :1]
+        expected, sd = moved @ p, np.sqrt((moved ** 2) @ (p * (1 - p)))
+        c_expected, c_sd = moved @ cum, np.sqrt((moved ** 2) @ (cum * (1 - cum)))
+        for j in range(periods):
+            rows.append({"outcome": name, "period": j, "start_day": PERIOD_DAYS * j,
+                         "end_day": PERIOD_DAYS * (j + 1), "expected_mrr": expected[j],
+                         "low": max(0.0, expected[j] - z * sd[j]), "high": expected[j] + z * sd[j],
+                         "cumulative_expected_mrr": c_expected[j],
+                         "cumulative_low": max(0.0, c_expected[j] - z * c_sd[j]),
+                         "cumulative_high": c_expected[j] + z * c_sd[j]})
+    return pd.DataFrame(rows)

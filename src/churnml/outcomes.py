@@ -126,3 +126,19 @@ def get_outcome(name: str) -> Outcome:
 def outcome_of_model(model_name: str) -> Outcome | None:
     """The outcome of a registered model name (``churnml-churn``), None for other names."""
     return _BY_MODEL_NAME.get(model_name)
+
+
+#: the competing-risk model over every outcome (``churnml train --target time_to_event``):
+#: not an outcome of its own but a model of when each of them happens first
+#: (``churnml.models.survival``); registered as ``churnml-time-to-event``
+TIME_TO_EVENT = "time_to_event"
+#: every ``--target`` of ``churnml train``: one model per outcome, then the time-to-event model
+MODEL_TARGETS: tuple[str, ...] = OUTCOME_NAMES + (TIME_TO_EVENT,)
+
+
+def model_name_of(target: str) -> str:
+    """The registered model of a training target: the outcome's ``model_name``, or
+    ``churnml-time-to-event``."""
+    if target == TIME_TO_EVENT:
+        return "churnml-" + TIME_TO_EVENT.replace("_", "-")
+    return get_outcome(target).model_name

@@ -1,4 +1,7 @@
-"""``churnml train --data DIR --target {churn,expansion,contraction} [--horizon-days D] [--config FILE]``.
+"""``churnml train --data DIR --target {churn,expansion,contraction,time_to_event} [--horizon-days D] [--config FILE]``.
+
+``--target time_to_event`` trains the competing-risk model over every outcome
+(``churnml.models.survival_train``) and registers it as ``churnml-time-to-event``.
 
 Builds weekly observations from the book, trains LightGBM with the split policy the book allows
 (a time split: train, gap, calibration, gap, test; a short book's train, gap, test with
@@ -22,10 +25,11 @@ import typer
 from churnml.commands.sources import source as parse_source
 
 
-from churnml.outcomes import OUTCOME_NAMES
+from churnml.outcomes import MODEL_TARGETS, TIME_TO_EVENT
 
-#: the ``--target`` choices: one per outcome of the registry (churnml.outcomes)
-Target = Enum("Target", {name: name for name in OUTCOME_NAMES}, type=str)  # type: ignore[misc]
+#: the ``--target`` choices: one per outcome of the registry (churnml.outcomes), then the
+#: competing-risk model over all of them (``time_to_event``)
+Target = Enum("Target", {name: name for name in MODEL_TARGETS}, type=str)  # type: ignore[misc]
 
 
 def train(
@@ -37,7 +41,7 @@ def train(
                                                    "(default: models/<target>.yaml).")] = None,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Log evaluation plots.")] = True,
 ) -> None:
-    """Train, evaluate, track and register one outcome's model (churn, expansion, contraction)."""
+    """Train, evaluate, track and register one outcome's model (churn, expansion, contraction) or the time-to-event model."""
     from churnml.console import console, literal, progress
     from churnml.errors import UsageError
 
@@ -46,6 +50,13 @@ def train(
         raise UsageError(f"--data {data}: not a folder (expected <table>.parquet|.csv files)")
     if config is not None and not config.is_file():
         raise UsageError(f"--config {config}: no such file")
+
+    if target_name == TIME_TO_EVENT:
+        if horizon_days is not None:
+            raise UsageError(f"--horizon-days does not apply to --target {TIME_TO_EVENT} (it predicts "
+                             f"30, 60, 90 and 180 days at once)")
+        train_time_to_event_command(data, config)
+        return
 
     from churnml.data.io import load_book
     from churnml.models import registry
@@ -68,6 +79,61 @@ def train(
         step.advance()
         step.note(f"{target_name}: done")
     print_summary(result, registration)
+
+
+def train_time_to_event_command(data: Path, config: Path | None) -> None:
+    """``--target time_to_event``: the competing-risk model (churnml.models.survival_train),
+    logged and registered as ``churnml-time-to-event``; prints its figures per outcome."""
+    import math
+
+    from rich.console import Console
+
+    from churnml.console import console, literal, progress
+    from churnml.data.io import load_book
+    from churnml.models import registry
+    from churnml.models.baselines import find_truth
+    from churnml.models.survival import CLASSES
+    from churnml.models.survival_train import load_survival_config, train_time_to_event
+
+    survival_config = load_survival_config(config)
+    with progress(f"{TIME_TO_EVENT}: loading {data}", total=3) as step:
+        book, report = load_book(data)
+        if getattr(report, "total_rejected", 0):
+            console.print(f"[yellow]warning:[/yellow] {report.total_rejected:,} rows set aside "
+                          f"while loading (see `churnml validate --data {literal(data)}`)", highlight=False)
+        truth = find_truth(data) if isinstance(data, Path) else None
+        result = train_time_to_event(book, survival_config, truth=truth, progress=step)
+        step.note(f"{TIME_TO_EVENT}: logging to MLflow")
+        registration = registry.log_time_to_event(result, progress=step)
+        step.advance()
+    out = Console()
+
+    def fmt(value) -> str:
+        return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+    m, split = result.metrics, result.split
+    out.print(f"{TIME_TO_EVENT}: test landmarks {split['test_start']} to {split['test_end']} "
+              f"({split['test_landmarks']}, follow-up censored at the data's end); training rows end by "
+              f"{split['train_cutoff']}", highlight=False, soft_wrap=True)
+    out.print("outcome       AUC 30d  AUC 90d  AUC 180d  C-index  IBS    IBS null  calibrated deciles 90d",
+              highlight=False, markup=False)
+    for name in CLASSES[1:]:
+        out.print(f"{name:<13} {fmt(m.get(f'test_td_auc_{name}_30d')):>7}  {fmt(m.get(f'test_td_auc_{name}_90d')):>7}"
+                  f"  {fmt(m.get(f'test_td_auc_{name}_180d')):>8}  {fmt(m.get(f'test_cindex_{name}')):>7}"
+                  f"  {fmt(m.get(f'test_ibs_{name}')):>5}  {fmt(m.get(f'null_test_ibs_{name}')):>8}"
+                  f"  {m.get(f'test_calibration_within_{name}_90d', float('nan')):.0%}",
+                  highlight=False, markup=False)
+    oracle = (f", oracle {fmt(m['oracle_test_roc_auc_churn_90d'])}"
+              if "oracle_test_roc_auc_churn_90d" in m else "")
+    out.print(f"90-day churn ROC AUC on {int(m.get('test_rows_churn_90d', 0)):,} rows: this model "
+              f"{fmt(m.get('test_roc_auc_churn_90d'))}, binary LightGBM "
+              f"{fmt(m.get('binary_test_roc_auc_churn_90d'))}{oracle}", highlight=False, soft_wrap=True)
+    out.print("time: " + ", ".join(f"{k.removesuffix('_seconds')} {v:.1f} s" for k, v in result.timings.items()),
+              highlight=False, soft_wrap=True)
+    status = "[green]champion[/green]" if registration.became_champion else "[yellow]challenger[/yellow]"
+    out.print(f"registered {survival_config.registered_name} version {registration.version}: {status} "
+              f"({literal(registration.reason)}); MLflow run {registration.run_id}", highlight=False,
+              soft_wrap=True)
 
 
 def print_summary(result, registration) -> None:

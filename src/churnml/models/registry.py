@@ -34,7 +34,7 @@ import pandas as pd
 from churnml.config import artifact_root, disable_telemetry, tracking_uri
 from churnml.errors import ConfigError, ModelNotFoundError, RegistryUnavailableError, UsageError
 from churnml.models.config import LOWER_IS_BETTER
-from churnml.outcomes import get_outcome
+from churnml.outcomes import model_name_of
 from churnml.models.model import TargetModel
 
 CHAMPION = "champion"
@@ -44,8 +44,8 @@ _PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
 
 def registered_name(target: str) -> str:
     """``churnml-<target>``: the registered model and its experiment (the outcome's
-    ``model_name``; UsageError for an unknown outcome)."""
-    return get_outcome(target).model_name
+    ``model_name``, or ``churnml-time-to-event``; UsageError for an unknown outcome)."""
+    return model_name_of(target)
 
 
 def _embedded() -> bool:
@@ -620,3 +620,126 @@ def spark_udf(spark, model_uri: str, result_type: str, params: Mapping[str, Any]
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelNotFoundError(f"cannot load {model_uri} for the Spark UDF from "
                                  f"{_where()}: {first}") from exc  # no password
+
+
+# ---- the time-to-event model (churnml.models.survival) ----------------------------------------
+_SURVIVAL_PYFUNC_FILE = Path(__file__).with_name("pyfunc_survival.py")
+
+
+def load_time_to_event(version: str | int | None = None):
+    """The ``SurvivalModel`` of a registered ``churnml-time-to-event`` version (the champion when
+    ``version`` is None; ``ModelNotFoundError`` when there is none)."""
+    from mlflow.exceptions import MlflowException
+
+    from churnml.models.survival import SurvivalModel
+    from churnml.outcomes import TIME_TO_EVENT
+
+    name = registered_name(TIME_TO_EVENT)
+    if version is None:
+        version = champion_version(TIME_TO_EVENT)
+        if version is None:
+            raise ModelNotFoundError(f"no champion model for {name}: run `churnml train --target "
+                                     f"{TIME_TO_EVENT}` first")
+    try:
+        path = _mlflow().artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}")
+    except MlflowException as exc:
+        if not _not_found(exc):
+            raise _unavailable(exc, f"loading version {version} of {name}") from exc
+        raise ModelNotFoundError(f"no version {version} of {name} in {_where()}") from exc
+    except OSError as exc:
+        raise _unavailable(exc, f"loading version {version} of {name}") from exc
+    return SurvivalModel.load(Path(path) / "artifacts" / "survival_model", version=str(version))
+
+
+def log_time_to_event(result, progress=None) -> Registration:
+    """Log a time-to-event training (``SurvivalTrainingResult``) as one run in the experiment
+    ``churnml-time-to-event``, register the model with its model card and apply the champion
+    gate: the integrated Brier score of churn (lower is better) of the new protocol model vs the
+    champion on the same test landmarks after the champion's training span."""
+    from churnml.models import survival_train as T
+    from churnml.outcomes import TIME_TO_EVENT
+
+    mlflow = _mlflow()
+    config = result.config
+    name = registered_name(TIME_TO_EVENT)
+    experiment_id = ensure_experiment(name)
+    client = _client()
+    metric = T.PROMOTION_METRIC
+    with tempfile.TemporaryDirectory(prefix="churnml-run-") as tmp_name:
+        tmp = Path(tmp_name)
+        model_dir = result.model.save(tmp / "survival_model")
+        artifacts = tmp / "artifacts"
+        artifacts.mkdir()
+        (artifacts / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+        (artifacts / "split.json").write_text(json.dumps({**result.split, "notes": result.notes}, indent=1))
+        (artifacts / "data_fingerprint.json").write_text(json.dumps(result.fingerprint, indent=1))
+        for outcome, table in result.calibration.items():
+            table.to_csv(artifacts / f"calibration_{outcome}_{T.CALIBRATION_DAYS}d.csv", index=False)
+        with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{TIME_TO_EVENT}") as run:
+            mlflow.set_tags({"churnml.target": TIME_TO_EVENT, "churnml.kind": "train",
+                             "churnml.evaluation": "held-out test landmarks, IPCW",
+                             "churnml.notes": " | ".join(result.notes)[:5000]})
+            params = {**{k: v for k, v in config.to_dict().items() if k != "lgb_params"},
+                      **{f"lgb_{k}": v for k, v in config.lgb_params.items()},
+                      **{f"split_{k}": v for k, v in result.split.items()},
+                      "best_iteration": result.protocol_model.info.get("best_iteration"),
+                      "train_end": result.model.info.get("train_end"),
+                      "n_features": len(result.model.feature_names)}
+            mlflow.log_params({k: ("" if v is None else str(v))[:500] for k, v in params.items()})
+            mlflow.log_metrics(_finite(result.metrics))
+            mlflow.log_metrics(_finite({f"time_{k}": v for k, v in result.timings.items()}))
+            mlflow.log_artifacts(str(artifacts))
+            if progress is not None:
+                progress.note(f"{TIME_TO_EVENT}: registering {name}")
+            info = mlflow.pyfunc.log_model(name="model", python_model=str(_SURVIVAL_PYFUNC_FILE),
+                                           artifacts={"survival_model": str(model_dir)},
+                                           registered_model_name=name, pip_requirements=_requirements())
+            version = str(info.registered_model_version)
+            card = tmp / "card"
+            card.mkdir()
+            (card / MODEL_CARD).write_text(T.model_card(result, version=version, run_id=run.info.run_id),
+                                           encoding="utf-8")
+            mlflow.log_artifact(str(card / MODEL_CARD))
+            new_score = float(result.metrics[metric])
+            champion_score: float | None = None
+            try:
+                previous, unreadable = champion_version(TIME_TO_EVENT), None
+            except RegistryUnavailableError as exc:
+                previous, unreadable = None, exc
+            if unreadable is not None:
+                became, reason = False, (f"the current champion could not be read, so v{version} is not "
+                                         f"promoted; use `churnml promote` once the registry answers "
+                                         f"({unreadable})")
+            elif previous is None:
+                became, reason = True, "first version: champion at once"
+            else:
+                from churnml.errors import ChurnMLError
+
+                try:
+                    new_gate, old_gate, rows, span = T.gate_scores(result, load_time_to_event(previous))
+                except ChurnMLError as exc:
+                    new_gate, old_gate, rows, span = float("nan"), float("nan"), 0, str(exc)
+                if not (np.isfinite(new_gate) and np.isfinite(old_gate)):
+                    became, reason = False, (f"{metric} cannot be compared on {span} ({rows:,} rows): "
+                                             f"champion v{previous} stays")
+                else:
+                    new_score, champion_score = new_gate, old_gate
+                    became = bool(old_gate - new_gate > config.promotion_min_improvement)
+                    reason = (f"{metric} {new_gate:.4f} vs champion v{previous} {old_gate:.4f} on the "
+                              f"same {rows:,} test rows: {span}")
+                    mlflow.log_metrics({"gate_rows": float(rows), f"gate_{metric}": new_gate,
+                                        f"champion_{metric}": old_gate})
+            mlflow.set_tags({"churnml.version": version, "churnml.became_champion": str(became),
+                             "churnml.gate": reason})
+            run_id = run.info.run_id
+    for key, value in (("test_ibs_churn", result.metrics.get(metric)), ("target", TIME_TO_EVENT),
+                       ("test_start", result.split["test_start"]), ("test_end", result.split["test_end"]),
+                       ("train_end", result.model.info.get("train_end", ""))):
+        client.set_model_version_tag(name, version, key, str(value))
+    if became:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        if previous is not None:
+            client.set_registered_model_alias(name, CHALLENGER, previous)
+    else:
+        client.set_registered_model_alias(name, CHALLENGER, version)
+    return Registration(run_id, version, became, previous, new_score, champion_score, metric, reason)

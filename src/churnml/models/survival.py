@@ -1,0 +1,442 @@
+"""When, not only whether: a discrete-time competing-risk model of churn, contraction and expansion.
+
+The question: from an account's features at ``as_of`` (a *landmark*), in which 30-day period
+of the next year does its first revenue event happen, and which one is it? Churn, contraction
+and expansion compete: whichever happens first ends the account's follow-up (an account that
+churns cannot expand in the same history), so survival ("no event yet") and the cumulative
+incidence of each outcome sum to 1 at every time.
+
+Person-period form (the discrete-time hazard model; LightGBM has no survival objective, this
+keeps LightGBM and its TreeSHAP reasons):
+
+- **landmarks** are as_of dates every ``cadence_days`` (30 by default); an observation is an
+  account active at the landmark (``features.labels.active_observations``), with its features
+  built by the feature engine *at the landmark* (point in time, as everywhere);
+- its follow-up is cut into :data:`N_PERIODS` periods of :data:`PERIOD_DAYS` days; period ``j``
+  is ``[as_of + 30 j, as_of + 30 (j + 1))``;
+- the **first event** and its period come from the outcome registry's label rules, read with
+  ``features.labels.observation_grid`` at horizons 30, 60, ..., 360 days: outcome ``k``
+  has happened by the end of period ``j`` exactly when its label at horizon ``30 (j + 1)`` is
+  1, so its first period is the first horizon whose label is 1. Two outcomes first seen in the
+  same period are ordered by :data:`TIE_ORDER` (an outcome that takes MRR to zero first, then
+  the risk outcomes, then the others: a 30-day period cannot order them);
+- a period is **observed** when it ends by the data's end (``Book.data_end``); follow-up is
+  censored at the start of the first unobserved period;
+- one **person-period row** per observation and period the account is at risk in: periods
+  ``0 .. e`` when the first event is in period ``e``, ``0 .. observed - 1`` otherwise. Its label
+  is the event class of that period (0 = none, else 1 + the outcome's position in
+  :data:`~churnml.outcomes.OUTCOMES`) and it gets three time features at the *period's* start:
+  :data:`TIME_FEATURES` (period index, days since signup, days to the renewal date in force at
+  the landmark, which goes negative once that date has passed);
+- a LightGBM **multiclass** model over {none, outcomes...} gives the hazards ``h_k(j)``: the
+  probability of outcome ``k`` in period ``j`` given no event before it. Then
+  ``S(j) = prod_{m < j} h_none(m)`` and ``CIF_k(j) = sum_{m <= j} S(m) h_k(m)``; survival plus
+  the incidences is 1 by construction and every incidence rises with time.
+
+From them :meth:`SurvivalModel.predict` returns, per account, the incidence of each outcome by
+30, 60, 90 and 180 days (:data:`REPORT_DAYS`, ends of periods 1, 2, 3 and 6), survival at those
+days and the expected days to churn within a year (a restricted mean: an account that does not
+churn in the 360 days counts 360; a churn in period ``j`` counts its middle, ``30 j + 15``).
+
+Only the past of ``as_of`` reaches a feature; the training protocol (``models.survival_train``)
+cuts every person-period row at the end of its window, so no row at or after a censoring date
+and no row after an account's event is ever trained on (:func:`person_period_rows`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+
+from churnml.errors import InsufficientDataError, UsageError
+from churnml.outcomes import OUTCOMES, Outcome
+
+#: length of one period of the discrete-time hazard, in days
+PERIOD_DAYS = 30
+#: periods of follow-up: one (360-day) year
+N_PERIODS = 12
+#: the days the incidences are reported at (ends of periods 1, 2, 3 and 6)
+REPORT_DAYS: tuple[int, ...] = (30, 60, 90, 180)
+#: the class of "no event in the period"
+NONE_CLASS = "none"
+#: the classes of the multiclass hazard: none, then the outcomes in registry order
+CLASSES: tuple[str, ...] = (NONE_CLASS,) + tuple(o.name for o in OUTCOMES)
+#: period-dependent features added to every person-period row (at the period's start)
+PERIOD_FEATURE = "period_index"
+TENURE_FEATURE = "time_since_signup_days"
+RENEWAL_FEATURE = "time_to_renewal_days"
+TIME_FEATURES: tuple[str, ...] = (PERIOD_FEATURE, TENURE_FEATURE, RENEWAL_FEATURE)
+#: the catalog features the time features start from (at the landmark)
+_TENURE_SOURCE, _RENEWAL_SOURCE = "tenure_days", "days_to_renewal"
+
+
+def _tie_rank(outcome: Outcome) -> tuple[int, int]:
+    terminal = 0 if outcome.label_rule == "mrr_reaches_zero" else 1
+    return (terminal, 0 if outcome.is_risk else 1)
+
+
+#: the order two outcomes first seen in the same period are counted in (module docstring)
+TIE_ORDER: tuple[str, ...] = tuple(o.name for o in sorted(OUTCOMES, key=_tie_rank))
+
+
+def class_code(name: str) -> int:
+    """The multiclass code of an outcome (0 = none)."""
+    if name not in CLASSES:
+        raise UsageError(f"The 'outcome' parameter must be one of {list(CLASSES[1:])}. Got {name!r}.")
+    return CLASSES.index(name)
+
+
+def report_period(days: int) -> int:
+    """The number of whole periods in ``days`` (a report day must be a multiple of the period)."""
+    if days % PERIOD_DAYS or not 0 < days <= PERIOD_DAYS * N_PERIODS:
+        raise UsageError(f"The 'days' parameter must be a multiple of {PERIOD_DAYS} up to "
+                         f"{PERIOD_DAYS * N_PERIODS}. Got {days!r}.")
+    return days // PERIOD_DAYS
+
+
+# ---- events ------------------------------------------------------------------------------------
+def first_events(book, landmarks, expansion_min_share: float = 0.0) -> pd.DataFrame:
+    """The first event of every active (account, landmark) within :data:`N_PERIODS` periods.
+
+    Columns: ``account_id, as_of, mrr`` (as ``observation_grid``, same row order: by as_of,
+    then account_id), ``event`` (class code, 0 = no event seen), ``event_period`` (the period
+    of the first event, -1 when none), ``observed_periods`` (periods that end by the data's
+    end, 0 .. :data:`N_PERIODS`), ``time_days`` (days to the middle of the event's period, or
+    to the censoring: ``PERIOD_DAYS * observed_periods``) and ``censor_days`` (the follow-up the
+    data allows, ``PERIOD_DAYS * observed_periods``, known for every row: the censoring is
+    administrative).
+    """
+    from churnml.features.labels import observation_grid
+
+    grids = [observation_grid(book, landmarks, PERIOD_DAYS * (j + 1), expansion_min_share)
+             for j in range(N_PERIODS)]
+    base = grids[0][["account_id", "as_of", "mrr"]].copy()
+    n = len(base)
+    labeled = np.stack([g["labeled"].to_numpy(dtype=bool) for g in grids], axis=1)  # (n, periods)
+    observed = labeled.sum(axis=1).astype(np.int64)
+    first = {}
+    for name in CLASSES[1:]:
+        seen = np.stack([g[name].to_numpy(dtype="float64") == 1.0 for g in grids], axis=1)
+        # labels are cumulative in the horizon: the first horizon with a 1 is the event's period
+        first[name] = np.where(seen.any(axis=1), seen.argmax(axis=1), N_PERIODS).astype(np.int64)
+    period = np.full(n, N_PERIODS, dtype=np.int64)
+    for name in TIE_ORDER:
+        period = np.minimum(period, first[name])
+    event = np.zeros(n, dtype=np.int64)
+    for name in reversed(TIE_ORDER):  # the first in TIE_ORDER wins a tie
+        event = np.where(first[name] == period, class_code(name), event)
+    has_event = period < N_PERIODS
+    base["event"] = np.where(has_event, event, 0)
+    base["event_period"] = np.where(has_event, period, -1)
+    base["observed_periods"] = observed
+    base["censor_days"] = PERIOD_DAYS * observed
+    # an event counts at its period's middle (it happened somewhere inside), so it never ties
+    # with a censoring, which falls on a period's end
+    base["time_days"] = np.where(has_event, PERIOD_DAYS * period + PERIOD_DAYS // 2, PERIOD_DAYS * observed)
+    return base
+
+
+# ---- person-period rows --------------------------------------------------------------------------
+def period_time_features(frame: pd.DataFrame, period: np.ndarray) -> dict[str, np.ndarray]:
+    """The :data:`TIME_FEATURES` of landmark rows ``frame`` at the start of ``period``."""
+    start = PERIOD_DAYS * period.astype("float64")
+
+    def column(name: str) -> np.ndarray:
+        if name in frame.columns:
+            return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype="float64")
+        return np.full(len(frame), np.nan)
+
+    return {PERIOD_FEATURE: period.astype("float64"),
+            TENURE_FEATURE: column(_TENURE_SOURCE) + start,
+            RENEWAL_FEATURE: column(_RENEWAL_SOURCE) - start}
+
+
+def join_features(events: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
+    """``events`` rows with their landmark's features (a column both have, ``mrr``, is the
+    features')."""
+    shared = [c for c in events.columns if c in features.columns and c not in ("account_id", "as_of")]
+    return events.drop(columns=shared).merge(features, on=["account_id", "as_of"], how="inner",
+                                             validate="one_to_one")
+
+
+def person_period_rows(events: pd.DataFrame, features: pd.DataFrame,
+                       cutoff: pd.Timestamp | None = None) -> pd.DataFrame:
+    """One row per observation and period at risk (module docstring), with the landmark's
+    features, the :data:`TIME_FEATURES` and ``label`` (class code of the period's event).
+
+    ``events``: :func:`first_events`; ``features``: ``account_id, as_of`` + features at the
+    landmark. ``cutoff``: keep only periods that end by this date (a training window's end):
+    a period ending after it is censored, its event unseen. Columns added: ``period``,
+    ``period_end`` (the day after the period's last day).
+    """
+    frame = join_features(events, features)
+    observed = frame["observed_periods"].to_numpy(dtype=np.int64)
+    if cutoff is not None:
+        as_of_day = frame["as_of"].to_numpy(dtype="datetime64[D]").astype(np.int64)
+        cut_day = np.datetime64(pd.Timestamp(cutoff).date(), "D").astype(np.int64)
+        observed = np.clip((cut_day - as_of_day) // PERIOD_DAYS, 0, observed)
+    event_period = frame["event_period"].to_numpy(dtype=np.int64)
+    seen = (event_period >= 0) & (event_period < observed)
+    count = np.where(seen, event_period + 1, observed)
+    index = np.repeat(np.arange(len(frame)), count)
+    offsets = np.repeat(np.cumsum(count) - count, count)
+    period = np.arange(len(index), dtype=np.int64) - offsets
+    rows = frame.iloc[index].reset_index(drop=True)
+    last = period == (count[index] - 1)
+    rows["label"] = np.where(seen[index] & last, frame["event"].to_numpy(dtype=np.int64)[index], 0)
+    rows["period"] = period
+    rows["period_end"] = rows["as_of"] + pd.to_timedelta(PERIOD_DAYS * (period + 1), unit="D")
+    for name, values in period_time_features(rows, period).items():
+        rows[name] = values
+    return rows
+
+
+# ---- curves ------------------------------------------------------------------------------------
+def curves_from_hazards(hazards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Survival and cumulative incidence from per-period class probabilities.
+
+    ``hazards``: (n, periods, classes) with column 0 = no event; each row sums to 1.
+    Returns ``survival`` (n, periods + 1; ``survival[:, j]`` = no event in the first ``j``
+    periods) and ``incidence`` (n, classes - 1, periods + 1; ``incidence[:, k, j]`` = outcome
+    ``k + 1`` first, within the first ``j`` periods). ``survival + incidence.sum(1) == 1``.
+    """
+    hazards = np.asarray(hazards, dtype="float64")
+    n, periods, _ = hazards.shape
+    survival = np.ones((n, periods + 1))
+    survival[:, 1:] = np.cumprod(hazards[:, :, 0], axis=1)
+    at_risk = survival[:, :-1]  # survival at each period's start
+    incidence = np.zeros((n, hazards.shape[2] - 1, periods + 1))
+    incidence[:, :, 1:] = np.cumsum(at_risk[:, None, :] * np.moveaxis(hazards[:, :, 1:], 2, 1), axis=2)
+    return survival, incidence
+
+
+def expected_days_to_event(survival_free: np.ndarray, days_per_period: int = PERIOD_DAYS) -> np.ndarray:
+    """Restricted mean days to an event within the follow-up from the probability of being free
+    of it at each period end (``survival_free`` (n, periods + 1), column 0 = 1): an event in
+    period ``j`` counts ``days_per_period * (j + 0.5)``, no event counts the whole follow-up."""
+    periods = survival_free.shape[1] - 1
+    in_period = survival_free[:, :-1] - survival_free[:, 1:]
+    middle = days_per_period * (np.arange(periods) + 0.5)
+    return in_period @ middle + survival_free[:, -1] * days_per_period * periods
+
+
+def incidence_column(outcome: str, days: int) -> str:
+    """``churn_probability_90d``: the cumulative incidence of ``outcome`` by ``days``."""
+    return f"{outcome}_probability_{days}d"
+
+
+def survival_column(days: int) -> str:
+    return f"event_free_probability_{days}d"
+
+
+EXPECTED_DAYS_COLUMN = "expected_days_to_churn_within_year"
+
+
+@dataclass
+class SurvivalModel:
+    """The multiclass hazard booster and what it needs to score landmark features."""
+
+    booster: Any
+    feature_names: list[str]
+    categories: dict[str, list[str]]
+    info: dict[str, Any] = field(default_factory=dict)
+    #: per-class shift of the raw scores (class 0 fixed at 0) fitted on the validation rows
+    #: (:func:`fit_class_bias`); None = the booster's probabilities as they are
+    class_bias: list[float] | None = None
+
+    @property
+    def encoder(self):
+        from churnml.models.model import FeatureEncoder
+
+        return FeatureEncoder(self.feature_names, self.categories, label="time_to_event")
+
+    def save(self, path) -> Path:
+        """Write the booster (``hazard.txt``) and ``survival_model.json`` to folder ``path``."""
+        import json
+
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.booster.save_model(str(folder / "hazard.txt"))
+        meta = {"feature_names": self.feature_names, "categories": self.categories,
+                "classes": list(CLASSES), "period_days": PERIOD_DAYS, "info": self.info,
+                "class_bias": self.class_bias}
+        (folder / "survival_model.json").write_text(json.dumps(meta, indent=1, default=str))
+        return folder
+
+    @classmethod
+    def load(cls, path, version: str | None = None) -> "SurvivalModel":
+        """A model written by :meth:`save`; its classes and period must be this code's."""
+        import json
+
+        import lightgbm as lgb
+
+        from churnml.errors import SchemaError
+
+        folder = Path(path)
+        meta = json.loads((folder / "survival_model.json").read_text())
+        if tuple(meta.get("classes", ())) != CLASSES or meta.get("period_days") != PERIOD_DAYS:
+            raise SchemaError(f"{folder}: a time-to-event model of classes {meta.get('classes')} and "
+                              f"{meta.get('period_days')}-day periods; this churnml has {list(CLASSES)} "
+                              f"and {PERIOD_DAYS}: retrain it")
+        booster = lgb.Booster(model_file=str(folder / "hazard.txt"))
+        info = dict(meta.get("info", {}))
+        if version is not None:
+            info["version"] = str(version)
+        return cls(booster, list(meta["feature_names"]), dict(meta["categories"]), info,
+                   meta.get("class_bias"))
+
+    def hazards(self, features: pd.DataFrame, periods: int = N_PERIODS) -> np.ndarray:
+        """(n, periods, classes) hazards of landmark ``features`` (one row per account): each
+        row is repeated once per period with that period's :data:`TIME_FEATURES`."""
+        n = len(features)
+        period = np.tile(np.arange(periods, dtype=np.int64), n)
+        index = np.repeat(np.arange(n), periods)
+        rows = features.iloc[index].reset_index(drop=True)
+        for name, values in period_time_features(rows, period).items():
+            rows[name] = values
+        X = self.encoder.matrix(rows)
+        if self.class_bias is None:
+            proba = cast(np.ndarray, self.booster.predict(X))
+        else:
+            proba = softmax(cast(np.ndarray, self.booster.predict(X, raw_score=True)), self.class_bias)
+        return proba.reshape(n, periods, len(CLASSES))
+
+    def curves(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`curves_from_hazards` of :meth:`hazards`."""
+        return curves_from_hazards(self.hazards(features))
+
+    def predict(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Per row of ``features``: the incidence of every outcome by each of
+        :data:`REPORT_DAYS` (``churn_probability_30d`` ...), survival (no event) at those days
+        and :data:`EXPECTED_DAYS_COLUMN`; ``account_id`` and ``as_of`` when present."""
+        survival, incidence = self.curves(features)
+        out = features[[c for c in ("account_id", "as_of") if c in features.columns]].copy()
+        out = out.reset_index(drop=True)
+        for days in REPORT_DAYS:
+            j = report_period(days)
+            for k, name in enumerate(CLASSES[1:]):
+                out[incidence_column(name, days)] = incidence[:, k, j]
+            out[survival_column(days)] = survival[:, j]
+        churn = incidence[:, class_code(TIE_ORDER[0]) - 1, :]
+        out[EXPECTED_DAYS_COLUMN] = expected_days_to_event(1.0 - churn)
+        return out
+
+
+def softmax(raw: np.ndarray, bias=None) -> np.ndarray:
+    """Row-wise softmax of raw multiclass scores (n, classes) shifted by ``bias``."""
+    z = np.asarray(raw, dtype="float64") + (0.0 if bias is None else np.asarray(bias, dtype="float64"))
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_class_bias(raw: np.ndarray, label: np.ndarray) -> list[float]:
+    """The per-class shift of the raw scores (class 0 fixed at 0) that minimises the multiclass
+    log loss of ``label`` (an intercept-only recalibration: it moves each outcome's base rate,
+    not the ranking). scipy's L-BFGS with the exact gradient."""
+    from scipy.optimize import minimize
+
+    raw = np.asarray(raw, dtype="float64")
+    onehot = np.eye(raw.shape[1])[np.asarray(label, dtype=np.int64)]
+
+    def loss(b: np.ndarray) -> tuple[float, np.ndarray]:
+        bias = np.r_[0.0, b]
+        p = softmax(raw, bias)
+        value = -float(np.log(np.clip((p * onehot).sum(axis=1), 1e-300, None)).mean())
+        grad = (p - onehot).mean(axis=0)[1:]
+        return value, grad
+
+    result = minimize(loss, np.zeros(raw.shape[1] - 1), jac=True, method="L-BFGS-B",
+                      options={"ftol": 1e-15, "gtol": 1e-10})
+    return [0.0] + [float(v) for v in result.x]
+
+
+def fit_hazard(train: pd.DataFrame, valid: pd.DataFrame | None, feature_names: list[str],
+               categorical: list[str], params: dict, num_boost_round: int,
+               early_stopping_rounds: int, rounds: int | None = None, recalibrate: bool = False,
+               class_bias: list[float] | None = None) -> SurvivalModel:
+    """LightGBM multiclass over :data:`CLASSES` on person-period rows (``label`` column).
+
+    With ``valid`` rows: early stopping on their multi-class log loss; ``rounds`` fixes the
+    number of rounds instead (the refit on every row). ``recalibrate``: fit the per-class bias
+    (:func:`fit_class_bias`) on the ``valid`` rows after early stopping; ``class_bias``: use
+    this one instead (the refit carries the protocol's)."""
+    import lightgbm as lgb
+
+    from churnml.models.model import FeatureEncoder
+
+    if not len(train):
+        raise InsufficientDataError("time_to_event: no person-period row to train on.")
+    counts = np.bincount(train["label"].to_numpy(dtype=np.int64), minlength=len(CLASSES))
+    if (counts[1:] == 0).any():
+        missing = [c for c, n in zip(CLASSES[1:], counts[1:]) if n == 0]
+        raise InsufficientDataError(f"time_to_event: the training rows hold no event of {missing} "
+                                    f"({len(train):,} person-period rows).")
+    categories = {c: sorted(str(v) for v in train[c].dropna().unique()) for c in categorical}
+    encoder = FeatureEncoder(feature_names, categories, label="time_to_event")
+    cat_idx = [feature_names.index(c) for c in categorical]
+    p = dict(params)
+    p.update({"objective": "multiclass", "num_class": len(CLASSES)})
+    p.setdefault("verbose", -1)
+    d_train = lgb.Dataset(encoder.matrix(train), train["label"].to_numpy(), feature_name=feature_names,
+                          categorical_feature=cat_idx, free_raw_data=True)
+    bias = None if class_bias is None else list(class_bias)
+    if rounds is None and valid is not None and len(valid):
+        d_valid = lgb.Dataset(encoder.matrix(valid), valid["label"].to_numpy(), reference=d_train,
+                              categorical_feature=cat_idx)
+        booster = lgb.train(p, d_train, num_boost_round=num_boost_round, valid_sets=[d_valid],
+                            valid_names=["validation"],
+                            callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)])
+        best = booster.best_iteration or booster.current_iteration()
+        booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+        if recalibrate:
+            raw = cast(np.ndarray, booster.predict(encoder.matrix(valid), raw_score=True))
+            bias = fit_class_bias(raw, valid["label"].to_numpy())
+    else:
+        best = int(rounds if rounds is not None else num_boost_round)
+        booster = lgb.train(p, d_train, num_boost_round=best)
+    info = {"best_iteration": int(best), "lightgbm_version": lgb.__version__,
+            "rows": int(len(train)), "class_counts": {c: int(n) for c, n in zip(CLASSES, counts)}}
+    if bias is not None:
+        info["class_bias"] = bias
+    return SurvivalModel(booster, list(feature_names), categories, info, bias)
+
+
+def revenue_forecast(incidence: np.ndarray, mrr: np.ndarray, shares: dict[str, float] | None = None,
+                     periods: int = 6, z: float = 1.96) -> pd.DataFrame:
+    """Expected MRR moved by each outcome in each of the next ``periods`` periods, with a band.
+
+    ``incidence``: (n, outcomes, periods + 1) cumulative incidences (:meth:`SurvivalModel.curves`);
+    ``mrr``: each account's MRR at as_of; ``shares``: the share of the MRR an outcome moves
+    (1 for an outcome that takes MRR to zero; e.g. ``typical_share`` of ``playbooks.yaml`` for
+    contraction and expansion; default 1 for every outcome). An account's first event falls in
+    period ``j`` with probability ``CIF(j + 1) - CIF(j)``; accounts are taken as independent, so the
+    band is ``expected +- z * sqrt(sum p (1 - p) moved^2)`` per period, and the same for the
+    cumulative total (``cumulative_*`` columns). One row per outcome and period: ``outcome,
+    period, start_day, end_day, expected_mrr, low, high, cumulative_expected_mrr,
+    cumulative_low, cumulative_high``. Not wired to the report yet (docs/models.md)."""
+    incidence = np.asarray(incidence, dtype="float64")
+    mrr = np.nan_to_num(np.asarray(mrr, dtype="float64"))
+    if incidence.ndim != 3 or incidence.shape[0] != len(mrr) or incidence.shape[2] <= periods:
+        raise UsageError(f"incidence must be (accounts, outcomes, > {periods} period ends) for "
+                         f"{len(mrr)} accounts. Got {incidence.shape}.")
+    shares = shares or {}
+    rows = []
+    for k, name in enumerate(CLASSES[1:]):
+        moved = mrr * float(shares.get(name, 1.0))
+        p = np.diff(incidence[:, k, : periods + 1], axis=1)        # (n, periods)
+        cum = incidence[:, k, 1: periods + 1] - incidence[:, k, :1]
+        expected, sd = moved @ p, np.sqrt((moved ** 2) @ (p * (1 - p)))
+        c_expected, c_sd = moved @ cum, np.sqrt((moved ** 2) @ (cum * (1 - cum)))
+        for j in range(periods):
+            rows.append({"outcome": name, "period": j, "start_day": PERIOD_DAYS * j,
+                         "end_day": PERIOD_DAYS * (j + 1), "expected_mrr": expected[j],
+                         "low": max(0.0, expected[j] - z * sd[j]), "high": expected[j] + z * sd[j],
+                         "cumulative_expected_mrr": c_expected[j],
+                         "cumulative_low": max(0.0, c_expected[j] - z * c_sd[j]),
+                         "cumulative_high": c_expected[j] + z * c_sd[j]})
+    return pd.DataFrame(rows)

@@ -1,0 +1,149 @@
+"""Metrics of the competing-risk model that fit censoring (scikit-survival where it can).
+
+Rows are observations with a first-event ``time`` (days), an ``event`` code (0 = censored,
+``k`` = outcome ``k``) and a ``censor`` time: the follow-up the data allows. Our censoring is
+*administrative* (the data's end), so ``censor`` is known for every row, events included.
+
+scikit-survival's IPCW metrics (``cumulative_dynamic_auc``, ``concordance_index_ipcw``,
+``brier_score``, ``integrated_brier_score``) take one event type; its docs and API have no
+competing-risk version of them (0.28). With every censoring time known they still apply, to
+one outcome at a time, through the *censoring-complete* transform of Fine and Gray (1999):
+a row whose first event is another outcome stays in the outcome's risk set until its own
+censoring time, where it is censored (:func:`cause_view`). Then
+
+- time-dependent AUC at ``t`` is the cumulative/dynamic AUC of Blanche et al. (2013), "cases"
+  = outcome ``k`` by ``t``, "controls" = everyone else still followed (including rows whose
+  first event was another outcome), weighted by the inverse probability of censoring (Kaplan-
+  Meier of the censoring, estimated by scikit-survival on the same rows);
+- concordance is Uno's IPCW C-index of the outcome's incidence by ``tau``;
+- the Brier score at ``t`` compares ``CIF_k(t)`` with "outcome ``k`` by ``t``", IPCW; the
+  integrated Brier score averages it over the period ends up to the last evaluated day, and the
+  null is the Aalen-Johansen incidence of the *training* rows (the same for every row);
+- calibration per decile (:func:`calibration_by_decile`, our own: the libraries lack it) puts
+  the rows into deciles of predicted ``CIF_k(t)`` and compares the mean prediction with the
+  Aalen-Johansen incidence of each decile and its 95% log-log interval (scikit-survival's
+  ``cumulative_incidence_competing_risks``).
+
+``tests/unit/test_survival_metrics.py`` checks the transformed library calls against plain
+implementations of the same formulas.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def cause_view(time, event, censor, cause: int) -> np.ndarray:
+    """scikit-survival's structured array for outcome ``cause``: its events at their time; every
+    other row censored at its own censoring time (a competing event's row stays at risk of
+    ``cause`` until then: the censoring-complete transform)."""
+    from sksurv.util import Surv
+
+    time = np.asarray(time, dtype="float64")
+    event = np.asarray(event, dtype=np.int64)
+    censor = np.asarray(censor, dtype="float64")
+    hit = event == cause
+    return Surv.from_arrays(hit, np.where(hit | (event == 0), time, censor))
+
+
+def aalen_johansen(time, event, times, n_causes: int, conf: bool = False):
+    """Aalen-Johansen cumulative incidence of causes 1..n_causes at ``times`` (n_causes, len(times));
+    with ``conf`` also the 95% log-log interval (n_causes, 2, len(times))."""
+    from sksurv.nonparametric import cumulative_incidence_competing_risks
+
+    time = np.asarray(time, dtype="float64")
+    event = np.asarray(event, dtype=np.int64)
+    times = np.asarray(times, dtype="float64")
+    # the library assumes every cause occurs: add absent causes as a weightless stand-in is not
+    # possible, so estimate on the causes present and report 0 for the absent ones
+    present = np.unique(event[event > 0])
+    out = np.zeros((n_causes, len(times)))
+    band = np.zeros((n_causes, 2, len(times)))
+    if not len(present):
+        return (out, band) if conf else out
+    remap = np.zeros(n_causes + 1, dtype=np.int64)
+    remap[present] = np.arange(1, len(present) + 1)
+    result = cumulative_incidence_competing_risks(remap[event], time,
+                                                  conf_type="log-log" if conf else None)
+    grid, cif = result[0], result[1]
+    # step function: the value at the last grid time <= t (0 before the first)
+    pos = np.searchsorted(grid, times, side="right") - 1
+    for j, cause in enumerate(present):
+        out[cause - 1] = np.where(pos >= 0, cif[j + 1][np.maximum(pos, 0)], 0.0)
+        if conf:
+            ci = result[2]
+            band[cause - 1] = np.where(pos >= 0, ci[j + 1][:, np.maximum(pos, 0)], 0.0)
+    return (out, band) if conf else out
+
+
+def _evaluable(view: np.ndarray, t: float) -> bool:
+    # the IPCW metrics need follow-up beyond t and at least one case and one control at t
+    times = view["time"]
+    cases = view["event"] & (times <= t)
+    return bool(cases.any() and (times > t).any())
+
+
+def td_auc(time, event, censor, cause: int, risk: np.ndarray, t: float) -> float:
+    """Cumulative/dynamic IPCW AUC of ``risk`` for outcome ``cause`` by ``t`` (scikit-survival's
+    ``cumulative_dynamic_auc`` on :func:`cause_view`); NaN when not evaluable."""
+    from sksurv.metrics import cumulative_dynamic_auc
+
+    view = cause_view(time, event, censor, cause)
+    if not _evaluable(view, t):
+        return float("nan")
+    auc, _ = cumulative_dynamic_auc(view, view, np.asarray(risk, dtype="float64"), [t])
+    return float(auc[0])
+
+
+def concordance(time, event, censor, cause: int, risk: np.ndarray, tau: float) -> float:
+    """Uno's IPCW concordance of ``risk`` for outcome ``cause``, pairs truncated at ``tau``."""
+    from sksurv.metrics import concordance_index_ipcw
+
+    view = cause_view(time, event, censor, cause)
+    if not _evaluable(view, tau):
+        return float("nan")
+    return float(concordance_index_ipcw(view, view, np.asarray(risk, dtype="float64"), tau=tau)[0])
+
+
+def brier(time, event, censor, cause: int, incidence: np.ndarray, times) -> np.ndarray:
+    """IPCW Brier score of the incidence of ``cause`` (n, len(times)) at each of ``times``."""
+    from sksurv.metrics import brier_score
+
+    view = cause_view(time, event, censor, cause)
+    _, scores = brier_score(view, view, 1.0 - np.asarray(incidence, dtype="float64"),
+                            np.asarray(times, dtype="float64"))
+    return np.asarray(scores, dtype="float64")
+
+
+def integrated_brier(time, event, censor, cause: int, incidence: np.ndarray, times) -> float:
+    """Integrated Brier score over ``times`` (trapezoid rule, divided by the span, as
+    scikit-survival's ``integrated_brier_score``)."""
+    from sksurv.metrics import integrated_brier_score
+
+    view = cause_view(time, event, censor, cause)
+    return float(integrated_brier_score(view, view, 1.0 - np.asarray(incidence, dtype="float64"),
+                                        np.asarray(times, dtype="float64")))
+
+
+def calibration_by_decile(time, event, cause: int, n_causes: int, predicted: np.ndarray, t: float,
+                          bins: int = 10) -> pd.DataFrame:
+    """Per decile of predicted incidence of ``cause`` by ``t``: rows, mean prediction, the
+    Aalen-Johansen incidence of the decile's rows with its 95% interval, and ``within``
+    (the mean prediction inside the interval)."""
+    predicted = np.asarray(predicted, dtype="float64")
+    time = np.asarray(time, dtype="float64")
+    event = np.asarray(event, dtype=np.int64)
+    order = np.argsort(predicted, kind="stable")
+    groups = np.array_split(order, bins)
+    rows = []
+    for d, idx in enumerate(groups, start=1):
+        if not len(idx):
+            continue
+        cif, band = aalen_johansen(time[idx], event[idx], [t], n_causes, conf=True)
+        low, high = float(band[cause - 1, 0, 0]), float(band[cause - 1, 1, 0])
+        mean = float(predicted[idx].mean())
+        rows.append({"decile": d, "rows": int(len(idx)), "predicted": mean,
+                     "observed": float(cif[cause - 1, 0]), "low": low, "high": high,
+                     "within": bool(low <= mean <= high)})
+    return pd.DataFrame(rows)

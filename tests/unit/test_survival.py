@@ -1,0 +1,166 @@
+"""The discrete-time competing-risk model (churnml.models.survival): curves, events, rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from churnml.models import survival as S
+from churnml.outcomes import OUTCOMES
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float64, st.tuples(st.integers(1, 5), st.integers(1, 13), st.just(len(S.CLASSES))),
+              elements=st.floats(0.0, 1.0)))
+def test_incidences_and_survival_sum_to_one_and_rise_with_time(raw):
+    raw = raw + 1e-9  # a row of zeros has no distribution
+    hazards = raw / raw.sum(axis=2, keepdims=True)
+    survival, incidence = S.curves_from_hazards(hazards)
+    np.testing.assert_allclose(survival + incidence.sum(axis=1), 1.0, atol=1e-12)
+    assert (np.diff(survival, axis=1) <= 1e-12).all()
+    assert (np.diff(incidence, axis=2) >= -1e-12).all()
+    assert ((incidence >= -1e-12) & (incidence <= 1 + 1e-12)).all()
+    # plain reference: walk the periods one by one
+    n, periods, k = hazards.shape
+    for i in range(n):
+        alive, cif = 1.0, np.zeros(k - 1)
+        for j in range(periods):
+            cif = cif + alive * hazards[i, j, 1:]
+            alive = alive * hazards[i, j, 0]
+            np.testing.assert_allclose(incidence[i, :, j + 1], cif, atol=1e-12)
+            assert survival[i, j + 1] == pytest.approx(alive, abs=1e-12)
+
+
+def test_expected_days_against_a_plain_sum():
+    rng = np.random.default_rng(3)
+    free = np.sort(rng.uniform(0, 1, (4, S.N_PERIODS)), axis=1)[:, ::-1]
+    free = np.c_[np.ones(4), free]
+    got = S.expected_days_to_event(free)
+    for i in range(4):
+        want = sum((free[i, j] - free[i, j + 1]) * (30 * j + 15) for j in range(S.N_PERIODS))
+        want += free[i, -1] * 360
+        assert got[i] == pytest.approx(want)
+    assert S.expected_days_to_event(np.ones((1, S.N_PERIODS + 1)))[0] == 360
+
+
+def test_classes_and_ties_come_from_the_outcome_registry():
+    assert S.CLASSES == ("none",) + tuple(o.name for o in OUTCOMES)
+    assert set(S.TIE_ORDER) == {o.name for o in OUTCOMES}
+    assert S.TIE_ORDER[0] == next(o.name for o in OUTCOMES if o.label_rule == "mrr_reaches_zero")
+
+
+@pytest.fixture(scope="module")
+def book_events(sim_tables):
+    from churnml.data.tables import Book
+    from churnml.features.windows import to_as_of
+
+    book = Book(dict(sim_tables.tables))
+    end = to_as_of(book.data_end)
+    landmarks = pd.DatetimeIndex([end - pd.Timedelta(days=30 * k) for k in range(14, 0, -1)])
+    return book, landmarks, S.first_events(book, landmarks)
+
+
+def test_first_events_agree_with_the_labels(book_events):
+    from churnml.features.labels import observation_grid
+
+    book, landmarks, events = book_events
+    assert set(events["event"].unique()) >= {1, 2, 3}
+    grid = observation_grid(book, landmarks, 90)
+    merged = events.merge(grid, on=["account_id", "as_of"], validate="one_to_one")
+    labeled = merged["labeled"].to_numpy()
+    early = (merged["event_period"] >= 0) & (merged["event_period"] < 3)
+    for code, name in enumerate(S.CLASSES[1:], start=1):
+        first = early & (merged["event"] == code)
+        # a first event of outcome k within 3 periods is a 90-day label of k
+        assert (merged.loc[first & labeled, name] == 1).all()
+    # no label within 90 days at all means no first event within 3 periods
+    none = labeled & (merged[list(S.CLASSES[1:])].sum(axis=1) == 0)
+    assert not early[none].any()
+    # an event is only seen in an observed period; censoring is at the data's end
+    has = merged["event_period"] >= 0
+    assert (merged.loc[has, "event_period"] < merged.loc[has, "observed_periods"]).all()
+    end = pd.Timestamp(book.data_end)
+    follow = merged["as_of"] + pd.to_timedelta(merged["censor_days"], unit="D")
+    assert (follow <= end).all()
+    assert ((follow + pd.Timedelta(days=S.PERIOD_DAYS) > end)
+            | (merged["observed_periods"] == S.N_PERIODS)).all()
+
+
+def test_no_person_period_row_after_an_event_or_at_or_after_censoring(book_events):
+    book, landmarks, events = book_events
+    features = events[["account_id", "as_of"]].assign(tenure_days=100.0, days_to_renewal=40.0)
+    cutoff = landmarks[-6]
+    for cut in (None, cutoff):
+        rows = S.person_period_rows(events, features, cutoff=cut)
+        limit = pd.Timestamp(book.data_end) if cut is None else pd.Timestamp(cut)
+        # every trained period ends by the censoring date: none reaches at or after it
+        assert (rows["period_end"] <= limit).all()
+        # nothing after the event's period; the event is the last row of its observation
+        last = rows.groupby(["account_id", "as_of"])["period"].transform("max")
+        assert (rows.loc[rows["label"] > 0, "period"] == last[rows["label"] > 0]).all()
+        assert ((rows["event_period"] < 0) | (rows["period"] <= rows["event_period"])).all()
+        assert (rows.groupby(["account_id", "as_of"])["label"].apply(lambda s: (s > 0).sum()) <= 1).all()
+        # plain reference: the rows of every observation, one at a time
+        want = []
+        for r in events.itertuples():
+            periods = r.observed_periods
+            if cut is not None:
+                periods = min(periods, max(0, (pd.Timestamp(cut) - r.as_of).days // S.PERIOD_DAYS))
+            for j in range(periods):
+                hit = j == r.event_period
+                want.append((r.account_id, r.as_of, j, r.event if hit else 0))
+                if hit:
+                    break
+        got = list(rows[["account_id", "as_of", "period", "label"]].itertuples(index=False, name=None))
+        assert sorted(got) == sorted(want)
+        # time features move with the period
+        assert (rows[S.TENURE_FEATURE] == 100.0 + 30 * rows["period"]).all()
+        assert (rows[S.RENEWAL_FEATURE] == 40.0 - 30 * rows["period"]).all()
+
+
+def test_class_bias_moves_base_rates_to_the_observed_ones():
+    rng = np.random.default_rng(5)
+    label = rng.choice(4, size=4000, p=[0.85, 0.06, 0.05, 0.04])
+    # constant raw scores: the best shift makes the softmax the class frequencies
+    bias = S.fit_class_bias(np.zeros((len(label), 4)), label)
+    freq = np.bincount(label, minlength=4) / len(label)
+    np.testing.assert_allclose(bias, np.log(freq / freq[0]), atol=1e-4)
+    # informative raw scores shifted by a constant: the fit takes the shift back out
+    raw = rng.normal(0, 1, (len(label), 4))
+    raw[np.arange(len(label)), label] += 1.5
+    shift = np.array([0.0, 0.7, -0.4, 0.2])
+    back = S.fit_class_bias(raw + shift, label)
+    plain = S.fit_class_bias(raw, label)
+    np.testing.assert_allclose(np.array(back), np.array(plain) - shift, atol=1e-3)
+    p = S.softmax(raw, plain)
+    np.testing.assert_allclose(p.mean(axis=0), freq, atol=1e-4)  # the score equations
+
+
+def test_revenue_forecast_against_a_plain_loop():
+    rng = np.random.default_rng(9)
+    raw = rng.uniform(0, 1, (30, S.N_PERIODS, len(S.CLASSES)))
+    raw[:, :, 0] += 8  # mostly no event
+    _, incidence = S.curves_from_hazards(raw / raw.sum(axis=2, keepdims=True))
+    mrr = rng.uniform(100, 2000, 30)
+    shares = {"expansion": 0.3}
+    table = S.revenue_forecast(incidence, mrr, shares, periods=6)
+    assert len(table) == 6 * (len(S.CLASSES) - 1)
+    for row in table.itertuples():
+        k = S.class_code(row.outcome) - 1
+        moved = [m * shares.get(row.outcome, 1.0) for m in mrr]
+        p = [incidence[i, k, row.period + 1] - incidence[i, k, row.period] for i in range(30)]
+        want = sum(a * b for a, b in zip(moved, p))
+        sd = sum(a * a * b * (1 - b) for a, b in zip(moved, p)) ** 0.5
+        assert row.expected_mrr == pytest.approx(want)
+        assert row.high == pytest.approx(want + 1.96 * sd)
+        c = [incidence[i, k, row.period + 1] for i in range(30)]
+        assert row.cumulative_expected_mrr == pytest.approx(sum(a * b for a, b in zip(moved, c)))
+    # cumulative forecasts rise with time
+    for _, part in table.groupby("outcome"):
+        assert (np.diff(part["cumulative_expected_mrr"]) >= 0).all()
+    with pytest.raises(Exception, match="incidence must be"):
+        S.revenue_forecast(incidence[:, :, :3], mrr)

@@ -358,6 +358,7 @@ def build_report(scores_path: str | Path, mrr_changes: pd.DataFrame, *,
                  realized: pd.DataFrame | None = None,
                  queue_rows: int = 10,
                  train_ends: Mapping[str, str | None] | None = None,
+                 status=None,
                  ) -> tuple[str, dict[str, float]]:
     """The HTML page and the summary metrics for one scored week.
 
@@ -366,8 +367,9 @@ def build_report(scores_path: str | Path, mrr_changes: pd.DataFrame, *,
     this week's as_of), ``realized``: the realized-performance table of the scores folder
     (``churnml.jobs.monitoring``; the trust panel and its plot). ``train_ends``: per outcome,
     the last as_of date its model was fitted on (``train_end``), shown beside the model
-    version. Only the scalar columns of every row and the nested columns of the ``top_n`` rows
-    shown are materialised in pandas.
+    version. ``status``: this week's drift, estimate and retrain trigger
+    (``churnml.jobs.drift.WeekStatus``), in the trust panel. Only the scalar columns of every
+    row and the nested columns of the ``top_n`` rows shown are materialised in pandas.
     """
     import pyarrow.parquet as pq
 
@@ -470,7 +472,7 @@ def build_report(scores_path: str | Path, mrr_changes: pd.DataFrame, *,
     h.append('<div class="cards">' + "".join(
         f'<div class="card"><div class="v">{v}</div><div class="l">{_esc(l)}</div></div>'
         for v, l in cards) + "</div>")
-    h.append(trust_panel(realized, as_of))
+    h.append(trust_panel(realized, as_of, status))
 
     h.extend(queue_section(table, current, top_n=queue_rows))
 

@@ -244,10 +244,10 @@ def retrain_decision(as_of: pd.Timestamp, outcome: str, version: str, t: Thresho
             if training_auc is not None and np.isfinite(auc) and \
                     auc < training_auc - t.auc_drop and not (np.isfinite(high)
                                                              and high >= training_auc):
-                reasons.append(f"realized AUC {auc:.3f} on the week of "
-                               f"{pd.Timestamp(last['as_of']):%Y-%m-%d} is {training_auc - auc:.3f} "
-                               f"below the training evaluation {training_auc:.3f} (allowed "
-                               f"{t.auc_drop:g})")
+                week = pd.Timestamp(last["as_of"])
+                reasons.append(f"realized AUC {auc:.3f} on the week of {week:%Y-%m-%d} is "
+                               f"{training_auc - auc:.3f} below the training evaluation "
+                               f"{training_auc:.3f} (allowed {t.auc_drop:g})")
             if np.isfinite(slope) and not t.slope_low <= slope <= t.slope_high:
                 reasons.append(f"calibration slope {slope:.2f} on the week of "
                                f"{pd.Timestamp(last['as_of']):%Y-%m-%d} outside "

@@ -156,8 +156,8 @@ def score_book(
     each chunk (progress bar). Returns what was written and the wall time of each stage
     (features, scoring, write). ``lock=False`` when the caller already holds
     :class:`OutputLock` (``run_job``). ``on_features(features)`` sees each chunk's features
-    (``churnml.jobs.drift.FeatureDrift.add``). The partition's ``_SUCCESS`` marker is removed first
-    and, with ``complete=True``, written last; ``run_job`` passes False and writes it after
+    (``churnml.jobs.drift.FeatureDrift.add``). The partition's ``_SUCCESS`` marker is removed
+    first and, with ``complete=True``, written last; ``run_job`` passes False and writes it after
     the report.
     """
     if chunk_size < 1:

@@ -392,3 +392,24 @@ def test_the_status_panel_shows_drift_estimate_and_retrain(weeks_folder):
     assert metrics["retrain_recommended_churn"] == 1.0
     assert metrics["drift_churn_score_psi"] > 0.25
     assert tags["churnml.retrain_churn"].startswith("score PSI above")
+
+
+def test_the_weekly_job_asks_the_registry_only_about_registered_champions():
+    asked = []
+
+    class Registry:
+        def profile(self, outcome, version):
+            asked.append((outcome, version))
+            return FakeFacts().reference
+
+        def training_auc(self, outcome, version):
+            asked.append((outcome, version))
+            return 0.7
+
+    stand_in = LinearScorer()
+    loaded = SimpleNamespace(info={"metrics": {"test_roc_auc": 0.81}})
+    facts = D.JobFacts({"churn": loaded, "expansion": "4", "contraction": stand_in}, Registry())
+    assert facts.training_auc("churn", "2") == 0.81 and asked == []
+    assert facts.profile("contraction", "1") is None and facts.training_auc("contraction", "1") is None
+    assert facts.profile("churn", "2") is not None and facts.training_auc("expansion", "4") == 0.7
+    assert asked == [("churn", "2"), ("expansion", "4")]

@@ -92,6 +92,37 @@ class RegistryFacts:
         return self._aucs[outcome].get(str(version))
 
 
+class JobFacts:
+    """:class:`Facts` for the weekly job's champions: the registry is asked only about a
+    registered model (a loaded ``TargetModel``, which carries ``info``, or a version string of
+    the Spark engine); its training evaluation comes from ``info["metrics"]`` when loaded.
+    Anything else (a stand-in model) has no profile and no evaluation."""
+
+    def __init__(self, models: Mapping[str, Any], registry_facts: Facts | None = None):
+        self.models = dict(models)
+        self.registry = registry_facts if registry_facts is not None else RegistryFacts()
+
+    def _registered(self, outcome: str) -> bool:
+        model = self.models.get(outcome)
+        return isinstance(model, str) or isinstance(getattr(model, "info", None), dict)
+
+    def profile(self, outcome: str, version: str) -> ReferenceProfile | None:
+        if not self._registered(outcome):
+            return None
+        return self.registry.profile(outcome, version)
+
+    def training_auc(self, outcome: str, version: str) -> float | None:
+        model = self.models.get(outcome)
+        info = getattr(model, "info", None)
+        if isinstance(info, dict):
+            value = (info.get("metrics") or {}).get("test_roc_auc")
+            if value is not None:
+                return float(value)
+        if not self._registered(outcome):
+            return None
+        return self.registry.training_auc(outcome, version)
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """An outcome's monitoring settings (``monitoring:`` of ``models/<outcome>.yaml``)."""

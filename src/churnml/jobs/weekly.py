@@ -364,7 +364,7 @@ def run_job(
               + (f"; no champion for {', '.join(missing)} (columns left null)"
                  if missing else ""))
         health = load_adopted_health()
-        facts = drift.RegistryFacts()
+        facts = drift.JobFacts(models)  # the registry only for registered champions
         profiles = {name: p for name, m in models.items()
                     if (p := facts.profile(name, str(getattr(m, "version", m)))) is not None}
         features_seen = drift.FeatureDrift(profiles)

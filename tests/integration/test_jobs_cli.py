@@ -79,6 +79,27 @@ def test_score_two_weeks_then_rerun(home, sim_dir, tmp_path):
     assert latest["metrics.accounts_scored"] == len(scores)
     assert latest["metrics.mrr_at_risk"] == pytest.approx(scores["mrr_at_risk"].sum())
 
+    # drift against the profiles stored with the champions, the estimate, the retrain rules
+    from churnml.models import registry
+
+    profile = registry.load_reference_profile("churn", "1")
+    model = registry.load_version("churn", "1")
+    assert profile is not None and set(profile.features) == set(model.feature_names)
+    drift = pd.read_parquet(out / "monitoring" / "drift.parquet")
+    week = drift[(drift["as_of"] == as_of) & (drift["outcome"] == "churn")]
+    assert set(week["kind"]) == {"score", "feature"}
+    assert len(week[week["kind"] == "feature"]) == len(profile.features)
+    assert week["psi"].notna().all() and set(drift["as_of"]) == set(weeks)
+    retrain = pd.read_parquet(out / "monitoring" / "retrain.parquet")
+    assert set(retrain["outcome"]) == {"churn", "expansion"} and len(retrain) == 4
+    estimated = pd.read_parquet(out / "monitoring" / "estimated.parquet")
+    assert estimated["estimated_roc_auc"].between(0.5, 1).all()
+    assert latest["metrics.drift_churn_score_psi"] == pytest.approx(
+        week.loc[week["kind"] == "score", "psi"].iloc[0])
+    assert "metrics.retrain_recommended_churn" in runs.columns
+    assert "Can we trust this week" in (part / "report.html").read_text()
+    assert "score drift (PSI)" in (part / "report.html").read_text()
+
 
 def test_score_refused_while_locked(home, sim_dir, tmp_path):
     from churnml.jobs.weekly import OutputLock

@@ -1,8 +1,11 @@
-"""``churnml monitor --scores DIR --data DIR``: realized performance of every matured week.
+"""``churnml monitor --scores DIR --data DIR``: realized performance, drift and the retrain
+trigger of every scored week.
 
 Recomputes ``DIR/monitoring/realized.parquet`` from every complete partition of the scores
-folder and the book's revenue history (a backfill: the same table whatever was there before;
-the weekly job adds the newly matured weeks itself). See ``churnml.jobs.monitoring``.
+folder and the book's revenue history, then ``drift.parquet``, ``estimated.parquet`` and
+``retrain.parquet`` week by week against the reference profile of the version that scored each
+week (a backfill: the same tables whatever was there before; the weekly job adds its own week
+itself). See ``churnml.jobs.monitoring`` and ``churnml.jobs.drift``.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ from churnml.commands.sources import source as parse_source
 def monitor(
     scores: Annotated[Path, typer.Option("--scores", help="Output folder of churnml score (as_of=... partitions).")],
     data: Annotated[Path, typer.Option("--data", parser=parse_source, help="Folder with <table>.parquet|.csv files (the book whose revenue history gives the outcomes). Or a database URL (postgresql://..., duckdb:///...)")],
+    feature_drift: Annotated[bool, typer.Option("--feature-drift/--no-feature-drift", help="Rebuild each week's features from the book for the feature drift (the score's drift needs only the partitions).")] = True,
 ) -> None:
     """Check every scored week whose outcomes are now known: model vs health score."""
     from churnml.console import console, literal, progress
     from churnml.data.io import load_book
     from churnml.errors import UsageError
-    from churnml.jobs import monitoring
+    from churnml.jobs import drift, monitoring
 
     if not scores.is_dir():
         raise UsageError(f"--scores must be the output folder of churnml score. Got {str(scores)!r}.")
@@ -35,6 +39,10 @@ def monitor(
         step.note("measuring the matured weeks")
         table = monitoring.update_realized(scores, book, spans=monitoring.registry_spans,
                                            recompute=True)
+        step.note("measuring drift and the retrain rules week by week")
+        status = drift.backfill(scores, book, facts=drift.RegistryFacts(), realized=table,
+                                features=feature_drift,
+                                on_week=lambda d: step.note(f"drift of {d:%Y-%m-%d}"))
     counted = monitoring.out_of_sample(table)
     # plain aligned text: every value whole at any terminal width
     header = (f"{'outcome':<12} {'week':<10} {'accounts':>8} {'events':>6} {'AUC':>6} "
@@ -68,3 +76,35 @@ def monitor(
                   "training span (not counted)", highlight=False, soft_wrap=True)
     console.print(f"wrote {literal(monitoring.realized_path(scores))} ({len(table):,} rows)",
                   highlight=False, soft_wrap=True)
+    console.print("\n".join(_status_lines(status)), highlight=False, markup=False,
+                  soft_wrap=True)
+    for name in (drift.DRIFT_NAME, drift.ESTIMATED_NAME, drift.RETRAIN_NAME):
+        console.print(f"wrote {literal(drift.table_path(scores, name))}", highlight=False,
+                      soft_wrap=True)
+
+
+def _status_lines(status) -> list[str]:
+    """The latest week's drift, estimate and retrain status, one line per outcome."""
+    if not len(status.estimated):
+        return ["no scored week to measure drift on"]
+    week = status.estimated["as_of"].max()
+    header = (f"{'outcome':<12} {'score PSI':>9} {'features shifted':>16} {'est. AUC':>8} "
+              f"{'training':>8}  retrain")
+    lines = ["", f"drift and retrain status, latest scored week {week:%Y-%m-%d}", header,
+             "-" * len(header)]
+    for _, e in status.estimated.iterrows():
+        name = e["outcome"]
+        d = status.drift[status.drift["outcome"] == name] if len(status.drift) else status.drift
+        score = d[d["kind"] == "score"] if len(d) else d
+        feats = d[d["kind"] == "feature"] if len(d) else d
+        r = status.retrain[status.retrain["outcome"] == name]
+        psi = f"{score['psi'].iloc[0]:.3f}" if len(score) else "-"
+        shifted = (f"{int((feats['status'] == 'shifted').sum())}/{len(feats)}" if len(feats)
+                   else "-")
+        verdict = ("yes: " + str(r["retrain_reason"].iloc[0])
+                   if len(r) and bool(r["retrain_recommended"].iloc[0]) else "no")
+        lines.append(f"{name:<12} {psi:>9} {shifted:>16} {e['estimated_roc_auc']:>8.3f} "
+                     f"{e['training_roc_auc']:>8.3f}  {verdict}")
+    lines.append("est. AUC: expected from the calibrated probabilities alone (CBPE; assumes the "
+                 "calibration holds and no concept drift)")
+    return lines

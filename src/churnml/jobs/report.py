@@ -361,6 +361,7 @@ def build_report(scores_path: str | Path, mrr_changes: pd.DataFrame, *,
                  effects: pd.DataFrame | None = None,
                  effects_by_dimension: pd.DataFrame | None = None,
                  train_ends: Mapping[str, str | None] | None = None,
+                 status=None,
                  ) -> tuple[str, dict[str, float]]:
     """The HTML page and the summary metrics for one scored week.
 
@@ -371,7 +372,8 @@ def build_report(scores_path: str | Path, mrr_changes: pd.DataFrame, *,
     the last as_of date its model was fitted on (``train_end``), shown beside the model
     version. ``effects``: each play's measured effect (``churnml.jobs.effects``; the
     "What each play has been measured to do" section), ``effects_by_dimension``: the same per
-    health dimension of the recommendations' reasons. Only the scalar columns of every row
+    health dimension of the recommendations' reasons. ``status``: this week's drift, estimate and
+    retrain trigger (``churnml.jobs.drift.WeekStatus``), in the trust panel. Only the scalar columns of every row
     and the nested columns of the ``top_n`` rows shown are materialised in pandas.
     """
     import pyarrow.parquet as pq
@@ -475,7 +477,7 @@ def build_report(scores_path: str | Path, mrr_changes: pd.DataFrame, *,
     h.append('<div class="cards">' + "".join(
         f'<div class="card"><div class="v">{v}</div><div class="l">{_esc(l)}</div></div>'
         for v, l in cards) + "</div>")
-    h.append(trust_panel(realized, as_of))
+    h.append(trust_panel(realized, as_of, status))
 
     h.extend(queue_section(table, current, top_n=queue_rows))
 

@@ -28,12 +28,15 @@ def _auc(row) -> str:
     return f"{value:.3f}{interval}"
 
 
-def trust_panel(table: pd.DataFrame | None, as_of: pd.Timestamp) -> str:
+def trust_panel(table: pd.DataFrame | None, as_of: pd.Timestamp, status=None) -> str:
     """"Can we trust this week's scores?": per outcome, how the model and the health score did
-    on the latest cohort whose outcomes are known and that the model did not train on."""
+    on the latest cohort whose outcomes are known and that the model did not train on; then
+    (``status``, a ``churnml.jobs.drift.WeekStatus``) this week's drift, the label-free
+    estimate and the retrain status."""
     h = ["<h2>Can we trust this week's scores?</h2>"]
     if table is None:
         h.append("<p class='note'>Realized performance was not computed for this report.</p>")
+        h.append(status_table(status))
         return "\n".join(h)
     counted = out_of_sample(table)
     h.append("<p class='note'>Each week's scores are checked once their outcomes are known "
@@ -74,6 +77,62 @@ def trust_panel(table: pd.DataFrame | None, as_of: pd.Timestamp) -> str:
             f"<td>{int(base['n']):,} ({int(base['positives']):,})</td><td>-</td>"
             f"<td>{_auc(health)}</td><td>-</td><td>-</td>")
         h.append(f"<td>{rows['as_of'].nunique()}</td></tr>")
+    h.append("</table>")
+    h.append(status_table(status))
+    return "\n".join(h)
+
+
+def status_table(status) -> str:
+    """This week's drift, CBPE estimate and retrain status per outcome (empty without one)."""
+    if status is None:
+        return ""
+    h = ["<p class='note'>This week, before its outcomes are known: drift of the score and of "
+         "the features against the profile of the data the model was trained on (PSI: below 0.1 "
+         "stable, above the configured alert shifted); the AUC expected from the calibrated "
+         "probabilities alone (CBPE; it assumes the calibration still holds and the relation of "
+         "features to the outcome has not changed, so it cannot see concept drift); and whether "
+         "the retrain rules fire.</p>",
+         "<table><tr><th>outcome</th><th>score drift (PSI)</th><th>features shifted</th>"
+         "<th>estimated AUC (training)</th><th>retrain?</th></tr>"]
+    for outcome in OUTCOMES:
+        def of(frame: pd.DataFrame) -> pd.DataFrame:
+            return frame[frame["outcome"] == outcome.name] if len(frame) else frame
+
+        drift, estimated, retrain = of(status.drift), of(status.estimated), of(status.retrain)
+        if not len(estimated) and not len(retrain):
+            h.append(f"<tr><td>{outcome.name}</td><td colspan='4'>no champion scored this "
+                     f"outcome</td></tr>")
+            continue
+        score = drift[drift["kind"] == "score"] if len(drift) else drift
+        features = drift[drift["kind"] == "feature"] if len(drift) else drift
+        if len(score):
+            s = score.iloc[0]
+            score_text = f"{s['psi']:.3f} ({_esc(s['status'])})"
+        else:
+            score_text = "no reference profile for this version"
+        if len(features):
+            shifted = features[features["status"] == "shifted"].sort_values("psi", ascending=False)
+            top = shifted.head(3)
+            names = ", ".join(f"{_esc(r['name'])} {r['psi']:.2f}" for _, r in top.iterrows())
+            feature_text = (f"{len(shifted)} of {len(features)}"
+                            + (f": {names}" if names else ""))
+        else:
+            feature_text = "-"
+        if len(estimated):
+            e = estimated.iloc[0]
+            training = e["training_roc_auc"]
+            estimate_text = (f"{e['estimated_roc_auc']:.3f}"
+                             + (f" ({training:.3f})" if np.isfinite(training) else ""))
+        else:
+            estimate_text = "-"
+        if len(retrain):
+            r = retrain.iloc[0]
+            retrain_text = (f"<b>yes</b>: {_esc(r['retrain_reason'])}"
+                            if bool(r["retrain_recommended"]) else "no")
+        else:
+            retrain_text = "-"
+        h.append(f"<tr><td>{outcome.name}</td><td>{score_text}</td><td>{feature_text}</td>"
+                 f"<td>{estimate_text}</td><td>{retrain_text}</td></tr>")
     h.append("</table>")
     return "\n".join(h)
 

@@ -54,7 +54,7 @@ from churnml.outcomes import OUTCOMES
 from churnml.scoring.actions import load_playbooks
 from churnml.scoring.compare import week_before as book_week_before
 from churnml.scoring.frame import catalog_dimensions, score_frame
-from churnml.jobs import effects as play_effects, monitoring
+from churnml.jobs import drift, effects as play_effects, monitoring
 from churnml.scoring.queue import queue_tables
 from churnml.jobs.layout import (  # noqa: F401  (part of this module's interface)
     DEFAULT_HISTORY_WEEKS,
@@ -143,6 +143,7 @@ def score_book(
     lock: bool = True,
     timer: Callable[[str], contextlib.AbstractContextManager[object]] | None = None,
     complete: bool = True,
+    on_features: Callable[[pd.DataFrame], None] | None = None,
 ) -> WeeklyResult:
     """Score every active account of ``book`` at ``as_of`` into ``OUT/as_of=DATE/``.
 
@@ -155,8 +156,9 @@ def score_book(
     ``scores.parquet`` atomically. ``on_chunk(accounts_done, accounts_total)`` is called after
     each chunk (progress bar). Returns what was written and the wall time of each stage
     (features, scoring, write). ``lock=False`` when the caller already holds
-    :class:`OutputLock` (``run_job``). The partition's ``_SUCCESS`` marker is removed first
-    and, with ``complete=True``, written last; ``run_job`` passes False and writes it after
+    :class:`OutputLock` (``run_job``). ``on_features(features)`` sees each chunk's features
+    (``churnml.jobs.drift.FeatureDrift.add``). The partition's ``_SUCCESS`` marker is removed
+    first and, with ``complete=True``, written last; ``run_job`` passes False and writes it after
     the report.
     """
     if chunk_size < 1:
@@ -189,6 +191,8 @@ def score_book(
                     before = book_week_before(part, as_of, playbooks,
                                               build_features=build_features)
                 features = features.sort_values("account_id", kind="stable").reset_index(drop=True)
+                if on_features is not None:
+                    on_features(features)
                 t1 = time.perf_counter()
                 ids = features["account_id"].astype(str).to_numpy()
                 scored = score_frame(features, models, health,
@@ -249,11 +253,13 @@ class JobResult:
 def write_report(result: WeeklyResult, book: Book, out_dir: Path,
                  realized: pd.DataFrame | None = None,
                  train_ends: dict[str, str | None] | None = None,
-                 effects: Any = None) -> tuple[Path, dict[str, float]]:
+                 effects: Any = None,
+                 status: "drift.WeekStatus | None" = None) -> tuple[Path, dict[str, float]]:
     """Build ``report.html`` for a scored partition (atomic write); returns path and summary.
     ``realized``: the realized-performance table (``churnml.jobs.monitoring``); ``train_ends``:
     per outcome, the end of its model's training span (:func:`train_ends`); ``effects``: the
-    plays' measured effects (``churnml.jobs.effects.EffectsResult``)."""
+    plays' measured effects (``churnml.jobs.effects.EffectsResult``); ``status``: this
+    week's drift, estimate and retrain trigger (``churnml.jobs.drift``)."""
     from churnml.jobs.report import build_report
 
     earlier = [p for d, p in list_partitions(out_dir) if d < result.as_of]
@@ -262,7 +268,7 @@ def write_report(result: WeeklyResult, book: Book, out_dir: Path,
                                  realized=realized, train_ends=train_ends,
                                  effects=None if effects is None else effects.table,
                                  effects_by_dimension=None if effects is None
-                                 else effects.dimensions)
+                                 else effects.dimensions, status=status)
     path = result.partition / REPORT_NAME
     write_bytes_atomic(path, page.encode("utf-8"))
     return path, summary
@@ -379,6 +385,10 @@ def run_job(
               + (f"; no champion for {', '.join(missing)} (columns left null)"
                  if missing else ""))
         health = load_adopted_health()
+        facts = drift.JobFacts(models)  # the registry only for registered champions
+        profiles = {name: p for name, m in models.items()
+                    if (p := facts.profile(name, str(getattr(m, "version", m)))) is not None}
+        features_seen = drift.FeatureDrift(profiles)
         stage(f"scoring accounts ({engine})")
         t1 = time.perf_counter()
         if engine == "spark":
@@ -388,12 +398,17 @@ def run_job(
         else:
             weekly = score_book(book, as_of, out_dir, models, health,
                                 chunk_size=chunk_size, on_chunk=on_chunk, lock=False,
-                                complete=False)
+                                complete=False, on_features=features_seen.add)
         times.update(weekly.stage_seconds)
         times["score_total"] = time.perf_counter() - t1
         stage("checking the weeks whose outcomes are now known")
         t_m = time.perf_counter()
         realized = monitoring.update_realized(out_dir, book, spans=monitoring.registry_spans)
+        stage("measuring drift and the retrain rules")
+        status = drift.update_week(out_dir, as_of, facts=facts, realized=realized,
+                                   feature_counts=features_seen.counts if engine == "local"
+                                   else None)
+        drift_metrics, drift_tags = drift.mlflow_figures(status)
         times["monitoring"] = time.perf_counter() - t_m
         stage("measuring the plays against the holdout")
         t_e = time.perf_counter()
@@ -403,9 +418,10 @@ def run_job(
         stage("writing the report")
         t2 = time.perf_counter()
         report_path, summary = write_report(weekly, book, out_dir, realized, train_ends(models),
-                                            effects=measured)
+                                            effects=measured, status=status)
         saved = play_effects.mlflow_figures(measured.table)["mrr_saved_to_date"]
-        summary = {**summary, **monitoring.latest_figures(realized), "mrr_saved_to_date": saved}
+        summary = {**summary, **monitoring.latest_figures(realized), **drift_metrics,
+                   "mrr_saved_to_date": saved}
         times["report"] = time.perf_counter() - t2
         # last: from here on the week counts as complete
         mark_complete(weekly.partition, as_of, weekly.rows,
@@ -433,7 +449,7 @@ def run_job(
             metrics={**summary, **{f"seconds_{k}": v for k, v in times.items()}},
             artifacts={"report": report_path} if send_report else {},
             tags={"churnml.job": "weekly-score",
-                  "churnml.report_logged": "true" if send_report else "false"},
+                  "churnml.report_logged": "true" if send_report else "false", **drift_tags},
             run_name=f"score {as_of:%Y-%m-%d}",
         )
     return JobResult(weekly=weekly, report_path=report_path, summary=summary, run_id=run_id,

@@ -85,6 +85,15 @@ class ModelConfig:
     promotion_min_improvement: float = 0.0
     bootstrap_resamples: int = 200
     seed: int = 7
+    # monitoring (docs/monitoring.md): the reference profile, drift and the retrain trigger
+    drift_bins: int = 10
+    reference_weeks: int = 13
+    drift_psi_warn: float = 0.1
+    drift_psi_alert: float = 0.25
+    retrain_auc_drop: float = 0.05
+    retrain_slope_low: float = 0.8
+    retrain_slope_high: float = 1.25
+    retrain_drift_weeks: int = 3
     source: str | None = None
 
     def __post_init__(self) -> None:
@@ -132,6 +141,21 @@ class ModelConfig:
         _positive_int("refit_calibration_folds", self.refit_calibration_folds, minimum=2)
         _choice("promotion_metric", self.promotion_metric, PROMOTION_METRICS)
         _positive_int("bootstrap_resamples", self.bootstrap_resamples, minimum=0)
+        _positive_int("monitoring.drift_bins", self.drift_bins, minimum=2)
+        _positive_int("monitoring.reference_weeks", self.reference_weeks)
+        _positive_int("monitoring.retrain_drift_weeks", self.retrain_drift_weeks)
+        for name in ("drift_psi_warn", "drift_psi_alert", "retrain_auc_drop", "retrain_slope_low",
+                     "retrain_slope_high", "promotion_min_improvement"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"The '{name}' parameter must be a number >= 0. Got {value!r}.")
+        if self.drift_psi_warn > self.drift_psi_alert:
+            raise ConfigError(f"The 'drift_psi_warn' parameter must not exceed 'drift_psi_alert' "
+                              f"({self.drift_psi_alert}). Got {self.drift_psi_warn}.")
+        if not self.retrain_slope_low < 1 < self.retrain_slope_high:
+            raise ConfigError(f"The calibration slope band [retrain_slope_low, "
+                              f"retrain_slope_high] must contain 1. Got [{self.retrain_slope_low}, "
+                              f"{self.retrain_slope_high}].")
         if not isinstance(self.lgb_params, dict):
             raise ConfigError(f"The 'lightgbm.params' parameter must be a mapping. Got {self.lgb_params!r}.")
         objective = self.lgb_params.get("objective", "binary")
@@ -192,6 +216,14 @@ _YAML_FIELDS = {
     ("promotion", "min_improvement"): "promotion_min_improvement",
     ("evaluation", "bootstrap_resamples"): "bootstrap_resamples",
     ("evaluation", "seed"): "seed",
+    ("monitoring", "drift_bins"): "drift_bins",
+    ("monitoring", "reference_weeks"): "reference_weeks",
+    ("monitoring", "drift_psi_warn"): "drift_psi_warn",
+    ("monitoring", "drift_psi_alert"): "drift_psi_alert",
+    ("monitoring", "retrain_auc_drop"): "retrain_auc_drop",
+    ("monitoring", "retrain_slope_low"): "retrain_slope_low",
+    ("monitoring", "retrain_slope_high"): "retrain_slope_high",
+    ("monitoring", "retrain_drift_weeks"): "retrain_drift_weeks",
 }
 
 

@@ -371,6 +371,48 @@ def _log_model_card(result, version: str, run_id: str, folder: Path) -> None:
     _mlflow().log_artifact(str(path))
 
 
+def _log_reference_profile(result, folder: Path) -> None:
+    """``reference_profile.json`` (``churnml.models.profile``) as an artifact of the version's
+    run: the registered model's training rows binned per feature and for its score."""
+    from churnml.models.profile import PROFILE_FILE, build_profile
+
+    config = result.config
+    profile = build_profile(result.model, result.dataset.frame, outcome=config.target,
+                            bins=config.drift_bins, reference_weeks=config.reference_weeks,
+                            seed=config.seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / PROFILE_FILE
+    path.write_text(json.dumps(profile.to_dict()), encoding="utf-8")
+    _mlflow().log_artifact(str(path))
+
+
+def load_reference_profile(target: str, version: str | int):
+    """The ``ReferenceProfile`` stored with a registered version (None for a version logged
+    before profiles were, or an unknown one)."""
+    from mlflow.exceptions import MlflowException
+
+    from churnml.models.profile import PROFILE_FILE, ReferenceProfile
+
+    client = _client()
+    name = registered_name(target)
+    try:
+        run_id = client.get_model_version(name, str(version)).run_id
+        if not run_id:
+            return None
+        if PROFILE_FILE not in {Path(f.path).name for f in client.list_artifacts(run_id)}:
+            return None
+        with tempfile.TemporaryDirectory(prefix="churnml-profile-") as tmp:
+            local = client.download_artifacts(run_id, PROFILE_FILE, tmp)
+            data = json.loads(Path(local).read_text(encoding="utf-8"))
+    except MlflowException as exc:
+        if _not_found(exc):
+            return None
+        raise _unavailable(exc, f"reading the reference profile of version {version} of {name}") from exc
+    except OSError as exc:
+        raise _unavailable(exc, f"reading the reference profile of version {version} of {name}") from exc
+    return ReferenceProfile.from_dict(data)
+
+
 def model_card_uri(target: str, version: str | int) -> str | None:
     """Where the model card of a registered version is: the artifact URI of ``model_card.md``
     in the version's run (None for a version logged before model cards, or an unknown one)."""
@@ -522,6 +564,7 @@ def log_training(result, plots: bool = True, progress=None) -> Registration:
             )
             version = str(info.registered_model_version)
             _log_model_card(result, version, run.info.run_id, tmp / "card")
+            _log_reference_profile(result, tmp / "profile")
             metric = config.promotion_metric
             new_score = float(result.metrics[metric])
             try:

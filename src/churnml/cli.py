@@ -43,6 +43,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("monitor", "churnml.commands.monitor:monitor"),
     ("serve", "churnml.commands.serve:serve"),
     ("demo", "churnml.commands.demo:demo"),
+    ("ui", "churnml.ui.command:ui"),
 ]
 
 # command groups (name, "module:Typer sub-app"), each with its own sub-commands, listed in

@@ -30,6 +30,9 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline';
        "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; "
        "base-uri 'none'")
 
+#: rows shown per owner on the queue page (queued, then on watch); the CSV has them all
+QUEUE_ROWS_SHOWN = 200
+WATCH_ROWS_SHOWN = 25
 #: list-frame columns of the CSV exports, in order (those present)
 ACCOUNT_CSV_FIRST = ("account_id", "name", "as_of", "health_score", "health_tier",
                      "health_change")
@@ -139,12 +142,13 @@ def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
     async def portfolio(request: Request):
         week, prev, weeks = pick_week(request)
         frame = store.view(week, prev)
-        previous = store.frame(prev) if prev is not None else None
-        tiers = views.tier_table(frame, previous)
         trend = store.trend(weeks)
+        tiers = views.tier_table(store.trend([week]),
+                                 store.trend([prev]) if prev is not None else None)
         tier_names = [t for t in tiers["tier"]]
         tier_names += sorted(set(trend["health_tier"]) - set(tier_names))
-        chart = {"x": [int(pd.Timestamp(w.as_of).timestamp()) for w in weeks], "series": []}
+        chart: dict[str, Any] = {"x": [int(pd.Timestamp(w.as_of).timestamp()) for w in weeks],
+                                 "series": []}
         pivot_accounts = trend.pivot_table(index="as_of", columns="health_tier",
                                            values="accounts", aggfunc="sum").reindex(
                                                [w.as_of for w in weeks])
@@ -170,11 +174,12 @@ def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
         week, prev, weeks = pick_week(request)
         frame = store.view(week, prev)
         query = views.AccountQuery.parse(request.query_params, frame.columns)
-        return week, weeks, frame, query, views.filter_frame(frame, query)
+        return week, weeks, frame, query, views.filter_positions(frame, query)
 
     async def accounts(request: Request):
-        week, weeks, frame, query, rows = account_view(request)
-        shown, page_no, pages = views.page_of(rows, query.page)
+        week, weeks, frame, query, positions = account_view(request)
+        shown_at, page_no, pages = views.page_of(positions, query.page, views.PAGE_SIZE)
+        shown, rows = frame.iloc[shown_at], positions
         query.page = page_no
         options = {c: sorted(str(v) for v in frame[c].dropna().unique())
                    for c, _ in views.SELECT_FILTERS if c in frame}
@@ -186,9 +191,10 @@ def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
                     outcomes=outcome_columns(frame.columns), note=schema_note(frame))
 
     async def accounts_csv(request: Request):
-        week, _weeks, frame, _query, rows = account_view(request)
+        week, _weeks, frame, _query, positions = account_view(request)
+        rows = frame.iloc[positions]
         first = [c for c in ACCOUNT_CSV_FIRST if c in rows]
-        rest = [c for c in rows.columns if c not in first]
+        rest = [c for c in rows.columns if c not in first and c != "search_text"]
         return csv_response(rows[first + rest], f"accounts_{week.as_of:%Y-%m-%d}.csv")
 
     async def account(request: Request):
@@ -201,8 +207,10 @@ def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
                            f"{week.as_of:%Y-%m-%d}.")
         view = store.view(week, prev)
         listed = view[view["account_id"] == account_id].iloc[0].to_dict()
-        history = store.history(account_id, weeks)
         outcomes = outcome_columns(view.columns)
+        history = store.history(account_id, weeks, ["as_of", "health_score", "health_tier",
+                                                    "mrr", "alerts_text"]
+                                + [o["probability"] for o in outcomes])
         chart = {"x": [int(pd.Timestamp(t).timestamp()) for t in history["as_of"]],
                  "health": [None if pd.isna(v) else round(float(v), 2)
                             for v in history["health_score"]],
@@ -241,9 +249,18 @@ def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
             capacity = dict(load_playbooks().capacity)
         except Exception:  # noqa: BLE001 - a broken playbooks file must not hide the queue
             capacity = {}
-        owners = views.queue_owners(rows, capacity)
-        groups = [(o, rows[rows["action_owner"] == o["owner"]].to_dict("records"))
-                  for o in owners]
+        groups = []
+        if "queue_status" in rows:
+            owner_of = rows["action_owner"].astype(str).to_numpy()
+            status = rows["queue_status"].astype(str).to_numpy()
+            for o in views.queue_owners(rows, capacity):
+                mine = owner_of == o["owner"]
+                queued = rows[mine & (status == "queued")]
+                watch = rows[mine & (status != "queued")]
+                groups.append({**o, "queued": queued.head(QUEUE_ROWS_SHOWN).to_dict("records"),
+                               "queued_total": len(queued),
+                               "watch": watch.head(WATCH_ROWS_SHOWN).to_dict("records"),
+                               "watch_total": len(watch)})
         all_owners = sorted(str(v) for v in views.queue_frame(frame)["action_owner"]
                             .dropna().unique()) if "action_owner" in frame else []
         return page(request, "queue.html", week=week, weeks=weeks, groups=groups, owner=owner,
@@ -256,7 +273,8 @@ def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
                              "account_id", "name", "action_playbook", "action_action",
                              "expected_value", "queue_reason", "action_reason")
                  if c in rows]
-        return csv_response(rows[first + [c for c in rows.columns if c not in first]],
+        return csv_response(rows[first + [c for c in rows.columns
+                                          if c not in first and c != "search_text"]],
                             f"queue_{week.as_of:%Y-%m-%d}.csv")
 
     async def trust(request: Request):
@@ -361,7 +379,17 @@ def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
         Route("/login", login, methods=["GET", "POST"]),
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(Guard)],
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        import threading
+
+        # read every week into the caches while the first page is requested
+        threading.Thread(target=store.warm, name="churnml-ui-warm", daemon=True).start()
+        yield
+
+    return Starlette(routes=routes, middleware=[Middleware(Guard)], lifespan=lifespan,
                      exception_handlers={NotScored: on_lookup, views.BadRequest: on_bad,
                                          HTTPException: on_http, Exception: on_error})
 

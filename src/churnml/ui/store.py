@@ -35,7 +35,8 @@ ACTION_FIELDS = ("playbook", "action", "owner", "severity", "respond_within", "r
 #: tiers in display order (best first); a tier not listed here is shown after them
 TIER_ORDER = ("thriving", "healthy", "needs_attention", "at_risk", "critical",
               "insufficient_data")
-_NESTED = {"strings", "reasons", "action"}
+#: weeks whose full table (reasons and all) is kept in memory for the account page
+FULL_TABLES_KEPT = 2
 
 
 class NotScored(LookupError):
@@ -93,8 +94,25 @@ def _list_frame(path: Path) -> pd.DataFrame:
                                 pc.fill_null(pc.list_value_length(alerts), 0))
         out = out.append_column("alerts_text",
                                 pc.fill_null(pc.binary_join(alerts, ", "), ""))
-    frame = out.to_pandas()
-    return frame.sort_values("account_id", kind="stable", ignore_index=True)
+    out = out.take(pc.sort_indices(out, [("account_id", "ascending")]))
+    columns: dict[str, Any] = {}
+    limit = max(64, out.num_rows // 100)
+    for name in out.column_names:
+        col = out.column(name).combine_chunks()
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            if name != "account_id" and pc.count_distinct(col).as_py() <= limit:
+                # low-cardinality text (tiers, owners, segments, versions) as categories in
+                # sorted order: filters and group-bys on them are integer work
+                values = col.dictionary_encode().to_pandas()
+                columns[name] = values.cat.reorder_categories(
+                    sorted(values.cat.categories))
+            else:
+                # plain object arrays (pandas 3 would make Arrow-backed strings, whose
+                # to_numpy and take copy on every access)
+                columns[name] = col.to_numpy(zero_copy_only=False)
+        else:
+            columns[name] = col.to_pandas()
+    return pd.DataFrame(columns)
 
 
 class ScoreStore:
@@ -109,6 +127,9 @@ class ScoreStore:
         self._views: dict[tuple, pd.DataFrame] = {}
         self._book: tuple[tuple, dict[str, pd.DataFrame]] | None = None
         self._small: dict[Path, tuple[int, pd.DataFrame]] = {}
+        self._tiers: dict[Path, tuple[int, pd.DataFrame]] = {}
+        # full tables (every column) of the most recently opened weeks, for the account page
+        self._full: dict[Path, tuple[int, Any, np.ndarray, np.ndarray]] = {}
 
     # --- partitions ---------------------------------------------------------------------
     def weeks(self) -> list[Week]:
@@ -121,6 +142,16 @@ class ScoreStore:
             except FileNotFoundError:  # replaced between listing and stat: skip this time
                 continue
         return out
+
+    def warm(self) -> None:
+        """Read every week's list frame and tier counts into the caches, newest first (run
+        in a background thread at start-up, so that the first page does not wait for them)."""
+        weeks = self.weeks()
+        for week in reversed(weeks):
+            try:
+                self.trend([week])
+            except Exception:  # noqa: BLE001 - a page reading this week reports the problem
+                continue
 
     def skipped(self) -> list[str]:
         """Partitions left out as incomplete (``as_of=... (reason)``)."""
@@ -191,40 +222,66 @@ class ScoreStore:
                 joined = attrs.reindex(frame["account_id"].to_numpy())
                 for c in extra:
                     frame[c] = joined[c].to_numpy()
+        text = frame["account_id"].astype(str)
+        if "name" in frame:
+            text = text + "\x00" + frame["name"].fillna("").astype(str)
+        frame["search_text"] = text.str.lower().astype(object)
         with self._lock:
             self._views = {k: v for k, v in self._views.items() if k[0] != week.path}
             self._views[key] = frame
         return frame
 
-    def history(self, account_id: str, weeks: list[Week]) -> pd.DataFrame:
-        """The account's list-frame rows over ``weeks`` (those it was scored in), oldest first."""
+    def history(self, account_id: str, weeks: list[Week], columns: list[str]) -> pd.DataFrame:
+        """The account's ``columns`` (those a week has) over ``weeks`` (those it was scored
+        in), oldest first."""
         rows = []
         for week in weeks:
             frame = self.frame(week)
             ids = frame["account_id"].to_numpy()
             i = int(np.searchsorted(ids, account_id))
             if i < len(ids) and ids[i] == account_id:
-                rows.append(frame.iloc[i])
-        return pd.DataFrame(rows).reset_index(drop=True)
+                rows.append({c: frame[c].iat[i] for c in columns if c in frame.columns})
+        return pd.DataFrame(rows, columns=columns)
 
     def account_row(self, week: Week, account_id: str) -> dict[str, Any] | None:
         """The account's full row of the week (every column, nested ones as Python lists and
         dicts), or None when not scored that week."""
         import pyarrow.parquet as pq
 
-        table = pq.read_table(week.path, filters=[("account_id", "=", account_id)])
-        rows = table.slice(0, 1).to_pylist()
-        return rows[0] if rows else None
+        with self._lock:
+            hit = self._full.get(week.path)
+        if hit is None or hit[0] != week.mtime_ns:
+            table = pq.read_table(week.path)
+            ids = table.column("account_id").to_numpy(zero_copy_only=False).astype(str)
+            order = np.argsort(ids, kind="stable")
+            hit = (week.mtime_ns, table, ids[order], order)
+            with self._lock:
+                self._full.pop(week.path, None)
+                self._full[week.path] = hit
+                while len(self._full) > FULL_TABLES_KEPT:  # oldest opened first
+                    self._full.pop(next(iter(self._full)))
+        _mtime, table, sorted_ids, order = hit
+        i = int(np.searchsorted(sorted_ids, account_id))
+        if i >= len(sorted_ids) or sorted_ids[i] != account_id:
+            return None
+        return table.slice(int(order[i]), 1).to_pylist()[0]
 
     def trend(self, weeks: list[Week]) -> pd.DataFrame:
         """Per week and health tier: accounts and MRR (``as_of, health_tier, accounts, mrr``)."""
         parts = []
         for week in weeks:
-            frame = self.frame(week)
-            g = frame.groupby("health_tier", observed=True).agg(
-                accounts=("account_id", "size"), mrr=("mrr", "sum")).reset_index()
-            g.insert(0, "as_of", week.as_of)
-            parts.append(g)
+            with self._lock:
+                hit = self._tiers.get(week.path)
+            if hit is None or hit[0] != week.mtime_ns:
+                frame = self.frame(week)
+                g = frame.groupby("health_tier", observed=True).agg(
+                    accounts=("account_id", "size"), mrr=("mrr", "sum")).reset_index()
+                g["health_tier"] = g["health_tier"].astype(str)
+                g.insert(0, "as_of", week.as_of)
+                hit = (week.mtime_ns, g)
+                with self._lock:
+                    self._tiers[week.path] = hit
+            parts.append(hit[1])
         if not parts:
             return pd.DataFrame(columns=["as_of", "health_tier", "accounts", "mrr"])
         return pd.concat(parts, ignore_index=True)
@@ -294,7 +351,7 @@ def check_scores_dir(scores_dir: str | Path) -> None:
                          "churnml score, with as_of=YYYY-MM-DD/ partitions)")
 
 
-def outcome_columns(frame_columns) -> list[dict[str, str]]:
+def outcome_columns(frame_columns) -> list[dict[str, Any]]:
     """Per outcome of the registry whose probability column is present: ``{name, title,
     probability, value, value_meaning, is_risk}``."""
     cols = set(frame_columns)

@@ -103,40 +103,61 @@ def alert_names(frame: pd.DataFrame) -> list[str]:
     """Every alert raised this week, sorted."""
     if "alerts_text" not in frame:
         return []
-    text = frame.loc[frame["alerts_count"] > 0, "alerts_text"]
+    text = frame.loc[frame["alerts_count"] > 0, "alerts_text"].astype(str)
     return sorted({a for s in text.unique() for a in s.split(", ") if a})
+
+
+def _equals(values: pd.Series, text: str) -> np.ndarray:
+    """``values == text`` as a boolean array (null never equal), categories compared once."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        cats = [str(c) for c in values.cat.categories]
+        if text not in cats:
+            return np.zeros(len(values), dtype=bool)
+        return values.cat.codes.to_numpy() == cats.index(text)
+    return (values.astype("string") == text).fillna(False).to_numpy(dtype=bool)
 
 
 def filter_frame(frame: pd.DataFrame, query: AccountQuery) -> pd.DataFrame:
     """The rows matching every filter, sorted (nulls last, ties by account_id)."""
+    return frame.iloc[filter_positions(frame, query)]
+
+
+def filter_positions(frame: pd.DataFrame, query: AccountQuery) -> np.ndarray:
+    """Positions in ``frame`` (sorted by account_id) of :func:`filter_frame`'s rows, in its
+    order: only the rows shown are then copied."""
     mask = np.ones(len(frame), dtype=bool)
     for column, value in query.filters.items():
-        mask &= (frame[column].astype("string") == value).fillna(False).to_numpy(dtype=bool)
+        mask &= _equals(frame[column], value)
     if query.alert == "any":
         mask &= frame["alerts_count"].to_numpy() > 0
     elif query.alert == "none":
         mask &= frame["alerts_count"].to_numpy() == 0
     elif query.alert:
-        padded = ", " + frame["alerts_text"] + ", "
+        padded = ", " + frame["alerts_text"].astype(str) + ", "
         mask &= padded.str.contains(f", {query.alert}, ", regex=False).to_numpy(dtype=bool)
     if query.q:
         needle = query.q.lower()
-        hit = frame["account_id"].str.lower().str.contains(needle, regex=False)
-        if "name" in frame:
-            hit |= frame["name"].astype("string").str.lower().str.contains(
-                needle, regex=False).fillna(False)
-        mask &= hit.to_numpy(dtype=bool)
-    rows = frame[mask]
+        if "search_text" in frame:  # the store's lower-cased "id name" (ScoreStore.view)
+            text = frame["search_text"]
+        else:
+            text = frame["account_id"].str.lower()
+        mask &= text.str.contains(needle, regex=False).to_numpy(dtype=bool)
+    positions = np.flatnonzero(mask)
     column = sort_keys(frame.columns)[query.sort][0]
-    return rows.sort_values([column, "account_id"], ascending=[not query.descending, True],
-                            na_position="last", kind="stable")
+    # the list frame is sorted by account_id: a stable sort on the key alone breaks ties by
+    # account_id (NaN last either way)
+    values = frame[column].to_numpy(dtype=float, na_value=np.nan)[positions]
+    return positions[np.argsort(-values if query.descending else values, kind="stable")]
 
 
-def page_of(rows: pd.DataFrame, page: int, size: int = PAGE_SIZE) -> tuple[pd.DataFrame, int, int]:
-    """``(rows of the page, page, pages)``; a page past the end shows the last one."""
+def page_of(rows, page: int, size: int = PAGE_SIZE):
+    """``(rows of the page, page, pages)`` of a frame or of an array of positions; a page
+    past the end shows the last one."""
     pages = max(1, math.ceil(len(rows) / size))
     page = min(page, pages)
-    return rows.iloc[(page - 1) * size: page * size], page, pages
+    part = rows[(page - 1) * size: page * size]
+    return (rows.iloc[(page - 1) * size: page * size] if isinstance(rows, pd.DataFrame)
+            else part), page, pages
 
 
 def kpis(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -166,18 +187,19 @@ def kpis(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def tier_table(frame: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:
-    """Per health tier: accounts, share, MRR, share of MRR and the change in accounts since
-    the previous week (``tier, accounts, account_share, mrr, mrr_share, accounts_change``)."""
-    g = frame.groupby("health_tier", observed=True).agg(
-        accounts=("account_id", "size"), mrr=("mrr", "sum"))
+def tier_table(now: pd.DataFrame, before: pd.DataFrame | None) -> pd.DataFrame:
+    """Per health tier, from the per-tier aggregates (``health_tier, accounts, mrr``) of this
+    week and of the previous one: accounts, share, MRR, share of MRR and the change in
+    accounts since the previous week (``tier, accounts, account_share, mrr, mrr_share,
+    accounts_change``)."""
+    g = now.set_index("health_tier")[["accounts", "mrr"]]
     g = g.reindex(tier_rank(g.index))
-    g["account_share"] = g["accounts"] / max(len(frame), 1)
-    total = float(frame["mrr"].sum())
+    g["account_share"] = g["accounts"] / max(int(g["accounts"].sum()), 1)
+    total = float(g["mrr"].sum())
     g["mrr_share"] = g["mrr"] / total if total > 0 else np.nan
-    if previous is not None:
-        before = previous.groupby("health_tier", observed=True).size()
-        g["accounts_change"] = g["accounts"] - before.reindex(g.index).fillna(0)
+    if before is not None:
+        prev = before.set_index("health_tier")["accounts"]
+        g["accounts_change"] = g["accounts"] - prev.reindex(g.index).fillna(0)
     else:
         g["accounts_change"] = np.nan
     return g.rename_axis("tier").reset_index()
@@ -188,18 +210,26 @@ def queue_frame(frame: pd.DataFrame, owner: str = "") -> pd.DataFrame:
     order (owner, then queue_rank, then account_id)."""
     if "queue_status" not in frame:
         return frame.iloc[0:0]
-    rows = frame[frame["queue_status"].notna()]
+    rows = frame[frame["queue_status"].notna().to_numpy()]
     if owner:
-        rows = rows[rows["action_owner"].astype("string") == owner]
-    return rows.sort_values(["action_owner", "queue_rank", "account_id"], kind="stable",
-                            na_position="last")
+        rows = rows[_equals(rows["action_owner"], owner)]
+    # the list frame is sorted by account_id: stable sorts give the ties in that order
+    rank = rows["queue_rank"].to_numpy(dtype=float, na_value=np.nan)
+    owner_col = rows["action_owner"]
+    owners: np.ndarray
+    if isinstance(owner_col.dtype, pd.CategoricalDtype) and \
+            list(owner_col.cat.categories) == sorted(owner_col.cat.categories):
+        owners = owner_col.cat.codes.to_numpy()
+    else:
+        owners = owner_col.astype(str).to_numpy()
+    return rows.iloc[np.lexsort((rank, owners))]
 
 
 def queue_owners(queue: pd.DataFrame, capacity: Mapping[str, int]) -> list[dict[str, Any]]:
     """Per owner: ``{owner, capacity, used, queued, held_out, watch, expected_value}``; used =
     queued and not held out (holdouts use no capacity), expected value over those."""
     out = []
-    for owner, rows in queue.groupby("action_owner", sort=True, observed=True):
+    for owner, rows in queue.groupby(queue["action_owner"].astype(str), sort=True):
         hold = rows["holdout"].fillna(False).astype(bool) if "holdout" in rows else \
             pd.Series(False, index=rows.index)
         queued = rows["queue_status"].eq("queued")

@@ -1,0 +1,89 @@
+"""``churnml ui`` as a real process: started on a free port of 127.0.0.1 over partitions written
+by the weekly job, every page fetched over HTTP, then stopped."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "unit"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str) -> tuple[int, str, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, r.read().decode(), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(), dict(e.headers)
+
+
+def test_churnml_ui_serves_every_page(tmp_path):
+    from jobs_fakes import FEATURE_DIMENSIONS, models, simple_features, tiny_book
+
+    from churnml.health.score import HealthScore
+    from churnml.jobs.weekly import score_book
+
+    out = tmp_path / "scores"
+    book = tiny_book()
+    for as_of in ("2026-02-23", "2026-03-02"):
+        score_book(book, as_of, out, models(), HealthScore(), build_features=simple_features,
+                   feature_dimensions=FEATURE_DIMENSIONS)
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH", "")) if p))
+    env.pop("CHURNML_API_KEY", None)
+    proc = subprocess.Popen([sys.executable, "-m", "churnml.cli", "ui", "--scores", str(out),
+                             "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                status, _, _ = get(base + "/static/ui.css")
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "churnml ui did not start within 60 s"
+            time.sleep(0.3)
+        account = sorted(book["accounts"]["account_id"])[0]
+        for path, text in [("/", "Health tiers this week"), ("/accounts", "accounts"),
+                           (f"/accounts/{account}", "Next best action"),
+                           ("/queue", "This week's queue"), ("/trust", "Models and versions"),
+                           ("/static/uPlot.iife.min.js", "uPlot"),
+                           ("/static/htmx.min.js", "htmx")]:
+            status, body, headers = get(base + path)
+            assert status == 200, (path, body[:500])
+            assert text in body, path
+            if path.startswith("/static/") is False:
+                assert "default-src 'self'" in headers.get("content-security-policy", "")
+        status, body, headers = get(base + "/accounts.csv?sort=health_score")
+        assert status == 200 and body.startswith("account_id,")
+        status, body, _ = get(base + "/accounts/NOPE")
+        assert status == 404
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Annotated, Any, Iterable, Literal
+from typing import Annotated, Any, Iterable, Literal, Mapping
 
 from pydantic import (
     BaseModel,
@@ -277,7 +277,7 @@ class PredictionsJSON:
         try:
             checked = self.adapter.validate_python(rows)
         except ValidationError as exc:
-            first = exc.errors()[0] if exc.error_count() else {}
+            first: Mapping[str, Any] = exc.errors()[0] if exc.error_count() else {}
             raise ResponseError(
                 f"a scored row does not match the output schema ({exc.error_count()} "
                 f"problem(s); first at {first.get('loc')}: {first.get('msg')})") from None

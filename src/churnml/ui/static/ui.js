@@ -24,7 +24,7 @@
     var opts = {
       title: title, width: width(el), height: 260,
       scales: {x: {time: true}, y: pct ? {range: [0, 1]} : (range ? {range: range} : {})},
-      axes: [{values: day, space: 90}, {label: yLabel, values: pct ? function (u, v) { return v.map(function (t) { return Math.round(t * 100) + "%"; }); } : undefined}],
+      axes: [{values: day, space: 90, incrs: [604800, 1209600, 2419200, 7257600, 31449600]}, {label: yLabel, values: pct ? function (u, v) { return v.map(function (t) { return Math.round(t * 100) + "%"; }); } : undefined}],
       series: [{label: "week", value: function (u, v) { return v == null ? "–" : new Date(v * 1000).toISOString().slice(0, 10); }}].concat(series.map(function (s, i) {
         return {label: s.label, stroke: s.color || OUTCOME_COLORS[s.label] || COLORS[i % COLORS.length], width: 2,
                 spanGaps: true, value: pct ? function (u, v) { return v == null ? "–" : (v * 100).toFixed(1) + "%"; } : undefined};

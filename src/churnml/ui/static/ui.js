@@ -7,7 +7,7 @@
     el.addEventListener("change", function () { el.form.submit(); });
   });
   var COLORS = ["#0b69a3", "#e12d39", "#3ebd93", "#f0b429", "#7c5e10", "#8719e0", "#52606d"];
-  var TIER_COLORS = {"thriving": "#27ab83", "healthy": "#8ded8e", "needs attention": "#f0b429",
+  var TIER_COLORS = {"thriving": "#27ab83", "healthy": "#57ae5b", "needs attention": "#f0b429",
                      "at risk": "#f35627", "critical": "#ba2525", "insufficient data": "#9aa5b1"};
   function data(id) {
     var el = document.getElementById(id);
@@ -22,7 +22,7 @@
   function draw(el, title, x, series, yLabel, pct, range) {
     if (!el || typeof uPlot === "undefined") { return; }
     var opts = {
-      title: title, width: width(el), height: 260,
+      title: title, width: width(el), height: 260, padding: [12, 40, 0, 0],
       scales: {x: {time: true}, y: pct ? {range: [0, 1]} : (range ? {range: range} : {})},
       axes: [{values: day, space: 90, incrs: [604800, 1209600, 2419200, 7257600, 31449600]}, {label: yLabel, values: pct ? function (u, v) { return v.map(function (t) { return Math.round(t * 100) + "%"; }); } : undefined}],
       series: [{label: "week", value: function (u, v) { return v == null ? "–" : new Date(v * 1000).toISOString().slice(0, 10); }}].concat(series.map(function (s, i) {

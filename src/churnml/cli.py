@@ -43,6 +43,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("monitor", "churnml.commands.monitor:monitor"),
     ("serve", "churnml.commands.serve:serve"),
     ("demo", "churnml.commands.demo:demo"),
+    # the web workspace lives in churnml.ui, a layer beside the commands (docs/ui.md)
     ("ui", "churnml.ui.command:ui"),
 ]
 

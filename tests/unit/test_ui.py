@@ -431,6 +431,7 @@ def test_api_key_asks_for_login_or_bearer(scored):
     assert client.post("/login", data={"key": "nope"}).status_code == 401
     r = client.post("/login", data={"key": "s3cret"})
     assert r.status_code == 303 and "httponly" in r.headers["set-cookie"].lower()
+    assert "s3cret" not in r.headers["set-cookie"]  # an HMAC under the key, not the key
     assert client.get("/accounts").status_code == 200  # the cookie
     assert client.get("/static/ui.css").status_code == 200
 

@@ -98,6 +98,14 @@ def templates():
     return env
 
 
+def session_token(key: str) -> str:
+    """The login cookie's value: an HMAC of a fixed text under the key (the key itself never
+    reaches the browser's cookie store; changing the key signs everyone out)."""
+    import hashlib
+
+    return hmac.new(key.encode(), b"churnml-ui-session", hashlib.sha256).hexdigest()
+
+
 def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
                api_key: str | None = None):
     """The Starlette application over ``scores_dir`` (``api_key``: None reads
@@ -305,7 +313,8 @@ def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
             given = parse_qs(body).get("key", [""])[0]
             if key is not None and hmac.compare_digest(given.encode(), key.encode()):
                 response = RedirectResponse("/", status_code=303)
-                response.set_cookie(COOKIE, given, httponly=True, samesite="strict")
+                response.set_cookie(COOKIE, session_token(key), httponly=True,
+                                    samesite="strict")
                 return response
             return page(request, "login.html", status=401, failed=True, nav="")
         return page(request, "login.html", failed=False, nav="")
@@ -345,7 +354,8 @@ def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
                     except Exception:  # noqa: BLE001 - a malformed cookie is no key
                         cookie = SimpleCookie()
                     given = cookie[COOKIE].value if COOKIE in cookie else ""
-                    ok = hmac.compare_digest(given.encode("utf-8", "replace"), key.encode())
+                    ok = hmac.compare_digest(given.encode("utf-8", "replace"),
+                                             session_token(key).encode())
                 if not ok:
                     response = RedirectResponse("/login", status_code=303) \
                         if scope.get("method") == "GET" else Response("missing or invalid key",

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
+import numpy as np
 import pandas as pd
 
 from churnml.api.auth import bearer_matches, configured_api_key
@@ -214,7 +215,10 @@ def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
                            f"Account {account_id!r} is not scored in the week of "
                            f"{week.as_of:%Y-%m-%d}.")
         view = store.view(week, prev)
-        listed = view[view["account_id"] == account_id].iloc[0].to_dict()
+        ids = view["account_id"].to_numpy()  # sorted (ScoreStore.frame)
+        at = int(np.searchsorted(ids, account_id))
+        listed = {c: view[c].iat[at] for c in view.columns} \
+            if at < len(ids) and ids[at] == account_id else {}
         outcomes = outcome_columns(view.columns)
         history = store.history(account_id, weeks, ["as_of", "health_score", "health_tier",
                                                     "mrr", "alerts_text"]

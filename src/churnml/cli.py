@@ -44,6 +44,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("effects", "churnml.commands.effects:effects"),
     ("serve", "churnml.commands.serve:serve"),
     ("demo", "churnml.commands.demo:demo"),
+    # the web workspace lives in churnml.ui, a layer beside the commands (docs/ui.md)
+    ("ui", "churnml.ui.command:ui"),
 ]
 
 # command groups (name, "module:Typer sub-app"), each with its own sub-commands, listed in

@@ -73,6 +73,10 @@ def test_the_wheel_carries_every_configuration_file(wheel):
             if path.name == "serving_health.yaml":  # a Bento's, never a default (setup.py)
                 continue
             assert f"churnml/_defaults/{folder}/{path.name}" in names
+    # churnml ui's templates and vendored scripts (package data, pyproject.toml)
+    ui = REPO / "src" / "churnml" / "ui"
+    for path in [*ui.joinpath("templates").glob("*.html"), *ui.joinpath("static").iterdir()]:
+        assert f"churnml/ui/{path.parent.name}/{path.name}" in names, path.name
 
 
 @pytest.fixture(scope="module")

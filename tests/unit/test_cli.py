@@ -11,7 +11,7 @@ from churnml import cli
 
 DESIGN_COMMANDS = [
     "simulate", "validate", "features", "health", "train", "promote", "score",
-    "calibrate-health", "monitor", "effects", "serve", "demo",
+    "calibrate-health", "monitor", "effects", "serve", "demo", "ui",
 ]
 
 

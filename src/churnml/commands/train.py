@@ -1,4 +1,4 @@
-"""``churnml train --data DIR --target {churn,expansion,contraction} [--horizon-days D] [--config FILE]``.
+"""``churnml train --data DIR --target {churn,expansion,contraction} [--horizon-days D] [--config FILE] [--sample-accounts N]``.
 
 Builds weekly observations from the book, trains LightGBM with the split policy the book allows
 (a time split: train, gap, calibration, gap, test; a short book's train, gap, test with
@@ -7,7 +7,10 @@ evaluates against the health score, a logistic regression and (simulated books) 
 on the same test rows, runs the rolling-origin backtest, refits the champion on every labeled
 date (``refit`` in the config; a cross-sectional run fits it on all rows), logs everything to
 MLflow and registers the model; the champion alias moves only if the new version beats the
-champion on the new test rows after the champion's training span. Prints the comparison table, the split dates, the
+champion on the new test rows after the champion's training span. A book too large for one
+machine trains on a stratified sample of accounts (``--sample-accounts`` or the config's
+``sample.max_accounts``; ``churnml.models.sampling``), stated in a note, MLflow and the model
+card. Prints the comparison table, the split dates, the
 registered version and whether it became champion. Exit 2 on bad input.
 """
 
@@ -34,6 +37,10 @@ def train(
     config: Annotated[Optional[Path], typer.Option("--config", help="Model config YAML "
                                                    "(default: models/<target>.yaml).")] = None,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Log evaluation plots.")] = True,
+    sample_accounts: Annotated[Optional[int], typer.Option(
+        "--sample-accounts", min=2, help="Train on a stratified sample of at most N accounts (ever had "
+        "the event x MRR size band, seeded; default: the config's sample.max_accounts, none = all). "
+        "The run and the model card state the sample and its effect on the evaluation.")] = None,
 ) -> None:
     """Train, evaluate, track and register one outcome's model (churn, expansion, contraction)."""
     from churnml.console import console, literal, progress
@@ -60,7 +67,7 @@ def train(
         from churnml.models.baselines import find_truth
 
         result = train_target(book, target_name, model_config, truth=find_truth(data),
-                              progress=step)
+                              progress=step, sample_accounts=sample_accounts)
         step.note(f"{target_name}: logging to MLflow")
         registration = registry.log_training(result, plots=plots, progress=step)
         step.advance()

@@ -129,6 +129,9 @@ def observed_start(book) -> pd.Timestamp:
     """
     from churnml.data.tables import TABLES
 
+    pinned = getattr(book, "meta", {}).get("observed_start")
+    if pinned is not None:  # a sampled book keeps its full book's (churnml.models.sampling)
+        return pd.Timestamp(pinned)
     starts = []
     for name, frame in book.tables.items():
         spec = TABLES.get(name)

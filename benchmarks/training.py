@@ -51,6 +51,43 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+class TreeMemory:
+    """Peak RSS of the whole process tree (this process and every descendant, summed), sampled
+    every 0.1 s in a thread: ``start()``, then ``stop()`` returns the peak in bytes."""
+
+    def start(self) -> "TreeMemory":
+        import threading
+
+        import psutil
+
+        self.peak, self._root = 0, psutil.Process()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> int:
+        import psutil
+
+        total = 0
+        for proc in [self._root] + self._root.children(recursive=True):
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:  # a child that ended between listing and reading
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self.peak = max(self.peak, self._sample())
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._sample())
+        return self.peak
+
+
 class Timer:
     """``with Timer() as t: ...`` then ``t.seconds``."""
 
@@ -284,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reasons-rows", type=int, default=20000)
     parser.add_argument("--reasons-repeat", type=int, default=3)
     parser.add_argument("--no-mlflow", action="store_true", help="skip timing log_training")
+    parser.add_argument("--sample-accounts", type=int, default=None,
+                        help="train on a stratified sample of this many accounts "
+                             "(churnml.models.sampling, as `churnml train --sample-accounts`)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "churnml-bench")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -296,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     from churnml.models.config import load_config
 
     folder = cached_book(args.cache, args.accounts, args.months, args.seed)
+    memory = TreeMemory().start()
+    clock = time.perf_counter()
     load_before = os.getloadavg()
     with Timer() as t_load:
         book, _ = load_book(folder)
@@ -307,6 +349,16 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"accounts": args.accounts, "months": args.months, "seed": args.seed,
                      "target": args.target, "lightgbm": lightgbm.__version__, "cpus": os.cpu_count(),
                      "load_book_s": t_load.seconds}
+    sample = None
+    if args.sample_accounts:
+        from churnml.models.sampling import draw_sample
+
+        log(f"stratified sample of {args.sample_accounts:,} accounts")
+        with Timer() as t_sample:
+            sample = draw_sample(book, config, args.sample_accounts)
+        if sample is not None:
+            book = sample.book
+            results["sample"] = {**sample.describe(), "sample_s": t_sample.seconds}
     log("(a) features and labels")
     dataset, results["data"] = build(book, config, catalog)
     log("(b) model fit: pipeline vs raw lightgbm.train")
@@ -319,6 +371,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_mlflow:
         log("MLflow logging")
         results["mlflow"] = mlflow_step(result)
+    if sample is not None:
+        from churnml.models.sampling import record_sample
+
+        record_sample(result, sample)
+        results["sample"].update({k: result.metrics[k] for k in (
+            "test_roc_auc_ci_width", "test_roc_auc_ci_width_full_book_estimate") if k in result.metrics})
+    results["training_s"] = time.perf_counter() - clock  # load to refit (and MLflow), no reasons
     log("(c) reasons throughput")
     # the registered model's reasons: the refitted champion when there is one
     results["reasons"] = reasons_step(result.model, dataset, args.reasons_rows, args.reasons_repeat)
@@ -326,11 +385,22 @@ def main(argv: list[str] | None = None) -> int:
     import resource
 
     results["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # KiB on Linux
+    results["peak_rss_children_gb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 ** 2
+    results["peak_tree_rss_gb"] = memory.stop() / 1024 ** 3
 
     print(f"\n{args.target}, {args.accounts:,} accounts x {args.months} months (seed {args.seed}); "
           f"LightGBM {lightgbm.__version__}, num_threads {results['fit']['threads']}, {os.cpu_count()} CPUs; "
           f"load average before {results['load_average'][0]}, after {results['load_average'][3]}; "
-          f"peak RSS {results['peak_rss_gb']:.2f} GB\n")
+          f"peak RSS {results['peak_rss_gb']:.2f} GB (process tree, sampled every 0.1 s: "
+          f"{results['peak_tree_rss_gb']:.2f} GB); training (load to registration, without (c)) "
+          f"{results['training_s']:.0f} s\n")
+    if "sample" in results:
+        x = results["sample"]
+        print(f"sample: {x['sample_accounts']:,} of {x['sample_accounts_total']:,} accounts "
+              f"({x['sample_rate']:.1%}, drawn in {x['sample_s']:.1f} s); test ROC AUC interval width "
+              f"{x.get('test_roc_auc_ci_width', float('nan')):.4f} on the sample, "
+              f"{x.get('test_roc_auc_ci_width_full_book_estimate', float('nan')):.4f} estimated "
+              f"without sampling\n")
     print(markdown(results))
     print(f"\ntest_roc_auc {results['rest']['test_roc_auc']:.3f} (health score "
           f"{results['rest']['health_test_roc_auc']:.3f}, oracle {results['rest']['oracle_test_roc_auc'] or float('nan'):.3f}),"

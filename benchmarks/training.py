@@ -19,10 +19,20 @@ c. **reasons throughput**: ``TargetModel.predict_with_reasons`` (calibrated prob
    top-3 reasons with their sentences, from a feature frame) against raw
    ``booster.predict(X, pred_contrib=True)`` on the prebuilt matrix, and probabilities alone.
 
+``--sample-accounts N`` trains on a stratified sample of N accounts
+(``churnml.models.sampling``, as ``churnml train --sample-accounts N``) and prints the sample
+and the test ROC AUC interval's width on it and estimated without sampling.
+
+Memory is the peak RSS of the whole process tree (this process and its children, summed,
+sampled every 0.1 s; the JSON line also has a once-a-second timeline to align with the
+``[seconds]`` of the stderr log); time ``training`` is what ``churnml train`` spends (loading
+to registration, without the raw LightGBM comparison fits and without (c)).
+
 Usage::
 
     python benchmarks/training.py                      # 5,000 accounts, 24 months, churn
     python benchmarks/training.py --accounts 1000 --months 18 --target expansion
+    python benchmarks/training.py --accounts 50000 --sample-accounts 20000
 
 Prints a markdown table (for benchmarks/README.md) and a JSON line with every figure
 (``--json FILE`` also writes it). Timings on a shared machine are noisy: the load average is

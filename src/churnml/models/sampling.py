@@ -66,9 +66,9 @@ class AccountSample:
                                "sample_accounts_total": self.accounts_total,
                                "sample_rate": self.rate, "sample_seed": self.seed,
                                "sample_strata": len(self.strata)}
-        for row in self.strata.itertuples(index=False):
-            key = f"sample_rate_{'event' if row.event else 'no_event'}_band{row.size_band}"
-            out[key] = float(row.rate)
+        for event, band, rate in zip(self.strata["event"].to_numpy(), self.strata["size_band"].to_numpy(),
+                                     self.strata["rate"].to_numpy(dtype="float64")):
+            out[f"sample_rate_{'event' if event else 'no_event'}_band{int(band)}"] = float(rate)
         return out
 
     def sentence(self) -> str:

@@ -542,8 +542,10 @@ def assemble(
     labels = grid[["account_id", "as_of", "mrr", config.target]].rename(
         columns={"mrr": "_mrr_at_as_of", config.target: "label"}
     )
+    # unlabeled rows leave before the join: one copy of the (large) feature frame, not two
+    labels = labels[labels["label"].notna()]
     frame = features.merge(labels, on=["account_id", "as_of"], how="inner", validate="one_to_one")
-    frame = frame[frame["label"].notna()].reset_index(drop=True)
+    frame = frame.reset_index(drop=True)
     frame["label"] = frame["label"].astype("float64")
     frame["event_mrr"] = event_mrr(get_outcome(config.target), frame, frame["_mrr_at_as_of"],
                                    mrr_changes, config.horizon_days)

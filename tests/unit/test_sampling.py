@@ -121,6 +121,7 @@ def test_a_sampled_run_states_its_sample_in_the_run_and_the_card(sim_tables, sma
     assert result.fit_details["sampling"]["strata"]
     card = model_card(result)
     assert "**Sampled training**" in card and f"{n:,}" in card and "without sampling" in card
+    assert card.count("stratified sample of") == 1
     # the config's budget does the same as the option
     same = train_target(book, "churn", small_config.with_overrides(sample_max_accounts=n))
     assert same.metrics["sample_accounts"] == n

@@ -19,10 +19,20 @@ c. **reasons throughput**: ``TargetModel.predict_with_reasons`` (calibrated prob
    top-3 reasons with their sentences, from a feature frame) against raw
    ``booster.predict(X, pred_contrib=True)`` on the prebuilt matrix, and probabilities alone.
 
+``--sample-accounts N`` trains on a stratified sample of N accounts
+(``churnml.models.sampling``, as ``churnml train --sample-accounts N``) and prints the sample
+and the test ROC AUC interval's width on it and estimated without sampling.
+
+Memory is the peak RSS of the whole process tree (this process and its children, summed,
+sampled every 0.1 s; the JSON line also has a once-a-second timeline to align with the
+``[seconds]`` of the stderr log); time ``training`` is what ``churnml train`` spends (loading
+to registration, without the raw LightGBM comparison fits and without (c)).
+
 Usage::
 
     python benchmarks/training.py                      # 5,000 accounts, 24 months, churn
     python benchmarks/training.py --accounts 1000 --months 18 --target expansion
+    python benchmarks/training.py --accounts 50000 --sample-accounts 20000
 
 Prints a markdown table (for benchmarks/README.md) and a JSON line with every figure
 (``--json FILE`` also writes it). Timings on a shared machine are noisy: the load average is
@@ -47,8 +57,55 @@ os.environ.update({"BENTOML_DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "
 import numpy as np  # noqa: E402
 
 
+_START = time.perf_counter()
+
+
 def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(f"[{time.perf_counter() - _START:7.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+class TreeMemory:
+    """Peak RSS of the whole process tree (this process and every descendant, summed), sampled
+    every 0.1 s in a thread: ``start()``, then ``stop()`` returns the peak in bytes."""
+
+    def start(self) -> "TreeMemory":
+        import threading
+
+        import psutil
+
+        self.peak, self._root = 0, psutil.Process()
+        self.timeline: list[tuple[float, float]] = []  # (seconds since start, GB), once a second
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> int:
+        import psutil
+
+        total = 0
+        for proc in [self._root] + self._root.children(recursive=True):
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:  # a child that ended between listing and reading
+                pass
+        return total
+
+    def _run(self) -> None:
+        last = 0.0
+        while not self._stop.wait(0.1):
+            rss = self._sample()
+            self.peak = max(self.peak, rss)
+            now = time.perf_counter() - _START
+            if now - last >= 1.0:
+                self.timeline.append((round(now, 1), round(rss / 1024 ** 3, 2)))
+                last = now
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._sample())
+        return self.peak
 
 
 class Timer:
@@ -284,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reasons-rows", type=int, default=20000)
     parser.add_argument("--reasons-repeat", type=int, default=3)
     parser.add_argument("--no-mlflow", action="store_true", help="skip timing log_training")
+    parser.add_argument("--sample-accounts", type=int, default=None,
+                        help="train on a stratified sample of this many accounts "
+                             "(churnml.models.sampling, as `churnml train --sample-accounts`)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "churnml-bench")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -296,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     from churnml.models.config import load_config
 
     folder = cached_book(args.cache, args.accounts, args.months, args.seed)
+    memory = TreeMemory().start()
+    clock = time.perf_counter()
     load_before = os.getloadavg()
     with Timer() as t_load:
         book, _ = load_book(folder)
@@ -307,6 +369,16 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"accounts": args.accounts, "months": args.months, "seed": args.seed,
                      "target": args.target, "lightgbm": lightgbm.__version__, "cpus": os.cpu_count(),
                      "load_book_s": t_load.seconds}
+    sample = None
+    if args.sample_accounts:
+        from churnml.models.sampling import draw_sample
+
+        log(f"stratified sample of {args.sample_accounts:,} accounts")
+        with Timer() as t_sample:
+            sample = draw_sample(book, config, args.sample_accounts)
+        if sample is not None:
+            book = sample.book
+            results["sample"] = {**sample.describe(), "sample_s": t_sample.seconds}
     log("(a) features and labels")
     dataset, results["data"] = build(book, config, catalog)
     log("(b) model fit: pipeline vs raw lightgbm.train")
@@ -319,6 +391,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_mlflow:
         log("MLflow logging")
         results["mlflow"] = mlflow_step(result)
+    if sample is not None:
+        from churnml.models.sampling import record_sample
+
+        record_sample(result, sample)
+        results["sample"].update({k: result.metrics[k] for k in (
+            "test_roc_auc_ci_width", "test_roc_auc_ci_width_full_book_estimate") if k in result.metrics})
+    # what `churnml train` spends: load to refit (and MLflow), without the two raw LightGBM
+    # comparison fits of (b) and without (c)
+    results["training_s"] = (time.perf_counter() - clock - results["fit"]["raw_train_s"]
+                             - results["fit"]["raw_train_early_stopping_s"])
     log("(c) reasons throughput")
     # the registered model's reasons: the refitted champion when there is one
     results["reasons"] = reasons_step(result.model, dataset, args.reasons_rows, args.reasons_repeat)
@@ -326,11 +408,23 @@ def main(argv: list[str] | None = None) -> int:
     import resource
 
     results["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # KiB on Linux
+    results["peak_rss_children_gb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 ** 2
+    results["peak_tree_rss_gb"] = memory.stop() / 1024 ** 3
+    results["rss_timeline_gb"] = memory.timeline  # with the [seconds] of the stderr log: which step peaks
 
     print(f"\n{args.target}, {args.accounts:,} accounts x {args.months} months (seed {args.seed}); "
           f"LightGBM {lightgbm.__version__}, num_threads {results['fit']['threads']}, {os.cpu_count()} CPUs; "
           f"load average before {results['load_average'][0]}, after {results['load_average'][3]}; "
-          f"peak RSS {results['peak_rss_gb']:.2f} GB\n")
+          f"peak RSS {results['peak_rss_gb']:.2f} GB (process tree, sampled every 0.1 s: "
+          f"{results['peak_tree_rss_gb']:.2f} GB); training as `churnml train` (load to registration, without the raw comparison fits and (c)) "
+          f"{results['training_s']:.0f} s\n")
+    if "sample" in results:
+        x = results["sample"]
+        print(f"sample: {x['sample_accounts']:,} of {x['sample_accounts_total']:,} accounts "
+              f"({x['sample_rate']:.1%}, drawn in {x['sample_s']:.1f} s); test ROC AUC interval width "
+              f"{x.get('test_roc_auc_ci_width', float('nan')):.4f} on the sample, "
+              f"{x.get('test_roc_auc_ci_width_full_book_estimate', float('nan')):.4f} estimated "
+              f"without sampling\n")
     print(markdown(results))
     print(f"\ntest_roc_auc {results['rest']['test_roc_auc']:.3f} (health score "
           f"{results['rest']['health_test_roc_auc']:.3f}, oracle {results['rest']['oracle_test_roc_auc'] or float('nan'):.3f}),"

@@ -20,9 +20,18 @@ Each name is the package function itself (``churnml.train`` is
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# OpenMP threads (LightGBM's, scikit-learn's) sleep when idle instead of spinning. Must be set
+# before an OpenMP runtime loads, hence here, before anything imports lightgbm or sklearn. On a
+# machine with more runnable threads than cores, spinning threads burn the cores their siblings
+# wait for: measured on the shared 2-core machine at load ~18, 60 rounds of LightGBM on 400,000
+# rows x 60 features at num_threads 2 took 139-146 s spinning and 19-25 s passive (one thread:
+# 25-33 s) (benchmarks/README.md, "Training"). A value set by the user is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # The version of the output contract; declared once in churnml.scoring.schema (light: no pandas).
 from churnml.scoring.schema import SCHEMA_VERSION  # noqa: E402  (the one definition)

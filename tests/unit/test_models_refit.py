@@ -71,7 +71,7 @@ def test_out_of_fold_scores_come_from_boosters_that_never_saw_the_account(monkey
     folds = R.account_folds(account, 3, seed=1)
     trained_on: list[set[int]] = []
     predicted_by: dict[int, int] = {}
-    real_fit = R.fit_booster
+    real_fit = R.fit_on_rows
 
     class Spy:
         def __init__(self, booster, index):
@@ -83,11 +83,15 @@ def test_out_of_fold_scores_come_from_boosters_that_never_saw_the_account(monkey
                 predicted_by[row] = self.index
             return self.booster.predict(Xp, **kwargs)
 
-    def spy_fit(Xt, yt, *args, **kwargs):
-        trained_on.append(set(Xt[:, 0].astype(int)))
-        return Spy(real_fit(Xt, yt, *args, **kwargs), len(trained_on) - 1)
+    def spy_fit(data, rows, *args, **kwargs):
+        # the fold's rows are positions in the one binned copy of X (shared bins)
+        assert rows is not None and data.num_data() == len(y)
+        trained_on.append(set(X[rows, 0].astype(int)))
+        booster = real_fit(data, rows, *args, **kwargs)
+        assert booster.num_trees() == 5
+        return Spy(booster, len(trained_on) - 1)
 
-    monkeypatch.setattr(R, "fit_booster", spy_fit)
+    monkeypatch.setattr(R, "fit_on_rows", spy_fit)
     raw = R.crossfit_raw(X, y, folds, ["row", "x"], [], FAST_LGB, 5)
     assert np.isfinite(raw).all() and len(trained_on) == 3
     assert set(predicted_by) == set(range(len(y)))  # every row scored exactly once
@@ -129,17 +133,17 @@ def refitted(sim_tables):
     catalog = load_catalog()
     dataset = build_dataset(book, config, catalog=catalog)
     captured: dict = {}
-    real_fit = R.fit_booster
+    real_bin = R.binned_dataset
 
     def capture(X, y, *args, **kwargs):
-        captured.setdefault("X", X)  # the first fit of the refit: the champion, on all rows
-        return real_fit(X, y, *args, **kwargs)
+        captured.setdefault("X", X)  # binned once for the refit: the champion's rows, all of them
+        return real_bin(X, y, *args, **kwargs)
 
-    R.fit_booster = capture
+    R.binned_dataset = capture
     try:
         result = train_on_dataset(dataset, config, catalog=catalog)
     finally:
-        R.fit_booster = real_fit
+        R.binned_dataset = real_bin
     plain = train_on_dataset(dataset, config.with_overrides(refit=False), catalog=catalog)
     return SimpleNamespace(book=book, config=config, catalog=catalog, dataset=dataset,
                            result=result, plain=plain, X=captured["X"])
@@ -302,3 +306,18 @@ def test_forward_test_holds_the_last_horizon_back_from_both_models():
     y = np.array([0, 1, 0, 1, 1, 0.0])
     point, low, high = paired_auc_difference(y, y, 1 - y, list("aabbcc"), 50)
     assert point == 2.0 - 1.0 and low <= point <= high
+
+
+def test_the_champion_on_the_shared_binned_copy_is_plain_lightgbm():
+    """Binning once (for the champion and the folds) changes nothing for the champion: the same
+    trees as ``lightgbm.train`` on its own Dataset of the same rows."""
+    import lightgbm as lgb
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(2000, 3))
+    X[rng.random(X.shape) < 0.1] = np.nan
+    y = (rng.random(2000) < 1 / (1 + np.exp(-X[:, 0] * 2))).astype("float64")
+    params = {**FAST_LGB, "bagging_fraction": 0.8, "bagging_freq": 1, "feature_fraction": 0.8}
+    shared = R.fit_on_rows(R.binned_dataset(X, y, ["a", "b", "c"], [], params), None, params, 20)
+    plain = lgb.train(params, lgb.Dataset(X, y, feature_name=["a", "b", "c"]), num_boost_round=20)
+    np.testing.assert_array_equal(shared.predict(X, raw_score=True), plain.predict(X, raw_score=True))

@@ -245,3 +245,26 @@ def test_cross_sectional_folds_are_stratified_grouped_and_refuse_too_few_events(
     with pytest.raises(InsufficientDataError,
                        match=r"21 positive .* at least 30 of each are needed \(6 per fold x 5 folds"):
         cross_sectional_folds(few, ModelConfig(target="churn", cv_folds=5, min_positives=6))
+
+
+def test_a_backtest_fold_leaves_the_main_dataset_as_it_was():
+    """``Dataset.refold`` shares the feature columns (no copy of the frame) and still never
+    changes the main split's windows."""
+    dates = weekly(100)
+    ids = [f"acc{i}" for i in range(30)]
+    idx = pd.MultiIndex.from_product([ids, dates], names=["account_id", "as_of"]).to_frame(index=False)
+    rng = np.random.default_rng(1)
+    features = idx.assign(logins_30d=rng.poisson(5, len(idx)).astype(float))
+    grid = idx.assign(mrr=100.0, churn=(rng.random(len(idx)) < 0.2).astype(float),
+                      expansion=0.0, labeled=True)
+    config = ModelConfig(target="churn", horizon_days=30, backtest_folds=2, min_positives=1)
+    main = time_split(dates, config)
+    ds = assemble(features, grid, config, main)
+    before = ds.frame.copy()
+    folds, _ = backtest_splits(dates, config, main)
+    fold = ds.refold(folds[1], config)
+    pd.testing.assert_frame_equal(ds.frame, before)
+    assert not fold.frame["window"].equals(ds.frame["window"])
+    expected = pd.Series(folds[1].window_of(fold.frame["as_of"]).to_numpy(), index=fold.frame.index)
+    pd.testing.assert_series_equal(fold.frame["window"].astype(str), expected.astype(str), check_names=False)
+    pd.testing.assert_frame_equal(fold.frame.drop(columns="window"), before.drop(columns="window"))

@@ -1,4 +1,4 @@
-"""``churnml train --data DIR --target {churn,expansion,contraction,time_to_event} [--horizon-days D] [--config FILE]``.
+"""``churnml train --data DIR --target {churn,expansion,contraction,time_to_event} [--horizon-days D] [--config FILE] [--sample-accounts N]``.
 
 ``--target time_to_event`` trains the competing-risk model over every outcome
 (``churnml.models.survival_train``) and registers it as ``churnml-time-to-event``.
@@ -10,7 +10,10 @@ evaluates against the health score, a logistic regression and (simulated books) 
 on the same test rows, runs the rolling-origin backtest, refits the champion on every labeled
 date (``refit`` in the config; a cross-sectional run fits it on all rows), logs everything to
 MLflow and registers the model; the champion alias moves only if the new version beats the
-champion on the new test rows after the champion's training span. Prints the comparison table, the split dates, the
+champion on the new test rows after the champion's training span. A book too large for one
+machine trains on a stratified sample of accounts (``--sample-accounts`` or the config's
+``sample.max_accounts``; ``churnml.models.sampling``), stated in a note, MLflow and the model
+card. Prints the comparison table, the split dates, the
 registered version and whether it became champion. Exit 2 on bad input.
 """
 
@@ -40,6 +43,10 @@ def train(
     config: Annotated[Optional[Path], typer.Option("--config", help="Model config YAML "
                                                    "(default: models/<target>.yaml).")] = None,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Log evaluation plots.")] = True,
+    sample_accounts: Annotated[Optional[int], typer.Option(
+        "--sample-accounts", min=2, help="Train on a stratified sample of at most N accounts (ever had "
+        "the event x MRR size band, seeded; default: the config's sample.max_accounts, none = all). "
+        "The run and the model card state the sample and its effect on the evaluation.")] = None,
 ) -> None:
     """Train, evaluate, track and register one outcome's model (churn, expansion, contraction) or the time-to-event model."""
     from churnml.console import console, literal, progress
@@ -55,6 +62,9 @@ def train(
         if horizon_days is not None:
             raise UsageError(f"--horizon-days does not apply to --target {TIME_TO_EVENT} (it predicts "
                              f"30, 60, 90 and 180 days at once)")
+        if sample_accounts is not None:
+            raise UsageError(f"--sample-accounts does not apply to --target {TIME_TO_EVENT} yet "
+                             f"(it trains on every account)")
         train_time_to_event_command(data, config)
         return
 
@@ -72,8 +82,9 @@ def train(
         step.note(f"{target_name}: building features")
         from churnml.models.baselines import find_truth
 
-        result = train_target(book, target_name, model_config, truth=find_truth(data) if isinstance(data, Path) else None,
-                              progress=step)
+        truth = find_truth(data) if isinstance(data, Path) else None
+        result = train_target(book, target_name, model_config, truth=truth,
+                              progress=step, sample_accounts=sample_accounts)
         step.note(f"{target_name}: logging to MLflow")
         registration = registry.log_training(result, plots=plots, progress=step)
         step.advance()

@@ -205,7 +205,10 @@ class Book:
     def data_end(self) -> pd.Timestamp:
         """The data's end: the bulk end of the revenue history and the usage, at midnight
         (``churnml.data.dates``; not the latest date of any column, so a stray future-dated
-        row cannot move it). Later as_of + horizon are unlabeled."""
+        row cannot move it). Later as_of + horizon are unlabeled. A sampled book keeps its full
+        book's (``meta["data_end"]``, ``churnml.models.sampling``)."""
         from churnml.data.dates import book_data_end
 
+        if "data_end" in self.meta:
+            return pd.Timestamp(self.meta["data_end"])
         return book_data_end(self.tables)

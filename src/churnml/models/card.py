@@ -207,6 +207,7 @@ def model_card(result, version: str | None = None, run_id: str | None = None,
     sample = result.fit_details.get("sample") or model.info.get("sample")
     if sample:
         limits.append(f"**Sampled training**: {sample}.")
-    limits += [f"{note}" for note in result.notes if not note.startswith("split policy:")]
+    limits += [f"{note}" for note in result.notes
+               if not note.startswith("split policy:") and note != sample]  # the sample: once
     lines += ["## Known limits", ""] + [f"- {text}" for text in limits] + [""]
     return "\n".join(lines)

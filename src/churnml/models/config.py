@@ -81,6 +81,8 @@ class ModelConfig:
     refit: bool = True
     refit_rounds: str = "same"
     refit_calibration_folds: int = 3
+    sample_max_accounts: int | None = None
+    sample_size_bands: int = 4
     promotion_metric: str = "test_roc_auc"
     promotion_min_improvement: float = 0.0
     bootstrap_resamples: int = 200
@@ -139,6 +141,9 @@ class ModelConfig:
             raise ConfigError(f"The 'refit.enabled' parameter must be true or false. Got {self.refit!r}.")
         _choice("refit_rounds", self.refit_rounds, REFIT_ROUND_RULES)
         _positive_int("refit_calibration_folds", self.refit_calibration_folds, minimum=2)
+        if self.sample_max_accounts is not None:
+            _positive_int("sample_max_accounts", self.sample_max_accounts, minimum=2)
+        _positive_int("sample_size_bands", self.sample_size_bands)
         _choice("promotion_metric", self.promotion_metric, PROMOTION_METRICS)
         _positive_int("bootstrap_resamples", self.bootstrap_resamples, minimum=0)
         _positive_int("monitoring.drift_bins", self.drift_bins, minimum=2)
@@ -212,6 +217,8 @@ _YAML_FIELDS = {
     ("refit", "enabled"): "refit",
     ("refit", "rounds"): "refit_rounds",
     ("refit", "calibration_folds"): "refit_calibration_folds",
+    ("sample", "max_accounts"): "sample_max_accounts",
+    ("sample", "size_bands"): "sample_size_bands",
     ("promotion", "metric"): "promotion_metric",
     ("promotion", "min_improvement"): "promotion_min_improvement",
     ("evaluation", "bootstrap_resamples"): "bootstrap_resamples",

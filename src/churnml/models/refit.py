@@ -70,21 +70,48 @@ def account_folds(account_ids, k: int, seed: int = 0) -> np.ndarray:
 def fit_booster(X: np.ndarray, y: np.ndarray, names: list[str], cat_idx: list[int],
                 params: dict, rounds: int):
     """LightGBM with a fixed number of rounds (no validation set: the refit chooses nothing)."""
+    return fit_on_rows(binned_dataset(X, y, names, cat_idx, params), None, params, rounds)
+
+
+def binned_dataset(X: np.ndarray, y: np.ndarray, names: list[str], cat_idx: list[int], params: dict):
+    """``X`` binned once by LightGBM (constructed now), for :func:`fit_on_rows`: the refit's
+    booster and every fold booster of :func:`crossfit_raw` train on this one binned copy
+    instead of re-binning their rows (``Dataset.subset`` shares the bin boundaries; they are
+    computed from the feature values alone, never from a label, so no fold learns anything
+    about its held-out rows from them). The raw matrix is not kept by LightGBM."""
     import lightgbm as lgb
 
-    data = lgb.Dataset(X, y, feature_name=names, categorical_feature=cat_idx, free_raw_data=True)
-    return lgb.train(params, data, num_boost_round=rounds)
+    return lgb.Dataset(X, y, feature_name=names, categorical_feature=cat_idx, params=dict(params),
+                       free_raw_data=True).construct()
+
+
+def fit_on_rows(data, rows: np.ndarray | None, params: dict, rounds: int):
+    """LightGBM with a fixed number of rounds on the rows ``rows`` (positions, ``None`` for
+    all) of the binned ``data`` (:func:`binned_dataset`)."""
+    import lightgbm as lgb
+
+    # a sorted list of Python ints: Dataset.subset sorts what it gets, and sorting numpy
+    # scalars one by one costs seconds on millions of rows
+    train = data if rows is None else data.subset(np.sort(np.asarray(rows)).tolist())
+    booster = lgb.train(params, train, num_boost_round=rounds, keep_training_booster=False)
+    if rows is not None:
+        train._free_handle()  # the fold's binned copy; the parent stays
+    return booster
 
 
 def crossfit_raw(X: np.ndarray, y: np.ndarray, folds: np.ndarray, names: list[str],
-                 cat_idx: list[int], params: dict, rounds: int) -> np.ndarray:
+                 cat_idx: list[int], params: dict, rounds: int, data=None) -> np.ndarray:
     """Out-of-fold raw probabilities: row i is predicted by the booster fitted on every fold
-    but ``folds[i]`` (:func:`account_folds` keeps an account in one fold)."""
+    but ``folds[i]`` (:func:`account_folds` keeps an account in one fold). ``data``: ``X``
+    and ``y`` already binned (:func:`binned_dataset`), else they are binned here once."""
+    if data is None:
+        data = binned_dataset(X, y, names, cat_idx, params)
     raw = np.full(len(y), np.nan)
     for k in np.unique(folds):
         held = folds == k
-        booster = fit_booster(X[~held], y[~held], names, cat_idx, params, rounds)
+        booster = fit_on_rows(data, np.flatnonzero(~held), params, rounds)
         raw[held] = sigmoid(cast(np.ndarray, booster.predict(X[held], raw_score=True)))
+        del booster
     return raw
 
 
@@ -116,11 +143,13 @@ def refit_model(dataset, config, protocol: TargetModel, monotone: list[int],
     protocol_rows = int((frame["window"] == "train").sum())
     rounds = refit_rounds(best, protocol_rows, len(frame), config.refit_rounds,
                           cap=config.num_boost_round)
-    booster = fit_booster(X, y, names, cat_idx, params, rounds)
+    data = binned_dataset(X, y, names, cat_idx, params)  # once, for the champion and the folds
+    booster = fit_on_rows(data, None, params, rounds)
     fit_seconds = time.perf_counter() - clock
     clock = time.perf_counter()
     folds = account_folds(frame["account_id"].to_numpy(), config.refit_calibration_folds, config.seed)
-    oof = crossfit_raw(X, y, folds, names, cat_idx, params, rounds)
+    oof = crossfit_raw(X, y, folds, names, cat_idx, params, rounds, data=data)
+    del data
     calibrator = Calibrator(protocol.calibrator.method).fit(oof, y)
     crossfit_seconds = time.perf_counter() - clock
     train_end = pd.Timestamp(frame["as_of"].max()).date().isoformat()

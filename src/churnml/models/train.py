@@ -498,12 +498,14 @@ def refit_on_all(dataset: Dataset, config: ModelConfig, protocol: TargetModel) -
 
 def train_target(book, target: str = "churn", config: ModelConfig | str | Path | None = None, *,
                  horizon_days: int | None = None, catalog=None, health=None, truth=None,
-                 progress=None) -> TrainingResult:
+                 progress=None, sample_accounts: int | None = None) -> TrainingResult:
     """Train and evaluate the ``target`` model on ``book`` (a ``Book`` or a data folder).
 
     ``config``: a :class:`ModelConfig`, a YAML path, or None for ``models/<target>.yaml``;
     ``horizon_days`` overrides its horizon. ``truth``: the simulator's ``_truth`` (folder or
     tables) for the oracle baseline; found automatically beside a data folder.
+    ``sample_accounts``: train on a stratified sample of at most this many accounts
+    (``churnml.models.sampling``; default: the config's ``sample.max_accounts``, None = all).
     """
     from churnml.features.catalog import load_catalog
 
@@ -522,8 +524,23 @@ def train_target(book, target: str = "churn", config: ModelConfig | str | Path |
     if horizon_days is not None:
         config = config.with_overrides(horizon_days=horizon_days)
     catalog = catalog if catalog is not None else load_catalog()
+    limit = sample_accounts if sample_accounts is not None else config.sample_max_accounts
+    sample = None
+    if limit is not None:
+        from churnml.models.sampling import draw_sample
+
+        if progress is not None:
+            progress.note(f"{config.target}: drawing a stratified sample of {limit:,} accounts")
+        sample = draw_sample(book, config, int(limit))
+        if sample is not None:
+            book = sample.book
     dataset = build_dataset(book, config, catalog=catalog, progress=progress)
     leakage.guard_training(dataset, config, book=book, truth=truth)  # a leak stops training
     if progress is not None:
         progress.advance()
-    return train_on_dataset(dataset, config, catalog=catalog, health=health, truth=truth, progress=progress)
+    result = train_on_dataset(dataset, config, catalog=catalog, health=health, truth=truth, progress=progress)
+    if sample is not None:
+        from churnml.models.sampling import record_sample
+
+        record_sample(result, sample)
+    return result

@@ -270,6 +270,9 @@ class Predictor:
             for k, values in enumerate(texts.values(), start=1):
                 text[k, :] = values
             frame = _frame_from_blocks(as_of, text, numeric, self._object_path_columns)
+            columns = FrameColumns.from_parts(frame, floats, objects, block=numeric)
+            columns.add("as_of", as_of)  # score_frame reads it here, not as a Series
+            return frame, columns
         return frame, FrameColumns.from_parts(frame, floats, objects, block=numeric)
 
     def score(self, features: pd.DataFrame, columns: FrameColumns | None = None,

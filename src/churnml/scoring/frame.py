@@ -272,11 +272,15 @@ def score_frame(
     n = len(features)
     # Every float64 feature column as a numpy array, taken once and read by every step below.
     columns = given.with_frame(features) if given is not None else FrameColumns(features)
-    as_of_column = features["as_of"]
-    if as_of_column.dtype == "datetime64[ns]":
-        as_of = as_of_column.to_numpy()
+    known_as_of = columns.get("as_of")  # the service adds the array it built the frame from
+    if isinstance(known_as_of, np.ndarray) and known_as_of.dtype == "datetime64[ns]":
+        as_of = known_as_of
     else:
-        as_of = pd.to_datetime(as_of_column).to_numpy(dtype="datetime64[ns]")
+        as_of_column = features["as_of"]
+        if as_of_column.dtype == "datetime64[ns]":
+            as_of = as_of_column.to_numpy()
+        else:
+            as_of = pd.to_datetime(as_of_column).to_numpy(dtype="datetime64[ns]")
 
     timer = timer or (lambda stage: contextlib.nullcontext())
     with timer("health"):

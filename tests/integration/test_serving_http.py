@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from support.champions import quick_champions_home  # tests/ is on sys.path (conftest.py)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 warnings.filterwarnings("ignore", message=".*httpx.*")
@@ -36,9 +37,6 @@ CHURNML = str(Path(sys.executable).with_name("churnml"))
 TOLERANCE = 1e-9
 NO_TELEMETRY = {"BENTOML_DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
                 "DO_NOT_TRACK": "1"}
-# Small, fast models: the service is under test here, not model quality.
-QUICK_TRAINING = dict(num_boost_round=60, bootstrap_resamples=10, backtest_folds=1,
-                      min_positives=2, cadence_days=14)
 
 
 @pytest.fixture(scope="session")
@@ -50,25 +48,13 @@ def sim_book(sim_tables):
 
 
 @pytest.fixture(scope="session")
-def champion_home(sim_book, tmp_path_factory):
+def champion_home(sim_tables, tmp_path_factory):
     """A CHURNML_HOME whose registry has a champion for both targets."""
-    from churnml.models.config import load_config
-    from churnml.models.registry import log_training
-    from churnml.models.train import train_target
-
-    home = tmp_path_factory.mktemp("serving_home")
-    patch = pytest.MonkeyPatch()
-    for key, value in NO_TELEMETRY.items():
-        patch.setenv(key, value)
-    patch.setenv("CHURNML_HOME", str(home))
-    patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    patch.delenv("CHURNML_API_KEY", raising=False)
-    for target in ("churn", "expansion"):
-        config = load_config(target).with_overrides(**QUICK_TRAINING)
-        registration = log_training(train_target(sim_book, target, config), plots=False)
-        assert registration.became_champion
-    yield home
-    patch.undo()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("CHURNML_API_KEY", raising=False)
+        with quick_champions_home(tmp_path_factory.mktemp("serving_home"), sim_tables.tables,
+                                  num_boost_round=60, env=NO_TELEMETRY) as home:
+            yield home
 
 
 @pytest.fixture(scope="session")

@@ -28,11 +28,10 @@ import pytest
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration, pytest.mark.slow]
 
-from support.spark_cluster import standalone_cluster  # tests/ is on sys.path (conftest.py)
+from support.champions import quick_champions_home  # tests/ is on sys.path (conftest.py)
+from support.spark_cluster import standalone_cluster
 
 SRC = Path(__file__).resolve().parents[2] / "src"
-QUICK_TRAINING = dict(num_boost_round=30, bootstrap_resamples=10, backtest_folds=1,
-                      min_positives=2, cadence_days=14)
 # the driver's and executor's sizes: small, the machine is shared
 SPARK_DEFAULTS = """\
 spark.driver.memory 512m
@@ -46,19 +45,8 @@ spark.sql.shuffle.partitions 2
 @pytest.fixture(scope="module")
 def home(sim_tables, tmp_path_factory):
     """A CHURNML_HOME with a champion for churn and expansion (small real models)."""
-    from churnml.data.io import validate_frames
-    from churnml.models.config import load_config
-    from churnml.models.registry import log_training
-    from churnml.models.train import train_target
-
-    home = tmp_path_factory.mktemp("spark_cluster_home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CHURNML_HOME", str(home))
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        book, _ = validate_frames(sim_tables.tables)
-        for target in ("churn", "expansion"):
-            config = load_config(target).with_overrides(**QUICK_TRAINING)
-            assert log_training(train_target(book, target, config), plots=False).became_champion
+    with quick_champions_home(tmp_path_factory.mktemp("spark_cluster_home"), sim_tables.tables,
+                              num_boost_round=30) as home:
         yield home
 
 

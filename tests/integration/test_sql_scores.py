@@ -23,30 +23,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from support.champions import quick_champions_home  # tests/ is on sys.path
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-QUICK_TRAINING = dict(num_boost_round=40, bootstrap_resamples=10, backtest_folds=1,
-                      min_positives=2, cadence_days=14)
 
 
 @pytest.fixture(scope="module")
 def home(sim_tables, tmp_path_factory):
-    from churnml.data.io import validate_frames
-    from churnml.models.config import load_config
-    from churnml.models.registry import log_training
-    from churnml.models.train import train_target
-
-    home = tmp_path_factory.mktemp("sql_home")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("CHURNML_HOME", str(home))
-    patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    book, _ = validate_frames(sim_tables.tables)
-    for target in ("churn", "expansion"):
-        config = load_config(target).with_overrides(**QUICK_TRAINING)
-        log_training(train_target(book, target, config), plots=False)
-    yield home
-    patch.undo()
+    with quick_champions_home(tmp_path_factory.mktemp("sql_home"), sim_tables.tables) as home:
+        yield home
 
 
 @pytest.fixture(scope="module")

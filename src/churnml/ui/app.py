@@ -14,7 +14,7 @@ import hmac
 import io
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qs, urlencode
 
 import numpy as np
@@ -23,6 +23,7 @@ import pandas as pd
 from churnml.api.auth import bearer_matches, configured_api_key
 from churnml.data.csv_safety import neutralise_frame
 from churnml.ui import views
+from churnml.ui.evaluation import EVALUATION_METRICS, CachedRegistry, Evaluations, effects_summary
 from churnml.ui.store import NotScored, ScoreStore, column_meanings, dimension_columns, outcome_columns
 
 HERE = Path(__file__).resolve().parent
@@ -40,9 +41,10 @@ ACCOUNT_CSV_FIRST = ("account_id", "name", "as_of", "health_score", "health_tier
 
 
 def _money(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
-    return f"${float(value):,.0f}"
+    x = float(value)
+    return f"-${-x:,.0f}" if x < 0 else f"${x:,.0f}"
 
 
 def _pct(value: Any, digits: int = 0) -> str:
@@ -57,6 +59,15 @@ def _num(value: Any, digits: int = 0, signed: bool = False) -> str:
     if isinstance(value, (int,)) and not isinstance(value, bool):
         return f"{value:+,}" if signed else f"{value:,}"
     return f"{float(value):{'+' if signed else ''},.{digits}f}"
+
+
+def _pts(value: Any) -> str:
+    """A difference of rates in signed percentage points (``0.031`` -> ``+3.1``)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return "–"
+    return "–" if not math.isfinite(x) else f"{100 * x:+.1f}"
 
 
 def _date(value: Any) -> str:
@@ -94,8 +105,10 @@ def templates():
     env = Environment(loader=FileSystemLoader(str(HERE / "templates")),
                       autoescape=select_autoescape(("html",), default=True),
                       trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(money=_money, pct=_pct, num=_num, date=_date, label=_label, cell=_cell)
+    env.filters.update(money=_money, pct=_pct, num=_num, date=_date, label=_label, cell=_cell,
+                       pts=_pts)
     env.globals["urlencode"] = urlencode
+    env.globals["inf"] = float("inf")
     return env
 
 
@@ -108,9 +121,12 @@ def session_token(key: str) -> str:
 
 
 def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
-               api_key: str | None = None):
+               api_key: str | None = None,
+               registry: Callable[[], Evaluations] | None = None):
     """The Starlette application over ``scores_dir`` (``api_key``: None reads
-    ``CHURNML_API_KEY`` when the app is made; empty string: no key)."""
+    ``CHURNML_API_KEY`` when the app is made; empty string: no key; ``registry``: what the
+    Trust page shows of the model versions' evaluation, by default the MLflow registry's
+    answer, cached a minute: :mod:`churnml.ui.evaluation`)."""
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
     from starlette.requests import Request
@@ -119,6 +135,7 @@ def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
     from starlette.staticfiles import StaticFiles
 
     store = ScoreStore(scores_dir, data_dir)
+    evaluations = registry if registry is not None else CachedRegistry()
     env = templates()
     key = configured_api_key() if api_key is None else (api_key or None)
 
@@ -293,7 +310,10 @@ def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
         weeks = store.weeks()
         frames = {w.as_of: store.frame(w) for w in weeks}
         versions = views.model_versions(frames)
-        realized = store.realized()
+        problems: list[str] = []
+        realized, bad = store.realized()
+        if bad:
+            problems.append(bad)
         summary = views.realized_summary(realized) if realized is not None else None
         recent = None
         if realized is not None and not realized.empty:
@@ -304,12 +324,22 @@ def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
         for name, path in store.monitoring_files().items():
             if name == "realized":
                 continue
-            data = store.read_small(path)
+            data, bad = store.read_optional(path)
+            if data is None:
+                problems.append(bad or f"{path.name} disappeared while the page was built")
+                continue
             others.append({"name": name, "title": name.replace("_", " ").capitalize(),
                            "columns": list(data.columns), "rows": data.head(200).to_dict("records"),
                            "total": len(data)})
+        effects, dimensions, bad = store.effects()
+        if bad:
+            problems.append(bad)
         return page(request, "trust.html", versions=versions, summary=summary, recent=recent,
-                    others=others, weeks=weeks)
+                    others=others, weeks=weeks, problems=problems,
+                    effects=None if effects is None else effects.to_dict("records"),
+                    effects_head=None if effects is None else effects_summary(effects),
+                    dimensions=None if dimensions is None else dimensions.to_dict("records"),
+                    evaluations=evaluations(), metrics=EVALUATION_METRICS)
 
     async def login(request: Request):
         if request.method == "POST":

@@ -520,6 +520,96 @@ def test_a_week_of_an_older_schema_version(scored, tmp_path):
     assert client.get("/queue?as_of=2026-03-02").status_code == 200
 
 
+def add_week(out: Path, frame: pd.DataFrame, as_of: str) -> None:
+    frame = frame.copy()
+    frame["as_of"] = pd.Timestamp(as_of)
+    part = partition_dir(out, as_of)
+    part.mkdir()
+    frame.to_parquet(part / "scores.parquet")
+    mark_complete(part, as_of, len(frame), ["scores.parquet"])
+
+
+def test_a_week_of_schema_version_1_shows_on_every_page(scored, tmp_path):
+    """Version 1 had churn and expansion only, and no queue: every page answers, the missing
+    outcome and the queue are simply absent, and a note names the version."""
+    from starlette.testclient import TestClient
+
+    from churnml.ui.app import create_app
+
+    out = tmp_path / "scores"
+    shutil.copytree(scored[0], out)
+    old = latest(scored)
+    old = old.drop(columns=[c for c in old.columns if c.startswith("contraction_")
+                            or c in ("mrr_at_risk_of_contraction", "expected_value",
+                                     "queue_status", "queue_rank", "queue_reason", "holdout",
+                                     "policy_version")])
+    old["schema_version"] = np.int32(1)
+    add_week(out, old, "2026-03-09")
+    client = TestClient(create_app(out, scored[1], api_key="", registry=NO_REGISTRY))
+    account = old["account_id"].iloc[0]
+    for url in ("/", "/accounts", "/accounts?sort=churn_probability&order=asc",
+                "/accounts.csv", f"/accounts/{account}", "/queue", "/queue.csv", "/trust",
+                "/?as_of=2026-03-02", f"/accounts/{account}?as_of=2026-03-02"):
+        r = client.get(url)
+        assert r.status_code == 200, (url, r.text[:300])
+        assert "Traceback" not in r.text
+    assert "output schema version 1" in client.get("/").text
+    assert "Contraction" not in client.get("/accounts").text
+    # the older week has no contraction column: sorting by it is a clear 400, not a 5xx
+    r = client.get("/accounts?sort=contraction_probability")
+    assert r.status_code == 400 and "unknown sort" in r.text
+    # the account's history spans the schema change
+    html = client.get(f"/accounts/{account}").text
+    assert "2026-03-09" in html and "2026-03-02" in html
+
+
+def test_scores_folder_removed_or_emptied_while_serving(scored, tmp_path):
+    from starlette.testclient import TestClient
+
+    from churnml.ui.app import create_app
+
+    out = tmp_path / "scores"
+    shutil.copytree(scored[0], out)
+    client = TestClient(create_app(out, scored[1], api_key="", registry=NO_REGISTRY))
+    assert client.get("/accounts").status_code == 200
+    for part in list_partitions(out):
+        shutil.rmtree(part[1])
+    for url in ("/", "/accounts", "/accounts.csv", "/accounts/C0001", "/queue", "/queue.csv"):
+        r = client.get(url)
+        assert r.status_code == 404 and "no complete weekly partition" in r.text, url
+    assert client.get("/trust").status_code == 200
+    shutil.rmtree(out)
+    for url in ("/", "/accounts", "/accounts/C0001", "/queue", "/trust"):
+        r = client.get(url)
+        assert r.status_code in (200, 404) and "Traceback" not in r.text, (url, r.status_code)
+
+
+HOSTILE_VALUES = ['<script>alert(1)</script>', "' OR 1=1 --", "..%2F..%2Fetc%2Fpasswd",
+                  "%00", "a" * 5000, ".*(", "[", "\\", "%E2%80%AE", "%FF%FE", "1e309",
+                  "{{7*7}}", "__class__"]
+
+
+@pytest.mark.parametrize("value", HOSTILE_VALUES)
+def test_hostile_values_in_every_parameter_are_never_5xx(client, value):
+    """Every parameter of every page with values an attacker or a bad link would send: a page
+    or a 4xx, never a 5xx, a traceback, an unescaped reflection or a template evaluated."""
+    params = ["q", "health_tier", "action_owner", "segment", "value_tier", "alert", "sort",
+              "order", "page", "as_of", "owner"]
+    urls = [f"/accounts?{p}={value}" for p in params]
+    urls += [f"/accounts.csv?{p}={value}" for p in params]
+    urls += [f"/queue?owner={value}", f"/queue.csv?owner={value}", f"/?as_of={value}",
+             f"/trust?as_of={value}", f"/accounts/{value}"]
+    for url in urls:
+        r = client.get(url)
+        assert r.status_code < 500, (url, r.status_code, r.text[:300])
+        if not r.headers["content-type"].startswith("text/html"):
+            continue  # a CSV export (the book's own hostile names are its content)
+        assert "Traceback" not in r.text and "<script>alert" not in r.text, url
+        assert ">49<" not in r.text, url
+        if r.status_code >= 400:
+            assert "<h1>" in r.text, url  # a page that says what is wrong
+
+
 def test_incomplete_partition_is_left_out(scored, tmp_path):
     from starlette.testclient import TestClient
 

@@ -112,6 +112,35 @@ def test_portfolio_kpis_and_tiers_equal_the_parquet(client, scored):
         assert (s["values"][0] or 0) == int((first["health_tier"] == tier).sum())
 
 
+def test_portfolio_lists_whom_to_call_first_and_why(client, scored):
+    """The top plays of the week's queue by expected value (queued, not held out), with
+    owner, action and reason, equal to a plain pandas selection of the parquet."""
+    from churnml.ui.app import CALL_FIRST_ROWS
+
+    df = latest(scored)
+    worked = df[df["queue_status"].eq("queued") & ~df["holdout"].fillna(False).astype(bool)]
+    expected = worked.sort_values("account_id").sort_values(
+        "expected_value", ascending=False, kind="stable").head(CALL_FIRST_ROWS)
+    html = client.get("/").text
+    table = html.split('id="call-first"')[1].split("</table>")[0]
+    ids = [unescape(m) for m in re.findall(r'<a href="/accounts/[^"]*">([^<]*)</a>', table)]
+    assert ids == expected["account_id"].tolist() and len(ids) > 0
+    for _, r in expected.iterrows():
+        a = r["next_best_action"]
+        for text in (a["owner"], a["action"], a["reason"], money(r["expected_value"])):
+            assert unescape(text) in unescape(table)
+    # the previous scored week is 7 days before: "since last week"
+    assert "Change since last week" in html
+
+
+def test_change_is_labelled_with_the_previous_weeks_date_when_not_a_week_before(scored):
+    from churnml.ui.views import since_label
+
+    assert since_label(pd.Timestamp("2026-03-02"), pd.Timestamp("2026-02-23")) == "last week"
+    assert since_label(pd.Timestamp("2026-03-02"), pd.Timestamp("2026-01-05")) == "2026-01-05"
+    assert since_label(pd.Timestamp("2026-03-02"), None) is None
+
+
 def test_portfolio_retention_equals_the_portfolio_metrics(client, scored):
     from churnml.jobs.portfolio import portfolio_metrics
 
@@ -433,7 +462,8 @@ def test_trust_shows_each_plays_measured_effect(scored, tmp_path):
         assert text in first, text
     assert 'class="n up"' in first  # the interval excludes zero on the good side
     second = re.sub(r"\s+", " ", rows[1])
-    assert "&lt;b&gt;training&lt;/b&gt;" in second and "never" in second
+    assert "&lt;b&gt;training&lt;/b&gt;" in second and "no outcome changed" in second
+    assert "10.0 recommendations per outcome changed" in first and "$410 per action" in first
     assert "– / –" in second and "not yet measurable" in second
     # MRR saved to date over the measured plays only
     assert 'id="effects-saved">$48,200<' in html and "1 measured play (of 2)" in html

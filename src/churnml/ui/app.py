@@ -32,6 +32,8 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline';
        "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; "
        "base-uri 'none'")
 
+#: rows of the portfolio's "call first this week" list
+CALL_FIRST_ROWS = 10
 #: rows shown per owner on the queue page (queued, then on watch); the CSV has them all
 QUEUE_ROWS_SHOWN = 200
 WATCH_ROWS_SHOWN = 25
@@ -142,6 +144,10 @@ def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
     def page(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
         context.setdefault("nav", name.split(".")[0])
         context.setdefault("scores_dir", str(store.scores_dir))
+        if context.get("week") is not None and context.get("weeks"):
+            before = [w.as_of for w in context["weeks"] if w.as_of < context["week"].as_of]
+            context.setdefault("since", views.since_label(context["week"].as_of,
+                                                          before[-1] if before else None))
         html = env.get_template(name).render(request=request, **context)
         return HTMLResponse(html, status_code=status)
 
@@ -190,7 +196,9 @@ def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
             from churnml.jobs.portfolio import portfolio_table
 
             retention = portfolio_table(book["mrr_changes"], week.as_of).to_dict("records")
+        first = views.call_first(frame, CALL_FIRST_ROWS)
         return page(request, "portfolio.html", week=week, weeks=weeks, kpis=views.kpis(frame),
+                    call_first=first.to_dict("records"), has_queue="queue_status" in frame,
                     tiers=tiers.to_dict("records"), chart=chart, retention=retention,
                     trend_accounts=pivot_accounts.fillna(0), trend_mrr=pivot_mrr.fillna(0),
                     tier_names=tier_names, has_data=store.data_dir is not None,

@@ -267,3 +267,18 @@ def test_no_page_requests_anything_outside_the_local_server(browser, site):
         w.check()
     finally:
         w.close()
+
+
+def test_screenshots_of_every_page_for_the_docs(browser, site, tmp_path):
+    """``tests/support/ui_screenshots.py`` (which made docs/ui/*.png from the demo book)
+    photographs every page: PNG files of the set width, none blank."""
+    from support.ui_screenshots import WIDTH, take
+
+    shots = take(browser, site[0], tmp_path, max_height=1000)
+    assert sorted(shots) == ["account", "accounts", "portfolio", "queue", "trust"]
+    for name, path in shots.items():
+        data = path.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n", name
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        assert width == WIDTH and 300 < height <= 1000, (name, width, height)
+        assert len(data) > 10_000, (name, len(data))  # a blank page compresses to far less

@@ -6,7 +6,8 @@ through Playwright, every request outside the local server refused.
         --out docs/ui
 
 writes ``portfolio.png``, ``queue.png``, ``accounts.png``, ``account.png`` and ``trust.png``
-(PNG, 1280 px wide, each page cut at ``--max-height`` pixels to stay small).
+(PNG, 1280 px wide, each page cut at ``--max-height`` pixels and reduced to ``--colors``
+colours with Pillow to stay small).
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--home", type=Path, help="CHURNML_HOME whose registry the Trust page reads")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--max-height", type=int, default=1400)
+    p.add_argument("--colors", type=int, default=128,
+                   help="reduce each PNG to this many colours (0: keep as taken), to keep "
+                        "the docs small")
     args = p.parse_args(argv)
     with ui_server(args.scores, args.data, home=args.home) as base, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium_executable(),
@@ -96,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
                                            "--disable-dev-shm-usage"])
         try:
             for name, path in take(browser, base, args.out, args.max_height).items():
+                if args.colors:
+                    from PIL import Image
+
+                    with Image.open(path) as image:
+                        small = image.convert("RGB").quantize(colors=args.colors)
+                    small.save(path, optimize=True)
                 print(f"{name}: {path} ({path.stat().st_size:,} bytes)")
         finally:
             browser.close()

@@ -458,12 +458,13 @@ def test_trust_shows_each_plays_measured_effect(scored, tmp_path):
     first = re.sub(r"\s+", " ", rows[0])
     # the measured play: rates, effect in points with its interval, MRR saved, verdict
     for text in ("exec sponsor call", "120 (90)", ">30<", ">12<", "10.0% / 20.0%",
-                 "+10.0 [+2.1, +18.0]", "+12.0", "10.0", "$410", "$48,200", "helps"):
+                 "+10.0 [+2.1, +18.0]", "$48,200", "helps"):
         assert text in first, text
     assert 'class="n up"' in first  # the interval excludes zero on the good side
     second = re.sub(r"\s+", " ", rows[1])
-    assert "&lt;b&gt;training&lt;/b&gt;" in second and "no outcome changed" in second
+    assert "&lt;b&gt;training&lt;/b&gt;" in second and "recommendations per" not in second
     assert "10.0 recommendations per outcome changed" in first and "$410 per action" in first
+    assert "worked vs held out: +12.0" in first
     assert "– / –" in second and "not yet measurable" in second
     # MRR saved to date over the measured plays only
     assert 'id="effects-saved">$48,200<' in html and "1 measured play (of 2)" in html
@@ -495,6 +496,20 @@ def test_trust_shows_the_registry_evaluation_of_each_version(scored, tmp_path):
         message="The model registry could not be read (ConnectionError: <refused>)."))
     html = client.get("/trust").text
     assert 'id="evaluation-none"' in html and "&lt;refused&gt;" in html
+
+
+def test_trust_says_when_a_model_has_no_matured_week_outside_its_training(scored, tmp_path):
+    out, client = trust_client(scored, tmp_path)
+    (out / "monitoring").mkdir()
+    realized = realized_table(WEEKS)
+    realized.loc[realized["outcome"].eq("churn") & realized["scorer"].eq("model"),
+                 "in_sample"] = True
+    realized.to_parquet(out / "monitoring" / "realized.parquet")
+    html = client.get("/trust").text
+    assert "No week scored by the model for churn has matured outside its training" in html
+    realized["in_sample"] = realized["as_of"].eq(realized["as_of"].min())
+    realized.to_parquet(out / "monitoring" / "realized.parquet")
+    assert "has matured outside" not in client.get("/trust").text
 
 
 def test_registry_reader_never_creates_a_store(tmp_path, monkeypatch):

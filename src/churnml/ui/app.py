@@ -323,6 +323,11 @@ def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
         if bad:
             problems.append(bad)
         summary = views.realized_summary(realized) if realized is not None else None
+        not_yet = []
+        if summary is not None and not summary.empty:
+            with_model = set(summary.loc[summary["scorer"].eq("model"), "outcome"])
+            not_yet = [str(o).replace("_", " ") for o in sorted(set(summary["outcome"]))
+                       if o not in with_model]
         recent = None
         if realized is not None and not realized.empty:
             recent = realized.sort_values(["as_of", "outcome", "scorer"], ascending=[False, True,
@@ -347,7 +352,8 @@ def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
                     effects=None if effects is None else effects.to_dict("records"),
                     effects_head=None if effects is None else effects_summary(effects),
                     dimensions=None if dimensions is None else dimensions.to_dict("records"),
-                    evaluations=evaluations(), metrics=EVALUATION_METRICS)
+                    evaluations=evaluations(), metrics=EVALUATION_METRICS,
+                    not_yet_out_of_sample=not_yet)
 
     async def login(request: Request):
         if request.method == "POST":

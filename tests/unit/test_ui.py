@@ -468,6 +468,7 @@ def test_trust_shows_each_plays_measured_effect(scored, tmp_path):
     assert "– / –" in second and "not yet measurable" in second
     # MRR saved to date over the measured plays only
     assert 'id="effects-saved">$48,200<' in html and "1 measured play (of 2)" in html
+    assert 'id="effects-proven">1<' in html
     assert 'id="effects-dimensions"' in html and "product usage" in html
 
     # an unreadable file: the page says which, never a 5xx
@@ -488,7 +489,7 @@ def test_trust_shows_the_registry_evaluation_of_each_version(scored, tmp_path):
     html = client.get("/trust").text
     table = html.split('id="evaluation"')[1].split("</table>")[0]
     for text in ("<td>Churn</td>", '<td class="n">3</td>', "<td>champion</td>",
-                 "<td>2025-11-30</td>", "0.812 <span", "[0.780, 0.840]", "0.410", "3.46",
+                 "<td class=\"d\">2025-11-30</td>", "0.812 <span", "[0.780, 0.840]", "0.410", "3.46",
                  "0.012", "–", "0.799"):
         assert text in table, text
     assert table.count("<th>") == 5 + len(EVALUATION_METRICS)

@@ -106,14 +106,18 @@ class CachedRegistry:
 
 def effects_summary(table: pd.DataFrame) -> dict[str, Any]:
     """The headline over ``effects.parquet``: plays, measured plays (a finite ITT effect),
-    MRR saved to date over them, and the confidence level of the intervals."""
+    plays shown to help (the interval's low end above zero), MRR saved to date over the
+    measured plays, and the confidence level of the intervals."""
     saved = pd.to_numeric(table.get("mrr_saved_to_date", pd.Series(dtype=float)),
                           errors="coerce").to_numpy(dtype="float64")
     effect = pd.to_numeric(table.get("effect", pd.Series(dtype=float)),
                            errors="coerce").to_numpy(dtype="float64")
     confidence = float(table["confidence"].iloc[0]) if "confidence" in table and len(table) \
         else float("nan")
+    low = pd.to_numeric(table.get("effect_ci_low", pd.Series(dtype=float)),
+                        errors="coerce").to_numpy(dtype="float64")
     return {"plays": len(table), "measured": int(np.isfinite(effect).sum()),
+            "shown_to_help": int((np.nan_to_num(low, nan=-np.inf) > 0).sum()),
             "mrr_saved": float(np.nansum(saved)) if np.isfinite(saved).any() else float("nan"),
             "confidence": confidence}
 

@@ -323,7 +323,7 @@ def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
         if bad:
             problems.append(bad)
         summary = views.realized_summary(realized) if realized is not None else None
-        not_yet = []
+        not_yet: list[str] = []
         if summary is not None and not summary.empty:
             with_model = set(summary.loc[summary["scorer"].eq("model"), "outcome"])
             not_yet = [str(o).replace("_", " ") for o in sorted(set(summary["outcome"]))

@@ -23,12 +23,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# What `make test` needs besides Python (Debian/Ubuntu): Java 17 for the Spark tests and the
-# PostgreSQL server binaries for the PostgreSQL tests (docs/operations.md). Without them those
-# tests fail naming the package; they are never skipped.
+# What `make test` needs besides Python (Debian/Ubuntu): Java 17 for the Spark tests, the
+# PostgreSQL server binaries for the PostgreSQL tests and Chromium for the browser tests of
+# `churnml ui` (docs/operations.md). Without them those tests fail naming the package; they are
+# never skipped (run as root with apt-get, the browser tests install chromium themselves).
 system-packages:
 	$(if $(shell command -v sudo),sudo) apt-get update
-	$(if $(shell command -v sudo),sudo) apt-get install -y openjdk-17-jre-headless postgresql
+	$(if $(shell command -v sudo),sudo) apt-get install -y openjdk-17-jre-headless postgresql chromium
 
 demo: $(STAMP)
 	$(VENV)/bin/churnml demo --out $(DEMO_OUT)

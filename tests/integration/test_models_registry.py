@@ -258,3 +258,33 @@ def test_churnml_train_on_the_simulated_book(mlflow_home, sim_dir, capsys):
                  "registered model: refitted on every labeled as_of date"):
         assert text in out
     assert main(["train", "--data", str(sim_dir / "missing"), "--target", "churn"]) == 2
+
+
+def test_the_ui_trust_page_shows_each_versions_evaluation_from_the_registry(mlflow_home, results,
+                                                                            tmp_path):
+    """``churnml ui``'s Trust page reads the real registry: every registered version of churn
+    with its alias and the test figures its training run logged (``registry.run_metrics``)."""
+    from starlette.testclient import TestClient
+
+    from churnml.models import registry
+    from churnml.ui.app import create_app
+    from churnml.ui.evaluation import read_registry
+
+    good, _weak = results
+    if not registry.list_versions("churn"):  # this test alone: register one version
+        registry.log_training(good, plots=False)
+    versions = registry.list_versions("churn")
+    answer = read_registry()
+    assert answer.message is None
+    rows = [r for r in answer.rows if r["outcome"] == "churn"]
+    assert [r["version"] for r in rows] == [v["version"] for v in versions]
+    for row, v in zip(rows, versions):
+        logged = registry.run_metrics(v["run_id"])
+        assert row["aliases"] == ", ".join(v["aliases"])
+        assert row["test_roc_auc"] == pytest.approx(logged["test_roc_auc"])
+        assert row["test_lift_top_decile"] == pytest.approx(logged["test_lift_top_decile"])
+    assert any(r["test_roc_auc"] == pytest.approx(good.metrics["test_roc_auc"]) for r in rows)
+    (tmp_path / "scores").mkdir()
+    html = TestClient(create_app(tmp_path / "scores", None, api_key="")).get("/trust").text
+    table = html.split('id="evaluation"')[1].split("</table>")[0]
+    assert "champion" in table and f"{good.metrics['test_roc_auc']:,.3f}" in table

@@ -22,6 +22,15 @@ from churnml.jobs.weekly import score_book
 from jobs_fakes import FEATURE_DIMENSIONS, models, simple_features, tiny_book
 
 WEEKS = ["2026-02-16", "2026-02-23", "2026-03-02"]
+
+
+def NO_REGISTRY():
+    """The Trust page's registry answer in these tests: none (never the developer's store)."""
+    from churnml.ui.evaluation import Evaluations
+
+    return Evaluations(message="No model registry in this test.")
+
+
 HOSTILE = '<script>alert("x")</script><b>Acme</b>'
 FORMULA = "=HYPERLINK(\"http://evil\",\"click\")"
 
@@ -52,7 +61,7 @@ def client(scored):
 
     from churnml.ui.app import create_app
 
-    return TestClient(create_app(scored[0], scored[1], api_key=""))
+    return TestClient(create_app(scored[0], scored[1], api_key="", registry=NO_REGISTRY))
 
 
 def latest(scored) -> pd.DataFrame:
@@ -101,6 +110,35 @@ def test_portfolio_kpis_and_tiers_equal_the_parquet(client, scored):
     for s in chart["series"]:
         tier = s["label"].replace(" ", "_")
         assert (s["values"][0] or 0) == int((first["health_tier"] == tier).sum())
+
+
+def test_portfolio_lists_whom_to_call_first_and_why(client, scored):
+    """The top plays of the week's queue by expected value (queued, not held out), with
+    owner, action and reason, equal to a plain pandas selection of the parquet."""
+    from churnml.ui.app import CALL_FIRST_ROWS
+
+    df = latest(scored)
+    worked = df[df["queue_status"].eq("queued") & ~df["holdout"].fillna(False).astype(bool)]
+    expected = worked.sort_values("account_id").sort_values(
+        "expected_value", ascending=False, kind="stable").head(CALL_FIRST_ROWS)
+    html = client.get("/").text
+    table = html.split('id="call-first"')[1].split("</table>")[0]
+    ids = [unescape(m) for m in re.findall(r'<a href="/accounts/[^"]*">([^<]*)</a>', table)]
+    assert ids == expected["account_id"].tolist() and len(ids) > 0
+    for _, r in expected.iterrows():
+        a = r["next_best_action"]
+        for text in (a["owner"], a["action"], a["reason"], money(r["expected_value"])):
+            assert unescape(text) in unescape(table)
+    # the previous scored week is 7 days before: "since last week"
+    assert "Change since last week" in html
+
+
+def test_change_is_labelled_with_the_previous_weeks_date_when_not_a_week_before(scored):
+    from churnml.ui.views import since_label
+
+    assert since_label(pd.Timestamp("2026-03-02"), pd.Timestamp("2026-02-23")) == "last week"
+    assert since_label(pd.Timestamp("2026-03-02"), pd.Timestamp("2026-01-05")) == "2026-01-05"
+    assert since_label(pd.Timestamp("2026-03-02"), None) is None
 
 
 def test_portfolio_retention_equals_the_portfolio_metrics(client, scored):
@@ -339,9 +377,9 @@ def test_trust_sections_appear_with_their_files(scored, tmp_path):
 
     out = tmp_path / "scores"
     shutil.copytree(scored[0], out)
-    client = TestClient(create_app(out, None, api_key=""))
+    client = TestClient(create_app(out, None, api_key="", registry=NO_REGISTRY))
     html = client.get("/trust").text
-    assert "No realized performance yet" in html and "monitoring-drift" not in html
+    assert "Not yet measured: <code>monitoring/realized.parquet</code>" in html and "monitoring-drift" not in html
     scores = latest(scored)
     # model versions per week, from the partitions' *_version columns
     assert f"<td>{WEEKS[-1]}</td>" in html
@@ -363,6 +401,131 @@ def test_trust_sections_appear_with_their_files(scored, tmp_path):
         assert cells in html
 
 
+def effects_table() -> pd.DataFrame:
+    """Two plays as ``churnml effects`` writes them: one measured, one not yet (no unit has
+    matured: every rate and effect NaN)."""
+    from churnml.jobs.effects import EFFECT_COLUMNS
+
+    base = {c: np.nan for c in EFFECT_COLUMNS}
+    measured = {**base, "playbook": "exec_sponsor_call", "outcome": "churn", "horizon_days": 90,
+                "worked_within_days": 14, "confidence": 0.95, "n_recommended": 120,
+                "n_worked": 90, "n_holdout": 30, "n_immature": 12, "rate_recommended": 0.10,
+                "rate_holdout": 0.20, "effect": 0.10, "effect_ci_low": 0.021,
+                "effect_ci_high": 0.18, "effect_pp": 0.12, "nnt": 10.0,
+                "mrr_saved_per_action": 410.0, "mrr_saved_to_date": 48_200.0,
+                "verdict": "helps"}
+    young = {**base, "playbook": "<b>training</b>", "outcome": "expansion", "horizon_days": 90,
+             "worked_within_days": 14, "confidence": 0.95, "n_recommended": 0, "n_worked": 0,
+             "n_holdout": 0, "n_immature": 40, "nnt": np.inf,
+             "verdict": "not yet measurable"}
+    return pd.DataFrame([measured, young], columns=EFFECT_COLUMNS)
+
+
+def trust_client(scored, tmp_path, registry=NO_REGISTRY):
+    from starlette.testclient import TestClient
+
+    from churnml.ui.app import create_app
+
+    out = tmp_path / "scores"
+    shutil.copytree(scored[0], out)
+    return out, TestClient(create_app(out, None, api_key="", registry=registry))
+
+
+def test_trust_shows_each_plays_measured_effect(scored, tmp_path):
+    from churnml.jobs.effects import DIMENSION_COLUMNS, EFFECTS_DIR, EFFECTS_NAME
+
+    out, client = trust_client(scored, tmp_path)
+    r = client.get("/trust")
+    assert r.status_code == 200 and 'id="effects-none"' in r.text
+    assert "Not yet measured: <code>effects/effects.parquet</code>" in r.text
+
+    (out / EFFECTS_DIR).mkdir()
+    table = effects_table()
+    table.iloc[:0].to_parquet(out / EFFECTS_DIR / EFFECTS_NAME)
+    html = client.get("/trust").text
+    assert "no play has been recommended in a scored week yet" in html
+
+    table.to_parquet(out / EFFECTS_DIR / EFFECTS_NAME)
+    dims = pd.DataFrame([{**{c: np.nan for c in DIMENSION_COLUMNS},
+                          "dimension": "product_usage", "plays": "exec_sponsor_call",
+                          "n_recommended": 120, "n_worked": 90, "n_holdout": 30,
+                          "verdict": "helps"}], columns=DIMENSION_COLUMNS)
+    dims.to_parquet(out / EFFECTS_DIR / "dimensions.parquet")
+    html = client.get("/trust").text
+    rows = re.findall(r"<tr>(.*?)</tr>", html.split('id="effects"')[1].split("</table>")[0],
+                      re.S)[1:]
+    assert len(rows) == 2
+    first = re.sub(r"\s+", " ", rows[0])
+    # the measured play: rates, effect in points with its interval, MRR saved, verdict
+    for text in ("exec sponsor call", "120 (90)", ">30<", ">12<", "10.0% / 20.0%",
+                 "+10.0 [+2.1, +18.0]", "$48,200", "helps"):
+        assert text in first, text
+    assert 'class="n up"' in first  # the interval excludes zero on the good side
+    second = re.sub(r"\s+", " ", rows[1])
+    assert "&lt;b&gt;training&lt;/b&gt;" in second and "recommendations per" not in second
+    assert "10.0 recommendations per outcome changed" in first and "$410 per action" in first
+    assert "worked vs held out: +12.0" in first
+    assert "– / –" in second and "not yet measurable" in second
+    # MRR saved to date over the measured plays only
+    assert 'id="effects-saved">$48,200<' in html and "1 measured play (of 2)" in html
+    assert 'id="effects-proven">1<' in html
+    assert 'id="effects-dimensions"' in html and "product usage" in html
+
+    # an unreadable file: the page says which, never a 5xx
+    (out / EFFECTS_DIR / EFFECTS_NAME).write_bytes(b"not parquet")
+    r = client.get("/trust")
+    assert r.status_code == 200 and "effects.parquet could not be read" in r.text
+
+
+def test_trust_shows_the_registry_evaluation_of_each_version(scored, tmp_path):
+    from churnml.ui.evaluation import EVALUATION_METRICS, Evaluations
+
+    row = {"outcome": "churn", "title": "Churn", "version": "3", "aliases": "champion",
+           "created": "2026-03-01", "train_end": "2025-11-30", "test_roc_auc": 0.8123,
+           "test_roc_auc_ci_low": 0.78, "test_roc_auc_ci_high": 0.84, "test_pr_auc": 0.41,
+           "test_lift_top_decile": 3.456, "test_ece": 0.012, "test_brier": np.nan,
+           "backtest_roc_auc_mean": 0.799}
+    _out, client = trust_client(scored, tmp_path, registry=lambda: Evaluations(rows=[row]))
+    html = client.get("/trust").text
+    table = html.split('id="evaluation"')[1].split("</table>")[0]
+    for text in ("<td>Churn</td>", '<td class="n">3</td>', "<td>champion</td>",
+                 "<td class=\"d\">2025-11-30</td>", "0.812 <span", "[0.780, 0.840]", "0.410", "3.46",
+                 "0.012", "–", "0.799"):
+        assert text in table, text
+    assert table.count("<th>") == 5 + len(EVALUATION_METRICS)
+    _out, client = trust_client(scored, tmp_path / "b", registry=lambda: Evaluations(
+        message="The model registry could not be read (ConnectionError: <refused>)."))
+    html = client.get("/trust").text
+    assert 'id="evaluation-none"' in html and "&lt;refused&gt;" in html
+
+
+def test_trust_says_when_a_model_has_no_matured_week_outside_its_training(scored, tmp_path):
+    out, client = trust_client(scored, tmp_path)
+    (out / "monitoring").mkdir()
+    realized = realized_table(WEEKS)
+    realized.loc[realized["outcome"].eq("churn") & realized["scorer"].eq("model"),
+                 "in_sample"] = True
+    realized.to_parquet(out / "monitoring" / "realized.parquet")
+    html = client.get("/trust").text
+    assert "No week scored by the model for churn has matured outside its training" in html
+    realized["in_sample"] = realized["as_of"].eq(realized["as_of"].min())
+    realized.to_parquet(out / "monitoring" / "realized.parquet")
+    assert "has matured outside" not in client.get("/trust").text
+
+
+def test_registry_reader_never_creates_a_store(tmp_path, monkeypatch):
+    from churnml.ui.evaluation import CachedRegistry, read_registry
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("CHURNML_HOME", str(tmp_path / "home"))
+    answer = read_registry()
+    assert answer.rows == [] and "No model registry at" in answer.message
+    assert not (tmp_path / "home").exists()
+    calls = []
+    cached = CachedRegistry(lambda: calls.append(1) or answer, ttl=60)
+    assert cached() is answer and cached() is answer and calls == [1]
+
+
 # --- bad input ------------------------------------------------------------------------------
 
 def test_empty_scores_folder_is_a_clear_page(tmp_path):
@@ -370,7 +533,7 @@ def test_empty_scores_folder_is_a_clear_page(tmp_path):
 
     from churnml.ui.app import create_app
 
-    client = TestClient(create_app(tmp_path, None, api_key=""))
+    client = TestClient(create_app(tmp_path, None, api_key="", registry=NO_REGISTRY))
     for url in ("/", "/accounts", "/queue"):
         r = client.get(url)
         assert r.status_code == 404 and "no complete weekly partition" in r.text
@@ -394,13 +557,103 @@ def test_a_week_of_an_older_schema_version(scored, tmp_path):
     part.mkdir()
     old.to_parquet(part / "scores.parquet")
     mark_complete(part, "2026-03-09", len(old), ["scores.parquet"])
-    client = TestClient(create_app(out, None, api_key=""))
+    client = TestClient(create_app(out, None, api_key="", registry=NO_REGISTRY))
     html = client.get("/").text
     assert "output schema version 2" in html
     assert client.get("/accounts").status_code == 200
     assert "have no queue" in client.get("/queue").text
     assert client.get(f"/accounts/{old['account_id'].iloc[0]}").status_code == 200
     assert client.get("/queue?as_of=2026-03-02").status_code == 200
+
+
+def add_week(out: Path, frame: pd.DataFrame, as_of: str) -> None:
+    frame = frame.copy()
+    frame["as_of"] = pd.Timestamp(as_of)
+    part = partition_dir(out, as_of)
+    part.mkdir()
+    frame.to_parquet(part / "scores.parquet")
+    mark_complete(part, as_of, len(frame), ["scores.parquet"])
+
+
+def test_a_week_of_schema_version_1_shows_on_every_page(scored, tmp_path):
+    """Version 1 had churn and expansion only, and no queue: every page answers, the missing
+    outcome and the queue are simply absent, and a note names the version."""
+    from starlette.testclient import TestClient
+
+    from churnml.ui.app import create_app
+
+    out = tmp_path / "scores"
+    shutil.copytree(scored[0], out)
+    old = latest(scored)
+    old = old.drop(columns=[c for c in old.columns if c.startswith("contraction_")
+                            or c in ("mrr_at_risk_of_contraction", "expected_value",
+                                     "queue_status", "queue_rank", "queue_reason", "holdout",
+                                     "policy_version")])
+    old["schema_version"] = np.int32(1)
+    add_week(out, old, "2026-03-09")
+    client = TestClient(create_app(out, scored[1], api_key="", registry=NO_REGISTRY))
+    account = old["account_id"].iloc[0]
+    for url in ("/", "/accounts", "/accounts?sort=churn_probability&order=asc",
+                "/accounts.csv", f"/accounts/{account}", "/queue", "/queue.csv", "/trust",
+                "/?as_of=2026-03-02", f"/accounts/{account}?as_of=2026-03-02"):
+        r = client.get(url)
+        assert r.status_code == 200, (url, r.text[:300])
+        assert "Traceback" not in r.text
+    assert "output schema version 1" in client.get("/").text
+    assert "Contraction" not in client.get("/accounts").text
+    # the older week has no contraction column: sorting by it is a clear 400, not a 5xx
+    r = client.get("/accounts?sort=contraction_probability")
+    assert r.status_code == 400 and "unknown sort" in r.text
+    # the account's history spans the schema change
+    html = client.get(f"/accounts/{account}").text
+    assert "2026-03-09" in html and "2026-03-02" in html
+
+
+def test_scores_folder_removed_or_emptied_while_serving(scored, tmp_path):
+    from starlette.testclient import TestClient
+
+    from churnml.ui.app import create_app
+
+    out = tmp_path / "scores"
+    shutil.copytree(scored[0], out)
+    client = TestClient(create_app(out, scored[1], api_key="", registry=NO_REGISTRY))
+    assert client.get("/accounts").status_code == 200
+    for part in list_partitions(out):
+        shutil.rmtree(part[1])
+    for url in ("/", "/accounts", "/accounts.csv", "/accounts/C0001", "/queue", "/queue.csv"):
+        r = client.get(url)
+        assert r.status_code == 404 and "no complete weekly partition" in r.text, url
+    assert client.get("/trust").status_code == 200
+    shutil.rmtree(out)
+    for url in ("/", "/accounts", "/accounts/C0001", "/queue", "/trust"):
+        r = client.get(url)
+        assert r.status_code in (200, 404) and "Traceback" not in r.text, (url, r.status_code)
+
+
+HOSTILE_VALUES = ['<script>alert(1)</script>', "' OR 1=1 --", "..%2F..%2Fetc%2Fpasswd",
+                  "%00", "a" * 5000, ".*(", "[", "\\", "%E2%80%AE", "%FF%FE", "1e309",
+                  "{{7*7}}", "__class__"]
+
+
+@pytest.mark.parametrize("value", HOSTILE_VALUES)
+def test_hostile_values_in_every_parameter_are_never_5xx(client, value):
+    """Every parameter of every page with values an attacker or a bad link would send: a page
+    or a 4xx, never a 5xx, a traceback, an unescaped reflection or a template evaluated."""
+    params = ["q", "health_tier", "action_owner", "segment", "value_tier", "alert", "sort",
+              "order", "page", "as_of", "owner"]
+    urls = [f"/accounts?{p}={value}" for p in params]
+    urls += [f"/accounts.csv?{p}={value}" for p in params]
+    urls += [f"/queue?owner={value}", f"/queue.csv?owner={value}", f"/?as_of={value}",
+             f"/trust?as_of={value}", f"/accounts/{value}"]
+    for url in urls:
+        r = client.get(url)
+        assert r.status_code < 500, (url, r.status_code, r.text[:300])
+        if not r.headers["content-type"].startswith("text/html"):
+            continue  # a CSV export (the book's own hostile names are its content)
+        assert "Traceback" not in r.text and "<script>alert" not in r.text, url
+        assert ">49<" not in r.text, url
+        if r.status_code >= 400:
+            assert "<h1>" in r.text, url  # a page that says what is wrong
 
 
 def test_incomplete_partition_is_left_out(scored, tmp_path):

@@ -436,6 +436,23 @@ def model_card_uri(target: str, version: str | int) -> str | None:
         raise _unavailable(exc, f"reading the model card of version {version} of {name}") from exc
 
 
+def run_metrics(run_id: str) -> dict[str, float]:
+    """Every metric logged by a version's training run (``test_roc_auc``, its interval,
+    ``test_pr_auc``, ``test_lift_top_decile``, ``test_brier``, ``test_ece``, the backtest's
+    means: the figures of the model card), ``{}`` for an unknown run."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    try:
+        return {k: float(v) for k, v in client.get_run(run_id).data.metrics.items()}
+    except MlflowException as exc:
+        if _not_found(exc):
+            return {}
+        raise _unavailable(exc, f"reading the metrics of run {run_id}") from exc
+    except OSError as exc:
+        raise _unavailable(exc, f"reading the metrics of run {run_id}") from exc
+
+
 def champion_span_end(model) -> tuple[pd.Timestamp | None, str]:
     """End of a registered model's training span and where it comes from: ``train_end``
     (recorded since the refit), else its split's ``test_end`` (an older train-window

@@ -14,7 +14,7 @@ import hmac
 import io
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qs, urlencode
 
 import numpy as np
@@ -23,6 +23,7 @@ import pandas as pd
 from churnml.api.auth import bearer_matches, configured_api_key
 from churnml.data.csv_safety import neutralise_frame
 from churnml.ui import views
+from churnml.ui.evaluation import EVALUATION_METRICS, CachedRegistry, Evaluations, effects_summary
 from churnml.ui.store import NotScored, ScoreStore, column_meanings, dimension_columns, outcome_columns
 
 HERE = Path(__file__).resolve().parent
@@ -31,6 +32,8 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline';
        "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; "
        "base-uri 'none'")
 
+#: rows of the portfolio's "call first this week" list
+CALL_FIRST_ROWS = 10
 #: rows shown per owner on the queue page (queued, then on watch); the CSV has them all
 QUEUE_ROWS_SHOWN = 200
 WATCH_ROWS_SHOWN = 25
@@ -40,9 +43,10 @@ ACCOUNT_CSV_FIRST = ("account_id", "name", "as_of", "health_score", "health_tier
 
 
 def _money(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
-    return f"${float(value):,.0f}"
+    x = float(value)
+    return f"-${-x:,.0f}" if x < 0 else f"${x:,.0f}"
 
 
 def _pct(value: Any, digits: int = 0) -> str:
@@ -57,6 +61,15 @@ def _num(value: Any, digits: int = 0, signed: bool = False) -> str:
     if isinstance(value, (int,)) and not isinstance(value, bool):
         return f"{value:+,}" if signed else f"{value:,}"
     return f"{float(value):{'+' if signed else ''},.{digits}f}"
+
+
+def _pts(value: Any) -> str:
+    """A difference of rates in signed percentage points (``0.031`` -> ``+3.1``)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return "–"
+    return "–" if not math.isfinite(x) else f"{100 * x:+.1f}"
 
 
 def _date(value: Any) -> str:
@@ -94,8 +107,10 @@ def templates():
     env = Environment(loader=FileSystemLoader(str(HERE / "templates")),
                       autoescape=select_autoescape(("html",), default=True),
                       trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(money=_money, pct=_pct, num=_num, date=_date, label=_label, cell=_cell)
+    env.filters.update(money=_money, pct=_pct, num=_num, date=_date, label=_label, cell=_cell,
+                       pts=_pts)
     env.globals["urlencode"] = urlencode
+    env.globals["inf"] = float("inf")
     return env
 
 
@@ -108,9 +123,12 @@ def session_token(key: str) -> str:
 
 
 def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
-               api_key: str | None = None):
+               api_key: str | None = None,
+               registry: Callable[[], Evaluations] | None = None):
     """The Starlette application over ``scores_dir`` (``api_key``: None reads
-    ``CHURNML_API_KEY`` when the app is made; empty string: no key)."""
+    ``CHURNML_API_KEY`` when the app is made; empty string: no key; ``registry``: what the
+    Trust page shows of the model versions' evaluation, by default the MLflow registry's
+    answer, cached a minute: :mod:`churnml.ui.evaluation`)."""
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
     from starlette.requests import Request
@@ -119,12 +137,17 @@ def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
     from starlette.staticfiles import StaticFiles
 
     store = ScoreStore(scores_dir, data_dir)
+    evaluations = registry if registry is not None else CachedRegistry()
     env = templates()
     key = configured_api_key() if api_key is None else (api_key or None)
 
     def page(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
         context.setdefault("nav", name.split(".")[0])
         context.setdefault("scores_dir", str(store.scores_dir))
+        if context.get("week") is not None and context.get("weeks"):
+            before = [w.as_of for w in context["weeks"] if w.as_of < context["week"].as_of]
+            context.setdefault("since", views.since_label(context["week"].as_of,
+                                                          before[-1] if before else None))
         html = env.get_template(name).render(request=request, **context)
         return HTMLResponse(html, status_code=status)
 
@@ -173,7 +196,9 @@ def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
             from churnml.jobs.portfolio import portfolio_table
 
             retention = portfolio_table(book["mrr_changes"], week.as_of).to_dict("records")
+        first = views.call_first(frame, CALL_FIRST_ROWS)
         return page(request, "portfolio.html", week=week, weeks=weeks, kpis=views.kpis(frame),
+                    call_first=first.to_dict("records"), has_queue="queue_status" in frame,
                     tiers=tiers.to_dict("records"), chart=chart, retention=retention,
                     trend_accounts=pivot_accounts.fillna(0), trend_mrr=pivot_mrr.fillna(0),
                     tier_names=tier_names, has_data=store.data_dir is not None,
@@ -293,8 +318,16 @@ def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
         weeks = store.weeks()
         frames = {w.as_of: store.frame(w) for w in weeks}
         versions = views.model_versions(frames)
-        realized = store.realized()
+        problems: list[str] = []
+        realized, bad = store.realized()
+        if bad:
+            problems.append(bad)
         summary = views.realized_summary(realized) if realized is not None else None
+        not_yet: list[str] = []
+        if summary is not None and not summary.empty:
+            with_model = set(summary.loc[summary["scorer"].eq("model"), "outcome"])
+            not_yet = [str(o).replace("_", " ") for o in sorted(set(summary["outcome"]))
+                       if o not in with_model]
         recent = None
         if realized is not None and not realized.empty:
             recent = realized.sort_values(["as_of", "outcome", "scorer"], ascending=[False, True,
@@ -304,12 +337,23 @@ def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
         for name, path in store.monitoring_files().items():
             if name == "realized":
                 continue
-            data = store.read_small(path)
+            data, bad = store.read_optional(path)
+            if data is None:
+                problems.append(bad or f"{path.name} disappeared while the page was built")
+                continue
             others.append({"name": name, "title": name.replace("_", " ").capitalize(),
                            "columns": list(data.columns), "rows": data.head(200).to_dict("records"),
                            "total": len(data)})
+        effects, dimensions, bad = store.effects()
+        if bad:
+            problems.append(bad)
         return page(request, "trust.html", versions=versions, summary=summary, recent=recent,
-                    others=others, weeks=weeks)
+                    others=others, weeks=weeks, problems=problems,
+                    effects=None if effects is None else effects.to_dict("records"),
+                    effects_head=None if effects is None else effects_summary(effects),
+                    dimensions=None if dimensions is None else dimensions.to_dict("records"),
+                    evaluations=evaluations(), metrics=EVALUATION_METRICS,
+                    not_yet_out_of_sample=not_yet)
 
     async def login(request: Request):
         if request.method == "POST":

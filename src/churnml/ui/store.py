@@ -8,7 +8,8 @@ complete partitions only (:func:`churnml.jobs.partitions.list_partitions`):
   as ``action_<field>`` and the alerts as ``alerts_text`` / ``alerts_count``; read once per
   file with column projection and kept while the file's modification time is unchanged;
 - one account's full row of a week (reasons, alerts, action) by a filtered read;
-- ``OUT/monitoring/*.parquet`` (realized performance, and whatever monitoring files exist).
+- ``OUT/monitoring/*.parquet`` (realized performance, and whatever monitoring files exist);
+- ``OUT/effects/effects.parquet`` and ``dimensions.parquet`` (``churnml effects``).
 
 Nothing here writes: the folder may be in use by the weekly job at the same time.
 """
@@ -24,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from churnml.errors import UsageError
+from churnml.jobs.effects import DIMENSIONS_NAME, EFFECTS_DIR, EFFECTS_NAME
 from churnml.jobs.layout import SCORES_NAME
 from churnml.jobs.monitoring import MONITORING_DIR, REALIZED_NAME
 from churnml.jobs.partitions import incomplete_partitions, list_partitions
@@ -307,9 +309,27 @@ class ScoreStore:
             self._small[path] = (mtime, frame)
         return frame
 
-    def realized(self) -> pd.DataFrame | None:
-        path = self.scores_dir / MONITORING_DIR / REALIZED_NAME
-        return self.read_small(path) if path.is_file() else None
+    def realized(self) -> tuple[pd.DataFrame | None, str | None]:
+        """``(monitoring/realized.parquet or None, why it could not be read or None)``."""
+        return self.read_optional(self.scores_dir / MONITORING_DIR / REALIZED_NAME)
+
+    def read_optional(self, path: Path) -> tuple[pd.DataFrame | None, str | None]:
+        """``(frame, None)`` for a readable small file, ``(None, None)`` when it is absent,
+        ``(None, why)`` when it cannot be read (a page shows why instead of failing)."""
+        if not path.is_file():
+            return None, None
+        try:
+            return self.read_small(path), None
+        except Exception as exc:  # noqa: BLE001 - shown on the page, never a 5xx
+            return None, f"{path.name} could not be read ({type(exc).__name__}: {str(exc)[:200]})"
+
+    def effects(self) -> tuple[pd.DataFrame | None, pd.DataFrame | None, str | None]:
+        """``(effects, dimensions, problem)`` from ``OUT/effects/`` (``churnml effects``):
+        None for a file not written yet; ``problem`` names an unreadable one."""
+        folder = self.scores_dir / EFFECTS_DIR
+        table, bad = self.read_optional(folder / EFFECTS_NAME)
+        dims, bad_dims = self.read_optional(folder / DIMENSIONS_NAME)
+        return table, dims, bad or bad_dims
 
     # --- the book (optional) ------------------------------------------------------------
     def _book_files(self) -> dict[str, Path]:

@@ -225,6 +225,31 @@ def queue_frame(frame: pd.DataFrame, owner: str = "") -> pd.DataFrame:
     return rows.iloc[np.lexsort((rank, owners))]
 
 
+def call_first(frame: pd.DataFrame, n: int = 10) -> pd.DataFrame:
+    """The portfolio's "call first" list: this week's plays to run (queued and not held out),
+    highest expected value first (ties by account id), at most ``n``; empty without a queue."""
+    if "queue_status" not in frame or "expected_value" not in frame:
+        return frame.iloc[0:0]
+    worked = frame["queue_status"].eq("queued").to_numpy(dtype=bool)
+    if "holdout" in frame:
+        worked = worked & ~frame["holdout"].fillna(False).astype(bool).to_numpy()
+    positions = np.flatnonzero(worked)
+    values = frame["expected_value"].to_numpy(dtype=float, na_value=np.nan)[positions]
+    # the list frame is sorted by account_id: the stable sort breaks ties by it (NaN last)
+    order = np.argsort(-values, kind="stable")
+    return frame.iloc[positions[order][:n]]
+
+
+def since_label(week_as_of: pd.Timestamp, previous: pd.Timestamp | None) -> str | None:
+    """What "change since ..." compares with: "last week" when the previous scored week is
+    7 days before, else its date; None without a previous week."""
+    if previous is None:
+        return None
+    if (pd.Timestamp(week_as_of) - pd.Timestamp(previous)).days == 7:
+        return "last week"
+    return f"{pd.Timestamp(previous):%Y-%m-%d}"
+
+
 def queue_owners(queue: pd.DataFrame, capacity: Mapping[str, int]) -> list[dict[str, Any]]:
     """Per owner: ``{owner, capacity, used, queued, held_out, watch, expected_value}``; used =
     queued and not held out (holdouts use no capacity), expected value over those."""

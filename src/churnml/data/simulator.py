@@ -462,6 +462,9 @@ class _CsRun:
             "expansion_90d_without": without[1], "expansion_90d_with": with_[1],
             "contraction_90d_without": without[2], "contraction_90d_with": with_[2],
         }
+        for name in d.columns:  # the health sub-scores the team saw (uplift features)
+            if name.startswith("health_") and name != "health_score":
+                self.week_rows[name] = d[name].to_numpy(dtype=float)[cand]
 
     def log_week(self, ev: m.WeekEvents, k: int) -> None:
         """After the week's events are drawn: an action dated on or after the account's churn

@@ -212,7 +212,7 @@ def play_qualifies(treated: np.ndarray, label: np.ndarray, rules: Mapping[str, i
 
 def fit_uplift_set(units: pd.DataFrame, features: Sequence[str], rules: Mapping[str, int], *,
                    risk_outcomes: Sequence[str] = ("churn", "contraction"),
-                   seed: int = 0) -> UpliftSet:
+                   seed: int = 0, params: Mapping[str, Any] | None = None) -> UpliftSet:
     """One :class:`XLearner` per play of ``units`` that meets ``rules``
     (:func:`play_qualifies`). ``units``: one row per randomized unit with ``playbook``,
     ``outcome``, ``treated`` (recommended and not held out: intention to treat), ``label``
@@ -230,7 +230,8 @@ def fit_uplift_set(units: pd.DataFrame, features: Sequence[str], rules: Mapping[
             continue
         outcome = str(group["outcome"].iloc[0])
         X = UpliftSet(features, {}).matrix(group, len(group))
-        model = XLearner(seed=seed + 7919 * i).fit(X, treated, y)
+        model = XLearner(seed=seed + 7919 * i, params=dict(params or DEFAULT_PARAMS)
+                         ).fit(X, treated, y)
         plays[str(name)] = PlayUplift(
             playbook=str(name), outcome=outcome, is_risk=outcome in risk_outcomes,
             n_recommended=int(treated.sum()), n_holdout=int((~treated).sum()),

@@ -20,9 +20,9 @@
     elsewhere, never an account the model expects not to help: the weekly job's rule), and
     the oracle (the true MRR effect of the recommended play) and, on books that record every
     play's true effect, the oracle that also picks each account's best play (an upper bound:
-    the playbook picks the play, the queue only ranks). The top ``capacity[owner]`` are "worked"; a ranking
-    saves sum(compliance x true MRR effect) over them, the true MRR effect being MRR x
-    (fall in churn probability + typical share x rise in expansion probability + typical
+    the playbook picks the play, the queue only ranks). The top ``capacity[owner]`` are
+    "worked"; a ranking saves sum(compliance x true MRR effect) over them, the true MRR
+    effect being MRR x (fall in churn probability + typical share x rise in expansion probability + typical
     share x fall in contraction probability). Each week is valued on its own (what the team
     would save from that week's queue; later weeks stay the simulated ones). Intervals: a
     bootstrap over the evaluation weeks within a seed, and a t interval over seeds.

@@ -217,7 +217,9 @@ def fit_uplift_set(units: pd.DataFrame, features: Sequence[str], rules: Mapping[
     (:func:`play_qualifies`). ``units``: one row per randomized unit with ``playbook``,
     ``outcome``, ``treated`` (recommended and not held out: intention to treat), ``label``
     (0/1, NaN when not matured or unlabeled: left out), ``as_of``, ``horizon_days`` (the
-    outcome's, for :attr:`UpliftSet.outcomes_known_on`) and the ``features`` columns. Plays are fitted in name order, each with its own seed."""
+    outcome's, for :attr:`UpliftSet.outcomes_known_on`) and the ``features`` columns. Plays
+    are fitted in name order, each with its own seed; ``params``: the LightGBM parameters
+    (default :data:`DEFAULT_PARAMS`)."""
     features = [f for f in features if f in units.columns]
     plays: dict[str, PlayUplift] = {}
     ok = units[pd.to_numeric(units["label"], errors="coerce").notna()]

@@ -18,6 +18,12 @@ Two steps, because one is about one account and the other about the whole book:
    (``queued`` when it would have made the queue) but uses no capacity: the owner still works
    ``capacity`` accounts.
 
+Learned effects (:func:`uplift_values`, before step 2 in the weekly job): a play with an
+uplift model (``churnml.models.uplift.UpliftSet``, fitted by the effects step once the play's
+holdout meets the ``uplift:`` rules) has its candidates' expected value replaced by MRR x
+typical share x the account's estimated effect (``effect_source`` ``uplift``); an account the
+model expects not to help is watched, never queued, unless a new critical signal jumps it.
+
 Holdout: per churn-risk decile of the week's candidates (deciles of churn probability, ties
 by account_id; unknown probability its own stratum), the eligible candidates (plays without
 ``never_hold_out``) are ordered by a stable hash of ``account_id|playbook|policy_version``

@@ -317,6 +317,8 @@ def test_command_writes_the_table_and_prints_it(tmp_path, capsys):
     printed = capsys.readouterr().err
     assert code == 0, printed
     assert PLAY in printed and "ITT" in printed
+    assert "uplift models: none" in printed  # nothing matured: the queue keeps the priors
+    assert E.load_uplift(scores) is None
     written = pd.read_parquet(scores / E.EFFECTS_DIR / E.EFFECTS_NAME)
     # the models' 90-day horizon: none of these weeks has matured, none is counted
     assert written.loc[0, "n_immature"] == len(truth)

@@ -262,3 +262,57 @@ def test_critical_actions_stay_rare_and_do_not_repeat_on_unchanged_signals(two_w
     assert jumped[0], "the book should have a new critical signal in the first week"
     # a signal that jumped the queue last week and did not rise again is not critical now
     assert not (jumped[0] & jumped[1])
+
+
+def test_weekly_queue_with_a_learned_uplift_book_wide(two_weeks, pb):
+    """A week's output rows re-queued with an uplift model for one play (fitted here on the
+    week's own rows with a made-up effect): that play's rows carry ``effect_source`` uplift
+    and MRR x estimated effect; the other plays keep the prior; capacity still holds; the
+    Arrow path (the weekly job's and Spark's) equals the frame path."""
+    import pyarrow as pa
+
+    from churnml.jobs.partitions import to_arrow
+    from churnml.models.uplift import fit_uplift_set
+    from churnml.scoring.queue import PRIOR, UPLIFT, queue_frame, queue_tables
+    from churnml.scoring.schema import arrow_schema, uplift_feature_columns
+
+    scores = two_weeks[1]
+    actions = _actions(scores)
+    dims = [c[len("health_"):] for c in scores.columns if c.startswith("health_")
+            and c not in ("health_score", "health_tier", "health_dimensions_used",
+                          "health_weights_version")]
+    features = [c for c in uplift_feature_columns(dims) if c in scores]
+    rng = np.random.default_rng(0)
+    n = 2000
+    units = scores.sample(n, replace=True, random_state=0).reset_index(drop=True)
+    treated = rng.random(n) < 0.7
+    p = units["churn_probability"].to_numpy() * np.where(treated, 0.5, 1.0)
+    units = units.assign(playbook="re_engage", outcome="churn", treated=treated,
+                         label=(rng.random(n) < p).astype(float), horizon_days=90)
+    fitted = fit_uplift_set(units, features, {"min_holdout": 100, "min_recommended": 100,
+                                              "min_events": 5})
+    assert list(fitted.plays) == ["re_engage"]
+    out = queue_frame(scores, pb, uplift=fitted)
+    play = actions["playbook"]
+    uses = play == "re_engage"
+    assert uses.any()
+    assert out.loc[uses, "effect_source"].eq(UPLIFT).all()
+    benefit = fitted.benefit(scores, play.to_numpy(dtype=object))
+    assert np.allclose(out.loc[uses, "expected_value"], scores.loc[uses, "mrr"] * benefit[uses])
+    other = ~uses & scores["expected_value"].notna()
+    assert out.loc[other, "effect_source"].eq(PRIOR).all()
+    assert np.allclose(out.loc[other, "expected_value"], scores.loc[other, "expected_value"])
+    worked = (out["queue_status"] == QUEUED) & ~out["holdout"].fillna(False).astype(bool)
+    for owner, count in worked.groupby(actions["owner"]).sum().items():
+        assert count <= pb.capacity[owner], owner
+    assert out.loc[(out["queue_status"] == QUEUED) & uses, "queue_reason"].str.contains(
+        "uplift model on").all()
+    schema = arrow_schema(dims)
+    table = to_arrow(scores, schema)
+    half = table.num_rows // 2
+    tables = queue_tables([table.slice(0, half), table.slice(half)], pb, uplift=fitted)
+    back = pa.concat_tables(tables).to_pandas()
+    for column in ("expected_value", "effect_source", "queue_status", "queue_rank",
+                   "queue_reason", "holdout"):
+        a, b = back[column].astype(object), out[column].astype(object)
+        assert ((a == b) | (a.isna() & b.isna())).all(), column

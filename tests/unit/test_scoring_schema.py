@@ -48,7 +48,7 @@ def test_output_columns_have_every_outcome_and_dimension():
         < cols.index("contraction_probability")
     assert "health_usage" in cols and "health_engagement" in cols
     assert cols.index("mrr") < cols.index("mrr_at_risk")
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
 
 
 def test_arrow_schema_refuses_an_undeclared_column():

@@ -141,6 +141,22 @@ def test_true_effects_are_recorded_and_follow_the_effect_model(book):
     assert (e[s < -1e-9] < 0).all() and (e[s > 1e-9] > 0).all()
 
 
+def test_every_play_has_its_true_effect_and_the_recommended_one_matches(book):
+    """``<outcome>_90d_effect_<play>`` for every play the effect model knows: the recommended
+    play's equals the row's own effect; the regular cadence has none; a save call on a calm
+    account never raises churn (the oracle may choose the play, not only rank it)."""
+    q = book.truth["cs_queue"]
+    for name in ("churn", "expansion", "contraction"):
+        columns = [f"{name}_90d_effect_{p}" for p in m.CS_PLAYS]
+        assert set(columns) <= set(q.columns)
+        grid = q[columns].to_numpy()
+        own = grid[np.arange(len(q)), m.cs_play_codes(q["playbook"])]
+        assert np.allclose(own, q[f"{name}_90d_effect"])
+        assert np.allclose(q[f"{name}_90d_effect_keep_warm"], 0.0)
+    calm = ~q["reacts_badly"].to_numpy()
+    assert (q.loc[calm, "churn_90d_effect_save_call"] <= 1e-12).all()
+
+
 def _reference_frozen(ct, cr, ex, cx, possible, renewals, shift, weeks=13):
     """Week-by-week product of the frozen hazards (plain loop, one lane)."""
     sc, se, sx = shift

@@ -113,6 +113,13 @@ def effects(
                   "matured cases before the interval is expected to exclude zero at the current "
                   "effect. immature: recommendations whose outcome is not known yet (one "
                   "horizon after; never counted)", highlight=False, soft_wrap=True)
+    plays = getattr(result.uplift, "plays", None) or {}
+    console.print(
+        ("uplift models (the next weekly queue ranks these plays by the learned effect): "
+         + ", ".join(f"{k} ({p.n_holdout:,} held out, {p.n_recommended:,} recommended)"
+                     for k, p in plays.items())) if plays else
+        "uplift models: none (no play meets the uplift rules of features/playbooks.yaml yet): "
+        "the queue ranks by the playbook's priors", highlight=False, soft_wrap=True)
     if not result.has_actions:
         console.print("no cs_actions table in the book: nothing counts as worked (ITT only)",
                       highlight=False, soft_wrap=True)

@@ -462,6 +462,16 @@ class _CsRun:
             "expansion_90d_without": without[1], "expansion_90d_with": with_[1],
             "contraction_90d_without": without[2], "contraction_90d_with": with_[2],
         }
+        # the truth of every play the account could get, not only the recommended one
+        # (13 vectorised passes over the week's candidates): the oracle may choose the play
+        for i, name in enumerate(m.CS_PLAYS):  # a loop over plays, not accounts
+            alt = m.cs_effects(s, lane, np.full(len(lane), i), day, self.reacts_badly[lane], q)
+            p_alt = m.frozen_outcome_probabilities(s, hz, lane, day, alt, q.weeks)
+            for j, outcome in enumerate(("churn", "expansion", "contraction")):
+                self.week_rows[f"{outcome}_90d_effect_{name}"] = p_alt[j] - without[j]
+        for name in d.columns:  # the health sub-scores the team saw (uplift features)
+            if name.startswith("health_") and name != "health_score":
+                self.week_rows[name] = d[name].to_numpy(dtype=float)[cand]
 
     def log_week(self, ev: m.WeekEvents, k: int) -> None:
         """After the week's events are drawn: an action dated on or after the account's churn

@@ -100,8 +100,8 @@ RESERVED_COLUMNS = frozenset({
     "as_of", "health_score", "health_tier", "health_dimensions_used", "health_overrides",
     "health_weights_version", "alerts", "next_best_action", "mrr", "value_tier",
     "lifecycle_phase", "rfm_segment", "expansion_readiness", "schema_version", "expected_value",
-    "queue_status", "queue_rank", "queue_reason", "holdout", "policy_version", "label",
-    "labeled", "event_mrr", "window",
+    "effect_source", "queue_status", "queue_rank", "queue_reason", "holdout", "policy_version",
+    "label", "labeled", "event_mrr", "window",
     *OUTCOME_NAMES, *(o.value_column for o in OUTCOMES),
 })
 RESERVED_PREFIXES = ("health_",)

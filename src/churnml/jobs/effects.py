@@ -54,6 +54,7 @@ from churnml.jobs import effect_stats as S
 from churnml.jobs.layout import SCORES_NAME
 from churnml.jobs.partitions import list_partitions, write_bytes_atomic
 from churnml.outcomes import get_outcome
+from churnml.scoring.schema import uplift_feature_columns
 
 EFFECTS_DIR = "effects"
 EFFECTS_NAME = "effects.parquet"
@@ -101,6 +102,8 @@ class EffectsResult:
     has_actions: bool          # the book has a cs_actions table
     #: one row per health dimension of the recommendations' reasons (DIMENSION_COLUMNS)
     dimensions: pd.DataFrame | None = None
+    #: the plays whose effect by account is learned (``churnml.models.uplift.UpliftSet``)
+    uplift: Any = None
 
 
 def effects_dir(out_dir: str | Path) -> Path:
@@ -122,7 +125,8 @@ def read_recommendations(scores_dir: str | Path) -> tuple[pd.DataFrame, int, lis
         if any(c not in names for c in RECORD_COLUMNS):
             skipped.append(part.name)
             continue
-        table = pq.read_table(path, columns=list(RECORD_COLUMNS))
+        features = _uplift_features(pq.read_schema(path))
+        table = pq.read_table(path, columns=[*RECORD_COLUMNS, *features])
         action = table.column("next_best_action").combine_chunks()
         frame = pd.DataFrame({
             "account_id": table.column("account_id").to_numpy(zero_copy_only=False),
@@ -132,6 +136,7 @@ def read_recommendations(scores_dir: str | Path) -> tuple[pd.DataFrame, int, lis
             "queue_status": table.column("queue_status").to_numpy(zero_copy_only=False),
             "holdout": table.column("holdout").to_numpy(zero_copy_only=False),
             "policy_version": table.column("policy_version").to_numpy(zero_copy_only=False),
+            **{f: table.column(f).to_numpy(zero_copy_only=False) for f in features},
         })
         frames.append(frame[frame["queue_status"] == "queued"].drop(columns="queue_status"))
     read = len(partitions) - len(skipped)
@@ -139,7 +144,8 @@ def read_recommendations(scores_dir: str | Path) -> tuple[pd.DataFrame, int, lis
                "policy_version"]
     if not frames:
         return pd.DataFrame(columns=columns), read, skipped
-    out = pd.concat(frames, ignore_index=True)[columns]
+    out = pd.concat(frames, ignore_index=True)
+    out = out[columns + [c for c in out.columns if c not in columns]]
     out["account_id"] = out["account_id"].astype(str)
     out["as_of"] = pd.to_datetime(out["as_of"]).astype("datetime64[ns]")
     bad = out["holdout"].isna() | out["playbook"].isna()
@@ -152,6 +158,73 @@ def read_recommendations(scores_dir: str | Path) -> tuple[pd.DataFrame, int, lis
             "rescore those weeks with churnml score.")
     out["holdout"] = out["holdout"].astype(bool)
     return out, read, skipped
+
+
+def _uplift_features(schema: Any) -> list[str]:
+    """The uplift features (``churnml.scoring.schema.UPLIFT_FEATURES``) a partition holds:
+    its dimensions are the float64 ``health_*`` columns it was written with."""
+    import pyarrow as pa
+
+    dims = [n[len("health_"):] for n in schema.names
+            if n.startswith("health_") and n != "health_score"
+            and schema.field(n).type == pa.float64()]
+    return [c for c in uplift_feature_columns(dims) if c in schema.names]
+
+
+def uplift_units(units: pd.DataFrame, unit_rows: pd.DataFrame) -> pd.DataFrame:
+    """The randomized units an uplift model learns from: the per-unit table with the output
+    columns of the unit's week (``units``: :func:`first_recommendations` rows), ``treated``
+    = recommended and not held out (intention to treat) and ``label`` only where matured."""
+    features = [c for c in units.columns if c not in unit_rows.columns]
+    keys = ["account_id", "playbook", "as_of"]
+    out = unit_rows.merge(units[keys + features].drop_duplicates(keys), on=keys, how="left")
+    out["treated"] = ~out["holdout"].astype(bool)
+    out["label"] = out["label"].where(out["matured"].astype(bool) & out["labeled"].astype(bool))
+    return out
+
+
+def fit_uplift(units: pd.DataFrame, unit_rows: pd.DataFrame, playbooks: Any,
+               seed: int = 0) -> Any:
+    """The plays' uplift models (``churnml.models.uplift.fit_uplift_set``) under the
+    ``uplift:`` rules of ``playbooks.yaml``; plays with ``never_hold_out`` have no holdout
+    and never qualify."""
+    from churnml.models.uplift import fit_uplift_set
+    from churnml.outcomes import OUTCOMES
+
+    rows = uplift_units(units, unit_rows) if len(unit_rows) else unit_rows.assign(
+        treated=pd.Series(dtype=bool))
+    features = [c for c in units.columns if c not in unit_rows.columns]
+    return fit_uplift_set(rows, features, getattr(playbooks, "uplift_rules", {}),
+                          risk_outcomes=[o.name for o in OUTCOMES if o.is_risk], seed=seed)
+
+
+def load_uplift(out_dir: str | Path) -> Any:
+    """The uplift models the last ``churnml effects`` or weekly run fitted into
+    ``OUT/effects/`` (``None`` when there are none, or of an older format: the prior is used).
+    The file is the job's own output, read back by the job (pickle: LightGBM models)."""
+    import pickle
+
+    from churnml.models.uplift import UPLIFT_FORMAT, UPLIFT_NAME
+
+    path = effects_dir(out_dir) / UPLIFT_NAME
+    if not path.is_file():
+        return None
+    with open(path, "rb") as fh:
+        fitted = pickle.load(fh)
+    if getattr(fitted, "format", None) != UPLIFT_FORMAT or not getattr(fitted, "plays", None):
+        return None
+    return fitted
+
+
+def usable_uplift(uplift: Any, out_dir: str | Path, as_of) -> Any:
+    """``uplift``, or with ``"saved"`` the set the last effects run saved under ``out_dir``;
+    None unless it has plays and saw no outcome on or after ``as_of`` (a backfill of an
+    earlier week uses the priors: point in time)."""
+    if isinstance(uplift, str) and uplift == "saved":
+        uplift = load_uplift(out_dir)
+    if uplift is None or not uplift.usable_on(as_of):
+        return None
+    return uplift
 
 
 def first_recommendations(rows: pd.DataFrame) -> pd.DataFrame:
@@ -425,8 +498,9 @@ def measure(scores_dir: str | Path, book: Book, *, playbooks: Any = None,
                           confidence=confidence, seed=seed)
     dims = dimension_effects(unit_rows, dimension_of if dimension_of is not None
                              else dimension_of_features(), confidence=confidence, seed=seed)
+    uplift = fit_uplift(units, unit_rows, playbooks, seed=seed)
     return EffectsResult(table=table, units=unit_rows, weeks_read=read, weeks_skipped=skipped,
-                         has_actions=book.has("cs_actions"), dimensions=dims)
+                         has_actions=book.has("cs_actions"), dimensions=dims, uplift=uplift)
 
 
 def write_effects(result: EffectsResult, out_dir: str | Path) -> Path:
@@ -444,6 +518,12 @@ def write_effects(result: EffectsResult, out_dir: str | Path) -> Path:
         frame.to_parquet(buf, index=False)
         write_bytes_atomic(folder / name, buf.getvalue())
     write_bytes_atomic(folder / EFFECTS_CSV, result.table.to_csv(index=False).encode("utf-8"))
+    if result.uplift is not None:  # an empty set too: the next week then uses the prior
+        import pickle
+
+        from churnml.models.uplift import UPLIFT_NAME
+
+        write_bytes_atomic(folder / UPLIFT_NAME, pickle.dumps(result.uplift, protocol=5))
     return folder / EFFECTS_NAME
 
 
@@ -492,5 +572,6 @@ def log_run(result: EffectsResult, out_dir: str | Path, params: Mapping[str, Any
 __all__ = ["CONFIDENCE", "DIMENSIONS_NAME", "DIMENSION_COLUMNS", "dimension_effects",
            "dimension_of_features", "EFFECTS_DIR", "EFFECTS_NAME", "EFFECT_COLUMNS", "EXPERIMENT",
            "EffectsResult", "UNIT_COLUMNS", "WORKED_WITHIN_DAYS", "effects_table",
-           "first_recommendations", "log_run", "measure", "mlflow_figures", "play_effect",
+           "first_recommendations", "fit_uplift", "load_uplift", "log_run", "measure",
+           "mlflow_figures", "play_effect", "uplift_units", "usable_uplift",
            "read_effects", "read_recommendations", "unit_outcomes", "write_effects"]

@@ -69,6 +69,7 @@ from churnml.scoring.actions import Playbooks, load_playbooks
 from churnml.scoring.compare import compared_features
 from churnml.scoring.compare import week_before as book_week_before
 from churnml.scoring.frame import catalog_dimensions, score_frame
+from churnml.jobs import effects as play_effects
 from churnml.scoring.queue import queue_tables
 from churnml.scoring.schema import arrow_schema, declared_columns, output_columns
 
@@ -654,7 +655,9 @@ def score_book_spark(
                 # this week's queue ranks the whole book per owner: it is decided on the
                 # driver once every shard's output rows are collected (the rows, not the
                 # features), then written
-                week = queue_tables(list(batches()), playbooks)
+                week = queue_tables(list(batches()), playbooks,
+                                    uplift=play_effects.usable_uplift("saved", out_dir,
+                                                                    as_of))
                 rows = write_parquet_atomic(partition / SCORES_NAME, iter(week), schema)
         finally:
             scored.unpersist()

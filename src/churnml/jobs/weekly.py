@@ -144,6 +144,7 @@ def score_book(
     timer: Callable[[str], contextlib.AbstractContextManager[object]] | None = None,
     complete: bool = True,
     on_features: Callable[[pd.DataFrame], None] | None = None,
+    uplift: Any = "saved",
 ) -> WeeklyResult:
     """Score every active account of ``book`` at ``as_of`` into ``OUT/as_of=DATE/``.
 
@@ -159,7 +160,9 @@ def score_book(
     :class:`OutputLock` (``run_job``). ``on_features(features)`` sees each chunk's features
     (``churnml.jobs.drift.FeatureDrift.add``). The partition's ``_SUCCESS`` marker is removed
     first and, with ``complete=True``, written last; ``run_job`` passes False and writes it after
-    the report.
+    the report. ``uplift``: the plays' learned effects for the queue (an ``UpliftSet``, None
+    for the priors only; default: the ones the last effects run saved in ``OUT/effects/``,
+    used only when they saw no outcome on or after ``as_of``).
     """
     if chunk_size < 1:
         raise UsageError(f"The 'chunk_size' parameter must be a positive integer. Got {chunk_size}.")
@@ -216,7 +219,9 @@ def score_book(
         scored_tables = list(chunks())
         t1 = time.perf_counter()
         with (timer("queue") if timer else contextlib.nullcontext()):
-            scored_tables = queue_tables(scored_tables, playbooks)
+            scored_tables = queue_tables(scored_tables, playbooks,
+                                         uplift=play_effects.usable_uplift(
+                                             uplift, out_dir, as_of))
         stage["queue"] = time.perf_counter() - t1
         rows = write_parquet_atomic(scores_path, iter(scored_tables), schema)
         stage["write"] += (time.perf_counter() - t0) - stage["features"] - stage["scoring"] \

@@ -16,9 +16,10 @@ outcomes minus the control rows' scaled to the treated count. Vectorised (sorts 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 #: small trees: held-out arms hold tens to thousands of rows
 DEFAULT_PARAMS: dict[str, Any] = {"n_estimators": 200, "learning_rate": 0.05, "num_leaves": 15,
@@ -124,4 +125,130 @@ def uplift_at_k(benefit_score, treated, good, k: float) -> float:
     return float(g[t].mean() - g[~t].mean())
 
 
-__all__ = ["DEFAULT_PARAMS", "XLearner", "qini_coefficient", "qini_curve", "uplift_at_k"]
+# --------------------------------------------------------------------------------------------
+# the queue's learned effects: one X-learner per play that has enough randomized data
+# --------------------------------------------------------------------------------------------
+
+#: where ``churnml effects`` and the weekly job keep the fitted set (``OUT/effects/``)
+UPLIFT_NAME = "uplift.pkl"
+#: bump when :class:`UpliftSet` changes shape: an older file is then ignored (prior used)
+UPLIFT_FORMAT = 1
+
+
+@dataclass
+class PlayUplift:
+    """One play's fitted model and the data it was fitted on."""
+
+    playbook: str
+    outcome: str
+    is_risk: bool  # a risk outcome (churn, contraction): benefit = -effect
+    n_recommended: int
+    n_holdout: int
+    events_recommended: int
+    events_holdout: int
+    model: XLearner
+
+
+@dataclass
+class UpliftSet:
+    """The plays whose effect by account is learned (:func:`fit_uplift_set`), the output
+    columns the models read (``features``) and the last week of the units they learnt from."""
+
+    features: list[str]
+    plays: dict[str, PlayUplift]
+    fitted_through: str = ""
+    #: the last day whose outcomes the models saw (max of a unit's as_of + horizon): a week
+    #: scored before it must not use them (point in time), :meth:`usable_on`
+    outcomes_known_on: str = ""
+    format: int = UPLIFT_FORMAT
+
+    def usable_on(self, as_of: Any) -> bool:
+        """True when a week scored at ``as_of`` may use the models: they have plays and saw
+        no outcome on or after ``as_of``."""
+        return bool(self.plays) and (not self.outcomes_known_on
+                                     or pd.Timestamp(self.outcomes_known_on)
+                                     <= pd.Timestamp(as_of))
+
+    def benefit(self, columns: Any, playbook: Any) -> np.ndarray:
+        """Per row, the estimated change in the probability of the outcome the row's play
+        addresses, signed so that positive helps (churns avoided; expansions won); NaN where
+        the row's play has no model. ``columns``: output column name -> values (a frame or a
+        mapping of arrays; a feature column absent is unknown, NaN)."""
+        play = np.asarray(playbook, dtype=object)
+        out = np.full(len(play), np.nan)
+        if not self.plays or not len(play):
+            return out
+        X = self.matrix(columns, len(play))
+        for name, fitted in self.plays.items():  # a loop over plays, not accounts
+            at = play == name
+            if at.any():
+                effect = fitted.model.effect(X[at])
+                out[at] = -effect if fitted.is_risk else effect
+        return out
+
+    def matrix(self, columns: Any, n: int) -> np.ndarray:
+        """The feature matrix (rows x :attr:`features`), float64, NaN where unknown."""
+        X = np.full((n, len(self.features)), np.nan)
+        for j, name in enumerate(self.features):
+            if name in columns:
+                X[:, j] = np.asarray(pd.to_numeric(pd.Series(np.asarray(columns[name],
+                                                                        dtype=object)),
+                                                   errors="coerce"), dtype="float64")
+        return X
+
+
+def play_qualifies(treated: np.ndarray, label: np.ndarray, rules: Mapping[str, int]) -> bool:
+    """The rule of ``playbooks.yaml``'s ``uplift:``: at least ``min_holdout`` held-out and
+    ``min_recommended`` recommended labeled units, and ``min_events`` outcomes and as many
+    non-outcomes in each arm (an arm with no variation teaches the model nothing)."""
+    treated = np.asarray(treated, dtype=bool)
+    y = np.asarray(label, dtype="float64")
+    t, c = y[treated], y[~treated]
+    need = int(rules.get("min_events", 1))
+    return (len(c) >= int(rules.get("min_holdout", 1))
+            and len(t) >= int(rules.get("min_recommended", 1))
+            and min(t.sum(), c.sum(), len(t) - t.sum(), len(c) - c.sum()) >= need)
+
+
+def fit_uplift_set(units: pd.DataFrame, features: Sequence[str], rules: Mapping[str, int], *,
+                   risk_outcomes: Sequence[str] = ("churn", "contraction"),
+                   seed: int = 0, params: Mapping[str, Any] | None = None) -> UpliftSet:
+    """One :class:`XLearner` per play of ``units`` that meets ``rules``
+    (:func:`play_qualifies`). ``units``: one row per randomized unit with ``playbook``,
+    ``outcome``, ``treated`` (recommended and not held out: intention to treat), ``label``
+    (0/1, NaN when not matured or unlabeled: left out), ``as_of``, ``horizon_days`` (the
+    outcome's, for :attr:`UpliftSet.outcomes_known_on`) and the ``features`` columns. Plays
+    are fitted in name order, each with its own seed; ``params``: the LightGBM parameters
+    (default :data:`DEFAULT_PARAMS`)."""
+    features = [f for f in features if f in units.columns]
+    plays: dict[str, PlayUplift] = {}
+    ok = units[pd.to_numeric(units["label"], errors="coerce").notna()]
+    if not features:  # nothing to tell accounts apart: the prior says as much
+        ok = ok.iloc[:0]
+    for i, (name, group) in enumerate(sorted(ok.groupby("playbook"), key=lambda t: str(t[0]))):
+        treated = group["treated"].to_numpy(dtype=bool)
+        y = group["label"].to_numpy(dtype="float64")
+        if not play_qualifies(treated, y, rules):
+            continue
+        outcome = str(group["outcome"].iloc[0])
+        X = UpliftSet(features, {}).matrix(group, len(group))
+        model = XLearner(seed=seed + 7919 * i, params=dict(params or DEFAULT_PARAMS)
+                         ).fit(X, treated, y)
+        plays[str(name)] = PlayUplift(
+            playbook=str(name), outcome=outcome, is_risk=outcome in risk_outcomes,
+            n_recommended=int(treated.sum()), n_holdout=int((~treated).sum()),
+            events_recommended=int(y[treated].sum()), events_holdout=int(y[~treated].sum()),
+            model=model)
+    used = ok[ok["playbook"].astype(str).isin(list(plays))]
+    through = str(pd.Timestamp(used["as_of"].max()).date()) if len(used) else ""
+    known = ""
+    if len(used) and "horizon_days" in used:
+        known = str((pd.to_datetime(used["as_of"]) + pd.to_timedelta(
+            used["horizon_days"].astype("int64"), unit="D")).max().date())
+    return UpliftSet(features=list(features), plays=plays, fitted_through=through,
+                     outcomes_known_on=known)
+
+
+__all__ = ["DEFAULT_PARAMS", "PlayUplift", "UPLIFT_FORMAT", "UPLIFT_NAME", "UpliftSet",
+           "XLearner", "fit_uplift_set", "play_qualifies", "qini_coefficient", "qini_curve",
+           "uplift_at_k"]

@@ -59,6 +59,10 @@ class Playbook:
     never_hold_out: bool = False
 
 
+#: Defaults of the ``uplift:`` rules of ``playbooks.yaml`` (see the file).
+UPLIFT_RULES = {"min_holdout": 200, "min_recommended": 400, "min_events": 20}
+
+
 @dataclass(frozen=True)
 class Signal:
     feature: str
@@ -96,6 +100,9 @@ class Playbooks:
     #: the policy in force: a hash of the file's content apart from ``capacity``
     #: (:func:`policy_version`), written in every output row
     policy_version: str = ""
+    #: when an uplift model replaces a play's prior (``uplift:``; ``churnml.models.uplift``):
+    #: ``min_holdout``, ``min_recommended``, ``min_events``
+    uplift_rules: dict[str, int] = field(default_factory=lambda: dict(UPLIFT_RULES))
 
     @property
     def no_action_playbook(self) -> str:
@@ -263,6 +270,18 @@ def parse_playbooks(raw: Mapping[str, Any], source: str = "playbooks") -> Playbo
     if not _is_number(share) or not 0 <= share < 1:
         problems.append(f"'holdout_share' must be a number in [0, 1); got {share!r}")
         share = 0.0
+    rules = dict(UPLIFT_RULES)
+    given = raw.get("uplift", {}) or {}
+    if not isinstance(given, dict):
+        problems.append(f"'uplift' must be a mapping of {sorted(UPLIFT_RULES)}; got {given!r}")
+        given = {}
+    for key, value in given.items():
+        if key not in UPLIFT_RULES:
+            problems.append(f"'uplift.{key}' is not a known rule; known: {sorted(UPLIFT_RULES)}")
+        elif not _is_number(value) or value < 1 or value != int(value):
+            problems.append(f"'uplift.{key}' must be a whole number >= 1; got {value!r}")
+        else:
+            rules[str(key)] = int(value)
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
     return Playbooks(
@@ -274,6 +293,7 @@ def parse_playbooks(raw: Mapping[str, Any], source: str = "playbooks") -> Playbo
         large_value_tiers=tuple(raw.get("large_value_tiers", ()) or ()),
         version=int(raw.get("version", 1)), raw=dict(raw),
         capacity=capacity, holdout_share=float(share), policy_version=policy_version(raw),
+        uplift_rules=rules,
     )
 
 
@@ -283,13 +303,14 @@ def _is_number(value: object) -> TypeGuard[int | float]:
 
 def policy_version(raw: Mapping[str, Any]) -> str:
     """The policy version of a playbooks mapping: ``p`` + 12 hex digits of blake2b over its
-    content apart from ``capacity`` (staffing changes the queue's length, not the policy),
+    content apart from ``capacity`` (staffing changes the queue's length, not the policy) and
+    ``uplift`` (when a measured effect replaces the prior: the order, not who is held out),
     keys sorted. Any change to a play, a signal, a threshold, a prior or the holdout share
     gives a new version (and a new holdout draw)."""
     import hashlib
     import json
 
-    content = {k: v for k, v in raw.items() if k != "capacity"}
+    content = {k: v for k, v in raw.items() if k not in ("capacity", "uplift")}
     text = json.dumps(content, sort_keys=True, default=str, separators=(",", ":"))
     return "p" + hashlib.blake2b(text.encode("utf-8"), digest_size=6).hexdigest()
 

@@ -113,7 +113,8 @@ class CsTeamPolicy:
                  before: Mapping[str, np.ndarray]) -> pd.DataFrame:
         """The week's decisions, one row per account (order of ``account_id``): ``playbook,
         owner, severity, reason_feature, jump, expected_value, churn_probability,
-        queue_status, holdout, respond_days``."""
+        queue_status, holdout, respond_days`` and one ``health_{dimension}`` sub-score per
+        health dimension."""
         pb = self.playbooks
         n = len(account_id)
         frame = pd.DataFrame({k: np.asarray(v, dtype=float) for k, v in features.items()})
@@ -221,7 +222,11 @@ class CsTeamPolicy:
             "churn_probability": p["churn"], "health_score": health,
             "queue_status": queue["queue_status"].to_numpy(),
             "holdout": queue["holdout"].fillna(False).to_numpy(dtype=bool),
-            "respond_days": days})
+            "respond_days": days,
+            # the sub-scores, as the weekly job writes them (``health_{dimension}``): what an
+            # uplift model of the queue can learn from (docs/actions.md)
+            **{f"health_{d}": parts.subscores[:, j]
+               for j, d in enumerate(cfg.dimension_names)}})
 
 
 __all__ = ["CsTeamPolicy", "RESPONSE_DAYS", "SPECIFIC_SIGNALS", "health_churn_probability",

@@ -31,7 +31,7 @@ from churnml.scoring.actions import (
 )
 from churnml.scoring.alerts import alert_lists
 from churnml.scoring.protocols import HealthScorer, OutcomeModel
-from churnml.scoring.queue import expected_values
+from churnml.scoring.queue import PRIOR, expected_values
 from churnml.scoring.schema import SCHEMA_VERSION, output_columns
 
 __all__ = ["SCHEMA_VERSION", "catalog_dimensions", "output_columns", "score_frame"]
@@ -356,6 +356,9 @@ def score_frame(
         expected_value, expected_text = expected_values(
             [str(a["playbook"]) for a in actions], mrr, probability, playbooks)
         data["expected_value"] = expected_value
+        effect_source = np.full(n, PRIOR, dtype=object)
+        effect_source[np.isnan(expected_value)] = None
+        data["effect_source"] = effect_source
         data["queue_status"] = np.full(n, None, dtype=object)
         data["queue_rank"] = np.full(n, None, dtype=object)
         data["queue_reason"] = expected_text
@@ -383,6 +386,7 @@ def score_frame(
         out = pd.DataFrame(data)
         # text with gaps: one dtype whether or not the frame's rows happen to all be null
         out["queue_reason"] = pd.Series(expected_text, dtype="str")
+        out["effect_source"] = pd.Series(data["effect_source"], dtype="str")
     return out
 
 

@@ -18,6 +18,12 @@ Two steps, because one is about one account and the other about the whole book:
    (``queued`` when it would have made the queue) but uses no capacity: the owner still works
    ``capacity`` accounts.
 
+Learned effects (:func:`uplift_values`, before step 2 in the weekly job): a play with an
+uplift model (``churnml.models.uplift.UpliftSet``, fitted by the effects step once the play's
+holdout meets the ``uplift:`` rules) has its candidates' expected value replaced by MRR x
+typical share x the account's estimated effect (``effect_source`` ``uplift``); an account the
+model expects not to help is watched, never queued, unless a new critical signal jumps it.
+
 Holdout: per churn-risk decile of the week's candidates (deciles of churn probability, ties
 by account_id; unknown probability its own stratum), the eligible candidates (plays without
 ``never_hold_out``) are ordered by a stable hash of ``account_id|playbook|policy_version``
@@ -42,8 +48,11 @@ from churnml.scoring.actions import Playbooks
 
 QUEUED = "queued"
 WATCH = "watch"
-QUEUE_COLUMNS = ("expected_value", "queue_status", "queue_rank", "queue_reason", "holdout",
-                 "policy_version")
+#: ``effect_source``: the playbook's prior effect, or the play's uplift model
+PRIOR = "prior"
+UPLIFT = "uplift"
+QUEUE_COLUMNS = ("expected_value", "effect_source", "queue_status", "queue_rank",
+                 "queue_reason", "holdout", "policy_version")
 #: The columns :func:`assign_queue` reads.
 INPUT_COLUMNS = ("account_id", "playbook", "owner", "severity", "reason_feature",
                  "expected_value", "churn_probability", "queue_reason")
@@ -101,6 +110,61 @@ def expected_values(playbook: Sequence[Any], mrr: np.ndarray,
     return ev, text
 
 
+def uplift_values(columns: Any, playbook: Sequence[Any] | np.ndarray,
+                  expected_value: np.ndarray, sentence: Sequence[Any] | np.ndarray,
+                  uplift: Any, playbooks: Playbooks,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(expected_value, effect_source, sentence)`` with the learned effect in place of the
+    prior wherever the row's play has an uplift model (``uplift``: a
+    :class:`churnml.models.uplift.UpliftSet`; ``columns``: the week's output columns by name,
+    ``mrr`` and the model's features): MRR x the outcome's typical share x the account's
+    estimated change in the outcome's probability (signed: positive helps; a negative value
+    says working the account is expected to hurt and sends it to the bottom of the order).
+    Other rows keep their values, with ``effect_source`` ``prior`` where there is an expected
+    value. Book-wide (the weekly job's queue step); vectorised."""
+    play = np.asarray(playbook, dtype=object)
+    n = len(play)
+    ev = np.asarray(expected_value, dtype="float64").copy()
+    text = np.asarray(sentence, dtype=object).copy()
+    source = np.full(n, PRIOR, dtype=object)
+    source[np.isnan(ev)] = None
+    if uplift is None or not getattr(uplift, "plays", None) or not n:
+        return ev, source, text
+    benefit = uplift.benefit(columns, play)
+    use = ~np.isnan(benefit) & pd.notna(play) & (play != playbooks.no_action_playbook)
+    if not use.any():
+        return ev, source, text
+    mrr = np.nan_to_num(np.asarray(pd.to_numeric(pd.Series(np.asarray(columns["mrr"],
+                                                                     dtype=object)),
+                                                 errors="coerce"), dtype="float64"))
+    addresses = pd.Series(play).map({k: b.addresses for k, b in playbooks.playbooks.items()})
+    share = addresses.map(playbooks.typical_share).fillna(1.0).to_numpy(dtype="float64")
+    ev[use] = mrr[use] * share[use] * benefit[use]
+    source[use] = UPLIFT
+    # the sentences, column-wise
+    at = np.flatnonzero(use)
+    fitted = pd.Series(play[at]).map(
+        {k: (f"uplift model on {p.n_holdout:,} held-out and {p.n_recommended:,} recommended "
+             f"accounts through {uplift.fitted_through}") for k, p in uplift.plays.items()}
+    ).astype(str)
+    outcome = addresses.iloc[at].reset_index(drop=True).astype(str)
+    verb = outcome.map(_VERB).fillna("save").astype(str)
+    points = pd.Series(np.abs(benefit[at]) * 100).round(1).astype(str)
+    helps = benefit[at] >= 0
+    direction = np.where((outcome == "expansion").to_numpy(),
+                         np.where(helps, " more ", " fewer "),
+                         np.where(helps, " fewer ", " more "))
+    money = pd.Series(ev[at]).map(_money).astype(str)
+    mrr_s = pd.Series(mrr[at]).map(_money).astype(str)
+    share_s = np.where(share[at] != 1.0, " x typical " + outcome + " " + pd.Series(
+        share[at] * 100).round().astype(int).astype(str) + "%", "")
+    text[at] = ("expected to " + verb + " " + money + " of MRR: MRR " + mrr_s + share_s
+                + " x estimated effect " + points + " points"
+                + pd.Series(direction, dtype=object).astype(str)
+                + outcome + " probability (" + fitted + ")").to_numpy(dtype=object)
+    return ev, source, text
+
+
 def blake_uniform(account_id: Sequence[Any] | np.ndarray, playbook: Sequence[Any] | np.ndarray,
                   policy_version: str) -> np.ndarray:
     """A number in [0, 1) per row from blake2b of ``account_id|playbook|policy_version``:
@@ -155,6 +219,10 @@ def assign_queue(inputs: pd.DataFrame, playbooks: Playbooks) -> pd.DataFrame:
     ev = pd.to_numeric(frame["expected_value"], errors="coerce").to_numpy(dtype="float64")
     churn_p = pd.to_numeric(frame["churn_probability"], errors="coerce").to_numpy("float64")
     base = frame["queue_reason"].astype(object).to_numpy()
+    # an uplift model that expects working the account not to help (effect <= 0): never
+    # queued, whatever capacity is left (a sleeping dog, or a lost cause)
+    no_help = ((frame["effect_source"].astype(object).to_numpy() == UPLIFT) & ~(ev > 0)
+               if "effect_source" in frame else np.zeros(n, dtype=bool))
     critical_features = {s.feature for s in playbooks.critical_signals}
     candidate = pd.notna(play) & (play != playbooks.no_action_playbook)
     jump = (candidate & (frame["severity"].astype(object).to_numpy() == "critical")
@@ -195,7 +263,7 @@ def assign_queue(inputs: pd.DataFrame, playbooks: Playbooks) -> pd.DataFrame:
         worked = order["worked"].to_numpy().astype(np.int64)
         worked_before[rows] = by_owner["worked"].cumsum().to_numpy().astype(np.int64) - worked
     capacity = pd.Series(owner).map(playbooks.capacity).fillna(0).to_numpy(dtype=np.int64)
-    known = ~np.isnan(ev) | jump
+    known = (~np.isnan(ev) & ~no_help) | jump
     queued = candidate & (worked_before < capacity) & known
     status = np.full(n, None, dtype=object)
     status[candidate] = WATCH
@@ -206,7 +274,7 @@ def assign_queue(inputs: pd.DataFrame, playbooks: Playbooks) -> pd.DataFrame:
     rank_s = pd.Series(rank).astype(str)
     slot_s = pd.Series(worked_before + 1).astype(str) + " of " + pd.Series(capacity).astype(str)
     heads = np.select(
-        [holdout & queued, holdout, queued & jump, queued, ~known],
+        [holdout & queued, holdout, queued & jump, queued, no_help & ~jump, ~known],
         [("held out to measure the play (policy " + playbooks.policy_version + "): recommended "
           "but not worked this week (would be in " + who + ", #" + rank_s + ")").to_numpy(),
          ("held out to measure the play (policy " + playbooks.policy_version + "): recommended "
@@ -214,6 +282,7 @@ def assign_queue(inputs: pd.DataFrame, playbooks: Playbooks) -> pd.DataFrame:
           ).to_numpy(),
          ("new critical signal this week: jumps " + who + " (#" + slot_s + ")").to_numpy(),
          ("#" + slot_s + " in " + who + " this week").to_numpy(),
+         np.full(n, "watch: the uplift model expects working it not to help", dtype=object),
          np.full(n, "watch: not ranked", dtype=object)],
         default=("watch: " + who + " of " + pd.Series(capacity).astype(str)
                  + " is full this week (priority #" + rank_s + ")").to_numpy(),
@@ -232,18 +301,30 @@ def assign_queue(inputs: pd.DataFrame, playbooks: Playbooks) -> pd.DataFrame:
 
 
 def inputs_of_frame(scores: pd.DataFrame) -> pd.DataFrame:
-    """The :data:`INPUT_COLUMNS` of a ``score_frame`` output frame."""
+    """The :data:`INPUT_COLUMNS` (and ``effect_source`` when there) of a ``score_frame``
+    output frame."""
     actions = pd.DataFrame.from_records(
         [a if isinstance(a, dict) else {} for a in scores["next_best_action"]],
         columns=["playbook", "owner", "severity", "reason_feature"], index=scores.index)
+    extra = [c for c in ("effect_source",) if c in scores]
     return pd.concat([scores[["account_id"]], actions,
-                      scores[["expected_value", "churn_probability", "queue_reason"]]], axis=1)
+                      scores[["expected_value", "churn_probability", "queue_reason", *extra]]],
+                     axis=1)
 
 
-def queue_frame(scores: pd.DataFrame, playbooks: Playbooks) -> pd.DataFrame:
-    """``scores`` (a whole week of ``score_frame`` rows) with this week's queue filled in."""
+def queue_frame(scores: pd.DataFrame, playbooks: Playbooks, uplift: Any = None) -> pd.DataFrame:
+    """``scores`` (a whole week of ``score_frame`` rows) with this week's queue filled in;
+    with ``uplift`` (an ``UpliftSet``) its plays' expected values first (:func:`uplift_values`)."""
     out = scores.copy()
-    queue = assign_queue(inputs_of_frame(scores), playbooks)
+    if uplift is not None:
+        play = inputs_of_frame(out)["playbook"].to_numpy(dtype=object)
+        ev, source, text = uplift_values(out, play, out["expected_value"].to_numpy("float64"),
+                                         out["queue_reason"].astype(object).to_numpy(),
+                                         uplift, playbooks)
+        out["expected_value"] = ev
+        out["effect_source"] = pd.Series(source, index=out.index, dtype="str")
+        out["queue_reason"] = pd.Series(text, index=out.index, dtype=object)
+    queue = assign_queue(inputs_of_frame(out), playbooks)
     for column in queue.columns:
         out[column] = queue[column]
     return out
@@ -255,27 +336,44 @@ def inputs_of_arrow(table: Any) -> pd.DataFrame:
     data = {"account_id": table.column("account_id").to_numpy()}
     for field in ("playbook", "owner", "severity", "reason_feature"):
         data[field] = action.field(field).to_numpy(zero_copy_only=False)
-    for column in ("expected_value", "churn_probability", "queue_reason"):
-        data[column] = table.column(column).to_numpy()
+    for column in ("expected_value", "churn_probability", "queue_reason", "effect_source"):
+        if column in table.column_names:
+            data[column] = table.column(column).to_numpy(zero_copy_only=False)
     return pd.DataFrame(data)
 
 
-def queue_tables(tables: Sequence[Any], playbooks: Playbooks) -> list[Any]:
+def queue_tables(tables: Sequence[Any], playbooks: Playbooks, uplift: Any = None) -> list[Any]:
     """Arrow tables holding a whole week's output rows (in any split) with this week's queue
-    filled in: the queue is decided over all of them at once."""
+    filled in: the queue is decided over all of them at once; with ``uplift`` (an
+    ``UpliftSet``) its plays' expected values first (:func:`uplift_values`)."""
     import pyarrow as pa
 
     tables = list(tables)
     if not tables:
         return tables
     whole = pa.concat_tables(tables)
-    queue = assign_queue(inputs_of_arrow(whole), playbooks)
+    inputs = inputs_of_arrow(whole)
+    written = ["queue_status", "queue_rank", "queue_reason", "holdout"]
+    if uplift is not None and getattr(uplift, "plays", None):
+        names = [c for c in (*uplift.features, "mrr") if c in whole.column_names]
+        columns = {c: whole.column(c).to_numpy(zero_copy_only=False) for c in names}
+        ev, source, text = uplift_values(columns, inputs["playbook"].to_numpy(dtype=object),
+                                         inputs["expected_value"].to_numpy(dtype="float64"),
+                                         inputs["queue_reason"].to_numpy(dtype=object),
+                                         uplift, playbooks)
+        inputs["expected_value"] = ev
+        inputs["effect_source"] = source
+        inputs["queue_reason"] = text
+        written += ["expected_value", "effect_source"]
+    queue = assign_queue(inputs, playbooks)
+    for column in ("expected_value", "effect_source"):
+        queue[column] = inputs[column].to_numpy() if column in inputs else None
     out = []
     start = 0
     for table in tables:
         part = queue.iloc[start:start + table.num_rows]
         start += table.num_rows
-        for column in ("queue_status", "queue_rank", "queue_reason", "holdout"):
+        for column in written:
             at = table.schema.get_field_index(column)
             field = table.schema.field(at)
             values = pa.array(part[column].astype(object).where(part[column].notna(), None)
@@ -285,6 +383,7 @@ def queue_tables(tables: Sequence[Any], playbooks: Playbooks) -> list[Any]:
     return out
 
 
-__all__ = ["DECILES", "INPUT_COLUMNS", "QUEUED", "QUEUE_COLUMNS", "WATCH",
+__all__ = ["DECILES", "INPUT_COLUMNS", "PRIOR", "QUEUED", "QUEUE_COLUMNS", "UPLIFT", "WATCH",
+           "uplift_values",
            "assign_queue", "blake_uniform", "expected_values", "inputs_of_arrow",
            "inputs_of_frame", "queue_frame", "queue_tables", "risk_deciles"]

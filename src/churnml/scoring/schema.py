@@ -23,6 +23,9 @@ configuration in force.
 - 3: this week's queue and the holdout: ``expected_value``, ``queue_status``, ``queue_rank``,
   ``queue_reason``, ``holdout``, ``policy_version`` after ``next_best_action``
   (``docs/design.md``, "This week's queue" and "Holdout").
+- 4: ``effect_source`` after ``expected_value``: ``prior`` or ``uplift`` (the play's effect
+  measured by account replaces its prior once it has enough randomized data,
+  ``docs/actions.md``).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from churnml.outcomes import OUTCOMES, Outcome
 
 #: The version of the output contract written in every row (``schema_version``) and in the
 #: parquet metadata (``churnml_schema_version``). The one definition.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 ColumnType = Literal["string", "float64", "int32", "bool", "timestamp", "strings", "reasons",
                      "action"]
@@ -88,7 +91,14 @@ COLUMNS: tuple[OutputColumn, ...] = (
     OutputColumn("expected_value", "float64",
                  "MRR the play is expected to save or win: MRR x probability of the outcome "
                  "the play addresses (x its typical share) x the play's prior effect; null when "
-                 "no action (the regular cadence) or the outcome has no model", nullable=True),
+                 "no action (the regular cadence) or the outcome has no model; with "
+                 "effect_source uplift: MRR x typical share x the account's estimated effect",
+                 nullable=True),
+    OutputColumn("effect_source", "string",
+                 "where expected_value's effect comes from: prior (the playbook's "
+                 "prior_effect) or uplift (the play's uplift model, fitted on matured "
+                 "randomized holdout outcomes; weekly job only, docs/actions.md); null when "
+                 "expected_value is null", nullable=True),
     OutputColumn("queue_status", "string",
                  "queued (in this week's queue of the action's owner) / watch (a candidate "
                  "beyond the owner's capacity) / null (no action this week; always null from "
@@ -138,6 +148,21 @@ def declared_columns(dimensions: Sequence[str], outcomes: Sequence[Outcome] = OU
         out.extend(column.expand(outcomes, dimensions))
         if column.name == _VALUE_AFTER:
             out.extend(_value_columns(outcomes))
+    return out
+
+
+#: The output columns an uplift model of the queue reads (``churnml.models.uplift``): what the
+#: weekly job knows of an account before the play (probabilities, health, MRR).
+UPLIFT_FEATURES = ("{outcome}_probability", "health_score", "health_{dimension}", "mrr")
+
+
+def uplift_feature_columns(dimensions: Sequence[str],
+                           outcomes: Sequence[Outcome] = OUTCOMES) -> list[str]:
+    """The names of :data:`UPLIFT_FEATURES` for these dimensions and outcomes, in order."""
+    out: list[str] = []
+    for column in COLUMNS:
+        if column.name in UPLIFT_FEATURES:
+            out.extend(name for name, _, _ in column.expand(outcomes, dimensions))
     return out
 
 

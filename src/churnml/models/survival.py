@@ -47,7 +47,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, Sequence, cast
 
 import numpy as np
 import pandas as pd
@@ -249,6 +249,15 @@ class SurvivalModel:
     class_bias: list[float] | None = None
 
     @property
+    def version(self) -> str | None:
+        """The registered version (``load(..., version=)``), None for an unregistered model."""
+        value = self.info.get("version")
+        return None if value is None else str(value)
+
+    #: features the model computes from the landmark's (never sent to ``/predict``)
+    derived_features: ClassVar[tuple[str, ...]] = TIME_FEATURES
+
+    @property
     def encoder(self):
         from churnml.models.model import FeatureEncoder
 
@@ -407,7 +416,8 @@ def fit_hazard(train: pd.DataFrame, valid: pd.DataFrame | None, feature_names: l
 
 
 def revenue_forecast(incidence: np.ndarray, mrr: np.ndarray, shares: dict[str, float] | None = None,
-                     periods: int = 6, z: float = 1.96) -> pd.DataFrame:
+                     periods: int = 6, z: float = 1.96,
+                     names: Sequence[str] | None = None) -> pd.DataFrame:
     """Expected MRR moved by each outcome in each of the next ``periods`` periods, with a band.
 
     ``incidence``: (n, outcomes, periods + 1) cumulative incidences (:meth:`SurvivalModel.curves`);
@@ -418,15 +428,20 @@ def revenue_forecast(incidence: np.ndarray, mrr: np.ndarray, shares: dict[str, f
     band is ``expected +- z * sqrt(sum p (1 - p) moved^2)`` per period, and the same for the
     cumulative total (``cumulative_*`` columns). One row per outcome and period: ``outcome,
     period, start_day, end_day, expected_mrr, low, high, cumulative_expected_mrr,
-    cumulative_low, cumulative_high``. Not wired to the report yet (docs/models.md)."""
+    cumulative_low, cumulative_high``. ``names``: the outcomes along the incidence's second
+    axis (default :data:`CLASSES` but none). The weekly report's forecast
+    (``churnml.jobs.report_forecast``) calls it with ``z`` of a 90% band."""
     incidence = np.asarray(incidence, dtype="float64")
     mrr = np.nan_to_num(np.asarray(mrr, dtype="float64"))
     if incidence.ndim != 3 or incidence.shape[0] != len(mrr) or incidence.shape[2] <= periods:
         raise UsageError(f"incidence must be (accounts, outcomes, > {periods} period ends) for "
                          f"{len(mrr)} accounts. Got {incidence.shape}.")
     shares = shares or {}
+    names = list(CLASSES[1:] if names is None else names)
+    if len(names) != incidence.shape[1]:
+        raise UsageError(f"incidence has {incidence.shape[1]} outcomes; names {names}.")
     rows = []
-    for k, name in enumerate(CLASSES[1:]):
+    for k, name in enumerate(names):
         moved = mrr * float(shares.get(name, 1.0))
         p = np.diff(incidence[:, k, : periods + 1], axis=1)        # (n, periods)
         cum = incidence[:, k, 1: periods + 1] - incidence[:, k, :1]

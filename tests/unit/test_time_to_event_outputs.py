@@ -92,6 +92,7 @@ def test_weekly_job_writes_the_columns_and_the_report_forecasts(tmp_path):
     path, summary = write_report(result, book, tmp_path)
     page = path.read_text()
     assert "Revenue forecast: the next six months" in page and "Renewing into risk" in page
+    assert "time to event v3" in page
     from churnml.scoring.actions import load_playbooks
 
     table = forecast(scores, load_playbooks().typical_share)
@@ -106,6 +107,7 @@ def test_weekly_job_writes_the_columns_and_the_report_forecasts(tmp_path):
                        build_features=simple_features, feature_dimensions=FEATURE_DIMENSIONS)
     page2, summary2 = write_report(plain, book, tmp_path)
     assert "No time-to-event champion" in page2.read_text()
+    assert "time to event v" not in page2.read_text()
     assert not any(k.startswith("forecast_") for k in summary2)
 
 

@@ -29,7 +29,7 @@ from churnml.jobs.report_realized import realized_section, trust_panel
 from churnml.health.score import INSUFFICIENT_DATA_TIER
 from churnml.jobs.portfolio import portfolio_table
 from churnml.outcomes import OUTCOMES
-from churnml.scoring.schema import COLUMNS, declared_columns
+from churnml.scoring.schema import COLUMNS, TIME_TO_EVENT_VERSION_COLUMN, declared_columns
 
 TIER_ORDER = ("thriving", "healthy", "needs_attention", "at_risk", "critical",
               INSUFFICIENT_DATA_TIER)
@@ -462,6 +462,8 @@ def build_report(scores_path: str | Path, mrr_changes: pd.DataFrame, *,
         f"{o.name} v{_esc(ver(o.version_column))}{span(o.name)}"
         if current[o.version_column].notna().any()
         else f"{o.name}: no champion model" for o in OUTCOMES if o.version_column in current)
+    if TIME_TO_EVENT_VERSION_COLUMN in current and current[TIME_TO_EVENT_VERSION_COLUMN].notna().any():
+        models += f", time to event v{_esc(ver(TIME_TO_EVENT_VERSION_COLUMN))}"
     h.append(f'<div class="sub">{len(current):,} active accounts scored. Models: {models}; '
              f'health weights {_esc(ver("health_weights_version"))}. '
              + ("Compared with last week's scores." if previous is not None else

@@ -300,14 +300,17 @@ class SurvivalModel:
 
     def hazards(self, features: pd.DataFrame, periods: int = N_PERIODS) -> np.ndarray:
         """(n, periods, classes) hazards of landmark ``features`` (one row per account): each
-        row is repeated once per period with that period's :data:`TIME_FEATURES`."""
+        row is repeated once per period with that period's :data:`TIME_FEATURES`. The landmark
+        rows are encoded once and their matrix rows repeated (the encoding is row by row), so
+        only the time features' columns differ between a row's periods."""
         n = len(features)
         period = np.tile(np.arange(periods, dtype=np.int64), n)
         index = np.repeat(np.arange(n), periods)
-        rows = features.iloc[index].reset_index(drop=True)
-        for name, values in period_time_features(rows, period).items():
-            rows[name] = values
-        X = self.encoder.matrix(rows)
+        X = np.repeat(self.encoder.matrix(features), periods, axis=0)
+        sources = features[[c for c in (_TENURE_SOURCE, _RENEWAL_SOURCE) if c in features.columns]]
+        for name, values in period_time_features(sources.iloc[index], period).items():
+            if name in self.feature_names:
+                X[:, self.feature_names.index(name)] = values
         if self.class_bias is None:
             proba = cast(np.ndarray, self.booster.predict(X))
         else:

@@ -89,11 +89,8 @@ def test_docs_design_table_equals_the_declared_schema():
 
 def test_time_to_event_columns_derive_from_the_registry_and_the_model_days():
     from churnml.models import survival as S
-    from churnml.scoring.schema import (
-        TIME_TO_EVENT_DAYS,
-        TIME_TO_EVENT_VERSION_COLUMN,
-        time_to_event_columns,
-    )
+    from churnml.outcomes import TIME_TO_EVENT_DAYS
+    from churnml.scoring.schema import TIME_TO_EVENT_VERSION_COLUMN, time_to_event_columns
 
     assert TIME_TO_EVENT_DAYS == S.REPORT_DAYS == (30, 60, 90, 180)
     expected = [S.incidence_column(o.name, d) for o in OUTCOMES for d in S.REPORT_DAYS]

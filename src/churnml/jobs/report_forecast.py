@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 
 from churnml.models.survival import PERIOD_DAYS, incidence_column, revenue_forecast
-from churnml.outcomes import OUTCOMES, Outcome
-from churnml.scoring.schema import TIME_TO_EVENT_DAYS
+from churnml.outcomes import OUTCOMES, TIME_TO_EVENT_DAYS, Outcome
+
 
 #: months (30-day periods) the forecast covers
 FORECAST_MONTHS = 6

@@ -53,14 +53,15 @@ import numpy as np
 import pandas as pd
 
 from churnml.errors import InsufficientDataError, UsageError
-from churnml.outcomes import OUTCOMES, Outcome
+from churnml.outcomes import EXPECTED_DAYS_COLUMN, OUTCOMES, TIME_TO_EVENT_DAYS, Outcome
 
 #: length of one period of the discrete-time hazard, in days
 PERIOD_DAYS = 30
 #: periods of follow-up: one (360-day) year
 N_PERIODS = 12
-#: the days the incidences are reported at (ends of periods 1, 2, 3 and 6)
-REPORT_DAYS: tuple[int, ...] = (30, 60, 90, 180)
+#: the days the incidences are reported at (ends of periods 1, 2, 3 and 6; declared with the
+#: outcome registry, which the output schema reads without loading this module)
+REPORT_DAYS: tuple[int, ...] = TIME_TO_EVENT_DAYS
 #: the class of "no event in the period"
 NONE_CLASS = "none"
 #: the classes of the multiclass hazard: none, then the outcomes in registry order
@@ -232,8 +233,6 @@ def incidence_column(outcome: str, days: int) -> str:
 def survival_column(days: int) -> str:
     return f"event_free_probability_{days}d"
 
-
-EXPECTED_DAYS_COLUMN = "expected_days_to_churn_within_year"
 
 
 @dataclass

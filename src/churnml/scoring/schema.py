@@ -25,7 +25,7 @@ configuration in force.
   (``docs/design.md``, "This week's queue" and "Holdout").
 - 4: when, not only whether (the time-to-event model ``churnml-time-to-event``,
   ``churnml.models.survival``): ``{outcome}_probability_{days}d`` for every outcome and each of
-  ``survival.REPORT_DAYS`` (30, 60, 90, 180) after the 90-day probabilities,
+  ``outcomes.TIME_TO_EVENT_DAYS`` (30, 60, 90, 180) after the 90-day probabilities,
   ``expected_days_to_churn_within_year`` and ``time_to_event_model_version``; all null when
   that model has no champion. The 90-day ``{outcome}_probability`` columns stay the binary
   models' (``docs/models.md``, "Time to event in the output").
@@ -36,16 +36,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
-from churnml.models.survival import EXPECTED_DAYS_COLUMN, REPORT_DAYS
-from churnml.outcomes import OUTCOMES, TIME_TO_EVENT, Outcome
+from churnml.outcomes import (
+    EXPECTED_DAYS_COLUMN,
+    OUTCOMES,
+    TIME_TO_EVENT,
+    TIME_TO_EVENT_DAYS,
+    Outcome,
+)
 
 #: The version of the output contract written in every row (``schema_version``) and in the
 #: parquet metadata (``churnml_schema_version``). The one definition.
 SCHEMA_VERSION = 4
 
-#: the time-to-event model's columns: ``{outcome}_probability_{days}d`` for these days (the
-#: model's report days: ends of 30-day periods), the expected days to churn and the version
-TIME_TO_EVENT_DAYS: tuple[int, ...] = REPORT_DAYS
+#: the time-to-event model's version column; its other columns are ``{outcome}_probability_{days}d``
+#: for the days of ``churnml.outcomes.TIME_TO_EVENT_DAYS`` and the expected days to churn
 TIME_TO_EVENT_VERSION_COLUMN = f"{TIME_TO_EVENT}_model_version"
 
 ColumnType = Literal["string", "float64", "int32", "bool", "timestamp", "strings", "reasons",

@@ -132,6 +132,12 @@ def outcome_of_model(model_name: str) -> Outcome | None:
 #: not an outcome of its own but a model of when each of them happens first
 #: (``churnml.models.survival``); registered as ``churnml-time-to-event``
 TIME_TO_EVENT = "time_to_event"
+#: the days the time-to-event model reports each outcome's cumulative incidence at (ends of its
+#: 30-day periods 1, 2, 3 and 6): the output columns ``{outcome}_probability_{days}d``
+#: (``churnml.scoring.schema``; ``churnml.models.survival.REPORT_DAYS``)
+TIME_TO_EVENT_DAYS: tuple[int, ...] = (30, 60, 90, 180)
+#: the time-to-event model's restricted mean days to churn within a year (an output column)
+EXPECTED_DAYS_COLUMN = "expected_days_to_churn_within_year"
 #: every ``--target`` of ``churnml train``: one model per outcome, then the time-to-event model
 MODEL_TARGETS: tuple[str, ...] = OUTCOME_NAMES + (TIME_TO_EVENT,)
 

@@ -47,7 +47,7 @@ def test_score_two_weeks_then_rerun(home, sim_dir, tmp_path):
     assert scores["churn_model_version"].eq("1").all()
     assert scores["health_weights_version"].nunique() == 1
     assert scores["churn_reasons"].map(len).gt(0).all()
-    assert scores["schema_version"].eq(3).all()
+    assert scores["schema_version"].eq(4).all()
     assert scores["next_best_action"].map(lambda a: bool(a["reason"])).all()
     first = (part / "scores.parquet").read_bytes()
     proc = churnml("score", "--data", str(sim_dir), "--as-of", f"{as_of:%Y-%m-%d}", "--out",
@@ -132,3 +132,63 @@ def test_calibrate_health_logs_both_aucs(home, sim_dir, tmp_path):
     assert {"metrics.current_health_test_roc_auc",
             "metrics.candidate_health_test_roc_auc"} <= set(runs.columns)
     assert (home / "health" / "weights-v1.yaml").exists()
+
+
+@pytest.fixture(scope="module")
+def tte_home(home, sim_tables):
+    """``home`` plus a ``churnml-time-to-event`` champion (quick configuration), registered
+    after the tests above have scored without one."""
+    pytest.importorskip("sksurv")
+    from churnml.data.io import validate_frames
+    from churnml.models.registry import log_time_to_event
+    from churnml.models.survival_train import load_survival_config, train_time_to_event
+
+    book, _ = validate_frames(sim_tables.tables)
+    config = load_survival_config()
+    config.num_boost_round, config.early_stopping_rounds, config.bootstrap_resamples = 30, 10, 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CHURNML_HOME", str(home))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        log_time_to_event(train_time_to_event(book, config))
+    return home
+
+
+def test_score_and_predictor_fill_the_time_to_event_columns(tte_home, sim_dir, tmp_path,
+                                                           monkeypatch):
+    """Issue 14: with a time-to-event champion, ``churnml score`` writes its columns and the
+    report's forecast, and the service's predictor gives the same numbers (both through
+    ``score_frame``)."""
+    import numpy as np
+
+    from churnml.data.io import load_book
+    from churnml.features.build import build_features
+    from churnml.features.labels import latest_scoring_date
+    from churnml.scoring.schema import TIME_TO_EVENT_VERSION_COLUMN, time_to_event_columns
+
+    book = load_book(sim_dir)[0]
+    as_of = latest_scoring_date(book)
+    proc = churnml("score", "--data", str(sim_dir), "--as-of", f"{as_of:%Y-%m-%d}",
+                   "--out", str(tmp_path / "scores"), home=tte_home, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    part = tmp_path / "scores" / f"as_of={as_of:%Y-%m-%d}"
+    scores = pd.read_parquet(part / "scores.parquet")
+    floats = [c for c in time_to_event_columns() if c != TIME_TO_EVENT_VERSION_COLUMN]
+    assert scores[floats].notna().all().all()
+    assert scores[TIME_TO_EVENT_VERSION_COLUMN].eq("1").all()
+    assert (scores["churn_probability_180d"] >= scores["churn_probability_30d"]).all()
+    page = (part / "report.html").read_text()
+    assert "Revenue forecast: the next six months" in page and "Renewing into risk" in page
+
+    monkeypatch.setenv("CHURNML_HOME", str(tte_home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    from churnml.api.predictor import load_predictor
+
+    predictor = load_predictor()
+    assert predictor.metadata()["time_to_event"]["version"] == "1"
+    ids = scores["account_id"].head(5).tolist()
+    features = build_features(book, pd.DatetimeIndex([as_of]))
+    features = features[features["account_id"].isin(ids)].sort_values("account_id")
+    served = predictor.score(features.reset_index(drop=True))
+    batch = scores.set_index("account_id").loc[served["account_id"]]
+    np.testing.assert_allclose(served[floats].to_numpy(dtype="float64"),
+                               batch[floats].to_numpy(dtype="float64"), rtol=0, atol=1e-12)

@@ -180,3 +180,28 @@ def simple_features(book, as_of_dates, catalog=None):
             "value_tier": "core", "lifecycle_phase": "advocacy", "rfm_segment": "loyal",
         }))
     return pd.concat(frames, ignore_index=True)
+
+
+def hazard_model(version="3"):
+    """A time-to-event model (``SurvivalModel``) whose hazards are a fixed function of two
+    features; everything after the hazards (curves, incidences, columns) is the real code."""
+    from churnml.models import survival as S
+
+    class FixedHazards(S.SurvivalModel):
+        def hazards(self, features, periods=S.N_PERIODS):
+            n = len(features)
+            drop = pd.to_numeric(features.get("usage_drop_50pct", pd.Series(0.0, index=features.index)),
+                                 errors="coerce").fillna(0.0).to_numpy()
+            since = pd.to_numeric(features.get("days_since_last_contact",
+                                               pd.Series(0.0, index=features.index)),
+                                  errors="coerce").fillna(0.0).to_numpy()
+            h = np.zeros((n, periods, len(S.CLASSES)))
+            period = np.arange(periods)[None, :]
+            h[:, :, S.class_code("churn")] = 0.01 + 0.03 * drop[:, None] + 0.002 * period
+            h[:, :, S.class_code("contraction")] = 0.01 + 0.0005 * since[:, None]
+            h[:, :, S.class_code("expansion")] = 0.02 * (1 - drop[:, None])
+            h[:, :, 0] = 1.0 - h[:, :, 1:].sum(axis=2)
+            return h
+
+    return FixedHazards(booster=None, feature_names=["usage_drop_50pct"], categories={},
+                        info={"version": version})

@@ -85,3 +85,36 @@ def test_docs_design_table_equals_the_declared_schema():
         "docs/design.md's output table is out of date: regenerate it with "
         "python -c 'from churnml.scoring.schema import markdown_table; print(markdown_table())'")
     assert re.search(r"\| `contraction_probability` \|", between)
+
+
+def test_time_to_event_columns_derive_from_the_registry_and_the_model_days():
+    from churnml.models import survival as S
+    from churnml.outcomes import TIME_TO_EVENT_DAYS
+    from churnml.scoring.schema import TIME_TO_EVENT_VERSION_COLUMN, time_to_event_columns
+
+    assert TIME_TO_EVENT_DAYS == S.REPORT_DAYS == (30, 60, 90, 180)
+    expected = [S.incidence_column(o.name, d) for o in OUTCOMES for d in S.REPORT_DAYS]
+    expected += [S.EXPECTED_DAYS_COLUMN, TIME_TO_EVENT_VERSION_COLUMN]
+    assert time_to_event_columns() == expected
+    cols = output_columns(["usage"])
+    # after the 90-day probabilities, in outcome order; the version beside the others
+    first = cols.index("churn_probability_30d")
+    assert cols[first:first + len(expected) - 1] == expected[:-1]
+    assert cols.index("contraction_probability") < first
+    assert cols.index("contraction_model_version") + 1 == cols.index(TIME_TO_EVENT_VERSION_COLUMN)
+    # a fourth outcome would add its four columns without a line in the schema
+    extra = OUTCOMES + (OUTCOMES[0].__class__(
+        name="upsell", title="Upsell", label_rule="mrr_rises", health_direction=1,
+        value_column="expected_upsell_mrr", value_meaning="m", is_risk=False),)
+    assert [c for c in time_to_event_columns(extra) if c.startswith("upsell_")] == [
+        f"upsell_probability_{d}d" for d in S.REPORT_DAYS]
+    # every one is nullable float (the version: nullable text) in Arrow and pydantic
+    schema = arrow_schema(["usage"])
+    model = response_model(["usage"])
+    import pyarrow as pa
+
+    for name in expected:
+        kind = pa.string() if name == TIME_TO_EVENT_VERSION_COLUMN else pa.float64()
+        assert schema.field(name).type == kind
+        assert model.model_fields[name].is_required() and \
+            type(None) in getattr(model.model_fields[name].annotation, "__args__", ())

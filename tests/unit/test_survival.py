@@ -164,3 +164,35 @@ def test_revenue_forecast_against_a_plain_loop():
         assert (np.diff(part["cumulative_expected_mrr"]) >= 0).all()
     with pytest.raises(Exception, match="incidence must be"):
         S.revenue_forecast(incidence[:, :, :3], mrr)
+
+
+def test_hazards_equal_the_repeated_rows_reference():
+    """``SurvivalModel.hazards`` encodes each landmark row once; a plain reference repeats the
+    frame's rows per period, sets the time features and encodes them all: the same numbers."""
+    from churnml.models.model import FeatureEncoder
+
+    rng = np.random.default_rng(4)
+    n = 300
+    frame = pd.DataFrame({"account_id": [f"A{i}" for i in range(n)],
+                          "as_of": pd.Timestamp("2026-01-05"),
+                          "x": rng.normal(size=n), "tenure_days": rng.integers(0, 900, n).astype(float),
+                          "days_to_renewal": np.where(rng.uniform(size=n) < 0.1, np.nan,
+                                                      rng.integers(-30, 400, n).astype(float)),
+                          "plan": rng.choice(["a", "b", "c"], n)})
+    events = pd.DataFrame({"account_id": frame["account_id"], "as_of": frame["as_of"],
+                           "event": rng.integers(0, len(S.CLASSES), n),
+                           "event_period": rng.integers(0, 4, n), "observed_periods": 6})
+    events.loc[events["event"] == 0, "event_period"] = -1
+    rows = S.person_period_rows(events, frame)
+    names = ["x", "plan", *S.TIME_FEATURES]
+    model = S.fit_hazard(rows, None, names, ["plan"], {"num_leaves": 4, "verbose": -1,
+                                                       "num_threads": 1, "min_child_samples": 5},
+                         5, 2, rounds=5)
+    got = model.hazards(frame)
+    index = np.repeat(np.arange(n), S.N_PERIODS)
+    period = np.tile(np.arange(S.N_PERIODS), n)
+    repeated = frame.iloc[index].reset_index(drop=True)
+    for name, values in S.period_time_features(repeated, period).items():
+        repeated[name] = values
+    want = model.booster.predict(FeatureEncoder(names, model.categories, label="t").matrix(repeated))
+    np.testing.assert_array_equal(got, np.asarray(want).reshape(n, S.N_PERIODS, len(S.CLASSES)))

@@ -7,6 +7,7 @@ write the textbook formulas out with loops on small data without ties and compar
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 pytest.importorskip("sksurv")
@@ -125,3 +126,38 @@ def test_calibration_by_decile_of_a_perfect_constant_is_within():
     table = SM.calibration_by_decile(time, event, 1, 3, np.full(len(time), truth), 90.0, bins=2)
     assert table["rows"].sum() == len(time)
     assert ((table["low"] <= table["observed"]) & (table["observed"] <= table["high"])).all()
+
+
+def test_weighted_incidence_is_aalen_johansen_of_the_repeated_rows():
+    time, event, _, _ = _data(6, n=300)
+    for cause in (1, 2, 3):
+        for t in (40.0, 90.0, 150.0):
+            want = SM.aalen_johansen(time, event, [t], 3)[cause - 1, 0]
+            got = SM.weighted_incidence(time, event, cause, t, np.ones((1, len(time))))
+            assert got[0] == pytest.approx(want, abs=1e-12)
+    # a weight of k counts a row k times (a bootstrap resample), resample by resample
+    rng = np.random.default_rng(2)
+    weights = rng.integers(0, 3, size=(4, len(time))).astype(float)
+    got = SM.weighted_incidence(time, event, 1, 90.0, weights)
+    for b in range(4):
+        idx = np.repeat(np.arange(len(time)), weights[b].astype(int))
+        want = SM.aalen_johansen(time[idx], event[idx], [90.0], 3)[0, 0]
+        assert got[b] == pytest.approx(want, abs=1e-12)
+
+
+def test_account_bootstrap_widens_the_interval_of_repeated_rows():
+    """Rows repeated per account (one account at several landmarks) carry less information than
+    their count: the account bootstrap's interval is wider than the independent-rows one."""
+    time, event, _, _ = _data(7, n=200)
+    time, event = np.tile(time, 3), np.tile(event, 3)
+    groups = np.tile(np.arange(200), 3)
+    predicted = np.full(len(time), 0.2)
+    plain = SM.calibration_by_decile(time, event, 1, 3, predicted, 90.0, bins=1)
+    clustered = SM.calibration_by_decile(time, event, 1, 3, predicted, 90.0, bins=1,
+                                         groups=groups, resamples=300, seed=1)
+    assert clustered["observed"].iloc[0] == plain["observed"].iloc[0]
+    width = lambda t: float(t["high"].iloc[0] - t["low"].iloc[0])  # noqa: E731
+    assert width(clustered) > 1.4 * width(plain)
+    again = SM.calibration_by_decile(time, event, 1, 3, predicted, 90.0, bins=1,
+                                     groups=groups, resamples=300, seed=1)
+    pd.testing.assert_frame_equal(clustered, again)

@@ -42,7 +42,7 @@ from churnml.features.catalog import load_catalog
 from churnml.health.adopted import adopted_path, load_adopted_health
 from churnml.health.score import HealthScore
 from churnml.models import registry
-from churnml.outcomes import OUTCOMES, get_outcome
+from churnml.outcomes import OUTCOMES, TIME_TO_EVENT, get_outcome, model_name_of
 from churnml.scoring.actions import load_playbooks
 from churnml.scoring.compare import week_before as book_week_before
 from churnml.scoring.frame import score_frame
@@ -75,9 +75,11 @@ def _model_static_kinds(model, catalog) -> dict[str, str]:
     """Static attributes a model was trained with (features not in the catalog) and their kind:
     categorical when the model encodes categories for it (``model.categories``), else numeric."""
     categorical = set(getattr(model, "categories", None) or {})
+    # the time-to-event model's period features are computed from the landmark's, not sent
+    derived = set(getattr(model, "derived_features", ()) or ())
     kinds: dict[str, str] = {}
     for name in getattr(model, "feature_names", []) or []:
-        if name in catalog or name in ("account_id", "as_of"):
+        if name in catalog or name in ("account_id", "as_of") or name in derived:
             continue
         kinds[name] = "categorical" if name in categorical else "numeric"
     return kinds
@@ -186,11 +188,13 @@ class Predictor:
     ``playbooks`` default to the configured ``features/catalog.yaml`` and
     ``features/playbooks.yaml``. ``model_info``: per outcome, facts the registry keeps beside
     the model (``trained_at``, ``model_card``: the URI of the version's model card), shown by
-    :meth:`metadata`.
+    :meth:`metadata`. ``time_to_event``: the ``churnml-time-to-event`` champion
+    (``SurvivalModel``), which fills the ``*_probability_<d>d`` columns; None leaves them null.
     """
 
     def __init__(self, models: Mapping[str, Any], health=None, catalog=None,
-                 playbooks=None, model_info: Mapping[str, Mapping] | None = None) -> None:
+                 playbooks=None, model_info: Mapping[str, Mapping] | None = None,
+                 time_to_event: Any = None) -> None:
         for name in models:
             get_outcome(name)  # an unknown outcome is a usage error
         if not models:
@@ -201,6 +205,7 @@ class Predictor:
         if health is None:
             health, self.health_source = serving_health()
         self.models = dict(models)
+        self.time_to_event = time_to_event
         # per outcome: facts the registry knows beside the model (``trained_at``)
         self.model_info = {k: dict(v) for k, v in (model_info or {}).items()}
         self.health = health
@@ -208,7 +213,8 @@ class Predictor:
         self.playbooks = playbooks if playbooks is not None else load_playbooks()
         self.feature_dimensions = {s.name: s.health_dimension for s in catalog.specs
                                    if getattr(s, "health_dimension", None)}
-        self.fields = payload_fields(catalog, list(self.models.values()))
+        self.fields = payload_fields(catalog, list(self.models.values())
+                                     + ([time_to_event] if time_to_event is not None else []))
         self.numeric_fields = [f.name for f in self.fields if f.kind == "numeric"]
         self.categorical_fields = [f.name for f in self.fields if f.kind == "categorical"]
         self.record_model = account_record_model(self.fields)
@@ -283,7 +289,8 @@ class Predictor:
         counts as new)."""
         return score_frame(features, self.models, self.health, week_before=week_before,
                            playbooks=self.playbooks, feature_dimensions=self.feature_dimensions,
-                           catalog=self.catalog, columns=columns, output=output)
+                           catalog=self.catalog, columns=columns, output=output,
+                           time_to_event=self.time_to_event)
 
     def predict_records(self, records: Sequence[Any]) -> list[dict[str, Any]]:
         """Score validated account records; one JSON-ready output row per record, in order."""
@@ -395,6 +402,8 @@ class Predictor:
             "models": models,
             # outcomes declared by churnml that have no champion: their columns are null
             "outcomes_without_model": [o.name for o in OUTCOMES if o.name not in self.models],
+            # the competing-risk model behind the *_probability_<d>d columns (None: null columns)
+            "time_to_event": self._time_to_event_metadata(),
             "health": {
                 "weights_version": str(getattr(self.health, "version", "default")),
                 # where the weights come from: the weekly job's adopted version, the defaults,
@@ -410,6 +419,20 @@ class Predictor:
             ],
             "max_accounts_per_call": MAX_ACCOUNTS,
         }
+
+
+    def _time_to_event_metadata(self) -> dict[str, Any] | None:
+        model = self.time_to_event
+        if model is None:
+            return None
+        info = dict(getattr(model, "info", None) or {})
+        extra = self.model_info.get(TIME_TO_EVENT, {})
+        return {"name": model_name_of(TIME_TO_EVENT), "version": str(model.version),
+                "trained_at": json_safe(extra.get("trained_at")),
+                "model_card": extra.get("model_card"),
+                "train_end": json_safe(info.get("train_end")),
+                "test_metrics": json_safe(info.get("metrics") or {}),
+                "features": list(getattr(model, "feature_names", []) or [])}
 
 
 def load_predictor() -> Predictor:
@@ -432,4 +455,12 @@ def load_predictor() -> Predictor:
         raise ModelNotFoundError(
             "no champion model for any outcome "
             f"({', '.join(o.model_name for o in OUTCOMES)}): run `churnml train` first")
-    return Predictor(models, model_info=info)
+    time_to_event = None
+    version = registry.champion_version(TIME_TO_EVENT)
+    if version is not None:
+        time_to_event = registry.load_time_to_event(str(version))
+        created = next((v.get("created") for v in registry.list_versions(TIME_TO_EVENT)
+                        if str(v.get("version")) == str(version)), None)
+        info[TIME_TO_EVENT] = {"trained_at": created,
+                               "model_card": registry.model_card_uri(TIME_TO_EVENT, str(version))}
+    return Predictor(models, model_info=info, time_to_event=time_to_event)

@@ -48,7 +48,7 @@ from churnml.data.tables import (
     playbook_names,
 )
 from churnml.errors import SchemaError, format_examples
-from churnml.outcomes import OUTCOME_NAMES, OUTCOMES
+from churnml.outcomes import EXPECTED_DAYS_COLUMN, OUTCOME_NAMES, OUTCOMES, TIME_TO_EVENT_DAYS
 
 REJECTS_COLUMNS = ["table", "row", "column", "value", "reason"]
 
@@ -103,6 +103,9 @@ RESERVED_COLUMNS = frozenset({
     "effect_source", "queue_status", "queue_rank", "queue_reason", "holdout", "policy_version",
     "label", "labeled", "event_mrr", "window",
     *OUTCOME_NAMES, *(o.value_column for o in OUTCOMES),
+    # the time-to-event model's columns (``_model_version`` is a reserved suffix)
+    *(f"{o.name}_probability_{d}d" for o in OUTCOMES for d in TIME_TO_EVENT_DAYS),
+    EXPECTED_DAYS_COLUMN,
 })
 RESERVED_PREFIXES = ("health_",)
 RESERVED_SUFFIXES = ("_probability", "_reasons", "_model_version")

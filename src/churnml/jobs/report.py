@@ -4,7 +4,9 @@ Inline CSS, plots as base64 PNG (matplotlib, Agg backend), no scripts and no ext
 the file can be mailed or opened offline. Sections: headline numbers, this week's queue per
 owner (capacity used, held out, watch list, the top queued actions with their expected value
 and reason), portfolio metrics (NRR,
-GRR, logo churn, expansion rate over 4 and 13 weeks), health distribution and its change since
+GRR, logo churn, expansion rate over 4 and 13 weeks), the revenue forecast for the next six
+months and the renewals at risk (``churnml.jobs.report_forecast``; with a time-to-event
+champion), health distribution and its change since
 last week, the alert queue sorted by MRR at risk, top risks with reasons and actions, and
 expansion-ready accounts. The page holds no wall-clock time: the same scores give the same
 report.
@@ -22,11 +24,12 @@ import numpy as np
 import pandas as pd
 
 from churnml.jobs.report_effects import effects_section
+from churnml.jobs.report_forecast import forecast_section
 from churnml.jobs.report_realized import realized_section, trust_panel
 from churnml.health.score import INSUFFICIENT_DATA_TIER
 from churnml.jobs.portfolio import portfolio_table
 from churnml.outcomes import OUTCOMES
-from churnml.scoring.schema import COLUMNS, declared_columns
+from churnml.scoring.schema import COLUMNS, TIME_TO_EVENT_VERSION_COLUMN, declared_columns
 
 TIER_ORDER = ("thriving", "healthy", "needs_attention", "at_risk", "critical",
               INSUFFICIENT_DATA_TIER)
@@ -459,6 +462,8 @@ def build_report(scores_path: str | Path, mrr_changes: pd.DataFrame, *,
         f"{o.name} v{_esc(ver(o.version_column))}{span(o.name)}"
         if current[o.version_column].notna().any()
         else f"{o.name}: no champion model" for o in OUTCOMES if o.version_column in current)
+    if TIME_TO_EVENT_VERSION_COLUMN in current and current[TIME_TO_EVENT_VERSION_COLUMN].notna().any():
+        models += f", time to event v{_esc(ver(TIME_TO_EVENT_VERSION_COLUMN))}"
     h.append(f'<div class="sub">{len(current):,} active accounts scored. Models: {models}; '
              f'health weights {_esc(ver("health_weights_version"))}. '
              + ("Compared with last week's scores." if previous is not None else
@@ -496,6 +501,14 @@ def build_report(scores_path: str | Path, mrr_changes: pd.DataFrame, *,
     h.append("</table><p class='note'>From mrr_changes: accounts paying at the window's start, "
              "their MRR then vs now (NRR = now / start; GRR leaves out expansion). Targets "
              "quoted in CS practice: NRR 100-110% mid-market, 110-130% enterprise.</p>")
+
+    # when, not only whether: the time-to-event columns (churnml.jobs.report_forecast)
+    from churnml.scoring.actions import load_playbooks
+
+    when, when_summary = forecast_section(current, mrr_changes, as_of,
+                                          load_playbooks().typical_share, top_n=top_n)
+    h.extend(when)
+    summary.update(when_summary)
 
     h.append("<h2>Portfolio health</h2><table><tr><th>tier</th><th>accounts</th>"
              "<th>change</th><th>MRR</th><th>change</th></tr>")

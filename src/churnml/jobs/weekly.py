@@ -78,7 +78,7 @@ from churnml.jobs.partitions import (  # noqa: F401  (part of this module's inte
     write_parquet_atomic,
 )
 from churnml.jobs.spark import score_book_spark
-from churnml.scoring.schema import SCHEMA_VERSION, arrow_schema
+from churnml.scoring.schema import SCHEMA_VERSION, TIME_TO_EVENT_VERSION_COLUMN, arrow_schema
 
 DEFAULT_CHUNK_SIZE = 10_000
 
@@ -145,6 +145,7 @@ def score_book(
     complete: bool = True,
     on_features: Callable[[pd.DataFrame], None] | None = None,
     uplift: Any = "saved",
+    time_to_event: Any = None,
 ) -> WeeklyResult:
     """Score every active account of ``book`` at ``as_of`` into ``OUT/as_of=DATE/``.
 
@@ -162,7 +163,8 @@ def score_book(
     first and, with ``complete=True``, written last; ``run_job`` passes False and writes it after
     the report. ``uplift``: the plays' learned effects for the queue (an ``UpliftSet``, None
     for the priors only; default: the ones the last effects run saved in ``OUT/effects/``,
-    used only when they saw no outcome on or after ``as_of``).
+    used only when they saw no outcome on or after ``as_of``). ``time_to_event``: the
+    ``churnml-time-to-event`` champion (its columns are null without it).
     """
     if chunk_size < 1:
         raise UsageError(f"The 'chunk_size' parameter must be a positive integer. Got {chunk_size}.")
@@ -201,7 +203,8 @@ def score_book(
                 scored = score_frame(features, models, health,
                                      previous=_slice(previous, ids), history=_slice(history, ids),
                                      week_before=before, playbooks=playbooks,
-                                     feature_dimensions=feature_dimensions, timer=timer)
+                                     feature_dimensions=feature_dimensions, timer=timer,
+                                     time_to_event=time_to_event)
                 t2 = time.perf_counter()
                 table = to_arrow(scored, schema)
                 stage["features"] += t1 - t0
@@ -329,6 +332,14 @@ def champion_models(versions_only: bool = False) -> tuple[dict[str, Any], list[s
     return models, missing
 
 
+def champion_time_to_event() -> Any:
+    """The ``churnml-time-to-event`` champion (``SurvivalModel``), None when it has none."""
+    from churnml.outcomes import TIME_TO_EVENT
+
+    version = registry.champion_version(TIME_TO_EVENT)
+    return None if version is None else registry.load_time_to_event(str(version))
+
+
 def run_job(
     data_dir: str | Path | DatabaseSource,
     as_of,
@@ -389,6 +400,11 @@ def run_job(
                                      for name, m in models.items())
               + (f"; no champion for {', '.join(missing)} (columns left null)"
                  if missing else ""))
+        # the Spark engine scores through the outcomes' pyfuncs only: its time-to-event columns
+        # stay null (docs/operations.md)
+        time_to_event = champion_time_to_event() if engine == "local" else None
+        if time_to_event is not None:
+            stage(f"time to event: churnml-time-to-event v{time_to_event.version}")
         health = load_adopted_health()
         facts = drift.JobFacts(models)  # the registry only for registered champions
         profiles = {name: p for name, m in models.items()
@@ -403,7 +419,8 @@ def run_job(
         else:
             weekly = score_book(book, as_of, out_dir, models, health,
                                 chunk_size=chunk_size, on_chunk=on_chunk, lock=False,
-                                complete=False, on_features=features_seen.add)
+                                complete=False, on_features=features_seen.add,
+                                time_to_event=time_to_event)
         times.update(weekly.stage_seconds)
         times["score_total"] = time.perf_counter() - t1
         stage("checking the weeks whose outcomes are now known")
@@ -447,6 +464,8 @@ def run_job(
                     **{o.version_column: str(getattr(models[o.name], "version",
                                                      models[o.name]))
                        if o.name in models else "" for o in OUTCOMES},
+                    TIME_TO_EVENT_VERSION_COLUMN: "" if time_to_event is None
+                    else str(time_to_event.version),
                     "health_weights_version": health.version,
                     "previous_as_of": "" if weekly.previous_as_of is None
                     else f"{weekly.previous_as_of:%Y-%m-%d}",

@@ -47,20 +47,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, Sequence, cast
 
 import numpy as np
 import pandas as pd
 
 from churnml.errors import InsufficientDataError, UsageError
-from churnml.outcomes import OUTCOMES, Outcome
+from churnml.outcomes import EXPECTED_DAYS_COLUMN, OUTCOMES, TIME_TO_EVENT_DAYS, Outcome
 
 #: length of one period of the discrete-time hazard, in days
 PERIOD_DAYS = 30
 #: periods of follow-up: one (360-day) year
 N_PERIODS = 12
-#: the days the incidences are reported at (ends of periods 1, 2, 3 and 6)
-REPORT_DAYS: tuple[int, ...] = (30, 60, 90, 180)
+#: the days the incidences are reported at (ends of periods 1, 2, 3 and 6; declared with the
+#: outcome registry, which the output schema reads without loading this module)
+REPORT_DAYS: tuple[int, ...] = TIME_TO_EVENT_DAYS
 #: the class of "no event in the period"
 NONE_CLASS = "none"
 #: the classes of the multiclass hazard: none, then the outcomes in registry order
@@ -233,8 +234,6 @@ def survival_column(days: int) -> str:
     return f"event_free_probability_{days}d"
 
 
-EXPECTED_DAYS_COLUMN = "expected_days_to_churn_within_year"
-
 
 @dataclass
 class SurvivalModel:
@@ -247,6 +246,15 @@ class SurvivalModel:
     #: per-class shift of the raw scores (class 0 fixed at 0) fitted on the validation rows
     #: (:func:`fit_class_bias`); None = the booster's probabilities as they are
     class_bias: list[float] | None = None
+
+    @property
+    def version(self) -> str | None:
+        """The registered version (``load(..., version=)``), None for an unregistered model."""
+        value = self.info.get("version")
+        return None if value is None else str(value)
+
+    #: features the model computes from the landmark's (never sent to ``/predict``)
+    derived_features: ClassVar[tuple[str, ...]] = TIME_FEATURES
 
     @property
     def encoder(self):
@@ -291,14 +299,17 @@ class SurvivalModel:
 
     def hazards(self, features: pd.DataFrame, periods: int = N_PERIODS) -> np.ndarray:
         """(n, periods, classes) hazards of landmark ``features`` (one row per account): each
-        row is repeated once per period with that period's :data:`TIME_FEATURES`."""
+        row is repeated once per period with that period's :data:`TIME_FEATURES`. The landmark
+        rows are encoded once and their matrix rows repeated (the encoding is row by row), so
+        only the time features' columns differ between a row's periods."""
         n = len(features)
         period = np.tile(np.arange(periods, dtype=np.int64), n)
         index = np.repeat(np.arange(n), periods)
-        rows = features.iloc[index].reset_index(drop=True)
-        for name, values in period_time_features(rows, period).items():
-            rows[name] = values
-        X = self.encoder.matrix(rows)
+        X = np.repeat(self.encoder.matrix(features), periods, axis=0)
+        sources = features[[c for c in (_TENURE_SOURCE, _RENEWAL_SOURCE) if c in features.columns]]
+        for name, values in period_time_features(sources.iloc[index], period).items():
+            if name in self.feature_names:
+                X[:, self.feature_names.index(name)] = values
         if self.class_bias is None:
             proba = cast(np.ndarray, self.booster.predict(X))
         else:
@@ -407,7 +418,8 @@ def fit_hazard(train: pd.DataFrame, valid: pd.DataFrame | None, feature_names: l
 
 
 def revenue_forecast(incidence: np.ndarray, mrr: np.ndarray, shares: dict[str, float] | None = None,
-                     periods: int = 6, z: float = 1.96) -> pd.DataFrame:
+                     periods: int = 6, z: float = 1.96,
+                     names: Sequence[str] | None = None) -> pd.DataFrame:
     """Expected MRR moved by each outcome in each of the next ``periods`` periods, with a band.
 
     ``incidence``: (n, outcomes, periods + 1) cumulative incidences (:meth:`SurvivalModel.curves`);
@@ -418,15 +430,20 @@ def revenue_forecast(incidence: np.ndarray, mrr: np.ndarray, shares: dict[str, f
     band is ``expected +- z * sqrt(sum p (1 - p) moved^2)`` per period, and the same for the
     cumulative total (``cumulative_*`` columns). One row per outcome and period: ``outcome,
     period, start_day, end_day, expected_mrr, low, high, cumulative_expected_mrr,
-    cumulative_low, cumulative_high``. Not wired to the report yet (docs/models.md)."""
+    cumulative_low, cumulative_high``. ``names``: the outcomes along the incidence's second
+    axis (default :data:`CLASSES` but none). The weekly report's forecast
+    (``churnml.jobs.report_forecast``) calls it with ``z`` of a 90% band."""
     incidence = np.asarray(incidence, dtype="float64")
     mrr = np.nan_to_num(np.asarray(mrr, dtype="float64"))
     if incidence.ndim != 3 or incidence.shape[0] != len(mrr) or incidence.shape[2] <= periods:
         raise UsageError(f"incidence must be (accounts, outcomes, > {periods} period ends) for "
                          f"{len(mrr)} accounts. Got {incidence.shape}.")
     shares = shares or {}
+    names = list(CLASSES[1:] if names is None else names)
+    if len(names) != incidence.shape[1]:
+        raise UsageError(f"incidence has {incidence.shape[1]} outcomes; names {names}.")
     rows = []
-    for k, name in enumerate(CLASSES[1:]):
+    for k, name in enumerate(names):
         moved = mrr * float(shares.get(name, 1.0))
         p = np.diff(incidence[:, k, : periods + 1], axis=1)        # (n, periods)
         cum = incidence[:, k, 1: periods + 1] - incidence[:, k, :1]

@@ -21,8 +21,10 @@ censoring time, where it is censored (:func:`cause_view`). Then
   null is the Aalen-Johansen incidence of the *training* rows (the same for every row);
 - calibration per decile (:func:`calibration_by_decile`, our own: the libraries lack it) puts
   the rows into deciles of predicted ``CIF_k(t)`` and compares the mean prediction with the
-  Aalen-Johansen incidence of each decile and its 95% log-log interval (scikit-survival's
-  ``cumulative_incidence_competing_risks``).
+  Aalen-Johansen incidence of each decile (scikit-survival's
+  ``cumulative_incidence_competing_risks``) and its 95% interval: the library's log-log
+  interval, or (the training protocol) a bootstrap that resamples accounts, whose rows at
+  successive landmarks share their events (:func:`weighted_incidence`).
 
 ``tests/unit/test_survival_metrics.py`` checks the transformed library calls against plain
 implementations of the same formulas.
@@ -126,22 +128,62 @@ def integrated_brier(time, event, censor, cause: int, incidence: np.ndarray, tim
                                         np.asarray(times, dtype="float64")))
 
 
+def weighted_incidence(time, event, cause: int, t: float, weights: np.ndarray) -> np.ndarray:
+    """The Aalen-Johansen incidence of ``cause`` by ``t`` for each row of ``weights`` (B, n): row
+    ``i`` counted ``weights[b, i]`` times (a bootstrap resample). Vectorised over the B
+    resamples; with every weight 1 it is :func:`aalen_johansen` (tested). At a time holding
+    both, events come before censorings (those censored then are still at risk)."""
+    time = np.asarray(time, dtype="float64")
+    event = np.asarray(event, dtype=np.int64)
+    weights = np.atleast_2d(np.asarray(weights, dtype="float64"))
+    grid = np.unique(time[(time <= t) & (event > 0)])
+    if not len(grid):
+        return np.zeros(len(weights))
+    at_risk = (time[:, None] >= grid[None, :]).astype("float64")           # (n, m)
+    hit = time[:, None] == grid[None, :]
+    n = weights @ at_risk                                                 # (B, m)
+    d_all = weights @ (hit & (event[:, None] > 0)).astype("float64")
+    d_cause = weights @ (hit & (event[:, None] == cause)).astype("float64")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hazard = np.where(n > 0, d_all / n, 0.0)
+        share = np.where(n > 0, d_cause / n, 0.0)
+    before = np.cumprod(np.c_[np.ones(len(weights)), 1.0 - hazard[:, :-1]], axis=1)
+    return (before * share).sum(axis=1)
+
+
 def calibration_by_decile(time, event, cause: int, n_causes: int, predicted: np.ndarray, t: float,
-                          bins: int = 10) -> pd.DataFrame:
+                          bins: int = 10, groups=None, resamples: int = 0,
+                          seed: int = 0) -> pd.DataFrame:
     """Per decile of predicted incidence of ``cause`` by ``t``: rows, mean prediction, the
     Aalen-Johansen incidence of the decile's rows with its 95% interval, and ``within``
-    (the mean prediction inside the interval)."""
+    (the mean prediction inside the interval).
+
+    The interval: the log-log interval of scikit-survival, which takes the rows as independent;
+    with ``groups`` (each row's account) and ``resamples`` > 0 instead the 2.5-97.5 percentiles
+    of a bootstrap that resamples *accounts* (seeded), because the rows of one account at
+    landmarks 30 days apart share their events: a churn is the first event of every landmark
+    in the 90 days before it, so the rows are not independent (docs/models.md)."""
     predicted = np.asarray(predicted, dtype="float64")
     time = np.asarray(time, dtype="float64")
     event = np.asarray(event, dtype=np.int64)
     order = np.argsort(predicted, kind="stable")
-    groups = np.array_split(order, bins)
+    split = np.array_split(order, bins)
+    counts = None
+    if groups is not None and resamples > 0:
+        codes, uniques = pd.factorize(pd.Series(np.asarray(groups)), sort=True)
+        rng = np.random.default_rng(seed)
+        draws = rng.integers(0, len(uniques), size=(resamples, len(uniques)))
+        counts = np.zeros((resamples, len(uniques)))
+        np.add.at(counts, (np.repeat(np.arange(resamples), len(uniques)), draws.ravel()), 1.0)
     rows = []
-    for d, idx in enumerate(groups, start=1):
+    for d, idx in enumerate(split, start=1):
         if not len(idx):
             continue
         cif, band = aalen_johansen(time[idx], event[idx], [t], n_causes, conf=True)
         low, high = float(band[cause - 1, 0, 0]), float(band[cause - 1, 1, 0])
+        if counts is not None:
+            boot = weighted_incidence(time[idx], event[idx], cause, t, counts[:, codes[idx]])
+            low, high = (float(v) for v in np.percentile(boot, [2.5, 97.5]))
         mean = float(predicted[idx].mean())
         rows.append({"decile": d, "rows": int(len(idx)), "predicted": mean,
                      "observed": float(cif[cause - 1, 0]), "low": low, "high": high,

@@ -214,12 +214,15 @@ def _binary_churn(features: pd.DataFrame, book, landmarks, cutoff: pd.Timestamp,
 
 
 def evaluate_survival(model: S.SurvivalModel, test_features: pd.DataFrame, test_events: pd.DataFrame,
-                      train_events: pd.DataFrame) -> tuple[dict[str, float], pd.DataFrame, dict[str, pd.DataFrame]]:
+                      train_events: pd.DataFrame, resamples: int = 0,
+                      seed: int = 0) -> tuple[dict[str, float], pd.DataFrame, dict[str, pd.DataFrame]]:
     """Censoring-aware metrics of ``model`` on the test landmarks (``models.survival_metrics``):
     per outcome the time-dependent AUC at :data:`~churnml.models.survival.REPORT_DAYS`, Uno's
     concordance by 180 days, the integrated Brier score over :data:`IBS_DAYS` and the same for the
     Aalen-Johansen null of ``train_events``, and the calibration per decile at
-    :data:`CALIBRATION_DAYS` days. Returns ``(metrics, predictions, calibration)``."""
+    :data:`CALIBRATION_DAYS` days, its intervals from ``resamples`` bootstrap resamples of the
+    accounts (seeded; 0: the independent-rows log-log interval). Returns ``(metrics,
+    predictions, calibration)``."""
     frame = S.join_features(test_events, test_features)
     survival, incidence = model.curves(frame)
     predicted = model.predict(frame)
@@ -247,7 +250,8 @@ def evaluate_survival(model: S.SurvivalModel, test_features: pd.DataFrame, test_
         metrics[f"null_test_ibs_{name}"] = SM.integrated_brier(t, e, c, cause, null_cif, ibs_grid)
         table = SM.calibration_by_decile(t, e, cause, n_causes,
                                          incidence[:, k, S.report_period(CALIBRATION_DAYS)],
-                                         float(CALIBRATION_DAYS))
+                                         float(CALIBRATION_DAYS), groups=frame["account_id"].to_numpy(),
+                                         resamples=resamples, seed=seed)
         calibration[name] = table
         metrics[f"test_calibration_within_{name}_{CALIBRATION_DAYS}d"] = float(table["within"].mean())
     sums = survival[:, 1:] + incidence[:, :, 1:].sum(axis=1)
@@ -311,7 +315,8 @@ def train_time_to_event(book, config: SurvivalConfig | str | Path | None = None,
     test_events = events[events["as_of"] >= cutoff]
     test_events = test_events[test_events["observed_periods"] > 0]
     metrics, predictions, calibration = evaluate_survival(protocol, features, test_events,
-                                                          truncate_events(past, cutoff))
+                                                          truncate_events(past, cutoff),
+                                                          config.bootstrap_resamples, config.seed)
     timings["evaluate_seconds"] = time.perf_counter() - clock
 
     # the 90-day churn incidence against the binary question, where 90 days are observed

@@ -10,6 +10,7 @@ output row depends only on its own features (and its own earlier scores, for ale
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from typing import Any, Callable, Literal, Mapping, Sequence, overload
 
@@ -30,9 +31,14 @@ from churnml.scoring.actions import (
     next_best_actions,
 )
 from churnml.scoring.alerts import alert_lists
-from churnml.scoring.protocols import HealthScorer, OutcomeModel
+from churnml.scoring.protocols import HealthScorer, OutcomeModel, TimeToEventModel
 from churnml.scoring.queue import PRIOR, expected_values
-from churnml.scoring.schema import SCHEMA_VERSION, output_columns
+from churnml.scoring.schema import (
+    SCHEMA_VERSION,
+    TIME_TO_EVENT_VERSION_COLUMN,
+    output_columns,
+    time_to_event_columns,
+)
 
 __all__ = ["SCHEMA_VERSION", "catalog_dimensions", "output_columns", "score_frame"]
 
@@ -168,6 +174,7 @@ def score_frame(
     columns: FrameColumns | None = None,
     output: Literal["frame"] = ...,
     outcomes: Sequence[Outcome] = ...,
+    time_to_event: TimeToEventModel | None = ...,
 ) -> pd.DataFrame: ...
 
 
@@ -187,6 +194,7 @@ def score_frame(
     columns: FrameColumns | None = None,
     output: Literal["records"],
     outcomes: Sequence[Outcome] = ...,
+    time_to_event: TimeToEventModel | None = ...,
 ) -> list[dict[str, Any]]: ...
 
 
@@ -206,6 +214,7 @@ def score_frame(
     columns: FrameColumns | None = None,
     output: str,
     outcomes: Sequence[Outcome] = ...,
+    time_to_event: TimeToEventModel | None = ...,
 ) -> pd.DataFrame | list[dict[str, Any]]: ...
 
 
@@ -224,6 +233,7 @@ def score_frame(
     columns: FrameColumns | None = None,
     output: str = "frame",
     outcomes: Sequence[Outcome] = OUTCOMES,
+    time_to_event: TimeToEventModel | None = None,
 ) -> pd.DataFrame | list[dict[str, Any]]:
     """Score accounts: each outcome's probability and reasons, health, alerts, next best
     action, revenue columns.
@@ -244,6 +254,10 @@ def score_frame(
     ``columns``: a FrameColumns of ``features`` its caller built along with the frame (the
     service does), else one is made here. ``output``: "frame" (a DataFrame) or "records" (the
     same rows as dicts: the service's JSON path; ``as_of`` a Timestamp, missing text None).
+    ``time_to_event``: the competing-risk champion (``churnml-time-to-event``), which fills
+    the ``*_probability_<d>d`` columns and the expected days to churn; None leaves them null
+    (:func:`~churnml.scoring.schema.time_to_event_columns`). The 90-day ``*_probability``
+    columns and everything computed from them stay the binary models'.
 
     Returns one row per input row, in input order, with the columns of
     :func:`~churnml.scoring.schema.output_columns` (probabilities in [0, 1] or NaN, reasons
@@ -305,6 +319,9 @@ def score_frame(
                 probability[outcome.name], reasons[outcome.name] = _predict_with_reasons(
                     model, features, columns, matrices)
 
+    with timer("time_to_event"):
+        incidences = _time_to_event_columns(time_to_event, features, outcomes, n)
+
     # Alerts and gating read health and features together (detractor, silence, champion...):
     # the health outputs are added to the column view (they shadow same-named features).
     columns.add("health_score", health_score)
@@ -341,6 +358,7 @@ def score_frame(
         data: dict[str, Any] = {"account_id": _account_ids(columns), "as_of": as_of}
         for outcome in outcomes:
             data[outcome.probability_column] = probability[outcome.name]
+        data.update(incidences)
         data["health_score"] = health_score
         data["health_tier"] = _object_array(health_tier)
         for d in dimensions:
@@ -367,6 +385,8 @@ def score_frame(
         for outcome in outcomes:
             model = models.get(outcome.name)
             data[outcome.version_column] = None if model is None else str(model.version)
+        data[TIME_TO_EVENT_VERSION_COLUMN] = (None if time_to_event is None
+                                              else str(time_to_event.version))
         data["health_weights_version"] = weights_version
         data["mrr"] = mrr
         for outcome in outcomes:
@@ -388,6 +408,26 @@ def score_frame(
         out["queue_reason"] = pd.Series(expected_text, dtype="str")
         out["effect_source"] = pd.Series(data["effect_source"], dtype="str")
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def _time_to_event_floats(outcomes: tuple[Outcome, ...]) -> list[str]:
+    """The time-to-event model's float columns (declared once; cached: a request's path)."""
+    return [c for c in time_to_event_columns(outcomes) if c != TIME_TO_EVENT_VERSION_COLUMN]
+
+
+def _time_to_event_columns(model: TimeToEventModel | None, features: pd.DataFrame,
+                           outcomes: Sequence[Outcome], n: int) -> dict[str, np.ndarray]:
+    """The time-to-event model's float columns (all NaN without the model), in schema order."""
+    names = _time_to_event_floats(tuple(outcomes))
+    if model is None or n == 0:
+        return {name: np.full(n, np.nan) for name in names}
+    predicted = model.predict(features)
+    missing = [name for name in names if name not in predicted.columns]
+    if missing or len(predicted) != n:
+        raise ValueError(f"{model!r} returned {len(predicted)} rows without columns {missing} "
+                         f"for {n} accounts")
+    return {name: predicted[name].to_numpy(dtype="float64") for name in names}
 
 
 def _records(data: Mapping[str, Any], n: int) -> list[dict[str, Any]]:

@@ -30,6 +30,21 @@ class OutcomeModel(Protocol):
 
 
 @runtime_checkable
+class TimeToEventModel(Protocol):
+    """The competing-risk model (``churnml.models.survival.SurvivalModel``): per row of a
+    feature frame, the columns of ``churnml.scoring.schema.time_to_event_columns`` but the
+    version (cumulative incidences, expected days to churn)."""
+
+    @property
+    def version(self) -> Any:
+        """The registered version (the ``time_to_event_model_version`` column)."""
+        ...
+
+    def predict(self, features: pd.DataFrame) -> pd.DataFrame:
+        ...
+
+
+@runtime_checkable
 class HealthScorer(Protocol):
     """A health score that gives its numbers as arrays (``HealthScore.score_arrays``)."""
 

@@ -23,9 +23,15 @@ configuration in force.
 - 3: this week's queue and the holdout: ``expected_value``, ``queue_status``, ``queue_rank``,
   ``queue_reason``, ``holdout``, ``policy_version`` after ``next_best_action``
   (``docs/design.md``, "This week's queue" and "Holdout").
-- 4: ``effect_source`` after ``expected_value``: ``prior`` or ``uplift`` (the play's effect
+- 4: two additions of one release.
+  ``effect_source`` after ``expected_value``: ``prior`` or ``uplift`` (the play's effect
   measured by account replaces its prior once it has enough randomized data,
-  ``docs/actions.md``).
+  ``docs/actions.md``). And when, not only whether (the time-to-event model ``churnml-time-to-event``,
+  ``churnml.models.survival``): ``{outcome}_probability_{days}d`` for every outcome and each of
+  ``outcomes.TIME_TO_EVENT_DAYS`` (30, 60, 90, 180) after the 90-day probabilities,
+  ``expected_days_to_churn_within_year`` and ``time_to_event_model_version``; all null when
+  that model has no champion. The 90-day ``{outcome}_probability`` columns stay the binary
+  models' (``docs/models.md``, "Time to event in the output").
 """
 
 from __future__ import annotations
@@ -33,11 +39,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
-from churnml.outcomes import OUTCOMES, Outcome
+from churnml.outcomes import (
+    EXPECTED_DAYS_COLUMN,
+    OUTCOMES,
+    TIME_TO_EVENT,
+    TIME_TO_EVENT_DAYS,
+    Outcome,
+)
 
 #: The version of the output contract written in every row (``schema_version``) and in the
 #: parquet metadata (``churnml_schema_version``). The one definition.
 SCHEMA_VERSION = 4
+
+#: the time-to-event model's version column; its other columns are ``{outcome}_probability_{days}d``
+#: for the days of ``churnml.outcomes.TIME_TO_EVENT_DAYS`` and the expected days to churn
+TIME_TO_EVENT_VERSION_COLUMN = f"{TIME_TO_EVENT}_model_version"
 
 ColumnType = Literal["string", "float64", "int32", "bool", "timestamp", "strings", "reasons",
                      "action"]
@@ -53,13 +69,20 @@ class OutputColumn:
     name: str
     type: ColumnType
     meaning: str
-    per: Literal["row", "outcome", "dimension"] = "row"
+    per: Literal["row", "outcome", "outcome_days", "dimension"] = "row"
     nullable: bool = False
+    #: the column comes from the time-to-event model (null without its champion)
+    time_to_event: bool = False
 
-    def expand(self, outcomes: Sequence[Outcome], dimensions: Sequence[str]) -> list[tuple[str, "OutputColumn", str | None]]:
-        """``(name, column, outcome_name)`` for each concrete column this declaration gives."""
+    def expand(self, outcomes: Sequence[Outcome], dimensions: Sequence[str],
+               days: Sequence[int] = TIME_TO_EVENT_DAYS) -> list[tuple[str, "OutputColumn", str | None]]:
+        """``(name, column, outcome_name)`` for each concrete column this declaration gives
+        (``outcome_days``: one per outcome and day, outcome by outcome)."""
         if self.per == "outcome":
             return [(self.name.format(outcome=o.name), self, o.name) for o in outcomes]
+        if self.per == "outcome_days":
+            return [(self.name.format(outcome=o.name, days=d), self, o.name)
+                    for o in outcomes for d in days]
         if self.per == "dimension":
             return [(self.name.format(dimension=d), self, None) for d in dimensions]
         return [(self.name, self, None)]
@@ -72,6 +95,15 @@ COLUMNS: tuple[OutputColumn, ...] = (
     OutputColumn("{outcome}_probability", "float64",
                  "calibrated probability of the outcome within the model's horizon; null when "
                  "the outcome has no champion model", per="outcome", nullable=True),
+    OutputColumn("{outcome}_probability_{days}d", "float64",
+                 "cumulative incidence from the time-to-event model: the probability that the "
+                 "outcome is the account's first revenue event within that many days (churn, "
+                 "contraction and expansion compete); null when churnml-time-to-event has no "
+                 "champion", per="outcome_days", nullable=True, time_to_event=True),
+    OutputColumn(EXPECTED_DAYS_COLUMN, "float64",
+                 "expected days to churn, restricted to the next 360 days (an account that "
+                 "does not churn in them counts 360); null when churnml-time-to-event has no "
+                 "champion", nullable=True, time_to_event=True),
     OutputColumn("health_score", "float64", "rule-based health score, 0-100"),
     OutputColumn("health_tier", "string",
                  "thriving / healthy / needs_attention / at_risk / critical, or "
@@ -119,6 +151,9 @@ COLUMNS: tuple[OutputColumn, ...] = (
     OutputColumn("{outcome}_model_version", "string",
                  "the registered model version that scored the outcome; null without one",
                  per="outcome", nullable=True),
+    OutputColumn(TIME_TO_EVENT_VERSION_COLUMN, "string",
+                 "the registered churnml-time-to-event version behind the *_probability_<d>d "
+                 "columns; null without a champion", nullable=True, time_to_event=True),
     OutputColumn("health_weights_version", "string", "the health weights in force"),
     OutputColumn("mrr", "float64", "MRR just before as_of (0 when unknown)"),
     # the outcomes' revenue columns follow, in outcome order (Outcome.value_column)
@@ -169,6 +204,12 @@ def uplift_feature_columns(dimensions: Sequence[str],
 def output_columns(dimensions: Sequence[str], outcomes: Sequence[Outcome] = OUTCOMES) -> list[str]:
     """The output column names for a health score with these dimensions, in order."""
     return [name for name, _, _ in declared_columns(dimensions, outcomes)]
+
+
+def time_to_event_columns(outcomes: Sequence[Outcome] = OUTCOMES) -> list[str]:
+    """The columns the time-to-event model fills (null without its champion), in order:
+    ``SurvivalModel.predict`` gives each of them but the version."""
+    return [name for name, col, _ in declared_columns((), outcomes) if col.time_to_event]
 
 
 def arrow_type(kind: ColumnType) -> Any:

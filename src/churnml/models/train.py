@@ -293,6 +293,7 @@ def evaluate(model: TargetModel, dataset: Dataset, config: ModelConfig, *, healt
         lp = lr.predict_proba(test)
         predictions["logreg_probability"] = lp
         metrics.update({f"logreg_test_{k}": v for k, v in M.probability_metrics(y, lp, event_mrr).items()})
+        metrics["logreg_fit_rows"] = float(lr.fit_rows_)  # below the training rows: a sample
     if truth is not None:
         op = oracle_baseline(truth, test, config.horizon_days, config.target)
         predictions["oracle_probability"] = op

@@ -50,3 +50,17 @@ def test_capped_fit_uses_the_sample_and_scores_every_row_in_chunks():
     # and 2,000 rows are enough for these few coefficients: the same ranking as the full fit
     assert np.corrcoef(p_capped, full.predict_proba(test))[0, 1] > 0.98
     assert X["plan"].isna().any()  # the caller's frame is not modified
+
+
+def test_the_row_cap_is_read_from_the_config_and_checked():
+    from churnml.errors import ConfigError
+    from churnml.models.config import load_config
+
+    config = load_config("churn")
+    assert config.logreg_max_rows == 200_000
+    raw = {"target": "churn", "evaluation": {"logreg_max_rows": None}}
+    from churnml.models.config import parse_config
+
+    assert parse_config(raw).logreg_max_rows is None  # null: every training row
+    with pytest.raises(ConfigError, match="logreg_max_rows"):
+        config.with_overrides(logreg_max_rows=10)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from churnml.errors import NotFittedError
 from churnml.models import metrics as M
@@ -92,3 +94,41 @@ def test_auc_per_group_and_single_class_groups():
     out = M.auc_by_group(y, s, ["core", "core", "vip", "vip", "foundation", None])
     assert out["core"] == 1.0 and out["vip"] == 0.0
     assert np.isnan(out["foundation"]) and np.isnan(out["unknown"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1), st.integers(0, 6), st.integers(0, 3)), min_size=2, max_size=60))
+def test_weighted_auc_grouped_equals_sklearn(rows):
+    """The resampling AUC (ranks computed once, weights per resample) against sklearn's, with
+    ties in the scores and zero weights."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.array([r[0] for r in rows], dtype=float)
+    score = np.array([r[1] for r in rows], dtype=float) / 7.0
+    weight = np.array([r[2] for r in rows], dtype=float)
+    levels = np.unique(score, return_inverse=True)[1]
+    got = M.weighted_auc_grouped(y, levels, weight)
+    keep = weight > 0
+    if not (0 < y[keep].sum() < keep.sum()):
+        assert np.isnan(got)
+    else:
+        assert got == pytest.approx(roc_auc_score(y[keep], score[keep], sample_weight=weight[keep]), abs=1e-12)
+
+
+def test_bootstrap_interval_equals_the_sklearn_loop():
+    """The interval is the one the plain loop (sklearn's weighted AUC per resample) gives."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    accounts = np.repeat(np.arange(200), 7)
+    y = (rng.random(1400) < 0.15).astype(float)
+    score = np.round(y * 0.4 + rng.random(1400), 2)  # rounded: many ties
+    uniques, inverse = np.unique(accounts.astype(str), return_inverse=True)
+    draws = np.random.default_rng(5)
+    values = []
+    for _ in range(50):
+        weight = np.bincount(draws.integers(0, len(uniques), len(uniques)), minlength=len(uniques))[inverse]
+        keep = weight > 0
+        values.append(roc_auc_score(y[keep], score[keep], sample_weight=weight[keep].astype(float)))
+    expected = np.percentile(values, [2.5, 97.5])
+    assert M.bootstrap_auc_interval(y, score, accounts, resamples=50, seed=5) == pytest.approx(tuple(expected), abs=1e-12)

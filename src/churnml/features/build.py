@@ -624,15 +624,20 @@ def build_features(book: Book, as_of_dates, catalog: Catalog | None = None) -> p
         values[spec.name] = BUILDERS[spec.aggregation](ctx, spec, obs, values)
         kinds[spec.name] = spec.kind
 
+    # rows in (as_of, account_id) order: codes follow sorted ids. Each column is put in that
+    # order as it is taken out of ``values``, so the frame's construction holds the features
+    # twice at most (the ordered columns and the frame's block), not three times (before: a
+    # frame in observation order, then its reordered copy)
+    order = np.lexsort((obs.acc, obs.day))
     columns: dict[str, object] = {
-        "account_id": pd.array(ctx.sorted_ids[obs.acc], dtype="str"),
-        "as_of": obs.day.astype("datetime64[D]").astype("datetime64[ns]"),
+        "account_id": pd.array(ctx.sorted_ids[obs.acc[order]], dtype="str"),
+        "as_of": obs.day[order].astype("datetime64[D]").astype("datetime64[ns]"),
     }
-    for name, arr in values.items():
+    for name in list(values):
+        arr = values.pop(name)
         if kinds[name] == "categorical":
-            columns[name] = pd.array(arr, dtype="str")
+            columns[name] = pd.array(np.asarray(arr, dtype=object)[order], dtype="str")
         else:
-            columns[name] = np.asarray(arr, dtype=np.float64)
-    frame = pd.DataFrame(columns)
-    order = np.lexsort((obs.acc, obs.day))  # codes follow sorted ids: same as (as_of, account_id)
-    return frame.take(order).reset_index(drop=True)
+            columns[name] = np.asarray(arr, dtype=np.float64)[order]
+        del arr
+    return pd.DataFrame(columns)

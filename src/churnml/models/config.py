@@ -86,6 +86,7 @@ class ModelConfig:
     promotion_metric: str = "test_roc_auc"
     promotion_min_improvement: float = 0.0
     bootstrap_resamples: int = 200
+    logreg_max_rows: int | None = 200_000
     seed: int = 7
     # monitoring (docs/monitoring.md): the reference profile, drift and the retrain trigger
     drift_bins: int = 10
@@ -146,6 +147,8 @@ class ModelConfig:
         _positive_int("sample_size_bands", self.sample_size_bands)
         _choice("promotion_metric", self.promotion_metric, PROMOTION_METRICS)
         _positive_int("bootstrap_resamples", self.bootstrap_resamples, minimum=0)
+        if self.logreg_max_rows is not None:
+            _positive_int("logreg_max_rows", self.logreg_max_rows, minimum=100)
         _positive_int("monitoring.drift_bins", self.drift_bins, minimum=2)
         _positive_int("monitoring.reference_weeks", self.reference_weeks)
         _positive_int("monitoring.retrain_drift_weeks", self.retrain_drift_weeks)
@@ -222,6 +225,7 @@ _YAML_FIELDS = {
     ("promotion", "metric"): "promotion_metric",
     ("promotion", "min_improvement"): "promotion_min_improvement",
     ("evaluation", "bootstrap_resamples"): "bootstrap_resamples",
+    ("evaluation", "logreg_max_rows"): "logreg_max_rows",
     ("evaluation", "seed"): "seed",
     ("monitoring", "drift_bins"): "drift_bins",
     ("monitoring", "reference_weeks"): "reference_weeks",

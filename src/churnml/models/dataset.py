@@ -521,6 +521,21 @@ def check_windows(frame: pd.DataFrame, config: ModelConfig, split: TimeSplit | N
             )
 
 
+def _same_keys(features: pd.DataFrame, labels: pd.DataFrame) -> bool:
+    """True when ``labels`` has exactly ``features``' (account_id, as_of) rows in the same
+    order, strictly increasing by (as_of, account_id), so without a duplicate: then the
+    one-to-one inner join keeps every feature row as it is."""
+    if len(features) != len(labels):
+        return False
+    as_of, accounts = features["as_of"].to_numpy(), features["account_id"].to_numpy(dtype=object)
+    if not (np.array_equal(as_of, labels["as_of"].to_numpy())
+            and np.array_equal(accounts, labels["account_id"].to_numpy(dtype=object))):
+        return False
+    same_date = as_of[1:] == as_of[:-1]
+    later = as_of[1:] > as_of[:-1]
+    return bool(np.all(later | (same_date & (accounts[1:] > accounts[:-1]))))
+
+
 def assemble(
     features: pd.DataFrame,
     grid: pd.DataFrame,
@@ -544,7 +559,15 @@ def assemble(
     )
     # unlabeled rows leave before the join: one copy of the (large) feature frame, not two
     labels = labels[labels["label"].notna()]
-    frame = features.merge(labels, on=["account_id", "as_of"], how="inner", validate="one_to_one")
+    if _same_keys(features, labels):
+        # the usual case (build_dataset: features and grid of the same labeled dates, both in
+        # (as_of, account_id) order): the inner join is the feature frame itself, so it is
+        # not copied (a shallow copy; pandas' copy-on-write leaves ``features`` as it is)
+        frame = features.copy(deep=False)
+        frame["_mrr_at_as_of"] = labels["_mrr_at_as_of"].to_numpy()
+        frame["label"] = labels["label"].to_numpy()
+    else:
+        frame = features.merge(labels, on=["account_id", "as_of"], how="inner", validate="one_to_one")
     frame = frame.reset_index(drop=True)
     frame["label"] = frame["label"].astype("float64")
     frame["event_mrr"] = event_mrr(get_outcome(config.target), frame, frame["_mrr_at_as_of"],

@@ -96,6 +96,22 @@ def ece(y, p, n_bins: int = 10) -> float:
     return float((weights * (table["mean_predicted"] - table["observed_rate"]).abs()).sum())
 
 
+def weighted_auc_grouped(y: np.ndarray, levels: np.ndarray, weight: np.ndarray) -> float:
+    """Weighted ROC AUC of 0/1 labels ``y`` for scores given by their rank ``levels`` (the
+    inverse of ``np.unique(score)``: equal scores share a level): the weighted probability
+    that a positive outranks a negative, ties counting one half, which is the area
+    ``sklearn.metrics.roc_auc_score(y, score, sample_weight=weight)`` computes. NaN without
+    weight on both classes. O(rows) per call, no sort: for resampling with fixed scores."""
+    n_levels = int(levels.max()) + 1 if len(levels) else 0
+    pos = np.bincount(levels, weights=weight * y, minlength=n_levels)
+    neg = np.bincount(levels, weights=weight * (1.0 - y), minlength=n_levels)
+    total_pos, total_neg = pos.sum(), neg.sum()
+    if not (total_pos > 0 and total_neg > 0):
+        return float("nan")
+    below = np.cumsum(neg) - neg  # negative weight on strictly lower scores
+    return float(np.dot(pos, below + 0.5 * neg) / (total_pos * total_neg))
+
+
 def bootstrap_auc_interval(y, score, accounts, resamples: int = 200, seed: int = 0,
                            level: float = 0.95) -> tuple[float, float]:
     """Percentile interval of ROC AUC resampling accounts with replacement (all of an account's
@@ -106,13 +122,20 @@ def bootstrap_auc_interval(y, score, accounts, resamples: int = 200, seed: int =
         return float("nan"), float("nan")
     uniques, inverse = np.unique(np.asarray(accounts).astype(str), return_inverse=True)
     rng = np.random.default_rng(seed)
+    # the scores are ranked once; each resample only re-weights the rows (weighted_auc_grouped)
+    levels = np.unique(score, return_inverse=True)[1] if np.all(np.isfinite(score)) else None
     values = []
     for _ in range(resamples):
         counts = np.bincount(rng.integers(0, len(uniques), len(uniques)), minlength=len(uniques))
         weight = counts[inverse].astype("float64")
-        keep = weight > 0
-        if _both_classes(y[keep]):
-            values.append(skm.roc_auc_score(y[keep], score[keep], sample_weight=weight[keep]))
+        if levels is None:  # sklearn names the problem (NaN or infinite scores)
+            keep = weight > 0
+            if _both_classes(y[keep]):
+                values.append(skm.roc_auc_score(y[keep], score[keep], sample_weight=weight[keep]))
+            continue
+        auc = weighted_auc_grouped(y, levels, weight)
+        if np.isfinite(auc):
+            values.append(auc)
     if not values:
         return float("nan"), float("nan")
     tail = (1 - level) / 2 * 100

@@ -288,10 +288,12 @@ def evaluate(model: TargetModel, dataset: Dataset, config: ModelConfig, *, healt
     if logreg:
         train = dataset.part("train")
         numeric = [c for c in dataset.feature_names if c not in dataset.categorical]
-        lr = LogisticBaseline(numeric, dataset.categorical).fit(train, train["label"])
+        lr = LogisticBaseline(numeric, dataset.categorical, max_rows=config.logreg_max_rows,
+                                seed=config.seed).fit(train, train["label"])
         lp = lr.predict_proba(test)
         predictions["logreg_probability"] = lp
         metrics.update({f"logreg_test_{k}": v for k, v in M.probability_metrics(y, lp, event_mrr).items()})
+        metrics["logreg_fit_rows"] = float(lr.fit_rows_)  # below the training rows: a sample
     if truth is not None:
         op = oracle_baseline(truth, test, config.horizon_days, config.target)
         predictions["oracle_probability"] = op

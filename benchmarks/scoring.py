@@ -141,6 +141,8 @@ def main(argv=None) -> int:
     if missing:
         raise SystemExit(f"no champion for {missing} in {home}")
     health = load_adopted_health()
+    # the time-to-event champion, when the home has one, as `churnml score` loads it
+    time_to_event = weekly.champion_time_to_event()
     out = Path(tempfile.mkdtemp(prefix="churnml-score-bench-"))
     load_start = tuple(round(x, 2) for x in os.getloadavg())
     log(f"load average at start (1/5/15 min): {load_start}")
@@ -148,7 +150,9 @@ def main(argv=None) -> int:
                      "chunk_size": args.chunk_size, "load_average": load_start,
                      "outcomes": list(models),
                      "trees": {name: m.booster.num_trees() for name, m in models.items()},
-                     "model_versions": {name: str(m.version) for name, m in models.items()}}
+                     "model_versions": {name: str(m.version) for name, m in models.items()},
+                     "time_to_event_version": (None if time_to_event is None
+                                               else str(time_to_event.version))}
 
     # the week-before features are timed inside score_book's "features" stage; a wrapper
     # times them on their own too (a nested stage of the clock, not counted twice)
@@ -172,7 +176,7 @@ def main(argv=None) -> int:
         as_of = latest_scoring_date(book)
         log(f"week 1 ({(as_of - pd.Timedelta(days=7)).date()}): previous partition")
         score_book(book, as_of - pd.Timedelta(days=7), out, models, health,
-                   chunk_size=args.chunk_size)
+                   chunk_size=args.chunk_size, time_to_event=time_to_event)
         del book  # week 2 loads the book again, as a new `churnml score` process would
         import gc
 
@@ -187,7 +191,8 @@ def main(argv=None) -> int:
             book, _ = load_book(folder)
         with clock("score_total"):
             result = score_book(book, as_of, out, models, health,
-                                chunk_size=args.chunk_size, timer=clock)
+                                chunk_size=args.chunk_size, timer=clock,
+                                time_to_event=time_to_event)
         with clock("report"):
             report_path, summary = write_report(result, book, out)
         job_seconds = time.perf_counter() - t_job

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 
 import pandas as pd
@@ -70,6 +71,11 @@ def test_report_shows_this_weeks_queue_per_owner(tmp_path):
                 in section
             assert f"<h3>{owner}: top " in section
     assert "expected to" in section
+    # each shown row says why in words (the action's reason) before the queue's arithmetic
+    reasons = pd.DataFrame.from_records(scores["next_best_action"].tolist())["reason"]
+    shown = [html.unescape(m) for m in re.findall(
+        r"<td>([^<]+)<br><span class='note'>[^<]*</span></td></tr>", section)]
+    assert shown and set(shown) <= set(reasons[worked])
     assert summary["actions_queued"] == worked.sum()
     assert summary["actions_held_out"] == held.sum()
 

@@ -309,7 +309,8 @@ def queue_counts(scores_path: str | Path) -> pd.DataFrame:
 
 def queue_section(table: Any, current: pd.DataFrame, top_n: int = 10) -> list[str]:
     """The report's "This week's queue": per owner, capacity used, held out, watch, and the
-    top ``top_n`` queued rows with expected value and reason."""
+    top ``top_n`` queued rows with expected value, the action's reason in words (what to say
+    on the call) and the queue's reason (its place and what it is expected to save)."""
     h = ["<h2>This week's queue</h2><p class='note'>Per owner, the actions to work this week "
          "within the team's capacity (features/playbooks.yaml): new critical signals first, "
          "then the largest expected value (MRR x probability of the outcome the play "
@@ -333,6 +334,9 @@ def queue_section(table: Any, current: pd.DataFrame, top_n: int = 10) -> list[st
     what = np.asarray(action.field("action").to_numpy(zero_copy_only=False), dtype=object)
     within = np.asarray(action.field("respond_within").to_numpy(zero_copy_only=False),
                         dtype=object)
+    # what the CSM needs on the call (the signal or reason behind the play), then where the
+    # row stands in the queue and what it is expected to save
+    because = np.asarray(action.field("reason").to_numpy(zero_copy_only=False), dtype=object)
     worked = ((current["queue_status"] == "queued")
               & ~current["holdout"].fillna(False).astype(bool)).to_numpy()
     rank = current["queue_rank"].to_numpy(dtype="float64", na_value=np.nan)
@@ -352,7 +356,8 @@ def queue_section(table: Any, current: pd.DataFrame, top_n: int = 10) -> list[st
                      f"<td class='n'>{_money(r['mrr'])}</td><td>{_esc(what[i])}<br>"
                      f"<span class='note'>{_esc(within[i])}</span></td>"
                      f"<td class='n'>{_money(r['expected_value'])}</td>"
-                     f"<td>{_esc(r['queue_reason'])}</td></tr>")
+                     f"<td>{_esc(because[i])}<br>"
+                     f"<span class='note'>{_esc(r['queue_reason'])}</span></td></tr>")
         h.append("</table>")
     return h
 

@@ -7,6 +7,9 @@ not to help; every other play keeps the prior. Checked against plain computation
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import logging
 import pickle
 
 import numpy as np
@@ -15,7 +18,7 @@ import pytest
 
 from churnml.jobs import effects as E
 from churnml.models.uplift import UpliftSet, fit_uplift_set, play_qualifies
-from churnml.errors import ConfigError
+from churnml.errors import ConfigError, UsageError
 from churnml.scoring.actions import load_playbooks, parse_playbooks, policy_version
 from churnml.scoring.queue import PRIOR, QUEUED, UPLIFT, WATCH, assign_queue, uplift_values
 from churnml.scoring.schema import output_columns, uplift_feature_columns
@@ -140,19 +143,110 @@ def test_saved_set_round_trips_and_is_used_only_point_in_time(tmp_path, fitted):
                              units=pd.DataFrame(columns=E.UNIT_COLUMNS), weeks_read=0,
                              weeks_skipped=[], has_actions=False, uplift=fitted)
     E.write_effects(result, tmp_path)
+    saved = tmp_path / "effects" / "uplift.json"
+    assert sorted(p.name for p in saved.parent.iterdir()) == [
+        "effects.csv", "effects.parquet", "units.parquet", "uplift.json"]  # no temporaries
     back = E.load_uplift(tmp_path)
     test, _ = randomized_units(50, 5)
     assert np.array_equal(back.benefit(test, test["playbook"].to_numpy()),
                           fitted.benefit(test, test["playbook"].to_numpy()))
+    assert back.to_dict() == json.loads(saved.read_text())  # every field read back
     assert E.usable_uplift("saved", tmp_path, "2026-01-05") is None  # outcomes after as_of
     assert E.usable_uplift("saved", tmp_path, "2027-01-04") is not None
     assert E.usable_uplift(None, tmp_path, "2027-01-04") is None
     # an empty set (no play qualifies) is written too: the next week uses the priors
     E.write_effects(dataclasses.replace(result, uplift=UpliftSet([], {})), tmp_path)
     assert E.load_uplift(tmp_path) is None
-    stale = dataclasses.replace(fitted, format=0)
-    (tmp_path / "effects" / "uplift.pkl").write_bytes(pickle.dumps(stale))
-    assert E.load_uplift(tmp_path) is None
+    assert json.loads(saved.read_text())["plays"] == {}
+
+
+def _random_rows(features, n, seed):
+    """Rows over the features' whole range and beyond, with NaN (unknown) cells."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(0, 1, (n, len(features))) * np.array([0.3, 60, 3000]) + [0.3, 50, 2000]
+    X[rng.random(X.shape) < 0.1] = np.nan
+    return pd.DataFrame(X, columns=features)
+
+
+def test_json_round_trip_predicts_what_the_fitted_set_predicts(tmp_path, fitted):
+    back = UpliftSet.from_dict(json.loads(json.dumps(fitted.to_dict(), allow_nan=False)))
+    rows = _random_rows(fitted.features, 5000, 11)
+    play = np.random.default_rng(12).choice(["re_engage", "low_usage"], len(rows))
+    a, b = fitted.benefit(rows, play), back.benefit(rows, play)
+    assert np.isfinite(a[play == "re_engage"]).all()
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-12, equal_nan=True)
+    assert back.features == fitted.features
+    assert (back.fitted_through, back.outcomes_known_on) == (fitted.fitted_through,
+                                                            fitted.outcomes_known_on)
+    p, q = fitted.plays["re_engage"], back.plays["re_engage"]
+    assert dataclasses.replace(q, model=None) == dataclasses.replace(p, model=None)
+    assert (q.model.seed, q.model.params, q.model.binary, q.model._share) == (
+        p.model.seed, p.model.params, p.model.binary, p.model._share)
+
+
+def _write(tmp_path, data) -> None:
+    folder = tmp_path / "effects"
+    folder.mkdir(exist_ok=True)
+    raw = data if isinstance(data, bytes) else json.dumps(data).encode()
+    (folder / "uplift.json").write_bytes(raw)
+
+
+def test_a_damaged_or_newer_set_is_a_clear_error_naming_the_file(tmp_path, fitted):
+    good = fitted.to_dict()
+    text = json.dumps(good).encode()
+    booster = good["plays"]["re_engage"]["model"]["boosters"]["tau0"]
+    damaged = json.loads(text)
+    damaged["plays"]["re_engage"]["model"]["boosters"]["tau0"] = booster[: len(booster) // 2]
+    no_field = json.loads(text)
+    del no_field["plays"]["re_engage"]["model"]["share_treated"]
+    not_a_model = json.loads(text)
+    not_a_model["plays"]["re_engage"]["model"]["boosters"]["tau1"] = "hello"
+    sums = not_a_model["plays"]["re_engage"]["model"]["boosters_sha256"]
+    sums["tau1"] = hashlib.sha256(b"hello").hexdigest()
+    wrong_width = json.loads(text)
+    wrong_width["features"] = wrong_width["features"][:2]
+    cases = {text[: len(text) // 2]: "cannot be read",  # a half-written file
+             b"\x80\x05 not json": "cannot be read",
+             json.dumps([1, 2]).encode(): "not a churnml uplift set",
+             json.dumps({**good, "format": 99}).encode(): "format 99, this churnml reads",
+             json.dumps(damaged).encode(): "booster 'tau0' does not match its SHA-256",
+             json.dumps(not_a_model).encode(): "booster 'tau1' is not a LightGBM text model",
+             json.dumps(no_field).encode(): "missing field 'share_treated'",
+             json.dumps(wrong_width).encode(): "booster 'tau1' reads 3 features, the set names 2"}
+    for raw, message in cases.items():
+        _write(tmp_path, raw)
+        with pytest.raises(UsageError, match=message) as err:
+            E.load_uplift(tmp_path)
+        assert str(tmp_path / "effects" / "uplift.json") in str(err.value)
+        assert "churnml effects" in str(err.value) and err.value.exit_code == 2
+        with pytest.raises(UsageError):  # the weekly job's path says so too
+            E.usable_uplift("saved", tmp_path, "2027-01-04")
+
+
+def test_an_older_format_or_the_old_pickle_falls_back_to_the_priors_with_a_warning(
+        tmp_path, fitted, caplog):
+    _write(tmp_path, {**fitted.to_dict(), "format": 1})
+    with caplog.at_level(logging.WARNING, logger="churnml.jobs.effects"):
+        assert E.load_uplift(tmp_path) is None
+    assert "uplift format 1 (this churnml reads 2) and is ignored" in caplog.text
+    assert str(tmp_path / "effects" / "uplift.json") in caplog.text
+    (tmp_path / "effects" / "uplift.json").unlink()
+    caplog.clear()
+
+    class Boom:  # a pickle that would run code if it were ever loaded
+        def __reduce__(self):
+            return (pytest.fail, ("the old pickle was loaded",))
+
+    old = tmp_path / "effects" / "uplift.pkl"
+    old.write_bytes(pickle.dumps(Boom()))
+    with caplog.at_level(logging.WARNING, logger="churnml.jobs.effects"):
+        assert E.load_uplift(tmp_path) is None
+    assert "old pickle format" in caplog.text and str(old) in caplog.text
+    result = E.EffectsResult(table=pd.DataFrame(columns=E.EFFECT_COLUMNS),
+                             units=pd.DataFrame(columns=E.UNIT_COLUMNS), weeks_read=0,
+                             weeks_skipped=[], has_actions=False, uplift=fitted)
+    E.write_effects(result, tmp_path)  # the JSON set replaces the pickle
+    assert not old.exists() and E.load_uplift(tmp_path) is not None
 
 
 def test_measure_fits_a_play_from_the_record_with_the_week_output_columns(tmp_path, pb):

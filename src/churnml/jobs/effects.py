@@ -39,6 +39,8 @@ worked, Bloom's complier estimate); ``mrr_saved_per_action`` likewise for MRR;
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +58,12 @@ from churnml.jobs.partitions import list_partitions, write_bytes_atomic
 from churnml.outcomes import get_outcome
 from churnml.scoring.schema import uplift_feature_columns
 
+logger = logging.getLogger(__name__)
+
 EFFECTS_DIR = "effects"
+#: the pickle earlier churnml versions wrote the uplift models to: never read, removed when
+#: the JSON set (``churnml.models.uplift.UPLIFT_NAME``) is written
+LEGACY_UPLIFT_NAME = "uplift.pkl"
 EFFECTS_NAME = "effects.parquet"
 EFFECTS_CSV = "effects.csv"
 UNITS_NAME = "units.parquet"
@@ -200,20 +207,40 @@ def fit_uplift(units: pd.DataFrame, unit_rows: pd.DataFrame, playbooks: Any,
 
 def load_uplift(out_dir: str | Path) -> Any:
     """The uplift models the last ``churnml effects`` or weekly run fitted into
-    ``OUT/effects/`` (``None`` when there are none, or of an older format: the prior is used).
-    The file is the job's own output, read back by the job (pickle: LightGBM models)."""
-    import pickle
+    ``OUT/effects/uplift.json`` (``churnml.models.uplift.UpliftSet.from_dict``: JSON and
+    LightGBM text models, no pickle). ``None`` (the prior is used) when there is none, when it
+    has no play, or when it is of an older format (a warning is logged; so is an old
+    ``uplift.pkl``, which is never read). A file that cannot be read as a set (not JSON, a
+    missing field, a damaged booster, a newer format) is a ``UsageError`` naming the file."""
+    from churnml.models.uplift import UPLIFT_FORMAT, UPLIFT_NAME, UpliftSet
 
-    from churnml.models.uplift import UPLIFT_FORMAT, UPLIFT_NAME
-
-    path = effects_dir(out_dir) / UPLIFT_NAME
+    folder = effects_dir(out_dir)
+    path = folder / UPLIFT_NAME
     if not path.is_file():
+        if (folder / LEGACY_UPLIFT_NAME).is_file():
+            logger.warning("%s is the old pickle format of the uplift models and is not "
+                           "loaded (a pickle runs code when read); the queue uses the priors "
+                           "until the next effects or weekly run writes %s",
+                           folder / LEGACY_UPLIFT_NAME, UPLIFT_NAME)
         return None
-    with open(path, "rb") as fh:
-        fitted = pickle.load(fh)
-    if getattr(fitted, "format", None) != UPLIFT_FORMAT or not getattr(fitted, "plays", None):
+    fix = ("(churnml writes it atomically, so it was changed by hand or damaged: delete it "
+           "or run `churnml effects` to fit it again)")
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UsageError(f"{path}: the uplift models cannot be read: {exc} {fix}") from exc
+    version = data.get("format") if isinstance(data, dict) else None
+    if isinstance(version, int) and not isinstance(version, bool) and version < UPLIFT_FORMAT:
+        logger.warning("%s is of uplift format %d (this churnml reads %d) and is ignored: "
+                       "the queue uses the priors until the next effects or weekly run",
+                       path, version, UPLIFT_FORMAT)
         return None
-    return fitted
+    try:
+        fitted = UpliftSet.from_dict(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise UsageError(f"{path}: not a valid uplift set: {what} {fix}") from exc
+    return fitted if fitted.plays else None
 
 
 def usable_uplift(uplift: Any, out_dir: str | Path, as_of) -> Any:
@@ -519,11 +546,11 @@ def write_effects(result: EffectsResult, out_dir: str | Path) -> Path:
         write_bytes_atomic(folder / name, buf.getvalue())
     write_bytes_atomic(folder / EFFECTS_CSV, result.table.to_csv(index=False).encode("utf-8"))
     if result.uplift is not None:  # an empty set too: the next week then uses the prior
-        import pickle
-
         from churnml.models.uplift import UPLIFT_NAME
 
-        write_bytes_atomic(folder / UPLIFT_NAME, pickle.dumps(result.uplift, protocol=5))
+        write_bytes_atomic(folder / UPLIFT_NAME, json.dumps(
+            result.uplift.to_dict(), allow_nan=False, sort_keys=True).encode("utf-8"))
+        (folder / LEGACY_UPLIFT_NAME).unlink(missing_ok=True)
     return folder / EFFECTS_NAME
 
 

@@ -15,17 +15,25 @@ outcomes minus the control rows' scaled to the treated count. Vectorised (sorts 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+#: the effect models an :class:`XLearner` keeps (the outcome models only impute)
+EFFECT_MODELS = ("tau1", "tau0")
+
 #: small trees: held-out arms hold tens to thousands of rows
 DEFAULT_PARAMS: dict[str, Any] = {"n_estimators": 200, "learning_rate": 0.05, "num_leaves": 15,
                                   "min_child_samples": 20, "subsample": 0.8,
                                   "subsample_freq": 1, "colsample_bytree": 0.8, "verbose": -1,
                                   "n_jobs": 1}
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -35,6 +43,7 @@ class XLearner:
     seed: int = 0
     params: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PARAMS))
     binary: bool = True
+    #: the effect models' boosters (``lightgbm.Booster``): ``tau1``, ``tau0``
     _models: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _share: float = field(default=float("nan"), init=False)
 
@@ -72,16 +81,62 @@ class XLearner:
         mu0 = self._outcome_model().fit(X[~treated], y[~treated])
         d1 = y[treated] - self._predict(mu0, X[treated])
         d0 = self._predict(mu1, X[~treated]) - y[~treated]
-        self._models = {"tau1": self._effect_model().fit(X[treated], d1),
-                        "tau0": self._effect_model().fit(X[~treated], d0)}
+        self._models = {"tau1": self._effect_model().fit(X[treated], d1).booster_,
+                        "tau0": self._effect_model().fit(X[~treated], d0).booster_}
         return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fitted learner as JSON-ready values: its settings, the share treated and each
+        effect model as LightGBM's text model (exact: thresholds and leaves in full
+        precision)."""
+        if not self._models:
+            from churnml.errors import NotFittedError
+
+            raise NotFittedError("the X-learner is not fitted")
+        boosters = {name: self._models[name].model_to_string() for name in EFFECT_MODELS}
+        return {"seed": int(self.seed), "params": dict(self.params), "binary": bool(self.binary),
+                "share_treated": float(self._share), "boosters": boosters,
+                "boosters_sha256": {name: _sha256(text) for name, text in boosters.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], n_features: int | None = None) -> "XLearner":
+        """The learner :meth:`to_dict` wrote; ``ValueError`` naming what is wrong otherwise
+        (a booster whose text does not match its SHA-256, is not a LightGBM text model, or
+        reads another number of features than ``n_features``). The checksum is checked
+        before LightGBM parses the text: its parser aborts the process on some damaged
+        models (a truncated tree) instead of raising."""
+        import lightgbm as lgb
+
+        out = cls(seed=int(data["seed"]), params=dict(data["params"]),
+                  binary=bool(data["binary"]))
+        share = float(data["share_treated"])
+        if not 0 < share < 1:
+            raise ValueError(f"share_treated {share!r} is not in (0, 1)")
+        out._share = share
+        boosters = data["boosters"]
+        for name in EFFECT_MODELS:
+            text = boosters[name]
+            if not isinstance(text, str):
+                raise ValueError(f"booster {name!r} is not a LightGBM text model")
+            if _sha256(text) != data["boosters_sha256"][name]:
+                raise ValueError(f"booster {name!r} does not match its SHA-256 (damaged)")
+            try:
+                booster = lgb.Booster(model_str=text)
+            except Exception as exc:  # LightGBMError: the C++ parser's message
+                raise ValueError(f"booster {name!r} is not a LightGBM text model: {exc}"
+                                 ) from exc
+            if n_features is not None and booster.num_feature() != n_features:
+                raise ValueError(f"booster {name!r} reads {booster.num_feature()} features, "
+                                 f"the set names {n_features}")
+            out._models[name] = booster
+        return out
 
     def effect(self, X) -> np.ndarray:
         """Estimated ``E[y | treated] - E[y | control]`` per row."""
         X = np.asarray(X, dtype="float64")
         g = self._share
-        return (g * self._models["tau0"].predict(X)
-                + (1 - g) * self._models["tau1"].predict(X))
+        return (g * np.asarray(self._models["tau0"].predict(X), dtype="float64")
+                + (1 - g) * np.asarray(self._models["tau1"].predict(X), dtype="float64"))
 
 
 def qini_curve(benefit_score: np.ndarray, treated: np.ndarray, good: np.ndarray,
@@ -130,9 +185,13 @@ def uplift_at_k(benefit_score, treated, good, k: float) -> float:
 # --------------------------------------------------------------------------------------------
 
 #: where ``churnml effects`` and the weekly job keep the fitted set (``OUT/effects/``)
-UPLIFT_NAME = "uplift.pkl"
-#: bump when :class:`UpliftSet` changes shape: an older file is then ignored (prior used)
-UPLIFT_FORMAT = 1
+UPLIFT_NAME = "uplift.json"
+#: bump when :class:`UpliftSet`'s JSON changes shape: an older file is then ignored (prior
+#: used, a warning logged); 1 was the pickle ``uplift.pkl`` (no longer read)
+UPLIFT_FORMAT = 2
+#: the fields of one play in the JSON besides its learner
+_PLAY_FIELDS = ("playbook", "outcome", "is_risk", "n_recommended", "n_holdout",
+                "events_recommended", "events_holdout")
 
 
 @dataclass
@@ -161,6 +220,38 @@ class UpliftSet:
     #: scored before it must not use them (point in time), :meth:`usable_on`
     outcomes_known_on: str = ""
     format: int = UPLIFT_FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        """The set as JSON-ready values (``json.dumps`` writes it; :meth:`from_dict` reads
+        it back): the format version, the features, the dates and per play its counts and
+        :meth:`XLearner.to_dict`."""
+        return {"format": UPLIFT_FORMAT, "kind": "churnml.uplift_set",
+                "features": list(self.features), "fitted_through": self.fitted_through,
+                "outcomes_known_on": self.outcomes_known_on,
+                "plays": {name: {**{k: getattr(p, k) for k in _PLAY_FIELDS},
+                                 "model": p.model.to_dict()}
+                          for name, p in self.plays.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "UpliftSet":
+        """The set :meth:`to_dict` wrote. ``ValueError`` (or ``KeyError``/``TypeError`` for
+        a missing or mistyped field) when it is not one of format :data:`UPLIFT_FORMAT`:
+        the caller names the file."""
+        if not isinstance(data, Mapping) or data.get("kind") != "churnml.uplift_set":
+            raise ValueError("not a churnml uplift set (no \"kind\": \"churnml.uplift_set\")")
+        if data.get("format") != UPLIFT_FORMAT:
+            raise ValueError(f"format {data.get('format')!r}, this churnml reads format "
+                             f"{UPLIFT_FORMAT}")
+        features = [str(f) for f in data["features"]]
+        plays = {}
+        for name, p in dict(data["plays"]).items():
+            plays[str(name)] = PlayUplift(
+                playbook=str(p["playbook"]), outcome=str(p["outcome"]),
+                is_risk=bool(p["is_risk"]),
+                **{k: int(p[k]) for k in _PLAY_FIELDS[3:]},
+                model=XLearner.from_dict(p["model"], n_features=len(features)))
+        return cls(features=features, plays=plays, fitted_through=str(data["fitted_through"]),
+                   outcomes_known_on=str(data["outcomes_known_on"]))
 
     def usable_on(self, as_of: Any) -> bool:
         """True when a week scored at ``as_of`` may use the models: they have plays and saw
@@ -249,6 +340,6 @@ def fit_uplift_set(units: pd.DataFrame, features: Sequence[str], rules: Mapping[
                      outcomes_known_on=known)
 
 
-__all__ = ["DEFAULT_PARAMS", "PlayUplift", "UPLIFT_FORMAT", "UPLIFT_NAME", "UpliftSet",
-           "XLearner", "fit_uplift_set", "play_qualifies", "qini_coefficient", "qini_curve",
+__all__ = ["DEFAULT_PARAMS", "EFFECT_MODELS", "PlayUplift", "UPLIFT_FORMAT", "UPLIFT_NAME",
+           "UpliftSet", "XLearner", "fit_uplift_set", "play_qualifies", "qini_coefficient", "qini_curve",
            "uplift_at_k"]

@@ -374,3 +374,18 @@ def test_the_refit_drops_the_full_matrix_before_fitting_and_keeps_its_model(refi
     assert model.info["feature_medians"] == r.model.info["feature_medians"]
     probe = np.linspace(0.01, 0.99, 25)
     np.testing.assert_array_equal(model.calibrator.transform(probe), r.model.calibrator.transform(probe))
+
+
+def test_the_blockwise_matrix_equals_the_one_shot_encoding(refitted):
+    from churnml.models.model import FeatureEncoder
+
+    frame, model = refitted.dataset.frame, refitted.result.model
+    names = list(model.feature_names)
+    encoder = FeatureEncoder(names, model.categories, label=refitted.config.target)
+    cols = [frame.columns.get_loc(c) for c in names if c in frame.columns]
+    one_shot = encoder.matrix(frame)
+    for block in (97, 1000, len(frame), 10 * len(frame)):
+        blocks = R.blockwise_matrix(lambda rows: encoder.matrix(frame.iloc[rows, cols]),
+                                    len(frame), len(names), block)
+        np.testing.assert_array_equal(blocks, one_shot)
+    np.testing.assert_array_equal(one_shot, refitted.X)  # what the refit binned

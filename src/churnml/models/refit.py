@@ -104,6 +104,19 @@ def fit_on_rows(data, rows: np.ndarray | None, params: dict, rounds: int):
 PREDICT_CHUNK_ROWS = 250_000
 
 
+def blockwise_matrix(matrix_of: Callable[[Any], np.ndarray], n_rows: int, n_features: int,
+                     block_rows: int | None = None) -> np.ndarray:
+    """The (n_rows, n_features) float64 matrix filled in blocks of ``block_rows`` rows
+    (default :data:`PREDICT_CHUNK_ROWS`) by ``matrix_of(slice)``: the encoder's transient
+    copies (the frame's float block, the rows' columns) are one block's, not the whole
+    book's beside the result (the values are the same: each row is encoded on its own)."""
+    step = max(1, int(block_rows or PREDICT_CHUNK_ROWS))
+    X = np.empty((n_rows, n_features), dtype="float64")
+    for start in range(0, n_rows, step):
+        X[start:start + step] = matrix_of(slice(start, start + step))
+    return X
+
+
 def crossfit_raw(X: np.ndarray | None, y: np.ndarray, folds: np.ndarray, names: list[str],
                  cat_idx: list[int], params: dict, rounds: int, data=None,
                  matrix_of: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
@@ -156,7 +169,12 @@ def refit_model(dataset, config, protocol: TargetModel, monotone: list[int],
     clock = time.perf_counter()
     categories = {c: sorted(str(v) for v in frame[c].dropna().unique()) for c in categorical}
     encoder = FeatureEncoder(names, categories, label=config.target)
-    X = encoder.matrix(frame)
+    feature_columns = [frame.columns.get_loc(c) for c in names if c in frame.columns]
+
+    def matrix_of(rows) -> np.ndarray:
+        return encoder.matrix(frame.iloc[rows, feature_columns])
+
+    X = blockwise_matrix(matrix_of, len(frame), len(names))
     y = frame["label"].to_numpy(dtype="float64")
     cat_idx = [names.index(c) for c in categorical]
     params = dict(config.lgb_params)
@@ -181,11 +199,6 @@ def refit_model(dataset, config, protocol: TargetModel, monotone: list[int],
     fit_seconds = time.perf_counter() - clock
     clock = time.perf_counter()
     folds = account_folds(frame["account_id"].to_numpy(), config.refit_calibration_folds, config.seed)
-    feature_columns = [frame.columns.get_loc(c) for c in names if c in frame.columns]
-
-    def matrix_of(rows: np.ndarray) -> np.ndarray:
-        return encoder.matrix(frame.iloc[rows, feature_columns])
-
     oof = crossfit_raw(None, y, folds, names, cat_idx, params, rounds, data=data, matrix_of=matrix_of)
     del data
     calibrator = Calibrator(protocol.calibrator.method).fit(oof, y)

@@ -321,3 +321,71 @@ def test_the_champion_on_the_shared_binned_copy_is_plain_lightgbm():
     shared = R.fit_on_rows(R.binned_dataset(X, y, ["a", "b", "c"], [], params), None, params, 20)
     plain = lgb.train(params, lgb.Dataset(X, y, feature_name=["a", "b", "c"]), num_boost_round=20)
     np.testing.assert_array_equal(shared.predict(X, raw_score=True), plain.predict(X, raw_score=True))
+
+
+# ---- the refit's memory: the full matrix is dropped once binned ------------------------------
+def test_crossfit_in_blocks_from_matrix_of_equals_the_full_matrix(monkeypatch):
+    rng = np.random.default_rng(11)
+    account = np.repeat(np.arange(120), 5)
+    X = np.column_stack([rng.normal(size=len(account)), rng.integers(0, 4, len(account)).astype("float64")])
+    X[rng.random(len(account)) < 0.1, 0] = np.nan
+    y = (rng.random(len(account)) < 0.3).astype("float64")
+    folds = R.account_folds(account, 3, 1)
+    whole = R.crossfit_raw(X, y, folds, ["x", "c"], [1], FAST_LGB, 7)
+    asked: list[int] = []
+
+    def matrix_of(rows):
+        asked.append(len(rows))
+        return X[rows]
+
+    monkeypatch.setattr(R, "PREDICT_CHUNK_ROWS", 37)
+    data = R.binned_dataset(X, y, ["x", "c"], [1], FAST_LGB)
+    blocks = R.crossfit_raw(None, y, folds, ["x", "c"], [1], FAST_LGB, 7, data=data, matrix_of=matrix_of)
+    np.testing.assert_array_equal(blocks, whole)  # bit for bit
+    assert max(asked) <= 37 and sum(asked) == len(y)  # every row scored once, in blocks
+    with pytest.raises(ValueError):
+        R.crossfit_raw(None, y, folds, ["x", "c"], [1], FAST_LGB, 7)
+
+
+def test_the_refit_drops_the_full_matrix_before_fitting_and_keeps_its_model(refitted, monkeypatch):
+    import weakref
+
+    from churnml.models.train import refit_on_all
+
+    refs: list = []
+    alive_at_fit: list[bool] = []
+    real_bin, real_fit = R.binned_dataset, R.fit_on_rows
+
+    def spy_bin(X, *args, **kwargs):
+        refs.append(weakref.ref(X))
+        return real_bin(X, *args, **kwargs)
+
+    def spy_fit(*args, **kwargs):
+        alive_at_fit.append(refs[0]() is not None)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(R, "binned_dataset", spy_bin)
+    monkeypatch.setattr(R, "fit_on_rows", spy_fit)
+    r = refitted.result
+    model, details = refit_on_all(refitted.dataset, refitted.config, r.protocol_model)
+    assert len(refs) == 1 and alive_at_fit and not any(alive_at_fit)
+    # the same champion, calibrator and medians as the run that kept the matrix
+    assert model.booster.model_to_string() == r.model.booster.model_to_string()
+    assert model.info["feature_medians"] == r.model.info["feature_medians"]
+    probe = np.linspace(0.01, 0.99, 25)
+    np.testing.assert_array_equal(model.calibrator.transform(probe), r.model.calibrator.transform(probe))
+
+
+def test_the_blockwise_matrix_equals_the_one_shot_encoding(refitted):
+    from churnml.models.model import FeatureEncoder
+
+    frame, model = refitted.dataset.frame, refitted.result.model
+    names = list(model.feature_names)
+    encoder = FeatureEncoder(names, model.categories, label=refitted.config.target)
+    cols = [frame.columns.get_loc(c) for c in names if c in frame.columns]
+    one_shot = encoder.matrix(frame)
+    for block in (97, 1000, len(frame), 10 * len(frame)):
+        blocks = R.blockwise_matrix(lambda rows: encoder.matrix(frame.iloc[rows, cols]),
+                                    len(frame), len(names), block)
+        np.testing.assert_array_equal(blocks, one_shot)
+    np.testing.assert_array_equal(one_shot, refitted.X)  # what the refit binned

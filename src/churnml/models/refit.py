@@ -22,7 +22,7 @@ The refit has no held-out test of its own: the protocol's metrics are its eviden
 from __future__ import annotations
 
 import time
-from typing import Any, cast
+from typing import Any, Callable, cast
 
 import numpy as np
 import pandas as pd
@@ -99,18 +99,57 @@ def fit_on_rows(data, rows: np.ndarray | None, params: dict, rounds: int):
     return booster
 
 
-def crossfit_raw(X: np.ndarray, y: np.ndarray, folds: np.ndarray, names: list[str],
-                 cat_idx: list[int], params: dict, rounds: int, data=None) -> np.ndarray:
+#: rows per block when the cross-fitted calibrator's held-out rows are encoded and scored
+#: (:func:`crossfit_raw` with ``matrix_of``): the full float64 matrix is not kept for them
+PREDICT_CHUNK_ROWS = 250_000
+
+
+def blockwise_matrix(matrix_of: Callable[[Any], np.ndarray], n_rows: int, n_features: int,
+                     block_rows: int | None = None) -> np.ndarray:
+    """The (n_rows, n_features) float64 matrix filled in blocks of ``block_rows`` rows
+    (default :data:`PREDICT_CHUNK_ROWS`) by ``matrix_of(slice)``: the encoder's transient
+    copies (the frame's float block, the rows' columns) are one block's, not the whole
+    book's beside the result (the values are the same: each row is encoded on its own)."""
+    step = max(1, int(block_rows or PREDICT_CHUNK_ROWS))
+    X = np.empty((n_rows, n_features), dtype="float64")
+    for start in range(0, n_rows, step):
+        X[start:start + step] = matrix_of(slice(start, start + step))
+    return X
+
+
+def crossfit_raw(X: np.ndarray | None, y: np.ndarray, folds: np.ndarray, names: list[str],
+                 cat_idx: list[int], params: dict, rounds: int, data=None,
+                 matrix_of: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """Out-of-fold raw probabilities: row i is predicted by the booster fitted on every fold
     but ``folds[i]`` (:func:`account_folds` keeps an account in one fold). ``data``: ``X``
-    and ``y`` already binned (:func:`binned_dataset`), else they are binned here once."""
+    and ``y`` already binned (:func:`binned_dataset`), else they are binned here once.
+
+    ``matrix_of``: instead of ``X``, a function giving the matrix of the rows at the given
+    positions (``X[rows]``); the held-out rows are then encoded and scored in blocks of
+    :data:`PREDICT_CHUNK_ROWS`, so the full matrix need not stay alive beside the binned copy
+    (a booster scores each row on its own, so the scores are the same)."""
+    if matrix_of is None:
+        if X is None:
+            raise ValueError("crossfit_raw needs X or matrix_of")
+        full = X
+
+        def matrix_of(rows: np.ndarray) -> np.ndarray:
+            return full[rows]
+        chunk = max(len(y), 1)
+    else:
+        chunk = PREDICT_CHUNK_ROWS
     if data is None:
+        if X is None:
+            raise ValueError("crossfit_raw needs X or an already binned data")
         data = binned_dataset(X, y, names, cat_idx, params)
     raw = np.full(len(y), np.nan)
     for k in np.unique(folds):
         held = folds == k
         booster = fit_on_rows(data, np.flatnonzero(~held), params, rounds)
-        raw[held] = sigmoid(cast(np.ndarray, booster.predict(X[held], raw_score=True)))
+        positions = np.flatnonzero(held)
+        for start in range(0, len(positions), chunk):
+            rows = positions[start:start + chunk]
+            raw[rows] = sigmoid(cast(np.ndarray, booster.predict(matrix_of(rows), raw_score=True)))
         del booster
     return raw
 
@@ -130,7 +169,12 @@ def refit_model(dataset, config, protocol: TargetModel, monotone: list[int],
     clock = time.perf_counter()
     categories = {c: sorted(str(v) for v in frame[c].dropna().unique()) for c in categorical}
     encoder = FeatureEncoder(names, categories, label=config.target)
-    X = encoder.matrix(frame)
+    feature_columns = [frame.columns.get_loc(c) for c in names if c in frame.columns]
+
+    def matrix_of(rows) -> np.ndarray:
+        return encoder.matrix(frame.iloc[rows, feature_columns])
+
+    X = blockwise_matrix(matrix_of, len(frame), len(names))
     y = frame["label"].to_numpy(dtype="float64")
     cat_idx = [names.index(c) for c in categorical]
     params = dict(config.lgb_params)
@@ -143,12 +187,19 @@ def refit_model(dataset, config, protocol: TargetModel, monotone: list[int],
     protocol_rows = int((frame["window"] == "train").sum())
     rounds = refit_rounds(best, protocol_rows, len(frame), config.refit_rounds,
                           cap=config.num_boost_round)
+    # what the model keeps of the matrix, taken before the matrix is dropped
+    feature_medians = {n: float(np.nanmedian(X[:, j])) if np.isfinite(X[:, j]).any() else 0.0
+                       for j, n in enumerate(names) if n not in categories}
     data = binned_dataset(X, y, names, cat_idx, params)  # once, for the champion and the folds
+    # the float64 matrix of every labeled row is not needed beside LightGBM's binned copy (the
+    # cross-fitted calibrator's held-out rows are encoded again in blocks): the refit's peak
+    # memory was the two side by side (docs/models.md, "Session 6, refit memory")
+    del X
     booster = fit_on_rows(data, None, params, rounds)
     fit_seconds = time.perf_counter() - clock
     clock = time.perf_counter()
     folds = account_folds(frame["account_id"].to_numpy(), config.refit_calibration_folds, config.seed)
-    oof = crossfit_raw(X, y, folds, names, cat_idx, params, rounds, data=data)
+    oof = crossfit_raw(None, y, folds, names, cat_idx, params, rounds, data=data, matrix_of=matrix_of)
     del data
     calibrator = Calibrator(protocol.calibrator.method).fit(oof, y)
     crossfit_seconds = time.perf_counter() - clock
@@ -174,8 +225,7 @@ def refit_model(dataset, config, protocol: TargetModel, monotone: list[int],
         "train_end": train_end,
         "monotone_constraints": {n: d for n, d in zip(names, monotone) if d},
         "monotone_dropped": dict(monotone_dropped or {}),
-        "feature_medians": {n: float(np.nanmedian(X[:, j])) if np.isfinite(X[:, j]).any() else 0.0
-                            for j, n in enumerate(names) if n not in categories},
+        "feature_medians": feature_medians,
         "category_modes": {c: str(frame[c].mode(dropna=True).iloc[0]) for c in categorical
                            if frame[c].notna().any()},
     })

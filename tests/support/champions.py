@@ -5,7 +5,7 @@ engine need a registry with a champion per outcome; what they test is the job, t
 the engine, not model quality, so the models are small (few boosting rounds, one backtest fold,
 few bootstrap resamples). One helper makes them, so every test trains the same way.
 ``"time_to_event"`` among the targets adds a quick ``churnml-time-to-event`` champion
-(:data:`QUICK_TIME_TO_EVENT`; about 20 s on the shared 400-account book).
+(:data:`QUICK_TIME_TO_EVENT`; 4 s more on the shared 300-account book, load average 6).
 """
 
 from __future__ import annotations

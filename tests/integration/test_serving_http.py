@@ -2,7 +2,8 @@
 into a temporary CHURNML_HOME (SQLite MLflow store).
 
 - parity: for the same accounts and as_of, ``/predict``, ``/predict_history`` and the batch
-  scores (``score_frame`` on ``build_features`` output) agree to 1e-9;
+  scores (``score_frame`` on ``build_features`` output) agree to 1e-9, the time-to-event
+  champion's columns included (also from a built Bento);
 - a real ``churnml serve`` (-> ``bentoml serve``) on 127.0.0.1, called with
   ``bentoml.SyncHTTPClient`` and with plain HTTP, API key on;
 - ``churnml serve`` without a champion exits 2 with the message, no traceback.
@@ -49,11 +50,13 @@ def sim_book(sim_tables):
 
 @pytest.fixture(scope="session")
 def champion_home(sim_tables, tmp_path_factory):
-    """A CHURNML_HOME whose registry has a champion for both targets."""
+    """A CHURNML_HOME whose registry has a champion for both targets and the time-to-event
+    model."""
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("CHURNML_API_KEY", raising=False)
         with quick_champions_home(tmp_path_factory.mktemp("serving_home"), sim_tables.tables,
-                                  num_boost_round=60, env=NO_TELEMETRY) as home:
+                                  num_boost_round=60, env=NO_TELEMETRY,
+                                  targets=("churn", "expansion", "time_to_event")) as home:
             yield home
 
 
@@ -87,7 +90,8 @@ def batch_scores(sim_book, service_module):
     predictor = service_module.PREDICTOR
     as_of = (sim_book.data_end - pd.Timedelta(days=14)).normalize()
     features = build_features(sim_book, [as_of])
-    scores = score_frame(features, predictor.models, predictor.health)
+    scores = score_frame(features, predictor.models, predictor.health,
+                         time_to_event=predictor.time_to_event)
     return as_of, features, scores
 
 
@@ -102,7 +106,8 @@ def weekly_batch_scores(sim_book, service_module, batch_scores):
     predictor = service_module.PREDICTOR
     as_of, features, _ = batch_scores
     before = week_before(sim_book, as_of, predictor.playbooks, catalog=predictor.catalog)
-    return score_frame(features, predictor.models, predictor.health, week_before=before)
+    return score_frame(features, predictor.models, predictor.health, week_before=before,
+                       time_to_event=predictor.time_to_event)
 
 
 def _json_value(value):
@@ -132,7 +137,15 @@ def _history_tables(book, account_ids) -> dict[str, list[dict]]:
     return tables
 
 
+def _time_to_event_floats() -> list[str]:
+    from churnml.scoring.schema import TIME_TO_EVENT_VERSION_COLUMN, time_to_event_columns
+
+    return [c for c in time_to_event_columns() if c != TIME_TO_EVENT_VERSION_COLUMN]
+
+
 def _assert_same_scores(got: list[dict], want: pd.DataFrame, label: str) -> None:
+    """``got`` (a service's rows) equal ``want`` (the batch job's): the time-to-event
+    champion's columns filled on both sides (``champion_home`` has one)."""
     want = want.set_index("account_id")
     assert len(got) == len(want.index.intersection([g["account_id"] for g in got]))
     for row in got:
@@ -148,6 +161,10 @@ def _assert_same_scores(got: list[dict], want: pd.DataFrame, label: str) -> None
                 assert row[column] is None, (label, column)
             else:
                 assert abs(row[column] - expected) <= TOLERANCE, (label, column)
+        for column in _time_to_event_floats():
+            assert row[column] is not None and np.isfinite(float(ref[column])), (label, column)
+            assert abs(row[column] - float(ref[column])) <= TOLERANCE, (label, column, row)
+        assert row["time_to_event_model_version"] == ref["time_to_event_model_version"] == "1"
         assert row["health_tier"] == ref["health_tier"]
         assert row["next_best_action"]["playbook"] == ref["next_best_action"]["playbook"]
         for target in ("churn", "expansion"):
@@ -203,6 +220,7 @@ def test_metadata_with_real_models(client):
         assert model["trained_at"] and "test_roc_auc" in model["test_metrics"]
         assert model["features"]
     assert meta["health"]["weights_version"]
+    assert meta["time_to_event"]["version"] == "1" and meta["time_to_event"]["features"]
     assert any(f["static"] for f in meta["features"])
     assert meta["outcomes_without_model"] == [o for o in ("churn", "expansion", "contraction")
                                               if o not in meta["models"]]
@@ -331,6 +349,9 @@ def test_built_bento_serves_without_the_mlflow_store(champion_home, batch_scores
         _assert_same_scores(body, scores, "Bento")
         status, meta = _http("GET", f"{url}/metadata")
         assert status == 200 and meta["models"]["churn"]["version"] == "1"
+        # the time-to-event champion travelled inside the Bento
+        assert meta["time_to_event"]["version"] == "1"
+        assert meta["time_to_event"]["name"] == "churnml-time-to-event"
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # the process group this test started
         try:

@@ -5,7 +5,8 @@ package (``tests/support/spark_cluster.py``; 1 core, 1 GB for executors, 256 MB 
 ``churnml score --engine spark`` runs in its own process as the driver, connected through
 ``CHURNML_SPARK_MASTER`` with its executor sizes in ``spark-defaults.conf``
 (``SPARK_CONF_DIR``), and must write what the local engine writes: probabilities to 1e-9,
-every other column identical. The master's record of the application and the worker's
+every other column identical, the time-to-event champion's columns included (its registered
+pyfunc through its own Spark UDF). The master's record of the application and the worker's
 executor folder prove the work ran on the cluster's executor, not in local mode. Both
 processes are stopped at the end, also when the test fails.
 
@@ -44,9 +45,11 @@ spark.sql.shuffle.partitions 2
 
 @pytest.fixture(scope="module")
 def home(sim_tables, tmp_path_factory):
-    """A CHURNML_HOME with a champion for churn and expansion (small real models)."""
+    """A CHURNML_HOME with a champion for churn, expansion and the time-to-event model (small
+    real models)."""
     with quick_champions_home(tmp_path_factory.mktemp("spark_cluster_home"), sim_tables.tables,
-                              num_boost_round=30) as home:
+                              num_boost_round=30,
+                              targets=("churn", "expansion", "time_to_event")) as home:
         yield home
 
 
@@ -71,17 +74,26 @@ def test_standalone_cluster_matches_local_engine(home, sim_dir, tmp_path):
     from churnml.data.io import load_book
     from churnml.features.labels import latest_scoring_date
     from churnml.health.adopted import load_adopted_health
-    from churnml.jobs.weekly import champion_models, partition_dir, score_book
+    from churnml.jobs.weekly import (
+        champion_models,
+        champion_time_to_event,
+        partition_dir,
+        score_book,
+    )
+    from churnml.scoring.schema import TIME_TO_EVENT_VERSION_COLUMN, time_to_event_columns
 
     book, _ = load_book(sim_dir)
     as_of = latest_scoring_date(book)
     earlier = as_of - pd.Timedelta(days=7)
     models, missing = champion_models()
     assert sorted(models) == ["churn", "expansion"], missing
+    time_to_event = champion_time_to_event()
+    assert time_to_event is not None and time_to_event.version == "1"
     health = load_adopted_health()
     local_out, spark_out = tmp_path / "local", tmp_path / "spark"
     for when in (earlier, as_of):  # two weeks: the executors read last week's partition too
-        local = score_book(book, when, local_out, models, health, chunk_size=100)
+        local = score_book(book, when, local_out, models, health, chunk_size=100,
+                           time_to_event=time_to_event)
     shutil.copytree(partition_dir(local_out, earlier), partition_dir(spark_out, earlier))
 
     conf = tmp_path / "spark-conf"
@@ -122,6 +134,12 @@ def test_standalone_cluster_matches_local_engine(home, sim_dir, tmp_path):
     assert a["churn_probability"].std() > 0.01 and a["churn_reasons"].map(len).min() >= 1
     for column in ("churn_probability", "expansion_probability", "health_score", "mrr_at_risk",
                    "expected_expansion_mrr"):
+        np.testing.assert_allclose(a[column], b[column], rtol=0, atol=1e-9, err_msg=column)
+    # the time-to-event columns: filled (not null on both sides) and equal to 1e-9
+    floats = [c for c in time_to_event_columns() if c != TIME_TO_EVENT_VERSION_COLUMN]
+    assert b[floats].notna().all().all() and b["churn_probability_180d"].std() > 0.001
+    assert set(b[TIME_TO_EVENT_VERSION_COLUMN]) == {"1"}
+    for column in floats:
         np.testing.assert_allclose(a[column], b[column], rtol=0, atol=1e-9, err_msg=column)
     assert sum(len(x) for x in b["alerts"]) > 0  # last week's partition reached the executor
     # same writer, same schema: every value of every column is identical

@@ -47,7 +47,7 @@ def patch_job(monkeypatch, logged: list):
 
     monkeypatch.setattr("churnml.data.io.load_book", lambda data: (tiny_book(), _Report()))
     monkeypatch.setattr(weekly, "champion_models", lambda versions_only=False: (models(), []))
-    monkeypatch.setattr(weekly, "champion_time_to_event", lambda: None)
+    monkeypatch.setattr(weekly, "champion_time_to_event", lambda version_only=False: None)
     monkeypatch.setattr(weekly, "load_adopted_health", HealthScore)
     monkeypatch.setattr(weekly, "score_book", functools.partial(
         weekly.score_book, build_features=features, feature_dimensions=FEATURE_DIMENSIONS))
@@ -74,7 +74,7 @@ _KILLED_BEFORE_REPORT = textwrap.dedent("""
     import churnml.data.io
     churnml.data.io.load_book = lambda data: (tiny_book(), Report())
     weekly.champion_models = lambda versions_only=False: (models(), [])
-    weekly.champion_time_to_event = lambda: None
+    weekly.champion_time_to_event = lambda version_only=False: None
     weekly.load_adopted_health = HealthScore
     def features(book, dates, catalog=None):
         return simple_features(book, dates)

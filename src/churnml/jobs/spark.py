@@ -17,11 +17,15 @@ Three steps, each on the executors:
    <target>/<version>``, the champion's version resolved once on the driver so that every row
    carries the version that scored it even if the alias moves during the run. The UDF returns
    ``probability double, reasons string`` (the reasons as the pyfunc's JSON records) and runs
-   in the executors' own Python (``env_manager="local"``).
+   in the executors' own Python (``env_manager="local"``). The time-to-event champion
+   (``churnml-time-to-event``), when there is one, runs the same way on its registered pyfunc
+   (``churnml.models.pyfunc_survival``), returning one double per float column of
+   ``churnml.scoring.schema.time_to_event_columns`` (``time_to_event_result_type``).
 3. **The rest of the row per shard** (``applyInPandas`` again): health, alerts, next best
    action and revenue by :func:`churnml.scoring.frame.score_frame`, unchanged, given
    :class:`PrecomputedModel` objects that hand it the UDF's probabilities and reasons for the
-   shard's accounts instead of running the models again.
+   shard's accounts instead of running the models again (and a :class:`PrecomputedTimeToEvent`
+   with the time-to-event UDF's columns).
 
 The driver collects the scored rows in account order, decides this week's queue over the whole
 book (:func:`churnml.scoring.queue.queue_tables`: the ranking is per owner across every shard,
@@ -64,14 +68,20 @@ from churnml.jobs.partitions import (
     write_parquet_atomic,
 )
 from churnml.models import registry
-from churnml.outcomes import get_outcome
+from churnml.outcomes import TIME_TO_EVENT, get_outcome, model_name_of
 from churnml.scoring.actions import Playbooks, load_playbooks
 from churnml.scoring.compare import compared_features
 from churnml.scoring.compare import week_before as book_week_before
 from churnml.scoring.frame import catalog_dimensions, score_frame
 from churnml.jobs import effects as play_effects
 from churnml.scoring.queue import queue_tables
-from churnml.scoring.schema import arrow_schema, declared_columns, output_columns
+from churnml.scoring.schema import (
+    TIME_TO_EVENT_VERSION_COLUMN,
+    arrow_schema,
+    declared_columns,
+    output_columns,
+    time_to_event_columns,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkDataFrame
@@ -86,6 +96,16 @@ _WEEK_BEFORE = "_wb_"  # prefix of the compared features a week before as_of (st
 # What the registered pyfunc returns per row (registry's signature: probability, JSON reasons).
 UDF_RESULT_TYPE = "probability double, reasons string"
 TOP_K = 3  # reasons per account: what score_frame asks for and the pyfunc's default
+#: the time-to-event model's float output columns (declared once in the output schema)
+_TTE_FLOATS = tuple(c for c in time_to_event_columns() if c != TIME_TO_EVENT_VERSION_COLUMN)
+_TTE = "_tte_"  # prefix of the time-to-event UDF's columns (step 2 -> 3)
+
+
+def time_to_event_result_type() -> str:
+    """What the time-to-event pyfunc's Spark UDF returns per row: one double per float column
+    of the output schema's time-to-event columns (MLflow picks them by name from the pyfunc's
+    frame, which has survival columns too)."""
+    return ", ".join(f"`{c}` double" for c in _TTE_FLOATS)
 
 
 class SparkEngineError(ChurnMLError):
@@ -371,6 +391,13 @@ def registered_model_uris(models: Mapping[str, object]) -> dict[str, tuple[str, 
     return out
 
 
+def time_to_event_uri(model) -> tuple[str, str]:
+    """``(models:/churnml-time-to-event/<version>, version)`` of the time-to-event version to
+    score (a version string or anything with ``.version``), pinned like the outcomes'."""
+    version = str(getattr(model, "version", model))
+    return f"models:/{model_name_of(TIME_TO_EVENT)}/{version}", version
+
+
 def model_udf(spark, model_uri: str):
     """``mlflow.pyfunc.spark_udf`` of a registered churnml pyfunc: ``struct<probability double,
     reasons string>`` per row, run in the executors' own Python environment.
@@ -401,13 +428,9 @@ class PrecomputedModel:
 
     def __init__(self, version: str, account_ids, probabilities, reasons_json,
                  top_k: int = TOP_K) -> None:
-        ids = pd.Index(pd.Series(account_ids, dtype=object).astype(str))
-        if ids.has_duplicates:
-            raise ValueError(f"duplicate account ids in the UDF output: "
-                             f"{list(ids[ids.duplicated()][:5])}")
         self.version = str(version)
         self.top_k = top_k
-        self._ids = ids
+        self._ids = _unique_ids(account_ids)
         self._proba = np.asarray(probabilities, dtype="float64")
         self._reasons = list(reasons_json)
 
@@ -415,14 +438,7 @@ class PrecomputedModel:
         return f"PrecomputedModel(version={self.version!r}, accounts={len(self._ids)})"
 
     def _positions(self, features: pd.DataFrame) -> np.ndarray:
-        wanted = features["account_id"].astype(str).to_numpy(dtype=object)
-        pos = self._ids.get_indexer(pd.Index(wanted))
-        if (pos < 0).any():
-            from churnml.errors import format_examples
-
-            raise ValueError(f"no Spark UDF score for {(pos < 0).sum()} accounts, e.g. "
-                             f"{format_examples(wanted[pos < 0])}")
-        return pos
+        return _positions(self._ids, features)
 
     def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
         return self._proba[self._positions(features)]
@@ -438,6 +454,44 @@ class PrecomputedModel:
 
     def explain(self, features: pd.DataFrame, top_k: int = TOP_K):
         return self.predict_with_reasons(features, top_k)[1]
+
+
+def _unique_ids(account_ids) -> pd.Index:
+    ids = pd.Index(pd.Series(account_ids, dtype=object).astype(str))
+    if ids.has_duplicates:
+        raise ValueError(f"duplicate account ids in the UDF output: "
+                         f"{list(ids[ids.duplicated()][:5])}")
+    return ids
+
+
+def _positions(ids: pd.Index, features: pd.DataFrame) -> np.ndarray:
+    """Where each row of ``features`` (by ``account_id``) is in ``ids``; raises for an account
+    the UDF gave nothing for."""
+    wanted = features["account_id"].astype(str).to_numpy(dtype=object)
+    pos = ids.get_indexer(pd.Index(wanted))
+    if (pos < 0).any():
+        from churnml.errors import format_examples
+
+        raise ValueError(f"no Spark UDF score for {(pos < 0).sum()} accounts, e.g. "
+                         f"{format_examples(wanted[pos < 0])}")
+    return pos
+
+
+class PrecomputedTimeToEvent:
+    """What ``score_frame`` needs of the time-to-event model (``TimeToEventModel``), answered
+    from its Spark UDF's output: ``predict(features)`` returns, for the rows of ``features``
+    (matched by ``account_id``), the columns the registered pyfunc computed in step 2."""
+
+    def __init__(self, version: str, account_ids, columns: pd.DataFrame) -> None:
+        self.version = str(version)
+        self._ids = _unique_ids(account_ids)
+        self._values = columns.reset_index(drop=True).astype("float64")
+
+    def __repr__(self) -> str:
+        return f"PrecomputedTimeToEvent(version={self.version!r}, accounts={len(self._ids)})"
+
+    def predict(self, features: pd.DataFrame) -> pd.DataFrame:
+        return self._values.iloc[_positions(self._ids, features)].reset_index(drop=True)
 
 
 def output_ddl(dimensions: list[str]) -> str:
@@ -482,9 +536,11 @@ def _features_frame(rows: pd.DataFrame, as_of, kinds) -> pd.DataFrame:
 
 def make_shard_scorer(as_of, health, dimensions, playbooks, feature_dimensions,
                       kinds: Sequence[tuple[str, str]], versions: Mapping[str, str],
-                      earlier_columns: Mapping[str, Sequence[str]]):
+                      earlier_columns: Mapping[str, Sequence[str]],
+                      time_to_event_version: str | None = None):
     """Step 3, the function ``applyInPandas`` runs per shard: ``score_frame`` on the shard's
-    features with the UDF's probabilities and reasons (:class:`PrecomputedModel`)."""
+    features with the UDF's probabilities and reasons (:class:`PrecomputedModel`) and, with
+    ``time_to_event_version``, the time-to-event UDF's columns (:class:`PrecomputedTimeToEvent`)."""
     as_of = to_as_of(as_of)
     kinds = list(kinds)
     versions = dict(versions)
@@ -497,6 +553,9 @@ def make_shard_scorer(as_of, health, dimensions, playbooks, feature_dimensions,
         models = {t: PrecomputedModel(versions[t], rows["account_id"],
                                       rows[f"_{t}_probability"], rows[f"_{t}_reasons"])
                   for t in versions}
+        time_to_event = None if time_to_event_version is None else PrecomputedTimeToEvent(
+            time_to_event_version, rows["account_id"],
+            pd.DataFrame({c: pd.to_numeric(rows[f"{_TTE}{c}"]) for c in _TTE_FLOATS}))
         before_cols = [c for c in rows.columns if str(c).startswith(_WEEK_BEFORE)]
         week_before = rows[["account_id", *before_cols]].rename(
             columns=lambda c: c[len(_WEEK_BEFORE):] if c.startswith(_WEEK_BEFORE) else c)
@@ -508,7 +567,7 @@ def make_shard_scorer(as_of, health, dimensions, playbooks, feature_dimensions,
         history = _parse_scores(earlier.get("_history"))
         scored = score_frame(features, models, health, previous=previous, history=history,
                              week_before=week_before, playbooks=playbooks,
-                             feature_dimensions=feature_dimensions)
+                             feature_dimensions=feature_dimensions, time_to_event=time_to_event)
         for c in _NESTED:
             scored[c] = [json.dumps(v, allow_nan=False) for v in scored[c]]
         scored["as_of"] = scored["as_of"].dt.strftime("%Y-%m-%d")
@@ -533,6 +592,7 @@ def score_book_spark(
     spark=None,
     batch_rows: int = 25_000,
     complete: bool = True,
+    time_to_event: object | None = None,
 ) -> WeeklyResult:
     """Score the book in ``data_dir`` on Spark into ``OUT/as_of=DATE/scores.parquet`` (the
     local engine's file; see the module docstring).
@@ -544,7 +604,9 @@ def score_book_spark(
     holds :class:`OutputLock`. Spark failures raise :class:`SparkEngineError` (or the churnml
     error an executor raised, e.g. ``SchemaError``), naming the step. Like the local engine,
     the partition's ``_SUCCESS`` marker is removed first and, with ``complete=True``, written
-    last; earlier partitions without a valid marker are skipped.
+    last; earlier partitions without a valid marker are skipped. ``time_to_event``: the
+    ``churnml-time-to-event`` version to score with (a version string or anything with
+    ``.version``; its columns are null without it), through its registered pyfunc's UDF.
     """
     from churnml.data.io import find_table_files
 
@@ -556,6 +618,7 @@ def score_book_spark(
     if feature_dimensions is None:
         feature_dimensions = catalog_dimensions()
     uris = registered_model_uris(models)
+    tte = None if time_to_event is None else time_to_event_uri(time_to_event)
     spark = spark or spark_session()
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
@@ -612,6 +675,14 @@ def score_book_spark(
                         .withColumn(f"_{target}_probability", F.col(f"_{target}.probability"))
                         .withColumn(f"_{target}_reasons", F.col(f"_{target}.reasons"))
                         .drop(f"_{target}"))
+        if tte is not None:  # the time-to-event pyfunc: one double per output column
+            with spark_errors(f"loading {tte[0]} for the Spark UDF"):
+                udf = registry.spark_udf(spark, tte[0], time_to_event_result_type())
+            scored_col = udf(F.struct(*[F.col(f"`{c}`") for c in udf_inputs(udf, kinds)]))
+            features = features.withColumn("_tte", scored_col)
+            for c in _TTE_FLOATS:
+                features = features.withColumn(f"{_TTE}{c}", F.col(f"_tte.`{c}`"))
+            features = features.drop("_tte")
 
         # step 3: score_frame per shard with the UDF's values; earlier weeks' rows join by shard
         features = features.withColumn("_table", F.lit(_FEATURES))
@@ -624,7 +695,8 @@ def score_book_spark(
                 allowMissingColumns=True)
         dimensions = list(health.dimension_names)
         scorer = make_shard_scorer(as_of, health, dimensions, playbooks, feature_dimensions,
-                                   kinds, {t: v for t, (_u, v) in uris.items()}, earlier_columns)
+                                   kinds, {t: v for t, (_u, v) in uris.items()}, earlier_columns,
+                                   time_to_event_version=None if tte is None else tte[1])
         scored = step3.groupBy("_shard").applyInPandas(scorer, schema=output_ddl(dimensions))
         # computed once: sorting samples the rows first, then reads them again
         scored = scored.persist(StorageLevel.MEMORY_AND_DISK)

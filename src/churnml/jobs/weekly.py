@@ -332,12 +332,15 @@ def champion_models(versions_only: bool = False) -> tuple[dict[str, Any], list[s
     return models, missing
 
 
-def champion_time_to_event() -> Any:
-    """The ``churnml-time-to-event`` champion (``SurvivalModel``), None when it has none."""
+def champion_time_to_event(version_only: bool = False) -> Any:
+    """The ``churnml-time-to-event`` champion (``SurvivalModel``), None when it has none;
+    ``version_only``: just its version string (the Spark engine scores its registered pyfunc)."""
     from churnml.outcomes import TIME_TO_EVENT
 
     version = registry.champion_version(TIME_TO_EVENT)
-    return None if version is None else registry.load_time_to_event(str(version))
+    if version is None or version_only:
+        return None if version is None else str(version)
+    return registry.load_time_to_event(str(version))
 
 
 def run_job(
@@ -400,11 +403,12 @@ def run_job(
                                      for name, m in models.items())
               + (f"; no champion for {', '.join(missing)} (columns left null)"
                  if missing else ""))
-        # the Spark engine scores through the outcomes' pyfuncs only: its time-to-event columns
-        # stay null (docs/operations.md)
-        time_to_event = champion_time_to_event() if engine == "local" else None
-        if time_to_event is not None:
-            stage(f"time to event: churnml-time-to-event v{time_to_event.version}")
+        # the Spark engine scores its registered pyfunc too: it needs the version only
+        time_to_event = champion_time_to_event(version_only=engine == "spark")
+        tte_version = None if time_to_event is None else str(getattr(time_to_event, "version",
+                                                                     time_to_event))
+        if tte_version is not None:
+            stage(f"time to event: churnml-time-to-event v{tte_version}")
         health = load_adopted_health()
         facts = drift.JobFacts(models)  # the registry only for registered champions
         profiles = {name: p for name, m in models.items()
@@ -415,7 +419,8 @@ def run_job(
         if engine == "spark":
             assert not isinstance(data_dir, DatabaseSource)  # refused above
             weekly = score_book_spark(data_dir, as_of, out_dir, models, health, lock=False,
-                                      shards=shards, complete=False)
+                                      shards=shards, complete=False,
+                                      time_to_event=time_to_event)
         else:
             weekly = score_book(book, as_of, out_dir, models, health,
                                 chunk_size=chunk_size, on_chunk=on_chunk, lock=False,
@@ -464,8 +469,7 @@ def run_job(
                     **{o.version_column: str(getattr(models[o.name], "version",
                                                      models[o.name]))
                        if o.name in models else "" for o in OUTCOMES},
-                    TIME_TO_EVENT_VERSION_COLUMN: "" if time_to_event is None
-                    else str(time_to_event.version),
+                    TIME_TO_EVENT_VERSION_COLUMN: tte_version or "",
                     "health_weights_version": health.version,
                     "previous_as_of": "" if weekly.previous_as_of is None
                     else f"{weekly.previous_as_of:%Y-%m-%d}",

@@ -17,9 +17,10 @@ into ``churnml_scores`` (:mod:`churnml.jobs.sql_scores`). This source gives the 
   (:func:`churnml.jobs.sql_scores.work_dir`, under ``CHURNML_HOME``) when it exists on this
   machine.
 
-A connection is opened per read and closed at once: a DuckDB file stays writable by the weekly
-job between reads (DuckDB allows one writing process), and no PostgreSQL transaction stays
-open. A table that is missing, or lacks the columns the pages need (another schema version),
+DuckDB: a connection is opened per read and closed at once, so the file stays writable by the
+weekly job between reads (DuckDB allows one writing process). PostgreSQL: one connection in
+autocommit mode is kept (no transaction stays open, no login per page). A table that is
+missing, or lacks the columns the pages need (another schema version),
 is a sentence on a 404 page naming the table and the columns; the database being down is a
 503 page. The password is never shown: every message goes through
 :meth:`churnml.data.sql.DatabaseSource.scrub`.
@@ -38,7 +39,7 @@ import pandas as pd
 from churnml.data.sql import DatabaseSource, DatabaseUnavailableError, connect, quote_ident
 from churnml.errors import ChurnMLError
 from churnml.jobs.sql_scores import SCORES_TABLE, work_dir
-from churnml.ui.store import (
+from churnml.ui.weeks import (
     ACTION_FIELDS,
     REQUIRED_COLUMNS,
     SourceUnavailable,
@@ -70,6 +71,9 @@ class SqlSource:
         side = work_dir(target)
         self.side_dir: Path | None = side if side.is_dir() else None
         self._lock = threading.Lock()
+        self._conn: Any = None  # PostgreSQL: the kept connection (see _run)
+        self._conn_lock = threading.Lock()
+        self._autocommit = False
         # (time, weeks, {column: data type} or None, problem or None)
         self._listing: tuple[float, list[Week], dict[str, str] | None, str | None] | None = None
 
@@ -96,26 +100,50 @@ class SqlSource:
             cur.close()
 
     def _run(self, sql: str, params: tuple = ()) -> Any:
-        """One query on a fresh connection; errors scrubbed of the password. A lost
-        connection is :class:`SourceUnavailable`; any other error is raised for the caller
-        (the store records the week as unreadable)."""
+        """One query; errors scrubbed of the password. A lost connection is
+        :class:`SourceUnavailable`; any other error is raised for the caller (the store records
+        the week as unreadable). DuckDB: a connection of its own, closed at once (the file
+        stays writable by the weekly job). PostgreSQL: one connection in autocommit mode, kept
+        (no transaction stays open; no login per page), one query at a time, dropped and made
+        again after any error."""
         from churnml.data.sql import _is_connection_lost
 
-        conn = self._connect()
-        try:
-            return self._query(conn, sql, params)
-        except Exception as exc:  # noqa: BLE001 - scrubbed, then mapped
-            if _is_connection_lost(exc):
-                raise SourceUnavailable(f"{self.target}: the database went away: "
-                                        f"{self.target.scrub(reason_text(exc))}") from None
-            raise RuntimeError(self.target.scrub(reason_text(exc))) from None
-        finally:
+        if self.target.kind == "duckdb":
+            conn = self._connect()
             try:
-                if self.target.kind == "postgresql":
+                return self._query(conn, sql, params)
+            except Exception as exc:  # noqa: BLE001 - scrubbed, then mapped
+                raise RuntimeError(self.target.scrub(reason_text(exc))) from None
+            finally:
+                try:
+                    conn.close()
+                except Exception:  # noqa: BLE001
+                    pass
+        with self._conn_lock:
+            if self._conn is None:
+                conn = self._connect()
+                try:
+                    conn.adbc_connection.set_autocommit(True)
+                    self._autocommit = True
+                except Exception:  # noqa: BLE001 - then each read ends with a rollback
+                    self._autocommit = False
+                self._conn = conn
+            conn = self._conn
+            try:
+                result = self._query(conn, sql, params)
+                if not self._autocommit:
                     conn.rollback()
-                conn.close()
-            except Exception:  # noqa: BLE001 - a broken connection cannot close cleanly
-                pass
+                return result
+            except Exception as exc:  # noqa: BLE001 - scrubbed, then mapped
+                self._conn = None
+                try:
+                    conn.close()
+                except Exception:  # noqa: BLE001 - a broken connection cannot close cleanly
+                    pass
+                if _is_connection_lost(exc):
+                    raise SourceUnavailable(f"{self.target}: the database went away: "
+                                            f"{self.target.scrub(reason_text(exc))}") from None
+                raise RuntimeError(self.target.scrub(reason_text(exc))) from None
 
     # --- the weeks ------------------------------------------------------------------------
     def _columns(self) -> dict[str, str] | None:

@@ -185,7 +185,7 @@ def main() -> None:
         db = args.out.parent / f"{args.out.name}.duckdb"
         if db.exists():
             db.unlink()
-        url = f"duckdb:///{db}"
+        url = f"duckdb://{db}"
         print(f"\nwrote churnml_scores into {url} in {publish(args.out, url):.1f} s")
         in_own_process("DuckDB churnml_scores", url, some_id, args.repeat)
     if "postgresql" in args.sql:

@@ -52,7 +52,7 @@ def publish(out: Path, db: Path, frames: dict[str, pd.DataFrame] | None = None):
     from churnml.jobs.sql_scores import publish_partition
     from churnml.ui.store import dimension_columns
 
-    target = parse_source(f"duckdb:///{db}")
+    target = parse_source(f"duckdb://{db}")
     for as_of, part in list_partitions(out):
         names = pq.read_schema(part / "scores.parquet").names
         dims = [c[len("health_"):] for c in dimension_columns(names)]
@@ -250,7 +250,7 @@ def test_a_database_without_the_table_is_a_clear_404(tmp_path):
 
     db = tmp_path / "empty.duckdb"
     duckdb.connect(str(db)).execute("CREATE TABLE other (x INTEGER)").close()
-    client = client_for(parse_source(f"duckdb:///{db}"))
+    client = client_for(parse_source(f"duckdb://{db}"))
     for url in ("/", "/accounts", "/accounts/A", "/queue", "/queue.csv"):
         r = client.get(url)
         assert r.status_code == 404 and "no table churnml_scores" in r.text, url
@@ -267,7 +267,7 @@ def _table_from(frame: pd.DataFrame, db: Path):
     con.register("incoming", frame)
     con.execute("CREATE TABLE churnml_scores AS SELECT * FROM incoming")
     con.close()
-    return parse_source(f"duckdb:///{db}")
+    return parse_source(f"duckdb://{db}")
 
 
 def test_a_table_of_an_older_schema_version_shows_with_a_note(scored, tmp_path):
@@ -326,7 +326,7 @@ def test_cli_takes_a_database_url_and_never_prints_the_password(tmp_path, capsys
     from churnml.cli import main
 
     monkeypatch.delenv("CHURNML_API_KEY", raising=False)
-    assert main(["ui", "--scores", f"duckdb:///{tmp_path / 'missing.duckdb'}"]) == 2
+    assert main(["ui", "--scores", f"duckdb://{tmp_path / 'missing.duckdb'}"]) == 2
     assert "no such DuckDB database file" in capsys.readouterr().err + capsys.readouterr().out
     code = main(["ui", "--scores", "postgresql://churnml:S3cretPw@127.0.0.1:1/cs"])
     printed = capsys.readouterr()

@@ -74,6 +74,8 @@ class SqlSource:
         self._conn: Any = None  # PostgreSQL: the kept connection (see _run)
         self._conn_lock = threading.Lock()
         self._autocommit = False
+        # (listing time, the next best action's fields): DuckDB asks once per listing
+        self._fields: tuple[float | None, list[str]] | None = None
         # (time, weeks, {column: data type} or None, problem or None)
         self._listing: tuple[float, list[Week], dict[str, str] | None, str | None] | None = None
 
@@ -251,7 +253,21 @@ class SqlSource:
         return finish_list_frame(table)
 
     def _action_fields(self, week: Week, data_type: str) -> list[str]:
-        """The next best action's fields of :data:`ACTION_FIELDS` the table has."""
+        """The next best action's fields of :data:`ACTION_FIELDS` the table has (DuckDB: from
+        the column's type, asked once per listing of the weeks; PostgreSQL: from the keys of
+        one of the week's actions)."""
+        with self._lock:
+            listed_at = None if self._listing is None else self._listing[0]
+            hit = self._fields
+        if hit is not None and hit[0] == listed_at:
+            return hit[1]
+        fields = self._ask_action_fields(week)
+        if self.target.kind == "duckdb":
+            with self._lock:
+                self._fields = (listed_at, fields)
+        return fields
+
+    def _ask_action_fields(self, week: Week) -> list[str]:
         if self.target.kind == "duckdb":
             struct = self._run(f"SELECT next_best_action FROM {SCORES_TABLE} LIMIT 0").schema[0].type
             names = {struct.field(i).name for i in range(struct.num_fields)}

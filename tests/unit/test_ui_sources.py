@@ -243,11 +243,12 @@ def test_nothing_readable_is_a_clear_404_page(scored, tmp_path):
 
 # --- a database without the table, or another schema version ---------------------------------
 
-def test_a_database_without_the_table_is_a_clear_404(tmp_path):
+def test_a_database_without_the_table_is_a_clear_404(tmp_path, monkeypatch):
     import duckdb
 
     from churnml.data.sql import parse_source
 
+    monkeypatch.setenv("CHURNML_HOME", str(tmp_path / "home"))
     db = tmp_path / "empty.duckdb"
     duckdb.connect(str(db)).execute("CREATE TABLE other (x INTEGER)").close()
     client = client_for(parse_source(f"duckdb://{db}"))
@@ -256,6 +257,7 @@ def test_a_database_without_the_table_is_a_clear_404(tmp_path):
         assert r.status_code == 404 and "no table churnml_scores" in r.text, url
     r = client.get("/trust")
     assert r.status_code == 200 and "no table churnml_scores" in r.text
+    assert not (tmp_path / "home").exists()  # a reader creates no data home
 
 
 def _table_from(frame: pd.DataFrame, db: Path):

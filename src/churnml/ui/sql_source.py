@@ -68,7 +68,9 @@ class SqlSource:
     def __init__(self, target: DatabaseSource) -> None:
         self.target = target
         self.description = f"{SCORES_TABLE} in {target}"
-        side = work_dir(target)
+        from churnml.config import home_path
+
+        side = work_dir(target, base=home_path())  # never creates the data home
         self.side_dir: Path | None = side if side.is_dir() else None
         self._lock = threading.Lock()
         self._conn: Any = None  # PostgreSQL: the kept connection (see _run)

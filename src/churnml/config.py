@@ -77,9 +77,14 @@ def models_dir() -> Path:
 
 def home() -> Path:
     """The data home (``CHURNML_HOME``, default ``./.churnml``); created on first use."""
-    path = Path(os.environ.get("CHURNML_HOME", ".churnml")).resolve()
+    path = home_path()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def home_path() -> Path:
+    """Where the data home is, without creating it (for readers such as ``churnml ui``)."""
+    return Path(os.environ.get("CHURNML_HOME", ".churnml")).resolve()
 
 
 def tracking_uri() -> str:

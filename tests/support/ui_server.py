@@ -33,16 +33,20 @@ def get(url: str) -> tuple[int, str, dict]:
 
 
 @contextlib.contextmanager
-def ui_server(scores: Path, data: Path | None = None, *, home: Path | None = None,
-              start_timeout: float = 60) -> Iterator[str]:
+def ui_server(scores: Path | str, data: Path | None = None, *, home: Path | None = None,
+              start_timeout: float = 60, output: list[str] | None = None) -> Iterator[str]:
     """The base URL (``http://127.0.0.1:PORT``) of ``churnml ui --scores scores [--data data]``
     running without an API key, with ``CHURNML_HOME=home`` (default: ``home`` beside
-    ``scores``, so that the developer's own model registry is never read)."""
+    ``scores``, so that the developer's own model registry is never read; ``scores`` a
+    database URL needs ``home``). ``output``: the process's printed lines are appended to it
+    once it has stopped."""
     port = free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH", "")) if p))
     env.pop("CHURNML_API_KEY", None)
     env.pop("MLFLOW_TRACKING_URI", None)
+    if home is None and not isinstance(scores, Path):
+        raise ValueError("a database URL as --scores needs home=")
     env["CHURNML_HOME"] = str(home if home is not None else Path(scores).parent / "home")
     cmd = [sys.executable, "-m", "churnml.cli", "ui", "--scores", str(scores), "--port", str(port)]
     if data is not None:
@@ -73,3 +77,5 @@ def ui_server(scores: Path, data: Path | None = None, *, home: Path | None = Non
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if output is not None and proc.stdout is not None:
+            output.extend(proc.stdout.read().splitlines())

@@ -193,16 +193,17 @@ def read_scores(target: DatabaseSource, as_of=None) -> Any:
         conn.close()
 
 
-def work_dir(target: DatabaseSource):
+def work_dir(target: DatabaseSource, base=None):
     """The local folder the weekly job keeps for a database output (its partitions, report and
     lock: last week's scores for the alerts, the monitoring state): under ``CHURNML_HOME``,
-    ``sql-out/<database>-<hash of the URL without password>``."""
+    ``sql-out/<database>-<hash of the URL without password>``. ``base``: the data home to use
+    instead (a reader passes :func:`churnml.config.home_path`, which creates nothing)."""
     import hashlib
 
     from churnml.config import home
 
     digest = hashlib.sha256(target.display.encode()).hexdigest()[:10]
-    return home() / "sql-out" / f"{target.name}-{digest}"
+    return (home() if base is None else base) / "sql-out" / f"{target.name}-{digest}"
 
 
 def publish_partition(target: DatabaseSource, scores_path, as_of, dimensions: Sequence[str],

@@ -24,7 +24,15 @@ from churnml.api.auth import bearer_matches, configured_api_key
 from churnml.data.csv_safety import neutralise_frame
 from churnml.ui import views
 from churnml.ui.evaluation import EVALUATION_METRICS, CachedRegistry, Evaluations, effects_summary
-from churnml.ui.store import NotScored, ScoreStore, column_meanings, dimension_columns, outcome_columns
+from churnml.ui.store import (
+    NotScored,
+    ScoreStore,
+    SourceUnavailable,
+    UnreadableWeek,
+    column_meanings,
+    dimension_columns,
+    outcome_columns,
+)
 
 HERE = Path(__file__).resolve().parent
 COOKIE = "churnml_ui_key"
@@ -32,6 +40,8 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline';
        "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; "
        "base-uri 'none'")
 
+#: times a page is built again, each time without a week found unreadable while building it
+MAX_REBUILDS = 60
 #: rows of the portfolio's "call first this week" list
 CALL_FIRST_ROWS = 10
 #: rows shown per owner on the queue page (queued, then on watch); the CSV has them all
@@ -122,10 +132,12 @@ def session_token(key: str) -> str:
     return hmac.new(key.encode(), b"churnml-ui-session", hashlib.sha256).hexdigest()
 
 
-def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
+def create_app(scores_dir: Any, data_dir: str | Path | None = None,
                api_key: str | None = None,
                registry: Callable[[], Evaluations] | None = None):
-    """The Starlette application over ``scores_dir`` (``api_key``: None reads
+    """The Starlette application over ``scores_dir``: an output folder, or a database URL
+    (text or :class:`churnml.data.sql.DatabaseSource`) whose ``churnml_scores`` table holds the
+    weeks (:func:`churnml.ui.store.open_source`) (``api_key``: None reads
     ``CHURNML_API_KEY`` when the app is made; empty string: no key; ``registry``: what the
     Trust page shows of the model versions' evaluation, by default the MLflow registry's
     answer, cached a minute: :mod:`churnml.ui.evaluation`)."""
@@ -143,7 +155,9 @@ def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
 
     def page(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
         context.setdefault("nav", name.split(".")[0])
-        context.setdefault("scores_dir", str(store.scores_dir))
+        context.setdefault("scores_dir", store.description)
+        context.setdefault("unreadable", [b for b in store.banner()
+                                          if b != context.get("message")])
         if context.get("week") is not None and context.get("weeks"):
             before = [w.as_of for w in context["weeks"] if w.as_of < context["week"].as_of]
             context.setdefault("since", views.since_label(context["week"].as_of,
@@ -413,15 +427,25 @@ def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
             await self.app(scope, receive, send_with_headers)
 
     async def on_lookup(request: Request, exc: Exception):
-        return problem(request, 404, "No such week", str(exc))
+        text = str(exc)
+        title = ("No readable week" if text.startswith("no readable week")
+                 else "Week cannot be read" if " cannot be read: " in text else "No such week")
+        return problem(request, 404, title, text)
 
     async def on_bad(request: Request, exc: Exception):
         return problem(request, 400, "Cannot show this view", str(exc))
 
     async def on_error(request: Request, exc: Exception):
         return problem(request, 500, "Something went wrong",
-                       f"{type(exc).__name__}: the page could not be built from {store.scores_dir}"
-                       ". The server log has the details.")
+                       f"{type(exc).__name__}: the page could not be built from "
+                       f"{store.description}. The server log has the details.")
+
+    async def on_unavailable(request: Request, exc: Exception):
+        return problem(request, 503, "The scores cannot be read right now", str(exc))
+
+    async def on_unreadable(request: Request, exc: Exception):
+        # every week the page needed turned out unreadable, one after the other
+        return problem(request, 404, "No readable week", str(exc))
 
     async def on_http(request: Request, exc: Exception):
         status = getattr(exc, "status_code", 500)
@@ -430,10 +454,28 @@ def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
 
     from starlette.exceptions import HTTPException
 
+    def resilient(handler):
+        """``handler`` built again without each week found unreadable while building it
+        (the store has recorded the week: it is left out and named in the banner)."""
+        import functools
+
+        @functools.wraps(handler)
+        async def wrapped(request: Request):
+            for _ in range(MAX_REBUILDS):
+                try:
+                    return await handler(request)
+                except UnreadableWeek:
+                    continue
+            return await handler(request)
+
+        return wrapped
+
     routes = [
-        Route("/", portfolio), Route("/accounts", accounts), Route("/accounts.csv", accounts_csv),
-        Route("/accounts/{account_id:path}", account), Route("/queue", queue),
-        Route("/queue.csv", queue_csv), Route("/trust", trust),
+        Route("/", resilient(portfolio)), Route("/accounts", resilient(accounts)),
+        Route("/accounts.csv", resilient(accounts_csv)),
+        Route("/accounts/{account_id:path}", resilient(account)),
+        Route("/queue", resilient(queue)),
+        Route("/queue.csv", resilient(queue_csv)), Route("/trust", resilient(trust)),
         Route("/login", login, methods=["GET", "POST"]),
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
@@ -449,6 +491,8 @@ def create_app(scores_dir: str | Path, data_dir: str | Path | None = None,
 
     return Starlette(routes=routes, middleware=[Middleware(Guard)], lifespan=lifespan,
                      exception_handlers={NotScored: on_lookup, views.BadRequest: on_bad,
+                                         SourceUnavailable: on_unavailable,
+                                         UnreadableWeek: on_unreadable,
                                          HTTPException: on_http, Exception: on_error})
 
 

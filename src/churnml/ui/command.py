@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
 
+def parse_source(value):  # -> Path | churnml.data.sql.DatabaseSource
+    """``--scores``: a folder, or a database URL (imported when called: ``--help`` stays fast;
+    a bad URL is a usage error naming the forms understood, the password hidden)."""
+    from churnml.data.sql import parse_source as parse
+
+    return value if isinstance(value, Path) else parse(value)
+
+
 def ui(
-    scores: Path = typer.Option(..., "--scores", help="The output folder of churnml score (as_of=YYYY-MM-DD/ partitions)."),
+    scores: Annotated[Path, typer.Option("--scores", parser=parse_source, help="The output folder of churnml score (as_of=YYYY-MM-DD/ partitions), or the database URL given to churnml score --out (its churnml_scores table; postgresql://... or duckdb:///path/file.duckdb).")],
     data: Optional[Path] = typer.Option(None, "--data", help="The book (accounts, mrr_changes): names, segments, revenue history, NRR and GRR."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (127.0.0.1: this machine only)."),
     port: int = typer.Option(8050, "--port", min=1, max=65535, help="TCP port."),
@@ -37,7 +45,7 @@ def ui(
 
     from churnml.ui.app import create_app
 
-    app = create_app(scores, data)
+    app = create_app(scores, data)  # a DatabaseSource prints without its password
     console.print(f"churnml ui: http://{host}:{port}/ (scores {scores}; Ctrl-C stops)",
                   highlight=False, markup=False)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -1,23 +1,34 @@
-"""Read-only access to the weekly output folder for ``churnml ui``.
+"""Read-only access to the weekly scores for ``churnml ui``.
 
-The pages read what the one output schema (:mod:`churnml.scoring.schema`) declares, from the
-complete partitions only (:func:`churnml.jobs.partitions.list_partitions`):
+The pages see one small interface, :class:`ScoreStore`, whatever holds the weeks. Where the
+weeks come from is a *week source* (:class:`WeekSource`): :class:`FolderSource` reads the
+complete partitions of an output folder (:func:`churnml.jobs.partitions.list_partitions`);
+:class:`churnml.ui.sql_source.SqlSource` reads the ``churnml_scores`` table that ``churnml score
+--out <database URL>`` writes (DuckDB or PostgreSQL). A source answers four questions: which
+weeks there are (each with a version that changes when the week is rewritten), a week's list
+frame, one account's full row of a week, and which folder holds the monitoring and effects
+files (if any). The store adds the caches, the derived views and the unreadable weeks: a week
+whose data cannot be read (a corrupt file, a table without the columns the pages need) is left
+out and named on every page (:meth:`ScoreStore.unreadable`), never a 5xx.
 
-- a week's *list frame*: every scalar column of ``scores.parquet`` (whatever the file holds,
+The pages read what the one output schema (:mod:`churnml.scoring.schema`) declares:
+
+- a week's *list frame*: every scalar column of the week (whatever the file or table holds,
   so a column added to the schema appears without code here), the next best action's fields
   as ``action_<field>`` and the alerts as ``alerts_text`` / ``alerts_count``; read once per
-  file with column projection and kept while the file's modification time is unchanged;
-- one account's full row of a week (reasons, alerts, action) by a filtered read;
+  week with column projection (the reasons are never read for it) and kept while the week's
+  version (file modification time; the table's row count and sums) is unchanged;
+- one account's full row of a week (reasons, alerts, action; JSON columns decoded);
 - ``OUT/monitoring/*.parquet`` (realized performance, and whatever monitoring files exist);
 - ``OUT/effects/effects.parquet`` and ``dimensions.parquet`` (``churnml effects``).
 
-Nothing here writes: the folder may be in use by the weekly job at the same time.
+Nothing here writes: the folder or table may be in use by the weekly job at the same time.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,30 +37,28 @@ import pandas as pd
 
 from churnml.errors import UsageError
 from churnml.jobs.effects import DIMENSIONS_NAME, EFFECTS_DIR, EFFECTS_NAME
-from churnml.jobs.layout import SCORES_NAME
 from churnml.jobs.monitoring import MONITORING_DIR, REALIZED_NAME
-from churnml.jobs.partitions import incomplete_partitions, list_partitions
 from churnml.outcomes import OUTCOMES
 from churnml.scoring.schema import COLUMNS, SCHEMA_VERSION, OutputColumn, declared_columns
+from churnml.ui.weeks import (  # noqa: F401 - the week-source interface, re-exported
+    ACTION_FIELDS,
+    REQUIRED_COLUMNS,
+    FolderSource,
+    SourceUnavailable,
+    UnreadableWeek,
+    Week,
+    WeekSource,
+    finish_list_frame,
+    reason_text,
+)
 
-#: the next best action's fields shown in lists (``action_<field>`` in the list frame)
-ACTION_FIELDS = ("playbook", "action", "owner", "severity", "respond_within", "reason")
 #: tiers in display order (best first); a tier not listed here is shown after them
 TIER_ORDER = ("thriving", "healthy", "needs_attention", "at_risk", "critical",
               "insufficient_data")
-#: weeks whose full table (reasons and all) is kept in memory for the account page
-FULL_TABLES_KEPT = 2
 
 
 class NotScored(LookupError):
     """The asked week is not scored (or no week is): a 404 page with the message."""
-
-
-@dataclass(frozen=True)
-class Week:
-    as_of: pd.Timestamp
-    path: Path  # the scores.parquet file
-    mtime_ns: int
 
 
 def column_meanings(columns: list[str]) -> dict[str, OutputColumn]:
@@ -72,100 +81,128 @@ def tier_rank(tiers) -> list[str]:
     return known + sorted(set(tiers) - set(TIER_ORDER))
 
 
-def _list_frame(path: Path) -> pd.DataFrame:
-    """A week's list frame (see the module docstring), sorted by account_id."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+def _plain(value: Any) -> Any:
+    """A row value as the pages expect it: timestamps as pandas Timestamps (whatever the
+    reader gave), nested lists and dicts likewise."""
+    if isinstance(value, _dt.datetime):
+        return pd.Timestamp(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
-    schema = pq.read_schema(path)
-    scalar = [f.name for f in schema
-              if not (pa.types.is_struct(f.type) or pa.types.is_list(f.type)
-                      or pa.types.is_large_list(f.type))]
-    nested = [n for n in ("next_best_action", "alerts") if n in schema.names]
-    table = pq.read_table(path, columns=scalar + nested)
-    out = table.select(scalar)
-    if "next_best_action" in nested:
-        action = table.column("next_best_action").combine_chunks()
-        for name in ACTION_FIELDS:
-            if action.type.get_field_index(name) >= 0:
-                out = out.append_column(f"action_{name}", action.field(name))
-    if "alerts" in nested:
-        alerts = table.column("alerts")
-        out = out.append_column("alerts_count",
-                                pc.fill_null(pc.list_value_length(alerts), 0))
-        out = out.append_column("alerts_text",
-                                pc.fill_null(pc.binary_join(alerts, ", "), ""))
-    out = out.take(pc.sort_indices(out, [("account_id", "ascending")]))
-    columns: dict[str, Any] = {}
-    limit = max(64, out.num_rows // 100)
-    for name in out.column_names:
-        col = out.column(name).combine_chunks()
-        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-            if name != "account_id" and pc.count_distinct(col).as_py() <= limit:
-                # low-cardinality text (tiers, owners, segments, versions) as categories in
-                # sorted order: filters and group-bys on them are integer work
-                values = col.dictionary_encode().to_pandas()
-                columns[name] = values.cat.reorder_categories(
-                    sorted(values.cat.categories))
-            else:
-                # plain object arrays (pandas 3 would make Arrow-backed strings, whose
-                # to_numpy and take copy on every access)
-                columns[name] = col.to_numpy(zero_copy_only=False)
-        else:
-            columns[name] = col.to_pandas()
-    return pd.DataFrame(columns)
+
+def open_source(scores: Any) -> WeekSource:
+    """The week source of ``--scores``: a folder, or a database URL (text or
+    :class:`churnml.data.sql.DatabaseSource`) for its ``churnml_scores`` table."""
+    if isinstance(scores, (FolderSource,)) or hasattr(scores, "list_frame"):
+        return scores
+    from churnml.data.sql import DatabaseSource, parse_source
+
+    parsed = scores if isinstance(scores, (Path, DatabaseSource)) else parse_source(str(scores))
+    if isinstance(parsed, DatabaseSource):
+        from churnml.ui.sql_source import SqlSource
+
+        return SqlSource(parsed)
+    return FolderSource(parsed)
 
 
 class ScoreStore:
-    """The output folder ``scores_dir`` (and the book ``data_dir``, optional), read-only,
-    with per-file caches keyed by modification time. Thread-safe."""
+    """The weeks of a :class:`WeekSource` (a folder or a table, see :func:`open_source`) and
+    the book ``data_dir`` (optional), read-only, with per-week caches keyed by the week's
+    version, and the weeks that could not be read. Thread-safe."""
 
-    def __init__(self, scores_dir: str | Path, data_dir: str | Path | None = None) -> None:
-        self.scores_dir = Path(scores_dir)
+    def __init__(self, scores: Any, data_dir: str | Path | None = None) -> None:
+        self.source = open_source(scores)
+        self.description = self.source.description
         self.data_dir = None if data_dir is None else Path(data_dir)
         self._lock = threading.Lock()
-        self._frames: dict[Path, tuple[int, pd.DataFrame]] = {}
+        self._frames: dict[Any, tuple[int, pd.DataFrame]] = {}
+        self._loading: dict[Any, threading.Lock] = {}
         self._views: dict[tuple, pd.DataFrame] = {}
         self._book: tuple[tuple, dict[str, pd.DataFrame]] | None = None
         self._small: dict[Path, tuple[int, pd.DataFrame]] = {}
-        self._tiers: dict[Path, tuple[int, pd.DataFrame]] = {}
-        # full tables (every column) of the most recently opened weeks, for the account page
-        self._full: dict[Path, tuple[int, Any, np.ndarray, np.ndarray]] = {}
+        self._tiers: dict[Any, tuple[int, pd.DataFrame]] = {}
+        # weeks that could not be read: key -> (version, "name: reason")
+        self._bad: dict[Any, tuple[int, str]] = {}
+        self._last_weeks: list[Week] = []
 
-    # --- partitions ---------------------------------------------------------------------
+    @property
+    def scores_dir(self) -> Path | None:
+        """The output folder (a folder source), else None."""
+        return getattr(self.source, "scores_dir", None)
+
+    # --- weeks --------------------------------------------------------------------------
     def weeks(self) -> list[Week]:
-        """Complete partitions, oldest first."""
-        out = []
-        for as_of, part in list_partitions(self.scores_dir):
-            path = part / SCORES_NAME
-            try:
-                out.append(Week(as_of, path, path.stat().st_mtime_ns))
-            except FileNotFoundError:  # replaced between listing and stat: skip this time
-                continue
+        """The readable weeks, oldest first (a week recorded as unreadable is left out until
+        its version changes)."""
+        found = self.source.weeks()
+        with self._lock:
+            bad = dict(self._bad)
+        out = [w for w in found if bad.get(w.path, (None,))[0] != w.mtime_ns]
+        self._last_weeks = found
         return out
+
+    def unreadable(self) -> list[str]:
+        """``"name: reason"`` of every week left out because it could not be read (those still
+        present in the source), for the banner on every page."""
+        return [text for _week, text in self._unreadable_weeks()]
+
+    def banner(self) -> list[str]:
+        """What every page says is left out: the unreadable weeks, and why the source has no
+        week at all (a missing table, a table of another schema version)."""
+        out = self.unreadable()
+        if len(out) < len(self._last_weeks):  # some week is readable: nothing else to say
+            return out
+        try:
+            problem = self.source.problem()
+        except SourceUnavailable as exc:
+            problem = str(exc)
+        if problem and not out:
+            out.append(problem)
+        return out
+
+    def _unreadable_weeks(self) -> list[tuple[Week, str]]:
+        with self._lock:
+            bad = dict(self._bad)
+        return [(w, bad[w.path][1]) for w in self._last_weeks
+                if w.path in bad and bad[w.path][0] == w.mtime_ns]
+
+    def _record_bad(self, week: Week, exc: BaseException) -> UnreadableWeek:
+        text = f"{week.name}: {exc if isinstance(exc, UnreadableWeek) else reason_text(exc)}"
+        with self._lock:
+            self._bad[week.path] = (week.mtime_ns, text)
+            self._frames.pop(week.path, None)
+            self._tiers.pop(week.path, None)
+        return UnreadableWeek(text)
 
     def warm(self) -> None:
         """Read every week's list frame and tier counts into the caches, newest first (run
-        in a background thread at start-up, so that the first page does not wait for them)."""
-        weeks = self.weeks()
+        in a background thread at start-up, so that the first page does not wait for them;
+        an unreadable week is recorded here, so the banner names it from the start)."""
+        try:
+            weeks = self.weeks()
+        except Exception:  # noqa: BLE001 - a page reports the problem
+            return
         for week in reversed(weeks):
             try:
                 self.trend([week])
-            except Exception:  # noqa: BLE001 - a page reading this week reports the problem
+            except Exception:  # noqa: BLE001 - recorded, or a page reports the problem
                 continue
 
     def skipped(self) -> list[str]:
         """Partitions left out as incomplete (``as_of=... (reason)``)."""
-        return [f"{p.name} ({why})" for _d, p, why in incomplete_partitions(self.scores_dir)]
+        return self.source.skipped()
 
     def week_for(self, as_of: str | None) -> tuple[Week, Week | None, list[Week]]:
         """``(week, previous week or None, all weeks)`` for ``as_of`` (YYYY-MM-DD; None: the
         latest). Raises :class:`NotScored` when no such week (or none at all) is scored."""
         weeks = self.weeks()
         if not weeks:
-            raise NotScored(f"no complete weekly partition (as_of=YYYY-MM-DD/{SCORES_NAME} "
-                              f"with a _SUCCESS marker) in {self.scores_dir}")
+            problems = self.unreadable()
+            raise NotScored(("no readable week: " + "; ".join(problems)) if problems
+                            else (self.source.problem() or f"no scored week in {self.description}"))
         if as_of is None:
             i = len(weeks) - 1
         else:
@@ -175,21 +212,42 @@ class ScoreStore:
                 raise NotScored(f"not a date: {as_of[:40]!r}") from None
             matches = [k for k, w in enumerate(weeks) if w.as_of == wanted]
             if not matches:
-                raise NotScored(f"week {wanted:%Y-%m-%d} is not scored in {self.scores_dir}")
+                bad = [t for w, t in self._unreadable_weeks() if w.as_of == wanted]
+                raise NotScored(f"week {wanted:%Y-%m-%d} cannot be read: " + "; ".join(bad)
+                                if bad else
+                                f"week {wanted:%Y-%m-%d} is not scored in {self.description}")
             i = matches[0]
         return weeks[i], (weeks[i - 1] if i > 0 else None), weeks
 
     def frame(self, week: Week) -> pd.DataFrame:
-        """The week's list frame (cached while the file is unchanged). Do not modify it."""
+        """The week's list frame (cached while the week's version is unchanged). Do not
+        modify it. Raises :class:`UnreadableWeek` (after recording the week) when it cannot
+        be read or lacks :data:`REQUIRED_COLUMNS`."""
         with self._lock:
             hit = self._frames.get(week.path)
             if hit is not None and hit[0] == week.mtime_ns:
                 return hit[1]
-        frame = _list_frame(week.path)
-        version = frame["schema_version"].iloc[0] if len(frame) and "schema_version" in frame else None
-        frame.attrs["schema_version"] = None if pd.isna(version) else int(version)
-        with self._lock:
-            self._frames[week.path] = (week.mtime_ns, frame)
+            loading = self._loading.setdefault(week.path, threading.Lock())
+        with loading:  # one reader per week; the others wait for its frame
+            with self._lock:
+                hit = self._frames.get(week.path)
+            if hit is not None and hit[0] == week.mtime_ns:
+                return hit[1]
+            try:
+                frame = self.source.list_frame(week)
+            except SourceUnavailable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - recorded and named on every page
+                raise self._record_bad(week, exc) from None
+            missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+            if missing:
+                raise self._record_bad(week, UnreadableWeek(
+                    f"no column(s) {', '.join(missing)}: not the output of churnml score"))
+            version = (frame["schema_version"].iloc[0]
+                       if len(frame) and "schema_version" in frame else None)
+            frame.attrs["schema_version"] = None if pd.isna(version) else int(version)
+            with self._lock:
+                self._frames[week.path] = (week.mtime_ns, frame)
         return frame
 
     def view(self, week: Week, previous: Week | None) -> pd.DataFrame:
@@ -247,26 +305,15 @@ class ScoreStore:
 
     def account_row(self, week: Week, account_id: str) -> dict[str, Any] | None:
         """The account's full row of the week (every column, nested ones as Python lists and
-        dicts), or None when not scored that week."""
-        import pyarrow.parquet as pq
-
-        with self._lock:
-            hit = self._full.get(week.path)
-        if hit is None or hit[0] != week.mtime_ns:
-            table = pq.read_table(week.path)
-            ids = table.column("account_id").to_numpy(zero_copy_only=False).astype(str)
-            order = np.argsort(ids, kind="stable")
-            hit = (week.mtime_ns, table, ids[order], order)
-            with self._lock:
-                self._full.pop(week.path, None)
-                self._full[week.path] = hit
-                while len(self._full) > FULL_TABLES_KEPT:  # oldest opened first
-                    self._full.pop(next(iter(self._full)))
-        _mtime, table, sorted_ids, order = hit
-        i = int(np.searchsorted(sorted_ids, account_id))
-        if i >= len(sorted_ids) or sorted_ids[i] != account_id:
-            return None
-        return table.slice(int(order[i]), 1).to_pylist()[0]
+        dicts, timestamps as pandas Timestamps), or None when not scored that week. Raises
+        :class:`UnreadableWeek` (after recording the week) when the week cannot be read."""
+        try:
+            row = self.source.account_row(week, account_id)
+        except SourceUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded and named on every page
+            raise self._record_bad(week, exc) from None
+        return None if row is None else {k: _plain(v) for k, v in row.items()}
 
     def trend(self, weeks: list[Week]) -> pd.DataFrame:
         """Per week and health tier: accounts and MRR (``as_of, health_tier, accounts, mrr``)."""
@@ -290,8 +337,11 @@ class ScoreStore:
 
     # --- monitoring ---------------------------------------------------------------------
     def monitoring_files(self) -> dict[str, Path]:
-        """``name -> path`` of every ``OUT/monitoring/*.parquet`` (sorted by name)."""
-        folder = self.scores_dir / MONITORING_DIR
+        """``name -> path`` of every ``OUT/monitoring/*.parquet`` (sorted by name; none for
+        a source without a side folder)."""
+        if self.source.side_dir is None:
+            return {}
+        folder = self.source.side_dir / MONITORING_DIR
         if not folder.is_dir():
             return {}
         return {p.stem: p for p in sorted(folder.glob("*.parquet"))
@@ -311,7 +361,9 @@ class ScoreStore:
 
     def realized(self) -> tuple[pd.DataFrame | None, str | None]:
         """``(monitoring/realized.parquet or None, why it could not be read or None)``."""
-        return self.read_optional(self.scores_dir / MONITORING_DIR / REALIZED_NAME)
+        if self.source.side_dir is None:
+            return None, None
+        return self.read_optional(self.source.side_dir / MONITORING_DIR / REALIZED_NAME)
 
     def read_optional(self, path: Path) -> tuple[pd.DataFrame | None, str | None]:
         """``(frame, None)`` for a readable small file, ``(None, None)`` when it is absent,
@@ -326,7 +378,9 @@ class ScoreStore:
     def effects(self) -> tuple[pd.DataFrame | None, pd.DataFrame | None, str | None]:
         """``(effects, dimensions, problem)`` from ``OUT/effects/`` (``churnml effects``):
         None for a file not written yet; ``problem`` names an unreadable one."""
-        folder = self.scores_dir / EFFECTS_DIR
+        if self.source.side_dir is None:
+            return None, None, None
+        folder = self.source.side_dir / EFFECTS_DIR
         table, bad = self.read_optional(folder / EFFECTS_NAME)
         dims, bad_dims = self.read_optional(folder / DIMENSIONS_NAME)
         return table, dims, bad or bad_dims
@@ -364,7 +418,15 @@ class ScoreStore:
 
 def check_scores_dir(scores_dir: str | Path) -> None:
     """Refuse to start on a folder that is not there (exit 2); an empty folder starts (the
-    pages say no week is scored yet)."""
+    pages say no week is scored yet). A database URL: see
+    :func:`churnml.ui.sql_source.check_database`."""
+    from churnml.data.sql import DatabaseSource
+
+    if isinstance(scores_dir, DatabaseSource):
+        from churnml.ui.sql_source import check_database
+
+        check_database(scores_dir)
+        return
     path = Path(scores_dir)
     if not path.is_dir():
         raise UsageError(f"--scores: {path} is not a folder (expected the output folder of "
@@ -381,5 +443,6 @@ def outcome_columns(frame_columns) -> list[dict[str, Any]]:
             for o in OUTCOMES if f"{o.name}_probability" in cols]
 
 
-__all__ = ["NotScored", "ScoreStore", "Week", "check_scores_dir", "column_meanings", "dimension_columns",
+__all__ = ["NotScored", "ScoreStore", "Week", "WeekSource", "FolderSource", "UnreadableWeek",
+           "SourceUnavailable", "open_source", "check_scores_dir", "column_meanings", "dimension_columns",
            "outcome_columns", "tier_rank", "ACTION_FIELDS", "SCHEMA_VERSION"]

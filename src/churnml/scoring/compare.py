@@ -25,7 +25,7 @@ import pandas as pd
 from churnml.data.tables import Book
 from churnml.features.catalog import Catalog, load_catalog
 from churnml.features.windows import to_as_of
-from churnml.health.config import load_health_config
+from churnml.health.config import default_config_path, load_health_config
 from churnml.scoring.actions import Playbooks, known_health
 from churnml.scoring.alerts import ALERT_RULES
 from churnml.scoring.protocols import HealthScorer
@@ -45,8 +45,6 @@ def compared_features(playbooks: Playbooks) -> tuple[str, ...]:
 def health_features() -> tuple[str, ...]:
     """The features the health score reads (signals and overrides of the default health
     configuration), read once per version of its file."""
-    from churnml.health.config import default_config_path
-
     path = default_config_path()
     stat = path.stat()
     key = (str(path), stat.st_mtime_ns, stat.st_size)

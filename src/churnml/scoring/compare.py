@@ -71,7 +71,7 @@ def health_week_before(health: HealthScorer, account_ids: Sequence[str] | np.nda
     if not len(week_before) or not len(ids):
         return out
     before = week_before.drop_duplicates("account_id")
-    pos = pd.Index(before["account_id"].astype(str)).get_indexer(ids)
+    pos = pd.Index(before["account_id"].astype(str)).get_indexer(pd.Index(ids))
     have = pos >= 0
     if not have.any():
         return out

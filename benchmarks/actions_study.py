@@ -270,12 +270,36 @@ def rankings(book, queue, meta, playbooks, cut_share: float, seed: int, resample
     return pd.DataFrame(summary), models, len(table), str(pd.Timestamp(cut).date())
 
 
-def critical_check(queue: pd.DataFrame) -> dict:
+def active_per_week(books: Path, accounts: int, seed: int, holdout_share: float) -> pd.Series:
+    """Accounts with MRR each simulated week (``_truth/state_weekly``), by ``week_start``."""
+    folder = books / f"book{seed}_{accounts}" if holdout_share == 0.10 else \
+        books / f"book{seed}_{accounts}_h{holdout_share:g}"
+    state = pd.read_parquet(folder / "_truth" / "state_weekly.parquet",
+                            columns=["week_start", "mrr"])
+    state["week_start"] = pd.to_datetime(state["week_start"])
+    return state[state["mrr"] > 0].groupby("week_start").size()
+
+
+def critical_check(queue: pd.DataFrame, active: pd.Series | None = None) -> dict:
     """The simulated team's queue: the share of active accounts with a new critical signal
-    each week, and how many jumped the queue again the next week."""
+    each week, and how many jumped the queue again the next week; with ``active`` (accounts
+    with MRR per week) the share of the week's active accounts with critical severity and
+    with a queued jump, in the team's first week, on average and in the busiest week."""
     q = queue.assign(week_start=pd.to_datetime(queue["week_start"]))
     jumps = q[q["jump"].astype(bool)]
     per_week = jumps.groupby("week_start").size()
+    shares = {}
+    if active is not None:
+        weeks = pd.Index(np.sort(q["week_start"].unique()))
+        den = active.reindex(weeks).astype(float)
+        crit = (q["severity"] == "critical").groupby(q["week_start"]).sum().reindex(weeks)
+        crit_share = crit.fillna(0) / den
+        jump_share = per_week.reindex(weeks).fillna(0) / den
+        shares = {"critical_share_first_week": round(float(crit_share.iloc[0]), 4),
+                  "critical_share_mean": round(float(crit_share.mean()), 4),
+                  "critical_share_max": round(float(crit_share.max()), 4),
+                  "jump_share_mean": round(float(jump_share.mean()), 4),
+                  "jump_share_max": round(float(jump_share.max()), 4)}
     weeks = np.sort(q["week_start"].unique())
     next_of = dict(zip(weeks[:-1], weeks[1:]))
     pairs = set(zip(jumps["account_id"], jumps["week_start"]))
@@ -288,7 +312,8 @@ def critical_check(queue: pd.DataFrame) -> dict:
             "cs_manager_queued_per_week": float(cm.groupby("week_start").size().mean()),
             "cs_manager_jump_share": float(cm["jump"].astype(bool).mean()) if len(cm) else 0.0,
             "cs_manager_critical_on_watch_per_week": float(
-                (new & (q["queue_status"] == "watch")).groupby(q["week_start"]).sum().mean())}
+                (new & (q["queue_status"] == "watch")).groupby(q["week_start"]).sum().mean()),
+            **shares}
 
 
 def main() -> None:
@@ -315,7 +340,8 @@ def main() -> None:
         summary, models, n_weeks, cut = rankings(book, queue, meta, playbooks, args.cut_share,
                                                  seed, args.resamples)
         ranks.append(summary)
-        crit = critical_check(queue)
+        crit = critical_check(queue, active_per_week(Path(args.books), args.accounts, seed,
+                                                     args.holdout_share))
         print(f"\nseed {seed}: {n_weeks} evaluation weeks from {cut}; capacity "
               f"{meta.get('cs_capacity')}; models (held out, recommended): {models}")
         print(f"  critical: {crit}")

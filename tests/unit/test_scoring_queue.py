@@ -264,6 +264,41 @@ def test_critical_actions_stay_rare_and_do_not_repeat_on_unchanged_signals(two_w
     assert not (jumped[0] & jumped[1])
 
 
+def test_low_health_is_critical_only_in_the_week_it_gets_there(two_weeks, pb, sim_tables):
+    """The second week's rule, decided from the book a week before, agrees with the first
+    week's output (the same book's health score at that date): an account below
+    ``critical_health`` in both weeks is critical the second week only on a new critical
+    signal, and a critical row without a signal entered the tier this week."""
+    from churnml.data.tables import Book
+    from churnml.health.score import HealthScore
+    from churnml.scoring.compare import health_week_before, week_before
+
+    first, second = two_weeks
+    bar = pb.risk["critical_health"]
+    # the health score of the book's compared features a week before = the first week's
+    book = Book(tables=dict(sim_tables.tables))
+    before = week_before(book, second["as_of"].iloc[0], pb)
+    ids = first["account_id"].to_numpy(dtype=object)
+    h_before = health_week_before(HealthScore(), ids, before)
+    h_first = first["health_score"].where(first["health_tier"] != "insufficient_data")
+    np.testing.assert_allclose(h_before, h_first.to_numpy(dtype=float), rtol=1e-9)
+
+    def known(scores):
+        return scores["health_score"].where(scores["health_tier"] != "insufficient_data")
+
+    h_then = known(first).set_axis(first["account_id"]).reindex(second["account_id"]).to_numpy()
+    h_now = known(second).to_numpy()
+    actions = _actions(second)
+    critical = (actions["severity"] == "critical").to_numpy()
+    signal = actions["reason_feature"].isin({s.feature for s in pb.critical_signals}).to_numpy()
+    with np.errstate(invalid="ignore"):
+        stayed = (h_now < bar) & (h_then < bar)
+        entered = (h_now < bar) & ~(h_then < bar)
+    assert not (critical & stayed & ~signal).any()
+    assert (actions.loc[stayed & ~signal, "severity"] == "high").all()
+    np.testing.assert_array_equal(critical & ~signal, entered & ~signal)
+
+
 def test_weekly_queue_with_a_learned_uplift_book_wide(two_weeks, pb):
     """A week's output rows re-queued with an uplift model for one play (fitted here on the
     week's own rows with a made-up effect): that play's rows carry ``effect_source`` uplift

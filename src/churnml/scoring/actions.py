@@ -19,7 +19,7 @@ from churnml.columns import FrameColumns, numeric_column
 from churnml.config import features_dir
 from churnml.errors import ConfigError
 from churnml.features.catalog import Catalog, load_catalog, render_reason
-from churnml.health.score import INSUFFICIENT_DATA_TIER
+from churnml.health.score import INSUFFICIENT_DATA_TIER, HealthArrays
 from churnml.outcomes import OUTCOME_NAMES
 from churnml.scoring.alerts import rose_since
 
@@ -221,6 +221,11 @@ def parse_playbooks(raw: Mapping[str, Any], source: str = "playbooks") -> Playbo
                 "high_health", "medium_health"):
         if key not in risk:
             problems.append(f"'risk' misses '{key}'")
+    bars = [risk[k] for k in ("critical_health", "high_health", "medium_health") if k in risk]
+    if len(bars) == 3 and not bars[0] <= bars[1] <= bars[2]:
+        # an account that stays below critical_health is high from its second week on
+        problems.append("'risk' needs critical_health <= high_health <= medium_health; got "
+                        f"{bars}")
     gates = []
     for item in need("expansion_gating", list):
         try:
@@ -439,16 +444,44 @@ def _active_values(frame: pd.DataFrame, signals: list[Signal],
     return out
 
 
+def known_health(parts: HealthArrays) -> np.ndarray:
+    """The health score of :meth:`HealthScore.score_arrays`, NaN where its tier is
+    ``insufficient_data`` (too little known to judge)."""
+    unknown = np.asarray(parts.tier_codes) == len(parts.config.tiers)
+    return np.where(unknown, np.nan, np.asarray(parts.score, dtype="float64"))
+
+
+def entered_critical_health(health, health_before, playbooks: Playbooks) -> np.ndarray:
+    """Whether the health score is below ``risk.critical_health`` and was not a week before
+    (at or above it, or unknown: a new account or too little data then). ``health``: NaN =
+    unknown (never critical); ``health_before``: None when nothing is known about the week
+    before (a lone request): then every health score below the bar counts as new."""
+    bar = playbooks.risk["critical_health"]
+    with np.errstate(invalid="ignore"):
+        below = np.asarray(health, dtype="float64") < bar
+        if health_before is not None:
+            below &= ~(np.asarray(health_before, dtype="float64") < bar)
+    return below
+
+
 def risk_severity(frame: pd.DataFrame, churn_probability, playbooks: Playbooks,
                   week_before: pd.DataFrame | None = None, *,
                   columns: FrameColumns | None = None,
                   health_tier: Sequence[str] | None = None,
-                  critical: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+                  critical: Mapping[str, np.ndarray] | None = None,
+                  health_before: np.ndarray | None = None) -> np.ndarray:
     """``critical`` / ``high`` / ``medium`` / ``low`` per account (rules in playbooks.yaml).
     A health score of tier ``insufficient_data`` (too little known to judge) and an unknown
     churn probability (no churn model) raise nothing. ``columns``: a FrameColumns of
     ``frame`` (the same answer, no Series). ``critical``: the critical signals' activity
-    (``_active_values`` of them with ``week_before``) when the caller has it."""
+    (``_active_values`` of them with ``week_before``) when the caller has it.
+
+    Critical means a change: a critical signal that rose since a week before, or a health
+    score that entered the critical tier (:func:`entered_critical_health`; ``health_before``:
+    each row's health score a week before, NaN unknown, from
+    ``churnml.scoring.compare.health_week_before``). An account that stays below
+    ``risk.critical_health`` is ``high`` from its second week on (it is below
+    ``risk.high_health`` too). Without ``health_before`` every low score counts as new."""
     risk = playbooks.risk
     p = np.asarray(churn_probability, dtype="float64")
     p = np.where(np.isnan(p), 0.0, p)
@@ -462,7 +495,7 @@ def risk_severity(frame: pd.DataFrame, churn_probability, playbooks: Playbooks,
     crit = _bool_matrix(dict(critical), n).any(axis=1)
     high = _bool_matrix(_active_values(frame, playbooks.high_signals, None, columns), n).any(axis=1)
     return np.select(
-        [crit | (h < risk["critical_health"]),
+        [crit | entered_critical_health(h, health_before, playbooks),
          high | (p >= risk["high_churn_probability"]) | (h < risk["high_health"]),
          (p >= risk["medium_churn_probability"]) | (h < risk["medium_health"])],
         ["critical", "high", "medium"],
@@ -487,6 +520,7 @@ def next_best_actions(
     columns: FrameColumns | None = None,
     health_tier: Sequence[str] | None = None,
     catalog: Catalog | None = None,
+    health_before: np.ndarray | None = None,
 ) -> list[dict]:
     """The recommended action per account (order of ``frame``).
 
@@ -501,6 +535,8 @@ def next_best_actions(
     ``probability`` / ``reasons``: per outcome name (an outcome without a model: NaN / []).
     ``gates``: :func:`expansion_gates`' frame or a :class:`Gates`; ``columns``: a
     FrameColumns of ``frame`` (with ``health_score`` added when the frame has none).
+    ``health_before``: each row's health score a week before as_of (NaN unknown; see
+    :func:`risk_severity`).
     """
     feature_dimensions = dict(feature_dimensions or {})
     catalog = catalog if catalog is not None else _catalog()
@@ -513,7 +549,8 @@ def next_best_actions(
     expansion_reasons = reasons.get("expansion") or [[] for _ in range(n)]
     critical = _active_values(frame, playbooks.critical_signals, week_before, columns)
     severity = risk_severity(frame, churn_p, playbooks, week_before, columns=columns,
-                             health_tier=health_tier, critical=critical)
+                             health_tier=health_tier, critical=critical,
+                             health_before=health_before)
     crit_names = list(critical)
     crit_values = _bool_matrix(critical, n)
     crit_playbook = {s.feature: s.playbook for s in playbooks.critical_signals}

@@ -10,8 +10,9 @@ and the policy answers with this week's queue, using the project's own code wher
   ``features/health_score.yaml``; signals the simulator does not approximate are left out and
   the rest re-weighted, as for any book without them);
 - severity and new critical signals: ``risk_severity`` and the critical signals of
-  ``features/playbooks.yaml`` compared with the week before (``_active_values``), as in the
-  weekly job;
+  ``features/playbooks.yaml`` compared with the week before (``_active_values``), and the
+  health score compared with the one of the week before (critical only in the week it falls
+  below ``critical_health``), as in the weekly job;
 - the play: the first new critical signal's play; for an account at risk the first specific
   signal the playbook file maps (budget cut, competitor, downgrade inquiry, failed payment,
   missed meetings, NPS detractor), else the play of the weakest health dimension
@@ -37,7 +38,14 @@ import numpy as np
 import pandas as pd
 
 from churnml.health.score import INSUFFICIENT_DATA_TIER, HealthScore
-from churnml.scoring.actions import Gates, Playbooks, _active_values, load_playbooks, risk_severity
+from churnml.scoring.actions import (
+    Gates,
+    Playbooks,
+    _active_values,
+    known_health,
+    load_playbooks,
+    risk_severity,
+)
 from churnml.scoring.alerts import rose_since
 from churnml.scoring.queue import QUEUED, assign_queue
 
@@ -138,8 +146,14 @@ class CsTeamPolicy:
                 critical[sig.feature] = critical[sig.feature] & rose_since(
                     frame[sig.feature].to_numpy(dtype=float),
                     np.asarray(before[sig.feature], dtype=float))
+        # the health score a week before, on the same features then: a score below
+        # critical_health is critical only in the week it gets there (as in the weekly job)
+        prior = pd.DataFrame({k: np.asarray(v, dtype=float) for k, v in before.items()})
+        prior.insert(0, "account_id", ids)
+        prior["as_of"] = pd.Timestamp(0)
+        health_before = known_health(self.health.score_arrays(prior))
         severity = risk_severity(frame, np.full(n, np.nan), pb, health_tier=tiers,
-                                 critical=critical)
+                                 critical=critical, health_before=health_before)
 
         play = np.full(n, None, dtype=object)
         reason = np.full(n, "", dtype=object)

@@ -31,6 +31,7 @@ from churnml.scoring.actions import (
     next_best_actions,
 )
 from churnml.scoring.alerts import alert_lists
+from churnml.scoring.compare import health_week_before
 from churnml.scoring.protocols import HealthScorer, OutcomeModel, TimeToEventModel
 from churnml.scoring.queue import PRIOR, expected_values
 from churnml.scoring.schema import (
@@ -247,7 +248,9 @@ def score_frame(
     and ``history``: earlier weeks' rows, both optional (the score-based alerts need them).
     ``week_before``: the compared features (``churnml.scoring.compare``) of the same accounts
     a week before ``as_of``, read from the book point in time; a signal fires an action or an
-    alert only when it changed since then. None (a lone request) counts every signal as new.
+    alert only when it changed since then, and a health score below ``risk.critical_health``
+    is critical only when it was not a week before (the health score of those features).
+    None (a lone request) counts every signal and every low health score as new.
     ``catalog``: the feature catalog of the actions' sentences (the default catalog when
     None, re-read when its file changes; the service passes the one it loaded).
     ``timer(stage)``: a context manager around each stage (the benchmark's clock).
@@ -305,6 +308,9 @@ def score_frame(
         health_dims = {d: parts.subscores[:, j] for j, d in enumerate(dimensions)}
         dimensions_used = parts.dimensions_used()
         weights_version = str(parts.config.version)
+        # the same score a week before (from week_before's compared features): a health
+        # score below risk.critical_health is critical only in the week it gets there
+        health_before = health_week_before(health, _account_ids(columns), week_before)
 
     probability: dict[str, np.ndarray] = {}
     reasons: dict[str, list[list[dict]]] = {}
@@ -345,7 +351,8 @@ def score_frame(
         readiness = expansion_readiness(expansion_p, gates.blocked(), playbooks)
         actions = next_best_actions(features, probability, reasons, readiness, gates, playbooks,
                                     feature_dimensions, week_before=week_before,
-                                    columns=columns, health_tier=health_tier, catalog=catalog)
+                                    columns=columns, health_tier=health_tier, catalog=catalog,
+                                    health_before=health_before)
 
     with timer("assemble"):
         mrr_values = columns.float64("mrr", frame_only=True)

@@ -949,14 +949,28 @@ def oracle_probability(truth, observations: pd.DataFrame, horizon_days: int = 90
 def _oracle_paths(s: m.Lanes, week_day, as_of, horizon, target, done_early, p, rng, rng_x):
     """Probability of no ``target`` event in [as_of, as_of + horizon) along one path per lane.
 
-    ``done_early``: lanes where no ``target`` event can happen in the rest of as_of's week."""
+    ``done_early``: lanes where no ``target`` event can happen in the rest of as_of's week.
+
+    Two shortcuts leave every value and the random stream as they were (a unit test compares
+    them with the plain loop, ``tests/unit/test_simulator.py``):
+    - the last of the ``n_weeks`` weeks starts at or after ``as_of + horizon`` (as_of's week
+      starts at most 7 days before it), so its factor is exactly 1: only its random numbers
+      are drawn (:func:`m.skip_week_draws`), to keep the stream of the lanes after it;
+    - for churn the lanes never churn (it is suppressed) and only the churn hazards are read,
+      so the hazards, events and state move with ``churn_only`` (the state the churn
+      hazards read, nothing else).
+    """
     end = as_of + horizon
     survival = np.ones(len(s.active))
     first = True
     day = week_day.astype(np.float64)
     n_weeks = int(np.ceil((horizon + 7) / 7)) + 1
-    for _ in range(n_weeks):
-        hz = m.hazards(s, day, p)
+    churn_only = target == "churn"
+    for week in range(n_weeks):
+        if week == n_weeks - 1 and week > 0 and np.all(day >= end):
+            m.skip_week_draws(len(s.active), rng, rng_x)
+            break
+        hz = m.hazards(s, day, p, churn_only=churn_only)
         live = s.active > 0
         frac = np.clip((np.minimum(day + 7, end) - np.maximum(day, as_of)) / 7.0, 0.0, 1.0)
         frac_before = np.clip((as_of - day) / 7.0, 0.0, 1.0) if first else np.zeros_like(day)
@@ -978,14 +992,17 @@ def _oracle_paths(s: m.Lanes, week_day, as_of, horizon, target, done_early, p, r
                 # the account is known to be active at as_of: no churn earlier in the week
                 hz.churn_renewal = np.where(te_before, 0.0, hz.churn_renewal)
                 hz.churn_in_term = hz.churn_in_term * (1.0 - frac_before)
-        ev = m.draw_events(s, hz, day, rng, suppress=target)
+        if churn_only:
+            ev = m.draw_events_churn_oracle(s, hz, day, rng)
+        else:
+            ev = m.draw_events(s, hz, day, rng, suppress=target)
         if target == "expansion":
             contrib = contrib * ~ev.churn  # the simulator allows no expansion in a churn week
         elif target == "contraction":
             # nor a contraction in a week with a churn or an expansion
             contrib = contrib * ~(ev.churn | ev.expansion)
         survival *= 1.0 - np.clip(contrib * live, 0.0, 1.0)
-        m.advance(s, ev, day, p, rng, rng_x)
+        m.advance(s, ev, day, p, rng, rng_x, churn_only=churn_only)
         day = day + 7
         first = False
     return survival

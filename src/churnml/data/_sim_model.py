@@ -314,16 +314,17 @@ def event_draws(n: int, rng: np.random.Generator) -> EventDraws:
     return EventDraws(u, day_draw, price, v, late_normal, recover_weeks, w, shock_day)
 
 
-def draw_events(s: Lanes, hz: WeekHazards, week_day: int, rng: np.random.Generator,
-                suppress: str | None = None) -> WeekEvents:
+def draw_events(s: Lanes, hz: WeekHazards, week_day: int, rng: np.random.Generator | None,
+                suppress: str | None = None, draws: EventDraws | None = None) -> WeekEvents:
     """Draw this week's revenue events and invoices for active lanes.
 
     ``suppress`` ("churn" | "expansion" | "contraction") removes that event (the oracle's "not
     yet happened" world, see :func:`oracle_survival`). Churn takes precedence over expansion and contraction
-    in the same week; expansion over contraction.
+    in the same week; expansion over contraction. ``draws``: the week's random numbers, drawn
+    beforehand from ``rng`` by :func:`event_draws` (the oracle draws them in another thread).
     """
     n = len(s.active)
-    d = event_draws(n, rng)
+    d = _given_or_drawn(draws, n, rng)
     act = s.active > 0
     u = d.u
     renew_churn = act & (u[0] < hz.churn_renewal)
@@ -391,13 +392,23 @@ def _shocks(s: Lanes, act: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def draw_events_churn_oracle(s: Lanes, hz: WeekHazards, week_day, rng: np.random.Generator) -> WeekEvents:
+def _given_or_drawn(draws: EventDraws | None, n: int, rng: np.random.Generator | None) -> EventDraws:
+    if draws is not None:
+        if draws.price.shape != (n,):
+            raise ValueError(f"draws for {draws.price.shape} lanes, not {n}")
+        return draws
+    if rng is None:
+        raise ValueError("draw_events needs rng or draws")
+    return event_draws(n, rng)
+
+
+def draw_events_churn_oracle(s: Lanes, hz: WeekHazards, week_day, draws: EventDraws) -> WeekEvents:
     """:func:`draw_events` with ``suppress="churn"``, computing only what
     :func:`advance` with ``churn_only`` reads (renewals, invoices due and failed, their
     recovery, the shocks); the same draws, the same values for those. The other fields are
     empty arrays (:data:`NOT_COMPUTED`)."""
     n = len(s.active)
-    d = event_draws(n, rng)
+    d = _given_or_drawn(draws, n, None)
     act = s.active > 0
     none = np.zeros(n, bool)
     renewed = act & hz.renewal_in_week
@@ -426,17 +437,10 @@ def advance_draws(n: int, rng: np.random.Generator, rng_x: np.random.Generator |
     return z, u, ux
 
 
-def skip_week_draws(n: int, rng: np.random.Generator, rng_x: np.random.Generator | None = None) -> None:
-    """Draw what :func:`draw_events` then :func:`advance` draw for ``n`` lanes, and nothing
-    else: a week whose events and state no longer matter keeps the stream of the weeks after
-    it (the oracle's last week, past its horizon)."""
-    event_draws(n, rng)
-    advance_draws(n, rng, rng_x)
-
-
 def advance(s: Lanes, ev: WeekEvents, week_day: int, p: SimParams,
-            rng: np.random.Generator, rng_x: np.random.Generator | None = None,
-            churn_only: bool = False) -> None:
+            rng: np.random.Generator | None, rng_x: np.random.Generator | None = None,
+            churn_only: bool = False,
+            draws: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
     """Move every lane's state (in place) from this week to the next.
 
     ``rng_x`` is the separate stream of the contraction mechanism (downsize intent), so that
@@ -446,11 +450,18 @@ def advance(s: Lanes, ev: WeekEvents, week_day: int, p: SimParams,
     hazards): only the state those hazards read next week is moved (health, adoption, the
     shock timers, churn intent, term end, invoices and failed payments), with the same values
     and the same draws; the rest (seats, plan, mrr, buy and downsize intent, users needed)
-    keeps its values from as_of."""
+    keeps its values from as_of. ``draws``: the week's random numbers, drawn beforehand from
+    ``rng`` and ``rng_x`` by :func:`advance_draws`."""
     n = len(s.active)
     act = s.active > 0
     single = s.n_contacts <= 1
-    z, u, ux = advance_draws(n, rng, rng_x)
+    if draws is None:
+        if rng is None:
+            raise ValueError("advance needs rng or draws")
+        draws = advance_draws(n, rng, rng_x)
+    z, u, ux = draws
+    if ux.shape != (n,):
+        raise ValueError(f"draws for {ux.shape} lanes, not {n}")
 
     # health: mean-reverting toward the account's own level, plus shocks
     champ, budget, comp, rollout = (ev.shocks[k][0] for k in

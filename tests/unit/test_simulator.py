@@ -445,6 +445,71 @@ def test_oracle_follows_the_drifted_truth(drift_pair):
         oracle_probability(book, early, target="churn", n_paths=8, horizon_days=30, drift=None))
 
 
+def _plain_oracle_paths(s, week_day, as_of, horizon, target, done_early, p, rng, rng_x):
+    """The oracle's path loop as it was before its shortcuts (every week with the full
+    hazards, events and state), the reference for the fast one."""
+    from churnml.data import _sim_model as m
+
+    end = as_of + horizon
+    survival = np.ones(len(s.active))
+    first = True
+    day = week_day.astype(np.float64)
+    for _ in range(int(np.ceil((horizon + 7) / 7)) + 1):
+        hz = m.hazards(s, day, p)
+        live = s.active > 0
+        frac = np.clip((np.minimum(day + 7, end) - np.maximum(day, as_of)) / 7.0, 0.0, 1.0)
+        frac_before = np.clip((as_of - day) / 7.0, 0.0, 1.0) if first else np.zeros_like(day)
+        te = s.term_end_day
+        renew_in = hz.renewal_in_week
+        te_in = renew_in & (te >= as_of) & (te < end)
+        te_before = renew_in & (te < as_of) if first else np.zeros(len(te), bool)
+        if target == "churn":
+            c_in = 1.0 - (1.0 - hz.churn_renewal * te_in) * (1.0 - hz.churn_in_term * frac)
+            c_before = 1.0 - (1.0 - hz.churn_renewal * te_before) * (1.0 - hz.churn_in_term * frac_before)
+            contrib = c_in / np.maximum(1.0 - c_before, 1e-9)
+        else:
+            h = hz.expansion if target == "expansion" else hz.contraction
+            m_in = np.where(renew_in, te_in, frac)
+            m_before = np.where(renew_in, te_before, frac_before)
+            contrib = h * m_in / np.maximum(1.0 - h * m_before, 1e-9)
+            if first:
+                contrib = np.where(done_early, 0.0, contrib)
+                hz.churn_renewal = np.where(te_before, 0.0, hz.churn_renewal)
+                hz.churn_in_term = hz.churn_in_term * (1.0 - frac_before)
+        ev = m.draw_events(s, hz, day, rng, suppress=target)
+        if target == "expansion":
+            contrib = contrib * ~ev.churn
+        elif target == "contraction":
+            contrib = contrib * ~(ev.churn | ev.expansion)
+        survival *= 1.0 - np.clip(contrib * live, 0.0, 1.0)
+        m.advance(s, ev, day, p, rng, rng_x)
+        day = day + 7
+        first = False
+    return survival
+
+
+@pytest.mark.parametrize("target, horizon", [("churn", 90), ("churn", 30), ("expansion", 90),
+                                             ("contraction", 60)])
+def test_oracle_shortcuts_give_the_plain_loops_values_bit_for_bit(drift_pair, monkeypatch,
+                                                                  target, horizon):
+    # the churn-only state and the skipped last week change no value and no random draw: on a
+    # drifted book (both scenarios), as_of before, at and after the change, several chunks
+    import churnml.data.simulator as simulator
+
+    _, book = drift_pair
+    change = pd.Timestamp(book.meta["drift_start"])
+    st = book.truth["state_weekly"]
+    accounts = st.loc[st["week_start"] == change - pd.Timedelta(weeks=1), "account_id"].to_numpy()[:300]
+    obs = pd.concat([pd.DataFrame({"account_id": accounts, "as_of": change + pd.Timedelta(days=d)})
+                     for d in (-40, -3, 0, 5, 30)], ignore_index=True)
+    kwargs = {"horizon_days": horizon, "target": target, "n_paths": 8, "seed": 4, "chunk_lanes": 3000}
+    fast = oracle_probability(book, obs, **kwargs)
+    monkeypatch.setattr(simulator, "_oracle_paths", _plain_oracle_paths)
+    plain = oracle_probability(book, obs, **kwargs)
+    assert np.isfinite(fast).sum() > 1000
+    np.testing.assert_array_equal(fast, plain)
+
+
 def test_drift_is_deterministic_by_seed_and_recorded():
     a = simulate(n_accounts=80, months=6, seed=3, drift="product_change,price_change",
                  drift_start="2026-08-03")

@@ -126,9 +126,27 @@ def add_months(day: np.ndarray, months, anchor_dom: np.ndarray) -> np.ndarray:
             + np.asarray(anchor_dom, dtype=np.int64) - 1)
 
 
+def add_months_where(mask: np.ndarray, day: np.ndarray, months, anchor_dom: np.ndarray) -> np.ndarray:
+    """``np.where(mask, add_months(day, months, anchor_dom), day)`` as float64, with the
+    calendar arithmetic done on the masked lanes only (the same values: each lane is moved on
+    its own; a week renews or invoices a few percent of the lanes)."""
+    out = np.array(day, dtype=np.float64, copy=True)
+    idx = np.flatnonzero(mask)
+    if len(idx):
+        months = np.asarray(months)
+        out[idx] = add_months(out[idx], months[idx] if months.ndim else months,
+                              np.asarray(anchor_dom)[idx])
+    return out
+
+
 def compute_mrr(lanes: Lanes) -> np.ndarray:
     return np.round(lanes.seats * PRICE_PER_SEAT[lanes.plan.astype(int)]
                     * (1.0 + lanes.addon_share), 2)
+
+
+#: a probability :func:`hazards` did not compute (``churn_only``): an empty array, so any use
+#: of it beside the lanes fails loudly instead of reading a wrong value
+NOT_COMPUTED = np.zeros(0)
 
 
 @dataclass
@@ -153,12 +171,15 @@ class WeekHazards:
         return 1.0 - (1.0 - self.churn_renewal) * (1.0 - self.churn_in_term)
 
 
-def hazards(s: Lanes, week_day: int, p: SimParams) -> WeekHazards:
-    """Event probabilities for the week starting at ``week_day`` from the state in force."""
+def hazards(s: Lanes, week_day: int, p: SimParams, churn_only: bool = False) -> WeekHazards:
+    """Event probabilities for the week starting at ``week_day`` from the state in force.
+
+    ``churn_only`` (the churn oracle, which needs nothing else): only ``churn_renewal``,
+    ``churn_in_term``, ``renewal_in_week`` and the churn drivers are computed, with the same
+    values; the other probabilities are empty arrays (:data:`NOT_COMPUTED`)."""
     tenure = week_day - s.created_day
     early = (tenure < 90).astype(float)
     single = (s.n_contacts <= 1).astype(float)
-    seat_use = s.users_needed / np.maximum(s.seats, 1.0)
     unresolved = (s.unresolved_until_day > week_day).astype(float)
     seg_offset = np.array([0.25, 0.0, -0.5])[s.segment_code.astype(int)]
 
@@ -192,13 +213,18 @@ def hazards(s: Lanes, week_day: int, p: SimParams) -> WeekHazards:
     renew_offset = np.where(s.annual_contract > 0, p.renew_offset_annual, p.renew_offset_monthly)
     churn_renewal = np.where(renewal_in_week, _sig(base + renew_offset), 0.0)
     churn_in_term = _sig(base + p.in_term_offset + in_term_unresolved)
+    if churn_only:
+        return WeekHazards(churn_renewal, churn_in_term, NOT_COMPUTED, NOT_COMPUTED, renewal_in_week,
+                           cd, {}, {})
     drift_price = None
     if "price_change" in drift:
         # the new list price applies at each contract's first renewal on or after the change
+        # (the previous term's start, computed on the renewing lanes: the others are False)
         months = np.where(s.annual_contract > 0, 12, 1)
-        prev_start = add_months(term_end, -months, s.anchor_dom)
+        prev_start = add_months_where(renewal_in_week, term_end, -months, s.anchor_dom)
         drift_price = renewal_in_week & (term_end >= p.drift_day) & (prev_start < p.drift_day)
 
+    seat_use = s.users_needed / np.maximum(s.seats, 1.0)
     days_to_renewal = term_end - week_day
     ed = {
         "buy_intent": 3.0 * s.buy_intent,
@@ -259,17 +285,48 @@ class WeekEvents:
     drift_price: np.ndarray | None = None  # price increases that are the drift's new list price
 
 
-def draw_events(s: Lanes, hz: WeekHazards, week_day: int, rng: np.random.Generator,
-                suppress: str | None = None) -> WeekEvents:
+@dataclass
+class EventDraws:
+    """Every random number :func:`draw_events` takes in a week, drawn in the simulator's order
+    (:func:`event_draws`). The draws do not depend on the state, only on the number of lanes,
+    so a caller that needs only part of a week's events still draws all of them and the
+    stream stays the same for the weeks and lanes after it."""
+
+    u: np.ndarray  # (6, n) uniforms: churn at renewal, in term, its day, expansion, contraction, kind
+    day_draw: np.ndarray  # (2, n) day of the week of an expansion, a contraction
+    price: np.ndarray  # (n,) uniform: price increase at an annual renewal
+    v: np.ndarray  # (4, n) uniforms: invoice failed, late, days early, recovered
+    late_normal: np.ndarray  # (n,) standard normal: days late
+    recover_weeks: np.ndarray  # (n,) geometric: weeks until a failed payment is recovered
+    w: np.ndarray  # (4, n) uniforms: the four shocks
+    shock_day: np.ndarray  # (4, n) day of the week of each shock
+
+
+def event_draws(n: int, rng: np.random.Generator) -> EventDraws:
+    u = rng.random((6, n))
+    day_draw = rng.integers(0, 7, size=(2, n))
+    price = rng.random(n)
+    v = rng.random((4, n))
+    late_normal = rng.standard_normal(n)
+    recover_weeks = rng.geometric(0.35, size=n)
+    w = rng.random((4, n))
+    shock_day = rng.integers(0, 7, size=(4, n))
+    return EventDraws(u, day_draw, price, v, late_normal, recover_weeks, w, shock_day)
+
+
+def draw_events(s: Lanes, hz: WeekHazards, week_day: int, rng: np.random.Generator | None,
+                suppress: str | None = None, draws: EventDraws | None = None) -> WeekEvents:
     """Draw this week's revenue events and invoices for active lanes.
 
     ``suppress`` ("churn" | "expansion" | "contraction") removes that event (the oracle's "not
     yet happened" world, see :func:`oracle_survival`). Churn takes precedence over expansion and contraction
-    in the same week; expansion over contraction.
+    in the same week; expansion over contraction. ``draws``: the week's random numbers, drawn
+    beforehand from ``rng`` by :func:`event_draws` (the oracle draws them in another thread).
     """
     n = len(s.active)
+    d = _given_or_drawn(draws, n, rng)
     act = s.active > 0
-    u = rng.random((6, n))
+    u = d.u
     renew_churn = act & (u[0] < hz.churn_renewal)
     term_churn = act & ~renew_churn & (u[1] < hz.churn_in_term)
     churn = renew_churn | term_churn
@@ -283,22 +340,22 @@ def draw_events(s: Lanes, hz: WeekHazards, week_day: int, rng: np.random.Generat
     contraction = act & ~churn & ~expansion & (u[4] < hz.contraction)
     if suppress == "contraction":
         contraction = np.zeros(n, bool)
-    day_draw = rng.integers(0, 7, size=(2, n))
+    day_draw = d.day_draw
     seat_use = s.users_needed / np.maximum(s.seats, 1.0)
     kind = np.where(seat_use > 0.9, 0, np.where((s.plan < 3) & (u[5] < 0.55), 1, 2))
     renewed = act & ~churn & hz.renewal_in_week
-    price_increase = renewed & (s.annual_contract > 0) & (rng.random(n) < 0.06)
+    price_increase = renewed & (s.annual_contract > 0) & (d.price < 0.06)
 
     # invoices: due once per billing period, outcome driven by health and payment method
     inv_due = act & (s.next_invoice_day < week_day + 7)
     inv_due &= ~churn | (s.next_invoice_day < churn_day)
-    v = rng.random((4, n))
+    v = d.v
     fail_p = _sig(-4.6 - 0.9 * s.health + 0.9 * s.card_payment + 1.0 * s.churn_intent)
     late_p = _sig(-2.3 - 1.0 * s.health + 0.8 * (1 - s.card_payment))
     outcome = np.where(v[0] < fail_p, 2, np.where(v[1] < late_p, 1, 0))
-    late_days = np.ceil(np.exp(np.log(10.0) + 0.7 * rng.standard_normal(n)))
+    late_days = np.ceil(np.exp(np.log(10.0) + 0.7 * d.late_normal))
     early_days = np.floor(v[2] * 6)
-    recover_weeks = rng.geometric(0.35, size=n)
+    recover_weeks = d.recover_weeks
     recovered = v[3] < 0.7
     paid = np.where(outcome == 0, s.next_invoice_day - early_days,
                     np.where(outcome == 1, s.next_invoice_day + late_days,
@@ -308,15 +365,9 @@ def draw_events(s: Lanes, hz: WeekHazards, week_day: int, rng: np.random.Generat
     amount = np.round(s.mrr * periods, 2)
 
     # shocks of the week (applied by advance, observed by the touchpoint writer)
-    w = rng.random((4, n))
-    shocks = {
-        "champion_left": act & (w[0] < 0.0045),
-        "budget_cut": act & (w[1] < 0.0022 + 0.0025 * _sig(-2.0 * s.health)),
-        "competitor": act & (w[2] < 0.0025 + 0.005 * _sig(-2.0 * s.health)),
-        "rollout_success": act & (w[3] < 0.012 * _sig(s.health) * s.adoption),
-    }
-    shock_days = rng.integers(0, 7, size=(4, n)) + week_day
-    shocks = {k: (v_, shock_days[i]) for i, (k, v_) in enumerate(shocks.items())}
+    shocks = _shocks(s, act, d.w)
+    shock_days = d.shock_day + week_day
+    shocks_days = {k: (v_, shock_days[i]) for i, (k, v_) in enumerate(shocks.items())}
     # a change in a renewal week is negotiated at the renewal: it takes effect on term_end
     renewal_day = np.where(hz.renewal_in_week, s.term_end_day, np.nan)
     exp_day = np.where(hz.renewal_in_week, renewal_day, week_day + day_draw[0])
@@ -329,20 +380,88 @@ def draw_events(s: Lanes, hz: WeekHazards, week_day: int, rng: np.random.Generat
     return WeekEvents(churn, churn_day, expansion, exp_day, kind,
                       contraction, con_day, renewed, price_increase,
                       inv_due, s.next_invoice_day.copy(), amount, outcome, paid,
-                      second_failure, shocks, drift_price)
+                      second_failure, shocks_days, drift_price)
+
+
+def _shocks(s: Lanes, act: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
+    return {
+        "champion_left": act & (w[0] < 0.0045),
+        "budget_cut": act & (w[1] < 0.0022 + 0.0025 * _sig(-2.0 * s.health)),
+        "competitor": act & (w[2] < 0.0025 + 0.005 * _sig(-2.0 * s.health)),
+        "rollout_success": act & (w[3] < 0.012 * _sig(s.health) * s.adoption),
+    }
+
+
+def _given_or_drawn(draws: EventDraws | None, n: int, rng: np.random.Generator | None) -> EventDraws:
+    if draws is not None:
+        if draws.price.shape != (n,):
+            raise ValueError(f"draws for {draws.price.shape} lanes, not {n}")
+        return draws
+    if rng is None:
+        raise ValueError("draw_events needs rng or draws")
+    return event_draws(n, rng)
+
+
+def draw_events_churn_oracle(s: Lanes, hz: WeekHazards, week_day, draws: EventDraws) -> WeekEvents:
+    """:func:`draw_events` with ``suppress="churn"``, computing only what
+    :func:`advance` with ``churn_only`` reads (renewals, invoices due and failed, their
+    recovery, the shocks); the same draws, the same values for those. The other fields are
+    empty arrays (:data:`NOT_COMPUTED`)."""
+    n = len(s.active)
+    d = _given_or_drawn(draws, n, None)
+    act = s.active > 0
+    none = np.zeros(n, bool)
+    renewed = act & hz.renewal_in_week
+    inv_due = act & (s.next_invoice_day < week_day + 7)
+    fail_p = _sig(-4.6 - 0.9 * s.health + 0.9 * s.card_payment + 1.0 * s.churn_intent)
+    failed = d.v[0] < fail_p  # outcome 2; late (1) and on time (0) change nothing churn reads
+    recovered = d.v[3] < 0.7
+    # paid day of a failed invoice (what advance reads of ev.invoice_paid_day)
+    paid = np.where(recovered, s.next_invoice_day + 7 * d.recover_weeks, np.nan)
+    second_failure = failed & (~recovered | (d.recover_weeks > 1))
+    outcome = np.where(failed, 2, 0)
+    shocks = {k: (v_, NOT_COMPUTED) for k, v_ in _shocks(s, act, d.w).items()}
+    return WeekEvents(none, NOT_COMPUTED, none, NOT_COMPUTED, NOT_COMPUTED, none, NOT_COMPUTED,
+                      renewed, none, inv_due, NOT_COMPUTED, NOT_COMPUTED, outcome, paid,
+                      second_failure, shocks, None)
+
+
+def advance_draws(n: int, rng: np.random.Generator, rng_x: np.random.Generator | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every random number :func:`advance` takes in a week, in its order: normals (4, n),
+    uniforms (6, n), and the downsize intent's uniforms (n,) from ``rng_x`` (``rng`` when not
+    given). Like :func:`event_draws`, they do not depend on the state."""
+    z = rng.standard_normal((4, n))
+    u = rng.random((6, n))
+    ux = (rng if rng_x is None else rng_x).random(n)
+    return z, u, ux
 
 
 def advance(s: Lanes, ev: WeekEvents, week_day: int, p: SimParams,
-            rng: np.random.Generator, rng_x: np.random.Generator | None = None) -> None:
+            rng: np.random.Generator | None, rng_x: np.random.Generator | None = None,
+            churn_only: bool = False,
+            draws: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
     """Move every lane's state (in place) from this week to the next.
 
     ``rng_x`` is the separate stream of the contraction mechanism (downsize intent), so that
-    adding it did not shift the draws of the rest (``rng`` when not given)."""
+    adding it did not shift the draws of the rest (``rng`` when not given).
+
+    ``churn_only`` (the churn oracle, whose lanes never churn and which reads only the churn
+    hazards): only the state those hazards read next week is moved (health, adoption, the
+    shock timers, churn intent, term end, invoices and failed payments), with the same values
+    and the same draws; the rest (seats, plan, mrr, buy and downsize intent, users needed)
+    keeps its values from as_of. ``draws``: the week's random numbers, drawn beforehand from
+    ``rng`` and ``rng_x`` by :func:`advance_draws`."""
     n = len(s.active)
     act = s.active > 0
     single = s.n_contacts <= 1
-    z = rng.standard_normal((4, n))
-    u = rng.random((6, n))
+    if draws is None:
+        if rng is None:
+            raise ValueError("advance needs rng or draws")
+        draws = advance_draws(n, rng, rng_x)
+    z, u, ux = draws
+    if ux.shape != (n,):
+        raise ValueError(f"draws for {ux.shape} lanes, not {n}")
 
     # health: mean-reverting toward the account's own level, plus shocks
     champ, budget, comp, rollout = (ev.shocks[k][0] for k in
@@ -355,10 +474,12 @@ def advance(s: Lanes, ev: WeekEvents, week_day: int, p: SimParams,
     s.health = np.where(act, h, s.health)
     s.adoption = np.where(act, np.clip(s.adoption + 0.07 * (s.adoption_target - s.adoption)
                                        + 0.02 * z[1], 0.0, 1.0), s.adoption)
-    for name, hit in (("weeks_since_champion_left", champ), ("weeks_since_budget_cut", budget),
-                      ("weeks_since_competitor", comp), ("weeks_since_goal", rollout)):
+    timers = (("weeks_since_champion_left", champ), ("weeks_since_budget_cut", budget),
+              ("weeks_since_competitor", comp), ("weeks_since_goal", rollout))
+    for name, hit in timers[:3] if churn_only else timers:
         setattr(s, name, np.where(hit, 0.0, np.minimum(getattr(s, name) + act, NEVER)))
-    s.champion_gen = s.champion_gen + champ
+    if not churn_only:
+        s.champion_gen = s.champion_gen + champ
 
     # intents: latent decisions that precede churn and expansion and show in touchpoints
     on = _sig(-4.9 - 1.3 * s.health + 2.0 * np.exp(-s.weeks_since_champion_left / 8.0) * single
@@ -367,6 +488,9 @@ def advance(s: Lanes, ev: WeekEvents, week_day: int, p: SimParams,
     off = 0.05 + 0.1 * _sig(3.0 * (s.health - 0.5))
     ci = np.where(s.churn_intent > 0, u[0] >= off, u[0] < on)
     s.churn_intent = np.where(act, ci, s.churn_intent).astype(float)
+    if churn_only:
+        _advance_contract_and_invoices(s, ev)
+        return
     seat_use = s.users_needed / np.maximum(s.seats, 1.0)
     tenure = week_day - s.created_day
     if "product_change" in p.drift and np.any(np.asarray(week_day) >= p.drift_day):
@@ -393,7 +517,6 @@ def advance(s: Lanes, ev: WeekEvents, week_day: int, p: SimParams,
                 + 1.0 * np.clip(0.75 - seat_use, 0.0, 0.5)
                 + 2.0 * np.exp(-s.weeks_since_champion_left / 10.0)
                 + 0.4 * _softplus(-s.health - 0.3))
-    ux = (rng if rng_x is None else rng_x).random(n)
     di = np.where(s.downsize_intent > 0, ux >= 0.02, ux < d_on)
     s.downsize_intent = np.where(act, di, s.downsize_intent).astype(float)
     s.downsize_weeks = np.where(act, np.where(di, s.downsize_weeks + 1, 0.0), s.downsize_weeks)
@@ -426,23 +549,25 @@ def advance(s: Lanes, ev: WeekEvents, week_day: int, p: SimParams,
     new_mrr = compute_mrr(s)
     s.mrr = np.where(exp | con, new_mrr, np.round(s.mrr * price, 2))
     # an upsell or seat change keeps mrr consistent with seats; a price increase only scales it
+    _advance_contract_and_invoices(s, ev)
+
+    # churn ends the lane's activity; a churned account may rarely come back
+    s.active = np.where(ev.churn, 0.0, s.active)
+    s.churned_day = np.where(ev.churn, ev.churn_day, s.churned_day)
+
+
+def _advance_contract_and_invoices(s: Lanes, ev: WeekEvents) -> None:
+    """Renewed terms and due invoices move to their next date; failed payments are recorded."""
     months = np.where(s.annual_contract > 0, 12, 1)
-    s.term_end_day = np.where(ev.renewed, add_months(s.term_end_day, months, s.anchor_dom),
-                              s.term_end_day)
+    s.term_end_day = add_months_where(ev.renewed, s.term_end_day, months, s.anchor_dom)
     bill = np.where(s.annual_billing > 0, 12, 1)
-    s.next_invoice_day = np.where(ev.invoice_due,
-                                  add_months(s.next_invoice_day, bill, s.anchor_dom),
-                                  s.next_invoice_day)
+    s.next_invoice_day = add_months_where(ev.invoice_due, s.next_invoice_day, bill, s.anchor_dom)
     failed = ev.invoice_due & (ev.invoice_outcome == 2)
     until = np.where(np.isnan(ev.invoice_paid_day), 1e9, ev.invoice_paid_day)
     s.unresolved_until_day = np.where(failed, np.maximum(s.unresolved_until_day, until),
                                       s.unresolved_until_day)
     s.failed_payments_recent = (s.failed_payments_recent * 0.93
                                 + failed + ev.second_failure * failed)
-
-    # churn ends the lane's activity; a churned account may rarely come back
-    s.active = np.where(ev.churn, 0.0, s.active)
-    s.churned_day = np.where(ev.churn, ev.churn_day, s.churned_day)
 
 
 def reactivate(s: Lanes, week_day: int, p: SimParams, rng: np.random.Generator) -> np.ndarray:

@@ -949,46 +949,122 @@ def oracle_probability(truth, observations: pd.DataFrame, horizon_days: int = 90
 def _oracle_paths(s: m.Lanes, week_day, as_of, horizon, target, done_early, p, rng, rng_x):
     """Probability of no ``target`` event in [as_of, as_of + horizon) along one path per lane.
 
-    ``done_early``: lanes where no ``target`` event can happen in the rest of as_of's week."""
+    ``done_early``: lanes where no ``target`` event can happen in the rest of as_of's week.
+
+    Two shortcuts leave every value and the random stream as they were (a unit test compares
+    them with the plain loop, ``tests/unit/test_simulator.py``):
+    - the last of the ``n_weeks`` weeks starts at or after ``as_of + horizon`` (as_of's week
+      starts at most 7 days before it), so its factor is exactly 1: only its random numbers
+      are drawn, to keep the stream of the lanes after it;
+    - for churn the lanes never churn (it is suppressed) and only the churn hazards are read,
+      so the hazards, events and state move with ``churn_only`` (the state the churn
+      hazards read, nothing else).
+    The random numbers are drawn by a second thread (:class:`_PrefetchedDraws`), one week
+    ahead of the arithmetic, in the same order.
+    """
     end = as_of + horizon
     survival = np.ones(len(s.active))
     first = True
     day = week_day.astype(np.float64)
     n_weeks = int(np.ceil((horizon + 7) / 7)) + 1
-    for _ in range(n_weeks):
-        hz = m.hazards(s, day, p)
-        live = s.active > 0
-        frac = np.clip((np.minimum(day + 7, end) - np.maximum(day, as_of)) / 7.0, 0.0, 1.0)
-        frac_before = np.clip((as_of - day) / 7.0, 0.0, 1.0) if first else np.zeros_like(day)
-        te = s.term_end_day
-        renew_in = hz.renewal_in_week
-        te_in = renew_in & (te >= as_of) & (te < end)
-        te_before = renew_in & (te < as_of) if first else np.zeros(len(te), bool)
-        if target == "churn":
-            c_in = 1.0 - (1.0 - hz.churn_renewal * te_in) * (1.0 - hz.churn_in_term * frac)
-            c_before = 1.0 - (1.0 - hz.churn_renewal * te_before) * (1.0 - hz.churn_in_term * frac_before)
-            contrib = c_in / np.maximum(1.0 - c_before, 1e-9)
-        else:
-            h = hz.expansion if target == "expansion" else hz.contraction
-            m_in = np.where(renew_in, te_in, frac)
-            m_before = np.where(renew_in, te_before, frac_before)
-            contrib = h * m_in / np.maximum(1.0 - h * m_before, 1e-9)
-            if first:
-                contrib = np.where(done_early, 0.0, contrib)
-                # the account is known to be active at as_of: no churn earlier in the week
-                hz.churn_renewal = np.where(te_before, 0.0, hz.churn_renewal)
-                hz.churn_in_term = hz.churn_in_term * (1.0 - frac_before)
-        ev = m.draw_events(s, hz, day, rng, suppress=target)
-        if target == "expansion":
-            contrib = contrib * ~ev.churn  # the simulator allows no expansion in a churn week
-        elif target == "contraction":
-            # nor a contraction in a week with a churn or an expansion
-            contrib = contrib * ~(ev.churn | ev.expansion)
-        survival *= 1.0 - np.clip(contrib * live, 0.0, 1.0)
-        m.advance(s, ev, day, p, rng, rng_x)
-        day = day + 7
-        first = False
+    churn_only = target == "churn"
+    n = len(s.active)
+    # every week's random numbers, drawn in order by another thread while this one computes
+    # (numpy releases the GIL in both): the same numbers as drawing them here
+    with _PrefetchedDraws(n, n_weeks, rng, rng_x) as draws:
+        for week in range(n_weeks):
+            event_draws, advance_draws = draws.next()
+            if week == n_weeks - 1 and week > 0 and np.all(day >= end):
+                break  # past the horizon: its draws were taken, nothing else is needed
+            survival = _oracle_week(s, day, as_of, end, first, target, done_early, p, churn_only,
+                                    survival, event_draws, advance_draws)
+            day = day + 7
+            first = False
     return survival
+
+
+def _oracle_week(s, day, as_of, end, first, target, done_early, p, churn_only, survival,
+                 event_draws, advance_draws):
+    """One week of :func:`_oracle_paths`: the survival times this week's factor; ``s`` moves
+    to the next week."""
+    hz = m.hazards(s, day, p, churn_only=churn_only)
+    live = s.active > 0
+    frac = np.clip((np.minimum(day + 7, end) - np.maximum(day, as_of)) / 7.0, 0.0, 1.0)
+    frac_before = np.clip((as_of - day) / 7.0, 0.0, 1.0) if first else np.zeros_like(day)
+    te = s.term_end_day
+    renew_in = hz.renewal_in_week
+    te_in = renew_in & (te >= as_of) & (te < end)
+    te_before = renew_in & (te < as_of) if first else np.zeros(len(te), bool)
+    if target == "churn":
+        c_in = 1.0 - (1.0 - hz.churn_renewal * te_in) * (1.0 - hz.churn_in_term * frac)
+        c_before = 1.0 - (1.0 - hz.churn_renewal * te_before) * (1.0 - hz.churn_in_term * frac_before)
+        contrib = c_in / np.maximum(1.0 - c_before, 1e-9)
+    else:
+        h = hz.expansion if target == "expansion" else hz.contraction
+        m_in = np.where(renew_in, te_in, frac)
+        m_before = np.where(renew_in, te_before, frac_before)
+        contrib = h * m_in / np.maximum(1.0 - h * m_before, 1e-9)
+        if first:
+            contrib = np.where(done_early, 0.0, contrib)
+            # the account is known to be active at as_of: no churn earlier in the week
+            hz.churn_renewal = np.where(te_before, 0.0, hz.churn_renewal)
+            hz.churn_in_term = hz.churn_in_term * (1.0 - frac_before)
+    if churn_only:
+        ev = m.draw_events_churn_oracle(s, hz, day, event_draws)
+    else:
+        ev = m.draw_events(s, hz, day, None, suppress=target, draws=event_draws)
+    if target == "expansion":
+        contrib = contrib * ~ev.churn  # the simulator allows no expansion in a churn week
+    elif target == "contraction":
+        # nor a contraction in a week with a churn or an expansion
+        contrib = contrib * ~(ev.churn | ev.expansion)
+    survival = survival * (1.0 - np.clip(contrib * live, 0.0, 1.0))
+    m.advance(s, ev, day, p, None, churn_only=churn_only, draws=advance_draws)
+    return survival
+
+
+class _PrefetchedDraws:
+    """The random numbers of ``n_weeks`` weeks of ``n`` lanes (:func:`m.event_draws` then
+    :func:`m.advance_draws`, week after week, the order of the plain loop), drawn by a
+    background thread at most one week ahead; :meth:`next` hands them over in order. On exit
+    every week has been drawn, so ``rng`` and ``rng_x`` stand where the plain loop leaves
+    them, and the thread has stopped."""
+
+    def __init__(self, n: int, n_weeks: int, rng, rng_x):
+        import queue
+        import threading
+
+        self._queue: queue.Queue = queue.Queue(maxsize=1)
+        self._thread = threading.Thread(target=self._run, args=(n, n_weeks, rng, rng_x),
+                                        name="oracle-draws", daemon=True)
+        self._taken, self._n_weeks = 0, n_weeks
+
+    def _run(self, n, n_weeks, rng, rng_x) -> None:
+        try:
+            for _ in range(n_weeks):
+                self._queue.put((m.event_draws(n, rng), m.advance_draws(n, rng, rng_x)))
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._queue.put(exc)
+
+    def __enter__(self) -> "_PrefetchedDraws":
+        self._thread.start()
+        return self
+
+    def next(self):
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        self._taken += 1
+        return item
+
+    def __exit__(self, *exc) -> None:
+        # take (and drop) what is left: the thread ends after its last week
+        while self._taken < self._n_weeks and self._thread.is_alive():
+            item = self._queue.get()
+            self._taken += 1
+            if isinstance(item, BaseException):
+                break
+        self._thread.join()
 
 
 # --------------------------------------------------------------------------------------------

@@ -196,3 +196,39 @@ def test_hazards_equal_the_repeated_rows_reference():
         repeated[name] = values
     want = model.booster.predict(FeatureEncoder(names, model.categories, label="t").matrix(repeated))
     np.testing.assert_array_equal(got, np.asarray(want).reshape(n, S.N_PERIODS, len(S.CLASSES)))
+
+
+def test_select_rounds_keeps_the_chosen_rounds_and_records_early_stopping():
+    """``fit_hazard(select_rounds=...)`` is asked to choose between early stopping's rounds and the
+    last trained, with a model holding them all; the kept booster has the chosen rounds, and
+    ``hazards(num_iteration=)`` of the whole model equals the kept one's."""
+    rng = np.random.default_rng(11)
+    n = 600
+    frame = pd.DataFrame({"account_id": [f"A{i}" for i in range(n)], "as_of": pd.Timestamp("2026-01-05"),
+                          "x": rng.normal(size=n), "tenure_days": rng.integers(0, 900, n).astype(float),
+                          "days_to_renewal": rng.integers(-30, 400, n).astype(float)})
+    events = pd.DataFrame({"account_id": frame["account_id"], "as_of": frame["as_of"],
+                           "event": rng.integers(0, len(S.CLASSES), n),
+                           "event_period": rng.integers(0, 4, n), "observed_periods": 6})
+    events.loc[events["event"] == 0, "event_period"] = -1
+    rows = S.person_period_rows(events, frame)
+    valid = rows["account_id"].isin(frame["account_id"][:150])
+    names = ["x", *S.TIME_FEATURES]
+    params = {"num_leaves": 4, "verbose": -1, "num_threads": 1, "min_child_samples": 5,
+              "learning_rate": 0.3, "seed": 1, "deterministic": True}
+    calls = []
+
+    def choose(model, best, last):
+        calls.append((best, last))
+        whole = model.hazards(frame, num_iteration=last)
+        assert whole.shape == (n, S.N_PERIODS, len(S.CLASSES))
+        return last
+
+    model = S.fit_hazard(rows[~valid], rows[valid], names, [], params, 60, 3, select_rounds=choose)
+    (best, last), = calls
+    assert best <= last
+    assert model.info["early_stopping_iteration"] == best
+    assert model.info["best_iteration"] == last == model.booster.current_iteration()
+    plain = S.fit_hazard(rows[~valid], rows[valid], names, [], params, 60, 3)
+    assert plain.info["best_iteration"] == plain.info["early_stopping_iteration"] == best
+    np.testing.assert_allclose(model.hazards(frame, num_iteration=best), plain.hazards(frame), rtol=1e-12)

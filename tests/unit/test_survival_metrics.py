@@ -161,3 +161,22 @@ def test_account_bootstrap_widens_the_interval_of_repeated_rows():
     again = SM.calibration_by_decile(time, event, 1, 3, predicted, 90.0, bins=1,
                                      groups=groups, resamples=300, seed=1)
     pd.testing.assert_frame_equal(clustered, again)
+
+
+def test_decile_calibration_statistic_against_a_plain_loop():
+    time, event, _, risk = _data(8, n=400)
+    predicted = 0.05 + 0.3 * (risk - risk.min()) / (risk.max() - risk.min())
+    for cause in (1, 2):
+        want = 0.0
+        for idx in np.array_split(np.argsort(predicted, kind="stable"), 5):
+            observed = SM.aalen_johansen(time[idx], event[idx], [90.0], 3)[cause - 1, 0]
+            mean = predicted[idx].mean()
+            want += (mean - observed) ** 2 / (mean * (1 - mean) / len(idx))
+        got = SM.decile_calibration_statistic(time, event, cause, 3, predicted, 90.0, bins=5)
+        assert got == pytest.approx(want, rel=1e-10)
+    # a prediction equal to each group's observed incidence scores 0; a shifted one more
+    truth = SM.aalen_johansen(time, event, [90.0], 3)[0, 0]
+    assert SM.decile_calibration_statistic(time, event, 1, 3, np.full(len(time), truth), 90.0,
+                                           bins=1) == pytest.approx(0.0, abs=1e-20)
+    assert SM.decile_calibration_statistic(time, event, 1, 3, np.full(len(time), truth + 0.05), 90.0,
+                                           bins=1) > 1.0

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Sequence, cast
+from typing import Any, Callable, ClassVar, Sequence, cast
 
 import numpy as np
 import pandas as pd
@@ -297,11 +297,13 @@ class SurvivalModel:
         return cls(booster, list(meta["feature_names"]), dict(meta["categories"]), info,
                    meta.get("class_bias"))
 
-    def hazards(self, features: pd.DataFrame, periods: int = N_PERIODS) -> np.ndarray:
+    def hazards(self, features: pd.DataFrame, periods: int = N_PERIODS,
+                num_iteration: int | None = None) -> np.ndarray:
         """(n, periods, classes) hazards of landmark ``features`` (one row per account): each
         row is repeated once per period with that period's :data:`TIME_FEATURES`. The landmark
         rows are encoded once and their matrix rows repeated (the encoding is row by row), so
-        only the time features' columns differ between a row's periods."""
+        only the time features' columns differ between a row's periods. ``num_iteration``:
+        the booster's first rounds only (choosing the rounds, :func:`fit_hazard`)."""
         n = len(features)
         period = np.tile(np.arange(periods, dtype=np.int64), n)
         index = np.repeat(np.arange(n), periods)
@@ -311,9 +313,10 @@ class SurvivalModel:
             if name in self.feature_names:
                 X[:, self.feature_names.index(name)] = values
         if self.class_bias is None:
-            proba = cast(np.ndarray, self.booster.predict(X))
+            proba = cast(np.ndarray, self.booster.predict(X, num_iteration=num_iteration))
         else:
-            proba = softmax(cast(np.ndarray, self.booster.predict(X, raw_score=True)), self.class_bias)
+            proba = softmax(cast(np.ndarray, self.booster.predict(X, raw_score=True, num_iteration=num_iteration)),
+                            self.class_bias)
         return proba.reshape(n, periods, len(CLASSES))
 
     def curves(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -369,13 +372,18 @@ def fit_class_bias(raw: np.ndarray, label: np.ndarray) -> list[float]:
 def fit_hazard(train: pd.DataFrame, valid: pd.DataFrame | None, feature_names: list[str],
                categorical: list[str], params: dict, num_boost_round: int,
                early_stopping_rounds: int, rounds: int | None = None, recalibrate: bool = False,
-               class_bias: list[float] | None = None) -> SurvivalModel:
+               class_bias: list[float] | None = None,
+               select_rounds: Callable[["SurvivalModel", int, int], int] | None = None) -> SurvivalModel:
     """LightGBM multiclass over :data:`CLASSES` on person-period rows (``label`` column).
 
     With ``valid`` rows: early stopping on their multi-class log loss; ``rounds`` fixes the
-    number of rounds instead (the refit on every row). ``recalibrate``: fit the per-class bias
-    (:func:`fit_class_bias`) on the ``valid`` rows after early stopping; ``class_bias``: use
-    this one instead (the refit carries the protocol's)."""
+    number of rounds instead (the refit on every row). ``select_rounds(model, best, last)``:
+    after early stopping, choose the rounds kept among ``best`` (the log loss's) .. ``last``
+    (the rounds trained before stopping), ``model`` holding all ``last`` rounds
+    (``survival_train.fit_protocol`` chooses on the calibration window's per-decile
+    calibration); ``info["early_stopping_iteration"]`` keeps ``best``. ``recalibrate``: fit the
+    per-class bias (:func:`fit_class_bias`) on the ``valid`` rows after that; ``class_bias``:
+    use this one instead (the refit carries the protocol's)."""
     import lightgbm as lgb
 
     from churnml.models.model import FeatureEncoder
@@ -403,14 +411,19 @@ def fit_hazard(train: pd.DataFrame, valid: pd.DataFrame | None, feature_names: l
                             valid_names=["validation"],
                             callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)])
         best = booster.best_iteration or booster.current_iteration()
+        early = best
+        if select_rounds is not None:
+            whole = SurvivalModel(booster, list(feature_names), categories)
+            best = int(select_rounds(whole, best, booster.current_iteration()))
         booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
         if recalibrate:
             raw = cast(np.ndarray, booster.predict(encoder.matrix(valid), raw_score=True))
             bias = fit_class_bias(raw, valid["label"].to_numpy())
     else:
-        best = int(rounds if rounds is not None else num_boost_round)
+        best = early = int(rounds if rounds is not None else num_boost_round)
         booster = lgb.train(p, d_train, num_boost_round=best)
-    info = {"best_iteration": int(best), "lightgbm_version": lgb.__version__,
+    info = {"best_iteration": int(best), "early_stopping_iteration": int(early),
+            "lightgbm_version": lgb.__version__,
             "rows": int(len(train)), "class_counts": {c: int(n) for c, n in zip(CLASSES, counts)}}
     if bias is not None:
         info["class_bias"] = bias

@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -60,6 +60,8 @@ class SurvivalConfig:
     refit: bool = True
     #: shift each class's raw score on the validation rows (``survival.fit_class_bias``)
     recalibrate: bool = False
+    #: keep the rounds best calibrated per decile on the calibration window (``fit_protocol``)
+    select_rounds: bool = True
     promotion_min_improvement: float = 0.0
     bootstrap_resamples: int = 200
     seed: int = 7
@@ -98,6 +100,7 @@ def load_survival_config(path: str | Path | None = None) -> SurvivalConfig:
         early_stopping_rounds=lgb.get("early_stopping_rounds", 30),
         refit=bool(raw.get("refit", {}).get("enabled", True)),
         recalibrate=bool(raw.get("calibration", {}).get("class_bias", False)),
+        select_rounds=bool(raw.get("calibration", {}).get("select_rounds", True)),
         promotion_min_improvement=float(raw.get("promotion", {}).get("min_improvement", 0.0)),
         bootstrap_resamples=raw.get("evaluation", {}).get("bootstrap_resamples", 200),
         seed=raw.get("evaluation", {}).get("seed", 7))
@@ -177,18 +180,20 @@ def _feature_columns(features: pd.DataFrame, rows: pd.DataFrame) -> tuple[list[s
     return select_features(rows, candidates, np.ones(len(rows), dtype=bool))
 
 
-def _binary_churn(features: pd.DataFrame, book, landmarks, cutoff: pd.Timestamp, test: pd.DataFrame,
-                  names: list[str], categorical: list[str], config: SurvivalConfig) -> np.ndarray:
-    """The 90-day churn probability of a binary LightGBM with the churn model's parameters on
-    the same landmark features, trained on the landmarks whose 90-day window ends by ``cutoff``
-    (early stopping on the last ``validation_days`` of them). Ranking only: uncalibrated."""
+def _binary_model(features: pd.DataFrame, book, landmarks, cutoff: pd.Timestamp, test: pd.DataFrame,
+                  names: list[str], categorical: list[str], config: SurvivalConfig,
+                  outcome: str | None = None) -> np.ndarray:
+    """The 90-day probability of ``outcome`` (default churn) of a binary LightGBM with that
+    outcome's model parameters (``models/<outcome>.yaml``) on the same landmark features, trained
+    on the landmarks whose 90-day window ends by ``cutoff`` (early stopping on the last
+    ``validation_days`` of them). Ranking only: uncalibrated."""
     import lightgbm as lgb
 
     from churnml.features.labels import observation_grid
     from churnml.models.config import load_config
     from churnml.models.model import FeatureEncoder
 
-    churn = S.TIE_ORDER[0]
+    churn = outcome or S.TIE_ORDER[0]
     churn_config = load_config(churn)
     grid = observation_grid(book, landmarks, 90, config.expansion_min_share)
     frame = features.merge(grid[["account_id", "as_of", churn]], on=["account_id", "as_of"])
@@ -213,30 +218,24 @@ def _binary_churn(features: pd.DataFrame, book, landmarks, cutoff: pd.Timestamp,
     return np.asarray(booster.predict(encoder.matrix(test), num_iteration=booster.best_iteration))
 
 
-def evaluate_survival(model: S.SurvivalModel, test_features: pd.DataFrame, test_events: pd.DataFrame,
-                      train_events: pd.DataFrame, resamples: int = 0,
-                      seed: int = 0) -> tuple[dict[str, float], pd.DataFrame, dict[str, pd.DataFrame]]:
-    """Censoring-aware metrics of ``model`` on the test landmarks (``models.survival_metrics``):
-    per outcome the time-dependent AUC at :data:`~churnml.models.survival.REPORT_DAYS`, Uno's
-    concordance by 180 days, the integrated Brier score over :data:`IBS_DAYS` and the same for the
-    Aalen-Johansen null of ``train_events``, and the calibration per decile at
-    :data:`CALIBRATION_DAYS` days, its intervals from ``resamples`` bootstrap resamples of the
-    accounts (seeded; 0: the independent-rows log-log interval). Returns ``(metrics,
-    predictions, calibration)``."""
-    frame = S.join_features(test_events, test_features)
-    survival, incidence = model.curves(frame)
-    predicted = model.predict(frame)
-    keep = ["account_id", "as_of", "event", "event_period", "time_days", "censor_days"]
-    predictions = pd.concat([frame[keep].reset_index(drop=True),
-                             predicted.drop(columns=["account_id", "as_of"])], axis=1)
-    t, e, c = (frame[k].to_numpy(dtype="float64") for k in ("time_days", "event", "censor_days"))
-    e = e.astype(np.int64)
+def incidence_metrics(incidence: np.ndarray, time_days, event, censor_days, groups, train_events: pd.DataFrame,
+                      resamples: int = 0, seed: int = 0) -> tuple[dict[str, float], dict[str, pd.DataFrame]]:
+    """The censoring-aware metrics of cumulative incidences ``incidence`` (n, outcomes, period
+    ends; :func:`~churnml.models.survival.curves_from_hazards`) of the test rows ``time_days``,
+    ``event``, ``censor_days`` (``groups``: each row's account): per outcome the time-dependent
+    AUC at :data:`~churnml.models.survival.REPORT_DAYS`, Uno's concordance by 180 days, the
+    integrated Brier score over :data:`IBS_DAYS` and the same for the Aalen-Johansen null of
+    ``train_events``, and the calibration per decile at :data:`CALIBRATION_DAYS` days, its
+    intervals from ``resamples`` bootstrap resamples of the accounts (seeded; 0: the
+    independent-rows log-log interval). Any model's incidences (``benchmarks/survival_library.py``
+    scores scikit-survival's with it). Returns ``(metrics, calibration)``."""
+    t, c = (np.asarray(v, dtype="float64") for v in (time_days, censor_days))
+    e = np.asarray(event, dtype=np.int64)
     n_causes = len(S.CLASSES) - 1
     ibs_grid = np.asarray(IBS_DAYS, dtype="float64")
     ibs_j = [S.report_period(d) for d in IBS_DAYS]
     null = SM.aalen_johansen(train_events["time_days"], train_events["event"], ibs_grid, n_causes)
-    metrics: dict[str, float] = {"test_rows": float(len(frame)),
-                                 "test_landmarks": float(frame["as_of"].nunique())}
+    metrics: dict[str, float] = {}
     calibration = {}
     for k, name in enumerate(S.CLASSES[1:]):
         cause = k + 1
@@ -250,13 +249,81 @@ def evaluate_survival(model: S.SurvivalModel, test_features: pd.DataFrame, test_
         metrics[f"null_test_ibs_{name}"] = SM.integrated_brier(t, e, c, cause, null_cif, ibs_grid)
         table = SM.calibration_by_decile(t, e, cause, n_causes,
                                          incidence[:, k, S.report_period(CALIBRATION_DAYS)],
-                                         float(CALIBRATION_DAYS), groups=frame["account_id"].to_numpy(),
+                                         float(CALIBRATION_DAYS), groups=groups,
                                          resamples=resamples, seed=seed)
         calibration[name] = table
         metrics[f"test_calibration_within_{name}_{CALIBRATION_DAYS}d"] = float(table["within"].mean())
+    return metrics, calibration
+
+
+def evaluate_survival(model: S.SurvivalModel, test_features: pd.DataFrame, test_events: pd.DataFrame,
+                      train_events: pd.DataFrame, resamples: int = 0,
+                      seed: int = 0) -> tuple[dict[str, float], pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Censoring-aware metrics of ``model`` on the test landmarks (:func:`incidence_metrics`).
+    Returns ``(metrics, predictions, calibration)``."""
+    frame = S.join_features(test_events, test_features)
+    survival, incidence = model.curves(frame)
+    predicted = model.predict(frame)
+    keep = ["account_id", "as_of", "event", "event_period", "time_days", "censor_days"]
+    predictions = pd.concat([frame[keep].reset_index(drop=True),
+                             predicted.drop(columns=["account_id", "as_of"])], axis=1)
+    metrics: dict[str, float] = {"test_rows": float(len(frame)),
+                                 "test_landmarks": float(frame["as_of"].nunique())}
+    scores, calibration = incidence_metrics(incidence, frame["time_days"], frame["event"], frame["censor_days"],
+                                            frame["account_id"].to_numpy(), train_events, resamples, seed)
+    metrics.update(scores)
     sums = survival[:, 1:] + incidence[:, :, 1:].sum(axis=1)
     metrics["test_max_sum_error"] = float(np.abs(sums - 1.0).max())
     return metrics, predictions, calibration
+
+
+def calibration_window(past: pd.DataFrame, features: pd.DataFrame, cutoff: pd.Timestamp,
+                       config: SurvivalConfig) -> pd.DataFrame:
+    """The landmarks of the last ``validation_days`` before ``cutoff`` with their features and
+    their follow-up censored at ``cutoff`` (:func:`truncate_events`): every person-period row
+    they have ends in the validation window, so the protocol model never trains on them."""
+    start = cutoff - pd.Timedelta(days=config.validation_days)
+    window = truncate_events(past[(past["as_of"] >= start) & (past["as_of"] < cutoff)], cutoff)
+    return S.join_features(window[window["observed_periods"] > 0], features)
+
+
+def rounds_by_calibration(window: pd.DataFrame) -> Callable[[S.SurvivalModel, int, int], int]:
+    """``select_rounds`` of :func:`~churnml.models.survival.fit_hazard`: among the rounds from
+    early stopping's to the last trained, the one whose :data:`CALIBRATION_DAYS`-day incidences
+    are best calibrated per decile on the calibration ``window`` (the sum over outcomes of
+    :func:`~churnml.models.survival_metrics.decile_calibration_statistic`; ties: fewer rounds).
+    Early stopping on the log loss stops while the low deciles are still shrunk towards the
+    average (docs/models.md, "Calibration per decile")."""
+    t = window["time_days"].to_numpy(dtype="float64")
+    e = window["event"].to_numpy(dtype=np.int64)
+    j = S.report_period(CALIBRATION_DAYS)
+    n_causes = len(S.CLASSES) - 1
+
+    def select(model: S.SurvivalModel, best: int, last: int) -> int:
+        if not len(window) or not (e > 0).any():
+            return best
+        scores = []
+        for rounds in range(best, last + 1):
+            incidence = S.curves_from_hazards(model.hazards(window, periods=j, num_iteration=rounds))[1]
+            scores.append(sum(SM.decile_calibration_statistic(t, e, k + 1, n_causes, incidence[:, k, j],
+                                                              float(CALIBRATION_DAYS))
+                              for k in range(n_causes)))
+        return best + int(np.argmin(scores))
+
+    return select
+
+
+def fit_protocol(rows: pd.DataFrame, names: list[str], categorical: list[str], cutoff: pd.Timestamp,
+                 config: SurvivalConfig, window: pd.DataFrame | None = None) -> S.SurvivalModel:
+    """The protocol model on the person-period rows that end by ``cutoff``: early stopping on
+    those whose period ends in the last ``validation_days`` before it, the rest trains. With
+    ``config.select_rounds`` and a calibration ``window`` (:func:`calibration_window`), the
+    rounds kept are chosen on it (:func:`rounds_by_calibration`)."""
+    in_valid = (rows["period_end"] > cutoff - pd.Timedelta(days=config.validation_days)).to_numpy()
+    select = rounds_by_calibration(window) if config.select_rounds and window is not None else None
+    return S.fit_hazard(rows[~in_valid], rows[in_valid], names, categorical, config.lgb_params,
+                        config.num_boost_round, config.early_stopping_rounds,
+                        recalibrate=config.recalibrate, select_rounds=select)
 
 
 def train_time_to_event(book, config: SurvivalConfig | str | Path | None = None, *, truth=None, catalog=None,
@@ -304,9 +371,8 @@ def train_time_to_event(book, config: SurvivalConfig | str | Path | None = None,
     rows = S.person_period_rows(past, features, cutoff=cutoff)
     names, categorical, dropped = _feature_columns(features, rows)
     in_valid = (rows["period_end"] > cutoff - pd.Timedelta(days=config.validation_days)).to_numpy()
-    protocol = S.fit_hazard(rows[~in_valid], rows[in_valid], names, categorical, config.lgb_params,
-                            config.num_boost_round, config.early_stopping_rounds,
-                            recalibrate=config.recalibrate)
+    protocol = fit_protocol(rows, names, categorical, cutoff, config,
+                            calibration_window(past, features, cutoff, config))
     timings["fit_seconds"] = time.perf_counter() - clock
     if progress is not None:
         progress.advance()
@@ -328,7 +394,7 @@ def train_time_to_event(book, config: SurvivalConfig | str | Path | None = None,
     predictions = predictions.merge(grid[["account_id", "as_of", churn]].rename(
         columns={churn: "label_churn_90d"}), on=["account_id", "as_of"], how="left")
     test_features = predictions[["account_id", "as_of"]].merge(features, on=["account_id", "as_of"])
-    predictions["binary_probability"] = _binary_churn(features, book, landmarks, cutoff, test_features,
+    predictions["binary_probability"] = _binary_model(features, book, landmarks, cutoff, test_features,
                                                       names, categorical, config)
     labeled = predictions["label_churn_90d"].notna().to_numpy()
     y = predictions.loc[labeled, "label_churn_90d"].to_numpy(dtype="float64")
@@ -365,6 +431,9 @@ def train_time_to_event(book, config: SurvivalConfig | str | Path | None = None,
         train_end = pd.Timestamp(all_rows["period_end"].max())
         notes.append(f"registered model refitted on all {len(all_rows):,} person-period rows with "
                      f"{protocol.info['best_iteration']} rounds; the test metrics are the protocol model's")
+    if protocol.info.get("early_stopping_iteration") != protocol.info["best_iteration"]:
+        notes.append(f"rounds: {protocol.info['best_iteration']} (best calibrated per decile on the "
+                     f"calibration window), early stopping's {protocol.info['early_stopping_iteration']}")
     split = {"landmarks": len(landmarks), "first_landmark": landmarks[0].date().isoformat(),
              "train_cutoff": cutoff.date().isoformat(), "test_start": test_dates[0].date().isoformat(),
              "test_end": test_dates[-1].date().isoformat(), "test_landmarks": len(test_dates),

@@ -114,7 +114,7 @@ def spark_session(master: str | None = None):
     try:
         from pyspark.sql import SparkSession
     except ImportError as exc:
-        raise UsageError("--engine spark needs pyspark (pip install 'pyspark>=3.5,<5', or "
+        raise UsageError("--engine spark needs pyspark (pip install 'pyspark>=4.1,<5', or "
                          "churnml's dev extra); the local engine needs nothing more") from exc
 
     active = SparkSession.getActiveSession()

@@ -22,12 +22,16 @@ b. **Spark standalone**: the cluster's start, then ``score_book_spark`` (the eng
 c. parity: largest difference of the probabilities between the two engines' files.
 
 Memory is shared with other engineers: keep ``--worker-memory`` + ``--driver-memory`` + the
-Python workers (about 1-2 GB each, one per worker core) under about 10 GB.
+Python workers (about 0.6 GB each for a 2,500-account shard, one per worker core) under about
+10 GB. The local engine's reference runs in a child process, so its memory is given back
+before the cluster starts.
 
 Usage::
 
     python benchmarks/spark_cluster.py --accounts 10000
     python benchmarks/spark_cluster.py --accounts 50000 --shards 16
+    python benchmarks/chunked_book.py --accounts 100000 --out /tmp/book-100k   # then:
+    python benchmarks/spark_cluster.py --accounts 100000 --book /tmp/book-100k --skip-local
 
 Prints a markdown table for benchmarks/README.md and a JSON line with every figure, with the
 load average (the machine is shared: timings are noisy).

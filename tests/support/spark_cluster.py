@@ -46,7 +46,7 @@ def spark_home() -> Path:
     try:
         import pyspark
     except ImportError as exc:
-        raise ClusterStartError("pyspark is not installed: pip install 'pyspark>=3.5,<5' "
+        raise ClusterStartError("pyspark is not installed: pip install 'pyspark>=4.1,<5' "
                                 "(churnml's dev extra)") from exc
     return Path(pyspark.__file__).resolve().parent
 

@@ -23,7 +23,9 @@ def score(
     out: Annotated[Path, typer.Option("--out", parser=parse_source, help="Output folder (one as_of=DATE partition per week), or a database URL (table churnml_scores).")],
     engine: Annotated[str, typer.Option("--engine", help="local (default) or spark.")] = "local",
     chunk_size: Annotated[int, typer.Option("--chunk-size", help="Accounts per chunk (bounds memory).")] = 10_000,
-    shards: Annotated[int, typer.Option("--shards", help="Account shards for --engine spark.")] = 8,
+    shards: Annotated[int, typer.Option("--shards", help=(
+        "Account shards for --engine spark (the least number: a big book gets more, at most "
+        "2,500 accounts each)."))] = 8,
 ) -> None:
     """Score the whole book for AS_OF: probabilities, health, reasons, alerts, next best actions."""
     from churnml.console import console, literal, progress

@@ -1,5 +1,6 @@
-"""Loading a book of business from a folder (``<table>.parquet`` or ``<table>.csv`` per table) or
-a database (a URL: ``churnml.data.sql``).
+"""Loading a book of business from a folder (``<table>.parquet`` or ``<table>.csv`` per table,
+or a ``<table>.parquet/`` folder of parquet files, as Spark and chunked exports write) or a
+database (a URL: ``churnml.data.sql``).
 
 ``load_book`` finds the tables at the folder's root, reads them, and validates them with
 :func:`churnml.data.validation.validate_frames` (rules in ``docs/data_contract.md``).
@@ -50,9 +51,12 @@ def default_rejects_path(data_dir) -> Path:
 def find_table_files(data_dir: str | Path) -> tuple[dict[str, Path], list[str]]:
     """The table files at the folder's root: ``({table: path}, warnings)``.
 
-    Names starting with ``_`` or ``.`` are skipped silently (the simulator's ``_truth/``, a
-    rejects file); any other file or folder that is not ``<table>.parquet|.csv`` is ignored
-    with a warning. Both formats present for one table is a :class:`SchemaError`.
+    A table is a ``<table>.parquet`` or ``<table>.csv`` file, or a ``<table>.parquet`` folder
+    of parquet files (one table in parts, read as one; its files whose names start with ``_``
+    or ``.``, such as Spark's ``_SUCCESS``, are skipped). Names starting with ``_`` or ``.``
+    are skipped silently (the simulator's ``_truth/``, a rejects file); any other file or
+    folder is ignored with a warning. Both formats present for one table is a
+    :class:`SchemaError`.
     """
     data_dir = Path(data_dir)
     if not data_dir.exists():
@@ -64,7 +68,9 @@ def find_table_files(data_dir: str | Path) -> tuple[dict[str, Path], list[str]]:
     for path in sorted(data_dir.iterdir()):
         if path.name.startswith(("_", ".")):
             continue
-        if path.is_file() and path.suffix.lower() in TABLE_SUFFIXES and path.stem in TABLES:
+        if path.stem in TABLES and (
+                (path.is_file() and path.suffix.lower() in TABLE_SUFFIXES)
+                or (path.is_dir() and path.suffix.lower() == ".parquet")):
             found.setdefault(path.stem, []).append(path)
         else:
             ignored.append(path.name + ("/" if path.is_dir() else ""))
@@ -81,7 +87,8 @@ def find_table_files(data_dir: str | Path) -> tuple[dict[str, Path], list[str]]:
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read one table file as it is stored (CSV: all text, only empty cells null).
+    """Read one table file (or ``<table>.parquet`` folder of parquet files) as it is stored
+    (CSV: all text, only empty cells null).
 
     Raises :class:`SchemaError` naming the file when it cannot be read at all.
     """

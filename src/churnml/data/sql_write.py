@@ -33,6 +33,12 @@ def _arrow_reader(path: Path, batch_rows: int = 500_000) -> Any:
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
+    if path.is_dir():  # a <table>.parquet folder of parquet files
+        import pyarrow.dataset as ds
+
+        dataset = ds.dataset(path, format="parquet")
+        return pa.RecordBatchReader.from_batches(dataset.schema,
+                                                 dataset.to_batches(batch_size=batch_rows))
     if path.suffix.lower() == ".parquet":
         pf = pq.ParquetFile(path)
         return pa.RecordBatchReader.from_batches(pf.schema_arrow, pf.iter_batches(batch_rows))

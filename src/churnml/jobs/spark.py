@@ -3,13 +3,17 @@ through MLflow's Spark UDF, the rest of the output row per shard with the local 
 
 Three steps, each on the executors:
 
-1. **Features per shard** (``applyInPandas``). Spark reads the book's table files (and the
-   earlier partitions the alerts need), stacks them in one frame keyed by account (each
-   table's columns prefixed ``<table>__``, values as text so every table fits one schema) and
-   hashes accounts into ``shards``. Per shard, ``validate_frames`` (the same parsing and
-   dtypes as ``load_book``) and ``build_features`` (the local engine's builders) give the
-   shard's feature rows. Their Spark schema is learnt on the driver by running the same two
-   functions on a handful of accounts (:func:`feature_columns`).
+1. **Features per shard** (``applyInArrow``, record batches in and out). Spark reads the
+   book's table files, stacks them in one frame keyed by account (each table's columns
+   prefixed ``<table>__`` with their own types; a row's other tables' columns are null) and
+   hashes accounts into shards: at least ``shards``, more for a large book, so that a shard
+   holds at most ``shard_accounts`` accounts (:func:`shard_count`). Per shard, each Arrow
+   batch is split into its tables' own columns as it arrives, each table is cast back to the
+   Arrow schema of its file (nanosecond timestamps, which Spark reads as longs, become
+   timestamps again, exactly) and handed to pandas as ``load_book`` reads it
+   (:func:`_shard_tables`); then ``validate_frames`` and ``build_features`` (the local
+   engine's code) give the shard's feature rows. Their Spark schema is learnt on the driver
+   by running the same functions on a handful of accounts (:func:`feature_columns`).
    Step 1 also builds each shard's compared features a week before as_of
    (``churnml.scoring.compare``), carried to step 3 as ``_wb_<feature>`` columns.
 2. **Scoring through ``mlflow.pyfunc.spark_udf``**, one UDF per outcome with a model, on the registered
@@ -45,10 +49,12 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from churnml.errors import ChurnMLError, UsageError
 from churnml.features.windows import to_as_of
@@ -106,6 +112,10 @@ def time_to_event_result_type() -> str:
     of the output schema's time-to-event columns (MLflow picks them by name from the pyfunc's
     frame, which has survival columns too)."""
     return ", ".join(f"`{c}` double" for c in _TTE_FLOATS)
+#: the most accounts a shard holds by default (more shards for a larger book): a shard's
+#: Python worker holds its typed tables and features, measured in benchmarks/README.md
+#: ("Spark engine on a standalone cluster")
+SHARD_ACCOUNTS = 2_500
 
 
 class SparkEngineError(ChurnMLError):
@@ -124,7 +134,7 @@ def spark_session(master: str | None = None):
     try:
         from pyspark.sql import SparkSession
     except ImportError as exc:
-        raise UsageError("--engine spark needs pyspark (pip install 'pyspark>=3.5,<5', or "
+        raise UsageError("--engine spark needs pyspark (pip install 'pyspark>=4.1,<5', or "
                          "churnml's dev extra); the local engine needs nothing more") from exc
 
     active = SparkSession.getActiveSession()
@@ -204,8 +214,96 @@ def _read(spark, path: Path):
     return spark.read.parquet(str(path))
 
 
+def table_schema(path: Path, sdf) -> pa.Schema:
+    """The Arrow schema ``load_book`` reads a table file with: the parquet file's own (with
+    its pandas metadata; a folder of parquet files: its dataset's), every column text for a
+    CSV file; in the column order Spark reads."""
+    if path.suffix.lower() == ".csv":
+        return pa.schema([(c, pa.string()) for c in sdf.columns])
+    if path.is_dir():
+        import pyarrow.dataset as ds
+
+        schema = ds.dataset(str(path), format="parquet").schema
+    else:
+        import pyarrow.parquet as pq
+
+        schema = pq.read_schema(path)
+    fields = {f.name: f for f in schema}
+    missing = [c for c in sdf.columns if c not in fields]
+    if missing:  # pragma: no cover - Spark reads the file's own columns
+        raise ValueError(f"{path}: Spark read columns the file's schema lacks: {missing}")
+    return pa.schema([fields[c] for c in sdf.columns], metadata=schema.metadata)
+
+
+def shard_count(accounts: int, shards: int, shard_accounts: int | None = SHARD_ACCOUNTS) -> int:
+    """Shards for a book of ``accounts`` accounts: ``shards``, or more so that a shard holds at
+    most ``shard_accounts`` accounts (None: exactly ``shards``)."""
+    if not shard_accounts:
+        return shards
+    return max(shards, -(-int(accounts) // int(shard_accounts)))
+
+
+def _typed_stack(tables: Mapping[str, SparkDataFrame]):
+    """One Spark frame of the book's tables: ``_table``, ``account_id`` (text, the shard key)
+    and each table's columns as ``<table>__<column>`` with their own Spark types (null on the
+    other tables' rows). Nothing is converted: :func:`_shard_tables` casts them back."""
+    from pyspark.sql import functions as F
+
+    parts = []
+    for name, sdf in tables.items():
+        cols = [F.lit(name).alias("_table"), F.col("account_id").cast("string").alias("account_id")]
+        cols += [F.col(c).alias(f"{name}{_SEP}{c}") for c in sdf.columns]
+        parts.append(sdf.select(*cols))
+    out = parts[0]
+    for p in parts[1:]:
+        out = out.unionByName(p, allowMissingColumns=True)
+    return out
+
+
+def _shard_tables(batches: Iterable[pa.RecordBatch],
+                  schemas: Mapping[str, pa.Schema]) -> dict[str, pd.DataFrame]:
+    """A shard's tables from the stacked frame's Arrow batches, as ``load_book`` reads them.
+
+    Each batch is split as it arrives into each table's own rows and columns (the other
+    tables' null columns are dropped at once, so the shard is held once, typed); each table is
+    then cast back to its file's Arrow schema (``schemas``: :func:`table_schema`; Spark's
+    longs for nanosecond timestamps become those timestamps again, bit for bit) and converted
+    to pandas as ``read_table`` does. A table of the book with no rows in this shard is an
+    empty frame with its columns and types, never absent: an absent table would drop its
+    features (NaN) where the local engine computes zeros."""
+    parts: dict[str, list[pa.RecordBatch]] = {name: [] for name in schemas}
+    for batch in batches:
+        kind = batch.column(batch.schema.get_field_index("_table"))
+        for name, schema in schemas.items():
+            mask = pc.equal(kind, name)
+            if not pc.any(mask).as_py():
+                continue
+            parts[name].append(batch.select([f"{name}{_SEP}{c}" for c in schema.names])
+                               .filter(mask))
+    frames = {}
+    for name, schema in schemas.items():
+        got = parts.pop(name)
+        stacked = pa.Table.from_batches(got) if got else None
+        del got
+        columns = []
+        for i, field in enumerate(schema):
+            if stacked is None:
+                columns.append(pa.chunked_array([], type=field.type))
+                continue
+            column = stacked.column(i)
+            columns.append(column if column.type == field.type else column.cast(field.type))
+        del stacked
+        table = pa.Table.from_arrays(columns, schema=schema)
+        del columns
+        # read_table's hand-over: each column freed as pandas takes it
+        frames[name] = table.to_pandas(self_destruct=True, split_blocks=True)
+        del table
+    return frames
+
+
 def _stacked(spark, tables: dict[str, SparkDataFrame]):
-    """One Spark frame: ``_table``, ``account_id`` and ``<table>__<column>`` text columns."""
+    """One Spark frame of earlier weeks' score rows (step 3's alerts): ``_table``,
+    ``account_id`` and ``<table>__<column>`` text columns (a few columns per account)."""
     from pyspark.sql import functions as F
 
     from churnml.data.tables import TABLES
@@ -245,9 +343,8 @@ def _table_columns(columns: Sequence[str]) -> dict[str, list[str]]:
 
 
 def _unstack(pdf: pd.DataFrame, tables: Mapping[str, Sequence[str]]) -> dict[str, pd.DataFrame]:
-    """The shard's rows of each table, as text. A table of the book with no rows in this shard
-    is an empty frame with its columns (as in the local engine's account chunks), never absent:
-    an absent table would drop its features (NaN) where the local engine computes zeros."""
+    """The shard's rows of each earlier-week source (``_previous``, ``_history``), as text; a
+    source with no rows in this shard is an empty frame with its columns."""
     frames = {}
     groups = dict(tuple(pdf.groupby("_table", sort=True))) if len(pdf) else {}
     for name, columns in tables.items():
@@ -291,7 +388,8 @@ def _shard_features(frames: dict[str, pd.DataFrame], as_of, source: str,
     return features.sort_values("account_id", kind="stable").reset_index(drop=True), before
 
 
-def feature_columns(spark, tables: Mapping[str, SparkDataFrame], stacked, as_of,
+def feature_columns(spark, tables: Mapping[str, SparkDataFrame], stacked,
+                    schemas: Mapping[str, pa.Schema], as_of,
                     sample_accounts: int = 25) -> list[tuple[str, str]]:
     """``[(feature, "double"|"string"), ...]``: the columns ``build_features`` gives this book,
     in its order, without ``account_id``/``as_of``.
@@ -304,10 +402,9 @@ def feature_columns(spark, tables: Mapping[str, SparkDataFrame], stacked, as_of,
 
     ids = [r[0] for r in tables["mrr_changes"].select(F.col("account_id").cast("string"))
            .where(F.col("account_id").isNotNull()).distinct().limit(sample_accounts).collect()]
-    columns = _table_columns(stacked.columns)
     sample = (stacked.where(F.col("_table").isin("accounts", "mrr_changes")
-                            & F.col("account_id").isin(ids)).toPandas())
-    frames = _unstack(sample, {n: c for n, c in columns.items() if n not in _EARLIER})
+                            & F.col("account_id").isin(ids)).toArrow())
+    frames = _shard_tables(sample.to_batches(), schemas)
     features, _ = _shard_features(frames, as_of, source="Spark engine (feature schema sample)")
     out = []
     for name in features.columns:
@@ -350,30 +447,51 @@ def _conform(features: pd.DataFrame, kinds: Sequence[tuple[str, str]]) -> pd.Dat
     return pd.DataFrame(out, columns=["account_id", *[n for n, _ in kinds]])
 
 
-def make_feature_builder(as_of, tables: Mapping[str, Sequence[str]],
+def feature_schema(kinds: Sequence[tuple[str, str]], playbooks: Playbooks) -> list[tuple[str, str]]:
+    """Step 1's output columns: ``_shard``, ``account_id``, the features (``kinds``), then
+    ``_wb_<feature>`` for each compared feature a week before as_of."""
+    return [("_shard", "bigint"), ("account_id", "string"), *kinds,
+            *[(f"{_WEEK_BEFORE}{n}", "double") for n in compared_features(playbooks)]]
+
+
+def make_feature_builder(as_of, schemas: Mapping[str, pa.Schema],
                          kinds: Sequence[tuple[str, str]], playbooks: Playbooks):
-    """Step 1, the function ``applyInPandas`` runs per shard: the shard's feature rows
-    (``_shard``, ``account_id``, then ``kinds``' columns, then ``_wb_<feature>`` for each
-    compared feature a week before as_of, NaN where unknown)."""
+    """Step 1, the function ``applyInArrow`` runs per shard (Arrow record batches in and out):
+    the shard's feature rows (:func:`feature_schema`'s columns, NaN where unknown)."""
     as_of = to_as_of(as_of)
-    tables = {n: list(c) for n, c in tables.items()}
+    schemas = dict(schemas)
     kinds = list(kinds)
     compared = compared_features(playbooks)
+    out_schema = pa.schema([(n, {"bigint": pa.int64(), "double": pa.float64()}.get(k, pa.string()))
+                            for n, k in feature_schema(kinds, playbooks)])
 
-    def build_shard(pdf: pd.DataFrame) -> pd.DataFrame:
-        shard = int(pdf["_shard"].iloc[0])
-        frames = _unstack(pdf, tables)
+    def build_shard(batches):
+        batches = iter(batches)
+        first = next(batches)  # a group has at least one row
+        shard = first.column(first.schema.get_field_index("_shard"))[0].as_py()
+        frames = _shard_tables(_chain(first, batches), schemas)
+        del first
         features, before = _shard_features(frames, as_of, source=f"Spark shard {shard}",
                                            playbooks=playbooks)
+        del frames
         out = _conform(features, kinds)
+        del features
         out.insert(0, "_shard", shard)
         before = before.set_index("account_id") if before is not None else pd.DataFrame()
         for name in compared:
             values = before[name] if name in before.columns else pd.Series(dtype="float64")
             out[f"{_WEEK_BEFORE}{name}"] = values.reindex(out["account_id"]).to_numpy("float64")
-        return out
+        yield from pa.Table.from_pandas(out, schema=out_schema, preserve_index=False).to_batches()
 
+    # pyspark picks the record-batch iterator form of applyInArrow from the type hints
+    build_shard.__annotations__ = {"batches": Iterator[pa.RecordBatch],
+                                   "return": Iterator[pa.RecordBatch]}
     return build_shard
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
 
 
 # ---- step 2: the models through MLflow's Spark UDF -----------------------------------------
@@ -585,6 +703,7 @@ def score_book_spark(
     health,
     *,
     shards: int = 8,
+    shard_accounts: int | None = SHARD_ACCOUNTS,
     history_weeks: int = DEFAULT_HISTORY_WEEKS,
     playbooks=None,
     feature_dimensions=None,
@@ -599,8 +718,10 @@ def score_book_spark(
 
     ``models``: outcome -> the registered version to score with (a version string or anything
     with ``.version``) for the outcomes that have one; they run through
-    ``mlflow.pyfunc.spark_udf`` on ``models:/churnml-<outcome>/<version>``. ``health``: a ``HealthScore``. ``shards``: number
-    of account shards (one Spark task each in steps 1 and 3). ``lock=False`` when the caller
+    ``mlflow.pyfunc.spark_udf`` on ``models:/churnml-<outcome>/<version>``. ``health``: a ``HealthScore``. ``shards``: the least number
+    of account shards (one Spark task each in steps 1 and 3); a book with more than
+    ``shards * shard_accounts`` accounts gets more (:func:`shard_count`; None: exactly
+    ``shards``). ``lock=False`` when the caller
     holds :class:`OutputLock`. Spark failures raise :class:`SparkEngineError` (or the churnml
     error an executor raised, e.g. ``SchemaError``), naming the step. Like the local engine,
     the partition's ``_SUCCESS`` marker is removed first and, with ``complete=True``, written
@@ -648,22 +769,24 @@ def score_book_spark(
                 start = as_of - pd.Timedelta(weeks=history_weeks)
                 paths = [str(p / SCORES_NAME) for d, p in earlier if d >= start]
                 sources["_history"] = spark.read.parquet(*paths).select(*cols)
-        stacked = _stacked(spark, sources)
-        stacked = stacked.withColumn("_shard", F.pmod(F.xxhash64("account_id"), F.lit(shards)))
-        columns = _table_columns(stacked.columns)
-        book_columns = {n: c for n, c in columns.items() if n not in _EARLIER}
-        earlier_columns = {n: c for n, c in columns.items() if n in _EARLIER}
+        with spark_errors("counting the accounts"):
+            shards = shard_count(tables["accounts"].count(), shards, shard_accounts)
+        schemas = {name: table_schema(files[name], sdf) for name, sdf in tables.items()}
+        shard_of = F.pmod(F.xxhash64("account_id"), F.lit(shards))
+        book_rows = _typed_stack(tables).withColumn("_shard", shard_of)
+        earlier_sources = {n: sdf for n, sdf in sources.items() if n in _EARLIER}
+        earlier_columns: dict[str, list[str]] = {}
+        if earlier_sources:
+            stacked = _stacked(spark, earlier_sources).withColumn("_shard", shard_of)
+            earlier_columns = _table_columns(stacked.columns)
         spark.conf.set("spark.sql.shuffle.partitions", str(shards))  # one task per shard
 
         # step 1: features per shard, with the schema the builders give this book
         with spark_errors("learning the feature columns from a sample of accounts"):
-            kinds = feature_columns(spark, tables, stacked, as_of)
-        builder = make_feature_builder(as_of, book_columns, kinds, playbooks)
-        book_rows = stacked.where(~F.col("_table").isin(*_EARLIER))
-        before_kinds = [(f"{_WEEK_BEFORE}{n}", "double") for n in compared_features(playbooks)]
-        features = book_rows.groupBy("_shard").applyInPandas(
-            builder, schema=_ddl([("_shard", "bigint"), ("account_id", "string"), *kinds,
-                                  *before_kinds]))
+            kinds = feature_columns(spark, tables, book_rows, schemas, as_of)
+        builder = make_feature_builder(as_of, schemas, kinds, playbooks)
+        features = book_rows.groupBy("_shard").applyInArrow(
+            builder, schema=_ddl(feature_schema(kinds, playbooks)))
 
         # step 2: each outcome's registered pyfunc through mlflow.pyfunc.spark_udf
         for target, (uri, _version) in uris.items():
@@ -690,9 +813,7 @@ def score_book_spark(
         if earlier_columns:
             keep = ["_table", "account_id", "_shard"] + [f"{n}{_SEP}{c}" for n, cs in
                                                          earlier_columns.items() for c in cs]
-            step3 = features.unionByName(
-                stacked.where(F.col("_table").isin(*_EARLIER)).select(*keep),
-                allowMissingColumns=True)
+            step3 = features.unionByName(stacked.select(*keep), allowMissingColumns=True)
         dimensions = list(health.dimension_names)
         scorer = make_shard_scorer(as_of, health, dimensions, playbooks, feature_dimensions,
                                    kinds, {t: v for t, (_u, v) in uris.items()}, earlier_columns,

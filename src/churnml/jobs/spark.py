@@ -112,6 +112,8 @@ def time_to_event_result_type() -> str:
     of the output schema's time-to-event columns (MLflow picks them by name from the pyfunc's
     frame, which has survival columns too)."""
     return ", ".join(f"`{c}` double" for c in _TTE_FLOATS)
+
+
 #: the most accounts a shard holds by default (more shards for a larger book): a shard's
 #: Python worker holds its typed tables and features, measured in benchmarks/README.md
 #: ("Spark engine on a standalone cluster")

@@ -2,11 +2,13 @@
 each scored for consecutive weeks by a champion trained once, then read back from
 ``OUT/monitoring/{realized,drift,estimated,retrain}.parquet``.
 
-Per book (``--books stationary,drifting``), in its own ``CHURNML_HOME`` under ``--work``:
+Per book (``--books stationary,drifting,input_drift``), in its own ``CHURNML_HOME`` under
+``--work``:
 
 1. ``churnml simulate --accounts N --months M --seed S`` (the drifting book adds
-   ``--drift price_change,product_change --drift-start D``, ``D`` = ``--drift-after`` weeks
-   after the first scored week, so after the champion's training span);
+   ``--drift price_change,product_change --drift-start D``, the input_drift book
+   ``--drift new_channel,usage_drop --drift-start D`` (``--input-drift``), ``D`` =
+   ``--drift-after`` weeks after the first scored week, so after the champion's training span);
 2. the book cut at the first scored week ``C`` (every table's rows dated before ``C``; an invoice
    paid later is unpaid), and ``churnml train --target T --data CUT`` on it: the champion
    (``--target``, churn by default; the other outcomes' columns stay null, their monitoring is
@@ -16,7 +18,7 @@ Per book (``--books stationary,drifting``), in its own ``CHURNML_HOME`` under ``
    share one interpreter): every run adds the realized performance of the weeks matured by then,
    this week's drift against the champion's reference profile, the label-free estimate and the
    retrain rules, as the weekly job does;
-4. drifting book only, **the retrain**: the same champion also scores ``--after-weeks`` more weeks
+4. books with a drift only, **the retrain**: the same champion also scores ``--after-weeks`` more weeks
    (what happens without a retrain); then ``churnml train`` on the book cut after the last of the
    ``--weeks`` weeks (data up to the latest week), the gate's verdict recorded (if the gate keeps
    the old champion, the new version is promoted by hand with ``churnml promote`` and the study
@@ -34,8 +36,15 @@ feature PSI, the retrain verdict; the first recommendation and its reason; the g
 before/after AUC), a JSON line per book, one PNG plot per book (``--plots DIR``), the timings
 and the load average. A rerun with the same ``--work`` reuses every step already done.
 
+For a book with a drift it also prints when each signal came after the change: the first week
+the score's PSI passed 0.1 and 0.25, the first feature above 0.25, the first cohort whose AUC
+interval lies below the training evaluation (and the day its outcome was known), and the first
+week each retrain rule fired (the AUC-drop rule's baseline named: ``auc_drop(own)`` or
+``auc_drop(training)``).
+
 Usage (the study of docs/monitoring.md, "The 30-week study"):
 ``python benchmarks/monitoring_study.py --work /tmp/study --accounts 2000 --seed 32 --plots docs/images``
+``python benchmarks/monitoring_study.py --work /tmp/study --accounts 2000 --seed 32 --books stationary,input_drift --plots docs/images``
 """
 
 from __future__ import annotations

@@ -312,10 +312,12 @@ def simulate(n_accounts: int = 2000, months: int = 24, seed: int = 42, end=DEFAU
         raise UsageError("The 'drift_start' parameter needs a drift scenario ('drift').")
     # the input drifts draw from streams of their own, so the main stream (and the world
     # before the change date) stays the plain book's
-    channel = (change_day, np.random.default_rng([int(seed), 0xD21F7])) \
-        if "new_channel" in scenarios else None
-    usage_drop = (change_day, np.random.default_rng([int(seed), 0xD20B])) \
-        if "usage_drop" in scenarios else None
+    channel: tuple[int, np.random.Generator] | None = None
+    usage_drop: tuple[int, np.random.Generator] | None = None
+    if change_day is not None and "new_channel" in scenarios:
+        channel = (change_day, np.random.default_rng([int(seed), 0xD21F7]))
+    if change_day is not None and "usage_drop" in scenarios:
+        usage_drop = (change_day, np.random.default_rng([int(seed), 0xD20B]))
     s, arrive_week, extra = _initial_lanes(n, start_day, n_weeks, rng, channel)
     _burn_in(s, arrive_week, start_day, p, rng, rng_x)
     buf = o.Buffers(s.created_day)

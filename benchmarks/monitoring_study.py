@@ -386,7 +386,7 @@ def _rules(reason) -> str:
         return ""
     out = []
     if "realized AUC" in reason:
-        out.append("auc_drop(own)" if "its own baseline" in reason else "auc_drop(training)")
+        out.append("auc_drop(own)" if "below its own baseline" in reason else "auc_drop(training)")
     if "calibration slope" in reason:
         out.append("slope")
     if "score PSI" in reason:

@@ -2,11 +2,13 @@
 each scored for consecutive weeks by a champion trained once, then read back from
 ``OUT/monitoring/{realized,drift,estimated,retrain}.parquet``.
 
-Per book (``--books stationary,drifting``), in its own ``CHURNML_HOME`` under ``--work``:
+Per book (``--books stationary,drifting,input_drift``), in its own ``CHURNML_HOME`` under
+``--work``:
 
 1. ``churnml simulate --accounts N --months M --seed S`` (the drifting book adds
-   ``--drift price_change,product_change --drift-start D``, ``D`` = ``--drift-after`` weeks
-   after the first scored week, so after the champion's training span);
+   ``--drift price_change,product_change --drift-start D``, the input_drift book
+   ``--drift new_channel,usage_drop --drift-start D`` (``--input-drift``), ``D`` =
+   ``--drift-after`` weeks after the first scored week, so after the champion's training span);
 2. the book cut at the first scored week ``C`` (every table's rows dated before ``C``; an invoice
    paid later is unpaid), and ``churnml train --target T --data CUT`` on it: the champion
    (``--target``, churn by default; the other outcomes' columns stay null, their monitoring is
@@ -16,7 +18,7 @@ Per book (``--books stationary,drifting``), in its own ``CHURNML_HOME`` under ``
    share one interpreter): every run adds the realized performance of the weeks matured by then,
    this week's drift against the champion's reference profile, the label-free estimate and the
    retrain rules, as the weekly job does;
-4. drifting book only, **the retrain**: the same champion also scores ``--after-weeks`` more weeks
+4. books with a drift only, **the retrain**: the same champion also scores ``--after-weeks`` more weeks
    (what happens without a retrain); then ``churnml train`` on the book cut after the last of the
    ``--weeks`` weeks (data up to the latest week), the gate's verdict recorded (if the gate keeps
    the old champion, the new version is promoted by hand with ``churnml promote`` and the study
@@ -34,8 +36,15 @@ feature PSI, the retrain verdict; the first recommendation and its reason; the g
 before/after AUC), a JSON line per book, one PNG plot per book (``--plots DIR``), the timings
 and the load average. A rerun with the same ``--work`` reuses every step already done.
 
+For a book with a drift it also prints when each signal came after the change: the first week
+the score's PSI passed 0.1 and 0.25, the first feature above 0.25, the first cohort whose AUC
+interval lies below the training evaluation (and the day its outcome was known), and the first
+week each retrain rule fired (the AUC-drop rule's baseline named: ``auc_drop(own)`` or
+``auc_drop(training)``).
+
 Usage (the study of docs/monitoring.md, "The 30-week study"):
 ``python benchmarks/monitoring_study.py --work /tmp/study --accounts 2000 --seed 32 --plots docs/images``
+``python benchmarks/monitoring_study.py --work /tmp/study --accounts 2000 --seed 32 --books stationary,input_drift --plots docs/images``
 """
 
 from __future__ import annotations
@@ -55,6 +64,10 @@ import pandas as pd
 from _common import log  # benchmarks/ is on sys.path when run as a script
 
 END = pd.Timestamp("2026-11-16")  # the simulator's default end (day after the last day)
+# the books with a drift (``--books``): "drifting" takes ``--drift`` (by default the concept
+# drifts, price_change and product_change), "input_drift" takes ``--input-drift`` (by default
+# the input drifts, new_channel and usage_drop); both are retrained after the ``--weeks``
+DRIFT_KINDS = ("drifting", "input_drift")
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 TARGET = "churn"  # the outcome studied (--target)
 
@@ -168,8 +181,9 @@ def run_book(kind: str, args, work: Path) -> dict:
     if not (book / "accounts.parquet").exists():
         sim = ["simulate", "--out", str(book), "--accounts", str(args.accounts), "--months",
                str(months), "--seed", str(args.seed)]
-        if kind == "drifting":
-            sim += ["--drift", args.drift, "--drift-start", str(drift_start.date())]
+        if kind in DRIFT_KINDS:
+            spec = args.drift if kind == "drifting" else args.input_drift
+            sim += ["--drift", spec, "--drift-start", str(drift_start.date())]
         t = time.perf_counter()
         cli(*sim, home=home)
         timing["simulate_s"] = time.perf_counter() - t
@@ -183,7 +197,7 @@ def run_book(kind: str, args, work: Path) -> dict:
     champion = versions(home)[-1]
     weeks = weeks_from(first, args.weeks)
     after = weeks_from(first + pd.Timedelta(weeks=args.weeks), args.after_weeks) \
-        if kind == "drifting" else []
+        if kind in DRIFT_KINDS else []
     todo = [w for w in weeks + after
             if not (out / f"as_of={w.date()}" / "_SUCCESS").exists()]
     if todo:
@@ -192,9 +206,9 @@ def run_book(kind: str, args, work: Path) -> dict:
     timing = _timing(work / kind, timing)
     result = {"kind": kind, "seed": args.seed, "accounts": args.accounts, "months": months,
               "first_week": str(first.date()), "last_week": str(weeks[-1].date()),
-              "drift_start": str(drift_start.date()) if kind == "drifting" else None,
+              "drift_start": str(drift_start.date()) if kind in DRIFT_KINDS else None,
               "champion": champion, "timing": timing, "out": str(out)}
-    if kind == "drifting" and args.after_weeks:
+    if kind in DRIFT_KINDS and args.after_weeks:
         retrain_cut = work / kind / "cut_retrain"
         day = after[0]  # data up to (and including) the latest of the --weeks weeks
         if not (retrain_cut / "accounts.parquet").exists():
@@ -293,10 +307,14 @@ def summarise(res: dict, args) -> dict:
         "retrain_weeks": int(len(fired)),
         "first_retrain_week": str(fired_all["as_of"].min().date()) if len(fired_all) else None,
         "first_retrain_reason": str(fired_all["retrain_reason"].iloc[0]) if len(fired_all) else None,
+        "retrain_rows": fired_all[["as_of", "retrain_reason"]].reset_index(drop=True),
         "per_week": pd.DataFrame({
             "score_psi": score_psi, "max_feature_psi": feat_max, "features_shifted": feat_shifted,
             "estimated_auc": est.set_index("as_of")["estimated_roc_auc"],
             "retrain": rt.set_index("as_of")["retrain_recommended"].astype(bool),
+            "rules": rt.set_index("as_of")["retrain_reason"].map(_rules),
+            "baseline": rt.set_index("as_of")["baseline_roc_auc"]
+            if "baseline_roc_auc" in rt.columns else np.nan,
         }).join(model.set_index("as_of")[["roc_auc", "roc_auc_ci_low", "roc_auc_ci_high", "n",
                                           "positives", "calibration_slope"]])
           .join(health.set_index("as_of")[["roc_auc"]].rename(columns={"roc_auc": "health_auc"})),
@@ -311,9 +329,23 @@ def summarise(res: dict, args) -> dict:
         s["oracle_auc_mean"] = float(oracle[oracle.index <= last].mean())
         s["realized_minus_oracle_mean"] = float((s["per_week"]["roc_auc"]
                                                  - s["per_week"]["oracle_auc"]).mean())
-    if res["kind"] == "drifting":
+    if res["kind"] in DRIFT_KINDS:
         start = pd.Timestamp(res["drift_start"])
         pw = s["per_week"]
+        # the order of events after the change: score PSI moving (> 0.1) and shifted (> 0.25),
+        # the first feature shifted, the first cohort whose AUC interval lies wholly below the
+        # training evaluation (known a label delay later), the first recommendation and why
+        shifted = pw[(pw.index >= start) & (pw["score_psi"] > 0.25)]
+        s["first_week_score_psi_shifted"] = str(shifted.index.min().date()) if len(shifted) else None
+        fell = pw[(pw.index >= start) & (pw["roc_auc_ci_high"] < train_auc)]
+        s["first_cohort_auc_fell"] = str(fell.index.min().date()) if len(fell) else None
+        s["first_cohort_auc_fell_known_on"] = (str((fell.index.min() + pd.Timedelta(days=91)).date())
+                                               if len(fell) else None)
+        s["trigger_rules_first_week"] = {
+            rule: str(fired_all[fired_all["retrain_reason"].map(_rules).str.contains(rule)]
+                      ["as_of"].min().date())
+            for rule in ("auc_drop", "slope", "score_drift")
+            if fired_all["retrain_reason"].map(_rules).str.contains(rule).any()}
         moved = pw[(pw.index >= start) & (pw["score_psi"] > 0.1)]
         s["drift_start"] = res["drift_start"]
         s["first_week_score_psi_moving"] = str(moved.index.min().date()) if len(moved) else None
@@ -346,6 +378,20 @@ def summarise(res: dict, args) -> dict:
         s["after_cohorts_new_better"] = int((cmp_["roc_auc_new"] > cmp_["roc_auc_old"]).sum())
         s["after_cohorts"] = int(len(cmp_))
     return s
+
+
+def _rules(reason) -> str:
+    """The retrain rules a reason names, short: auc_drop(own|training), slope, score_drift."""
+    if not isinstance(reason, str) or not reason:
+        return ""
+    out = []
+    if "realized AUC" in reason:
+        out.append("auc_drop(own)" if "below its own baseline" in reason else "auc_drop(training)")
+    if "calibration slope" in reason:
+        out.append("slope")
+    if "score PSI" in reason:
+        out.append("score_drift")
+    return "+".join(out)
 
 
 def plot(summaries: list[dict], results: list[dict], path: Path) -> list[Path]:
@@ -413,10 +459,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=31)
     p.add_argument("--weeks", type=int, default=30)
     p.add_argument("--after-weeks", type=int, default=10,
-                   help="drifting book: weeks scored by the old and the retrained version")
+                   help="books with a drift: weeks scored by the old and the retrained version")
     p.add_argument("--history-months", type=int, default=20,
                    help="months of history before the first scored week")
     p.add_argument("--drift", default="price_change,product_change")
+    p.add_argument("--input-drift", default="new_channel,usage_drop",
+                   help="the input_drift book's scenarios (docs/simulator.md, Drift)")
     p.add_argument("--drift-after", type=int, default=6,
                    help="drift starts this many weeks after the first scored week")
     p.add_argument("--plots", type=Path, default=None)
@@ -444,13 +492,17 @@ def main() -> None:
               f"test AUC {s['training_auc']:.3f} ({s['training_ci'][0]:.3f}-{s['training_ci'][1]:.3f})")
         print(f"timing: {json.dumps({k: (round(v, 1) if isinstance(v, float) else [round(x, 1) for x in v]) for k, v in res['timing'].items()})}")
         print(s["per_week"].round(3).to_string())
+        print("\nruns of the first champion that recommend a retrain (all its weeks):")
+        with pd.option_context("display.max_colwidth", 400):
+            print(s["retrain_rows"].to_string() if len(s["retrain_rows"]) else "none")
         if s.get("after") is not None:
             print("\nafter the retrain (same cohorts, old vs retrained version):")
             print(s["after"].round(3).to_string())
             print("gate: " + " | ".join(s["gate_lines"]) + (" (promoted by hand for the comparison)"
                                                               if s["promoted_by_hand"] else ""))
         print(json.dumps({k: v for k, v in s.items()
-                          if k not in ("per_week", "after", "retrained", "gate_lines", "oracle")}))
+                          if k not in ("per_week", "after", "retrained", "gate_lines", "oracle",
+                                       "retrain_rows")}))
     if args.plots:
         args.plots.mkdir(parents=True, exist_ok=True)
         for path in plot(summaries, results, args.plots):

@@ -20,7 +20,7 @@ from churnml.models import profile as P
 from churnml.outcomes import OUTCOMES
 
 THRESHOLDS = D.Thresholds(psi_warn=0.1, psi_alert=0.25, auc_drop=0.05, slope_low=0.8,
-                          slope_high=1.25, drift_weeks=3)
+                          slope_high=1.25, drift_weeks=3, baseline_cohorts=4)
 
 
 # ---- plain references ----------------------------------------------------------------------
@@ -182,6 +182,51 @@ def test_only_cohorts_matured_by_the_run_and_scored_by_this_version_count():
     assert decide([late], None, as_of="2026-10-04")["retrain_recommended"]
     old_version = realized_row("2026-06-14", 0.60, 0.55, 0.65, 1.0, version="2")
     assert not decide([old_version], None)["retrain_recommended"]  # a new champion starts clean
+
+
+def weekly(start, aucs, half_width=0.03, version="3"):
+    """Consecutive weekly cohorts with these AUCs and intervals of +-``half_width``."""
+    weeks = pd.date_range(start, periods=len(aucs), freq="7D")
+    return [realized_row(w, a, a - half_width, a + half_width, 1.0, version=version)
+            for w, a in zip(weeks, aucs)]
+
+
+def test_the_auc_drop_baseline_is_the_training_evaluation_until_enough_cohorts_mature():
+    # a weak champion: training evaluation 0.80, but it delivers 0.72 from its first cohort
+    cohorts = weekly("2026-03-01", [0.72, 0.73, 0.71, 0.72, 0.72, 0.71])
+    matured = [c["matured_on"] for c in cohorts]
+    for k in range(1, 4):  # 1-3 cohorts known: the training evaluation, and it fires
+        row = decide(cohorts, None, as_of=str(matured[k - 1].date()))
+        assert row["baseline"] == D.BASELINE_TRAINING and row["baseline_roc_auc"] == 0.80
+        assert row["retrain_recommended"]
+        assert f"below the training evaluation 0.800 (its own baseline needs 4 matured " \
+               f"cohorts; {k} so far)" in row["retrain_reason"]
+    for k in range(4, 7):  # from 4 on: the mean of its first 4, and a steady champion is quiet
+        row = decide(cohorts, None, as_of=str(matured[k - 1].date()))
+        assert row["baseline"] == D.BASELINE_OWN
+        assert row["baseline_roc_auc"] == pytest.approx(np.mean([0.72, 0.73, 0.71, 0.72]))
+        assert not row["retrain_recommended"] and row["retrain_reason"] == ""
+
+
+def test_the_own_baseline_fires_on_a_fall_from_what_the_champion_delivered():
+    cohorts = weekly("2026-03-01", [0.72, 0.73, 0.71, 0.72, 0.70, 0.655])
+    as_of = str(cohorts[-1]["matured_on"].date())
+    row = decide(cohorts, None, as_of=as_of, training=0.80)
+    assert row["retrain_recommended"] and row["baseline"] == D.BASELINE_OWN
+    assert "realized AUC 0.655 on the week of 2026-04-05 is 0.065 below its own baseline " \
+           "0.720 (mean realized AUC of its first 4 matured cohorts, 2026-03-01 to " \
+           "2026-03-22)" in row["retrain_reason"]
+    # the same fall within the allowed drop, or an interval reaching the baseline: quiet
+    assert not decide(cohorts[:5] + weekly("2026-04-05", [0.68]), None, as_of=as_of,
+                      training=0.80)["retrain_recommended"]
+    assert not decide(cohorts[:5] + weekly("2026-04-05", [0.655], half_width=0.07), None,
+                      as_of=as_of, training=0.80)["retrain_recommended"]
+    # a plain recomputation: mean of the first N finite cohorts of this version, in time order
+    shuffled = [cohorts[i] for i in (5, 2, 0, 4, 1, 3)]
+    shuffled[1] = dict(shuffled[1], roc_auc=float("nan"))  # 2026-03-15: one class only
+    other = weekly("2026-02-01", [0.95] * 4, version="2")  # another version's cohorts
+    row = decide(shuffled + other, None, as_of=as_of, training=0.80)
+    assert row["baseline_roc_auc"] == pytest.approx(np.mean([0.72, 0.73, 0.72, 0.70]))
 
 
 def test_a_calibration_slope_outside_the_band_fires():

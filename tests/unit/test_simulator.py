@@ -551,3 +551,75 @@ def test_a_simulated_book_has_no_exact_duplicate_usage_rows():
     assert not sim.tables["usage_events"].duplicated().any()
     _, report = validate_frames(dict(sim.tables))
     assert report.total_rejected == 0
+
+
+# input drift: who signs up (new_channel) and what the product logs (usage_drop)
+@pytest.fixture(scope="module")
+def input_drift_books():
+    kwargs = {"n_accounts": 600, "months": 12, "seed": 5}
+    return (simulate(**kwargs), simulate(**kwargs, drift="usage_drop"),
+            simulate(**kwargs, drift="new_channel"))
+
+
+ADMIN_EVENTS = ("user_invited", "seat_limit_reached")
+
+
+def test_usage_drop_halves_the_logged_usage_of_the_same_world(input_drift_books):
+    plain, dropped, _ = input_drift_books
+    change = pd.Timestamp(dropped.meta["drift_start"])
+    assert dropped.meta["drift"] == "usage_drop"
+    # the world is the plain book's for the whole period: hidden state, events, every other table
+    for name in ("state_weekly", "events", "accounts_latent"):
+        pd.testing.assert_frame_equal(plain.truth[name], dropped.truth[name])
+    for name in set(plain.tables) - {"usage_events"}:
+        pd.testing.assert_frame_equal(plain.tables[name], dropped.tables[name])
+    a, b = plain.tables["usage_events"], dropped.tables["usage_events"]
+    pd.testing.assert_frame_equal(a[a["ts"] < change].reset_index(drop=True),
+                                  b[b["ts"] < change].reset_index(drop=True))
+    admin_a, admin_b = a[a["event"].isin(ADMIN_EVENTS)], b[b["event"].isin(ADMIN_EVENTS)]
+    pd.testing.assert_frame_equal(admin_a.reset_index(drop=True), admin_b.reset_index(drop=True))
+    post_a = a[(a["ts"] >= change) & ~a["event"].isin(ADMIN_EVENTS)]
+    post_b = b[(b["ts"] >= change) & ~b["event"].isin(ADMIN_EVENTS)]
+    # a thinned subset of the same rows: each kept with probability 1/2 (binomial, 5 sd)
+    assert len(post_b.merge(post_a, how="left", indicator=True).query("_merge != 'both'")) == 0
+    n = len(post_a)
+    assert n > 10_000 and abs(len(post_b) - n * 0.5) < 5 * np.sqrt(n * 0.25)
+    per_event = post_b["event"].value_counts() / post_a["event"].value_counts()
+    assert per_event.between(0.4, 0.6).all(), per_event
+
+
+def test_new_channel_brings_smaller_self_serve_accounts_whose_hazards_follow(input_drift_books):
+    plain, _, channel = input_drift_books
+    change = pd.Timestamp(channel.meta["drift_start"])
+    acc_a, acc_b = plain.tables["accounts"], channel.tables["accounts"]
+    before = acc_a["created_at"] < change
+    pd.testing.assert_frame_equal(acc_a[before], acc_b[before])
+    new_a, new_b = acc_a[~before], acc_b[~before]
+    assert len(new_b) > 80 and (new_a["account_id"] == new_b["account_id"]).all()
+    assert (new_b["segment"] == "SMB").mean() > 0.8 > (new_a["segment"] == "SMB").mean()
+    assert (new_b["plan"] == "starter").mean() > 0.6
+    assert set(new_b["plan"]) <= {"starter", "growth"}
+    assert (new_b["contract_type"] == "monthly").mean() > 0.8
+    lat_a = plain.truth["accounts_latent"].set_index("account_id")
+    lat_b = channel.truth["accounts_latent"].set_index("account_id")
+    ids = new_b["account_id"]
+    np.testing.assert_allclose(lat_b.loc[ids, "health_level"], lat_a.loc[ids, "health_level"] - 0.35)
+    # smaller: the first MRR of a new-channel account
+    first = lambda mc: mc[mc["account_id"].isin(ids)].groupby("account_id")["mrr"].first()  # noqa: E731
+    assert first(channel.tables["mrr_changes"]).median() < 0.5 * first(plain.tables["mrr_changes"]).median()
+    # before the change the two books are the same world; after it the hazards follow the new
+    # accounts' hidden state (the truth's weekly churn probability is higher for them)
+    st_a, st_b = plain.truth["state_weekly"], channel.truth["state_weekly"]
+    pd.testing.assert_frame_equal(st_a[st_a["week_start"] < change].reset_index(drop=True),
+                                  st_b[st_b["week_start"] < change].reset_index(drop=True))
+    churn_a = st_a[st_a["account_id"].isin(ids)]["churn_week_prob"].mean()
+    churn_b = st_b[st_b["account_id"].isin(ids)]["churn_week_prob"].mean()
+    assert churn_b > 1.2 * churn_a
+
+
+def test_input_drift_is_deterministic_by_seed():
+    kwargs = {"n_accounts": 120, "months": 6, "drift": "usage_drop,new_channel",
+              "drift_start": "2026-08-03"}
+    a, b, c = simulate(seed=3, **kwargs), simulate(seed=3, **kwargs), simulate(seed=4, **kwargs)
+    assert _frame_digest(a) == _frame_digest(b) != _frame_digest(c)
+    assert a.meta["drift"] == "new_channel,usage_drop"

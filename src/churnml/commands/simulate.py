@@ -3,9 +3,10 @@
 
 Writes the data-contract tables (``<table>.parquet``) and the hidden truth (``_truth/``) to
 ``--out``, shows a progress bar over the simulated weeks and prints the row count per table.
-The same arguments give the same files. ``--drift price_change,product_change`` (off by
-default) changes what drives churn and expansion from ``--drift-start`` (default: the middle
-of the period) on; docs/simulator.md, "Drift". ``--cs-team`` (off by default) adds a CS team
+The same arguments give the same files. ``--drift SPEC`` (off by default) changes the book
+from ``--drift-start`` (default: the middle of the period) on: ``price_change`` and
+``product_change`` what drives churn and expansion, ``new_channel`` who signs up and
+``usage_drop`` what the product logs; docs/simulator.md, "Drift". ``--cs-team`` (off by default) adds a CS team
 that works a weekly queue and logs ``cs_actions``; docs/simulator.md, "CS team".
 """
 
@@ -27,7 +28,10 @@ def simulate(
     drift: Annotated[Optional[str], typer.Option(
         "--drift", help="Drift scenarios, comma-separated (off by default): price_change "
         "(payment problems weigh much more on churn; renewals carry a 12-18% price increase), "
-        "product_change (headcount growth, not health or breadth of use, drives expansion).")] = None,
+        "product_change (headcount growth, not health or breadth of use, drives expansion), "
+        "new_channel (sign-ups come through a self-serve channel: smaller, SMB, starter plan, "
+        "monthly, less healthy), usage_drop (a redesign halves the logged logins and feature "
+        "use of every account; the accounts are unchanged).")] = None,
     drift_start: Annotated[Optional[str], typer.Option(
         "--drift-start", help="Change date of --drift (ISO date inside the period; "
         "default: its middle).")] = None,
@@ -45,8 +49,9 @@ def simulate(
 ) -> None:
     """Simulate a book of business with a known hidden truth (for demos, tests, benchmarks).
 
-    With --drift, what drives churn and expansion changes at --drift-start; the book's
-    _truth/meta records the drift and the oracle follows it. With --cs-team, a simulated CS
+    With --drift, the book changes at --drift-start (what drives churn and expansion, who
+    signs up or what the product logs); the book's _truth/meta records the drift and the
+    oracle follows it. With --cs-team, a simulated CS
     team works a weekly queue and logs cs_actions; the plays' true effects are in _truth/.
     """
     from rich.table import Table

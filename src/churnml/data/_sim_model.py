@@ -23,9 +23,13 @@ PLANS = ("starter", "growth", "business", "enterprise")
 PRICE_PER_SEAT = np.array([25.0, 45.0, 70.0, 110.0])  # monthly list price per seat by plan
 DOWNSIZE_NOTICE_WEEKS = 6  # a downsize decision is carried out from this many weeks on
 NEVER = 10_000  # "weeks since" value meaning the shock never happened (effects long decayed)
-# Drift scenarios (docs/simulator.md, "Drift"): what drives churn and expansion changes from
-# ``SimParams.drift_day`` on. Off by default; the order here is the canonical spec order.
-DRIFT_SCENARIOS = ("price_change", "product_change")
+# Drift scenarios (docs/simulator.md, "Drift") in force from ``SimParams.drift_day`` on. Off by
+# default; the order here is the canonical spec order. ``price_change`` and ``product_change``
+# change what drives churn and expansion (concept drift); ``new_channel`` (who signs up) and
+# ``usage_drop`` (what the product logs) change the inputs (covariate shift), the first through
+# the accounts' hidden state (``simulator._new_channel``), the second in the usage observables
+# only (``_sim_observe.emit_usage``).
+DRIFT_SCENARIOS = ("price_change", "product_change", "new_channel", "usage_drop")
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,9 @@ COMMENTS = {
 USER_CAP = 40  # tracked users per account (large accounts: a sample of their users)
 # observables of the downsize intent (the contraction mechanism, docs/simulator.md)
 DOWNSIZE_USER_DROP = 0.5  # share of the active users who stop using the product
+# usage_drop drift (docs/simulator.md, "Drift"): from the change date a redesigned workflow
+# needs fewer actions, so each login or feature-use row is logged with this probability
+USAGE_DROP_KEEP = 0.5
 DOWNSIZE_BILLING_VISITS = 0.9  # extra billing page visits a week (seat and plan prices)
 DOWNSIZE_NPS = -1.0  # NPS points
 # weekly chance that the customer asks the CSM about fewer seats or a cheaper plan: with the
@@ -78,7 +81,10 @@ def _contact_code(s: Lanes, lanes: np.ndarray, slot: np.ndarray) -> np.ndarray:
 
 
 def emit_usage(s: Lanes, act: np.ndarray, week_day: int, rng, buf: Buffers,
-               usage_rate: float, rng_x=None) -> None:
+               usage_rate: float, rng_x=None, usage_drop: tuple | None = None) -> None:
+    """The week's usage rows. ``usage_drop`` = ``(change_day, rng)``: the ``usage_drop`` drift,
+    rows (logins and features, not the seat admin events) dated from ``change_day`` on are kept
+    with probability ``USAGE_DROP_KEEP``, drawn from that stream (the main one is untouched)."""
     lanes = np.flatnonzero(act)
     h, a = s.health[lanes], s.adoption[lanes]
     cap = np.clip(np.floor(np.minimum(s.users_needed[lanes], s.seats[lanes])), 1, USER_CAP)
@@ -109,6 +115,10 @@ def emit_usage(s: Lanes, act: np.ndarray, week_day: int, rng, buf: Buffers,
     p_adv = advanced_ok * (0.28 * a_r ** 2 * _sig(h_r) + 0.12 * np.repeat(s.buy_intent[lanes], n))
     event = np.where(u < 0.36, 0, np.where(u < 0.36 + p_adv, 7 + np.floor(rng.random(m) * 4), core))
     qty = np.where(event == 0, 1.0, 1.0 + rng.poisson(1.5, size=m))
+    if usage_drop is not None:
+        change_day, rng_d = usage_drop
+        keep = (ts < int(change_day) * NS_DAY) | (rng_d.random(m) < USAGE_DROP_KEEP)
+        lane, ts, event, user, qty = lane[keep], ts[keep], event[keep], user[keep], qty[keep]
     _add_usage(s, buf, lane, ts, event, user, qty)
     emit_seat_admin(s, lanes, week_day, rng, buf)
 

@@ -117,8 +117,37 @@ def _ts(days_or_ns: np.ndarray, unit: str = "D") -> pa.Array:
 # initial book
 # --------------------------------------------------------------------------------------------
 
-def _initial_lanes(n: int, start_day: int, n_weeks: int, rng) -> tuple[m.Lanes, np.ndarray, dict]:
-    """Static attributes and starting state; ``arrive_week`` is 0 for the book at the start."""
+def _new_channel(channel: tuple[int, np.random.Generator], mask: np.ndarray, seg, plan, seats,
+                 annual, annual_billing, card, n_contacts, level, a_target) -> tuple:
+    """The ``new_channel`` drift: accounts signing up from the change date (``mask``) come
+    through a self-serve channel: SMB (90%, else mid-market), starter plan (70%, else growth),
+    seats log-normal around 3, monthly contracts (10% annual), card payment (95%), mostly one
+    contact (70%), a lower health level (-0.35) and adoption target (-0.2). Drawn for every
+    lane from the channel's own stream (``channel[1]``), so the main stream is untouched; the
+    hazards and observables then follow this hidden state as for any account."""
+    rd = channel[1]
+    n = len(mask)
+    u = rd.random((7, n))
+    z = rd.standard_normal(n)
+    new_seg = np.where(u[0] < 0.9, 0, 1)
+    new_plan = np.where(u[1] < 0.7, 0, 1)
+    new_seats = np.maximum(1.0, np.round(np.exp(np.log(3.0) + 0.5 * z)))
+    new_annual = u[2] < 0.1
+    single = u[4] < 0.7
+    new_contacts = np.where(single, 1, 2 + rd.poisson(0.7, size=n))
+    return (np.where(mask, new_seg, seg), np.where(mask, new_plan, plan),
+            np.where(mask, new_seats, seats), np.where(mask, new_annual, annual),
+            np.where(mask, new_annual & (u[3] < 0.4), annual_billing),
+            np.where(mask, u[5] < 0.95, card), np.where(mask, new_contacts, n_contacts),
+            np.where(mask, level - 0.35, level),
+            np.where(mask, np.clip(a_target - 0.2, 0.05, 1.0), a_target))
+
+
+def _initial_lanes(n: int, start_day: int, n_weeks: int, rng,
+                   new_channel: tuple[int, np.random.Generator] | None = None
+                   ) -> tuple[m.Lanes, np.ndarray, dict]:
+    """Static attributes and starting state; ``arrive_week`` is 0 for the book at the start.
+    ``new_channel`` = ``(change_day, rng)``: the ``new_channel`` drift (:func:`_new_channel`)."""
     n_initial = max(1, int(round(n * 0.64)))
     arrive_week = np.zeros(n, np.int64)
     arrive_week[n_initial:] = np.sort(rng.integers(1, max(n_weeks, 2), size=n - n_initial))
@@ -143,6 +172,11 @@ def _initial_lanes(n: int, start_day: int, n_weeks: int, rng) -> tuple[m.Lanes, 
     a_target = np.clip(rng.beta(6, 2, size=n) + 0.1 * level, 0.05, 1.0)
     growth = 0.12 + 0.3 * rng.standard_normal(n)
     addon = np.where(rng.random(n) < 0.2, 0.2, 0.0)
+
+    if new_channel is not None:  # only with the new_channel drift, so a plain book is unchanged
+        seg, plan, seats, annual, annual_billing, card, n_contacts, level, a_target = _new_channel(
+            new_channel, (arrive_week > 0) & (created >= new_channel[0]), seg, plan, seats,
+            annual, annual_billing, card, n_contacts, level, a_target)
 
     term = np.where(annual, 12, 1)
     bill = np.where(annual_billing, 12, 1)
@@ -247,11 +281,12 @@ def simulate(n_accounts: int = 2000, months: int = 24, seed: int = 42, end=DEFAU
     is called after each simulated week (progress bars). ``usage_rate`` scales usage rows per
     active user and week (about 20M usage events at 50,000 accounts over 24 months).
 
-    ``drift``: drift scenarios (``"price_change"``, ``"product_change"``, comma-separated to
-    combine; default none) that change what drives churn and expansion from ``drift_start``
-    (an ISO date inside the period; default its middle week) on. Written to ``_truth/meta``
-    (``drift``, ``drift_start``); the oracle follows them. Without drift the book is the same
-    as before drift existed.
+    ``drift``: drift scenarios (comma-separated to combine; default none) in force from
+    ``drift_start`` (an ISO date inside the period; default its middle week) on:
+    ``"price_change"`` and ``"product_change"`` change what drives churn and expansion,
+    ``"new_channel"`` who signs up, ``"usage_drop"`` what the product logs. Written to
+    ``_truth/meta`` (``drift``, ``drift_start``); the oracle follows them. Without drift the
+    book is the same as before drift existed.
 
     ``cs_team``: a :class:`CsTeam` that works a queue each week (logged to a ``cs_actions``
     table), with true effects on the hazards and each candidate's true effect in
@@ -275,7 +310,15 @@ def simulate(n_accounts: int = 2000, months: int = 24, seed: int = 42, end=DEFAU
         p = replace(p, drift=scenarios, drift_day=float(change_day))
     elif drift_start is not None:
         raise UsageError("The 'drift_start' parameter needs a drift scenario ('drift').")
-    s, arrive_week, extra = _initial_lanes(n, start_day, n_weeks, rng)
+    # the input drifts draw from streams of their own, so the main stream (and the world
+    # before the change date) stays the plain book's
+    channel: tuple[int, np.random.Generator] | None = None
+    usage_drop: tuple[int, np.random.Generator] | None = None
+    if change_day is not None and "new_channel" in scenarios:
+        channel = (change_day, np.random.default_rng([int(seed), 0xD21F7]))
+    if change_day is not None and "usage_drop" in scenarios:
+        usage_drop = (change_day, np.random.default_rng([int(seed), 0xD20B]))
+    s, arrive_week, extra = _initial_lanes(n, start_day, n_weeks, rng, channel)
     _burn_in(s, arrive_week, start_day, p, rng, rng_x)
     buf = o.Buffers(s.created_day)
     state_cols = [c for c in m.STATE_COLUMNS if c != "active"]
@@ -345,7 +388,8 @@ def simulate(n_accounts: int = 2000, months: int = 24, seed: int = 42, end=DEFAU
         if team is not None:
             team.log_week(ev, k)
             team.observed.mark(buf)
-        o.emit_usage(s, act, day, rng, buf, usage_rate, rng_x)
+        o.emit_usage(s, act, day, rng, buf, usage_rate, rng_x,
+                     usage_drop if usage_drop is not None and day + 7 > usage_drop[0] else None)
         o.emit_touchpoints(s, ev, act, day, rng, buf, rng_x)
         o.emit_invoices(s, ev, day, rng, buf)
         o.emit_nps(s, act, k, day, extra["nps_phase"], rng, buf)

@@ -53,7 +53,12 @@ ESTIMATED_COLUMNS = ["as_of", "outcome", "model_version", "n", "mean_probability
                      "assumption"]
 RETRAIN_COLUMNS = ["as_of", "outcome", "model_version", "retrain_recommended", "retrain_reason",
                    "realized_as_of", "realized_roc_auc", "training_roc_auc",
-                   "calibration_slope", "score_psi", "score_drift_weeks"]
+                   "baseline", "baseline_roc_auc", "calibration_slope", "score_psi",
+                   "score_drift_weeks"]
+# the AUC-drop rule's baseline (``retrain.parquet``'s ``baseline``): the version's own first
+# matured out-of-sample cohorts, or its training evaluation until that many have matured
+BASELINE_OWN = "own_cohorts"
+BASELINE_TRAINING = "training_evaluation"
 
 CBPE_ASSUMPTION = ("calibrated probabilities (the calibration still holds) and no concept "
                    "drift (the relation of features to the outcome is unchanged); it cannot "
@@ -133,6 +138,7 @@ class Thresholds:
     slope_low: float
     slope_high: float
     drift_weeks: int
+    baseline_cohorts: int
 
     @classmethod
     def of(cls, outcome: str) -> "Thresholds":
@@ -140,7 +146,7 @@ class Thresholds:
 
         c = load_config(outcome)
         return cls(c.drift_psi_warn, c.drift_psi_alert, c.retrain_auc_drop, c.retrain_slope_low,
-                   c.retrain_slope_high, c.retrain_drift_weeks)
+                   c.retrain_slope_high, c.retrain_drift_weeks, c.retrain_baseline_cohorts)
 
 
 def default_thresholds() -> dict[str, Thresholds]:
@@ -246,8 +252,12 @@ def retrain_decision(as_of: pd.Timestamp, outcome: str, version: str, t: Thresho
 
     1. **realized AUC drop**: on the latest cohort this version scored out of sample whose
        outcome is known by ``as_of`` (``matured_on <= as_of``), the model's ROC AUC is more
-       than ``retrain_auc_drop`` below the version's training evaluation (``test_roc_auc``)
-       and the cohort's 95% interval lies below that evaluation too (not noise);
+       than ``retrain_auc_drop`` below the baseline and the cohort's 95% interval lies below
+       the baseline too (not noise). The baseline is the mean realized AUC of the version's
+       first ``retrain_baseline_cohorts`` matured out-of-sample cohorts once that many are
+       known by ``as_of`` (what this champion delivers, so a champion that never reached its
+       training evaluation is not taken for drift), else the version's training evaluation
+       (``test_roc_auc``); the reason says which;
     2. **calibration slope** of that cohort outside ``[retrain_slope_low, retrain_slope_high]``;
     3. **score drift**: the score's PSI above ``drift_psi_alert`` on each of the last
        ``retrain_drift_weeks`` weeks this version scored (up to ``as_of``).
@@ -259,6 +269,7 @@ def retrain_decision(as_of: pd.Timestamp, outcome: str, version: str, t: Thresho
                            "realized_as_of": pd.NaT, "realized_roc_auc": float("nan"),
                            "training_roc_auc": float("nan") if training_auc is None
                            else float(training_auc),
+                           "baseline": None, "baseline_roc_auc": float("nan"),
                            "calibration_slope": float("nan"), "score_psi": float("nan"),
                            "score_drift_weeks": 0}
     if realized is not None and len(realized):
@@ -267,18 +278,33 @@ def retrain_decision(as_of: pd.Timestamp, outcome: str, version: str, t: Thresho
                     & (rows["model_version"].astype(str) == str(version))
                     & (pd.to_datetime(rows["matured_on"]) <= as_of)]
         if len(rows):
-            last = rows.sort_values("as_of").iloc[-1]
+            rows = rows.sort_values("as_of", kind="stable")
+            last = rows.iloc[-1]
             auc, high = float(last["roc_auc"]), float(last["roc_auc_ci_high"])
             slope = float(last["calibration_slope"])
             row.update(realized_as_of=pd.Timestamp(last["as_of"]), realized_roc_auc=auc,
                        calibration_slope=slope)
-            if training_auc is not None and np.isfinite(auc) and \
-                    auc < training_auc - t.auc_drop and not (np.isfinite(high)
-                                                             and high >= training_auc):
+            first = rows[np.isfinite(rows["roc_auc"].to_numpy(dtype="float64"))]
+            first = first.iloc[:t.baseline_cohorts]
+            if len(first) >= t.baseline_cohorts:
+                baseline: float | None = float(first["roc_auc"].to_numpy(dtype="float64").mean())
+                row["baseline"] = BASELINE_OWN
+                said = (f"its own baseline {baseline:.3f} (mean realized AUC of its first "
+                        f"{t.baseline_cohorts} matured cohorts, "
+                        f"{pd.Timestamp(first['as_of'].iloc[0]):%Y-%m-%d} to "
+                        f"{pd.Timestamp(first['as_of'].iloc[-1]):%Y-%m-%d})")
+            else:
+                baseline = training_auc
+                row["baseline"] = None if baseline is None else BASELINE_TRAINING
+                said = "" if baseline is None else (
+                    f"the training evaluation {baseline:.3f} (its own baseline needs "
+                    f"{t.baseline_cohorts} matured cohorts; {len(first)} so far)")
+            row["baseline_roc_auc"] = float("nan") if baseline is None else float(baseline)
+            if baseline is not None and np.isfinite(auc) and \
+                    auc < baseline - t.auc_drop and not (np.isfinite(high) and high >= baseline):
                 week = pd.Timestamp(last["as_of"])
                 reasons.append(f"realized AUC {auc:.3f} on the week of {week:%Y-%m-%d} is "
-                               f"{training_auc - auc:.3f} below the training evaluation "
-                               f"{training_auc:.3f} (allowed {t.auc_drop:g})")
+                               f"{baseline - auc:.3f} below {said} (allowed {t.auc_drop:g})")
             if np.isfinite(slope) and not t.slope_low <= slope <= t.slope_high:
                 reasons.append(f"calibration slope {slope:.2f} on the week of "
                                f"{pd.Timestamp(last['as_of']):%Y-%m-%d} outside "
@@ -325,7 +351,7 @@ def _typed(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     if "realized_as_of" in frame.columns:
         frame["realized_as_of"] = pd.to_datetime(frame["realized_as_of"]).astype("datetime64[ns]")
     for column in ("outcome", "model_version", "kind", "name", "status", "assumption",
-                   "retrain_reason"):
+                   "retrain_reason", "baseline"):
         if column in frame.columns:
             frame[column] = frame[column].astype(object)
     keys = [c for c in ("outcome", "as_of", "kind", "name") if c in frame.columns]

@@ -94,6 +94,7 @@ class ModelConfig:
     drift_psi_warn: float = 0.1
     drift_psi_alert: float = 0.25
     retrain_auc_drop: float = 0.05
+    retrain_baseline_cohorts: int = 4
     retrain_slope_low: float = 0.8
     retrain_slope_high: float = 1.25
     retrain_drift_weeks: int = 3
@@ -152,6 +153,7 @@ class ModelConfig:
         _positive_int("monitoring.drift_bins", self.drift_bins, minimum=2)
         _positive_int("monitoring.reference_weeks", self.reference_weeks)
         _positive_int("monitoring.retrain_drift_weeks", self.retrain_drift_weeks)
+        _positive_int("monitoring.retrain_baseline_cohorts", self.retrain_baseline_cohorts)
         for name in ("drift_psi_warn", "drift_psi_alert", "retrain_auc_drop", "retrain_slope_low",
                      "retrain_slope_high", "promotion_min_improvement"):
             value = getattr(self, name)
@@ -232,6 +234,7 @@ _YAML_FIELDS = {
     ("monitoring", "drift_psi_warn"): "drift_psi_warn",
     ("monitoring", "drift_psi_alert"): "drift_psi_alert",
     ("monitoring", "retrain_auc_drop"): "retrain_auc_drop",
+    ("monitoring", "retrain_baseline_cohorts"): "retrain_baseline_cohorts",
     ("monitoring", "retrain_slope_low"): "retrain_slope_low",
     ("monitoring", "retrain_slope_high"): "retrain_slope_high",
     ("monitoring", "retrain_drift_weeks"): "retrain_drift_weeks",

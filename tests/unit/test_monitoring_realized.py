@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
 from churnml.data.tables import Book
@@ -177,3 +179,31 @@ def test_calibration_slope_is_one_for_calibrated_probabilities_and_below_for_ext
     extreme = 1 / (1 + np.exp(-2 * logit))  # twice as confident as the truth
     assert calibration_slope(y, extreme) == pytest.approx(0.5, abs=0.05)
     assert np.isnan(calibration_slope(np.zeros(10), p[:10]))
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), signal=st.sampled_from([0.0, 0.3, 1.0, 2.5]),
+       rate=st.sampled_from([0.03, 0.1, 0.4]))
+def test_calibration_slope_equals_an_unpenalised_logistic_regression(seed, signal, rate):
+    """Against scikit-learn's unpenalised fit, including probabilities with no signal at all
+    (plain Newton from slope 1 diverged there and returned NaN: the slope rule never saw the
+    worst case) and probabilities more or less extreme than the truth."""
+    from sklearn.linear_model import LogisticRegression
+
+    from churnml.jobs.monitoring import calibration_slope
+    rng = np.random.default_rng(seed)
+    n = 4000
+    p = rng.uniform(0.0, 1.0, n)
+    logit = np.log(np.clip(p, 1e-6, 1 - 1e-6) / (1 - np.clip(p, 1e-6, 1 - 1e-6)))
+    base = np.log(rate / (1 - rate))
+    y = (rng.uniform(size=n) < 1 / (1 + np.exp(-(base + signal * logit)))).astype(float)
+    assume(0 < y.sum() < n)
+    reference = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10_000).fit(
+        logit[:, None], y).coef_[0, 0]
+    assert calibration_slope(y, p) == pytest.approx(reference, abs=1e-4)
+
+
+def test_calibration_slope_is_nan_on_separable_data():
+    from churnml.jobs.monitoring import calibration_slope
+    p = np.linspace(0.01, 0.99, 200)
+    assert np.isnan(calibration_slope((p > 0.5).astype(float), p))

@@ -34,6 +34,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 from churnml.data.tables import Book
 from churnml.errors import UsageError
@@ -88,28 +89,44 @@ def realized_path(out_dir: str | Path) -> Path:
     return Path(out_dir) / MONITORING_DIR / REALIZED_NAME
 
 
-def calibration_slope(y: np.ndarray, p: np.ndarray, iterations: int = 50) -> float:
+def calibration_slope(y: np.ndarray, p: np.ndarray, iterations: int = 100) -> float:
     """Slope of the logistic regression of ``y`` on ``logit(p)`` with an intercept, no
-    penalty (Newton's method on two parameters): 1 for a calibrated model, below 1 when its
-    probabilities are too extreme. NaN with one class or no convergence (separable data)."""
+    penalty: 1 for a calibrated model, below 1 when its probabilities are too extreme, near 0
+    when they carry no signal. Newton's method on two parameters with step halving on the
+    log-likelihood (plain Newton from slope 1 diverges on uninformative probabilities, which
+    are exactly the ones the slope rule must see). NaN with one class or no convergence
+    (separable data: the maximum-likelihood slope is infinite)."""
     y = np.asarray(y, dtype="float64")
     if not (len(y) and 0 < y.sum() < len(y)):
         return float("nan")
     q = np.clip(np.asarray(p, dtype="float64"), 1e-6, 1 - 1e-6)
     X = np.column_stack([np.ones(len(q)), np.log(q / (1 - q))])
+
+    def loglik(b: np.ndarray) -> float:
+        eta = X @ b
+        return float(np.sum(y * eta - np.logaddexp(0.0, eta)))
+
     beta = np.array([0.0, 1.0])
+    current = loglik(beta)
     for _ in range(iterations):
-        mu = 1.0 / (1.0 + np.exp(-(X @ beta)))
+        mu = expit(X @ beta)
         w = mu * (1 - mu)
         hessian = X.T @ (X * w[:, None])
         try:
             step = np.linalg.solve(hessian, X.T @ (y - mu))
         except np.linalg.LinAlgError:
             return float("nan")
-        beta = beta + step
-        if not np.all(np.isfinite(beta)):
+        if not np.all(np.isfinite(step)):
             return float("nan")
-        if np.max(np.abs(step)) < 1e-10:
+        t = 1.0
+        while True:  # halve the step until the log-likelihood does not fall
+            candidate = beta + t * step
+            value = loglik(candidate)
+            if value >= current - 1e-12 * abs(current) or t < 1e-12:
+                break
+            t /= 2
+        beta, current = candidate, value
+        if np.max(np.abs(t * step)) < 1e-10:
             return float(beta[1])
     return float("nan")
 

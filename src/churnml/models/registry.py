@@ -584,15 +584,9 @@ def log_training(result, plots: bool = True, progress=None) -> Registration:
             _log_reference_profile(result, tmp / "profile")
             metric = config.promotion_metric
             new_score = float(result.metrics[metric])
-            try:
-                previous, unreadable = champion_version(config.target), None
-            except RegistryUnavailableError as exc:
-                previous, unreadable = None, exc
+            previous, unreadable = _previous_champion(config.target, version)
             if unreadable is not None:
-                # unknown is not "none": never promote past a champion that could not be read
-                champion_score, became, reason = None, False, (
-                    f"the current champion could not be read, so v{version} is not promoted; "
-                    f"use `churnml promote` once the registry answers ({unreadable})")
+                champion_score, became, reason = None, False, unreadable
             elif previous is None:
                 champion_score, became, reason = None, True, "first version: champion at once"
             else:
@@ -615,15 +609,41 @@ def log_training(result, plots: bool = True, progress=None) -> Registration:
                                         "gate_weeks": float(decision.weeks),
                                         f"gate_{metric}": new_score})
                 mlflow.log_metric(f"champion_{metric}", champion_score if champion_score is not None else float("nan"))
-            mlflow.set_tags({"churnml.version": version, "churnml.became_champion": str(became),
-                             "churnml.gate": reason})
             run_id = run.info.run_id
-    for key, value in (("test_roc_auc", result.metrics.get("test_roc_auc")),
-                       ("horizon_days", config.horizon_days), ("target", config.target),
-                       ("split_policy", result.split.describe().get("policy", "time")),
-                       ("test_start", result.split.describe()["test_start"]),
-                       ("test_end", result.split.describe()["test_end"]),
-                       ("train_end", model.info.get("train_end", ""))):
+            _tag_gate(mlflow, version, became, reason)
+    _tag_version_and_alias(client, name, version, previous, became, (
+        ("test_roc_auc", result.metrics.get("test_roc_auc")),
+        ("horizon_days", config.horizon_days), ("target", config.target),
+        ("split_policy", result.split.describe().get("policy", "time")),
+        ("test_start", result.split.describe()["test_start"]),
+        ("test_end", result.split.describe()["test_end"]),
+        ("train_end", model.info.get("train_end", ""))))
+    return Registration(run_id, version, became, previous, new_score, champion_score, metric, reason)
+
+
+def _previous_champion(target: str, version: str) -> tuple[str | None, str | None]:
+    """The current champion's version of ``target`` (None: there is none) and, when the registry
+    could not say, the reason the new ``version`` is not promoted (else None). Unknown is not
+    "none": a version is never promoted past a champion that could not be read."""
+    try:
+        return champion_version(target), None
+    except RegistryUnavailableError as exc:
+        return None, (f"the current champion could not be read, so v{version} is not promoted; "
+                      f"use `churnml promote` once the registry answers ({exc})")
+
+
+def _tag_gate(mlflow, version: str, became: bool, reason: str) -> None:
+    """Record the champion gate's outcome on the active training run."""
+    mlflow.set_tags({"churnml.version": version, "churnml.became_champion": str(became),
+                     "churnml.gate": reason})
+
+
+def _tag_version_and_alias(client, name: str, version: str, previous: str | None, became: bool,
+                           tags) -> None:
+    """Tag the registered ``version`` with ``tags`` (``(key, value)`` pairs) and move the aliases:
+    a version that became champion takes ``champion`` and the one it replaced ``challenger``;
+    otherwise the new version is the ``challenger``."""
+    for key, value in tags:
         client.set_model_version_tag(name, version, key, str(value))
     if became:
         client.set_registered_model_alias(name, CHAMPION, version)
@@ -631,7 +651,6 @@ def log_training(result, plots: bool = True, progress=None) -> Registration:
             client.set_registered_model_alias(name, CHALLENGER, previous)
     else:
         client.set_registered_model_alias(name, CHALLENGER, version)
-    return Registration(run_id, version, became, previous, new_score, champion_score, metric, reason)
 
 
 def _requirements() -> list[str]:
@@ -762,14 +781,9 @@ def log_time_to_event(result, progress=None) -> Registration:
             mlflow.log_artifact(str(card / MODEL_CARD))
             new_score = float(result.metrics[metric])
             champion_score: float | None = None
-            try:
-                previous, unreadable = champion_version(TIME_TO_EVENT), None
-            except RegistryUnavailableError as exc:
-                previous, unreadable = None, exc
+            previous, unreadable = _previous_champion(TIME_TO_EVENT, version)
             if unreadable is not None:
-                became, reason = False, (f"the current champion could not be read, so v{version} is not "
-                                         f"promoted; use `churnml promote` once the registry answers "
-                                         f"({unreadable})")
+                became, reason = False, unreadable
             elif previous is None:
                 became, reason = True, "first version: champion at once"
             else:
@@ -789,17 +803,10 @@ def log_time_to_event(result, progress=None) -> Registration:
                               f"same {rows:,} test rows: {span}")
                     mlflow.log_metrics({"gate_rows": float(rows), f"gate_{metric}": new_gate,
                                         f"champion_{metric}": old_gate})
-            mlflow.set_tags({"churnml.version": version, "churnml.became_champion": str(became),
-                             "churnml.gate": reason})
             run_id = run.info.run_id
-    for key, value in (("test_ibs_churn", result.metrics.get(metric)), ("target", TIME_TO_EVENT),
-                       ("test_start", result.split["test_start"]), ("test_end", result.split["test_end"]),
-                       ("train_end", result.model.info.get("train_end", ""))):
-        client.set_model_version_tag(name, version, key, str(value))
-    if became:
-        client.set_registered_model_alias(name, CHAMPION, version)
-        if previous is not None:
-            client.set_registered_model_alias(name, CHALLENGER, previous)
-    else:
-        client.set_registered_model_alias(name, CHALLENGER, version)
+            _tag_gate(mlflow, version, became, reason)
+    _tag_version_and_alias(client, name, version, previous, became, (
+        ("test_ibs_churn", result.metrics.get(metric)), ("target", TIME_TO_EVENT),
+        ("test_start", result.split["test_start"]), ("test_end", result.split["test_end"]),
+        ("train_end", result.model.info.get("train_end", ""))))
     return Registration(run_id, version, became, previous, new_score, champion_score, metric, reason)

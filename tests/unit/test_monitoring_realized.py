@@ -151,6 +151,46 @@ def test_weekly_update_equals_the_backfill_and_is_idempotent(scored, tmp_path):
     assert "realized_churn_health_score_roc_auc" in figures
 
 
+def test_a_week_is_labeled_with_the_horizon_its_scoring_version_was_trained_with(scored,
+                                                                                monkeypatch):
+    """The configuration's horizon changed (28 -> 56 days) after champion v3 was trained with
+    28: v3's weeks keep the 28-day label window and mature on v3's clock, as if the
+    configuration had not moved; a version that recorded no horizon takes the configuration's
+    and the table says so."""
+    from churnml.jobs import monitoring
+    from churnml.models import registry
+
+    out, book, mrr, frames = scored
+    ends = {"churn": {"3": pd.Timestamp("2025-09-08")}}
+    edited = {**HORIZONS, "churn": 2 * HORIZON}
+    trained = realized_rows(out, book, spans=Spans(ends, {"churn": {"3": HORIZON}}),
+                            horizons=edited)
+    before = realized_rows(out, book, spans=Spans(ends), horizons=HORIZONS)
+    churn = trained[trained["outcome"] == "churn"].reset_index(drop=True)
+    assert (churn["horizon_days"] == HORIZON).all()
+    assert (churn["horizon_source"] == monitoring.HORIZON_FROM_MODEL).all()
+    pd.testing.assert_frame_equal(
+        churn.drop(columns="horizon_source"),
+        before[before["outcome"] == "churn"].reset_index(drop=True).drop(columns="horizon_source"))
+    for as_of, group in churn.groupby("as_of"):
+        y = plain_labels(mrr, frames[as_of]["account_id"], as_of)  # the 28-day rule
+        assert group.set_index("scorer").loc["model", "positives"] == y.sum()
+    # no recorded horizon: the (edited) configuration's, said in horizon_source
+    fallback = realized_rows(out, book, spans=Spans(ends), horizons=edited)
+    churn = fallback[fallback["outcome"] == "churn"]
+    assert (churn["horizon_days"] == 2 * HORIZON).all()
+    assert (churn["horizon_source"] == monitoring.HORIZON_FROM_CONFIG).all()
+    assert churn["as_of"].max() <= book.data_end - pd.Timedelta(days=2 * HORIZON)
+    assert churn["as_of"].nunique() < trained.loc[trained["outcome"] == "churn", "as_of"].nunique()
+    # the registry's version tag is where the recorded horizon comes from
+    monkeypatch.setattr(registry, "list_versions", lambda target: [
+        {"version": "3", "train_end": "2025-09-08", "horizon_days": HORIZON if target == "churn"
+         else None}])
+    spans = monitoring.registry_spans()
+    assert spans.horizon("churn", "3") == HORIZON and spans.horizon("expansion", "3") is None
+    assert spans.end("churn", "3") == pd.Timestamp("2025-09-08")
+
+
 def test_bootstrap_auc_resample_equals_sklearn_on_the_replicated_rows():
     """One resample of the count-weighted Mann-Whitney AUC is sklearn's AUC of the rows
     repeated by their counts (ties included)."""

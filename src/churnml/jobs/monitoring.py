@@ -14,7 +14,10 @@ per cohort, the model and the health score side by side:
   is not a probability.
 
 A cohort is matured for an outcome when ``as_of + horizon <= data_end``; younger partitions
-are left out entirely (never counted as negatives). ``in_sample`` marks the weeks the scoring
+are left out entirely (never counted as negatives). The horizon is the one the version that
+scored the week was trained with (its registry tag ``horizon_days``), so a configuration edited
+after training does not relabel old weeks; a week scored by a version that recorded none (or by
+several versions) takes the configuration's, and ``horizon_source`` says which. ``in_sample`` marks the weeks the scoring
 model had in its own training span (``as_of <= train_end`` of the version that scored the
 week): they are kept in the table but out of every realized figure the report, the logs and the
 trust panel show. Unknown spans (a version without ``train_end``) leave ``in_sample`` null and
@@ -28,7 +31,7 @@ partition. Both give the same rows for the same partitions and book.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -52,37 +55,52 @@ BOOTSTRAP_RESAMPLES = 200
 
 #: Columns of ``realized.parquet``, in order.
 REALIZED_COLUMNS = [
-    "as_of", "outcome", "scorer", "horizon_days", "matured_on", "model_version", "in_sample",
+    "as_of", "outcome", "scorer", "horizon_days", "horizon_source", "matured_on", "model_version",
+    "in_sample",
     "n", "positives", "event_rate", "roc_auc", "roc_auc_ci_low", "roc_auc_ci_high",
     "lift_top_decile", "mrr_capture_top_decile", "ece", "calibration_slope",
     "unlabeled_rows",
 ]
 
 
+#: ``horizon_source``: the scoring version's recorded horizon, or the configuration's.
+HORIZON_FROM_MODEL, HORIZON_FROM_CONFIG = "model_version", "config"
+
+
 @dataclass(frozen=True)
 class Spans:
     """Per outcome, the end of each model version's training span (``train_end``; None when
-    the version did not record one)."""
+    the version did not record one) and the label horizon it was trained with (``horizons``;
+    absent when not recorded)."""
 
     ends: Mapping[str, Mapping[str, pd.Timestamp | None]]
+    horizons: Mapping[str, Mapping[str, int | None]] = field(default_factory=dict)
 
     def end(self, outcome: str, version: str | None) -> pd.Timestamp | None:
         if version is None:
             return None
         return self.ends.get(outcome, {}).get(str(version))
 
+    def horizon(self, outcome: str, version: str | None) -> int | None:
+        if version is None:
+            return None
+        return self.horizons.get(outcome, {}).get(str(version))
+
 
 def registry_spans() -> Spans:
-    """``train_end`` of every registered version of every outcome, from the MLflow registry."""
+    """``train_end`` and ``horizon_days`` of every registered version of every outcome, from
+    the MLflow registry."""
     from churnml.models import registry
 
     ends: dict[str, dict[str, pd.Timestamp | None]] = {}
+    horizons: dict[str, dict[str, int | None]] = {}
     for outcome in OUTCOMES:
-        ends[outcome.name] = {}
+        ends[outcome.name], horizons[outcome.name] = {}, {}
         for v in registry.list_versions(outcome.name):
             value = v.get("train_end")
             ends[outcome.name][str(v["version"])] = pd.Timestamp(value) if value else None
-    return Spans(ends)
+            horizons[outcome.name][str(v["version"])] = v.get("horizon_days")
+    return Spans(ends, horizons)
 
 
 def realized_path(out_dir: str | Path) -> Path:
@@ -192,14 +210,33 @@ def _read_cohort(path: Path, outcome: Outcome) -> pd.DataFrame:
     return frame
 
 
+def _read_versions(path: Path, outcome: Outcome) -> pd.Series:
+    """The ``outcome``'s model-version column of a partition's scores (empty when the partition
+    was written before the outcome existed)."""
+    import pyarrow.parquet as pq
+
+    if outcome.version_column not in pq.read_schema(path).names:
+        return pd.Series([], dtype=object)
+    return pd.read_parquet(path, columns=[outcome.version_column])[outcome.version_column]
+
+
+def _week_version(versions: pd.Series) -> tuple[str | None, bool]:
+    """The ``model_version`` a week is reported under (several joined by commas; None: no
+    champion scored it) and whether one version alone scored it."""
+    seen = versions.dropna().astype(str).unique().tolist()
+    return (seen[0] if len(seen) == 1 else (",".join(sorted(seen)) or None)), len(seen) == 1
+
+
 def realized_rows(out_dir: str | Path, book: Book, *, spans: Spans | Callable[[], Spans],
                   horizons: Mapping[str, int] | None = None,
                   only: Callable[[pd.Timestamp, str], bool] | None = None,
                   seed: int = 0) -> pd.DataFrame:
     """The rows of ``realized.parquet`` for the matured cohorts of ``out_dir`` (those for which
-    ``only(as_of, outcome)`` holds, when given). ``horizons``: per outcome (default: the
-    model configuration's ``horizon_days``). ``spans``: the training spans, or a function
-    giving them (called once, only when some week has matured: it reads the registry)."""
+    ``only(as_of, outcome)`` holds, when given). A week's horizon is the one its scoring version
+    was trained with (``spans``); without one, the configured horizon: ``horizons`` per outcome
+    (default: the model configuration's ``horizon_days``). ``spans``: the training spans and
+    horizons, or a function giving them (called once, only when some week is older than the
+    book's last day: it reads the registry)."""
     from churnml.models.config import load_config
 
     partitions = list_partitions(out_dir)
@@ -208,57 +245,80 @@ def realized_rows(out_dir: str | Path, book: Book, *, spans: Spans | Callable[[]
         return pd.DataFrame(rows, columns=REALIZED_COLUMNS)
     grids: dict[tuple, pd.DataFrame] = {}
     for outcome in OUTCOMES:
-        horizon = int((horizons or {}).get(outcome.name) or load_config(outcome.name).horizon_days)
-        last = latest_labeled_as_of(book, horizon)
-        matured = [(d, p) for d, p in partitions if d <= last
-                   and (only is None or only(d, outcome.name))]
-        if not matured:
+        configured = int((horizons or {}).get(outcome.name)
+                         or load_config(outcome.name).horizon_days)
+        wanted = [(d, p) for d, p in partitions if d < book.data_end
+                  and (only is None or only(d, outcome.name))]
+        if not wanted:
             continue
         if not isinstance(spans, Spans):
             spans = spans()
-        key = (horizon, tuple(d for d, _ in matured))
-        if key not in grids:  # outcomes with the same horizon share one grid (every label)
-            grids[key] = observation_grid(book, pd.DatetimeIndex(list(key[1])), horizon)
-        grid = grids[key]
-        grid = grid.loc[grid["labeled"], ["account_id", "as_of", "mrr", outcome.name]]
-        grid = grid.rename(columns={"mrr": "label_mrr", outcome.name: "label"})
-        grid["account_id"] = grid["account_id"].astype(str)
-        for as_of, part in matured:
-            scores = _read_cohort(part / SCORES_NAME, outcome)
-            joined = scores.merge(grid, on=["account_id", "as_of"], how="left")
-            unlabeled = int(joined["label"].isna().sum())
-            joined = joined[joined["label"].notna()]
-            y = joined["label"].to_numpy(dtype="float64")
-            event_mrr = y * joined["label_mrr"].to_numpy(dtype="float64")
-            versions = joined[outcome.version_column].dropna().astype(str).unique().tolist()
-            version = versions[0] if len(versions) == 1 else (",".join(sorted(versions)) or None)
-            end = spans.end(outcome.name, version) if len(versions) == 1 else None
-            in_sample = None if end is None else bool(as_of <= end)
-            health = joined["health_score"].to_numpy(dtype="float64")
-            scorers = {
-                "model": (joined[outcome.probability_column].to_numpy(dtype="float64"), True),
-                "health_score": (health if outcome.health_direction > 0 else 100.0 - health,
-                                 False),
-            }
-            for scorer, (score, probability) in scorers.items():
-                if scorer == "model" and version is None:
-                    continue  # no champion scored this outcome that week
-                figures = cohort_metrics(y, score, event_mrr, probability=probability,
-                                         seed=seed)
-                rows.append({
-                    "as_of": as_of, "outcome": outcome.name, "scorer": scorer,
-                    "horizon_days": horizon,
-                    "matured_on": as_of + pd.Timedelta(days=horizon),
-                    "model_version": version,
-                    # the health score's weights are not fitted on a model's training span
-                    "in_sample": in_sample if scorer == "model" else False,
-                    **figures, "unlabeled_rows": unlabeled,
-                })
+        recorded = [h for h in spans.horizons.get(outcome.name, {}).values() if h]
+        earliest = latest_labeled_as_of(book, min([configured, *recorded]))
+        # each week's horizon is its scoring version's: read the weeks old enough for the
+        # shortest one, keep those whose own horizon has passed
+        by_horizon: dict[tuple[int, str], list[tuple[pd.Timestamp, Path]]] = {}
+        for as_of, part in wanted:
+            if as_of > earliest:
+                continue
+            version, single = _week_version(_read_versions(part / SCORES_NAME, outcome))
+            own = spans.horizon(outcome.name, version) if single else None
+            horizon, source = ((int(own), HORIZON_FROM_MODEL) if own
+                               else (configured, HORIZON_FROM_CONFIG))
+            if as_of <= latest_labeled_as_of(book, horizon):
+                by_horizon.setdefault((horizon, source), []).append((as_of, part))
+        found: list[dict] = []
+        for (horizon, source), matured in by_horizon.items():
+            key = (horizon, tuple(d for d, _ in matured))
+            if key not in grids:  # outcomes with the same horizon share one grid (every label)
+                grids[key] = observation_grid(book, pd.DatetimeIndex(list(key[1])), horizon)
+            grid = grids[key]
+            grid = grid.loc[grid["labeled"], ["account_id", "as_of", "mrr", outcome.name]]
+            grid = grid.rename(columns={"mrr": "label_mrr", outcome.name: "label"})
+            grid["account_id"] = grid["account_id"].astype(str)
+            for as_of, part in matured:
+                scores = _read_cohort(part / SCORES_NAME, outcome)
+                found.extend(_cohort_rows(scores, grid, outcome, spans, as_of, horizon, source,
+                                          seed))
+        rows.extend(sorted(found, key=lambda row: row["as_of"]))  # stable: scorers stay in order
     frame = pd.DataFrame(rows, columns=REALIZED_COLUMNS)
     frame["in_sample"] = frame["in_sample"].astype("boolean")
     for column in ("n", "positives", "unlabeled_rows", "horizon_days"):
         frame[column] = frame[column].astype("int64")
     return frame
+
+
+def _cohort_rows(scores: pd.DataFrame, grid: pd.DataFrame, outcome: Outcome, spans: Spans,
+                 as_of: pd.Timestamp, horizon: int, source: str, seed: int) -> list[dict]:
+    """One matured week's rows for ``outcome``: one per scorer."""
+    joined = scores.merge(grid, on=["account_id", "as_of"], how="left")
+    unlabeled = int(joined["label"].isna().sum())
+    joined = joined[joined["label"].notna()]
+    y = joined["label"].to_numpy(dtype="float64")
+    event_mrr = y * joined["label_mrr"].to_numpy(dtype="float64")
+    version, single = _week_version(joined[outcome.version_column])
+    end = spans.end(outcome.name, version) if single else None
+    in_sample = None if end is None else bool(as_of <= end)
+    health = joined["health_score"].to_numpy(dtype="float64")
+    scorers = {
+        "model": (joined[outcome.probability_column].to_numpy(dtype="float64"), True),
+        "health_score": (health if outcome.health_direction > 0 else 100.0 - health, False),
+    }
+    rows = []
+    for scorer, (score, probability) in scorers.items():
+        if scorer == "model" and version is None:
+            continue  # no champion scored this outcome that week
+        figures = cohort_metrics(y, score, event_mrr, probability=probability, seed=seed)
+        rows.append({
+            "as_of": as_of, "outcome": outcome.name, "scorer": scorer,
+            "horizon_days": horizon, "horizon_source": source,
+            "matured_on": as_of + pd.Timedelta(days=horizon),
+            "model_version": version,
+            # the health score's weights are not fitted on a model's training span
+            "in_sample": in_sample if scorer == "model" else False,
+            **figures, "unlabeled_rows": unlabeled,
+        })
+    return rows
 
 
 def read_realized(out_dir: str | Path) -> pd.DataFrame:

@@ -185,7 +185,7 @@ def champion_version(target: str) -> str | None:
 
 def list_versions(target: str) -> list[dict]:
     """Registered versions of ``target``, newest first: ``version, aliases, run_id,
-    created (ISO), test_roc_auc, train_end`` (from the version's tags)."""
+    created (ISO), test_roc_auc, train_end, horizon_days`` (from the version's tags)."""
     from mlflow.exceptions import MlflowException
 
     client = _client()
@@ -212,6 +212,9 @@ def list_versions(target: str) -> list[dict]:
             "test_roc_auc": float(mv.tags["test_roc_auc"]) if "test_roc_auc" in (mv.tags or {}) else None,
             # the end of the version's training span (None before it was recorded)
             "train_end": (mv.tags or {}).get("train_end") or None,
+            # the label horizon the version was trained with (None when not recorded)
+            "horizon_days": (int((mv.tags or {})["horizon_days"])
+                             if (mv.tags or {}).get("horizon_days") else None),
         })
     return sorted(out, key=lambda r: int(r["version"]), reverse=True)
 

@@ -42,6 +42,7 @@ from churnml.errors import ChurnMLError, ConfigError, SchemaError, UsageError, f
 __all__ = [
     "DatabaseSource", "DatabaseUnavailableError", "SqlConfig", "is_database_url", "parse_source",
     "load_sql_config", "read_tables", "connect", "quote_ident", "SQL_CONFIG_ENV",
+    "read_arrow", "require_driver", "driver_error", "rollback_quietly", "is_connection_lost",
 ]
 
 SQL_CONFIG_ENV = "CHURNML_SQL_CONFIG"
@@ -231,7 +232,7 @@ def connect(source: DatabaseSource, *, read_only: bool = True) -> Any:
     missing DuckDB file; :class:`DatabaseUnavailableError` (exit 1) when the server cannot be
     reached. Messages never hold the password."""
     if source.kind == "duckdb":
-        duckdb = _require("duckdb")
+        duckdb = require_driver("duckdb")
         assert source.path is not None
         if read_only and not source.path.is_file():
             raise UsageError(f"{source}: no such DuckDB database file")
@@ -239,15 +240,17 @@ def connect(source: DatabaseSource, *, read_only: bool = True) -> Any:
             return duckdb.connect(str(source.path), read_only=read_only)
         except duckdb.Error as exc:
             raise UsageError(f"{source}: cannot open the DuckDB database: {exc}") from None
-    pg = _require("adbc_driver_postgresql.dbapi")
+    pg = require_driver("adbc_driver_postgresql.dbapi")
     try:
         return pg.connect(source.url)
     except Exception as exc:  # noqa: BLE001 - mapped to the CLI's contract below
         raise _connect_error(source, exc) from None
 
 
-def _require(module: str) -> Any:
-    """Import a driver of the ``sql`` extra, or say how to install it (exit code 2)."""
+def require_driver(module: str) -> Any:
+    """Import ``module``, a driver of the ``sql`` extra (``"duckdb"``,
+    ``"adbc_driver_postgresql.dbapi"``), or raise ``UsageError`` (exit code 2) saying how to
+    install it. For every module that reads or writes a database."""
     import importlib
 
     try:
@@ -278,6 +281,13 @@ def _driver_text(message: str) -> str:
     return " ".join(message.split())
 
 
+def driver_error(source: DatabaseSource, exc: BaseException) -> str:
+    """A driver's error ``exc`` about ``source`` as text for a ``ChurnMLError``: the useful part
+    of the ADBC / libpq / DuckDB message, on one line, with the source's password scrubbed
+    (``DatabaseSource.scrub``). For every module that reads or writes a database."""
+    return _driver_text(source.scrub(exc))
+
+
 def _sqlstate(exc: BaseException) -> str:
     state = getattr(exc, "sqlstate", None)
     if state:
@@ -293,7 +303,9 @@ def _is_missing_relation(exc: BaseException) -> bool:
             or bool(re.search(r'relation "[^"]*" does not exist', text)))
 
 
-def _is_connection_lost(exc: BaseException) -> bool:
+def is_connection_lost(exc: BaseException) -> bool:
+    """Whether a driver's error ``exc`` means the database went away (SQLSTATE class 08, an
+    administrator shutdown, a closed server connection), not a bad query."""
     text = str(exc).lower()
     return (_sqlstate(exc).startswith("08") or _sqlstate(exc) in ("57P01", "57P02", "57P03")
             or "server closed the connection" in text or "terminating connection" in text
@@ -389,9 +401,9 @@ def read_frame(conn: Any, source: DatabaseSource, config: SqlConfig, table: str)
 
 
 def _read_error(source: DatabaseSource, config: SqlConfig, table: str, exc: Exception) -> ChurnMLError:
-    text = _driver_text(source.scrub(exc))
+    text = driver_error(source, exc)
     where = config.source_of(table)
-    if _is_connection_lost(exc):
+    if is_connection_lost(exc):
         return DatabaseUnavailableError(f"{table}: the database {source} went away while reading "
                                         f"{where}: {text}")
     if _is_missing_relation(exc):
@@ -411,8 +423,8 @@ def present_tables(conn: Any, source: DatabaseSource, config: SqlConfig) -> list
             present.append(table)
         except Exception as exc:  # noqa: BLE001
             if source.kind == "postgresql":
-                _rollback(conn)
-            if _is_connection_lost(exc):
+                rollback_quietly(conn)
+            if is_connection_lost(exc):
                 raise _read_error(source, config, table, exc) from None
             if not _is_missing_relation(exc) and table in config.queries:
                 raise _read_error(source, config, table, exc) from None
@@ -428,7 +440,9 @@ def present_tables(conn: Any, source: DatabaseSource, config: SqlConfig) -> list
     return present
 
 
-def _rollback(conn: Any) -> None:
+def rollback_quietly(conn: Any) -> None:
+    """Roll back ``conn``'s open transaction, ignoring a failure to (the connection may already
+    be gone; the error that led here is the one to report)."""
     try:
         conn.rollback()
     except Exception:  # noqa: BLE001

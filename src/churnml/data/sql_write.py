@@ -15,11 +15,11 @@ from typing import Any
 from churnml.data.sql import (
     DatabaseSource,
     SqlConfig,
-    _driver_text,
-    _rollback,
     connect,
+    driver_error,
     load_sql_config,
     quote_ident,
+    rollback_quietly,
 )
 from churnml.errors import ChurnMLError, UsageError
 
@@ -94,10 +94,10 @@ def write_book_folder(folder: str | Path, target: DatabaseSource,
                 raise
             except Exception as exc:  # noqa: BLE001
                 raise UsageError(f"{table}: cannot write {path.name} to {target}: "
-                                 f"{_driver_text(target.scrub(exc))}") from None
+                                 f"{driver_error(target, exc)}") from None
         conn.commit()
     except BaseException:
-        _rollback(conn)
+        rollback_quietly(conn)
         raise
     finally:
         conn.close()

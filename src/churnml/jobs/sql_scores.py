@@ -23,7 +23,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from churnml.data.sql import DatabaseSource, _driver_text, _require, _rollback, connect, quote_ident
+from churnml.data.sql import (
+    DatabaseSource,
+    connect,
+    driver_error,
+    quote_ident,
+    require_driver,
+    rollback_quietly,
+)
 from churnml.errors import ChurnMLError, UsageError
 from churnml.scoring.schema import SCHEMA_VERSION, declared_columns
 
@@ -86,7 +93,7 @@ def _existing_columns(conn: Any, kind: str) -> list[str] | None:
 
 def _json_columns(table: Any, dimensions: Sequence[str]) -> Any:
     """The nested columns as JSON text (DuckDB's vectorised ``to_json``), the others as they are."""
-    duckdb = _require("duckdb")
+    duckdb = require_driver("duckdb")
 
     nested = {n for n, t in _columns(dimensions) if t in _NESTED}
     con = duckdb.connect()
@@ -131,12 +138,12 @@ def publish_scores(target: DatabaseSource, table: Any, as_of, dimensions: Sequen
         conn.commit()
         return rows
     except ChurnMLError:
-        _rollback(conn)
+        rollback_quietly(conn)
         raise
     except Exception as exc:  # noqa: BLE001 - the driver's error, named and scrubbed
-        _rollback(conn)
+        rollback_quietly(conn)
         raise UsageError(f"cannot write the scores of {when:%Y-%m-%d} to {target}: "
-                         f"{_driver_text(target.scrub(exc))}") from None
+                         f"{driver_error(target, exc)}") from None
     finally:
         conn.close()
 

@@ -110,7 +110,7 @@ class SqlSource:
         stays writable by the weekly job). PostgreSQL: one connection in autocommit mode, kept
         (no transaction stays open; no login per page), one query at a time, dropped and made
         again after any error."""
-        from churnml.data.sql import _is_connection_lost
+        from churnml.data.sql import is_connection_lost
 
         if self.target.kind == "duckdb":
             conn = self._connect()
@@ -144,7 +144,7 @@ class SqlSource:
                     conn.close()
                 except Exception:  # noqa: BLE001 - a broken connection cannot close cleanly
                     pass
-                if _is_connection_lost(exc):
+                if is_connection_lost(exc):
                     raise SourceUnavailable(f"{self.target}: the database went away: "
                                             f"{self.target.scrub(reason_text(exc))}") from None
                 raise RuntimeError(self.target.scrub(reason_text(exc))) from None

@@ -73,3 +73,69 @@ def cached_book(cache: Path, accounts: int, months: int, seed: int) -> Path:
     write_book(simulate(n_accounts=accounts, months=months, seed=seed), folder)
     log(f"  simulated in {time.perf_counter() - t0:.1f} s")
     return folder
+
+
+def book_arguments(parser, accounts: int) -> None:
+    """The arguments of a benchmark that scores a cached simulated book with champions trained
+    on a smaller one: ``--accounts`` (default ``accounts``), ``--months``, ``--seed``,
+    ``--train-accounts``, ``--chunk-size`` and ``--cache``."""
+    import argparse
+    import tempfile
+
+    assert isinstance(parser, argparse.ArgumentParser)
+    parser.add_argument("--accounts", type=int, default=accounts)
+    parser.add_argument("--months", type=int, default=24)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--train-accounts", type=int, default=3_000)
+    parser.add_argument("--chunk-size", type=int, default=10_000)
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "churnml-bench")
+
+
+def ensure_champions(home: Path, cache: Path, accounts: int, months: int, seed: int,
+                     outcomes=None, **overrides) -> None:
+    """A champion per outcome of ``outcomes`` (default: every outcome of
+    ``churnml.outcomes.OUTCOMES``) in ``home``'s own registry (``MLFLOW_TRACKING_URI`` is
+    dropped), trained once on the cached ``accounts`` book of seed ``seed + 1`` with the default
+    configuration and ``overrides`` (e.g. fewer bootstrap resamples: the same trees, a faster
+    report). An outcome that already has a champion there is skipped."""
+    import os
+
+    os.environ["CHURNML_HOME"] = str(home)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    from churnml.models import registry
+    from churnml.outcomes import OUTCOMES
+
+    names = [o.name for o in OUTCOMES] if outcomes is None else list(outcomes)
+    missing = [name for name in names if registry.champion_version(name) is None]
+    if not missing:
+        return
+    from churnml.models.config import load_config
+    from churnml.models.train import train_target
+
+    book = cached_book(cache, accounts, months, seed + 1)
+    for target in missing:
+        log(f"training the {target} champion on {accounts:,} accounts (once, kept in {home})")
+        t0 = time.perf_counter()
+        config = load_config(target).with_overrides(**overrides) if overrides else None
+        registry.log_training(train_target(book, target, config), plots=False)
+        log(f"  trained in {time.perf_counter() - t0:.1f} s")
+
+
+def load_average() -> tuple[float, float, float]:
+    """The 1, 5 and 15 minute load averages, rounded (the machine is shared: say how busy)."""
+    import os
+
+    one, five, fifteen = (round(x, 2) for x in os.getloadavg())
+    return one, five, fifteen
+
+
+def print_results(lines: list[str], figures: dict) -> None:
+    """The markdown ``lines`` for benchmarks/README.md with the load average at start and end
+    (``figures["load_average"]``, ``figures["load_average_end"]``) last, then one JSON line with
+    every figure."""
+    import json
+
+    lines = [*lines, f"load average (1/5/15 min) at start {figures['load_average']}, "
+                     f"at end {figures['load_average_end']}"]
+    print("\n".join(lines))
+    print(json.dumps(figures))

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -40,11 +39,14 @@ import threading
 import time
 from pathlib import Path
 
-from _common import cached_book  # benchmarks/ is on sys.path when run as a script
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+from _common import (  # benchmarks/ is on sys.path when run as a script
+    book_arguments,
+    cached_book,
+    ensure_champions,
+    load_average,
+    log,
+    print_results,
+)
 
 
 class StageClock:
@@ -90,35 +92,10 @@ class StageClock:
         self._thread.join()
 
 
-def ensure_champions(home: Path, cache: Path, accounts: int, months: int, seed: int) -> None:
-    """Train and register a champion for every outcome of ``churnml.outcomes.OUTCOMES`` into
-    ``home``, once (an outcome that already has a champion there is skipped)."""
-    os.environ["CHURNML_HOME"] = str(home)
-    from churnml.models import registry
-    from churnml.outcomes import OUTCOMES
-
-    missing = [o.name for o in OUTCOMES if registry.champion_version(o.name) is None]
-    if not missing:
-        return
-    from churnml.models.train import train_target
-
-    book = cached_book(cache, accounts, months, seed + 1)
-    for target in missing:
-        log(f"training the {target} champion on {accounts:,} accounts (once, kept in {home})")
-        t0 = time.perf_counter()
-        registry.log_training(train_target(book, target), plots=False)
-        log(f"  trained in {time.perf_counter() - t0:.1f} s")
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--accounts", type=int, default=50_000)
-    parser.add_argument("--months", type=int, default=24)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--train-accounts", type=int, default=3_000)
-    parser.add_argument("--chunk-size", type=int, default=10_000)
+    book_arguments(parser, accounts=50_000)
     parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "churnml-bench")
     parser.add_argument("--home", type=Path, default=None,
                         help="CHURNML_HOME holding the champions (default: <cache>/home-scoring)")
     args = parser.parse_args(argv)
@@ -144,7 +121,7 @@ def main(argv=None) -> int:
     # the time-to-event champion, when the home has one, as `churnml score` loads it
     time_to_event = weekly.champion_time_to_event()
     out = Path(tempfile.mkdtemp(prefix="churnml-score-bench-"))
-    load_start = tuple(round(x, 2) for x in os.getloadavg())
+    load_start = load_average()
     log(f"load average at start (1/5/15 min): {load_start}")
     figures: dict = {"accounts": args.accounts, "months": args.months,
                      "chunk_size": args.chunk_size, "load_average": load_start,
@@ -250,7 +227,7 @@ def main(argv=None) -> int:
     finally:
         weekly.book_week_before = book_week_before
         shutil.rmtree(out, ignore_errors=True)
-    figures["load_average_end"] = tuple(round(x, 2) for x in os.getloadavg())
+    figures["load_average_end"] = load_average()
     log(f"load average at end (1/5/15 min): {figures['load_average_end']}")
 
     # -- projections ------------------------------------------------------------------------------
@@ -286,10 +263,7 @@ def main(argv=None) -> int:
         lines.append(f"| {name} ({figures['trees'][name]} trees): reasons / raw | "
                      f"{v['reasons_s']:.2f} / {v['raw_pred_contrib_s']:.2f} ({v['ratio']:.2f}x) |")
     lines.append("")
-    lines.append(f"load average (1/5/15 min) at start {figures['load_average']}, "
-                 f"at end {figures['load_average_end']}")
-    print("\n".join(lines))
-    print(json.dumps(figures))
+    print_results(lines, figures)
     return 0
 
 

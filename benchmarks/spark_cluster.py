@@ -50,36 +50,20 @@ import time
 import urllib.request
 from pathlib import Path
 
-from _common import cached_book, log, simulator_fingerprint  # benchmarks/ is on sys.path
+from _common import (  # benchmarks/ is on sys.path
+    book_arguments,
+    cached_book,
+    ensure_champions,
+    load_average,
+    log,
+    print_results,
+    simulator_fingerprint,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from support.spark_cluster import free_port, standalone_cluster  # noqa: E402
 
 QUICK_EVALUATION = dict(bootstrap_resamples=20, backtest_folds=1)  # the models stay full-size
-
-
-def ensure_champions(home: Path, cache: Path, accounts: int, months: int, seed: int,
-                     outcomes: list[str]) -> None:
-    """A champion per outcome of ``outcomes`` in ``home``, trained once on a ``accounts`` book
-    (default configs, fewer bootstrap resamples and backtest folds: the same trees, a faster
-    report)."""
-    os.environ["CHURNML_HOME"] = str(home)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    from churnml.models import registry
-    from churnml.models.config import load_config
-    from churnml.models.train import train_target
-    missing = [name for name in outcomes if registry.champion_version(name) is None]
-    if not missing:
-        return
-    from churnml.data.io import load_book
-
-    book, _ = load_book(cached_book(cache, accounts, months, seed + 1))
-    for target in missing:
-        log(f"training the {target} champion on {accounts:,} accounts (once, kept in {home})")
-        t0 = time.perf_counter()
-        config = load_config(target).with_overrides(**QUICK_EVALUATION)
-        registry.log_training(train_target(book, target, config), plots=False)
-        log(f"  trained in {time.perf_counter() - t0:.1f} s")
 
 
 class TreeSampler:
@@ -174,11 +158,7 @@ def _local_engine(folder: Path, local_out: Path, chunk_size: int, skip: bool):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--accounts", type=int, default=10_000)
-    parser.add_argument("--months", type=int, default=24)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--train-accounts", type=int, default=3_000)
-    parser.add_argument("--chunk-size", type=int, default=10_000)
+    book_arguments(parser, accounts=10_000)
     parser.add_argument("--shards", type=int, default=8,
                         help="the least number of shards (the engine adds more for a big book)")
     parser.add_argument("--shard-accounts", type=int, default=None,
@@ -189,7 +169,6 @@ def main(argv=None) -> int:
     parser.add_argument("--worker-cores", type=int, default=2)
     parser.add_argument("--worker-memory", default="3g", help="executor heap (the worker's)")
     parser.add_argument("--driver-memory", default="2g")
-    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "churnml-bench")
     parser.add_argument("--home", type=Path, default=None,
                         help="CHURNML_HOME with the champions (default: <cache>/home-spark-sim<v>)")
     parser.add_argument("--outcomes", default="churn,expansion",
@@ -199,7 +178,7 @@ def main(argv=None) -> int:
 
     home = args.home or args.cache / f"home-spark-sim{simulator_fingerprint()}"
     ensure_champions(home, args.cache, args.train_accounts, args.months, args.seed,
-                     args.outcomes.split(","))
+                     args.outcomes.split(","), **QUICK_EVALUATION)
     folder = args.book or cached_book(args.cache, args.accounts, args.months, args.seed)
 
     import numpy as np
@@ -219,7 +198,7 @@ def main(argv=None) -> int:
     figures: dict = {"accounts": args.accounts, "months": args.months, "shards": args.shards,
                      "worker_cores": args.worker_cores, "worker_memory": args.worker_memory,
                      "driver_memory": args.driver_memory, "outcomes": list(models),
-                     "load_average": tuple(round(x, 2) for x in os.getloadavg())}
+                     "load_average": load_average()}
     log(f"load average at start (1/5/15 min): {figures['load_average']}")
     try:
         # -- (a) the local engine: last week's partition, then the timed week, in a child
@@ -318,7 +297,7 @@ def main(argv=None) -> int:
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    figures["load_average_end"] = tuple(round(x, 2) for x in os.getloadavg())
+    figures["load_average_end"] = load_average()
     log(f"load average at end (1/5/15 min): {figures['load_average_end']}")
 
     sp = figures["spark"]
@@ -350,10 +329,7 @@ def main(argv=None) -> int:
     lines.append("")
     lines.append(f"parity: {figures['parity']}; projection to 1,000,000 accounts on this one "
                  f"worker: {figures['projection_1m_min_one_worker']} min")
-    lines.append(f"load average (1/5/15 min) at start {figures['load_average']}, "
-                 f"at end {figures['load_average_end']}")
-    print("\n".join(lines))
-    print(json.dumps(figures))
+    print_results(lines, figures)
     return 0
 
 

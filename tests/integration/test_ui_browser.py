@@ -23,33 +23,18 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "unit"))
 
-from support.chromium import chromium_executable  # noqa: E402
 from support.ui_server import ui_server  # noqa: E402
+from support.ui_site import WEEKS, Watched, headless_chromium, scored_site  # noqa: E402
 
-WEEKS = ["2026-02-16", "2026-02-23", "2026-03-02"]
 TIMEOUT_MS = 20_000
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     """``(base URL, latest week's scores.parquet as a frame)``."""
-    from jobs_fakes import FEATURE_DIMENSIONS, models, simple_features, tiny_book
-
-    from churnml.health.score import HealthScore
     from churnml.jobs.partitions import list_partitions
-    from churnml.jobs.weekly import score_book
 
-    root = tmp_path_factory.mktemp("ui_browser")
-    out, data = root / "scores", root / "book"
-    book = tiny_book()
-    for as_of in WEEKS:
-        score_book(book, as_of, out, models(), HealthScore(), build_features=simple_features,
-                   feature_dimensions=FEATURE_DIMENSIONS)
-    data.mkdir()
-    accounts = book["accounts"].copy()
-    accounts["name"] = "Company " + accounts["account_id"]
-    accounts.to_parquet(data / "accounts.parquet")
-    book["mrr_changes"].to_parquet(data / "mrr_changes.parquet")
+    out, data, _book = scored_site(tmp_path_factory.mktemp("ui_browser"), WEEKS)
     latest = pd.read_parquet(list_partitions(out)[-1][1] / "scores.parquet")
     with ui_server(out, data) as base:
         yield base, latest
@@ -57,60 +42,14 @@ def site(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    executable = chromium_executable()
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=executable,
-                              args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-class Watched:
-    """A browser context whose every request is routed: the local server's pass, anything
-    else is aborted and recorded; console errors and page errors are recorded too."""
-
-    def __init__(self, browser, base: str, **context_args) -> None:
-        self.base = base
-        self.local: list[str] = []
-        self.outside: list[str] = []
-        self.errors: list[str] = []
-        self.context = browser.new_context(accept_downloads=True, **context_args)
-        self.context.set_default_timeout(TIMEOUT_MS)
-        self.context.route("**/*", self._route)
-        self.page = self.context.new_page()
-        self.page.on("console", lambda m: self.errors.append(f"console: {m.text}")
-                     if m.type == "error" else None)
-        self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
-
-    def _route(self, route) -> None:
-        url = route.request.url
-        if url == self.base or url.startswith(self.base + "/"):
-            self.local.append(url)
-            route.continue_()
-        else:
-            self.outside.append(url)
-            route.abort()
-
-    def goto(self, path: str) -> None:
-        response = self.page.goto(self.base + path, wait_until="networkidle")
-        assert response is not None and response.status == 200, (path, response and
-                                                                  response.status)
-
-    def check(self) -> None:
-        assert self.outside == [], f"requests outside the local server: {self.outside}"
-        assert self.errors == [], self.errors
-
-    def close(self) -> None:
-        self.context.close()
+    with headless_chromium() as b:
+        yield b
 
 
 @pytest.fixture
 def watched(browser, site):
-    w = Watched(browser, site[0], viewport={"width": 1280, "height": 900})
+    w = Watched(browser, site[0], TIMEOUT_MS, accept_downloads=True,
+                viewport={"width": 1280, "height": 900})
     try:
         yield w
     finally:
@@ -250,7 +189,7 @@ def test_no_page_requests_anything_outside_the_local_server(browser, site):
     host would be requested rather than blocked by the browser): no request leaves the local
     server. The route is shown to catch an outside request first."""
     base, scores = site
-    w = Watched(browser, base, bypass_csp=True)
+    w = Watched(browser, base, TIMEOUT_MS, accept_downloads=True, bypass_csp=True)
     try:
         w.goto("/")
         w.page.evaluate("fetch('http://example.invalid/x').catch(() => null)")

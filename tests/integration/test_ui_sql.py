@@ -29,35 +29,23 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "unit"))
 
 from support.ui_server import get, ui_server  # noqa: E402
-
-WEEKS = ["2026-02-16", "2026-02-23", "2026-03-02"]
+from support.ui_site import WEEKS, Watched, headless_chromium, scored_site  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, postgres):
     """``(scores folder, book folder, PostgreSQL URL with its password, home)``."""
     import pyarrow.parquet as pq
-    from jobs_fakes import FEATURE_DIMENSIONS, models, simple_features, tiny_book
 
     from churnml.data.sql import parse_source
-    from churnml.health.score import HealthScore
     from churnml.jobs.partitions import list_partitions
     from churnml.jobs.sql_scores import publish_partition
-    from churnml.jobs.weekly import score_book
     from churnml.ui.store import dimension_columns
 
     root = tmp_path_factory.mktemp("ui_sql")
-    out, data, home = root / "scores", root / "book", root / "home"
+    out, data, _book = scored_site(root, WEEKS)
+    home = root / "home"
     home.mkdir()
-    book = tiny_book()
-    for as_of in WEEKS:
-        score_book(book, as_of, out, models(), HealthScore(), build_features=simple_features,
-                   feature_dimensions=FEATURE_DIMENSIONS)
-    data.mkdir()
-    accounts = book["accounts"].copy()
-    accounts["name"] = "Company " + accounts["account_id"]
-    accounts.to_parquet(data / "accounts.parquet")
-    book["mrr_changes"].to_parquet(data / "mrr_changes.parquet")
     url = postgres.create_database("ui_scores")
     target = parse_source(url)
     for as_of, part in list_partitions(out):
@@ -141,48 +129,25 @@ def test_churnml_ui_process_over_postgres_never_shows_the_password(site, postgre
 
 
 def test_browser_filters_and_opens_an_account_from_postgres(site):
-    from playwright.sync_api import sync_playwright
-    from support.chromium import chromium_executable
-
     out, _data, url, home = site
     scores = latest(out)
     owners = scores["next_best_action"].map(lambda a: a["owner"])
     owner = owners.value_counts().index[-1]
-    outside: list[str] = []
-    errors: list[str] = []
-    with ui_server(url, home=home) as base, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_executable(),
-                                    args=["--no-sandbox", "--disable-gpu",
-                                          "--disable-dev-shm-usage"])
-        try:
-            context = browser.new_context()
-            context.set_default_timeout(20_000)
-
-            def route(r):
-                if r.request.url.startswith(base + "/") or r.request.url == base:
-                    r.continue_()
-                else:
-                    outside.append(r.request.url)
-                    r.abort()
-
-            context.route("**/*", route)
-            page = context.new_page()
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(base + "/accounts", wait_until="networkidle")
-            page.select_option("select[name=action_owner]", owner)
-            page.wait_for_url("**action_owner=**")
-            page.wait_for_load_state("networkidle")
-            shown = page.locator("#accounts a.acct").all_inner_texts()
-            assert sorted(shown) == sorted(scores.loc[owners == owner, "account_id"])
-            page.click(f"#accounts a.acct >> text={shown[0]}")
-            page.wait_for_url(f"**/accounts/{shown[0]}**")
-            page.wait_for_load_state("networkidle")
-            page.locator("#health-chart canvas").wait_for()
-            assert page.get_attribute("#health-chart", "data-drawn") == "1"
-            weeks = page.evaluate(
-                "JSON.parse(document.getElementById('account-data').textContent).x")
-            assert len(weeks) == len(WEEKS)
-        finally:
-            browser.close()
-    assert outside == [] and errors == [], (outside, errors)
+    with ui_server(url, home=home) as base, headless_chromium() as browser, \
+            Watched(browser, base) as w:
+        page = w.page
+        page.goto(base + "/accounts", wait_until="networkidle")
+        page.select_option("select[name=action_owner]", owner)
+        page.wait_for_url("**action_owner=**")
+        page.wait_for_load_state("networkidle")
+        shown = page.locator("#accounts a.acct").all_inner_texts()
+        assert sorted(shown) == sorted(scores.loc[owners == owner, "account_id"])
+        page.click(f"#accounts a.acct >> text={shown[0]}")
+        page.wait_for_url(f"**/accounts/{shown[0]}**")
+        page.wait_for_load_state("networkidle")
+        page.locator("#health-chart canvas").wait_for()
+        assert page.get_attribute("#health-chart", "data-drawn") == "1"
+        weeks = page.evaluate(
+            "JSON.parse(document.getElementById('account-data').textContent).x")
+        assert len(weeks) == len(WEEKS)
+        w.check()

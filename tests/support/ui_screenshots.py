@@ -20,8 +20,8 @@ _TESTS = Path(__file__).resolve().parents[1]
 if str(_TESTS) not in sys.path:
     sys.path.insert(0, str(_TESTS))
 
-from support.chromium import chromium_executable  # noqa: E402
 from support.ui_server import ui_server  # noqa: E402
+from support.ui_site import Watched, headless_chromium  # noqa: E402
 
 WIDTH = 1280
 
@@ -36,23 +36,9 @@ def take(browser, base: str, out: Path, max_height: int = 1400) -> dict[str, Pat
     """``name -> PNG`` of every page, taken in ``browser`` from the server at ``base``; raises
     when a page requests anything outside it or logs an error."""
     out.mkdir(parents=True, exist_ok=True)
-    outside: list[str] = []
-    errors: list[str] = []
-    context = browser.new_context(viewport={"width": WIDTH, "height": 900},
-                                  device_scale_factor=1)
-    context.set_default_timeout(30_000)
-
-    def route(r) -> None:
-        if r.request.url.startswith(base + "/"):
-            r.continue_()
-        else:
-            outside.append(r.request.url)
-            r.abort()
-
-    context.route("**/*", route)
-    page = context.new_page()
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    watched = Watched(browser, base, timeout_ms=30_000,
+                      viewport={"width": WIDTH, "height": 900}, device_scale_factor=1)
+    page = watched.page
     shots: dict[str, Path] = {}
 
     def shoot(name: str, path: str) -> None:
@@ -75,15 +61,13 @@ def take(browser, base: str, out: Path, max_height: int = 1400) -> dict[str, Pat
         shoot("account", f"/accounts/{account}")
         shoot("trust", "/trust")
     finally:
-        context.close()
-    if outside or errors:
-        raise RuntimeError(f"outside requests {outside}, errors {errors}")
+        watched.close()
+    if watched.outside or watched.errors:
+        raise RuntimeError(f"outside requests {watched.outside}, errors {watched.errors}")
     return shots
 
 
 def main(argv: list[str] | None = None) -> int:
-    from playwright.sync_api import sync_playwright
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scores", type=Path, required=True)
     p.add_argument("--data", type=Path)
@@ -94,21 +78,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="reduce each PNG to this many colours (0: keep as taken), to keep "
                         "the docs small")
     args = p.parse_args(argv)
-    with ui_server(args.scores, args.data, home=args.home) as base, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium_executable(),
-                                     args=["--no-sandbox", "--disable-gpu",
-                                           "--disable-dev-shm-usage"])
-        try:
-            for name, path in take(browser, base, args.out, args.max_height).items():
-                if args.colors:
-                    from PIL import Image
+    with ui_server(args.scores, args.data, home=args.home) as base, headless_chromium() as browser:
+        for name, path in take(browser, base, args.out, args.max_height).items():
+            if args.colors:
+                from PIL import Image
 
-                    with Image.open(path) as image:
-                        small = image.convert("RGB").quantize(colors=args.colors)
-                    small.save(path, optimize=True)
-                print(f"{name}: {path} ({path.stat().st_size:,} bytes)")
-        finally:
-            browser.close()
+                with Image.open(path) as image:
+                    small = image.convert("RGB").quantize(colors=args.colors)
+                small.save(path, optimize=True)
+            print(f"{name}: {path} ({path.stat().st_size:,} bytes)")
     return 0
 
 

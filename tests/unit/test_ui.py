@@ -16,12 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churnml.health.score import HealthScore
 from churnml.jobs.partitions import list_partitions, mark_complete, partition_dir
-from churnml.jobs.weekly import score_book
-from jobs_fakes import FEATURE_DIMENSIONS, models, simple_features, tiny_book
-
-WEEKS = ["2026-02-16", "2026-02-23", "2026-03-02"]
+from jobs_fakes import tiny_book
+from support.ui_site import WEEKS, scored_site  # tests/ is on sys.path (conftest.py)
 
 
 def NO_REGISTRY():
@@ -39,19 +36,8 @@ FORMULA = "=HYPERLINK(\"http://evil\",\"click\")"
 def scored(tmp_path_factory):
     """``(scores_dir, data_dir)``: three weeks scored by the weekly job, and the book with
     account names (one holding markup, one a spreadsheet formula)."""
-    root = tmp_path_factory.mktemp("ui")
-    out, data = root / "scores", root / "book"
-    book = tiny_book()
-    for as_of in WEEKS:
-        score_book(book, as_of, out, models(), HealthScore(), chunk_size=16,
-                   build_features=simple_features, feature_dimensions=FEATURE_DIMENSIONS)
-    data.mkdir()
-    accounts = book["accounts"].copy()
-    accounts["name"] = "Company " + accounts["account_id"]
-    accounts.loc[0, "name"] = HOSTILE
-    accounts.loc[1, "name"] = FORMULA
-    accounts.to_parquet(data / "accounts.parquet")
-    book["mrr_changes"].to_parquet(data / "mrr_changes.parquet")
+    out, data, _book = scored_site(tmp_path_factory.mktemp("ui"), WEEKS,
+                                   names={0: HOSTILE, 1: FORMULA}, chunk_size=16)
     return out, data
 
 

@@ -23,12 +23,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from churnml.health.score import HealthScore
 from churnml.jobs.partitions import list_partitions, mark_complete, partition_dir
-from churnml.jobs.weekly import score_book
-from jobs_fakes import FEATURE_DIMENSIONS, models, simple_features, tiny_book
-
-WEEKS = ["2026-02-16", "2026-02-23", "2026-03-02"]
+from support.ui_site import WEEKS, scored_site  # tests/ is on sys.path (conftest.py)
 
 
 def NO_REGISTRY():
@@ -65,16 +61,7 @@ def scored(tmp_path_factory):
     """``(scores folder, book folder, DuckDB source)``: three weeks by the weekly job, the
     same weeks in a DuckDB ``churnml_scores``."""
     root = tmp_path_factory.mktemp("ui_sources")
-    out, data = root / "scores", root / "book"
-    book = tiny_book()
-    for as_of in WEEKS:
-        score_book(book, as_of, out, models(), HealthScore(), chunk_size=16,
-                   build_features=simple_features, feature_dimensions=FEATURE_DIMENSIONS)
-    data.mkdir()
-    accounts = book["accounts"].copy()
-    accounts["name"] = "Company " + accounts["account_id"]
-    accounts.to_parquet(data / "accounts.parquet")
-    book["mrr_changes"].to_parquet(data / "mrr_changes.parquet")
+    out, data, _book = scored_site(root, WEEKS, chunk_size=16)
     return out, data, publish(out, root / "scores.duckdb")
 
 

@@ -219,21 +219,27 @@ def list_versions(target: str) -> list[dict]:
     return sorted(out, key=lambda r: int(r["version"]), reverse=True)
 
 
-def load_version(target: str, version: str | int) -> TargetModel:
-    """The ``TargetModel`` of a registered version (``version`` set to its number)."""
+def _download_version(name: str, version: str | int) -> Path:
+    """The local folder of version ``version`` of the registered model ``name``:
+    ``ModelNotFoundError`` when there is no such version, ``RegistryUnavailableError`` when the
+    registry or its artifact store cannot be read."""
     from mlflow.exceptions import MlflowException
 
-    mlflow = _mlflow()
-    name = registered_name(target)
     try:
-        path = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}")
+        path = _mlflow().artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}")
     except MlflowException as exc:
         if not _not_found(exc):
             raise _unavailable(exc, f"loading version {version} of {name}") from exc
         raise ModelNotFoundError(f"no version {version} of {name} in {_where()}") from exc
     except OSError as exc:
         raise _unavailable(exc, f"loading version {version} of {name}") from exc
-    return TargetModel.load(Path(path) / "artifacts" / "target_model", version=str(version))
+    return Path(path)
+
+
+def load_version(target: str, version: str | int) -> TargetModel:
+    """The ``TargetModel`` of a registered version (``version`` set to its number)."""
+    path = _download_version(registered_name(target), version)
+    return TargetModel.load(path / "artifacts" / "target_model", version=str(version))
 
 
 def load_champion(target: str) -> TargetModel:
@@ -711,8 +717,6 @@ _SURVIVAL_PYFUNC_FILE = Path(__file__).with_name("pyfunc_survival.py")
 def load_time_to_event(version: str | int | None = None):
     """The ``SurvivalModel`` of a registered ``churnml-time-to-event`` version (the champion when
     ``version`` is None; ``ModelNotFoundError`` when there is none)."""
-    from mlflow.exceptions import MlflowException
-
     from churnml.models.survival import SurvivalModel
     from churnml.outcomes import TIME_TO_EVENT
 
@@ -722,15 +726,8 @@ def load_time_to_event(version: str | int | None = None):
         if version is None:
             raise ModelNotFoundError(f"no champion model for {name}: run `churnml train --target "
                                      f"{TIME_TO_EVENT}` first")
-    try:
-        path = _mlflow().artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}")
-    except MlflowException as exc:
-        if not _not_found(exc):
-            raise _unavailable(exc, f"loading version {version} of {name}") from exc
-        raise ModelNotFoundError(f"no version {version} of {name} in {_where()}") from exc
-    except OSError as exc:
-        raise _unavailable(exc, f"loading version {version} of {name}") from exc
-    return SurvivalModel.load(Path(path) / "artifacts" / "survival_model", version=str(version))
+    path = _download_version(name, version)
+    return SurvivalModel.load(path / "artifacts" / "survival_model", version=str(version))
 
 
 def log_time_to_event(result, progress=None) -> Registration:

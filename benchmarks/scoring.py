@@ -39,14 +39,8 @@ import threading
 import time
 from pathlib import Path
 
-from _common import (  # benchmarks/ is on sys.path when run as a script
-    book_arguments,
-    cached_book,
-    ensure_champions,
-    load_average,
-    log,
-    print_results,
-)
+# benchmarks/ is on sys.path when run as a script
+from _common import book_arguments, cached_book, ensure_champions, load_average, log, print_results
 
 
 class StageClock:

@@ -50,15 +50,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from _common import (  # benchmarks/ is on sys.path
-    book_arguments,
-    cached_book,
-    ensure_champions,
-    load_average,
-    log,
-    print_results,
-    simulator_fingerprint,
-)
+# benchmarks/ is on sys.path when run as a script
+from _common import book_arguments, cached_book, ensure_champions, load_average, log, print_results
+from _common import simulator_fingerprint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from support.spark_cluster import free_port, standalone_cluster  # noqa: E402

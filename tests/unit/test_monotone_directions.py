@@ -78,3 +78,26 @@ def test_monotone_directions_drop_a_contradicted_direction_and_keep_the_rest():
                                                specs, "churn", tolerance=0.02)
     assert constraints == [1, 0, -1, 0]
     assert list(dropped) == ["down"] and "contradicted (Spearman +" in dropped["down"]
+
+
+# ---- categorical columns encoded from their distinct values ------------------------------------
+def plain_text_codes(index: pd.Index, col: pd.Series) -> np.ndarray:
+    """The reference: every row through ``astype(str)`` (what FeatureEncoder.matrix did)."""
+    text = col.astype("object").where(col.notna(), None)
+    return index.get_indexer(text.astype(str).where(text.notna(), None))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", "None", "nan", "", " a", "é"])),
+                max_size=40),
+       st.sampled_from(["string[pyarrow]", "string[python]", "object"]))
+def test_text_codes_of_a_string_column_equal_the_row_by_row_lookup(values, dtype):
+    from churnml.models.model import FeatureEncoder
+
+    encoder = FeatureEncoder(["plan", "x"], {"plan": ["a", "b", "nan", "é"]}, label="churn")
+    col = pd.Series(values, dtype=dtype)
+    codes = encoder._text_codes("plan", col)
+    assert codes.tolist() == plain_text_codes(encoder._category_index["plan"], col).tolist()
+    frame = pd.DataFrame({"plan": col, "x": np.arange(len(values), dtype=float)})
+    X = encoder.matrix(frame)
+    assert np.array_equal(X[:, 0], np.where(codes >= 0, codes, np.nan), equal_nan=True)

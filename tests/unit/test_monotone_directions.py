@@ -1,6 +1,8 @@
-"""The monotone checks' Spearman correlation (``churnml.models.train.spearman_with_label``):
-the fast path for a binary label against the plain ``pandas.Series.rank`` + ``np.corrcoef``
-it replaced, and the constraints ``monotone_directions`` derives from it."""
+"""Two fast paths of training, each against the plain code it replaced (same values, so the
+same model): the monotone checks' Spearman correlation (``churnml.models.train.
+spearman_with_label``, against ``pandas.Series.rank`` + ``np.corrcoef``) and the constraints
+``monotone_directions`` derives from it; and the categorical codes of a string column
+(``FeatureEncoder._text_codes``, against the row-by-row ``astype(str)`` lookup)."""
 
 from __future__ import annotations
 
@@ -90,7 +92,7 @@ def plain_text_codes(index: pd.Index, col: pd.Series) -> np.ndarray:
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", "None", "nan", "", " a", "é"])),
                 max_size=40),
-       st.sampled_from(["string[pyarrow]", "string[python]", "object"]))
+       st.sampled_from(["str", "string[pyarrow]", "string[python]", "object"]))
 def test_text_codes_of_a_string_column_equal_the_row_by_row_lookup(values, dtype):
     from churnml.models.model import FeatureEncoder
 

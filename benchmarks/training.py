@@ -454,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--monotone-reference", action="store_true",
                         help="also run the plain monotone checks (pandas rank) on the same rows, "
                              "check the constraints are the same, time them apart and take them "
-                             "out of the figures")
+                             "out of the figures (with --repeat 1: the fit step's figure is the best of the repeats)")
     args = parser.parse_args(argv)
 
     import lightgbm

@@ -211,7 +211,8 @@ class FeatureEncoder:
             unique_codes = index.get_indexer(pd.Index(np.asarray(uniques, dtype=object)))
             return np.where(row_codes >= 0, unique_codes[np.maximum(row_codes, 0)], -1)
         text = col.astype("object").where(col.notna(), None)
-        return index.get_indexer(text.astype(str).where(text.notna(), None))
+        # pandas-stubs want an Index; get_indexer takes any array-like (as it always did here)
+        return index.get_indexer(text.astype(str).where(text.notna(), None))  # type: ignore[arg-type]
 
     def _block_plan(self, block_names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """For a FrameColumns float64 block with these columns: the matrix columns taken from

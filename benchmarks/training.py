@@ -122,6 +122,85 @@ class Timer:
         self.cpu = time.process_time() - self.cpu_start
 
 
+class MonotoneClock:
+    """Seconds spent in ``churnml.models.train.monotone_directions`` (the Spearman check of
+    each catalog direction) per step, wall and CPU: the function is wrapped for the run, and
+    each step's seconds stay included in that step's figure too."""
+
+    def __init__(self):
+        self.step = "other"
+        self.seconds: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        # --monotone-reference: the plain checks (pandas rank, as before session 8) run on the
+        # same rows right after, must give the same constraints, and are timed apart; their
+        # seconds are taken out of the step's and the training's figures
+        self.reference = False
+        self.ref_seconds: dict[str, float] = {}
+        self.ref_cpu: dict[str, float] = {}
+
+    def install(self) -> "MonotoneClock":
+        from churnml.models import train
+
+        inner = train.monotone_directions
+
+        def timed(*args, **kwargs):
+            with Timer() as t:
+                out = inner(*args, **kwargs)
+            self.seconds[self.step] = self.seconds.get(self.step, 0.0) + t.seconds
+            self.cpu[self.step] = self.cpu.get(self.step, 0.0) + t.cpu
+            if self.reference:
+                with Timer() as t:
+                    plain = plain_monotone_directions(*args, **kwargs)
+                if plain != out:
+                    raise AssertionError(f"monotone checks differ from the plain ones: {out} != {plain}")
+                self.ref_seconds[self.step] = self.ref_seconds.get(self.step, 0.0) + t.seconds
+                self.ref_cpu[self.step] = self.ref_cpu.get(self.step, 0.0) + t.cpu
+            return out
+
+        train.monotone_directions = timed
+        return self
+
+
+MONOTONE = MonotoneClock()
+
+
+def plain_monotone_directions(train, names, categorical, specs, target, tolerance):
+    """``monotone_directions`` as it was before the fast Spearman (the reference)."""
+    import pandas as pd
+
+    from churnml.features.catalog import stored_directions
+
+    constraints, dropped = [], {}
+    label_rank = train["label"].rank()
+    for name in names:
+        direction = stored_directions(specs.get(name, {})).get(target, 0)
+        if direction == 0 or name in categorical:
+            constraints.append(0)
+            continue
+        x = pd.to_numeric(train[name], errors="coerce")
+        ok = x.notna()
+        corr = 0.0
+        if ok.sum() > 2 and x[ok].nunique() > 1 and label_rank[ok].nunique() > 1:
+            corr = float(np.corrcoef(x[ok].rank(), label_rank[ok])[0, 1])
+        if np.isfinite(corr) and corr * direction < -tolerance:
+            dropped[name] = f"catalog direction {direction:+d} contradicted (Spearman {corr:+.3f})"
+            constraints.append(0)
+        else:
+            constraints.append(direction)
+    return constraints, dropped
+
+
+def model_digest(model) -> str:
+    """sha256 of the booster's model string and the calibrator's state: the same digest is the
+    same model (the trees' every split and leaf value, the calibration map)."""
+    import hashlib
+    import pickle
+
+    h = hashlib.sha256(model.booster.model_to_string().encode())
+    h.update(pickle.dumps(model.calibrator.__dict__, protocol=4))
+    return h.hexdigest()[:16]
+
+
 def build(book, config, catalog) -> tuple[object, dict]:
     """Step (a): features, labels and the assembled dataset, each timed."""
     from churnml.features.build import build_features
@@ -324,7 +403,18 @@ def markdown(r: dict) -> str:
             f"{x['refit_fit_s']:.1f} s | | |",
             f"| (b) **refit (extra)**: cross-fitted calibrator, {x['folds']} account folds | "
             f"{x['refit_crossfit_s']:.1f} s | | |",
+            f"| (b) refit (extra): the rest (monotone checks on all rows, ...) | "
+            f"{x['refit_s'] - x['refit_fit_s'] - x['refit_crossfit_s']:.1f} s | | |",
         ]
+    if r.get("monotone_s"):
+        m = r["monotone_s"]
+        lines.append("| (b) of which monotone checks (Spearman per catalog direction), in fit / "
+                     "backtest / refit | " + " / ".join(f"{m.get(k, 0.0):.1f}" for k in
+                                                         ("fit", "backtest", "refit")) + " s | "
+                     + (" / ".join(f"{r['monotone_reference_s'].get(k, 0.0):.1f}" for k in
+                                   ("fit", "backtest", "refit")) + " s (plain pandas rank, same "
+                        "constraints; out of every figure above)" if r.get("monotone_reference_s")
+                        else "") + " | |")
     if "mlflow" in r:
         lines.append(f"| MLflow: `log_training` (run, plots, model, registration) | "
                      f"{r['mlflow']['log_training_s']:.1f} s | | |")
@@ -361,6 +451,10 @@ def main(argv: list[str] | None = None) -> int:
                              "(churnml.models.sampling, as `churnml train --sample-accounts`)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "churnml-bench")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--monotone-reference", action="store_true",
+                        help="also run the plain monotone checks (pandas rank) on the same rows, "
+                             "check the constraints are the same, time them apart and take them "
+                             "out of the figures (with --repeat 1: the fit step's figure is the best of the repeats)")
     args = parser.parse_args(argv)
 
     import lightgbm
@@ -396,13 +490,30 @@ def main(argv: list[str] | None = None) -> int:
             results["sample"] = {**sample.describe(), "sample_s": t_sample.seconds}
     log("(a) features and labels")
     dataset, results["data"] = build(book, config, catalog)
+    MONOTONE.install().reference = args.monotone_reference
     log("(b) model fit: pipeline vs raw lightgbm.train")
+    MONOTONE.step = "fit"
     model, results["fit"] = fit_step(dataset, config, catalog, args.repeat, raw=not args.no_raw)
     log("(b) evaluation and backtest")
+    MONOTONE.step = "backtest"  # the evaluation runs none
+    results["protocol_model_sha256"] = model_digest(model)
     result, results["rest"] = rest_of_training(model, dataset, config, catalog, find_truth(folder))
     if config.refit:
         log("(b) refit of the champion on every labeled date")
+        MONOTONE.step = "refit"
         result, results["refit"] = refit_step(result, dataset, config)
+        results["champion_model_sha256"] = model_digest(result.model)
+    MONOTONE.step = "other"
+    results["monotone_s"], results["monotone_cpu_s"] = dict(MONOTONE.seconds), dict(MONOTONE.cpu)
+    results["monotone_reference_s"] = dict(MONOTONE.ref_seconds)
+    results["monotone_reference_cpu_s"] = dict(MONOTONE.ref_cpu)
+    for key, step in (("pipeline_fit_s", "fit"), ("pipeline_fit_cpu_s", "fit")):
+        results["fit"][key] -= (MONOTONE.ref_cpu if "cpu" in key else MONOTONE.ref_seconds).get(step, 0.0)
+    for key, step in (("backtest_s", "backtest"), ("backtest_cpu_s", "backtest")):
+        results["rest"][key] -= (MONOTONE.ref_cpu if "cpu" in key else MONOTONE.ref_seconds).get(step, 0.0)
+    if "refit" in results:
+        results["refit"]["refit_s"] -= MONOTONE.ref_seconds.get("refit", 0.0)
+        results["refit"]["refit_cpu_s"] -= MONOTONE.ref_cpu.get("refit", 0.0)
     if not args.no_mlflow:
         log("MLflow logging")
         results["mlflow"] = mlflow_step(result)
@@ -415,8 +526,10 @@ def main(argv: list[str] | None = None) -> int:
     # what `churnml train` spends: load to refit (and MLflow), without the two raw LightGBM
     # comparison fits of (b) and without (c)
     raw_s = 0.0 if args.no_raw else results["fit"]["raw_train_s"] + results["fit"]["raw_train_early_stopping_s"]
-    results["training_s"] = time.perf_counter() - clock - raw_s
-    results["cpu_s_to_registration"] = time.process_time() - cpu_clock  # raw fits included
+    results["training_s"] = (time.perf_counter() - clock - raw_s
+                             - sum(MONOTONE.ref_seconds.values()))  # the reference checks out
+    results["cpu_s_to_registration"] = (time.process_time() - cpu_clock  # raw fits included
+                                        - sum(MONOTONE.ref_cpu.values()))
     log("(c) reasons throughput")
     # the registered model's reasons: the refitted champion when there is one
     results["reasons"] = reasons_step(result.model, dataset, args.reasons_rows, args.reasons_repeat)
@@ -444,7 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(results))
     print(f"\ntest_roc_auc {results['rest']['test_roc_auc']:.3f} (health score "
           f"{results['rest']['health_test_roc_auc']:.3f}, oracle {results['rest']['oracle_test_roc_auc'] or float('nan'):.3f}),"
-          f" test_ece {results['rest']['test_ece']:.4f}")
+          f" test_ece {results['rest']['test_ece']:.4f}; model sha256: protocol "
+          f"{results['protocol_model_sha256']}, champion {results.get('champion_model_sha256', '-')}")
     line = json.dumps(results, default=float)
     print(line)
     if args.json:

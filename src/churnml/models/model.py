@@ -172,8 +172,7 @@ class FeatureEncoder:
                         f"{format_examples(col.dropna().unique())}"
                     )
                     continue
-                text = col.astype("object").where(col.notna(), None)
-                codes = self._category_index[name].get_indexer(text.astype(str).where(text.notna(), None))
+                codes = self._text_codes(name, col)
                 X[:, j] = np.where(codes >= 0, codes, np.nan)
             else:
                 if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
@@ -194,6 +193,26 @@ class FeatureEncoder:
                 f"training-time types: " + "; ".join(problems)
             )
         return X
+
+    def _text_codes(self, name: str, col: pd.Series) -> np.ndarray:
+        """Position of each value of the categorical column ``col`` among the training-time
+        categories of ``name`` (-1: unseen or missing), each value taken as text.
+
+        A pandas string column (every value a str or missing: the training frame's columns)
+        is factorized first and only its distinct values are looked up: the same codes as
+        looking up every row (``str(v)`` is ``v``), without converting millions of rows to
+        Python objects and back (measured on the refit's rows: ``benchmarks/README.md``,
+        "Session 8"). Any other column: every row through ``astype(str)``, as before."""
+        index = self._category_index[name]
+        if isinstance(col.dtype, pd.StringDtype):
+            row_codes, uniques = pd.factorize(col, use_na_sentinel=True)
+            if len(uniques) == 0:
+                return np.full(len(col), -1, dtype=np.intp)
+            unique_codes = index.get_indexer(pd.Index(np.asarray(uniques, dtype=object)))
+            return np.where(row_codes >= 0, unique_codes[np.maximum(row_codes, 0)], -1)
+        text = col.astype("object").where(col.notna(), None)
+        # pandas-stubs want an Index; get_indexer takes any array-like (as it always did here)
+        return index.get_indexer(text.astype(str).where(text.notna(), None))  # type: ignore[arg-type]
 
     def _block_plan(self, block_names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """For a FrameColumns float64 block with these columns: the matrix columns taken from

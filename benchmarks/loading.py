@@ -149,13 +149,16 @@ def child_load(where: str, env: dict[str, str] | None = None) -> dict:
     return result
 
 
-def postgres_side_by_side(folder: Path, repeat: int, pg_connections: list[int]) -> int:
+def postgres_side_by_side(folder: Path, repeat: int, pg_connections: list[int],
+                          pg_url: str | None = None) -> int:
     """``load_book`` from the folder and from PostgreSQL, interleaved, in child processes.
 
     One round: the folder, then PostgreSQL read with each of ``pg_connections`` connections
     (``CHURNML_SQL_READ_CONNECTIONS``); ``repeat`` rounds. The goal is judged on the product's
     default (the first of ``pg_connections``), best run against best run and, as a check on
-    the noise, as the median of the ratios within a round."""
+    the noise, as the median of the ratios within a round. ``pg_url``: a database that already
+    holds this book (read only), instead of a throw-away cluster loaded here."""
+    import contextlib
     import statistics
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -166,14 +169,19 @@ def postgres_side_by_side(folder: Path, repeat: int, pg_connections: list[int]) 
 
     kinds = [("parquet", str(folder), None)]
     kinds += [(f"postgresql, {n} connection{'s' if n > 1 else ''}", None, n) for n in pg_connections]
-    with postgres_server() as pg:
-        url = pg.create_database("book")
-        t0 = time.perf_counter()
-        rows = write_book_folder(folder, parse_source(url))
-        load_s = time.perf_counter() - t0
-        log(f"loaded {sum(rows.values()):,} rows into PostgreSQL in {load_s:.1f} s "
-            f"(cluster under {pg.data_dir.parent})")
-        pg.psql("VACUUM ANALYZE", "book")
+    with (contextlib.nullcontext() if pg_url else postgres_server()) as pg:
+        if pg is None:
+            url, load_s = pg_url, float("nan")
+            rows = {t: n for t, n in _folder_rows(folder).items()}
+            log(f"reading the book from the given database {parse_source(url)}")
+        else:
+            url = pg.create_database("book")
+            t0 = time.perf_counter()
+            rows = write_book_folder(folder, parse_source(url))
+            load_s = time.perf_counter() - t0
+            log(f"loaded {sum(rows.values()):,} rows into PostgreSQL in {load_s:.1f} s "
+                f"(cluster under {pg.data_dir.parent})")
+            pg.psql("VACUUM ANALYZE", "book")
         load_before = os.getloadavg()
         runs: dict[str, list[dict]] = {kind: [] for kind, _, _ in kinds}
         for i in range(repeat):
@@ -211,10 +219,21 @@ def postgres_side_by_side(folder: Path, repeat: int, pg_connections: list[int]) 
     print(f"within each round: time {', '.join(f'{r:.2f}x' for r in per_round)} "
           f"(median {statistics.median(per_round):.2f}x), peak "
           f"{', '.join(f'{r:.2f}x' for r in mem_round)} (median {statistics.median(mem_round):.2f}x)")
-    print(f"loading the folder into PostgreSQL (churnml convert to-sql's code): {load_s:.1f} s")
+    print("loading the folder into PostgreSQL (churnml convert to-sql's code): "
+          + (f"{load_s:.1f} s" if pg_url is None else "not done here (--pg-url)"))
     print(json.dumps({"data": str(folder), "runs": runs, "to_sql_seconds": load_s,
+                      "database": str(parse_source(url)),
                       "loadavg": [load_before, load_after]}))
     return 0
+
+
+def _folder_rows(folder: Path) -> dict[str, int]:
+    import pyarrow.parquet as pq
+
+    from churnml.data.io import find_table_files
+
+    files, _ = find_table_files(folder)
+    return {t: pq.ParquetFile(p).metadata.num_rows for t, p in files.items() if p.suffix == ".parquet"}
 
 
 def main(argv=None) -> int:
@@ -233,12 +252,15 @@ def main(argv=None) -> int:
                         help="with --postgres: comma-separated CHURNML_SQL_READ_CONNECTIONS "
                              "values, each read in every round (the first is judged; default 2, "
                              "the product's default; e.g. 2,1 also shows one connection)")
+    parser.add_argument("--pg-url", help="with --postgres: a database that already holds this "
+                                          "book (read only; default: a throw-away cluster, loaded)")
     args = parser.parse_args(argv)
 
     folder = args.data or cached_book(args.cache, args.accounts, args.months, args.seed)
     if args.postgres:
         return postgres_side_by_side(folder, args.repeat,
-                                     [int(n) for n in args.pg_connections.split(",")])
+                                     [int(n) for n in args.pg_connections.split(",")],
+                                     args.pg_url)
     load_before = os.getloadavg()[0]
     loads, floors = [], []
     for i in range(args.repeat):

@@ -51,9 +51,28 @@ def sql_books(sim_dir, postgres, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loaded(sql_books):
+    """Each source read by ``load_book``; ``postgresql-split``: every PostgreSQL table read in
+    three page ranges on three connections (the path of a big table), checked to be taken."""
+    import churnml.data.sql as sql
     from churnml.data.io import load_book
 
-    return {kind: load_book(where) for kind, where in sql_books.items()}
+    out = {kind: load_book(where) for kind, where in sql_books.items()}
+    splits: list[int] = []
+    real_parts, real_min = sql.read_arrow_parts, sql.SPLIT_MIN_BYTES
+
+    def counted(connections, source, queries):
+        splits.append(len(queries))
+        return real_parts(connections, source, queries)
+
+    sql.read_arrow_parts, sql.SPLIT_MIN_BYTES = counted, 0
+    os.environ[sql.READ_CONNECTIONS_ENV] = "3"
+    try:
+        out["postgresql-split"] = load_book(sql_books["postgresql"])
+    finally:
+        sql.read_arrow_parts, sql.SPLIT_MIN_BYTES = real_parts, real_min
+        del os.environ[sql.READ_CONNECTIONS_ENV]
+    assert splits == [3] * len(out["postgresql"][0].tables), splits
+    return out
 
 
 def _to_microseconds(frame: pd.DataFrame) -> pd.DataFrame:
@@ -64,7 +83,7 @@ def _to_microseconds(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-@pytest.mark.parametrize("kind", ["duckdb", "postgresql"])
+@pytest.mark.parametrize("kind", ["duckdb", "postgresql", "postgresql-split"])
 def test_same_tables_counts_and_rejects(loaded, kind):
     (files, files_report), (book, report) = loaded["files"], loaded[kind]
     assert report.counts == files_report.counts
@@ -73,7 +92,7 @@ def test_same_tables_counts_and_rejects(loaded, kind):
     pd.testing.assert_frame_equal(report.rejects, files_report.rejects)
     assert list(book.tables) == list(files.tables)
     for name, expected in files.tables.items():
-        if kind == "postgresql":
+        if kind.startswith("postgresql"):
             expected = _to_microseconds(expected)
         pd.testing.assert_frame_equal(book.tables[name], expected, obj=f"{kind} {name}")
     assert "***" in book.source or kind == "duckdb"
@@ -91,7 +110,7 @@ def test_same_features_and_scores(loaded, tmp_path):
     dates = [as_of - pd.Timedelta(days=91), as_of]
     features = {k: build_features(book, dates) for k, (book, _) in loaded.items()}
     assert len(features["files"]) > 300
-    for kind in ("duckdb", "postgresql"):
+    for kind in ("duckdb", "postgresql", "postgresql-split"):
         pd.testing.assert_frame_equal(features[kind], features["files"], obj=f"{kind} features")
     scores = {}
     for kind, (book, _) in loaded.items():
@@ -191,4 +210,32 @@ def test_database_gone_mid_read_is_exit_1(sql_books, postgres, tmp_path):
     assert "usage_events: the database postgresql://postgres:***@" in out, out
     assert "went away while reading" in out and "Traceback" not in out, out
     assert postgres.password not in out
+    assert not rejects.exists()
+
+
+def test_database_gone_mid_split_read_is_exit_1(sql_books, postgres, tmp_path, monkeypatch):
+    """A big table read in page ranges on two connections: the helper connection's backend is
+    terminated mid-read (its range's query kills it): DatabaseUnavailableError (exit code 1)
+    naming the table, the password hidden, no rejects file written."""
+    import churnml.data.sql as sql
+    from churnml.data.io import load_book
+
+    real = sql.page_range_queries
+
+    def second_part_dies(select, pages, parts):
+        queries = real(select, pages, parts)
+        if "usage_events" in select:
+            queries[1] += " AND pg_terminate_backend(pg_backend_pid())"
+        return queries
+
+    monkeypatch.setattr(sql, "page_range_queries", second_part_dies)
+    monkeypatch.setattr(sql, "SPLIT_MIN_BYTES", 0)
+    monkeypatch.setenv(sql.READ_CONNECTIONS_ENV, "2")
+    rejects = tmp_path / "r.csv"
+    with pytest.raises(sql.DatabaseUnavailableError) as caught:
+        load_book(sql_books["postgresql"], rejects_path=rejects)
+    message = str(caught.value)
+    assert caught.value.exit_code == 1
+    assert message.startswith("usage_events: the database postgresql://postgres:***@"), message
+    assert "went away while reading" in message and postgres.password not in message
     assert not rejects.exists()

@@ -118,3 +118,77 @@ def test_score_table_columns_derive_from_the_output_schema():
     nested = [n for n, col, _ in declared_columns(dims) if col.type in ("strings", "reasons", "action")]
     assert nested and all(f'"{n}" jsonb' in ddl for n in nested)
     assert "PRIMARY KEY (account_id, as_of)" in ddl
+
+
+@pytest.mark.parametrize("pages,parts", [(0, 2), (1, 2), (7, 2), (247_861, 2), (10, 3), (5, 8)])
+def test_page_ranges_cover_every_page_once_in_order(pages, parts):
+    """The parts of a split read: consecutive ``ctid`` ranges from page 0, the last one open
+    (pages added since the size was taken are read too), so together they are one scan."""
+    import re
+
+    from churnml.data.sql import page_range_queries
+
+    queries = page_range_queries('SELECT * FROM "usage_events"', pages, parts)
+    assert len(queries) == parts
+    bounds = []
+    for i, query in enumerate(queries):
+        assert query.startswith('SELECT * FROM "usage_events" WHERE ')
+        found = [int(x) for x in re.findall(r"'\((\d+),0\)'::tid", query)]
+        assert len(found) == (1 if i == parts - 1 else 2)
+        bounds.append(found)
+    assert bounds[0][0] == 0
+    for before, after in zip(bounds, bounds[1:]):
+        assert before[1] == after[0] and before[0] <= before[1]  # no gap, no overlap
+    assert all(b[-1] <= pages for b in bounds)
+
+
+def test_read_connections_from_the_environment(monkeypatch):
+    from churnml.data.sql import DEFAULT_READ_CONNECTIONS, READ_CONNECTIONS_ENV, read_connections
+
+    monkeypatch.delenv(READ_CONNECTIONS_ENV, raising=False)
+    assert read_connections() == DEFAULT_READ_CONNECTIONS == 2
+    monkeypatch.setenv(READ_CONNECTIONS_ENV, " 1 ")
+    assert read_connections() == 1
+    for bad in ("0", "two", "-2", "65"):
+        monkeypatch.setenv(READ_CONNECTIONS_ENV, bad)
+        with pytest.raises(ConfigError, match=READ_CONNECTIONS_ENV):
+            read_connections()
+
+
+def test_arrow_from_a_database_becomes_the_frame_a_parquet_file_gives(tmp_path):
+    """PostgreSQL's Arrow (``string`` in many batches, microsecond timestamps, decimals) turns
+    into the same pandas frame as the parquet file of those values; a timestamp outside the
+    nanosecond range keeps its microseconds (validation sets it aside), nothing raises."""
+    import datetime as dt
+    from decimal import Decimal
+
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from churnml.data.sql import _to_pandas
+
+    ids = ["a1", None, "a3", "b4", "b5"]
+    ts = [dt.datetime(2026, 1, 1, 9, 30, 0, 123456), None, dt.datetime(2025, 12, 31),
+          dt.datetime(2024, 2, 29, 23, 59, 59), dt.datetime(2026, 11, 16)]
+    qty = [1.5, 2.0, None, 4.25, 0.0]
+    batches = [pa.record_batch({"account_id": pa.array(ids[i:j], pa.string()),
+                                "ts": pa.array(ts[i:j], pa.timestamp("us")),
+                                "quantity": pa.array([None if q is None else Decimal(str(q))
+                                                      for q in qty[i:j]], pa.decimal128(10, 2))})
+               for i, j in ((0, 2), (2, 3), (3, 5))]
+    table = pa.Table.from_batches(batches)
+    frame = _to_pandas(table.column_names, table.columns)
+
+    pq.write_table(pa.table({"account_id": pa.array(ids, pa.large_string()),
+                             "ts": pa.array(ts, pa.timestamp("ns")),
+                             "quantity": pa.array(qty, pa.float64())}), tmp_path / "t.parquet")
+    expected = pd.read_parquet(tmp_path / "t.parquet")
+    pd.testing.assert_frame_equal(frame, expected)
+    assert frame["account_id"].array._pa_array.num_chunks == 1  # one chunk, as one row group
+
+    far = pa.table({"term_end": pa.array([dt.datetime(9999, 12, 31), dt.datetime(2026, 1, 1)],
+                                         pa.timestamp("us"))})
+    kept = _to_pandas(far.column_names, far.columns)
+    assert str(kept["term_end"].dtype) == "datetime64[us]"
+    assert kept["term_end"].iloc[0] == pd.Timestamp("9999-12-31")

@@ -186,12 +186,12 @@ def _load_sql_book(url, rejects_path, future_margin_days) -> tuple[Book, Validat
     from churnml.data.sql import parse_source, read_tables
 
     source = parse_source(url)
-    conn, frames = read_tables(source)  # type: ignore[arg-type]
+    session, frames = read_tables(source)  # type: ignore[arg-type]
     try:
         book, report = validate_frames(frames, source=str(source),
                                        future_margin_days=future_margin_days)
     finally:
-        conn.close()
+        session.close()  # every connection of the read
     book.meta["database"] = str(source)
     if rejects_path is not None:
         report.write_rejects(rejects_path)

@@ -17,9 +17,11 @@ table (``queries: {accounts: "SELECT id AS account_id, ... FROM crm.accounts"}``
 :func:`load_sql_config`.
 
 Each table arrives as Arrow record batches (streamed: ``fetch_record_batch``), is turned into
-one pandas frame column by column (as the parquet path does) and handed to the same
+one pandas frame column by column, each column first given the Arrow type the parquet file
+would hold (:func:`_to_pandas`), and handed to the same
 :func:`~churnml.data.validation.validate_frames` as the files, so validation, rejects and counts
-are those of a folder. A :class:`DatabaseSource` prints (``str``, ``repr``, f-strings) with the
+are those of a folder. PostgreSQL books are read in one snapshot, big tables in page ranges on
+``CHURNML_SQL_READ_CONNECTIONS`` connections at once (default 2, :class:`ReadSession`). A :class:`DatabaseSource` prints (``str``, ``repr``, f-strings) with the
 password replaced by ``***``; error messages from the drivers are scrubbed of it too, so it
 reaches no log line and no MLflow parameter.
 """
@@ -43,12 +45,16 @@ __all__ = [
     "DatabaseSource", "DatabaseUnavailableError", "SqlConfig", "is_database_url", "parse_source",
     "load_sql_config", "read_tables", "connect", "quote_ident", "SQL_CONFIG_ENV",
     "read_arrow", "require_driver", "driver_error", "rollback_quietly", "is_connection_lost",
+    "ReadSession", "READ_CONNECTIONS_ENV", "read_connections",
 ]
 
 SQL_CONFIG_ENV = "CHURNML_SQL_CONFIG"
 DUCKDB_SUFFIXES = (".duckdb", ".ddb")
 _PG_SCHEMES = {"postgresql", "postgres"}
 _DUCKDB_BATCH_ROWS = 1_000_000
+READ_CONNECTIONS_ENV = "CHURNML_SQL_READ_CONNECTIONS"
+DEFAULT_READ_CONNECTIONS = 2
+SPLIT_MIN_BYTES = 64 << 20  # a PostgreSQL table this large is read in parts (ReadSession)
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 
 
@@ -349,13 +355,23 @@ def read_arrow(conn: Any, source: DatabaseSource, sql: str) -> Any:
     return pa.Table.from_batches(list(stream), schema=schema)
 
 
-def _to_pandas(table: Any) -> pd.DataFrame:
-    """Arrow to pandas as the parquet path does it (each column freed as pandas takes it);
-    Arrow types a file would not hold (decimal, dictionary) are first made plain."""
+def _to_pandas(names: list[str], columns: list[Any]) -> pd.DataFrame:
+    """Arrow to pandas, each column first given the Arrow type a parquet file of the book holds,
+    so validation meets the frame the folder path gives it:
+
+    - text as ``large_string`` in one chunk (PostgreSQL sends ``string`` in many batches; pandas'
+      ``str`` dtype would widen it anyway, and its string kernels run about 1.5x slower over a
+      column in many chunks than over one);
+    - timestamps in nanoseconds when every value fits (PostgreSQL's are microseconds; a value
+      outside the nanosecond range keeps the microseconds, for validation to set aside);
+    - decimal as float64, dictionary as its values, date as a timestamp.
+
+    ``columns`` (the table's columns, which the caller no longer holds otherwise) is emptied:
+    each original is dropped as soon as its conversion exists, so at most one column is held
+    twice, and pandas takes the converted columns over (``self_destruct``)."""
     import pyarrow as pa
 
-    columns, names = [], []
-    for name, column in zip(table.column_names, table.columns):
+    for i, column in enumerate(columns):
         t = column.type
         if pa.types.is_decimal(t):
             column = column.cast(pa.float64())
@@ -363,21 +379,170 @@ def _to_pandas(table: Any) -> pd.DataFrame:
             column = column.cast(t.value_type)
         elif pa.types.is_date(t):
             column = column.cast(pa.timestamp("ns"))
-        columns.append(column)
-        names.append(name)
-    table = pa.Table.from_arrays(columns, names=names)
-    return table.to_pandas(self_destruct=True, split_blocks=True)
+        elif pa.types.is_timestamp(t) and t.unit != "ns":
+            try:
+                column = column.cast(pa.timestamp("ns", t.tz))  # safe: overflow raises
+            except pa.ArrowInvalid:
+                pass
+        if pa.types.is_string(column.type):
+            column = column.cast(pa.large_string())
+        if isinstance(column, pa.ChunkedArray) and column.num_chunks > 1:
+            column = column.combine_chunks()
+        columns[i] = column
+        del column
+    frame_table = pa.Table.from_arrays(columns, names=names)
+    columns.clear()
+    return frame_table.to_pandas(self_destruct=True, split_blocks=True)
+
+
+class ReadSession:
+    """The connections that read one book: the main one, and for PostgreSQL up to
+    ``connections - 1`` helpers opened on the first table worth splitting.
+
+    PostgreSQL: the main connection reads in one ``REPEATABLE READ`` transaction (every table
+    as of one instant) whose snapshot is exported (``pg_export_snapshot``) and imported by each helper (``SET TRANSACTION
+    SNAPSHOT``), so every table, and every part of a split table, is read as of one instant. A
+    plain table of at least :data:`SPLIT_MIN_BYTES` is read in ``connections`` ranges of its
+    pages (``ctid`` ranges, a TID range scan from PostgreSQL 14), one per connection, in
+    threads; the parts are put back together in page order, the order of a single sequential
+    scan. The server serialises and the client decodes the parts at the same time, on as many
+    cores. Configured queries, views and small tables are read whole on the main connection;
+    so is everything when the snapshot cannot be exported (a server that does not support it)."""
+
+    def __init__(self, conn: Any, source: DatabaseSource, connections: int = 1):
+        self.conn, self.source = conn, source
+        self.connections = max(1, int(connections))
+        self.snapshot: str | None = None
+        self._helpers: list[Any] = []
+
+    def begin(self) -> None:
+        """Start the reading transaction (PostgreSQL: the exported snapshot)."""
+        if self.source.kind != "postgresql":
+            return
+        _rollback(self.conn)
+        cur = self.conn.cursor()
+        try:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            if self.connections >= 2:
+                cur.execute("SELECT pg_export_snapshot()")
+                self.snapshot = str(cur.fetchone()[0])
+        except Exception as exc:  # noqa: BLE001 - not every server exports snapshots
+            if is_connection_lost(exc):
+                raise DatabaseUnavailableError(
+                    f"{self.source}: the database went away: {_driver_text(self.source.scrub(exc))}"
+                ) from None
+            _rollback(self.conn)
+            self.snapshot = None
+        finally:
+            _close_cursor(cur)
+
+    def helpers(self) -> list[Any]:
+        """The helper connections, opened (and joined to the snapshot) on first use."""
+        while len(self._helpers) < self.connections - 1:
+            helper = connect(self.source)
+            self._helpers.append(helper)
+            cur = helper.cursor()
+            try:
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                cur.execute(f"SET TRANSACTION SNAPSHOT '{self.snapshot}'")
+            finally:
+                _close_cursor(cur)
+        return self._helpers
+
+    def split_pages(self, config: SqlConfig, table: str) -> int | None:
+        """The number of pages of ``table`` when it is to be read in parts, else None."""
+        if (self.snapshot is None or self.connections < 2 or table in config.queries):
+            return None
+        literal = "'" + quote_ident(config.tables[table]).replace("'", "''") + "'"
+        cur = self.conn.cursor()
+        try:
+            cur.execute("SELECT c.relkind, pg_relation_size(c.oid), "
+                        "current_setting('block_size')::int, "
+                        "current_setting('server_version_num')::int "
+                        f"FROM pg_class c WHERE c.oid = to_regclass({literal})")
+            row = cur.fetchone()
+        finally:
+            _close_cursor(cur)
+        if row is None:
+            return None
+        kind, size, block, version = row
+        if kind != "r" or int(version) < 140000 or int(size) < SPLIT_MIN_BYTES:
+            return None
+        return int(size) // int(block)
+
+    def close(self) -> None:
+        for conn in [*self._helpers, self.conn]:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection
+                pass
+        self._helpers = []
+
+
+def _close_cursor(cur: Any) -> None:
+    try:
+        cur.close()
+    except Exception:  # noqa: BLE001 - a broken connection cannot close its cursor
+        pass
+
+
+def page_range_queries(select: str, pages: int, parts: int) -> list[str]:
+    """``select`` (``SELECT * FROM t``) cut into ``parts`` queries over consecutive ranges of
+    the table's ``pages`` (the last range open-ended: it also takes pages added since)."""
+    bounds = [pages * i // parts for i in range(parts)]
+    out = []
+    for i, lo in enumerate(bounds):
+        where = f" WHERE ctid >= '({lo},0)'::tid"
+        if i + 1 < parts:
+            where += f" AND ctid < '({bounds[i + 1]},0)'::tid"
+        out.append(select + where)
+    return out
+
+
+def read_arrow_parts(connections: list[Any], source: DatabaseSource, queries: list[str]) -> Any:
+    """The results of ``queries`` (one per connection, read at the same time in threads: the
+    drivers decode without the GIL) as one ``pyarrow.Table``, in the order of ``queries``.
+    An error in any part is raised once every part has stopped (a lost connection first)."""
+    import threading
+
+    import pyarrow as pa
+
+    results: list[Any] = [None] * len(queries)
+    errors: list[BaseException | None] = [None] * len(queries)
+
+    def run(i: int) -> None:
+        try:
+            stream = _batches(connections[i], source, queries[i])
+            schema = next(stream)
+            results[i] = (schema, list(stream))
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+            errors[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,), name=f"churnml-sql-part-{i}")
+               for i in range(1, len(queries))]
+    for thread in threads:
+        thread.start()
+    run(0)
+    for thread in threads:
+        thread.join()
+    failed = [e for e in errors if e is not None]
+    if failed:
+        raise next((e for e in failed if is_connection_lost(e)), failed[0])
+    schema = results[0][0]
+    batches = [b for _, part in results for b in part]
+    results.clear()
+    return pa.Table.from_batches(batches, schema=schema)
 
 
 class _SqlAsFrames(Mapping):
     """``{table: DataFrame}`` over a database, read when validation asks for the table (one
     table's raw rows in memory at a time, as for files)."""
 
-    def __init__(self, conn: Any, source: DatabaseSource, config: SqlConfig, present: list[str]):
-        self._conn, self._source, self._config, self._present = conn, source, config, present
+    def __init__(self, session: ReadSession, config: SqlConfig, present: list[str]):
+        self._session, self._config, self._present = session, config, present
 
     def __getitem__(self, table: str) -> pd.DataFrame:
-        return read_frame(self._conn, self._source, self._config, table)
+        return read_frame(self._session, self._config, table)
 
     def __contains__(self, table: object) -> bool:
         return table in self._present
@@ -389,15 +554,25 @@ class _SqlAsFrames(Mapping):
         return len(self._present)
 
 
-def read_frame(conn: Any, source: DatabaseSource, config: SqlConfig, table: str) -> pd.DataFrame:
+def read_frame(session: ReadSession, config: SqlConfig, table: str) -> pd.DataFrame:
     """One contract table from the database as a pandas frame (errors name the table)."""
+    source = session.source
     try:
-        arrow = read_arrow(conn, source, _select(source, config, table))
+        select = _select(source, config, table)
+        pages = session.split_pages(config, table)
+        if pages is None:
+            arrow = read_arrow(session.conn, source, select)
+        else:
+            connections = [session.conn, *session.helpers()]
+            arrow = read_arrow_parts(connections, source,
+                                     page_range_queries(select, pages, len(connections)))
     except ChurnMLError:
         raise
     except Exception as exc:  # noqa: BLE001 - mapped to the CLI's contract
         raise _read_error(source, config, table, exc) from None
-    return _to_pandas(arrow)
+    names, columns = arrow.column_names, arrow.columns
+    del arrow  # only ``columns`` holds the rows now: _to_pandas frees them as it goes
+    return _to_pandas(names, columns)
 
 
 def _read_error(source: DatabaseSource, config: SqlConfig, table: str, exc: Exception) -> ChurnMLError:
@@ -449,15 +624,35 @@ def rollback_quietly(conn: Any) -> None:
         pass
 
 
-def read_tables(source: DatabaseSource, config: SqlConfig | None = None) -> tuple[Any, Mapping[str, pd.DataFrame]]:
-    """``(connection, {table: DataFrame})`` for :func:`~churnml.data.validation.validate_frames`;
-    the caller closes the connection after validation."""
+def read_connections() -> int:
+    """How many connections read one PostgreSQL table at once: ``CHURNML_SQL_READ_CONNECTIONS``
+    (default 2; 1 reads every table on one connection)."""
+    raw = os.environ.get(READ_CONNECTIONS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_READ_CONNECTIONS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 64:
+        raise ConfigError(f"{READ_CONNECTIONS_ENV}={raw!r}: expected a whole number from 1 to 64")
+    return value
+
+
+def read_tables(source: DatabaseSource, config: SqlConfig | None = None,
+                connections: int | None = None) -> tuple[ReadSession, Mapping[str, pd.DataFrame]]:
+    """``(session, {table: DataFrame})`` for :func:`~churnml.data.validation.validate_frames`;
+    the caller closes the session (its connections) after validation. ``connections``: see
+    :func:`read_connections` (its default)."""
     config = config or load_sql_config()
+    if connections is None:
+        connections = read_connections()
     conn = connect(source)
+    session = ReadSession(conn, source, connections)
     try:
         present = present_tables(conn, source, config)
+        session.begin()
     except BaseException:
-        conn.close()
+        session.close()
         raise
-    return conn, _SqlAsFrames(conn, source, config, present)
-
+    return session, _SqlAsFrames(session, config, present)

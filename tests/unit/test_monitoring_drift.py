@@ -39,10 +39,12 @@ def plain_psi(ref_values, cur_values, bins):
     finite = sorted(v for v in ref_values if not math.isnan(v))
     edges = []
     if finite:
-        for i in range(1, bins):
-            q = float(np.quantile(finite, i / bins))  # the quantile definition itself
+        qs = [float(np.quantile(finite, i / bins)) for i in range(1, bins)]  # the definition
+        for q in qs:
             if q not in edges:
                 edges.append(q)
+            if qs.count(q) > 1 and math.nextafter(q, math.inf) not in edges:
+                edges.append(math.nextafter(q, math.inf))  # a point mass: a bin of its own
         edges.sort()
     k = len(edges) + 2
     ref = [0.0] * k

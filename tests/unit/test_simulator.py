@@ -653,26 +653,23 @@ def test_billing_migration_shifts_payments_and_what_drives_churn(migration_pair)
     assert _failed_payments_per_account_week(moved, change, after=True) > 5 * max(
         before, _failed_payments_per_account_week(plain, change, after=True))
     # what drives churn: a payment problem barely raises the weekly churn probability after
-    # the change, low value (low adoption) does; the truth's probabilities are
-    # the hazards' (the oracle's model)
+    # the change, a shrinking company does; the truth's probabilities are the hazards' (the
+    # oracle's model)
     post = b[b["week_start"] >= change]
     problem = _payment_problem(post)
     assert problem.sum() > 300
     post_a = a[a["week_start"] >= change]
     problem_a = _payment_problem(post_a)
-    lift_plain = (post_a.loc[problem_a, "churn_week_prob"].mean()
-                  / post_a.loc[~problem_a, "churn_week_prob"].mean())
-    adopt_low = post["adoption"] < post["adoption"].quantile(0.2)
-    lift_low = (post.loc[adopt_low, "churn_week_prob"].mean()
-                / post.loc[~adopt_low, "churn_week_prob"].mean())
-    pre = b[b["week_start"] < change]
-    pre_low = pre["adoption"] < pre["adoption"].quantile(0.2)
-    lift_low_before = (pre.loc[pre_low, "churn_week_prob"].mean()
-                       / pre.loc[~pre_low, "churn_week_prob"].mean())
-    assert lift_low > 1.5 * lift_low_before, (lift_low, lift_low_before)
-    lift_moved = (post.loc[problem, "churn_week_prob"].mean()
-                  / post.loc[~problem, "churn_week_prob"].mean())
-    assert lift_plain > 2.0 and lift_moved < 0.6 * lift_plain, (lift_plain, lift_moved)
+    lift = lambda st, mask: st.loc[mask, "churn_week_prob"].mean() / st.loc[~mask, "churn_week_prob"].mean()  # noqa: E731
+    assert lift(post_a, problem_a) > 2.0 and lift(post, problem) < 0.6 * lift(post_a, problem_a)
+    growth = moved.truth["accounts_latent"].set_index("account_id")["growth_rate"]
+    shrinking = lambda st: (st["account_id"].map(growth) < -0.2).to_numpy()  # noqa: E731
+    assert lift(post, shrinking(post)) > 1.5 * lift(post_a, shrinking(post_a))
+    # churn stops waiting for the renewal: cancellations between renewals take a larger share
+    ev = moved.truth["events"]
+    churn = ev[ev["event"] == "churn"]
+    cancel_share = lambda c: (c["reason"] == "cancellation").mean()  # noqa: E731
+    assert cancel_share(churn[churn["date"] >= change]) > 2 * cancel_share(churn[churn["date"] < change])
 
 
 def test_billing_migration_hazards_follow_the_change_date():
@@ -695,8 +692,13 @@ def test_billing_migration_hazards_follow_the_change_date():
     h0, h1 = m.hazards(s, 20_107, p0), m.hazards(s, 20_107, p1)
     np.testing.assert_allclose(h1.churn_drivers["payment_failure"],
                                m.MIGRATION_PAYMENT_WEIGHT * h0.churn_drivers["payment_failure"])
-    np.testing.assert_allclose(h1.churn_drivers["low_value"],
-                               m.MIGRATION_LOW_ADOPTION * (1 - s.adoption) ** 2)
+    np.testing.assert_allclose(h1.churn_drivers["shrinking"],
+                               m.MIGRATION_SHRINKING * np.clip(-s.growth_rate, 0, 1))
+    # the renewal decision loses what cancellations between renewals gain
+    shift = m.MIGRATION_RENEWAL_SHIFT
+    np.testing.assert_allclose(h1.logits["churn_renew"] + shift,
+                               h0.logits["churn_renew"] + h1.churn_drivers["shrinking"]
+                               + h1.churn_drivers["payment_failure"] - h0.churn_drivers["payment_failure"])
     np.testing.assert_array_equal(h1.tech_fail, np.where(s.card_payment > 0, *m.MIGRATION_FAIL))
     # the churn-only hazards (the oracle's) carry the same change
     hc = m.hazards(s, 20_107, p1, churn_only=True)

@@ -33,8 +33,8 @@ def simulate(
         "new_channel (sign-ups come through a self-serve channel: smaller, SMB, starter plan, "
         "monthly, less healthy), usage_drop (a redesign halves the logged logins and feature "
         "use of every account; the accounts are unchanged), billing_migration (a new billing "
-        "provider: many more failed payments that no longer signal churn; low adoption drives "
-        "churn instead).")] = None,
+        "provider: many more failed payments that no longer signal churn; customers cancel any "
+        "time, not at renewal; shrinking companies leave).")] = None,
     drift_start: Annotated[Optional[str], typer.Option(
         "--drift-start", help="Change date of --drift (ISO date inside the period; "
         "default: its middle).")] = None,

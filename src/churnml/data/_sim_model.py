@@ -34,14 +34,15 @@ DRIFT_SCENARIOS = ("price_change", "product_change", "new_channel", "usage_drop"
                    "billing_migration")
 # billing_migration: the new provider's own (technical) payment failure per invoice, card and
 # other payment methods; the share of its failures its automatic retries recover; what is left
-# of the payment-failure churn driver; the low-value churn driver's weight on (1 - adoption)^2
-# (the churn oracle moves only the state the churn hazards read, adoption among it) and the rise
-# of cancellations between renewals (self-serve cancellation online)
+# of the payment-failure churn driver; the logit moved from the renewal decision to
+# cancellations between renewals (customers cancel online at any time, not at the renewal);
+# the weight of a shrinking company on churn (the new per-seat price list), on
+# clip(-growth rate, 0, 1) (a constant of the account, so the churn oracle needs no new state)
 MIGRATION_FAIL = (0.25, 0.08)
 MIGRATION_RECOVERED = 0.9
 MIGRATION_PAYMENT_WEIGHT = 0.15
-MIGRATION_LOW_ADOPTION = 3.5
-MIGRATION_IN_TERM = 0.7
+MIGRATION_RENEWAL_SHIFT = 1.5
+MIGRATION_SHRINKING = 2.5
 
 
 @dataclass(frozen=True)
@@ -232,17 +233,19 @@ def hazards(s: Lanes, week_day: int, p: SimParams, churn_only: bool = False) -> 
         # a new billing provider: its stricter card checks fail many more payments, for reasons
         # that say nothing about the customer, and its retries recover most of them, so a failed
         # payment stops signalling an unhappy customer; its self-serve portal lets customers
-        # cancel online any time, and those who get little value from the product (low
-        # adoption: few users active, few features used) now leave
+        # cancel online any time, so churn no longer waits for the renewal; its new per-seat
+        # price list makes a shrinking company (fewer people to pay seats for) leave
         cd["payment_failure"] = cd["payment_failure"] * (1.0 - (1.0 - MIGRATION_PAYMENT_WEIGHT) * post)
         in_term_unresolved = in_term_unresolved * (1.0 - (1.0 - MIGRATION_PAYMENT_WEIGHT) * post)
-        cd["low_value"] = post * MIGRATION_LOW_ADOPTION * (1.0 - s.adoption) ** 2
-        in_term_extra = MIGRATION_IN_TERM * post
+        cd["shrinking"] = post * MIGRATION_SHRINKING * np.clip(-s.growth_rate, 0.0, 1.0)
+        in_term_extra = MIGRATION_RENEWAL_SHIFT * post
         tech_fail = post * np.where(s.card_payment > 0, MIGRATION_FAIL[0], MIGRATION_FAIL[1])
     base = p.churn_base + sum(cd.values())
     term_end = s.term_end_day
     renewal_in_week = (term_end >= week_day) & (term_end < week_day + 7)
     renew_offset = np.where(s.annual_contract > 0, p.renew_offset_annual, p.renew_offset_monthly)
+    if "billing_migration" in drift:
+        renew_offset = renew_offset - in_term_extra
     churn_renewal = np.where(renewal_in_week, _sig(base + renew_offset), 0.0)
     churn_in_term = _sig(base + p.in_term_offset + in_term_unresolved + in_term_extra)
     if churn_only:

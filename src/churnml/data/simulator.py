@@ -285,8 +285,8 @@ def simulate(n_accounts: int = 2000, months: int = 24, seed: int = 42, end=DEFAU
     ``drift_start`` (an ISO date inside the period; default its middle week) on:
     ``"price_change"`` and ``"product_change"`` change what drives churn and expansion,
     ``"new_channel"`` who signs up, ``"usage_drop"`` what the product logs,
-    ``"billing_migration"`` both (more failed payments that no longer signal churn; low
-    adoption drives churn). Written to
+    ``"billing_migration"`` both (more failed payments that no longer signal churn; churn
+    no longer waits for the renewal; shrinking companies leave). Written to
     ``_truth/meta`` (``drift``, ``drift_start``); the oracle follows them. Without drift the
     book is the same as before drift existed.
 

@@ -178,13 +178,13 @@ class WeekHazards:
     contraction_drivers: dict
     # price_change drift: renewals in this week that carry the new list price (None: no drift)
     drift_price: np.ndarray | None = None
-    # billing_migration drift: each lane's technical payment failure per invoice this week (0
-    # before the change; None: no such drift)
-    tech_fail: np.ndarray | None = None
     # the logits behind the probabilities (what a CS action shifts, see apply_cs_effects):
     # churn_term, churn_renew (the renewal decision whatever the week), expansion, contraction
     # (at a renewal; between renewals 4.5 lower)
     logits: dict | None = None
+    # billing_migration drift: each lane's technical payment failure per invoice this week (0
+    # before the change; None: no such drift)
+    tech_fail: np.ndarray | None = None
 
     @property
     def churn_week(self) -> np.ndarray:
@@ -296,7 +296,7 @@ def hazards(s: Lanes, week_day: int, p: SimParams, churn_only: bool = False) -> 
               "contraction": p.contraction_base + sum(xd.values()),
               "contraction_possible": (s.seats > 1).astype(float)}
     return WeekHazards(churn_renewal, churn_in_term, expansion, contraction, renewal_in_week,
-                       cd, ed, xd, drift_price, tech_fail, logits)
+                       cd, ed, xd, drift_price, logits, tech_fail)
 
 
 @dataclass

@@ -2,12 +2,13 @@
 each scored for consecutive weeks by a champion trained once, then read back from
 ``OUT/monitoring/{realized,drift,estimated,retrain}.parquet``.
 
-Per book (``--books stationary,drifting,input_drift``), in its own ``CHURNML_HOME`` under
+Per book (``--books stationary,drifting,input_drift,migration``), in its own ``CHURNML_HOME`` under
 ``--work``:
 
 1. ``churnml simulate --accounts N --months M --seed S`` (the drifting book adds
    ``--drift price_change,product_change --drift-start D``, the input_drift book
-   ``--drift new_channel,usage_drop --drift-start D`` (``--input-drift``), ``D`` =
+   ``--drift new_channel,usage_drop --drift-start D`` (``--input-drift``), the migration book
+   ``--drift billing_migration --drift-start D`` (``--migration-drift``), ``D`` =
    ``--drift-after`` weeks after the first scored week, so after the champion's training span);
 2. the book cut at the first scored week ``C`` (every table's rows dated before ``C``; an invoice
    paid later is unpaid), and ``churnml train --target T --data CUT`` on it: the champion
@@ -45,6 +46,7 @@ week each retrain rule fired (the AUC-drop rule's baseline named: ``auc_drop(own
 Usage (the study of docs/monitoring.md, "The 30-week study"):
 ``python benchmarks/monitoring_study.py --work /tmp/study --accounts 2000 --seed 32 --plots docs/images``
 ``python benchmarks/monitoring_study.py --work /tmp/study --accounts 2000 --seed 32 --books stationary,input_drift --plots docs/images``
+``python benchmarks/monitoring_study.py --work /tmp/study --accounts 2000 --seed 32 --books migration --plots docs/images``
 """
 
 from __future__ import annotations
@@ -66,8 +68,9 @@ from _common import log  # benchmarks/ is on sys.path when run as a script
 END = pd.Timestamp("2026-11-16")  # the simulator's default end (day after the last day)
 # the books with a drift (``--books``): "drifting" takes ``--drift`` (by default the concept
 # drifts, price_change and product_change), "input_drift" takes ``--input-drift`` (by default
-# the input drifts, new_channel and usage_drop); both are retrained after the ``--weeks``
-DRIFT_KINDS = ("drifting", "input_drift")
+# the input drifts, new_channel and usage_drop), "migration" takes ``--migration-drift`` (by
+# default billing_migration, inputs and concept at once); all are retrained after the ``--weeks``
+DRIFT_KINDS = ("drifting", "input_drift", "migration")
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 TARGET = "churn"  # the outcome studied (--target)
 
@@ -182,7 +185,8 @@ def run_book(kind: str, args, work: Path) -> dict:
         sim = ["simulate", "--out", str(book), "--accounts", str(args.accounts), "--months",
                str(months), "--seed", str(args.seed)]
         if kind in DRIFT_KINDS:
-            spec = args.drift if kind == "drifting" else args.input_drift
+            spec = {"drifting": args.drift, "input_drift": args.input_drift,
+                    "migration": args.migration_drift}[kind]
             sim += ["--drift", spec, "--drift-start", str(drift_start.date())]
         t = time.perf_counter()
         cli(*sim, home=home)
@@ -465,6 +469,8 @@ def main() -> None:
     p.add_argument("--drift", default="price_change,product_change")
     p.add_argument("--input-drift", default="new_channel,usage_drop",
                    help="the input_drift book's scenarios (docs/simulator.md, Drift)")
+    p.add_argument("--migration-drift", default="billing_migration",
+                   help="the migration book's scenarios (docs/simulator.md, Drift)")
     p.add_argument("--drift-after", type=int, default=6,
                    help="drift starts this many weeks after the first scored week")
     p.add_argument("--plots", type=Path, default=None)

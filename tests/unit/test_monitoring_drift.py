@@ -39,10 +39,12 @@ def plain_psi(ref_values, cur_values, bins):
     finite = sorted(v for v in ref_values if not math.isnan(v))
     edges = []
     if finite:
-        for i in range(1, bins):
-            q = float(np.quantile(finite, i / bins))  # the quantile definition itself
+        qs = [float(np.quantile(finite, i / bins)) for i in range(1, bins)]  # the definition
+        for q in qs:
             if q not in edges:
                 edges.append(q)
+            if qs.count(q) > 1 and math.nextafter(q, math.inf) not in edges:
+                edges.append(math.nextafter(q, math.inf))  # a point mass: a bin of its own
         edges.sort()
     k = len(edges) + 2
     ref = [0.0] * k
@@ -458,3 +460,18 @@ def test_the_weekly_job_asks_the_registry_only_about_registered_champions():
     assert facts.profile("contraction", "1") is None and facts.training_auc("contraction", "1") is None
     assert facts.profile("churn", "2") is not None and facts.training_auc("expansion", "4") == 0.7
     assert asked == [("churn", "2"), ("expansion", "4")]
+
+
+def test_a_count_that_is_mostly_zero_can_drift():
+    # the reference quantiles of a count that is 0 for 95% of rows are all 0: without a bin of
+    # its own for the point mass, 0 and every higher count shared one bin and PSI stayed 0
+    from churnml.models.profile import numeric_edges, psi, reference_histogram
+
+    rng = np.random.default_rng(0)
+    ref = np.where(rng.random(5000) < 0.95, 0.0, rng.integers(1, 4, 5000).astype(float))
+    cur = np.where(rng.random(2000) < 0.6, 0.0, rng.integers(1, 4, 2000).astype(float))
+    assert numeric_edges(ref, 10) == [0.0, float(np.nextafter(0.0, np.inf))]
+    hist = reference_histogram(ref, "numeric", 10)
+    assert psi(hist.shares, hist.counts(cur)) > 0.25
+    same = np.where(rng.random(2000) < 0.95, 0.0, 1.0)
+    assert psi(hist.shares, hist.counts(same)) < 0.05

@@ -623,3 +623,137 @@ def test_input_drift_is_deterministic_by_seed():
     a, b, c = simulate(seed=3, **kwargs), simulate(seed=3, **kwargs), simulate(seed=4, **kwargs)
     assert _frame_digest(a) == _frame_digest(b) != _frame_digest(c)
     assert a.meta["drift"] == "new_channel,usage_drop"
+
+
+# the billing migration: the inputs (payment failures) and what drives churn change together
+@pytest.fixture(scope="module")
+def migration_pair():
+    kwargs = {"n_accounts": 900, "months": 12, "seed": 9}
+    return simulate(**kwargs), simulate(**kwargs, drift="billing_migration")
+
+
+def _failed_payments_per_account_week(book, change, after: bool) -> float:
+    tp, st = book.tables["touchpoints"], book.truth["state_weekly"]
+    fails = tp[(tp["kind"] == "payment_failed") & ((tp["ts"] >= change) == after)]
+    weeks = st[(st["week_start"] >= change) == after]
+    return len(fails) / len(weeks)
+
+
+def test_billing_migration_shifts_payments_and_what_drives_churn(migration_pair):
+    plain, moved = migration_pair
+    change = pd.Timestamp(moved.meta["drift_start"])
+    assert moved.meta["drift"] == "billing_migration"
+    # before the change the two books are the same world (the drift draws no random number)
+    a, b = plain.truth["state_weekly"], moved.truth["state_weekly"]
+    pd.testing.assert_frame_equal(a[a["week_start"] < change].reset_index(drop=True),
+                                  b[b["week_start"] < change].reset_index(drop=True))
+    # the inputs: failed payments per account-week multiply after the change only
+    before = _failed_payments_per_account_week(moved, change, after=False)
+    assert before == pytest.approx(_failed_payments_per_account_week(plain, change, after=False))
+    assert _failed_payments_per_account_week(moved, change, after=True) > 5 * max(
+        before, _failed_payments_per_account_week(plain, change, after=True))
+    # what drives churn: a payment problem barely raises the weekly churn probability after
+    # the change, a shrinking company does; the truth's probabilities are the hazards' (the
+    # oracle's model)
+    post = b[b["week_start"] >= change]
+    problem = _payment_problem(post)
+    assert problem.sum() > 300
+    post_a = a[a["week_start"] >= change]
+    problem_a = _payment_problem(post_a)
+    lift = lambda st, mask: st.loc[mask, "churn_week_prob"].mean() / st.loc[~mask, "churn_week_prob"].mean()  # noqa: E731
+    assert lift(post_a, problem_a) > 2.0 and lift(post, problem) < 0.6 * lift(post_a, problem_a)
+    growth = moved.truth["accounts_latent"].set_index("account_id")["growth_rate"]
+    shrinking = lambda st: (st["account_id"].map(growth) < -0.2).to_numpy()  # noqa: E731
+    assert lift(post, shrinking(post)) > 1.5 * lift(post_a, shrinking(post_a))
+    # churn stops waiting for the renewal: cancellations between renewals take a larger share
+    ev = moved.truth["events"]
+    churn = ev[ev["event"] == "churn"]
+    cancel_share = lambda c: (c["reason"] == "cancellation").mean()  # noqa: E731
+    assert cancel_share(churn[churn["date"] >= change]) > 2 * cancel_share(churn[churn["date"] < change])
+
+
+def test_billing_migration_hazards_follow_the_change_date():
+    from dataclasses import replace
+
+    from churnml.data import _sim_model as m
+    from churnml.data.simulator import _initial_lanes
+
+    rng = np.random.default_rng(0)
+    s, _, _ = _initial_lanes(400, 20_000, 52, rng)
+    s.active[:] = 1.0
+    s.unresolved_until_day[:200] = 1e9  # half the lanes have an unpaid failed payment
+    p0 = m.SimParams()
+    p1 = replace(p0, drift=("billing_migration",), drift_day=20_100.0)
+    for day in (20_000, 20_093):  # before the change: the plain hazards, bit for bit
+        h0, h1 = m.hazards(s, day, p0), m.hazards(s, day, p1)
+        np.testing.assert_array_equal(h0.churn_in_term, h1.churn_in_term)
+        np.testing.assert_array_equal(h0.churn_renewal, h1.churn_renewal)
+        assert not h1.tech_fail.any()
+    h0, h1 = m.hazards(s, 20_107, p0), m.hazards(s, 20_107, p1)
+    np.testing.assert_allclose(h1.churn_drivers["payment_failure"],
+                               m.MIGRATION_PAYMENT_WEIGHT * h0.churn_drivers["payment_failure"])
+    np.testing.assert_allclose(h1.churn_drivers["shrinking"],
+                               m.MIGRATION_SHRINKING * np.clip(-s.growth_rate, 0, 1))
+    # the renewal decision loses what cancellations between renewals gain
+    shift = m.MIGRATION_RENEWAL_SHIFT
+    np.testing.assert_allclose(h1.logits["churn_renew"] + shift,
+                               h0.logits["churn_renew"] + h1.churn_drivers["shrinking"]
+                               + h1.churn_drivers["payment_failure"] - h0.churn_drivers["payment_failure"])
+    np.testing.assert_array_equal(h1.tech_fail, np.where(s.card_payment > 0, *m.MIGRATION_FAIL))
+    # the churn-only hazards (the oracle's) carry the same change
+    hc = m.hazards(s, 20_107, p1, churn_only=True)
+    np.testing.assert_array_equal(hc.churn_in_term, h1.churn_in_term)
+    np.testing.assert_array_equal(hc.tech_fail, h1.tech_fail)
+
+
+def test_oracle_follows_the_billing_migration(migration_pair):
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    _, book = migration_pair
+    change = pd.Timestamp(book.meta["drift_start"])
+    st = book.truth["state_weekly"]
+    obs = pd.concat([pd.DataFrame({"account_id": st.loc[st["week_start"] == as_of - pd.Timedelta(weeks=1),
+                                                        "account_id"].to_numpy(), "as_of": as_of})
+                     for as_of in (change + pd.Timedelta(weeks=w) for w in (1, 5, 9))],
+                    ignore_index=True)
+    ev = book.truth["events"]
+    e = ev.loc[ev["event"] == "churn", ["account_id", "date"]]
+    mm = obs.merge(e, on="account_id", how="left")
+    hit = (mm["date"] >= mm["as_of"]) & (mm["date"] < mm["as_of"] + pd.Timedelta(days=90))
+    y = hit.groupby([mm["account_id"], mm["as_of"]]).any().reindex(
+        pd.MultiIndex.from_frame(obs)).to_numpy()
+    drifted = oracle_probability(book, obs, target="churn", n_paths=16)
+    as_if_none = oracle_probability(book, obs, target="churn", n_paths=16, drift=None)
+    ok = ~np.isnan(drifted)
+    assert y[ok].sum() > 50
+    # measured (seed 9): AUC 0.863 against 0.849 as if nothing changed
+    assert roc_auc_score(y[ok], drifted[ok]) > roc_auc_score(y[ok], as_if_none[ok]) + 0.005
+    assert log_loss(y[ok], drifted[ok]) < log_loss(y[ok], as_if_none[ok])
+
+
+def test_oracle_shortcuts_bit_for_bit_on_the_billing_migration(migration_pair, monkeypatch):
+    import churnml.data.simulator as simulator
+
+    _, book = migration_pair
+    change = pd.Timestamp(book.meta["drift_start"])
+    st = book.truth["state_weekly"]
+    accounts = st.loc[st["week_start"] == change - pd.Timedelta(weeks=1), "account_id"].to_numpy()[:300]
+    obs = pd.concat([pd.DataFrame({"account_id": accounts, "as_of": change + pd.Timedelta(days=d)})
+                     for d in (-40, 0, 30)], ignore_index=True)
+    kwargs = {"horizon_days": 90, "target": "churn", "n_paths": 8, "seed": 4, "chunk_lanes": 3000}
+    fast = oracle_probability(book, obs, **kwargs)
+    monkeypatch.setattr(simulator, "_oracle_paths", _plain_oracle_paths)
+    plain = oracle_probability(book, obs, **kwargs)
+    assert np.isfinite(fast).sum() > 500
+    np.testing.assert_array_equal(fast, plain)
+
+
+def test_billing_migration_is_deterministic_by_seed_and_off_by_default():
+    kwargs = {"n_accounts": 120, "months": 6, "drift": "billing_migration",
+              "drift_start": "2026-08-03"}
+    a, b, c = simulate(seed=11, **kwargs), simulate(seed=11, **kwargs), simulate(seed=12, **kwargs)
+    assert _frame_digest(a) == _frame_digest(b) != _frame_digest(c)
+    assert a.meta["drift"] == "billing_migration" and a.meta["drift_start"] == "2026-08-03"
+    # the same seed without the drift is the book made before drift existed
+    assert _frame_digest(simulate(n_accounts=120, months=6, seed=11)) == NO_DRIFT_DIGEST
+    assert _frame_digest(a) != NO_DRIFT_DIGEST

@@ -6,7 +6,8 @@ Writes the data-contract tables (``<table>.parquet``) and the hidden truth (``_t
 The same arguments give the same files. ``--drift SPEC`` (off by default) changes the book
 from ``--drift-start`` (default: the middle of the period) on: ``price_change`` and
 ``product_change`` what drives churn and expansion, ``new_channel`` who signs up and
-``usage_drop`` what the product logs; docs/simulator.md, "Drift". ``--cs-team`` (off by default) adds a CS team
+``usage_drop`` what the product logs, ``billing_migration`` both the payments logged and what
+drives churn; docs/simulator.md, "Drift". ``--cs-team`` (off by default) adds a CS team
 that works a weekly queue and logs ``cs_actions``; docs/simulator.md, "CS team".
 """
 
@@ -31,7 +32,9 @@ def simulate(
         "product_change (headcount growth, not health or breadth of use, drives expansion), "
         "new_channel (sign-ups come through a self-serve channel: smaller, SMB, starter plan, "
         "monthly, less healthy), usage_drop (a redesign halves the logged logins and feature "
-        "use of every account; the accounts are unchanged).")] = None,
+        "use of every account; the accounts are unchanged), billing_migration (a new billing "
+        "provider: many more failed payments that no longer signal churn; customers cancel any "
+        "time, not at renewal; shrinking companies leave).")] = None,
     drift_start: Annotated[Optional[str], typer.Option(
         "--drift-start", help="Change date of --drift (ISO date inside the period; "
         "default: its middle).")] = None,

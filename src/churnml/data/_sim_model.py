@@ -28,8 +28,21 @@ NEVER = 10_000  # "weeks since" value meaning the shock never happened (effects 
 # change what drives churn and expansion (concept drift); ``new_channel`` (who signs up) and
 # ``usage_drop`` (what the product logs) change the inputs (covariate shift), the first through
 # the accounts' hidden state (``simulator._new_channel``), the second in the usage observables
-# only (``_sim_observe.emit_usage``).
-DRIFT_SCENARIOS = ("price_change", "product_change", "new_channel", "usage_drop")
+# only (``_sim_observe.emit_usage``). ``billing_migration`` changes both: the inputs (many more
+# failed payments) and what drives churn (failed payments stop mattering, low value starts to).
+DRIFT_SCENARIOS = ("price_change", "product_change", "new_channel", "usage_drop",
+                   "billing_migration")
+# billing_migration: the new provider's own (technical) payment failure per invoice, card and
+# other payment methods; the share of its failures its automatic retries recover; what is left
+# of the payment-failure churn driver; the logit moved from the renewal decision to
+# cancellations between renewals (customers cancel online at any time, not at the renewal);
+# the weight of a shrinking company on churn (the new per-seat price list), on
+# clip(-growth rate, 0, 1) (a constant of the account, so the churn oracle needs no new state)
+MIGRATION_FAIL = (0.25, 0.08)
+MIGRATION_RECOVERED = 0.9
+MIGRATION_PAYMENT_WEIGHT = 0.15
+MIGRATION_RENEWAL_SHIFT = 1.5
+MIGRATION_SHRINKING = 2.5
 
 
 @dataclass(frozen=True)
@@ -169,6 +182,9 @@ class WeekHazards:
     # churn_term, churn_renew (the renewal decision whatever the week), expansion, contraction
     # (at a renewal; between renewals 4.5 lower)
     logits: dict | None = None
+    # billing_migration drift: each lane's technical payment failure per invoice this week (0
+    # before the change; None: no such drift)
+    tech_fail: np.ndarray | None = None
 
     @property
     def churn_week(self) -> np.ndarray:
@@ -211,15 +227,30 @@ def hazards(s: Lanes, week_day: int, p: SimParams, churn_only: bool = False) -> 
         # failures) are the moment customers re-evaluate: they weigh 1.9x on churn
         cd["payment_failure"] = cd["payment_failure"] * (1.0 + 0.9 * post)
         in_term_unresolved = in_term_unresolved * (1.0 + 0.8 * post)
+    tech_fail = None
+    in_term_extra: np.ndarray | float = 0.0
+    if "billing_migration" in drift:
+        # a new billing provider: its stricter card checks fail many more payments, for reasons
+        # that say nothing about the customer, and its retries recover most of them, so a failed
+        # payment stops signalling an unhappy customer; its self-serve portal lets customers
+        # cancel online any time, so churn no longer waits for the renewal; its new per-seat
+        # price list makes a shrinking company (fewer people to pay seats for) leave
+        cd["payment_failure"] = cd["payment_failure"] * (1.0 - (1.0 - MIGRATION_PAYMENT_WEIGHT) * post)
+        in_term_unresolved = in_term_unresolved * (1.0 - (1.0 - MIGRATION_PAYMENT_WEIGHT) * post)
+        cd["shrinking"] = post * MIGRATION_SHRINKING * np.clip(-s.growth_rate, 0.0, 1.0)
+        in_term_extra = MIGRATION_RENEWAL_SHIFT * post
+        tech_fail = post * np.where(s.card_payment > 0, MIGRATION_FAIL[0], MIGRATION_FAIL[1])
     base = p.churn_base + sum(cd.values())
     term_end = s.term_end_day
     renewal_in_week = (term_end >= week_day) & (term_end < week_day + 7)
     renew_offset = np.where(s.annual_contract > 0, p.renew_offset_annual, p.renew_offset_monthly)
+    if "billing_migration" in drift:
+        renew_offset = renew_offset - in_term_extra
     churn_renewal = np.where(renewal_in_week, _sig(base + renew_offset), 0.0)
-    churn_in_term = _sig(base + p.in_term_offset + in_term_unresolved)
+    churn_in_term = _sig(base + p.in_term_offset + in_term_unresolved + in_term_extra)
     if churn_only:
         return WeekHazards(churn_renewal, churn_in_term, NOT_COMPUTED, NOT_COMPUTED, renewal_in_week,
-                           cd, {}, {})
+                           cd, {}, {}, tech_fail=tech_fail)
     drift_price = None
     if "price_change" in drift:
         # the new list price applies at each contract's first renewal on or after the change
@@ -259,13 +290,13 @@ def hazards(s: Lanes, week_day: int, p: SimParams, churn_only: bool = False) -> 
     # downsells are negotiated at renewal; between renewals they are rare
     c_logit = p.contraction_base + sum(xd.values()) - 4.5 * (~renewal_in_week)
     contraction = _sig(c_logit) * (s.seats > 1)
-    logits = {"churn_term": base + p.in_term_offset + in_term_unresolved,
+    logits = {"churn_term": base + p.in_term_offset + in_term_unresolved + in_term_extra,
               "churn_renew": base + renew_offset,
               "expansion": p.expansion_base + sum(ed.values()),
               "contraction": p.contraction_base + sum(xd.values()),
               "contraction_possible": (s.seats > 1).astype(float)}
     return WeekHazards(churn_renewal, churn_in_term, expansion, contraction, renewal_in_week,
-                       cd, ed, xd, drift_price, logits)
+                       cd, ed, xd, drift_price, logits, tech_fail)
 
 
 @dataclass
@@ -354,13 +385,13 @@ def draw_events(s: Lanes, hz: WeekHazards, week_day: int, rng: np.random.Generat
     inv_due = act & (s.next_invoice_day < week_day + 7)
     inv_due &= ~churn | (s.next_invoice_day < churn_day)
     v = d.v
-    fail_p = _sig(-4.6 - 0.9 * s.health + 0.9 * s.card_payment + 1.0 * s.churn_intent)
+    fail_p = _payment_fail(s, hz)
     late_p = _sig(-2.3 - 1.0 * s.health + 0.8 * (1 - s.card_payment))
     outcome = np.where(v[0] < fail_p, 2, np.where(v[1] < late_p, 1, 0))
     late_days = np.ceil(np.exp(np.log(10.0) + 0.7 * d.late_normal))
     early_days = np.floor(v[2] * 6)
     recover_weeks = d.recover_weeks
-    recovered = v[3] < 0.7
+    recovered = v[3] < _recovered_share(hz)
     paid = np.where(outcome == 0, s.next_invoice_day - early_days,
                     np.where(outcome == 1, s.next_invoice_day + late_days,
                              np.where(recovered, s.next_invoice_day + 7 * recover_weeks, np.nan)))
@@ -385,6 +416,22 @@ def draw_events(s: Lanes, hz: WeekHazards, week_day: int, rng: np.random.Generat
                       contraction, con_day, renewed, price_increase,
                       inv_due, s.next_invoice_day.copy(), amount, outcome, paid,
                       second_failure, shocks_days, drift_price)
+
+
+def _payment_fail(s: Lanes, hz: WeekHazards):
+    """Probability that an invoice's payment fails: the customer's (health, payment method,
+    intent to leave) and, with the billing_migration drift, the provider's own on top."""
+    fail_p = _sig(-4.6 - 0.9 * s.health + 0.9 * s.card_payment + 1.0 * s.churn_intent)
+    if hz.tech_fail is not None:
+        fail_p = 1.0 - (1.0 - fail_p) * (1.0 - hz.tech_fail)
+    return fail_p
+
+
+def _recovered_share(hz: WeekHazards):
+    """Share of failed payments recovered later: 0.7, the migrated provider's retries more."""
+    if hz.tech_fail is None:
+        return 0.7
+    return np.where(hz.tech_fail > 0, MIGRATION_RECOVERED, 0.7)
 
 
 def _shocks(s: Lanes, act: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
@@ -417,9 +464,9 @@ def draw_events_churn_oracle(s: Lanes, hz: WeekHazards, week_day, draws: EventDr
     none = np.zeros(n, bool)
     renewed = act & hz.renewal_in_week
     inv_due = act & (s.next_invoice_day < week_day + 7)
-    fail_p = _sig(-4.6 - 0.9 * s.health + 0.9 * s.card_payment + 1.0 * s.churn_intent)
+    fail_p = _payment_fail(s, hz)
     failed = d.v[0] < fail_p  # outcome 2; late (1) and on time (0) change nothing churn reads
-    recovered = d.v[3] < 0.7
+    recovered = d.v[3] < _recovered_share(hz)
     # paid day of a failed invoice (what advance reads of ev.invoice_paid_day)
     paid = np.where(recovered, s.next_invoice_day + 7 * d.recover_weeks, np.nan)
     second_failure = failed & (~recovered | (d.recover_weeks > 1))

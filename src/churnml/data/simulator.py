@@ -284,7 +284,9 @@ def simulate(n_accounts: int = 2000, months: int = 24, seed: int = 42, end=DEFAU
     ``drift``: drift scenarios (comma-separated to combine; default none) in force from
     ``drift_start`` (an ISO date inside the period; default its middle week) on:
     ``"price_change"`` and ``"product_change"`` change what drives churn and expansion,
-    ``"new_channel"`` who signs up, ``"usage_drop"`` what the product logs. Written to
+    ``"new_channel"`` who signs up, ``"usage_drop"`` what the product logs,
+    ``"billing_migration"`` both (more failed payments that no longer signal churn; churn
+    no longer waits for the renewal; shrinking companies leave). Written to
     ``_truth/meta`` (``drift``, ``drift_start``); the oracle follows them. Without drift the
     book is the same as before drift existed.
 

@@ -14,8 +14,10 @@ never expected to match.
 
 Binning (deterministic, no per-row Python):
 
-- numeric: interior edges = the distinct reference quantiles at 1/B, ..., (B-1)/B; a value goes
-  to ``searchsorted(edges, x, side="right")`` (bin ``0..len(edges)``), NaN to the last bin;
+- numeric: interior edges = the distinct reference quantiles at 1/B, ..., (B-1)/B, plus, for a
+  quantile value repeated (a point mass, such as a count that is 0 for most rows), the next
+  float above it, so the point mass is a bin of its own; a value goes to
+  ``searchsorted(edges, x, side="right")`` (bin ``0..len(edges)``), NaN to the last bin;
 - categorical: the (at most :data:`MAX_CATEGORIES`) most frequent reference categories, then
   "other", then missing.
 
@@ -49,7 +51,12 @@ def numeric_edges(values: np.ndarray, bins: int) -> list[float]:
     if not len(x) or bins < 2:
         return []
     qs = np.quantile(x, np.arange(1, bins) / bins)
-    return [float(v) for v in np.unique(qs)]
+    edges, repeats = np.unique(qs, return_counts=True)
+    # a value that fills more than one quantile (a point mass: a count that is 0 for most
+    # accounts) gets a bin of its own, so a shift off it shows: without the edge just above it,
+    # 0 and every higher count would share one bin and PSI could never move
+    above = np.nextafter(edges[repeats > 1], np.inf)
+    return [float(v) for v in np.unique(np.concatenate([edges, above]))]
 
 
 def numeric_bins(values: np.ndarray, edges: list[float]) -> np.ndarray:

@@ -317,14 +317,12 @@ class SurvivalModel:
                 X[:, self.feature_names.index(name)] = values
         return self.period_hazards(X, period, num_iteration).reshape(n, periods, len(CLASSES))
 
-    def period_hazards(self, X: np.ndarray, period: np.ndarray, num_iteration: int | None = None,
-                       calibrated: bool = True) -> np.ndarray:
+    def period_hazards(self, X: np.ndarray, period: np.ndarray, num_iteration: int | None = None) -> np.ndarray:
         """(rows, classes) hazards of encoded person-period rows ``X`` in periods ``period``:
         the booster's probabilities, shifted by :attr:`class_bias` and scaled by
-        :attr:`hazard_scaling` when the model has them (``calibrated=False``: without the
-        scaling, as the calibration is fitted). Every path that scores the model (local,
-        ``/predict``, the Spark and Bento pyfunc) goes through here."""
-        scaling = self.hazard_scaling if calibrated else None
+        :attr:`hazard_scaling` when the model has them. Every path that scores the model
+        (local, ``/predict``, the Spark and Bento pyfunc) goes through here."""
+        scaling = self.hazard_scaling
         if self.class_bias is None and scaling is None:
             return cast(np.ndarray, self.booster.predict(X, num_iteration=num_iteration))
         raw = self.raw_scores(X, num_iteration)
@@ -448,7 +446,7 @@ def fit_hazard_scaling(raw: np.ndarray, label: np.ndarray, period: np.ndarray | 
     """The :class:`HazardScaling` that minimises the multinomial log loss of ``label`` (class
     codes) over person-period rows with raw scores ``raw`` (rows, classes); with ``period``
     also a slope in the period index per outcome. scipy's L-BFGS with the exact gradient from
-    the identity; deterministic, vectorised (a few hundred passes over the rows)."""
+    the identity; deterministic, vectorised (a few dozen passes over the rows)."""
     from scipy.optimize import minimize
 
     raw = np.asarray(raw, dtype="float64")

@@ -246,6 +246,9 @@ class SurvivalModel:
     #: per-class shift of the raw scores (class 0 fixed at 0) fitted on the validation rows
     #: (:func:`fit_class_bias`); None = the booster's probabilities as they are
     class_bias: list[float] | None = None
+    #: post-hoc scaling of each outcome's "outcome vs none" logit fitted on the calibration
+    #: window (:func:`fit_hazard_scaling`, :class:`HazardScaling` as a dict); None = none
+    hazard_scaling: dict[str, list[float]] | None = None
 
     @property
     def version(self) -> str | None:
@@ -271,7 +274,7 @@ class SurvivalModel:
         self.booster.save_model(str(folder / "hazard.txt"))
         meta = {"feature_names": self.feature_names, "categories": self.categories,
                 "classes": list(CLASSES), "period_days": PERIOD_DAYS, "info": self.info,
-                "class_bias": self.class_bias}
+                "class_bias": self.class_bias, "hazard_scaling": self.hazard_scaling}
         (folder / "survival_model.json").write_text(json.dumps(meta, indent=1, default=str))
         return folder
 
@@ -295,7 +298,7 @@ class SurvivalModel:
         if version is not None:
             info["version"] = str(version)
         return cls(booster, list(meta["feature_names"]), dict(meta["categories"]), info,
-                   meta.get("class_bias"))
+                   meta.get("class_bias"), meta.get("hazard_scaling"))
 
     def hazards(self, features: pd.DataFrame, periods: int = N_PERIODS,
                 num_iteration: int | None = None) -> np.ndarray:
@@ -312,12 +315,37 @@ class SurvivalModel:
         for name, values in period_time_features(sources.iloc[index], period).items():
             if name in self.feature_names:
                 X[:, self.feature_names.index(name)] = values
-        if self.class_bias is None:
-            proba = cast(np.ndarray, self.booster.predict(X, num_iteration=num_iteration))
-        else:
-            proba = softmax(cast(np.ndarray, self.booster.predict(X, raw_score=True, num_iteration=num_iteration)),
-                            self.class_bias)
-        return proba.reshape(n, periods, len(CLASSES))
+        return self.period_hazards(X, period, num_iteration).reshape(n, periods, len(CLASSES))
+
+    def period_hazards(self, X: np.ndarray, period: np.ndarray, num_iteration: int | None = None) -> np.ndarray:
+        """(rows, classes) hazards of encoded person-period rows ``X`` in periods ``period``:
+        the booster's probabilities, shifted by :attr:`class_bias` and scaled by
+        :attr:`hazard_scaling` when the model has them. Every path that scores the model
+        (local, ``/predict``, the Spark and Bento pyfunc) goes through here."""
+        scaling = self.hazard_scaling
+        if self.class_bias is None and scaling is None:
+            return cast(np.ndarray, self.booster.predict(X, num_iteration=num_iteration))
+        raw = self.raw_scores(X, num_iteration)
+        if scaling is None:
+            return softmax(raw)
+        return HazardScaling.from_dict(scaling).apply(raw, period)
+
+    def raw_scores(self, X: np.ndarray, num_iteration: int | None = None) -> np.ndarray:
+        """(rows, classes) raw multiclass scores of encoded rows ``X``, shifted by
+        :attr:`class_bias` when the model has one (what :attr:`hazard_scaling` is fitted on)."""
+        raw = cast(np.ndarray, self.booster.predict(X, raw_score=True, num_iteration=num_iteration))
+        if self.class_bias is not None:
+            raw = raw + np.asarray(self.class_bias, dtype="float64")
+        return raw
+
+    def fit_scaling(self, rows: pd.DataFrame, period_term: bool = False) -> "HazardScaling":
+        """Fit :attr:`hazard_scaling` on person-period ``rows`` (:func:`person_period_rows`:
+        features, time features, ``period`` and ``label``) and keep it; returns it."""
+        raw = self.raw_scores(self.encoder.matrix(rows))
+        period = rows["period"].to_numpy(dtype="float64") if period_term else None
+        scaling = fit_hazard_scaling(raw, rows["label"].to_numpy(dtype=np.int64), period)
+        self.hazard_scaling = scaling.to_dict()
+        return scaling
 
     def curves(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """:func:`curves_from_hazards` of :meth:`hazards`."""
@@ -367,6 +395,91 @@ def fit_class_bias(raw: np.ndarray, label: np.ndarray) -> list[float]:
     result = minimize(loss, np.zeros(raw.shape[1] - 1), jac=True, method="L-BFGS-B",
                       options={"ftol": 1e-15, "gtol": 1e-10})
     return [0.0] + [float(v) for v in result.x]
+
+
+@dataclass(frozen=True)
+class HazardScaling:
+    """Post-hoc calibration of the multiclass hazard (vector scaling of the logits).
+
+    With ``raw`` the booster's raw scores of a person-period row and ``l_k = raw_k - raw_none``
+    the log odds of outcome ``k`` against no event, the calibrated hazard is
+    ``softmax(0, a_k l_k + b_k + c_k * period)`` over (none, outcomes): ``scale`` ``a_k``,
+    ``offset`` ``b_k`` and ``period_slope`` ``c_k`` per outcome. It stays a probability over
+    the classes for every row, so survival and the incidences still sum to 1 and every
+    incidence still rises with time (:func:`curves_from_hazards`). A scale per outcome keeps
+    each outcome's ranking only approximately (the hazard of ``k`` depends on the other
+    logits too). Identity: scale 1, offset 0, slope 0."""
+
+    scale: tuple[float, ...]
+    offset: tuple[float, ...]
+    period_slope: tuple[float, ...]
+
+    @classmethod
+    def identity(cls, outcomes: int = len(CLASSES) - 1) -> "HazardScaling":
+        return cls((1.0,) * outcomes, (0.0,) * outcomes, (0.0,) * outcomes)
+
+    def logits(self, raw: np.ndarray, period: np.ndarray | None) -> np.ndarray:
+        """(rows, outcomes) calibrated log odds of each outcome against none."""
+        raw = np.asarray(raw, dtype="float64")
+        z = (raw[:, 1:] - raw[:, :1]) * np.asarray(self.scale) + np.asarray(self.offset)
+        if period is not None and any(self.period_slope):
+            z = z + np.asarray(period, dtype="float64")[:, None] * np.asarray(self.period_slope)
+        return z
+
+    def apply(self, raw: np.ndarray, period: np.ndarray | None) -> np.ndarray:
+        """(rows, classes) calibrated hazards of raw scores ``raw`` in periods ``period``."""
+        z = self.logits(raw, period)
+        return softmax(np.concatenate([np.zeros((len(z), 1)), z], axis=1))
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"scale": list(self.scale), "offset": list(self.offset),
+                "period_slope": list(self.period_slope)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "HazardScaling":
+        outcomes = len(data["scale"])
+        return cls(tuple(float(v) for v in data["scale"]), tuple(float(v) for v in data["offset"]),
+                   tuple(float(v) for v in data.get("period_slope", [0.0] * outcomes)))
+
+
+def fit_hazard_scaling(raw: np.ndarray, label: np.ndarray, period: np.ndarray | None = None) -> HazardScaling:
+    """The :class:`HazardScaling` that minimises the multinomial log loss of ``label`` (class
+    codes) over person-period rows with raw scores ``raw`` (rows, classes); with ``period``
+    also a slope in the period index per outcome. scipy's L-BFGS with the exact gradient from
+    the identity; deterministic, vectorised (a few dozen passes over the rows)."""
+    from scipy.optimize import minimize
+
+    raw = np.asarray(raw, dtype="float64")
+    label = np.asarray(label, dtype=np.int64)
+    outcomes = raw.shape[1] - 1
+    if not len(raw):
+        return HazardScaling.identity(outcomes)
+    base = raw[:, 1:] - raw[:, :1]
+    onehot = np.eye(raw.shape[1])[label][:, 1:]
+    t = None if period is None else np.asarray(period, dtype="float64")
+    blocks = 3 if t is not None else 2
+
+    def unpack(theta: np.ndarray) -> HazardScaling:
+        a, b = theta[:outcomes], theta[outcomes: 2 * outcomes]
+        c = theta[2 * outcomes:] if t is not None else np.zeros(outcomes)
+        return HazardScaling(tuple(float(v) for v in a), tuple(float(v) for v in b), tuple(float(v) for v in c))
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        z = base * theta[:outcomes] + theta[outcomes: 2 * outcomes]
+        if t is not None:
+            z += t[:, None] * theta[2 * outcomes:]
+        top = np.maximum(z.max(axis=1), 0.0)                        # none's logit is 0
+        log_norm = top + np.log(np.exp(-top) + np.exp(z - top[:, None]).sum(axis=1))
+        value = float((log_norm - (onehot * z).sum(axis=1)).mean())
+        resid = (np.exp(z - log_norm[:, None]) - onehot) / len(z)   # d loss / d z
+        grad = [(resid * base).sum(axis=0), resid.sum(axis=0)]
+        if t is not None:
+            grad.append((resid * t[:, None]).sum(axis=0))
+        return value, np.concatenate(grad)
+
+    start = np.concatenate([np.ones(outcomes), np.zeros(outcomes * (blocks - 1))])
+    result = minimize(loss, start, jac=True, method="L-BFGS-B", options={"ftol": 1e-13, "gtol": 1e-9})
+    return unpack(np.asarray(result.x, dtype="float64"))
 
 
 def fit_hazard(train: pd.DataFrame, valid: pd.DataFrame | None, feature_names: list[str],

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from churnml.errors import ConfigError, InsufficientDataError
+from churnml.errors import ConfigError, InsufficientDataError, LeakageError
 from churnml.models import survival as S
 from churnml.models import survival_metrics as SM
 from churnml.outcomes import TIME_TO_EVENT
@@ -62,6 +62,11 @@ class SurvivalConfig:
     recalibrate: bool = False
     #: keep the rounds best calibrated per decile on the calibration window (``fit_protocol``)
     select_rounds: bool = True
+    #: scale each outcome's "outcome vs none" hazard logit, fitted on the calibration window's
+    #: person-period rows (``survival.fit_hazard_scaling``; ``fit_protocol``)
+    hazard_scaling: bool = True
+    #: with ``hazard_scaling``, also a slope in the period index per outcome
+    hazard_scaling_period: bool = False
     promotion_min_improvement: float = 0.0
     bootstrap_resamples: int = 200
     seed: int = 7
@@ -101,6 +106,8 @@ def load_survival_config(path: str | Path | None = None) -> SurvivalConfig:
         refit=bool(raw.get("refit", {}).get("enabled", True)),
         recalibrate=bool(raw.get("calibration", {}).get("class_bias", False)),
         select_rounds=bool(raw.get("calibration", {}).get("select_rounds", True)),
+        hazard_scaling=bool(raw.get("calibration", {}).get("hazard_scaling", True)),
+        hazard_scaling_period=bool(raw.get("calibration", {}).get("hazard_scaling_period", False)),
         promotion_min_improvement=float(raw.get("promotion", {}).get("min_improvement", 0.0)),
         bootstrap_resamples=raw.get("evaluation", {}).get("bootstrap_resamples", 200),
         seed=raw.get("evaluation", {}).get("seed", 7))
@@ -287,6 +294,17 @@ def calibration_window(past: pd.DataFrame, features: pd.DataFrame, cutoff: pd.Ti
     return S.join_features(window[window["observed_periods"] > 0], features)
 
 
+def calibration_rows(past: pd.DataFrame, features: pd.DataFrame, cutoff: pd.Timestamp,
+                     config: SurvivalConfig) -> pd.DataFrame:
+    """The person-period rows of the calibration window (:func:`calibration_window`'s
+    landmarks, follow-up censored at ``cutoff``): every one ends by ``cutoff``, before the
+    first test landmark, and none is a training row. :func:`fit_protocol` fits the hazard's
+    scaling (``calibration.hazard_scaling``) on them."""
+    start = cutoff - pd.Timedelta(days=config.validation_days)
+    window = truncate_events(past[(past["as_of"] >= start) & (past["as_of"] < cutoff)], cutoff)
+    return S.person_period_rows(window[window["observed_periods"] > 0], features, cutoff=cutoff)
+
+
 def rounds_by_calibration(window: pd.DataFrame) -> Callable[[S.SurvivalModel, int, int], int]:
     """``select_rounds`` of :func:`~churnml.models.survival.fit_hazard`: among the rounds from
     early stopping's to the last trained, the one whose :data:`CALIBRATION_DAYS`-day incidences
@@ -314,16 +332,30 @@ def rounds_by_calibration(window: pd.DataFrame) -> Callable[[S.SurvivalModel, in
 
 
 def fit_protocol(rows: pd.DataFrame, names: list[str], categorical: list[str], cutoff: pd.Timestamp,
-                 config: SurvivalConfig, window: pd.DataFrame | None = None) -> S.SurvivalModel:
+                 config: SurvivalConfig, window: pd.DataFrame | None = None,
+                 window_rows: pd.DataFrame | None = None) -> S.SurvivalModel:
     """The protocol model on the person-period rows that end by ``cutoff``: early stopping on
     those whose period ends in the last ``validation_days`` before it, the rest trains. With
     ``config.select_rounds`` and a calibration ``window`` (:func:`calibration_window`), the
-    rounds kept are chosen on it (:func:`rounds_by_calibration`)."""
+    rounds kept are chosen on it (:func:`rounds_by_calibration`). With
+    ``config.hazard_scaling`` and the window's person-period rows ``window_rows``
+    (:func:`calibration_rows`), the hazard's scaling is then fitted on them
+    (``SurvivalModel.fit_scaling``; ``info["hazard_scaling_rows"]`` counts them); a row that
+    ends after ``cutoff`` is refused."""
     in_valid = (rows["period_end"] > cutoff - pd.Timedelta(days=config.validation_days)).to_numpy()
     select = rounds_by_calibration(window) if config.select_rounds and window is not None else None
-    return S.fit_hazard(rows[~in_valid], rows[in_valid], names, categorical, config.lgb_params,
-                        config.num_boost_round, config.early_stopping_rounds,
-                        recalibrate=config.recalibrate, select_rounds=select)
+    model = S.fit_hazard(rows[~in_valid], rows[in_valid], names, categorical, config.lgb_params,
+                         config.num_boost_round, config.early_stopping_rounds,
+                         recalibrate=config.recalibrate, select_rounds=select)
+    if config.hazard_scaling and window_rows is not None and len(window_rows):
+        late = window_rows["period_end"] > cutoff
+        if late.any():
+            raise LeakageError(f"calibration rows must end by the cutoff {cutoff.date()}: {int(late.sum())} "
+                             f"end later (e.g. {window_rows.loc[late, 'period_end'].iloc[0].date()})")
+        scaling = model.fit_scaling(window_rows, config.hazard_scaling_period)
+        model.info["hazard_scaling"] = scaling.to_dict()
+        model.info["hazard_scaling_rows"] = int(len(window_rows))
+    return model
 
 
 def train_time_to_event(book, config: SurvivalConfig | str | Path | None = None, *, truth=None, catalog=None,
@@ -372,7 +404,8 @@ def train_time_to_event(book, config: SurvivalConfig | str | Path | None = None,
     names, categorical, dropped = _feature_columns(features, rows)
     in_valid = (rows["period_end"] > cutoff - pd.Timedelta(days=config.validation_days)).to_numpy()
     protocol = fit_protocol(rows, names, categorical, cutoff, config,
-                            calibration_window(past, features, cutoff, config))
+                            calibration_window(past, features, cutoff, config),
+                            calibration_rows(past, features, cutoff, config))
     timings["fit_seconds"] = time.perf_counter() - clock
     if progress is not None:
         progress.advance()
@@ -427,10 +460,23 @@ def train_time_to_event(book, config: SurvivalConfig | str | Path | None = None,
         model = S.fit_hazard(all_rows, None, names, categorical, config.lgb_params, config.num_boost_round,
                              config.early_stopping_rounds, rounds=protocol.info["best_iteration"],
                              class_bias=protocol.class_bias)
+        # the protocol's calibration, fitted on rows the protocol model never trained on (the
+        # refit has no held-out row left to fit its own)
+        model.hazard_scaling = protocol.hazard_scaling
+        if protocol.hazard_scaling is not None:
+            model.info["hazard_scaling"] = protocol.hazard_scaling
         timings["refit_seconds"] = time.perf_counter() - clock
         train_end = pd.Timestamp(all_rows["period_end"].max())
         notes.append(f"registered model refitted on all {len(all_rows):,} person-period rows with "
                      f"{protocol.info['best_iteration']} rounds; the test metrics are the protocol model's")
+    if protocol.hazard_scaling is not None:
+        fitted = protocol.hazard_scaling
+        notes.append(f"hazard scaling (per outcome {', '.join(S.CLASSES[1:])}) fitted on "
+                     f"{protocol.info.get('hazard_scaling_rows', 0):,} calibration-window person-period rows: "
+                     f"scale {', '.join(f'{v:.3f}' for v in fitted['scale'])}; offset "
+                     f"{', '.join(f'{v:.3f}' for v in fitted['offset'])}"
+                     + (f"; period slope {', '.join(f'{v:.3f}' for v in fitted['period_slope'])}"
+                        if any(fitted["period_slope"]) else ""))
     if protocol.info.get("early_stopping_iteration") != protocol.info["best_iteration"]:
         notes.append(f"rounds: {protocol.info['best_iteration']} (best calibrated per decile on the "
                      f"calibration window), early stopping's {protocol.info['early_stopping_iteration']}")

@@ -73,6 +73,8 @@ RENEWAL_FEATURE = "time_to_renewal_days"
 TIME_FEATURES: tuple[str, ...] = (PERIOD_FEATURE, TENURE_FEATURE, RENEWAL_FEATURE)
 #: the catalog features the time features start from (at the landmark)
 _TENURE_SOURCE, _RENEWAL_SOURCE = "tenure_days", "days_to_renewal"
+#: the time feature -> the catalog feature it equals in an account's current period (period 0)
+TIME_FEATURE_SOURCES: dict[str, str] = {TENURE_FEATURE: _TENURE_SOURCE, RENEWAL_FEATURE: _RENEWAL_SOURCE}
 
 
 def _tie_rank(outcome: Outcome) -> tuple[int, int]:
@@ -318,6 +320,14 @@ class SurvivalModel:
             proba = softmax(cast(np.ndarray, self.booster.predict(X, raw_score=True, num_iteration=num_iteration)),
                             self.class_bias)
         return proba.reshape(n, periods, len(CLASSES))
+
+    def timing_reasons(self, features: pd.DataFrame, top_k: int = 3, *, catalog=None,
+                       columns=None) -> dict[str, list[list[dict]]]:
+        """Per outcome, per row, up to ``top_k`` reasons for the outcome's hazard in the
+        account's current period, in the catalog's words (``churnml.models.survival_explain``)."""
+        from churnml.models.survival_explain import timing_reasons
+
+        return dict(timing_reasons(self, features, top_k, catalog=catalog, columns=columns))
 
     def curves(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """:func:`curves_from_hazards` of :meth:`hazards`."""

@@ -126,7 +126,7 @@ def test_time_features_count_with_their_catalog_feature(model):
     contrib = E.timing_contributions(model, E.current_period_matrix(model, frame))
     grouped = explainer.grouped(contrib)
     names = model.feature_names
-    for time_feature, source in E.SAME_AS.items():
+    for time_feature, source in S.TIME_FEATURE_SOURCES.items():
         want = contrib[:, :, names.index(time_feature)] + contrib[:, :, names.index(source)]
         np.testing.assert_allclose(grouped[:, :, explainer.groups.index(source)], want, atol=1e-12)
 

@@ -257,6 +257,12 @@ class SurvivalModel:
 
     #: features the model computes from the landmark's (never sent to ``/predict``)
     derived_features: ClassVar[tuple[str, ...]] = TIME_FEATURES
+    #: what the timing reasons read of the model (``churnml.models.survival_explain``, which
+    #: does not import this module): its classes, the period feature and the time features'
+    #: catalog sources
+    classes: ClassVar[tuple[str, ...]] = CLASSES
+    period_feature: ClassVar[str] = PERIOD_FEATURE
+    time_feature_sources: ClassVar[dict[str, str]] = TIME_FEATURE_SOURCES
 
     @property
     def encoder(self):
@@ -320,6 +326,17 @@ class SurvivalModel:
             proba = softmax(cast(np.ndarray, self.booster.predict(X, raw_score=True, num_iteration=num_iteration)),
                             self.class_bias)
         return proba.reshape(n, periods, len(CLASSES))
+
+    def current_period_matrix(self, features: pd.DataFrame, columns=None) -> np.ndarray:
+        """The matrix of each account's current-period row (period 0), as :meth:`hazards`
+        builds its first period: the landmark features encoded, then the time features."""
+        X = self.encoder.matrix(features, columns)
+        if not X.flags.writeable:
+            X = X.copy()
+        for name, values in period_time_features(features, np.zeros(len(features), dtype=np.int64)).items():
+            if name in self.feature_names:
+                X[:, self.feature_names.index(name)] = values
+        return X
 
     def timing_reasons(self, features: pd.DataFrame, top_k: int = 3, *, catalog=None,
                        columns=None) -> dict[str, list[list[dict]]]:

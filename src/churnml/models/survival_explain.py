@@ -44,56 +44,37 @@ import numpy as np
 import pandas as pd
 
 from churnml.models.explain import build_reasons, top_k_indices
-from churnml.models.survival import PERIOD_FEATURE, TIME_FEATURE_SOURCES
-
-#: model features that are never a reason (the period of the row, the same for every account)
-NOT_A_REASON: tuple[str, ...] = (PERIOD_FEATURE,)
-#: time features whose value in the current period is a catalog feature's (they are worded,
-#: named and counted as that feature)
-SAME_AS: dict[str, str] = dict(TIME_FEATURE_SOURCES)
 #: rows up to which LightGBM predicts on one thread (a request's few accounts; same numbers)
 SMALL_ROWS = 64
 
 
 def current_period_matrix(model, features: pd.DataFrame, columns=None) -> np.ndarray:
-    """The matrix of each account's current-period row (period 0), as ``SurvivalModel.hazards``
-    builds its first period: the landmark features encoded, then the time features."""
-    from churnml.models.survival import period_time_features
-
-    encoder = model.encoder
-    X = encoder.matrix(features, columns)
-    if not X.flags.writeable:
-        X = X.copy()
-    names = list(model.feature_names)
-    for name, values in period_time_features(features, np.zeros(len(features), dtype=np.int64)).items():
-        if name in names:
-            X[:, names.index(name)] = values
-    return X
+    """``SurvivalModel.current_period_matrix``: each account's current-period row (period 0)."""
+    return model.current_period_matrix(features, columns)
 
 
 def timing_contributions(model, X: np.ndarray) -> np.ndarray:
     """(n, outcomes, n_features + 1) exact TreeSHAP of ``raw_k - raw_none`` at the rows of
-    ``X`` (outcome ``k`` in :data:`~churnml.models.survival.CLASSES` order after "none"), the
-    base value last: per row and outcome they sum to the booster's ``raw_k - raw_none``."""
-    from churnml.models.survival import CLASSES
-
+    ``X`` (outcome ``k`` in ``model.classes`` order after "none"), the base value last: per
+    row and outcome they sum to the booster's ``raw_k - raw_none``."""
+    classes = len(model.classes)
     n, width = len(X), len(model.feature_names) + 1
     if n == 0:
-        return np.zeros((0, len(CLASSES) - 1, width))
+        return np.zeros((0, classes - 1, width))
     kwargs: dict[str, Any] = {"num_threads": 1} if n <= SMALL_ROWS else {}
     contrib = np.asarray(model.booster.predict(X, pred_contrib=True, **kwargs), dtype="float64")
-    if contrib.shape != (n, len(CLASSES) * width):
+    if contrib.shape != (n, classes * width):
         raise ValueError(f"pred_contrib of the time-to-event booster has shape {contrib.shape}; "
-                         f"{len(CLASSES)} classes of {width} columns were expected")
-    blocks = contrib.reshape(n, len(CLASSES), width)
+                         f"{classes} classes of {width} columns were expected")
+    blocks = contrib.reshape(n, classes, width)
     return blocks[:, 1:, :] - blocks[:, :1, :]
 
 
 class TimingExplainer:
     """The reason columns of one time-to-event model, worded with one feature catalog.
 
-    ``groups``: the reason features (model features, with :data:`SAME_AS` merged into their
-    catalog feature and :data:`NOT_A_REASON` left out) and ``membership`` (n_features,
+    ``groups``: the reason features (model features, with each time feature merged into its
+    catalog feature, ``model.time_feature_sources``, and ``model.period_feature`` left out) and ``membership`` (n_features,
     n_groups), the 0/1 matrix that sums model contributions into them."""
 
     def __init__(self, model, catalog) -> None:
@@ -106,10 +87,11 @@ class TimingExplainer:
         groups: list[str] = []
         source: list[int] = []  # per group: the model column whose values are shown
         columns: dict[str, list[int]] = {}
+        same_as = dict(model.time_feature_sources)
         for j, name in enumerate(names):
-            if name in NOT_A_REASON:
+            if name == model.period_feature:
                 continue
-            columns.setdefault(SAME_AS.get(name, name), []).append(j)
+            columns.setdefault(same_as.get(name, name), []).append(j)
         for group, js in columns.items():
             groups.append(group)
             # the catalog feature's own column when the model has it, else the time feature
@@ -136,10 +118,8 @@ class TimingExplainer:
                 ) -> dict[str, list[list[dict]]]:
         """Per outcome (registry name), per row, up to ``top_k`` reasons
         ``{feature, value, contribution, text}`` (module docstring)."""
-        from churnml.models.survival import CLASSES
-
         n = len(features)
-        outcomes = list(CLASSES[1:])
+        outcomes = list(self.model.classes[1:])
         if n == 0:
             return {o: [] for o in outcomes}
         X = current_period_matrix(self.model, features, columns)

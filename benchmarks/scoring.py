@@ -17,6 +17,12 @@ b. **reasons vs raw TreeSHAP**: on the same feature rows (the whole book in one 
    outcome's model's ``predict_with_reasons`` (the job's reasons stage: matrix, TreeSHAP, calibration,
    top-3, sentences) against ``booster.predict(X, pred_contrib=True)`` on the prepared matrix,
    interleaved ``--repeat`` times, best of each. Goal: within 1.2x.
+c. **timing reasons vs raw TreeSHAP** (when the home has a ``churnml-time-to-event``
+   champion): on the same rows, ``SurvivalModel.timing_reasons`` (the job's ``timing_reasons``
+   stage: current-period matrix, multiclass TreeSHAP, class minus "none", grouping, top-3 per
+   outcome, sentences) against ``booster.predict(X, pred_contrib=True)`` on the prepared
+   current-period matrix, and the model's ``predict`` (the incidences, the ``time_to_event``
+   stage) for scale; interleaved ``--repeat`` times, best of each.
 
 Usage::
 
@@ -123,7 +129,9 @@ def main(argv=None) -> int:
                      "trees": {name: m.booster.num_trees() for name, m in models.items()},
                      "model_versions": {name: str(m.version) for name, m in models.items()},
                      "time_to_event_version": (None if time_to_event is None
-                                               else str(time_to_event.version))}
+                                               else str(time_to_event.version)),
+                     "time_to_event_trees": (None if time_to_event is None
+                                             else time_to_event.booster.num_trees())}
 
     # the week-before features are timed inside score_book's "features" stage; a wrapper
     # times them on their own too (a nested stage of the clock, not counted twice)
@@ -218,6 +226,29 @@ def main(argv=None) -> int:
                           for name, v in per_model.items()},
         }
         log(json.dumps(figures["reasons"]))
+
+        # -- (c) timing reasons vs raw multiclass pred_contrib on the same rows ------------------
+        if time_to_event is not None:
+            X0 = time_to_event.current_period_matrix(features)
+            timing_s, timing_raw_s, incidences_s = [], [], []
+            for _ in range(args.repeat):
+                t0 = time.perf_counter()
+                time_to_event.timing_reasons(features, 3)
+                timing_s.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                time_to_event.booster.predict(X0, pred_contrib=True)
+                timing_raw_s.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                time_to_event.predict(features)
+                incidences_s.append(time.perf_counter() - t0)
+            figures["timing_reasons"] = {
+                "rows": len(features), "trees": time_to_event.booster.num_trees(),
+                "timing_reasons_s": round(min(timing_s), 2),
+                "raw_pred_contrib_s": round(min(timing_raw_s), 2),
+                "ratio": round(min(timing_s) / min(timing_raw_s), 3),
+                "incidences_s": round(min(incidences_s), 2),
+            }
+            log(json.dumps(figures["timing_reasons"]))
     finally:
         weekly.book_week_before = book_week_before
         shutil.rmtree(out, ignore_errors=True)
@@ -234,8 +265,9 @@ def main(argv=None) -> int:
         f"{args.chunk_size:,}) | wall s | peak RSS GB |",
         "|---|---:|---:|",
     ]
-    order = ["load", "features", "week_before", "models_and_reasons", "health", "alerts",
-             "actions", "assemble", "write_and_glue", "report"]
+    order = ["load", "features", "week_before", "models_and_reasons", "time_to_event",
+             "timing_reasons", "health", "alerts", "actions", "assemble", "write_and_glue",
+             "report"]
     for k in order:
         if k in j["stages"]:
             label = "(of which week_before)" if k == "week_before" else k
@@ -256,6 +288,17 @@ def main(argv=None) -> int:
     for name, v in r["per_model"].items():
         lines.append(f"| {name} ({figures['trees'][name]} trees): reasons / raw | "
                      f"{v['reasons_s']:.2f} / {v['raw_pred_contrib_s']:.2f} ({v['ratio']:.2f}x) |")
+    t = figures.get("timing_reasons")
+    if t is not None:
+        lines.append("")
+        lines.append(f"| timing reasons vs raw LightGBM ({t['rows']:,} rows, time-to-event "
+                     f"v{figures['time_to_event_version']}, {t['trees']} trees: 4 classes) | s |")
+        lines.append("|---|---:|")
+        lines.append(f"| `timing_reasons` (current-period matrix, TreeSHAP, class - none, "
+                     f"top-3 x 3 outcomes, sentences) | {t['timing_reasons_s']:.2f} |")
+        lines.append(f"| raw `booster.predict(X0, pred_contrib=True)` | {t['raw_pred_contrib_s']:.2f} |")
+        lines.append(f"| ratio | {t['ratio']:.2f} |")
+        lines.append(f"| incidences (`predict`, 12 periods) | {t['incidences_s']:.2f} |")
     lines.append("")
     print_results(lines, figures)
     return 0

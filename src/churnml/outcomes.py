@@ -64,6 +64,11 @@ class Outcome:
         return f"{self.name}_reasons"
 
     @property
+    def timing_reasons_column(self) -> str:
+        """The time-to-event model's reasons for this outcome's hazard (``churn_timing_reasons``)."""
+        return f"{self.name}_timing_reasons"
+
+    @property
     def version_column(self) -> str:
         return f"{self.name}_model_version"
 

@@ -47,7 +47,9 @@ def test_score_two_weeks_then_rerun(home, sim_dir, tmp_path):
     assert scores["churn_model_version"].eq("1").all()
     assert scores["health_weights_version"].nunique() == 1
     assert scores["churn_reasons"].map(len).gt(0).all()
-    assert scores["schema_version"].eq(4).all()
+    from churnml.scoring.schema import SCHEMA_VERSION
+
+    assert scores["schema_version"].eq(SCHEMA_VERSION).all() and SCHEMA_VERSION == 5
     assert scores["next_best_action"].map(lambda a: bool(a["reason"])).all()
     first = (part / "scores.parquet").read_bytes()
     proc = churnml("score", "--data", str(sim_dir), "--as-of", f"{as_of:%Y-%m-%d}", "--out",
@@ -163,7 +165,12 @@ def test_score_and_predictor_fill_the_time_to_event_columns(tte_home, sim_dir, t
     from churnml.data.io import load_book
     from churnml.features.build import build_features
     from churnml.features.labels import latest_scoring_date
-    from churnml.scoring.schema import TIME_TO_EVENT_VERSION_COLUMN, time_to_event_columns
+    from churnml.models.survival import TIME_FEATURES
+    from churnml.scoring.schema import (
+        TIME_TO_EVENT_VERSION_COLUMN,
+        time_to_event_floats,
+        time_to_event_reason_columns,
+    )
 
     book = load_book(sim_dir)[0]
     as_of = latest_scoring_date(book)
@@ -172,8 +179,13 @@ def test_score_and_predictor_fill_the_time_to_event_columns(tte_home, sim_dir, t
     assert proc.returncode == 0, proc.stderr
     part = tmp_path / "scores" / f"as_of={as_of:%Y-%m-%d}"
     scores = pd.read_parquet(part / "scores.parquet")
-    floats = [c for c in time_to_event_columns() if c != TIME_TO_EVENT_VERSION_COLUMN]
+    floats = time_to_event_floats()
     assert scores[floats].notna().all().all()
+    # the timing reasons (schema version 5): every account has some, in catalog words
+    for column in time_to_event_reason_columns():
+        assert scores[column].map(len).gt(0).all(), column
+        assert all(r["text"] and r["feature"] not in TIME_FEATURES
+                   for rows in scores[column] for r in rows), column
     assert scores[TIME_TO_EVENT_VERSION_COLUMN].eq("1").all()
     assert (scores["churn_probability_180d"] >= scores["churn_probability_30d"]).all()
     page = (part / "report.html").read_text()
@@ -192,3 +204,8 @@ def test_score_and_predictor_fill_the_time_to_event_columns(tte_home, sim_dir, t
     batch = scores.set_index("account_id").loc[served["account_id"]]
     np.testing.assert_allclose(served[floats].to_numpy(dtype="float64"),
                                batch[floats].to_numpy(dtype="float64"), rtol=0, atol=1e-12)
+    for column in time_to_event_reason_columns():
+        for got, want in zip(served[column], batch[column]):
+            assert [(r["feature"], r["text"]) for r in got] == [(r["feature"], r["text"]) for r in want]
+            np.testing.assert_allclose([r["contribution"] for r in got],
+                                       [r["contribution"] for r in want], rtol=0, atol=1e-12)

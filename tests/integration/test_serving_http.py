@@ -138,9 +138,16 @@ def _history_tables(book, account_ids) -> dict[str, list[dict]]:
 
 
 def _time_to_event_floats() -> list[str]:
-    from churnml.scoring.schema import TIME_TO_EVENT_VERSION_COLUMN, time_to_event_columns
+    from churnml.scoring.schema import time_to_event_floats
 
-    return [c for c in time_to_event_columns() if c != TIME_TO_EVENT_VERSION_COLUMN]
+    return time_to_event_floats()
+
+
+def _assert_same_reasons(got_reasons: list[dict], want_reasons: list[dict], label: str) -> None:
+    assert [r["feature"] for r in got_reasons] == [r["feature"] for r in want_reasons], label
+    for g, w in zip(got_reasons, want_reasons):
+        assert abs(g["contribution"] - w["contribution"]) <= TOLERANCE, label
+        assert g["text"] == w["text"], label
 
 
 def _assert_same_scores(got: list[dict], want: pd.DataFrame, label: str) -> None:
@@ -168,12 +175,15 @@ def _assert_same_scores(got: list[dict], want: pd.DataFrame, label: str) -> None
         assert row["health_tier"] == ref["health_tier"]
         assert row["next_best_action"]["playbook"] == ref["next_best_action"]["playbook"]
         for target in ("churn", "expansion"):
-            got_reasons = row[f"{target}_reasons"]
-            want_reasons = list(ref[f"{target}_reasons"])
-            assert [r["feature"] for r in got_reasons] == [r["feature"] for r in want_reasons]
-            for g, w in zip(got_reasons, want_reasons):
-                assert abs(g["contribution"] - w["contribution"]) <= TOLERANCE
-                assert g["text"] == w["text"]
+            _assert_same_reasons(row[f"{target}_reasons"], list(ref[f"{target}_reasons"]), label)
+        # the time-to-event champion's timing reasons, per outcome (schema version 5)
+        from churnml.outcomes import OUTCOMES
+
+        for outcome in OUTCOMES:
+            column = outcome.timing_reasons_column
+            want_reasons = list(ref[column])
+            assert want_reasons, (label, column)  # the champion gives every account reasons
+            _assert_same_reasons(row[column], want_reasons, f"{label} {column}")
 
 
 def test_predict_and_predict_history_agree_with_the_batch_job(client, sim_book, batch_scores,

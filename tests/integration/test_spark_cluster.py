@@ -80,7 +80,11 @@ def test_standalone_cluster_matches_local_engine(home, sim_dir, tmp_path):
         partition_dir,
         score_book,
     )
-    from churnml.scoring.schema import TIME_TO_EVENT_VERSION_COLUMN, time_to_event_columns
+    from churnml.scoring.schema import (
+        TIME_TO_EVENT_VERSION_COLUMN,
+        time_to_event_floats,
+        time_to_event_reason_columns,
+    )
 
     book, _ = load_book(sim_dir)
     as_of = latest_scoring_date(book)
@@ -136,8 +140,11 @@ def test_standalone_cluster_matches_local_engine(home, sim_dir, tmp_path):
                    "expected_expansion_mrr"):
         np.testing.assert_allclose(a[column], b[column], rtol=0, atol=1e-9, err_msg=column)
     # the time-to-event columns: filled (not null on both sides) and equal to 1e-9
-    floats = [c for c in time_to_event_columns() if c != TIME_TO_EVENT_VERSION_COLUMN]
+    floats = time_to_event_floats()
     assert b[floats].notna().all().all() and b["churn_probability_180d"].std() > 0.001
+    # the timing reasons came through the pyfunc's UDF (the table equality below checks them)
+    for column in time_to_event_reason_columns():
+        assert b[column].map(len).gt(0).all(), column
     assert set(b[TIME_TO_EVENT_VERSION_COLUMN]) == {"1"}
     for column in floats:
         np.testing.assert_allclose(a[column], b[column], rtol=0, atol=1e-9, err_msg=column)

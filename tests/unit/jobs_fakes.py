@@ -203,5 +203,25 @@ def hazard_model(version="3"):
             h[:, :, 0] = 1.0 - h[:, :, 1:].sum(axis=2)
             return h
 
+        def timing_reasons(self, features, top_k=3, *, catalog=None, columns=None):
+            """One reason per outcome whose first-period log-odds against "none" the logins
+            drop moves: its shift from the same account without the drop."""
+            from churnml.features.catalog import load_catalog, render_reason
+
+            spec = (catalog or load_catalog())["usage_drop_50pct"]
+            drop = pd.to_numeric(features.get("usage_drop_50pct", pd.Series(0.0, index=features.index)),
+                                 errors="coerce").fillna(0.0).to_numpy()
+            h = self.hazards(features)[:, 0, :]
+            base = self.hazards(features.assign(usage_drop_50pct=0.0))[:, 0, :]
+            out = {}
+            for k, name in enumerate(S.CLASSES[1:], start=1):
+                tiny = 1e-12  # the expansion hazard is 0 with the drop
+                shift = (np.log(np.maximum(h[:, k], tiny) / h[:, 0])
+                         - np.log(np.maximum(base[:, k], tiny) / base[:, 0]))
+                out[name] = [[{"feature": "usage_drop_50pct", "value": float(d),
+                               "contribution": float(c), "text": render_reason(spec, float(d))}]
+                             if c != 0 and top_k > 0 else [] for d, c in zip(drop, shift)]
+            return out
+
     return FixedHazards(booster=None, feature_names=["usage_drop_50pct"], categories={},
                         info={"version": version})

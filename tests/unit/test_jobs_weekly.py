@@ -50,7 +50,7 @@ def test_partition_layout_and_rows(tmp_path):
     expected = simple_features(book, [pd.Timestamp(AS_OF)])
     assert scores["account_id"].tolist() == sorted(expected["account_id"])
     assert result.rows == len(scores) == len(expected)
-    assert scores["schema_version"].eq(SCHEMA_VERSION).all() and SCHEMA_VERSION == 4
+    assert scores["schema_version"].eq(SCHEMA_VERSION).all() and SCHEMA_VERSION == 5
     # no contraction model: its columns are there, null
     assert scores["contraction_probability"].isna().all()
     assert scores["contraction_model_version"].isna().all()

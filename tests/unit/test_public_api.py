@@ -35,7 +35,7 @@ def test_lazy_names_are_the_package_functions():
 
 def test_version_constants_and_unknown_name():
     assert churnml.__version__ == "0.1.0"
-    assert churnml.SCHEMA_VERSION == 4
+    assert churnml.SCHEMA_VERSION == 5
     from churnml.scoring.frame import SCHEMA_VERSION as written
     from churnml.scoring.schema import SCHEMA_VERSION as declared
     assert written is declared and written == churnml.SCHEMA_VERSION

@@ -48,7 +48,7 @@ def test_output_columns_have_every_outcome_and_dimension():
         < cols.index("contraction_probability")
     assert "health_usage" in cols and "health_engagement" in cols
     assert cols.index("mrr") < cols.index("mrr_at_risk")
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
 
 
 def test_arrow_schema_refuses_an_undeclared_column():
@@ -90,24 +90,37 @@ def test_docs_design_table_equals_the_declared_schema():
 def test_time_to_event_columns_derive_from_the_registry_and_the_model_days():
     from churnml.models import survival as S
     from churnml.outcomes import TIME_TO_EVENT_DAYS
-    from churnml.scoring.schema import TIME_TO_EVENT_VERSION_COLUMN, time_to_event_columns
+    from churnml.scoring.schema import (
+        TIME_TO_EVENT_VERSION_COLUMN,
+        time_to_event_columns,
+        time_to_event_floats,
+        time_to_event_reason_columns,
+    )
 
     assert TIME_TO_EVENT_DAYS == S.REPORT_DAYS == (30, 60, 90, 180)
     expected = [S.incidence_column(o.name, d) for o in OUTCOMES for d in S.REPORT_DAYS]
     expected += [S.EXPECTED_DAYS_COLUMN, TIME_TO_EVENT_VERSION_COLUMN]
-    assert time_to_event_columns() == expected
+    timing = [o.timing_reasons_column for o in OUTCOMES]
+    assert timing == ["churn_timing_reasons", "expansion_timing_reasons",
+                      "contraction_timing_reasons"]
+    assert time_to_event_floats() == expected[:-1]
+    assert time_to_event_reason_columns() == timing
+    assert time_to_event_columns() == expected[:-1] + timing + expected[-1:]
     cols = output_columns(["usage"])
     # after the 90-day probabilities, in outcome order; the version beside the others
     first = cols.index("churn_probability_30d")
     assert cols[first:first + len(expected) - 1] == expected[:-1]
     assert cols.index("contraction_probability") < first
     assert cols.index("contraction_model_version") + 1 == cols.index(TIME_TO_EVENT_VERSION_COLUMN)
+    # the timing reasons right after the outcome models' reasons, in outcome order
+    last_reasons = cols.index("contraction_reasons")
+    assert cols[last_reasons + 1:last_reasons + 1 + len(timing)] == timing
     # a fourth outcome would add its four columns without a line in the schema
     extra = OUTCOMES + (OUTCOMES[0].__class__(
         name="upsell", title="Upsell", label_rule="mrr_rises", health_direction=1,
         value_column="expected_upsell_mrr", value_meaning="m", is_risk=False),)
     assert [c for c in time_to_event_columns(extra) if c.startswith("upsell_")] == [
-        f"upsell_probability_{d}d" for d in S.REPORT_DAYS]
+        f"upsell_probability_{d}d" for d in S.REPORT_DAYS] + ["upsell_timing_reasons"]
     # every one is nullable float (the version: nullable text) in Arrow and pydantic
     schema = arrow_schema(["usage"])
     model = response_model(["usage"])
@@ -118,3 +131,7 @@ def test_time_to_event_columns_derive_from_the_registry_and_the_model_days():
         assert schema.field(name).type == kind
         assert model.model_fields[name].is_required() and \
             type(None) in getattr(model.model_fields[name].annotation, "__args__", ())
+    # the timing reasons: lists of reason records, never null (empty without the model)
+    for name in timing:
+        assert schema.field(name).type == schema.field("churn_reasons").type
+        assert model.model_fields[name].annotation == model.model_fields["churn_reasons"].annotation

@@ -24,6 +24,7 @@ from churnml.scoring.schema import (
     TIME_TO_EVENT_VERSION_COLUMN,
     arrow_schema,
     time_to_event_columns,
+    time_to_event_floats,
 )
 from jobs_fakes import (
     FEATURE_DIMENSIONS,
@@ -35,7 +36,7 @@ from jobs_fakes import (
     tiny_book,
 )
 
-FLOAT_COLUMNS = [c for c in time_to_event_columns() if c != TIME_TO_EVENT_VERSION_COLUMN]
+FLOAT_COLUMNS = time_to_event_floats()
 
 
 def _score(features, tte=None, output="frame"):
@@ -54,6 +55,11 @@ def test_score_frame_fills_the_columns_from_the_champion_and_changes_nothing_els
         np.testing.assert_array_equal(with_model[name].to_numpy(), want[name].to_numpy())
         assert without[name].isna().all()
     assert (with_model[TIME_TO_EVENT_VERSION_COLUMN] == "7").all()
+    # the timing reasons: the model's, cleaned; none without it
+    reasons = tte.timing_reasons(features)
+    for o in OUTCOMES:
+        assert with_model[o.timing_reasons_column].tolist() == reasons[o.name]
+        assert all(row == [] for row in without[o.timing_reasons_column])
     assert without[TIME_TO_EVENT_VERSION_COLUMN].isna().all()
     # the 90-day columns, actions and values stay the binary models'
     others = [c for c in with_model.columns if c not in time_to_event_columns()]

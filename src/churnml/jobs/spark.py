@@ -24,7 +24,10 @@ Three steps, each on the executors:
    in the executors' own Python (``env_manager="local"``). The time-to-event champion
    (``churnml-time-to-event``), when there is one, runs the same way on its registered pyfunc
    (``churnml.models.pyfunc_survival``), returning one double per float column of
-   ``churnml.scoring.schema.time_to_event_columns`` (``time_to_event_result_type``).
+   ``churnml.scoring.schema.time_to_event_columns`` and its timing reasons per outcome as JSON
+   text (``time_to_event_result_type``; a version registered before the timing reasons,
+   without ``churnml_timing_reasons`` in its MLflow metadata, gives the floats only and its
+   timing reasons stay empty).
 3. **The rest of the row per shard** (``applyInPandas`` again): health, alerts, next best
    action and revenue by :func:`churnml.scoring.frame.score_frame`, unchanged, given
    :class:`PrecomputedModel` objects that hand it the UDF's probabilities and reasons for the
@@ -74,7 +77,7 @@ from churnml.jobs.partitions import (
     write_parquet_atomic,
 )
 from churnml.models import registry
-from churnml.outcomes import TIME_TO_EVENT, get_outcome, model_name_of
+from churnml.outcomes import OUTCOMES, TIME_TO_EVENT, get_outcome, model_name_of
 from churnml.scoring.actions import Playbooks, load_playbooks
 from churnml.scoring.compare import compared_features
 from churnml.scoring.compare import week_before as book_week_before
@@ -82,11 +85,11 @@ from churnml.scoring.frame import catalog_dimensions, score_frame
 from churnml.jobs import effects as play_effects
 from churnml.scoring.queue import queue_tables
 from churnml.scoring.schema import (
-    TIME_TO_EVENT_VERSION_COLUMN,
     arrow_schema,
     declared_columns,
     output_columns,
-    time_to_event_columns,
+    time_to_event_floats,
+    time_to_event_reason_columns,
 )
 
 if TYPE_CHECKING:
@@ -103,15 +106,19 @@ _WEEK_BEFORE = "_wb_"  # prefix of the compared features a week before as_of (st
 UDF_RESULT_TYPE = "probability double, reasons string"
 TOP_K = 3  # reasons per account: what score_frame asks for and the pyfunc's default
 #: the time-to-event model's float output columns (declared once in the output schema)
-_TTE_FLOATS = tuple(c for c in time_to_event_columns() if c != TIME_TO_EVENT_VERSION_COLUMN)
+_TTE_FLOATS = tuple(time_to_event_floats())
+#: its reason columns, JSON text from the pyfunc (declared once in the output schema)
+_TTE_REASONS = tuple(time_to_event_reason_columns())
 _TTE = "_tte_"  # prefix of the time-to-event UDF's columns (step 2 -> 3)
 
 
-def time_to_event_result_type() -> str:
+def time_to_event_result_type(reasons: bool = True) -> str:
     """What the time-to-event pyfunc's Spark UDF returns per row: one double per float column
-    of the output schema's time-to-event columns (MLflow picks them by name from the pyfunc's
-    frame, which has survival columns too)."""
-    return ", ".join(f"`{c}` double" for c in _TTE_FLOATS)
+    of the output schema's time-to-event columns and, with ``reasons``, one JSON string per
+    timing reason column (MLflow picks them by name from the pyfunc's frame, which has
+    survival columns too)."""
+    return ", ".join([f"`{c}` double" for c in _TTE_FLOATS]
+                     + ([f"`{c}` string" for c in _TTE_REASONS] if reasons else []))
 
 
 #: the most accounts a shard holds by default (more shards for a larger book): a shard's
@@ -600,12 +607,31 @@ def _positions(ids: pd.Index, features: pd.DataFrame) -> np.ndarray:
 class PrecomputedTimeToEvent:
     """What ``score_frame`` needs of the time-to-event model (``TimeToEventModel``), answered
     from its Spark UDF's output: ``predict(features)`` returns, for the rows of ``features``
-    (matched by ``account_id``), the columns the registered pyfunc computed in step 2."""
+    (matched by ``account_id``), the columns the registered pyfunc computed in step 2, and
+    ``timing_reasons`` its reasons (``reasons``: outcome -> JSON text per account; None for a
+    version registered before the timing reasons: no reasons)."""
 
-    def __init__(self, version: str, account_ids, columns: pd.DataFrame) -> None:
+    def __init__(self, version: str, account_ids, columns: pd.DataFrame,
+                 reasons: Mapping[str, Sequence[str | None]] | None = None) -> None:
         self.version = str(version)
         self._ids = _unique_ids(account_ids)
         self._values = columns.reset_index(drop=True).astype("float64")
+        self._reasons = None if reasons is None else {k: list(v) for k, v in reasons.items()}
+
+    def timing_reasons(self, features: pd.DataFrame, top_k: int = TOP_K, *, catalog=None,
+                       columns=None) -> dict[str, list[list[dict]]]:
+        """The UDF's timing reasons of the rows of ``features`` (worded by the pyfunc with the
+        default catalog; ``catalog`` and ``columns`` are not needed here)."""
+        if top_k != TOP_K:
+            raise ValueError(f"the Spark UDF computed {TOP_K} timing reasons per account; "
+                             f"{top_k} were asked for")
+        pos = _positions(self._ids, features)
+        from churnml.models.survival import CLASSES
+
+        if self._reasons is None:
+            return {name: [[] for _ in pos] for name in CLASSES[1:]}
+        return {name: [json.loads(values[i]) if values[i] is not None else [] for i in pos]
+                for name, values in self._reasons.items()}
 
     def __repr__(self) -> str:
         return f"PrecomputedTimeToEvent(version={self.version!r}, accounts={len(self._ids)})"
@@ -657,10 +683,12 @@ def _features_frame(rows: pd.DataFrame, as_of, kinds) -> pd.DataFrame:
 def make_shard_scorer(as_of, health, dimensions, playbooks, feature_dimensions,
                       kinds: Sequence[tuple[str, str]], versions: Mapping[str, str],
                       earlier_columns: Mapping[str, Sequence[str]],
-                      time_to_event_version: str | None = None):
+                      time_to_event_version: str | None = None,
+                      time_to_event_reasons: bool = True):
     """Step 3, the function ``applyInPandas`` runs per shard: ``score_frame`` on the shard's
     features with the UDF's probabilities and reasons (:class:`PrecomputedModel`) and, with
-    ``time_to_event_version``, the time-to-event UDF's columns (:class:`PrecomputedTimeToEvent`)."""
+    ``time_to_event_version``, the time-to-event UDF's columns (:class:`PrecomputedTimeToEvent`;
+    ``time_to_event_reasons``: the UDF gave its timing reasons too)."""
     as_of = to_as_of(as_of)
     kinds = list(kinds)
     versions = dict(versions)
@@ -675,7 +703,9 @@ def make_shard_scorer(as_of, health, dimensions, playbooks, feature_dimensions,
                   for t in versions}
         time_to_event = None if time_to_event_version is None else PrecomputedTimeToEvent(
             time_to_event_version, rows["account_id"],
-            pd.DataFrame({c: pd.to_numeric(rows[f"{_TTE}{c}"]) for c in _TTE_FLOATS}))
+            pd.DataFrame({c: pd.to_numeric(rows[f"{_TTE}{c}"]) for c in _TTE_FLOATS}),
+            {o.name: rows[f"{_TTE}{o.timing_reasons_column}"].tolist() for o in OUTCOMES}
+            if time_to_event_reasons else None)
         before_cols = [c for c in rows.columns if str(c).startswith(_WEEK_BEFORE)]
         week_before = rows[["account_id", *before_cols]].rename(
             columns=lambda c: c[len(_WEEK_BEFORE):] if c.startswith(_WEEK_BEFORE) else c)
@@ -800,12 +830,16 @@ def score_book_spark(
                         .withColumn(f"_{target}_probability", F.col(f"_{target}.probability"))
                         .withColumn(f"_{target}_reasons", F.col(f"_{target}.reasons"))
                         .drop(f"_{target}"))
-        if tte is not None:  # the time-to-event pyfunc: one double per output column
+        tte_reasons = False
+        if tte is not None:  # the time-to-event pyfunc: its floats and timing reasons
+            from churnml.models.survival_explain import PYFUNC_REASONS_KEY
+
             with spark_errors(f"loading {tte[0]} for the Spark UDF"):
-                udf = registry.spark_udf(spark, tte[0], time_to_event_result_type())
+                tte_reasons = bool(registry.model_metadata(tte[0]).get(PYFUNC_REASONS_KEY))
+                udf = registry.spark_udf(spark, tte[0], time_to_event_result_type(tte_reasons))
             scored_col = udf(F.struct(*[F.col(f"`{c}`") for c in udf_inputs(udf, kinds)]))
             features = features.withColumn("_tte", scored_col)
-            for c in _TTE_FLOATS:
+            for c in _TTE_FLOATS + (_TTE_REASONS if tte_reasons else ()):
                 features = features.withColumn(f"{_TTE}{c}", F.col(f"_tte.`{c}`"))
             features = features.drop("_tte")
 
@@ -819,7 +853,8 @@ def score_book_spark(
         dimensions = list(health.dimension_names)
         scorer = make_shard_scorer(as_of, health, dimensions, playbooks, feature_dimensions,
                                    kinds, {t: v for t, (_u, v) in uris.items()}, earlier_columns,
-                                   time_to_event_version=None if tte is None else tte[1])
+                                   time_to_event_version=None if tte is None else tte[1],
+                                   time_to_event_reasons=tte_reasons)
         scored = step3.groupBy("_shard").applyInPandas(scorer, schema=output_ddl(dimensions))
         # computed once: sorting samples the rows first, then reads them again
         scored = scored.persist(StorageLevel.MEMORY_AND_DISK)

@@ -244,6 +244,31 @@ class FeatureEncoder:
         lookup = self._category_code[name]
         return np.array([-1 if t is None else lookup.get(t, -1) for t in texts], dtype=np.int64)
 
+    def display_values(self, features: pd.DataFrame, X: np.ndarray, columns,
+                        frame_columns: FrameColumns | None = None) -> dict[int, list]:
+        """Values shown in reasons, per matrix column ``j`` of ``columns``: the number, or the
+        category as given (None when missing). ``X``: :meth:`matrix` of ``features``."""
+        out: dict[int, list] = {}
+        for j in columns:
+            name = self.feature_names[j]
+            if name in self.categories:
+                codes = X[:, j]
+                cats = np.asarray(self.categories[name] + [None], dtype=object)
+                # an unseen category is missing to the model, but the sentence shows what was sent
+                given = None
+                if frame_columns is not None and len(X) <= SMALL_FRAME_ROWS:
+                    given = _texts(frame_columns.objects([name]).get(name))
+                if given is not None:
+                    pass
+                elif name in features.columns:
+                    given = features[name].astype("object").where(features[name].notna(), None).tolist()
+                else:
+                    given = [None] * len(X)
+                known = cats[np.where(np.isnan(codes), -1, codes).astype(np.int64)].tolist()
+                out[j] = [k if k is not None else (None if g is None else str(g)) for k, g in zip(known, given)]
+            else:
+                out[j] = X[:, j].tolist()
+        return out
 
 
 class TargetModel(FeatureEncoder):
@@ -352,31 +377,6 @@ class TargetModel(FeatureEncoder):
             self._renderers = [_spec_renderer(self.specs[f]) for f in self.feature_names]
         return self._renderers
 
-    def _display_values(self, features: pd.DataFrame, X: np.ndarray, columns,
-                        frame_columns: FrameColumns | None = None) -> dict[int, list]:
-        """Values shown in reasons: the number, or the category as given (None when missing)."""
-        out: dict[int, list] = {}
-        for j in columns:
-            name = self.feature_names[j]
-            if name in self.categories:
-                codes = X[:, j]
-                cats = np.asarray(self.categories[name] + [None], dtype=object)
-                # an unseen category is missing to the model, but the sentence shows what was sent
-                given = None
-                if frame_columns is not None and len(X) <= SMALL_FRAME_ROWS:
-                    given = _texts(frame_columns.objects([name]).get(name))
-                if given is not None:
-                    pass
-                elif name in features.columns:
-                    given = features[name].astype("object").where(features[name].notna(), None).tolist()
-                else:
-                    given = [None] * len(X)
-                known = cats[np.where(np.isnan(codes), -1, codes).astype(np.int64)].tolist()
-                out[j] = [k if k is not None else (None if g is None else str(g)) for k, g in zip(known, given)]
-            else:
-                out[j] = X[:, j].tolist()
-        return out
-
     def predict_with_reasons(self, features: pd.DataFrame, top_k: int = 3, *,
                              columns: FrameColumns | None = None,
                              matrix: np.ndarray | None = None) -> tuple[np.ndarray, list[list[dict]]]:
@@ -396,7 +396,7 @@ class TargetModel(FeatureEncoder):
 
         idx, valid = top_k_indices(feature_contrib, top_k)
         used = np.unique(idx[valid]) if idx.size else np.array([], dtype=np.int64)
-        values = self._display_values(features, X, used.tolist(), columns)
+        values = self.display_values(features, X, used.tolist(), columns)
         value_lists = [values.get(j) for j in range(len(self.feature_names))]
         reasons = build_reasons(feature_contrib, value_lists, self.feature_names,
                                 self._renderer_list(), top_k, top=(idx, valid))

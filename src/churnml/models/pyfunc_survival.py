@@ -4,7 +4,9 @@ MLflow loads this file and the saved :class:`~churnml.models.survival.SurvivalMo
 passed as the artifact ``survival_model``. ``predict`` takes a feature frame (as ``churnml
 features`` writes it) and returns ``SurvivalModel.predict``: per row the incidence of every
 outcome by 30, 60, 90 and 180 days, survival at those days and the expected days to churn
-within a year.
+within a year; and ``{outcome}_timing_reasons``, the model's reasons for each outcome's hazard
+in the current period as JSON text (``churnml.models.survival_explain.pyfunc_output``, which
+this file calls in the installed churnml: a registered copy of this file keeps working).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ SURVIVAL_MODEL_ARTIFACT = "survival_model"
 
 
 class SurvivalPyfunc(PythonModel):
-    """Cumulative incidences from a saved ``SurvivalModel``."""
+    """Cumulative incidences and timing reasons from a saved ``SurvivalModel``."""
 
     def load_context(self, context) -> None:
         from churnml.models.survival import SurvivalModel
@@ -26,7 +28,9 @@ class SurvivalPyfunc(PythonModel):
 
     def predict(self, context, model_input, params=None):
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        out = self.model.predict(frame.reset_index(drop=True))
+        from churnml.models.survival_explain import pyfunc_output
+
+        out = pyfunc_output(self.model, frame.reset_index(drop=True))
         out.index = frame.index
         return out
 

@@ -710,6 +710,19 @@ def spark_udf(spark, model_uri: str, result_type: str, params: Mapping[str, Any]
                                  f"{_where()}: {first}") from exc  # no password
 
 
+def model_metadata(model_uri: str) -> dict[str, Any]:
+    """The ``metadata`` a logged model was given (MLmodel), on the configured store; ``{}``
+    when it has none. Raises ``ModelNotFoundError`` naming the URI and the store."""
+    mlflow = _mlflow()
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return dict(mlflow.models.get_model_info(model_uri).metadata or {})
+    except MlflowException as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelNotFoundError(f"cannot read {model_uri} from {_where()}: {first}") from exc
+
+
 # ---- the time-to-event model (churnml.models.survival) ----------------------------------------
 _SURVIVAL_PYFUNC_FILE = Path(__file__).with_name("pyfunc_survival.py")
 
@@ -770,9 +783,12 @@ def log_time_to_event(result, progress=None) -> Registration:
             mlflow.log_artifacts(str(artifacts))
             if progress is not None:
                 progress.note(f"{TIME_TO_EVENT}: registering {name}")
+            from churnml.models.survival_explain import PYFUNC_REASONS_KEY
+
             info = mlflow.pyfunc.log_model(name="model", python_model=str(_SURVIVAL_PYFUNC_FILE),
                                            artifacts={"survival_model": str(model_dir)},
-                                           registered_model_name=name, pip_requirements=_requirements())
+                                           registered_model_name=name, pip_requirements=_requirements(),
+                                           metadata={PYFUNC_REASONS_KEY: True})
             version = str(info.registered_model_version)
             card = tmp / "card"
             card.mkdir()

@@ -73,6 +73,8 @@ RENEWAL_FEATURE = "time_to_renewal_days"
 TIME_FEATURES: tuple[str, ...] = (PERIOD_FEATURE, TENURE_FEATURE, RENEWAL_FEATURE)
 #: the catalog features the time features start from (at the landmark)
 _TENURE_SOURCE, _RENEWAL_SOURCE = "tenure_days", "days_to_renewal"
+#: the time feature -> the catalog feature it equals in an account's current period (period 0)
+TIME_FEATURE_SOURCES: dict[str, str] = {TENURE_FEATURE: _TENURE_SOURCE, RENEWAL_FEATURE: _RENEWAL_SOURCE}
 
 
 def _tie_rank(outcome: Outcome) -> tuple[int, int]:
@@ -258,6 +260,12 @@ class SurvivalModel:
 
     #: features the model computes from the landmark's (never sent to ``/predict``)
     derived_features: ClassVar[tuple[str, ...]] = TIME_FEATURES
+    #: what the timing reasons read of the model (``churnml.models.survival_explain``, which
+    #: does not import this module): its classes, the period feature and the time features'
+    #: catalog sources
+    classes: ClassVar[tuple[str, ...]] = CLASSES
+    period_feature: ClassVar[str] = PERIOD_FEATURE
+    time_feature_sources: ClassVar[dict[str, str]] = TIME_FEATURE_SOURCES
 
     @property
     def encoder(self):
@@ -346,6 +354,25 @@ class SurvivalModel:
         scaling = fit_hazard_scaling(raw, rows["label"].to_numpy(dtype=np.int64), period)
         self.hazard_scaling = scaling.to_dict()
         return scaling
+
+    def current_period_matrix(self, features: pd.DataFrame, columns=None) -> np.ndarray:
+        """The matrix of each account's current-period row (period 0), as :meth:`hazards`
+        builds its first period: the landmark features encoded, then the time features."""
+        X = self.encoder.matrix(features, columns)
+        if not X.flags.writeable:
+            X = X.copy()
+        for name, values in period_time_features(features, np.zeros(len(features), dtype=np.int64)).items():
+            if name in self.feature_names:
+                X[:, self.feature_names.index(name)] = values
+        return X
+
+    def timing_reasons(self, features: pd.DataFrame, top_k: int = 3, *, catalog=None,
+                       columns=None) -> dict[str, list[list[dict]]]:
+        """Per outcome, per row, up to ``top_k`` reasons for the outcome's hazard in the
+        account's current period, in the catalog's words (``churnml.models.survival_explain``)."""
+        from churnml.models.survival_explain import timing_reasons
+
+        return dict(timing_reasons(self, features, top_k, catalog=catalog, columns=columns))
 
     def curves(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """:func:`curves_from_hazards` of :meth:`hazards`."""

@@ -38,7 +38,7 @@ from churnml.scoring.schema import (
     SCHEMA_VERSION,
     TIME_TO_EVENT_VERSION_COLUMN,
     output_columns,
-    time_to_event_columns,
+    time_to_event_floats,
 )
 
 __all__ = ["SCHEMA_VERSION", "catalog_dimensions", "output_columns", "score_frame"]
@@ -258,8 +258,9 @@ def score_frame(
     service does), else one is made here. ``output``: "frame" (a DataFrame) or "records" (the
     same rows as dicts: the service's JSON path; ``as_of`` a Timestamp, missing text None).
     ``time_to_event``: the competing-risk champion (``churnml-time-to-event``), which fills
-    the ``*_probability_<d>d`` columns and the expected days to churn; None leaves them null
-    (:func:`~churnml.scoring.schema.time_to_event_columns`). The 90-day ``*_probability``
+    the ``*_probability_<d>d`` columns and the expected days to churn, and its timing reasons
+    (``{outcome}_timing_reasons``, worded with ``catalog``); None leaves them null and the
+    reasons empty (:func:`~churnml.scoring.schema.time_to_event_columns`). The 90-day ``*_probability``
     columns and everything computed from them stay the binary models'.
 
     Returns one row per input row, in input order, with the columns of
@@ -327,6 +328,8 @@ def score_frame(
 
     with timer("time_to_event"):
         incidences = _time_to_event_columns(time_to_event, features, outcomes, n)
+    with timer("timing_reasons"):
+        timing = _timing_reasons(time_to_event, features, columns, outcomes, n, catalog)
 
     # Alerts and gating read health and features together (detractor, silence, champion...):
     # the health outputs are added to the column view (they shadow same-named features).
@@ -374,6 +377,8 @@ def score_frame(
         data["health_dimensions_used"] = _object_array(dimensions_used)
         for outcome in outcomes:
             data[outcome.reasons_column] = _object_array(reasons[outcome.name])
+        for outcome in outcomes:
+            data[outcome.timing_reasons_column] = _object_array(timing[outcome.name])
         data["alerts"] = _object_array(alerts)
         data["next_best_action"] = _object_array(actions)
         # this week's queue is book-wide (churnml.scoring.queue.assign_queue, run by the
@@ -420,7 +425,7 @@ def score_frame(
 @functools.lru_cache(maxsize=8)
 def _time_to_event_floats(outcomes: tuple[Outcome, ...]) -> list[str]:
     """The time-to-event model's float columns (declared once; cached: a request's path)."""
-    return [c for c in time_to_event_columns(outcomes) if c != TIME_TO_EVENT_VERSION_COLUMN]
+    return time_to_event_floats(outcomes)
 
 
 def _time_to_event_columns(model: TimeToEventModel | None, features: pd.DataFrame,
@@ -435,6 +440,21 @@ def _time_to_event_columns(model: TimeToEventModel | None, features: pd.DataFram
         raise ValueError(f"{model!r} returned {len(predicted)} rows without columns {missing} "
                          f"for {n} accounts")
     return {name: predicted[name].to_numpy(dtype="float64") for name in names}
+
+
+def _timing_reasons(model: TimeToEventModel | None, features: pd.DataFrame,
+                    columns: FrameColumns, outcomes: Sequence[Outcome], n: int,
+                    catalog: Catalog | None) -> dict[str, list[list[dict]]]:
+    """Per outcome, the time-to-event model's reasons for its hazard in the current period
+    (``TimeToEventModel.timing_reasons``), cleaned as the outcome models' reasons; no reasons
+    without the model."""
+    if model is None or n == 0:
+        return {o.name: [[] for _ in range(n)] for o in outcomes}
+    given = model.timing_reasons(features, 3, catalog=catalog, columns=columns)
+    missing = [o.name for o in outcomes if o.name not in given]
+    if missing:
+        raise ValueError(f"{model!r} gave no timing reasons for outcomes {missing}")
+    return {o.name: _clean_reasons(given[o.name], n) for o in outcomes}
 
 
 def _records(data: Mapping[str, Any], n: int) -> list[dict[str, Any]]:

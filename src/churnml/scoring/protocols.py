@@ -8,7 +8,7 @@ production carries a hook that only tests use.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,15 @@ class TimeToEventModel(Protocol):
         ...
 
     def predict(self, features: pd.DataFrame) -> pd.DataFrame:
+        ...
+
+    def timing_reasons(self, features: pd.DataFrame, top_k: int = 3, *, catalog: Any = None,
+                       columns: Any = None) -> Mapping[str, Sequence[Sequence[dict]]]:
+        """Per outcome name, per row, up to ``top_k`` ``{feature, value, contribution, text}``
+        records behind the outcome's hazard in the current period (the
+        ``{outcome}_timing_reasons`` columns); ``catalog``: the feature catalog whose sentences
+        word them (the default one when None); ``columns``: ``score_frame``'s column view of
+        ``features``."""
         ...
 
 

@@ -32,6 +32,10 @@ configuration in force.
   ``expected_days_to_churn_within_year`` and ``time_to_event_model_version``; all null when
   that model has no champion. The 90-day ``{outcome}_probability`` columns stay the binary
   models' (``docs/models.md``, "Time to event in the output").
+- 5: ``{outcome}_timing_reasons`` for every outcome after the ``{outcome}_reasons``: the
+  time-to-event model's reasons for the outcome's hazard in the current period (TreeSHAP of
+  its class against "no event", ``churnml.models.survival_explain``); empty without its
+  champion (``docs/design.md``, "Timing reasons (schema version 5)").
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from churnml.outcomes import (
 
 #: The version of the output contract written in every row (``schema_version``) and in the
 #: parquet metadata (``churnml_schema_version``). The one definition.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: the time-to-event model's version column; its other columns are ``{outcome}_probability_{days}d``
 #: for the days of ``churnml.outcomes.TIME_TO_EVENT_DAYS`` and the expected days to churn
@@ -116,6 +120,12 @@ COLUMNS: tuple[OutputColumn, ...] = (
     OutputColumn("{outcome}_reasons", "reasons",
                  "up to 3 reasons behind the probability: {feature, value, contribution, text}; "
                  "empty when the outcome has no champion model", per="outcome"),
+    OutputColumn("{outcome}_timing_reasons", "reasons",
+                 "up to 3 reasons behind the time-to-event model's hazard of the outcome in the "
+                 "account's current 30-day period (why it may come soon): {feature, value, "
+                 "contribution, text}, contribution in log-odds of the outcome against no "
+                 "event (uncalibrated); empty when churnml-time-to-event has no champion",
+                 per="outcome", time_to_event=True),
     OutputColumn("alerts", "strings", "this week's alerts (docs/health_score.md)"),
     OutputColumn("next_best_action", "action",
                  "{playbook, action, owner, severity, respond_within, reason_feature, reason, "
@@ -207,9 +217,23 @@ def output_columns(dimensions: Sequence[str], outcomes: Sequence[Outcome] = OUTC
 
 
 def time_to_event_columns(outcomes: Sequence[Outcome] = OUTCOMES) -> list[str]:
-    """The columns the time-to-event model fills (null without its champion), in order:
-    ``SurvivalModel.predict`` gives each of them but the version."""
+    """The columns the time-to-event model fills (null, or no reasons, without its
+    champion), in order: its floats (:func:`time_to_event_floats`, which
+    ``SurvivalModel.predict`` gives), its reasons (:func:`time_to_event_reason_columns`) and
+    its version."""
     return [name for name, col, _ in declared_columns((), outcomes) if col.time_to_event]
+
+
+def time_to_event_floats(outcomes: Sequence[Outcome] = OUTCOMES) -> list[str]:
+    """The time-to-event model's float columns (incidences, expected days), in order."""
+    return [name for name, col, _ in declared_columns((), outcomes)
+            if col.time_to_event and col.type == "float64"]
+
+
+def time_to_event_reason_columns(outcomes: Sequence[Outcome] = OUTCOMES) -> list[str]:
+    """The time-to-event model's reason columns, ``{outcome}_timing_reasons`` in outcome order."""
+    return [name for name, col, _ in declared_columns((), outcomes)
+            if col.time_to_event and col.type == "reasons"]
 
 
 def arrow_type(kind: ColumnType) -> Any:

@@ -22,8 +22,8 @@ b. **Spark standalone**: the cluster's start, then ``score_book_spark`` (the eng
 c. parity: largest difference of the probabilities between the two engines' files.
 
 Memory is shared with other engineers: keep ``--worker-memory`` + ``--driver-memory`` + the
-Python workers (about 0.6 GB each for a 2,500-account shard, one per worker core) under about
-10 GB. The local engine's reference runs in a child process, so its memory is given back
+Python workers (one per worker core, each holding one shard's tables, features and output rows;
+measured in benchmarks/README.md) under about 7 GB. The local engine's reference runs in a child process, so its memory is given back
 before the cluster starts.
 
 Usage::
@@ -277,6 +277,9 @@ def main(argv=None) -> int:
             "overall_driver_peak_gb": round(max(s[1] for s in sampler.samples) / 2**30, 2),
             "overall_cluster_peak_gb": round(max(s[2] for s in sampler.samples) / 2**30, 2),
             "stages": [{k: v for k, v in r.items() if k not in ("start", "end")} for r in rows],
+            # the engine's own clock: the driver's steps and, as shard:<stage>, the seconds the
+            # Python workers spent per stage of the shards (summed over shards)
+            "engine_seconds": {k: round(v, 1) for k, v in result.stage_seconds.items()},
         }
         # -- (c) parity ---------------------------------------------------------------------------
         a = pd.read_parquet(partition_dir(local_out, as_of) / "scores.parquet") \
@@ -320,6 +323,12 @@ def main(argv=None) -> int:
         lines.append(f"| reference: local engine, same book and week (load + score) | | "
                      f"{figures['local']['seconds']:.1f} | | | "
                      f"{figures['local']['peak_rss_gb']:.2f} | |")
+    lines.append("")
+    engine = sp["engine_seconds"]
+    lines.append("| the engine's own clock | seconds |")
+    lines.append("|---|---:|")
+    for key, value in engine.items():
+        lines.append(f"| {key} | {value:.1f} |")
     lines.append("")
     lines.append(f"parity: {figures['parity']}; projection to 1,000,000 accounts on this one "
                  f"worker: {figures['projection_1m_min_one_worker']} min")

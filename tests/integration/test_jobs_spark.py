@@ -1,9 +1,9 @@
 """The Spark engine (local mode) gives the local engine's numbers on a small simulated book.
 
 One Spark session for the module (local[2], 2 shuffle partitions) and one MLflow store in a
-temporary CHURNML_HOME holding two small real models (registered pyfuncs, as `churnml train`
-logs them), so the Spark engine scores through ``mlflow.pyfunc.spark_udf`` exactly as in
-production. The Spark run goes through the command line (`churnml score --engine spark`).
+temporary CHURNML_HOME holding two small real models (registered as `churnml train`
+registers them), so the Spark engine loads them from the registry exactly as in production.
+The Spark run goes through the command line (`churnml score --engine spark`).
 """
 
 from __future__ import annotations
@@ -92,8 +92,8 @@ def spark(churnml_home):
 
 
 def test_spark_engine_matches_local_engine(sim_dir, tmp_path, champions, spark):
-    """`churnml score --engine spark` (features per shard, spark_udf, score_frame per shard)
-    writes what the local engine writes: probabilities to 1e-9, every other column equal."""
+    """`churnml score --engine spark` (the local pipeline per shard, the queue in one task,
+    the output in account order) writes what the local engine writes: probabilities to 1e-9, every other column equal."""
     import pyarrow.parquet as pq
 
     from churnml.cli import main
@@ -144,8 +144,8 @@ def test_spark_engine_matches_local_engine(sim_dir, tmp_path, champions, spark):
     assert pq.read_table(local.scores_path).equals(pq.read_table(remote / "scores.parquet"))
     # no contraction champion in this registry: null columns on both engines
     assert a["contraction_probability"].isna().all() and b["contraction_probability"].isna().all()
-    # this week's queue is ranked over the whole book on both engines (Spark: on the driver,
-    # after collecting the shards), so the same accounts are queued, watched and held out
+    # this week's queue is ranked over the whole book on both engines (Spark: in one task,
+    # on every shard's queue inputs), so the same accounts are queued, watched and held out
     assert (b["queue_status"] == "queued").any() and b["holdout"].fillna(False).any()
     for column in ("queue_status", "queue_rank", "holdout", "queue_reason"):
         assert a[column].astype(object).where(a[column].notna(), None).tolist() == \
@@ -154,9 +154,9 @@ def test_spark_engine_matches_local_engine(sim_dir, tmp_path, champions, spark):
 
 def test_spark_failures_are_clear_errors(spark, churnml_home):
     """A churnml error raised in an executor comes back as itself (exit code 2 for bad
-    input); any other failure names the step; an unknown model version names the URI."""
+    input); any other failure names the step; an unknown model version names the model."""
     from churnml.errors import ModelNotFoundError, SchemaError
-    from churnml.jobs.spark import SparkEngineError, model_udf, spark_errors
+    from churnml.jobs.spark import SparkEngineError, load_models, spark_errors
 
     def bad_input(batches):
         for _ in batches:
@@ -177,5 +177,5 @@ def test_spark_failures_are_clear_errors(spark, churnml_home):
                                                r"ZeroDivisionError: division by zero"):
         with spark_errors("scoring"):
             frame.mapInPandas(bug, schema="id long").collect()
-    with pytest.raises(ModelNotFoundError, match=r"models:/churnml-churn/99"):
-        model_udf(spark, "models:/churnml-churn/99")
+    with pytest.raises(ModelNotFoundError, match=r"churnml-churn"):
+        load_models({"churn": "99"}, None)

@@ -142,7 +142,7 @@ def test_standalone_cluster_matches_local_engine(home, sim_dir, tmp_path):
     # the time-to-event columns: filled (not null on both sides) and equal to 1e-9
     floats = time_to_event_floats()
     assert b[floats].notna().all().all() and b["churn_probability_180d"].std() > 0.001
-    # the timing reasons came through the pyfunc's UDF (the table equality below checks them)
+    # the timing reasons came from the shard's score_frame (the table equality below checks them)
     for column in time_to_event_reason_columns():
         assert b[column].map(len).gt(0).all(), column
     assert set(b[TIME_TO_EVENT_VERSION_COLUMN]) == {"1"}

@@ -208,7 +208,6 @@ def test_float_ids_beyond_int64_do_not_become_duplicates():
                                           ("12345678901234567890", "12345678901234567890")])
 def test_the_same_raw_id_is_the_same_account_on_every_path(tmp_path, raw, expected):
     from churnml.api.predictor import Predictor
-    from churnml.jobs.spark import _parse_scores
 
     frames = good_frames()
     for name in ("usage_events", "invoices", "nps_responses", "touchpoints", "cs_actions"):
@@ -228,8 +227,6 @@ def test_the_same_raw_id_is_the_same_account_on_every_path(tmp_path, raw, expect
     predictor.numeric_fields, predictor.categorical_fields = [], []
     frame = predictor.frame_from_records([{"account_id": raw, "as_of": dt.date(2024, 7, 1)}])
     assert frame["account_id"].tolist() == [expected]
-    scores = _parse_scores(pd.DataFrame({"account_id": [raw], "as_of": ["2024-07-01"]}))
-    assert scores["account_id"].tolist() == [expected]
 
 
 def test_integral_text_and_numbers_are_one_account_across_tables():

@@ -36,18 +36,19 @@ def test_messages_name_the_server_without_its_password(team_env, monkeypatch):
     import importlib
 
     from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 
     from churnml.errors import ModelNotFoundError
 
     assert registry._where() == "http://analyst:***@mlflow.internal:5000"
 
     def refuse(*args, **kwargs):
-        raise MlflowException("RESOURCE_DOES_NOT_EXIST: no such version")
+        raise MlflowException("no such version", error_code=RESOURCE_DOES_NOT_EXIST)
 
-    # the module itself (``mlflow.pyfunc`` as an attribute is a lazy proxy)
-    monkeypatch.setattr(importlib.import_module("mlflow.pyfunc"), "spark_udf", refuse)
+    # the module itself (``mlflow.artifacts`` as an attribute may be a lazy proxy)
+    monkeypatch.setattr(importlib.import_module("mlflow.artifacts"), "download_artifacts", refuse)
     with pytest.raises(ModelNotFoundError) as error:
-        registry.spark_udf(None, "models:/churnml-churn/9", "probability double")
+        registry.load_version("churn", 9)
     assert "s3cret-pw" not in str(error.value)
     assert "analyst:***@mlflow.internal:5000" in str(error.value)
     error = registry._unavailable(ConnectionError("refused"), "reading the champion")

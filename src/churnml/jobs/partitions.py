@@ -86,6 +86,14 @@ def load_earlier_weeks(out_dir: str | Path, as_of, history_weeks: int = DEFAULT_
     return previous, history
 
 
+def rows_of_accounts(frame: pd.DataFrame | None, ids) -> pd.DataFrame | None:
+    """The rows of ``frame`` (earlier weeks' scores) of the accounts ``ids``, in order; the
+    local engine's chunks and the Spark engine's shards pass the same rows to ``score_frame``."""
+    if frame is None:
+        return None
+    return frame[frame["account_id"].astype(str).isin(ids)].reset_index(drop=True)
+
+
 def remove_stale_temporaries(partition: Path) -> list[Path]:
     """Delete ``*.tmp-*`` files a killed run left in a partition (call under the lock)."""
     return remove_temporaries(partition)

@@ -1,58 +1,53 @@
-"""The Spark engine of ``churnml score --engine spark``: features per account shard, scoring
-through MLflow's Spark UDF, the rest of the output row per shard with the local code.
+"""The Spark engine of ``churnml score --engine spark``: the local engine's whole pipeline per
+account shard on the executors, this week's queue in one task, the output written in account
+order without the driver holding the rows.
 
-Three steps, each on the executors:
+1. **The shards** (``groupBy(_shard).applyInArrow``, record batches in and out). Spark reads
+   the book's table files and last weeks' score partitions (each table's columns prefixed
+   ``<table>__`` with their own types) and hashes accounts into shards: at least ``shards``, more for a
+   large book, so that a shard holds at most ``shard_accounts`` accounts (:func:`shard_count`).
+   The tasks that read a table split its rows by shard and write each shard's rows as one
+   compressed Arrow stream (:func:`packed_table`), so the shuffle moves a few large values
+   per table and shard. Per shard the packets are opened (:func:`unpacked`) and each
+   table is cast back to the Arrow schema of its file (nanosecond timestamps, which Spark
+   reads as longs, become timestamps again, exactly) and handed to pandas as ``load_book``
+   reads it (:func:`_shard_tables`). Then the local engine's code, unchanged:
+   ``validate_frames``, ``build_features``, the compared features a week before
+   (``churnml.scoring.compare``) and ``score_frame`` with the champions and the time-to-event
+   model (:func:`make_shard_scorer`). The models are the local engine's objects
+   (``registry.load_version`` / ``load_time_to_event``: LightGBM text and JSON), loaded once
+   on the driver and shipped once as a Spark broadcast; each Python worker unpickles them
+   once and keeps them for every later shard (:func:`shipped_models`). A shard's output rows
+   (nested columns as JSON text) are written by Spark to a scratch folder next to the
+   output; nothing comes back to the driver but per-stage seconds (an accumulator).
+2. **This week's queue** ranks the whole book per owner (:func:`churnml.scoring.queue
+   .queue_columns`, the local engine's code): one task reads the queue's input columns of
+   every row (a few per account, not the rows) and returns the queue columns.
+3. **The output**: the rows joined with their queue columns, sorted by account (range
+   partitions), each partition written by its task as a typed Arrow part (the local writer's
+   schema); the driver streams the parts in order into ``scores.parquet`` (one row group at a
+   time, atomic rename) and removes the scratch folder.
 
-1. **Features per shard** (``applyInArrow``, record batches in and out). Spark reads the
-   book's table files, stacks them in one frame keyed by account (each table's columns
-   prefixed ``<table>__`` with their own types; a row's other tables' columns are null) and
-   hashes accounts into shards: at least ``shards``, more for a large book, so that a shard
-   holds at most ``shard_accounts`` accounts (:func:`shard_count`). Per shard, each Arrow
-   batch is split into its tables' own columns as it arrives, each table is cast back to the
-   Arrow schema of its file (nanosecond timestamps, which Spark reads as longs, become
-   timestamps again, exactly) and handed to pandas as ``load_book`` reads it
-   (:func:`_shard_tables`); then ``validate_frames`` and ``build_features`` (the local
-   engine's code) give the shard's feature rows. Their Spark schema is learnt on the driver
-   by running the same functions on a handful of accounts (:func:`feature_columns`).
-   Step 1 also builds each shard's compared features a week before as_of
-   (``churnml.scoring.compare``), carried to step 3 as ``_wb_<feature>`` columns.
-2. **Scoring through ``mlflow.pyfunc.spark_udf``**, one UDF per outcome with a model, on the registered
-   pyfunc (``churnml.models.pyfunc_model``) of the version being used: ``models:/churnml-
-   <target>/<version>``, the champion's version resolved once on the driver so that every row
-   carries the version that scored it even if the alias moves during the run. The UDF returns
-   ``probability double, reasons string`` (the reasons as the pyfunc's JSON records) and runs
-   in the executors' own Python (``env_manager="local"``). The time-to-event champion
-   (``churnml-time-to-event``), when there is one, runs the same way on its registered pyfunc
-   (``churnml.models.pyfunc_survival``), returning one double per float column of
-   ``churnml.scoring.schema.time_to_event_columns`` and its timing reasons per outcome as JSON
-   text (``time_to_event_result_type``; a version registered before the timing reasons,
-   without ``churnml_timing_reasons`` in its MLflow metadata, gives the floats only and its
-   timing reasons stay empty).
-3. **The rest of the row per shard** (``applyInPandas`` again): health, alerts, next best
-   action and revenue by :func:`churnml.scoring.frame.score_frame`, unchanged, given
-   :class:`PrecomputedModel` objects that hand it the UDF's probabilities and reasons for the
-   shard's accounts instead of running the models again (and a :class:`PrecomputedTimeToEvent`
-   with the time-to-event UDF's columns).
-
-The driver collects the scored rows in account order, decides this week's queue over the whole
-book (:func:`churnml.scoring.queue.queue_tables`: the ranking is per owner across every shard,
-so it runs once all rows are on the driver, as in the local engine; the driver holds the
-week's output rows, not the features) and writes them with the local engine's writer (same
-schema, atomic rename). Every per-account number is computed by the same
-code on the same features, which the parity test checks (probabilities to 1e-9, every other
-column identical). See docs/operations.md ("Running on a Spark cluster").
+Every per-account number is computed by the same code on the same inputs as the local engine,
+which the parity test checks (probabilities to 1e-9, the whole table identical). The driver's
+memory does not grow with the book. See docs/operations.md ("Running on a Spark cluster") and
+benchmarks/README.md ("Spark engine on a standalone cluster").
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import pickle
 import re
+import shutil
 import sys
 import time
+import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -61,6 +56,7 @@ import pyarrow.compute as pc
 
 from churnml.errors import ChurnMLError, UsageError
 from churnml.features.windows import to_as_of
+from churnml.jobs import effects as play_effects
 from churnml.jobs.partitions import (
     DEFAULT_HISTORY_WEEKS,
     REPORT_NAME,
@@ -73,24 +69,16 @@ from churnml.jobs.partitions import (
     list_partitions,
     mark_complete,
     partition_dir,
+    rows_of_accounts,
     to_arrow,
     write_parquet_atomic,
 )
 from churnml.models import registry
-from churnml.outcomes import OUTCOMES, TIME_TO_EVENT, get_outcome, model_name_of
 from churnml.scoring.actions import Playbooks, load_playbooks
-from churnml.scoring.compare import compared_features
 from churnml.scoring.compare import week_before as book_week_before
 from churnml.scoring.frame import catalog_dimensions, score_frame
-from churnml.jobs import effects as play_effects
-from churnml.scoring.queue import queue_tables
-from churnml.scoring.schema import (
-    arrow_schema,
-    declared_columns,
-    output_columns,
-    time_to_event_floats,
-    time_to_event_reason_columns,
-)
+from churnml.scoring.queue import INPUT_COLUMNS, queue_columns, uplift_inputs
+from churnml.scoring.schema import arrow_schema, declared_columns, output_columns
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkDataFrame
@@ -99,26 +87,14 @@ if TYPE_CHECKING:
 _NESTED = tuple(name for name, col, _ in declared_columns([])
                 if col.type in ("reasons", "strings", "action"))
 _SEP = "__"
-_FEATURES = "_features"  # the ``_table`` marker of feature rows in step 3's input
-_EARLIER = ("_previous", "_history")
-_WEEK_BEFORE = "_wb_"  # prefix of the compared features a week before as_of (step 1 -> 3)
-# What the registered pyfunc returns per row (registry's signature: probability, JSON reasons).
-UDF_RESULT_TYPE = "probability double, reasons string"
-TOP_K = 3  # reasons per account: what score_frame asks for and the pyfunc's default
-#: the time-to-event model's float output columns (declared once in the output schema)
-_TTE_FLOATS = tuple(time_to_event_floats())
-#: its reason columns, JSON text from the pyfunc (declared once in the output schema)
-_TTE_REASONS = tuple(time_to_event_reason_columns())
-_TTE = "_tte_"  # prefix of the time-to-event UDF's columns (step 2 -> 3)
-
-
-def time_to_event_result_type(reasons: bool = True) -> str:
-    """What the time-to-event pyfunc's Spark UDF returns per row: one double per float column
-    of the output schema's time-to-event columns and, with ``reasons``, one JSON string per
-    timing reason column (MLflow picks them by name from the pyfunc's frame, which has
-    survival columns too)."""
-    return ", ".join([f"`{c}` double" for c in _TTE_FLOATS]
-                     + ([f"`{c}` string" for c in _TTE_REASONS] if reasons else []))
+_EARLIER = ("_previous", "_history")  # last weeks' score rows (the alerts), stacked as tables
+_EARLIER_COLUMNS = ["account_id", "as_of", "health_score", "health_tier"]  # load_earlier_weeks'
+#: the next-best-action fields the queue reads, carried beside the JSON as ``_q_<field>``
+_ACTION_FIELDS = ("playbook", "owner", "severity", "reason_feature")
+_Q = "_q_"
+#: the queue task's output columns (Spark DDL)
+_QUEUE_DDL = ("account_id string, queue_status string, queue_rank int, holdout boolean, "
+              "queue_reason string, expected_value double, effect_source string")
 
 
 #: the most accounts a shard holds by default (more shards for a larger book): a shard's
@@ -252,21 +228,79 @@ def shard_count(accounts: int, shards: int, shard_accounts: int | None = SHARD_A
     return max(shards, -(-int(accounts) // int(shard_accounts)))
 
 
-def _typed_stack(tables: Mapping[str, SparkDataFrame]):
-    """One Spark frame of the book's tables: ``_table``, ``account_id`` (text, the shard key)
-    and each table's columns as ``<table>__<column>`` with their own Spark types (null on the
-    other tables' rows). Nothing is converted: :func:`_shard_tables` casts them back."""
+#: the most rows a packing task holds before it writes one packet per shard
+PACK_ROWS = 1_000_000
+#: Spark schema of the packed book (one row per table, shard and packing flush)
+PACKED_DDL = "_shard bigint, _table string, _packet binary"
+
+
+def packed_table(name: str, sdf, shard_of):
+    """One table of the book as packets: its rows split by shard inside each task and each
+    shard's rows written as one compressed Arrow IPC stream (``_packet``), so that the shuffle
+    to the shards moves a few large values per table and shard instead of every row with every
+    other table's columns null (the JVM's row-to-Arrow conversion of that wide frame was most of
+    a shard's time). Columns are named ``<table>__<column>`` with their own Spark types."""
     from pyspark.sql import functions as F
 
-    parts = []
-    for name, sdf in tables.items():
-        cols = [F.lit(name).alias("_table"), F.col("account_id").cast("string").alias("account_id")]
-        cols += [F.col(c).alias(f"{name}{_SEP}{c}") for c in sdf.columns]
-        parts.append(sdf.select(*cols))
-    out = parts[0]
-    for p in parts[1:]:
-        out = out.unionByName(p, allowMissingColumns=True)
-    return out
+    cols = [F.col(c).alias(f"{name}{_SEP}{c}") for c in sdf.columns]
+    return sdf.select(*cols, shard_of.alias("_shard")).mapInArrow(
+        make_packer(name), PACKED_DDL)
+
+
+def make_packer(name: str, max_rows: int = PACK_ROWS):
+    """The ``mapInArrow`` function of :func:`packed_table`: batches of one table (its
+    prefixed columns and ``_shard``) in, ``(_shard, _table, _packet)`` rows out."""
+
+    def flush(held: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        table = pa.Table.from_batches(held)
+        shard = table.column("_shard")
+        table = table.drop_columns(["_shard"])
+        order = pc.sort_indices(shard)
+        shard = shard.take(order).to_numpy()
+        table = table.take(order)
+        cuts = np.flatnonzero(np.diff(shard)) + 1
+        starts = np.concatenate([[0], cuts])
+        ends = np.concatenate([cuts, [len(shard)]])
+        shards, packets = [], []
+        options = pa.ipc.IpcWriteOptions(compression="lz4")
+        for a, b in zip(starts, ends):
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+                writer.write_table(table.slice(a, b - a))
+            shards.append(int(shard[a]))
+            packets.append(sink.getvalue().to_pybytes())
+        yield pa.RecordBatch.from_pydict(
+            {"_shard": shards, "_table": [name] * len(shards), "_packet": packets},
+            schema=pa.schema([("_shard", pa.int64()), ("_table", pa.string()),
+                              ("_packet", pa.binary())]))
+
+    def pack(batches):
+        held, rows = [], 0
+        for batch in batches:
+            if not batch.num_rows:
+                continue
+            held.append(batch)
+            rows += batch.num_rows
+            if rows >= max_rows:
+                yield from flush(held)
+                held, rows = [], 0
+        if held:
+            yield from flush(held)
+
+    return pack
+
+
+def unpacked(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """A shard's packets (:data:`PACKED_DDL` batches) back to record batches of the stacked
+    form :func:`_shard_tables` splits: ``_table`` and the table's ``<table>__<column>``."""
+    for batch in batches:
+        names = batch.column(batch.schema.get_field_index("_table")).to_pylist()
+        packets = batch.column(batch.schema.get_field_index("_packet"))
+        for i, name in enumerate(names):
+            with pa.ipc.open_stream(packets[i].as_buffer()) as reader:
+                for part in reader:
+                    if part.num_rows:
+                        yield part.append_column("_table", pa.array([name] * part.num_rows))
 
 
 def _shard_tables(batches: Iterable[pa.RecordBatch],
@@ -310,192 +344,182 @@ def _shard_tables(batches: Iterable[pa.RecordBatch],
     return frames
 
 
-def _stacked(spark, tables: dict[str, SparkDataFrame]):
-    """One Spark frame of earlier weeks' score rows (step 3's alerts): ``_table``,
-    ``account_id`` and ``<table>__<column>`` text columns (a few columns per account)."""
-    from pyspark.sql import functions as F
 
-    from churnml.data.tables import TABLES
+def _file_schema(path: Path, columns: list[str]) -> pa.Schema:
+    """The Arrow schema of ``columns`` of a parquet file, with its metadata (how
+    ``pd.read_parquet(path, columns=...)`` reads them)."""
+    import pyarrow.parquet as pq
 
-    parts = []
-    for name, sdf in tables.items():
-        spec = TABLES.get(name)
-        time_columns = {"as_of"} | ({c.name for c in spec.columns if c.kind == "timestamp"}
-                                    if spec is not None else set())
-        cols = [F.lit(name).alias("_table"), F.col("account_id").cast("string").alias("account_id")]
-        for c in sdf.columns:
-            dtype = dict(sdf.dtypes)[c]
-            value = F.col(c)
-            if dtype == "bigint" and c in time_columns:  # nanoseconds (nanosAsLong)
-                value = F.timestamp_micros(F.floor(value / 1000))
-                dtype = "timestamp"
-            if dtype.startswith("timestamp"):  # ISO text in UTC, parsed back as naive UTC
-                value = F.date_format(value, "yyyy-MM-dd'T'HH:mm:ss.SSSSSS")
-            elif dtype == "date":
-                value = F.date_format(value, "yyyy-MM-dd")
-            cols.append(value.cast("string").alias(f"{name}{_SEP}{c}"))
-        parts.append(sdf.select(*cols))
-    out = parts[0]
-    for p in parts[1:]:
-        out = out.unionByName(p, allowMissingColumns=True)
-    return out
+    schema = pq.read_schema(path)
+    return pa.schema([schema.field(c) for c in columns], metadata=schema.metadata)
 
 
-def _table_columns(columns: Sequence[str]) -> dict[str, list[str]]:
-    """``{table: [column, ...]}`` of the stacked frame's ``<table>__<column>`` columns."""
-    out: dict[str, list[str]] = {}
-    for c in columns:
-        if _SEP in c.lstrip("_"):  # not the _table / _shard markers
-            table, column = c.split(_SEP, 1)
-            out.setdefault(table, []).append(column)
-    return out
+# ---- the models: loaded once on the driver, once per Python worker ---------------------------
+#: unpickled models per Python worker process, by the digest of what the driver shipped
+_WORKER_MODELS: dict[str, Any] = {}
 
 
-def _unstack(pdf: pd.DataFrame, tables: Mapping[str, Sequence[str]]) -> dict[str, pd.DataFrame]:
-    """The shard's rows of each earlier-week source (``_previous``, ``_history``), as text; a
-    source with no rows in this shard is an empty frame with its columns."""
-    frames = {}
-    groups = dict(tuple(pdf.groupby("_table", sort=True))) if len(pdf) else {}
-    for name, columns in tables.items():
-        prefix = f"{name}{_SEP}"
-        rows = groups.get(name)
-        if rows is None:
-            frames[name] = pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
-            continue
-        frame = rows[[prefix + c for c in columns]].rename(columns=lambda c: c[len(prefix):])
-        frame = frame.reset_index(drop=True)
-        frames[name] = frame.astype(object).where(frame.notna(), None)
-    return frames
+def load_models(models: Mapping[str, object], time_to_event: object | None):
+    """``({outcome: model}, time-to-event model or None)`` as the local engine scores with:
+    a value with a ``version`` and the model's methods is used as it is; a version string is
+    loaded from the registry (``registry.load_version`` / ``load_time_to_event``: LightGBM
+    text and JSON, no code from the registry runs)."""
+    loaded = {name: m if hasattr(m, "predict_with_reasons")
+              else registry.load_version(name, str(getattr(m, "version", m)))
+              for name, m in models.items()}
+    tte = None
+    if time_to_event is not None:
+        tte = time_to_event if hasattr(time_to_event, "predict") else \
+            registry.load_time_to_event(str(getattr(time_to_event, "version", time_to_event)))
+    return loaded, tte
 
 
-def _parse_scores(frame: pd.DataFrame | None) -> pd.DataFrame | None:
-    """Earlier-week rows that came through Spark as text, back to their types."""
-    if frame is None or not len(frame):
-        return None
-    out = frame.copy()
-    from churnml.data.validation import normalise_ids
+def shipped_models(spark, models: Mapping[str, object], time_to_event: object | None):
+    """A handle the shards resolve to the loaded models: ``(digest, broadcast)``.
 
-    out["account_id"] = normalise_ids(out["account_id"])
-    out["as_of"] = pd.to_datetime(out["as_of"]).astype("datetime64[ns]")
-    for c in out.columns:
-        if c not in ("account_id", "as_of", "health_tier"):
-            out[c] = pd.to_numeric(out[c], errors="coerce").astype("float64")
-    return out
+    The driver pickles the models once (its own objects, loaded by :func:`load_models`) into
+    a Spark broadcast: each executor fetches it once, and each Python worker unpickles it the
+    first time a shard asks (:func:`worker_models`), then keeps it for every later shard (the
+    workers are reused: ``spark.python.worker.reuse``, on by default)."""
+    blob = pickle.dumps(load_models(models, time_to_event), protocol=pickle.HIGHEST_PROTOCOL)
+    digest = hashlib.sha256(blob).hexdigest()
+    return digest, spark.sparkContext.broadcast(blob)
 
 
-# ---- step 1: features per shard ------------------------------------------------------------
-def _shard_features(frames: dict[str, pd.DataFrame], as_of, source: str,
-                    playbooks: Playbooks | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """The shard's features at as_of and (with ``playbooks``) its compared features a week
-    before (``churnml.scoring.compare.week_before``), both as the local engine builds them."""
-    from churnml.data.io import validate_frames
-    from churnml.features.build import build_features
-
-    book, _ = validate_frames(frames, source=source)
-    features = build_features(book, [as_of])
-    before = book_week_before(book, as_of, playbooks) if playbooks is not None else None
-    return features.sort_values("account_id", kind="stable").reset_index(drop=True), before
+def worker_models(handle) -> tuple[dict[str, Any], Any]:
+    """The models of a :func:`shipped_models` handle, unpickled once per Python worker."""
+    digest, broadcast = handle
+    got = _WORKER_MODELS.get(digest)
+    if got is None:
+        _WORKER_MODELS.clear()  # one run's models at a time
+        got = _WORKER_MODELS[digest] = pickle.loads(broadcast.value)
+    return got
 
 
-def feature_columns(spark, tables: Mapping[str, SparkDataFrame], stacked,
-                    schemas: Mapping[str, pa.Schema], as_of,
-                    sample_accounts: int = 25) -> list[tuple[str, str]]:
-    """``[(feature, "double"|"string"), ...]``: the columns ``build_features`` gives this book,
-    in its order, without ``account_id``/``as_of``.
-
-    Which features exist depends only on which tables and columns the book has (and, for the
-    extra ``accounts`` columns, whether they parse as numbers), so the driver runs
-    ``validate_frames`` + ``build_features`` on the rows of a few accounts that have MRR
-    history, with every other table present but empty."""
-    from pyspark.sql import functions as F
-
-    ids = [r[0] for r in tables["mrr_changes"].select(F.col("account_id").cast("string"))
-           .where(F.col("account_id").isNotNull()).distinct().limit(sample_accounts).collect()]
-    sample = (stacked.where(F.col("_table").isin("accounts", "mrr_changes")
-                            & F.col("account_id").isin(ids)).toArrow())
-    frames = _shard_tables(sample.to_batches(), schemas)
-    features, _ = _shard_features(frames, as_of, source="Spark engine (feature schema sample)")
-    out = []
-    for name in features.columns:
-        if name in ("account_id", "as_of"):
-            continue
-        out.append((name, "double" if features[name].dtype == np.float64 else "string"))
-    return out
+# ---- step 1: the whole pipeline per shard ---------------------------------------------------
+def transport_ddl(dimensions: list[str]) -> str:
+    """Spark schema of a shard's output rows: the output columns (scalars typed, nested
+    columns as JSON text, as_of as ``YYYY-MM-DD``) then the queue's action fields."""
+    return output_ddl(dimensions) + "".join(f", `{_Q}{f}` string" for f in _ACTION_FIELDS)
 
 
-def _ddl(columns: Sequence[tuple[str, str]]) -> str:
-    return ", ".join(f"`{name}` {kind}" for name, kind in columns)
+def _transport(table: pa.Table) -> pa.Table:
+    """A shard's typed output rows (the local writer's Arrow schema) as Spark carries them:
+    nested columns as JSON text, as_of as a date string, plus ``_q_<field>`` of the next best
+    action (what the queue reads, without parsing JSON)."""
+    columns, names = [], []
+    action = table.column("next_best_action").combine_chunks()
+    for name, column in zip(table.column_names, table.columns):
+        if name in _NESTED:
+            column = pa.array([json.dumps(v, allow_nan=False) for v in column.to_pylist()],
+                              type=pa.string())
+        elif name == "as_of":
+            column = pc.strftime(column, format="%Y-%m-%d")
+        elif pa.types.is_large_string(column.type):
+            column = column.cast(pa.string())
+        columns.append(column)
+        names.append(name)
+    for field in _ACTION_FIELDS:
+        columns.append(action.field(field).cast(pa.string()))
+        names.append(f"{_Q}{field}")
+    return pa.Table.from_arrays(columns, names=names)
 
 
-def _conform(features: pd.DataFrame, kinds: Sequence[tuple[str, str]]) -> pd.DataFrame:
-    """A shard's features with exactly the driver's columns and kinds.
+class _Clock:
+    """Seconds per stage of a shard's work, added to a Spark accumulator (a dict)."""
 
-    An extra ``accounts`` column is numeric when all its values parse as numbers; a shard
-    whose values are all missing parses it as text: those all-missing columns are converted.
-    A column that is text in one shard and numbers in another is refused (its values would
-    differ from the local engine's)."""
-    from churnml.errors import SchemaError, format_examples
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
 
-    out = {"account_id": features["account_id"].astype(str).to_numpy(dtype=object)}
-    for name, kind in kinds:
-        if name not in features.columns:
-            out[name] = np.full(len(features), np.nan if kind == "double" else None, dtype=object)
-            continue
-        column = features[name]
-        is_number = column.dtype == np.float64
-        if (kind == "double") != is_number and column.notna().any():
-            raise SchemaError(
-                f"accounts: column '{name}' is {'numbers' if is_number else 'text'} for some "
-                f"accounts and {'text' if is_number else 'numbers'} for others "
-                f"({column.notna().sum()} values, e.g. {format_examples(column.dropna().unique())}); "
-                "make it one or the other")
-        if kind == "double":
-            out[name] = pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64")
-        else:
-            out[name] = column.astype(object).where(column.notna(), None).to_numpy(dtype=object)
-    return pd.DataFrame(out, columns=["account_id", *[n for n, _ in kinds]])
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
 
 
-def feature_schema(kinds: Sequence[tuple[str, str]], playbooks: Playbooks) -> list[tuple[str, str]]:
-    """Step 1's output columns: ``_shard``, ``account_id``, the features (``kinds``), then
-    ``_wb_<feature>`` for each compared feature a week before as_of."""
-    return [("_shard", "bigint"), ("account_id", "string"), *kinds,
-            *[(f"{_WEEK_BEFORE}{n}", "double") for n in compared_features(playbooks)]]
+def seconds_accumulator(spark):
+    """A Spark accumulator of ``{stage: seconds}`` dicts (added key by key)."""
+    from pyspark.accumulators import AccumulatorParam
+
+    class _Seconds(AccumulatorParam):
+        def zero(self, value):
+            return {}
+
+        def addInPlace(self, a, b):
+            for key, seconds in b.items():
+                a[key] = a.get(key, 0.0) + seconds
+            return a
+
+    return spark.sparkContext.accumulator({}, _Seconds())
 
 
-def make_feature_builder(as_of, schemas: Mapping[str, pa.Schema],
-                         kinds: Sequence[tuple[str, str]], playbooks: Playbooks):
+def make_shard_scorer(as_of, schemas: Mapping[str, pa.Schema], models_handle, health,
+                      playbooks: Playbooks, feature_dimensions, dimensions: list[str],
+                      seconds=None):
     """Step 1, the function ``applyInArrow`` runs per shard (Arrow record batches in and out):
-    the shard's feature rows (:func:`feature_schema`'s columns, NaN where unknown)."""
+    the shard's output rows as the local engine computes them (:func:`transport_ddl`).
+
+    ``schemas``: each stacked table's Arrow schema (the book's tables and ``_previous`` /
+    ``_history``, last weeks' score rows); ``models_handle``: :func:`shipped_models` (or a
+    ``(models, time_to_event)`` pair, used as it is); ``seconds``: an accumulator of the
+    seconds per stage (:func:`seconds_accumulator`), or None."""
     as_of = to_as_of(as_of)
     schemas = dict(schemas)
-    kinds = list(kinds)
-    compared = compared_features(playbooks)
-    out_schema = pa.schema([(n, {"bigint": pa.int64(), "double": pa.float64()}.get(k, pa.string()))
-                            for n, k in feature_schema(kinds, playbooks)])
+    schema = arrow_schema(list(dimensions))
 
-    def build_shard(batches):
-        batches = iter(batches)
-        first = next(batches)  # a group has at least one row
-        shard = first.column(first.schema.get_field_index("_shard"))[0].as_py()
-        frames = _shard_tables(_chain(first, batches), schemas)
-        del first
-        features, before = _shard_features(frames, as_of, source=f"Spark shard {shard}",
-                                           playbooks=playbooks)
-        del frames
-        out = _conform(features, kinds)
-        del features
-        out.insert(0, "_shard", shard)
-        before = before.set_index("account_id") if before is not None else pd.DataFrame()
-        for name in compared:
-            values = before[name] if name in before.columns else pd.Series(dtype="float64")
-            out[f"{_WEEK_BEFORE}{name}"] = values.reindex(out["account_id"]).to_numpy("float64")
-        yield from pa.Table.from_pandas(out, schema=out_schema, preserve_index=False).to_batches()
+    def score_shard(batches):
+        from churnml.data.io import validate_frames
+        from churnml.features.build import build_features
+
+        clock = _Clock()
+        with clock("shard_read"):
+            batches = iter(batches)
+            first = next(batches)  # a group has at least one row
+            shard = first.column(first.schema.get_field_index("_shard"))[0].as_py()
+            frames = _shard_tables(unpacked(_chain(first, batches)), schemas)
+            del first
+        previous = frames.pop("_previous", None)
+        history = frames.pop("_history", None)
+        if previous is not None:  # load_earlier_weeks' order: by week, then account
+            previous = previous.sort_values("account_id", kind="stable").reset_index(drop=True)
+            history = history.sort_values(["as_of", "account_id"], kind="stable") \
+                .reset_index(drop=True)
+        with clock("validate"):
+            book, _ = validate_frames(frames, source=f"Spark shard {shard}")
+            del frames
+        with clock("features"):
+            features = build_features(book, [as_of])
+        with clock("week_before"):
+            before = book_week_before(book, as_of, playbooks)
+        del book
+        features = features.sort_values("account_id", kind="stable").reset_index(drop=True)
+        with clock("models_load"):
+            models, time_to_event = (models_handle if isinstance(models_handle[0], dict)
+                                     else worker_models(models_handle))
+        ids = features["account_id"].astype(str).to_numpy()
+        scored = score_frame(features, models, health,
+                             previous=rows_of_accounts(previous, ids),
+                             history=rows_of_accounts(history, ids),
+                             week_before=before, playbooks=playbooks,
+                             feature_dimensions=feature_dimensions, timer=clock,
+                             time_to_event=time_to_event)
+        del features, before
+        with clock("to_arrow"):
+            table = to_arrow(scored, schema)
+            del scored
+        with clock("transport"):
+            out = _transport(table)
+        if seconds is not None:
+            seconds.add({f"shard:{k}": v for k, v in clock.seconds.items()} | {"shard:count": 1})
+        yield from out.to_batches()
 
     # pyspark picks the record-batch iterator form of applyInArrow from the type hints
-    build_shard.__annotations__ = {"batches": Iterator[pa.RecordBatch],
+    score_shard.__annotations__ = {"batches": Iterator[pa.RecordBatch],
                                    "return": Iterator[pa.RecordBatch]}
-    return build_shard
+    return score_shard
 
 
 def _chain(first, rest):
@@ -503,145 +527,112 @@ def _chain(first, rest):
     yield from rest
 
 
-# ---- step 2: the models through MLflow's Spark UDF -----------------------------------------
-def registered_model_uris(models: Mapping[str, object]) -> dict[str, tuple[str, str]]:
-    """``{outcome: (models:/churnml-<outcome>/<version>, version)}`` of the versions to score.
-
-    ``models``: outcome -> what ``run_job`` resolved (a version string, or anything with
-    ``.version``, e.g. a ``TargetModel``). Pinning the number (not ``@champion``) makes the
-    UDF score with the version the output records, even if someone promotes another version
-    during the run."""
-    out = {}
-    for name, model in models.items():
-        version = str(getattr(model, "version", model))
-        out[name] = (f"models:/{get_outcome(name).model_name}/{version}", version)
-    return out
+# ---- step 2: this week's queue over the whole book ------------------------------------------
+def queue_input_columns(uplift) -> list[str]:
+    """The columns of step 1's rows the queue task reads."""
+    plain = [c if c not in _ACTION_FIELDS else f"{_Q}{c}" for c in INPUT_COLUMNS]
+    return list(dict.fromkeys([*plain, "effect_source", *uplift_inputs(uplift)]))
 
 
-def time_to_event_uri(model) -> tuple[str, str]:
-    """``(models:/churnml-time-to-event/<version>, version)`` of the time-to-event version to
-    score (a version string or anything with ``.version``), pinned like the outcomes'."""
-    version = str(getattr(model, "version", model))
-    return f"models:/{model_name_of(TIME_TO_EVENT)}/{version}", version
+def make_queue_task(playbooks: Playbooks, uplift):
+    """Step 2, the function of the one task that decides this week's queue: the queue's
+    input columns of every row in, ``account_id`` and the queue columns out
+    (:func:`churnml.scoring.queue.queue_columns`)."""
+
+    def queue_task(batches):
+        table = pa.Table.from_batches(list(batches))
+        order = pc.sort_indices(table, sort_keys=[("account_id", "ascending")])
+        table = table.take(order)
+        data = {}
+        for c in (*INPUT_COLUMNS, "effect_source"):
+            source = f"{_Q}{c}" if c in _ACTION_FIELDS else c
+            data[c] = table.column(source).to_numpy(zero_copy_only=False)
+        columns = {c: table.column(c).to_numpy(zero_copy_only=False)
+                   for c in uplift_inputs(uplift) if c in table.column_names}
+        del table
+        queue, _written = queue_columns(pd.DataFrame(data), columns, playbooks, uplift)
+        def plain(values):  # queue_tables' hand-over: missing as None
+            values = pd.Series(values, dtype=object)
+            return values.where(values.notna(), None).tolist()
+
+        out = pa.table({
+            "account_id": pa.array(data["account_id"], type=pa.string()),
+            "queue_status": pa.array(plain(queue["queue_status"]), type=pa.string()),
+            "queue_rank": pa.array(plain(queue["queue_rank"]), type=pa.int32()),
+            "holdout": pa.array(plain(queue["holdout"]), type=pa.bool_()),
+            "queue_reason": pa.array(plain(queue["queue_reason"]), type=pa.string()),
+            "expected_value": pa.array(plain(queue["expected_value"]), type=pa.float64()),
+            "effect_source": pa.array(plain(queue["effect_source"]), type=pa.string()),
+        })
+        yield from out.to_batches()
+
+    queue_task.__annotations__ = {"batches": Iterator[pa.RecordBatch],
+                                  "return": Iterator[pa.RecordBatch]}
+    return queue_task
 
 
-def model_udf(spark, model_uri: str):
-    """``mlflow.pyfunc.spark_udf`` of a registered churnml pyfunc: ``struct<probability double,
-    reasons string>`` per row, run in the executors' own Python environment.
-
-    The driver downloads the model once; Spark ships it to the executors (local mode: they
-    read the driver's copy), so the executors do not call the MLflow server."""
-    # only churnml.models.registry talks to MLflow (it configures the tracking store)
-    return registry.spark_udf(spark, model_uri, UDF_RESULT_TYPE, params={"top_k": TOP_K})
-
-
-def udf_inputs(udf, kinds: Sequence[tuple[str, str]]) -> list[str]:
-    """The model's input columns (its signature) that the book's features have; a model
-    feature the book cannot build is passed as missing, as by the local engine."""
-    schema = udf.metadata.get_input_schema()
-    names = schema.input_names() if schema is not None else [n for n, _ in kinds]
-    have = {n for n, _ in kinds}
-    return [n for n in names if n in have]
+# ---- step 3: the output in account order ----------------------------------------------------
+def typed_rows(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Rows as Spark carries them (:func:`_transport`) back to the local writer's ``schema``:
+    JSON text to nested values, the date string to as_of, each scalar cast to its type."""
+    columns = []
+    for field in schema:
+        column = table.column(field.name)
+        if field.name in _NESTED:
+            values = [json.loads(v) if v is not None else None for v in column.to_pylist()]
+            columns.append(pa.array(values, type=field.type))
+        elif field.name == "as_of":
+            columns.append(pc.strptime(column, format="%Y-%m-%d", unit="ns").cast(field.type))
+        else:
+            columns.append(column.cast(field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
-# ---- step 3: the output rows per shard -----------------------------------------------------
-class PrecomputedModel:
-    """What ``score_frame`` needs of a model, answered from the Spark UDF's output.
+def make_part_writer(folder: str, schema: pa.Schema):
+    """Step 3, per sorted partition: its rows written to ``folder/part-<partition>.parquet``
+    in the local writer's schema; returns ``(part, rows)``."""
 
-    ``predict_with_reasons(features, top_k)`` returns, for the rows of ``features`` (matched
-    by ``account_id``), the probabilities and reasons the registered pyfunc computed in step 2;
-    ``version`` is the registered version that computed them. Raises when asked for an
-    account it has no score for, or for a different number of reasons than were computed."""
+    def write_part(batches):
+        import pyarrow.parquet as pq
+        from pyspark import TaskContext
 
-    def __init__(self, version: str, account_ids, probabilities, reasons_json,
-                 top_k: int = TOP_K) -> None:
-        self.version = str(version)
-        self.top_k = top_k
-        self._ids = _unique_ids(account_ids)
-        self._proba = np.asarray(probabilities, dtype="float64")
-        self._reasons = list(reasons_json)
+        part = TaskContext.get().partitionId()
+        path = Path(folder) / f"part-{part:06d}.parquet"
+        rows = 0
+        writer = None
+        try:
+            for batch in batches:
+                if not batch.num_rows:
+                    continue
+                table = typed_rows(pa.Table.from_batches([batch]), schema)
+                if writer is None:
+                    writer = pq.ParquetWriter(str(path), schema, compression="zstd")
+                writer.write_table(table)
+                rows += table.num_rows
+        finally:
+            if writer is not None:
+                writer.close()
+        yield pa.RecordBatch.from_pydict({"part": [part], "rows": [rows]},
+                                         schema=pa.schema([("part", pa.int64()),
+                                                           ("rows", pa.int64())]))
 
-    def __repr__(self) -> str:
-        return f"PrecomputedModel(version={self.version!r}, accounts={len(self._ids)})"
-
-    def _positions(self, features: pd.DataFrame) -> np.ndarray:
-        return _positions(self._ids, features)
-
-    def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
-        return self._proba[self._positions(features)]
-
-    def predict_with_reasons(self, features: pd.DataFrame, top_k: int = TOP_K):
-        if top_k != self.top_k:
-            raise ValueError(f"the Spark UDF computed {self.top_k} reasons per account; "
-                             f"{top_k} were asked for")
-        pos = self._positions(features)
-        reasons = [json.loads(self._reasons[i]) if self._reasons[i] is not None else []
-                   for i in pos]
-        return self._proba[pos], reasons
-
-    def explain(self, features: pd.DataFrame, top_k: int = TOP_K):
-        return self.predict_with_reasons(features, top_k)[1]
+    return write_part
 
 
-def _unique_ids(account_ids) -> pd.Index:
-    ids = pd.Index(pd.Series(account_ids, dtype=object).astype(str))
-    if ids.has_duplicates:
-        raise ValueError(f"duplicate account ids in the UDF output: "
-                         f"{list(ids[ids.duplicated()][:5])}")
-    return ids
+def _parts(folder: Path, written: list[tuple[int, int]], batch_rows: int) -> Iterator[pa.Table]:
+    """The parts' rows in partition order, ``batch_rows`` at a time (the driver holds one)."""
+    import pyarrow.parquet as pq
 
-
-def _positions(ids: pd.Index, features: pd.DataFrame) -> np.ndarray:
-    """Where each row of ``features`` (by ``account_id``) is in ``ids``; raises for an account
-    the UDF gave nothing for."""
-    wanted = features["account_id"].astype(str).to_numpy(dtype=object)
-    pos = ids.get_indexer(pd.Index(wanted))
-    if (pos < 0).any():
-        from churnml.errors import format_examples
-
-        raise ValueError(f"no Spark UDF score for {(pos < 0).sum()} accounts, e.g. "
-                         f"{format_examples(wanted[pos < 0])}")
-    return pos
-
-
-class PrecomputedTimeToEvent:
-    """What ``score_frame`` needs of the time-to-event model (``TimeToEventModel``), answered
-    from its Spark UDF's output: ``predict(features)`` returns, for the rows of ``features``
-    (matched by ``account_id``), the columns the registered pyfunc computed in step 2, and
-    ``timing_reasons`` its reasons (``reasons``: outcome -> JSON text per account; None for a
-    version registered before the timing reasons: no reasons)."""
-
-    def __init__(self, version: str, account_ids, columns: pd.DataFrame,
-                 reasons: Mapping[str, Sequence[str | None]] | None = None) -> None:
-        self.version = str(version)
-        self._ids = _unique_ids(account_ids)
-        self._values = columns.reset_index(drop=True).astype("float64")
-        self._reasons = None if reasons is None else {k: list(v) for k, v in reasons.items()}
-
-    def timing_reasons(self, features: pd.DataFrame, top_k: int = TOP_K, *, catalog=None,
-                       columns=None) -> dict[str, list[list[dict]]]:
-        """The UDF's timing reasons of the rows of ``features`` (worded by the pyfunc with the
-        default catalog; ``catalog`` and ``columns`` are not needed here)."""
-        if top_k != TOP_K:
-            raise ValueError(f"the Spark UDF computed {TOP_K} timing reasons per account; "
-                             f"{top_k} were asked for")
-        pos = _positions(self._ids, features)
-        from churnml.models.survival import CLASSES
-
-        if self._reasons is None:
-            return {name: [[] for _ in pos] for name in CLASSES[1:]}
-        return {name: [json.loads(values[i]) if values[i] is not None else [] for i in pos]
-                for name, values in self._reasons.items()}
-
-    def __repr__(self) -> str:
-        return f"PrecomputedTimeToEvent(version={self.version!r}, accounts={len(self._ids)})"
-
-    def predict(self, features: pd.DataFrame) -> pd.DataFrame:
-        return self._values.iloc[_positions(self._ids, features)].reset_index(drop=True)
+    for part, rows in sorted(written):
+        if not rows:
+            continue
+        with pq.ParquetFile(folder / f"part-{part:06d}.parquet") as handle:
+            for batch in handle.iter_batches(batch_size=batch_rows):
+                yield pa.Table.from_batches([batch])
 
 
 def output_ddl(dimensions: list[str]) -> str:
-    """Spark schema of a shard's result: scalars typed, nested columns as JSON text."""
+    """Spark schema of the output rows: scalars typed, nested columns as JSON text."""
     schema = arrow_schema(dimensions)
     parts = []
     for f in schema:
@@ -659,71 +650,6 @@ def output_ddl(dimensions: list[str]) -> str:
     if [p.split("`")[1] for p in parts] != output_columns(dimensions):
         raise ValueError("arrow_schema and output_columns disagree on the output columns")
     return ", ".join(parts)
-
-
-def _features_frame(rows: pd.DataFrame, as_of, kinds) -> pd.DataFrame:
-    """Step 1's rows back to ``build_features``' frame: same columns, order and dtypes
-    (float64 numbers, ``str`` text with NaN for missing, as_of datetime64[ns])."""
-    rows = rows.sort_values("account_id", kind="stable").reset_index(drop=True)
-    n = len(rows)
-    columns: dict[str, object] = {
-        "account_id": pd.array(rows["account_id"].astype(str).to_numpy(dtype=object), dtype="str"),
-        "as_of": np.full(n, np.datetime64(as_of.to_datetime64(), "ns")),
-    }
-    for name, kind in kinds:
-        values = rows[name]
-        if kind == "double":
-            columns[name] = pd.to_numeric(values).to_numpy(dtype="float64")
-        else:
-            columns[name] = pd.array(values.astype(object).where(values.notna(), None)
-                                     .to_numpy(dtype=object), dtype="str")
-    return pd.DataFrame(columns)
-
-
-def make_shard_scorer(as_of, health, dimensions, playbooks, feature_dimensions,
-                      kinds: Sequence[tuple[str, str]], versions: Mapping[str, str],
-                      earlier_columns: Mapping[str, Sequence[str]],
-                      time_to_event_version: str | None = None,
-                      time_to_event_reasons: bool = True):
-    """Step 3, the function ``applyInPandas`` runs per shard: ``score_frame`` on the shard's
-    features with the UDF's probabilities and reasons (:class:`PrecomputedModel`) and, with
-    ``time_to_event_version``, the time-to-event UDF's columns (:class:`PrecomputedTimeToEvent`;
-    ``time_to_event_reasons``: the UDF gave its timing reasons too)."""
-    as_of = to_as_of(as_of)
-    kinds = list(kinds)
-    versions = dict(versions)
-    earlier_columns = {n: list(c) for n, c in earlier_columns.items()}
-
-    def score_shard(pdf: pd.DataFrame) -> pd.DataFrame:
-        is_feature = (pdf["_table"] == _FEATURES).to_numpy()
-        rows = pdf[is_feature].sort_values("account_id", kind="stable").reset_index(drop=True)
-        features = _features_frame(rows, as_of, kinds)
-        models = {t: PrecomputedModel(versions[t], rows["account_id"],
-                                      rows[f"_{t}_probability"], rows[f"_{t}_reasons"])
-                  for t in versions}
-        time_to_event = None if time_to_event_version is None else PrecomputedTimeToEvent(
-            time_to_event_version, rows["account_id"],
-            pd.DataFrame({c: pd.to_numeric(rows[f"{_TTE}{c}"]) for c in _TTE_FLOATS}),
-            {o.name: rows[f"{_TTE}{o.timing_reasons_column}"].tolist() for o in OUTCOMES}
-            if time_to_event_reasons else None)
-        before_cols = [c for c in rows.columns if str(c).startswith(_WEEK_BEFORE)]
-        week_before = rows[["account_id", *before_cols]].rename(
-            columns=lambda c: c[len(_WEEK_BEFORE):] if c.startswith(_WEEK_BEFORE) else c)
-        week_before["account_id"] = week_before["account_id"].astype(str)
-        for c in week_before.columns[1:]:
-            week_before[c] = pd.to_numeric(week_before[c], errors="coerce").astype("float64")
-        earlier = _unstack(pdf[~is_feature], earlier_columns) if earlier_columns else {}
-        previous = _parse_scores(earlier.get("_previous"))
-        history = _parse_scores(earlier.get("_history"))
-        scored = score_frame(features, models, health, previous=previous, history=history,
-                             week_before=week_before, playbooks=playbooks,
-                             feature_dimensions=feature_dimensions, time_to_event=time_to_event)
-        for c in _NESTED:
-            scored[c] = [json.dumps(v, allow_nan=False) for v in scored[c]]
-        scored["as_of"] = scored["as_of"].dt.strftime("%Y-%m-%d")
-        return scored
-
-    return score_shard
 
 
 # ---- the job -------------------------------------------------------------------------------
@@ -748,18 +674,18 @@ def score_book_spark(
     """Score the book in ``data_dir`` on Spark into ``OUT/as_of=DATE/scores.parquet`` (the
     local engine's file; see the module docstring).
 
-    ``models``: outcome -> the registered version to score with (a version string or anything
-    with ``.version``) for the outcomes that have one; they run through
-    ``mlflow.pyfunc.spark_udf`` on ``models:/churnml-<outcome>/<version>``. ``health``: a ``HealthScore``. ``shards``: the least number
-    of account shards (one Spark task each in steps 1 and 3); a book with more than
-    ``shards * shard_accounts`` accounts gets more (:func:`shard_count`; None: exactly
-    ``shards``). ``lock=False`` when the caller
-    holds :class:`OutputLock`. Spark failures raise :class:`SparkEngineError` (or the churnml
-    error an executor raised, e.g. ``SchemaError``), naming the step. Like the local engine,
-    the partition's ``_SUCCESS`` marker is removed first and, with ``complete=True``, written
-    last; earlier partitions without a valid marker are skipped. ``time_to_event``: the
-    ``churnml-time-to-event`` version to score with (a version string or anything with
-    ``.version``; its columns are null without it), through its registered pyfunc's UDF.
+    ``models``: outcome -> the model to score with, for the outcomes that have one (a
+    registered version string, or the loaded model). ``health``: a ``HealthScore``.
+    ``shards``: the least number of account shards (one Spark group each in step 1); a book
+    with more than ``shards * shard_accounts`` accounts gets more (:func:`shard_count`; None:
+    exactly ``shards``). ``lock=False`` when the caller holds :class:`OutputLock`. Spark
+    failures raise :class:`SparkEngineError` (or the churnml error an executor raised, e.g.
+    ``SchemaError``), naming the step. Like the local engine, the partition's ``_SUCCESS``
+    marker is removed first and, with ``complete=True``, written last; earlier partitions
+    without a valid marker are skipped. ``time_to_event``: the ``churnml-time-to-event``
+    model (a version string or the loaded model; its columns are null without it).
+    ``stage_seconds``: the driver's wall seconds per step and, as ``shard:<stage>``, the
+    seconds the executors' Python workers spent per stage of the shards (summed over shards).
     """
     from churnml.data.io import find_table_files
 
@@ -770,10 +696,7 @@ def score_book_spark(
     playbooks = playbooks if playbooks is not None else load_playbooks()
     if feature_dimensions is None:
         feature_dimensions = catalog_dimensions()
-    uris = registered_model_uris(models)
-    tte = None if time_to_event is None else time_to_event_uri(time_to_event)
     spark = spark or spark_session()
-    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     partition = partition_dir(out_dir, as_of)
@@ -790,107 +713,79 @@ def score_book_spark(
 
             raise SchemaError(f"{data_dir}: the accounts and mrr_changes tables are required "
                               f"(found {sorted(tables) or 'no tables'})")
+        schemas = {name: table_schema(files[name], sdf) for name, sdf in tables.items()}
         earlier = [(d, p) for d, p in list_partitions(out_dir) if d < as_of]
         previous_as_of = None
-        sources = dict(tables)
-        if earlier:
+        if earlier:  # last weeks' rows, read as load_earlier_weeks reads them
             previous_as_of, last = earlier[-1]
-            cols = ["account_id", "as_of", "health_score", "health_tier"]
+            start = as_of - pd.Timedelta(weeks=history_weeks)
+            paths = [p / SCORES_NAME for d, p in earlier if d >= start]
             with spark_errors("reading last week's partition"):
-                sources["_previous"] = _read(spark, last / SCORES_NAME).select(*cols)
-                start = as_of - pd.Timedelta(weeks=history_weeks)
-                paths = [str(p / SCORES_NAME) for d, p in earlier if d >= start]
-                sources["_history"] = spark.read.parquet(*paths).select(*cols)
+                tables["_previous"] = _read(spark, last / SCORES_NAME).select(*_EARLIER_COLUMNS)
+                tables["_history"] = spark.read.parquet(*map(str, paths)) \
+                    .select(*_EARLIER_COLUMNS)
+            schemas["_previous"] = _file_schema(last / SCORES_NAME, _EARLIER_COLUMNS)
+            schemas["_history"] = _file_schema(paths[0], _EARLIER_COLUMNS)
+        t1 = time.perf_counter()
         with spark_errors("counting the accounts"):
             shards = shard_count(tables["accounts"].count(), shards, shard_accounts)
-        schemas = {name: table_schema(files[name], sdf) for name, sdf in tables.items()}
-        shard_of = F.pmod(F.xxhash64("account_id"), F.lit(shards))
-        book_rows = _typed_stack(tables).withColumn("_shard", shard_of)
-        earlier_sources = {n: sdf for n, sdf in sources.items() if n in _EARLIER}
-        earlier_columns: dict[str, list[str]] = {}
-        if earlier_sources:
-            stacked = _stacked(spark, earlier_sources).withColumn("_shard", shard_of)
-            earlier_columns = _table_columns(stacked.columns)
+        stage["driver_count"] = time.perf_counter() - t1
+        shard_of = F.pmod(F.xxhash64(F.col("account_id").cast("string")), F.lit(shards))
+        packed = [packed_table(name, sdf, shard_of) for name, sdf in tables.items()]
+        book_rows = packed[0]
+        for more in packed[1:]:
+            book_rows = book_rows.unionByName(more)
         spark.conf.set("spark.sql.shuffle.partitions", str(shards))  # one task per shard
-
-        # step 1: features per shard, with the schema the builders give this book
-        with spark_errors("learning the feature columns from a sample of accounts"):
-            kinds = feature_columns(spark, tables, book_rows, schemas, as_of)
-        builder = make_feature_builder(as_of, schemas, kinds, playbooks)
-        features = book_rows.groupBy("_shard").applyInArrow(
-            builder, schema=_ddl(feature_schema(kinds, playbooks)))
-
-        # step 2: each outcome's registered pyfunc through mlflow.pyfunc.spark_udf
-        for target, (uri, _version) in uris.items():
-            with spark_errors(f"loading {uri} for the Spark UDF"):
-                udf = model_udf(spark, uri)
-            inputs = udf_inputs(udf, kinds)
-            scored_col = udf(F.struct(*[F.col(f"`{c}`") for c in inputs]))
-            features = (features.withColumn(f"_{target}", scored_col)
-                        .withColumn(f"_{target}_probability", F.col(f"_{target}.probability"))
-                        .withColumn(f"_{target}_reasons", F.col(f"_{target}.reasons"))
-                        .drop(f"_{target}"))
-        tte_reasons = False
-        if tte is not None:  # the time-to-event pyfunc: its floats and timing reasons
-            from churnml.models.survival_explain import PYFUNC_REASONS_KEY
-
-            with spark_errors(f"loading {tte[0]} for the Spark UDF"):
-                tte_reasons = bool(registry.model_metadata(tte[0]).get(PYFUNC_REASONS_KEY))
-                udf = registry.spark_udf(spark, tte[0], time_to_event_result_type(tte_reasons))
-            scored_col = udf(F.struct(*[F.col(f"`{c}`") for c in udf_inputs(udf, kinds)]))
-            features = features.withColumn("_tte", scored_col)
-            for c in _TTE_FLOATS + (_TTE_REASONS if tte_reasons else ()):
-                features = features.withColumn(f"{_TTE}{c}", F.col(f"_tte.`{c}`"))
-            features = features.drop("_tte")
-
-        # step 3: score_frame per shard with the UDF's values; earlier weeks' rows join by shard
-        features = features.withColumn("_table", F.lit(_FEATURES))
-        step3 = features
-        if earlier_columns:
-            keep = ["_table", "account_id", "_shard"] + [f"{n}{_SEP}{c}" for n, cs in
-                                                         earlier_columns.items() for c in cs]
-            step3 = features.unionByName(stacked.select(*keep), allowMissingColumns=True)
+        t1 = time.perf_counter()
+        with spark_errors("loading the models"):
+            handle = shipped_models(spark, models, time_to_event)
+        stage["driver_models"] = time.perf_counter() - t1
         dimensions = list(health.dimension_names)
-        scorer = make_shard_scorer(as_of, health, dimensions, playbooks, feature_dimensions,
-                                   kinds, {t: v for t, (_u, v) in uris.items()}, earlier_columns,
-                                   time_to_event_version=None if tte is None else tte[1],
-                                   time_to_event_reasons=tte_reasons)
-        scored = step3.groupBy("_shard").applyInPandas(scorer, schema=output_ddl(dimensions))
-        # computed once: sorting samples the rows first, then reads them again
-        scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
         schema = arrow_schema(dimensions)
-
-        def _to_table(rows, columns):
-            frame = pd.DataFrame.from_records(rows, columns=columns)
-            for c in _NESTED:
-                frame[c] = [json.loads(v) for v in frame[c]]
-            frame["as_of"] = pd.to_datetime(frame["as_of"]).astype("datetime64[ns]")
-            return to_arrow(frame, schema)
-
-        def batches():
-            rows = []
-            columns = None
-            for row in scored.orderBy("account_id").toLocalIterator(prefetchPartitions=True):
-                if columns is None:
-                    columns = list(row.__fields__)
-                rows.append(tuple(row))
-                if len(rows) >= batch_rows:
-                    yield _to_table(rows, columns)
-                    rows = []
-            if rows:
-                yield _to_table(rows, columns)
-
+        seconds = seconds_accumulator(spark)
+        scorer = make_shard_scorer(as_of, schemas, handle, health, playbooks,
+                                   feature_dimensions, dimensions, seconds)
+        uplift = play_effects.usable_uplift("saved", out_dir, as_of)
+        scratch = out_dir / f".spark-{as_of:%Y-%m-%d}-{uuid.uuid4().hex[:12]}"
+        stage["driver_setup"] = time.perf_counter() - t0  # the two above included
         try:
+            # step 1: every shard's output rows, written once to the scratch folder
+            t1 = time.perf_counter()
             with spark_errors("building features and scoring the shards"):
-                # this week's queue ranks the whole book per owner: it is decided on the
-                # driver once every shard's output rows are collected (the rows, not the
-                # features), then written
-                week = queue_tables(list(batches()), playbooks,
-                                    uplift=play_effects.usable_uplift("saved", out_dir,
-                                                                    as_of))
-                rows = write_parquet_atomic(partition / SCORES_NAME, iter(week), schema)
+                (book_rows.groupBy("_shard").applyInArrow(scorer, schema=transport_ddl(dimensions))
+                 .write.parquet(str(scratch / "rows")))
+            stage["shards"] = time.perf_counter() - t1
+            rows_sdf = spark.read.parquet(str(scratch / "rows"))
+            # step 2: this week's queue, over the whole book, in one task
+            t1 = time.perf_counter()
+            with spark_errors("deciding this week's queue"):
+                queue = (rows_sdf.select(*queue_input_columns(uplift))
+                         .groupBy(F.lit(0).alias("_book"))
+                         .applyInArrow(make_queue_task(playbooks, uplift), schema=_QUEUE_DDL))
+                queue.write.parquet(str(scratch / "queue"))
+            stage["queue"] = time.perf_counter() - t1
+            # step 3: the rows with their queue, in account order, as typed parts
+            t1 = time.perf_counter()
+            queued = spark.read.parquet(str(scratch / "queue"))
+            replaced_columns = [c for c in queued.columns if c != "account_id"]
+            final = (rows_sdf.drop(*replaced_columns, *[f"{_Q}{f}" for f in _ACTION_FIELDS])
+                     .join(queued, "account_id", "left").select(*schema.names)
+                     .orderBy("account_id"))
+            (scratch / "parts").mkdir(parents=True)
+            with spark_errors("writing the output in account order"):
+                written = [(int(r[0]), int(r[1])) for r in final.mapInArrow(
+                    make_part_writer(str(scratch / "parts"), schema),
+                    "part long, rows long").collect()]
+            stage["sort_and_parts"] = time.perf_counter() - t1
+            t1 = time.perf_counter()
+            rows = write_parquet_atomic(partition / SCORES_NAME,
+                                        _parts(scratch / "parts", written, batch_rows), schema)
+            stage["write"] = time.perf_counter() - t1
         finally:
-            scored.unpersist()
+            shutil.rmtree(scratch, ignore_errors=True)
+            with contextlib.suppress(Exception):
+                handle[1].unpersist()
+        stage.update({k: round(v, 3) for k, v in seconds.value.items()})
         stage["spark_total"] = time.perf_counter() - t0
         if complete:
             mark_complete(partition, as_of, rows, [SCORES_NAME])

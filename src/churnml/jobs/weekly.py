@@ -73,6 +73,7 @@ from churnml.jobs.partitions import (  # noqa: F401  (part of this module's inte
     mark_complete,
     partition_dir,
     remove_stale_temporaries,
+    rows_of_accounts,
     to_arrow,
     write_bytes_atomic,
     write_parquet_atomic,
@@ -119,12 +120,6 @@ def account_chunks(book: Book, chunk_size: int) -> Iterator[Book]:
                 order, bounds = cut[1], cut[2]
                 tables[name] = table.iloc[order[bounds[k]:bounds[k + 1]]].reset_index(drop=True)
         yield Book(tables=tables, source=book.source, meta=dict(book.meta))
-
-
-def _slice(frame: pd.DataFrame | None, ids: np.ndarray) -> pd.DataFrame | None:
-    if frame is None:
-        return None
-    return frame[frame["account_id"].astype(str).isin(ids)].reset_index(drop=True)
 
 
 def score_book(
@@ -201,7 +196,8 @@ def score_book(
                 t1 = time.perf_counter()
                 ids = features["account_id"].astype(str).to_numpy()
                 scored = score_frame(features, models, health,
-                                     previous=_slice(previous, ids), history=_slice(history, ids),
+                                     previous=rows_of_accounts(previous, ids),
+                                     history=rows_of_accounts(history, ids),
                                      week_before=before, playbooks=playbooks,
                                      feature_dimensions=feature_dimensions, timer=timer,
                                      time_to_event=time_to_event)
@@ -312,8 +308,8 @@ def train_ends(models: dict[str, Any]) -> dict[str, str | None]:
 
 def champion_models(versions_only: bool = False) -> tuple[dict[str, Any], list[str]]:
     """The champions of every outcome that has one: ``({outcome: model}, [outcomes without
-    a champion])`` (``versions_only``: the version strings, for the Spark engine, which
-    scores through the registered pyfuncs). None has a champion: ModelNotFoundError."""
+    a champion])`` (``versions_only``: the version strings only). None has a champion:
+    ModelNotFoundError."""
     models: dict[str, Any] = {}
     missing: list[str] = []
     for outcome in OUTCOMES:
@@ -334,7 +330,7 @@ def champion_models(versions_only: bool = False) -> tuple[dict[str, Any], list[s
 
 def champion_time_to_event(version_only: bool = False) -> Any:
     """The ``churnml-time-to-event`` champion (``SurvivalModel``), None when it has none;
-    ``version_only``: just its version string (the Spark engine scores its registered pyfunc)."""
+    ``version_only``: just its version string."""
     from churnml.outcomes import TIME_TO_EVENT
 
     version = registry.champion_version(TIME_TO_EVENT)
@@ -397,14 +393,13 @@ def run_job(
                 stage(f"{_report.total_rejected:,} input rows set aside (run churnml validate)")
         times["load"] = time.perf_counter() - t0
         stage("loading the champion models and health weights")
-        # the Spark engine scores through the registered pyfuncs: it needs the versions only
-        models, missing = champion_models(versions_only=engine == "spark")
+        # both engines score with these objects (Spark ships them to its Python workers once)
+        models, missing = champion_models()
         stage("scoring " + ", ".join(f"{name} (v{getattr(m, 'version', m)})"
                                      for name, m in models.items())
               + (f"; no champion for {', '.join(missing)} (columns left null)"
                  if missing else ""))
-        # the Spark engine scores its registered pyfunc too: it needs the version only
-        time_to_event = champion_time_to_event(version_only=engine == "spark")
+        time_to_event = champion_time_to_event()
         tte_version = None if time_to_event is None else str(getattr(time_to_event, "version",
                                                                      time_to_event))
         if tte_version is not None:

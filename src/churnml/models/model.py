@@ -13,7 +13,7 @@ calibrated probabilities and reasons, with no reference to the other accounts sc
 
 Saved to a directory as ``booster.txt`` (LightGBM's own text format) plus ``model.json`` (the
 rest, plain JSON): no pickle, so a model outlives library upgrades. The MLflow pyfunc, the
-Bento and the Spark UDF all load this directory.
+Bento and the Spark engine all load this directory.
 """
 
 from __future__ import annotations

@@ -691,38 +691,6 @@ def log_job_run(experiment: str, params: Mapping[str, Any] | None = None,
         return run.info.run_id
 
 
-def spark_udf(spark, model_uri: str, result_type: str, params: Mapping[str, Any] | None = None):
-    """``mlflow.pyfunc.spark_udf`` of a registered churnml pyfunc, on the configured store.
-
-    ``env_manager="local"``: executors run the driver's Python environment (churnml installed
-    there), so no environment is rebuilt or downloaded. Raises ``ModelNotFoundError`` naming the
-    URI and the store when the model cannot be loaded.
-    """
-    mlflow = _mlflow()
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return mlflow.pyfunc.spark_udf(spark, model_uri, result_type=result_type,
-                                       env_manager="local", params=dict(params or {}))
-    except MlflowException as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelNotFoundError(f"cannot load {model_uri} for the Spark UDF from "
-                                 f"{_where()}: {first}") from exc  # no password
-
-
-def model_metadata(model_uri: str) -> dict[str, Any]:
-    """The ``metadata`` a logged model was given (MLmodel), on the configured store; ``{}``
-    when it has none. Raises ``ModelNotFoundError`` naming the URI and the store."""
-    mlflow = _mlflow()
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return dict(mlflow.models.get_model_info(model_uri).metadata or {})
-    except MlflowException as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelNotFoundError(f"cannot read {model_uri} from {_where()}: {first}") from exc
-
-
 # ---- the time-to-event model (churnml.models.survival) ----------------------------------------
 _SURVIVAL_PYFUNC_FILE = Path(__file__).with_name("pyfunc_survival.py")
 

@@ -161,7 +161,7 @@ PYFUNC_REASONS_KEY = "churnml_timing_reasons"
 def pyfunc_output(model, features: pd.DataFrame, top_k: int = 3) -> pd.DataFrame:
     """What the registered pyfunc (``churnml.models.pyfunc_survival``) returns: the model's
     ``predict`` columns and, per outcome, ``{outcome}_timing_reasons`` as JSON text of the
-    reason records (the Spark UDF's form of the reasons, like the outcome models' pyfunc)."""
+    reason records (a form ``mlflow.pyfunc.spark_udf`` can return, like the outcome models' pyfunc)."""
     import json
 
     from churnml.outcomes import get_outcome

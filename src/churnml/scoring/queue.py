@@ -342,21 +342,19 @@ def inputs_of_arrow(table: Any) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
-def queue_tables(tables: Sequence[Any], playbooks: Playbooks, uplift: Any = None) -> list[Any]:
-    """Arrow tables holding a whole week's output rows (in any split) with this week's queue
-    filled in: the queue is decided over all of them at once; with ``uplift`` (an
-    ``UpliftSet``) its plays' expected values first (:func:`uplift_values`)."""
-    import pyarrow as pa
-
-    tables = list(tables)
-    if not tables:
-        return tables
-    whole = pa.concat_tables(tables)
-    inputs = inputs_of_arrow(whole)
+def queue_columns(inputs: pd.DataFrame, columns: Mapping[str, Any], playbooks: Playbooks,
+                  uplift: Any = None) -> tuple[pd.DataFrame, list[str]]:
+    """This week's queue for a whole book from its :data:`INPUT_COLUMNS` (``inputs``, one row
+    per account, any order) and, with ``uplift`` (an ``UpliftSet``), the columns its models
+    read (``columns``: name -> values in ``inputs``' order; its plays' expected values first,
+    :func:`uplift_values`): ``(frame, written)``, the frame holding ``queue_status``,
+    ``queue_rank``, ``queue_reason``, ``holdout``, ``expected_value`` and ``effect_source``
+    per row of ``inputs``, ``written`` the columns that replace the output's (the queue's,
+    and with uplift the two it changes). Shared by :func:`queue_tables` (the local engine)
+    and the Spark engine's queue task."""
+    inputs = inputs.copy()
     written = ["queue_status", "queue_rank", "queue_reason", "holdout"]
     if uplift is not None and getattr(uplift, "plays", None):
-        names = [c for c in (*uplift.features, "mrr") if c in whole.column_names]
-        columns = {c: whole.column(c).to_numpy(zero_copy_only=False) for c in names}
         ev, source, text = uplift_values(columns, inputs["playbook"].to_numpy(dtype=object),
                                          inputs["expected_value"].to_numpy(dtype="float64"),
                                          inputs["queue_reason"].to_numpy(dtype=object),
@@ -368,6 +366,29 @@ def queue_tables(tables: Sequence[Any], playbooks: Playbooks, uplift: Any = None
     queue = assign_queue(inputs, playbooks)
     for column in ("expected_value", "effect_source"):
         queue[column] = inputs[column].to_numpy() if column in inputs else None
+    return queue, written
+
+
+def uplift_inputs(uplift: Any) -> list[str]:
+    """The output columns an ``UpliftSet``'s models read (none without one)."""
+    if uplift is None or not getattr(uplift, "plays", None):
+        return []
+    return list(dict.fromkeys([*uplift.features, "mrr"]))
+
+
+def queue_tables(tables: Sequence[Any], playbooks: Playbooks, uplift: Any = None) -> list[Any]:
+    """Arrow tables holding a whole week's output rows (in any split) with this week's queue
+    filled in: the queue is decided over all of them at once (:func:`queue_columns`); with
+    ``uplift`` (an ``UpliftSet``) its plays' expected values first (:func:`uplift_values`)."""
+    import pyarrow as pa
+
+    tables = list(tables)
+    if not tables:
+        return tables
+    whole = pa.concat_tables(tables)
+    columns = {c: whole.column(c).to_numpy(zero_copy_only=False)
+               for c in uplift_inputs(uplift) if c in whole.column_names}
+    queue, written = queue_columns(inputs_of_arrow(whole), columns, playbooks, uplift)
     out = []
     start = 0
     for table in tables:
@@ -386,4 +407,5 @@ def queue_tables(tables: Sequence[Any], playbooks: Playbooks, uplift: Any = None
 __all__ = ["DECILES", "INPUT_COLUMNS", "PRIOR", "QUEUED", "QUEUE_COLUMNS", "UPLIFT", "WATCH",
            "uplift_values",
            "assign_queue", "blake_uniform", "expected_values", "inputs_of_arrow",
-           "inputs_of_frame", "queue_frame", "queue_tables", "risk_deciles"]
+           "inputs_of_frame", "queue_columns", "queue_frame", "queue_tables", "risk_deciles",
+           "uplift_inputs"]

@@ -419,7 +419,7 @@ class ReadSession:
         """Start the reading transaction (PostgreSQL: the exported snapshot)."""
         if self.source.kind != "postgresql":
             return
-        _rollback(self.conn)
+        rollback_quietly(self.conn)
         cur = self.conn.cursor()
         try:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -431,7 +431,7 @@ class ReadSession:
                 raise DatabaseUnavailableError(
                     f"{self.source}: the database went away: {_driver_text(self.source.scrub(exc))}"
                 ) from None
-            _rollback(self.conn)
+            rollback_quietly(self.conn)
             self.snapshot = None
         finally:
             _close_cursor(cur)

@@ -108,6 +108,22 @@ def test_weekly_job_writes_the_columns_and_the_report_forecasts(tmp_path):
     assert summary["accounts_renewing_90d"] == len(renewing) > 0
     shown = page.split("<h2>Renewing into risk</h2>")[1].split("<h2>")[0]
     assert shown.count("<tr><td>") == min(25, len(renewing))
+    # each shown row says in words why its leading risk could come before the renewal: the
+    # first raising timing reason of that outcome, as the scores hold it
+    import html
+
+    by_id = scores.set_index("account_id")
+    shares = load_playbooks().typical_share
+    for _, r in renewing.head(25).iterrows():
+        lead = max(("churn", "contraction"),
+                   key=lambda o: shares.get(o, 1.0) * r[f"{o}_by_renewal"])
+        raising = [x for x in by_id.at[r["account_id"], f"{lead}_timing_reasons"]
+                   if x["contribution"] > 0]
+        cell = shown.split(f"<tr><td>{r['account_id']}</td>")[1].split("</tr>")[0]
+        if raising:
+            assert f"{lead}:</span> {html.escape(raising[0]['text'])}" in cell
+        else:
+            assert cell.endswith("<td>-</td>")
     # without the champion: one line, no forecast figures
     plain = score_book(book, "2026-03-09", tmp_path, models(), HealthScore(),
                        build_features=simple_features, feature_dimensions=FEATURE_DIMENSIONS)

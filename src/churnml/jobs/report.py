@@ -511,7 +511,8 @@ def build_report(scores_path: str | Path, mrr_changes: pd.DataFrame, *,
     from churnml.scoring.actions import load_playbooks
 
     when, when_summary = forecast_section(current, mrr_changes, as_of,
-                                          load_playbooks().typical_share, top_n=top_n)
+                                          load_playbooks().typical_share, top_n=top_n,
+                                          nested=table)
     h.extend(when)
     summary.update(when_summary)
 

@@ -198,10 +198,12 @@ def plot_forecast(table: pd.DataFrame, outcomes: Sequence[Outcome] = OUTCOMES) -
 
 def forecast_section(scores: pd.DataFrame, mrr_changes: pd.DataFrame, as_of, shares: Mapping[str, float],
                      top_n: int = 25, outcomes: Sequence[Outcome] = OUTCOMES,
-                     ) -> tuple[list[str], dict[str, float]]:
+                     nested=None) -> tuple[list[str], dict[str, float]]:
     """The report's "Revenue forecast" and "Renewing into risk" sections and their summary
     figures (``forecast_<outcome>_mrr_90d`` with ``_low``/``_high``, ``accounts_renewing_90d``,
-    ``mrr_at_risk_before_renewal_90d``)."""
+    ``mrr_at_risk_before_renewal_90d``). The timing reasons of the accounts shown come from
+    ``scores`` or, when it holds only the scalar columns, from ``nested`` (the week's whole
+    Arrow table; only the shown rows are materialised)."""
     h = ["<h2>Revenue forecast: the next six months</h2>"]
     if not has_time_to_event(scores, outcomes):
         h.append("<p class='note'>No time-to-event champion (<code>churnml train --target "
@@ -262,19 +264,62 @@ def forecast_section(scores: pd.DataFrame, mrr_changes: pd.DataFrame, as_of, sha
         h.append(f"<p>No known renewal in the next {RENEWAL_WINDOW_DAYS} days "
                  "(mrr_changes.term_end).</p>")
         return h, summary
-    days_to_churn = scores.set_index(scores["account_id"].astype(str)).get("expected_days_to_churn_within_year")
+    by_id = _shown_rows(scores, nested, renewing["account_id"].head(top_n).tolist(), risk)
+    days_to_churn = by_id.get("expected_days_to_churn_within_year")
     h.append("<table><tr><th>account</th><th>MRR</th><th>renews</th>" + "".join(
         f"<th>chance of {_esc(o.name)} by then</th>" for o in risk)
         + "<th>MRR at risk before the renewal</th><th>expected days to churn (within a year)"
-        "</th></tr>")
+        "</th><th>why it could come soon</th></tr>")
     for _, r in renewing.head(top_n).iterrows():
         expected = (days_to_churn.get(r["account_id"], np.nan) if days_to_churn is not None
                     else np.nan)
+        why = _timing_words(by_id, r, risk, shares)
         h.append(f"<tr><td>{_esc(r['account_id'])}</td><td class='n'>{_money(r['mrr'])}</td>"
                  f"<td>{pd.Timestamp(r['renewal_date']):%Y-%m-%d}<br><span class='note'>in "
                  f"{int(r['days_to_renewal'])} days</span></td>" + "".join(
                      f"<td class='n'>{100 * r[f'{o.name}_by_renewal']:.0f}%</td>" for o in risk)
                  + f"<td class='n'>{_money(r['mrr_at_risk_before_renewal'])}</td>"
-                 f"<td class='n'>{'-' if not np.isfinite(expected) else f'{expected:.0f}'}</td></tr>")
+                 f"<td class='n'>{'-' if not np.isfinite(expected) else f'{expected:.0f}'}</td>"
+                 f"<td>{why}</td></tr>")
     h.append("</table>")
     return h, summary
+
+
+def _shown_rows(scores: pd.DataFrame, nested, ids: Sequence[str],
+                risk: Sequence[Outcome]) -> pd.DataFrame:
+    """The rows of accounts ``ids`` by account id, with the risk outcomes' timing reasons
+    (from ``nested`` when ``scores`` lacks them)."""
+    by_id = scores.set_index(scores["account_id"].astype(str))
+    wanted = [o.timing_reasons_column for o in risk if o.timing_reasons_column not in scores]
+    if nested is None or not wanted or not set(wanted) <= set(nested.schema.names):
+        return by_id
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    shown = nested.filter(pc.is_in(nested.column("account_id").cast(pa.string()),
+                                   value_set=pa.array(list(ids), type=pa.string())))
+    reasons = shown.select(["account_id", *wanted]).to_pandas()
+    reasons = reasons.set_index(reasons["account_id"].astype(str))[wanted]
+    return by_id.join(reasons, how="left")
+
+
+def _timing_words(by_id: pd.DataFrame, row, risk: Sequence[Outcome],
+                  shares: Mapping[str, float], shown: int = 2) -> str:
+    """The timing reasons, in words, of the risk outcome that puts the most MRR at risk before
+    this account's renewal (``{outcome}_timing_reasons``: what brings that outcome closer in
+    time, strongest first); ``-`` when the scores have none."""
+    account = row["account_id"]
+    weight = {o.name: float(shares.get(o.name, 1.0)) * float(np.nan_to_num(row[f"{o.name}_by_renewal"]))
+              for o in risk}
+    outcome = max(risk, key=lambda o: weight[o.name])
+    column = outcome.timing_reasons_column
+    if column not in by_id.columns or account not in by_id.index:
+        return "-"
+    reasons = by_id.at[account, column]
+    if not isinstance(reasons, (list, np.ndarray)):  # no timing reasons (None, NaN)
+        return "-"
+    texts = [str(r.get("text", "")) for r in reasons
+             if r is not None and (r.get("contribution") or 0) > 0][:shown]
+    if not texts:
+        return "-"
+    return f"<span class='note'>{_esc(outcome.name)}:</span> " + "; ".join(_esc(t) for t in texts)

@@ -241,20 +241,28 @@ def realized_rows(out_dir: str | Path, book: Book, *, spans: Spans | Callable[[]
 
     partitions = list_partitions(out_dir)
     rows: list[dict] = []
-    if pd.isna(book.data_end) or not partitions:
+    data_end = book.data_end  # a scan of every table: read once
+    if pd.isna(data_end) or not partitions:
         return pd.DataFrame(rows, columns=REALIZED_COLUMNS)
+    last_labeled: dict[int, pd.Timestamp] = {}
+
+    def labeled_by(horizon: int) -> pd.Timestamp:  # latest_labeled_as_of, once per horizon
+        if horizon not in last_labeled:
+            last_labeled[horizon] = latest_labeled_as_of(book, horizon)
+        return last_labeled[horizon]
+
     grids: dict[tuple, pd.DataFrame] = {}
     for outcome in OUTCOMES:
         configured = int((horizons or {}).get(outcome.name)
                          or load_config(outcome.name).horizon_days)
-        wanted = [(d, p) for d, p in partitions if d < book.data_end
+        wanted = [(d, p) for d, p in partitions if d < data_end
                   and (only is None or only(d, outcome.name))]
         if not wanted:
             continue
         if not isinstance(spans, Spans):
             spans = spans()
         recorded = [h for h in spans.horizons.get(outcome.name, {}).values() if h]
-        earliest = latest_labeled_as_of(book, min([configured, *recorded]))
+        earliest = labeled_by(min([configured, *recorded]))
         # each week's horizon is its scoring version's: read the weeks old enough for the
         # shortest one, keep those whose own horizon has passed
         by_horizon: dict[tuple[int, str], list[tuple[pd.Timestamp, Path]]] = {}
@@ -265,7 +273,7 @@ def realized_rows(out_dir: str | Path, book: Book, *, spans: Spans | Callable[[]
             own = spans.horizon(outcome.name, version) if single else None
             horizon, source = ((int(own), HORIZON_FROM_MODEL) if own
                                else (configured, HORIZON_FROM_CONFIG))
-            if as_of <= latest_labeled_as_of(book, horizon):
+            if as_of <= labeled_by(horizon):
                 by_horizon.setdefault((horizon, source), []).append((as_of, part))
         found: list[dict] = []
         for (horizon, source), matured in by_horizon.items():

@@ -335,14 +335,42 @@ def test_crossfit_in_blocks_from_matrix_of_equals_the_full_matrix(monkeypatch):
     asked: list[int] = []
 
     def matrix_of(rows):
-        asked.append(len(rows))
+        assert isinstance(rows, slice)  # contiguous blocks: no take from all over the frame
+        asked.append((rows.start, rows.stop))
         return X[rows]
 
     monkeypatch.setattr(R, "PREDICT_CHUNK_ROWS", 37)
     data = R.binned_dataset(X, y, ["x", "c"], [1], FAST_LGB)
     blocks = R.crossfit_raw(None, y, folds, ["x", "c"], [1], FAST_LGB, 7, data=data, matrix_of=matrix_of)
     np.testing.assert_array_equal(blocks, whole)  # bit for bit
-    assert max(asked) <= 37 and sum(asked) == len(y)  # every row scored once, in blocks
+    # every row encoded once, in blocks of at most 37 rows that tile the rows in order
+    assert asked == [(s, min(s + 37, len(y))) for s in range(0, len(y), 37)]
+
+
+def test_crossfit_scores_equal_a_plain_fold_by_fold_reference():
+    """Each row's out-of-fold score is the one a booster fitted on a fresh Dataset of the other
+    folds' rows gives it (the plain loop: fit a fold, encode and score its held-out rows):
+    the shared bins of ``Dataset.subset`` and the blockwise scoring change nothing."""
+    import lightgbm as lgb
+
+    from churnml.models.calibration import sigmoid
+
+    rng = np.random.default_rng(5)
+    account = np.repeat(np.arange(150), 4)
+    X = np.column_stack([rng.normal(size=len(account)), rng.integers(0, 5, len(account)).astype("float64")])
+    X[rng.random(len(account)) < 0.1, 0] = np.nan
+    y = (rng.random(len(account)) < 1 / (1 + np.exp(-X[:, 1] + 2))).astype("float64")
+    folds = R.account_folds(account, 3, 2)
+    got = R.crossfit_raw(X, y, folds, ["x", "c"], [1], FAST_LGB, 9)
+    plain = np.full(len(y), np.nan)
+    # bins from all rows (as the refit's one binned copy), labels only from the fitted folds
+    full = lgb.Dataset(X, y, feature_name=["x", "c"], categorical_feature=[1], params=dict(FAST_LGB),
+                       free_raw_data=False).construct()
+    for k in range(3):
+        held = folds == k
+        booster = lgb.train(FAST_LGB, full.subset(np.flatnonzero(~held).tolist()), num_boost_round=9)
+        plain[held] = sigmoid(booster.predict(X[held], raw_score=True))
+    np.testing.assert_array_equal(got, plain)
     with pytest.raises(ValueError):
         R.crossfit_raw(None, y, folds, ["x", "c"], [1], FAST_LGB, 7)
 
@@ -389,3 +417,22 @@ def test_the_blockwise_matrix_equals_the_one_shot_encoding(refitted):
                                     len(frame), len(names), block)
         np.testing.assert_array_equal(blocks, one_shot)
     np.testing.assert_array_equal(one_shot, refitted.X)  # what the refit binned
+
+
+def test_the_fingerprint_counts_each_window_as_its_rows_do(refitted):
+    """``Dataset.fingerprint`` counts rows and positives from the window and label columns
+    (no copy of a window's rows): the same figures as the plain count over ``part``, a
+    missing label skipped as pandas' sum skips it."""
+    from churnml.models.dataset import WINDOWS, Dataset
+
+    dataset = refitted.dataset
+    frame = dataset.frame.copy()
+    frame.loc[frame.index[frame["window"] == "test"][:3], "label"] = np.nan
+    for d in (dataset, Dataset(frame, dataset.feature_names, dataset.categorical, dataset.split,
+                               dataset.target, dataset.dropped_features)):
+        got = d.fingerprint()
+        for name in WINDOWS:
+            part = d.part(name)
+            assert got[f"{name}_rows"] == len(part)
+            assert got[f"{name}_positives"] == int(part["label"].sum())
+        assert got["rows"] == len(d.frame) and got["train_rows"] > 0 and got["test_positives"] > 0

@@ -9,8 +9,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from churnml.errors import LockedError, UsageError
 from churnml.health.score import HealthScore
@@ -168,6 +171,47 @@ def test_account_chunks_sorted_and_unsorted_tables_agree():
                                      else "effective_date"]).reset_index(drop=True))
     total = sum(len(c["touchpoints"]) for c in account_chunks(book, 5))
     assert total == len(book["touchpoints"])
+
+
+_IDS = st.text(alphabet="abAB09-_éß", min_size=0, max_size=4)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ids=st.lists(_IDS, min_size=0, max_size=40), cuts=st.lists(_IDS, max_size=6),
+       dtype=st.sampled_from(["str_pyarrow", "object", "str_python"]), shuffle=st.booleans())
+def test_sorted_bounds_against_a_plain_reference(ids, cuts, dtype, shuffle):
+    """The chunk cuts of a table: None when its ids are not sorted, else for each first id the
+    first row at or after it, whatever the string storage (Arrow bisection or numpy)."""
+    from churnml.jobs.weekly import sorted_bounds
+
+    values = list(ids) if shuffle else sorted(ids)
+    column = pd.Series(values, dtype={"str_pyarrow": pd.StringDtype("pyarrow"), "object": object,
+                                      "str_python": pd.StringDtype("python")}[dtype])
+    first_ids = np.array(sorted(cuts), dtype=object)
+    bounds = sorted_bounds(column, first_ids)
+    if any(a > b for a, b in zip(values, values[1:])):
+        assert bounds is None
+        return
+    expected = [0] + [next((i for i, v in enumerate(values) if v >= f), len(values))
+                      for f in first_ids] + [len(values)]
+    assert bounds is not None and bounds.tolist() == expected
+
+
+def test_account_chunks_of_an_arrow_table_equal_the_plain_split():
+    """A book loaded with Arrow strings is cut where a row-by-row grouping puts each account."""
+    from churnml.jobs.weekly import account_chunks
+
+    book = tiny_book(n=23)
+    for name, table in book.tables.items():
+        if "account_id" in table.columns:
+            table["account_id"] = table["account_id"].astype(pd.StringDtype("pyarrow"))
+    ids = sorted(book.accounts["account_id"].astype(str))
+    chunk_of = {a: i // 5 for i, a in enumerate(ids)}
+    for k, part in enumerate(account_chunks(book, 5)):
+        for name in ("mrr_changes", "touchpoints"):
+            table = book[name]
+            expected = table[table["account_id"].map(chunk_of) == k].reset_index(drop=True)
+            pd.testing.assert_frame_equal(part[name], expected)
 
 
 class TableHealth:

@@ -34,6 +34,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import re
 import time
@@ -83,6 +84,48 @@ from churnml.scoring.schema import SCHEMA_VERSION, TIME_TO_EVENT_VERSION_COLUMN,
 
 DEFAULT_CHUNK_SIZE = 10_000
 
+def sorted_bounds(column: pd.Series, first_ids: np.ndarray) -> np.ndarray | None:
+    """The row bounds ``[0, cut_2, ..., cut_n, len]`` of each chunk when ``column`` is sorted
+    ascending (``cut_k``: the first row whose id is at or after ``first_ids[k-2]``), else None.
+
+    A string column backed by Arrow (pandas' default ``str``, and what ``load_book`` leaves) is
+    checked by one vectorised comparison of neighbours and cut by bisection over its rows, so no
+    Python string is made per row (``to_numpy()`` of 20 million ids took seconds at 50,000
+    accounts). Other columns take pandas' monotonic check and ``np.searchsorted``. UTF-8 byte
+    order is code-point order, the order of ``np.sort`` on the ids."""
+    n = len(column)
+    arrow = _arrow_strings(column)
+    if arrow is None:
+        if not column.is_monotonic_increasing:
+            return None
+        cuts = np.searchsorted(column.to_numpy(), first_ids, side="left")
+    else:
+        import pyarrow.compute as pc
+
+        if arrow.null_count or (n > 1 and not pc.all(
+                pc.less_equal(arrow.slice(0, n - 1), arrow.slice(1))).as_py()):
+            return None
+        cuts = np.array([bisect.bisect_left(range(n), str(first), key=lambda i: arrow[i].as_py())
+                         for first in first_ids], dtype=np.int64)
+    return np.concatenate([[0], cuts, [n]]).astype(np.int64)
+
+
+def _arrow_strings(column: pd.Series):
+    """The column's Arrow string data without a copy (``__arrow_array__`` of a pyarrow-backed
+    ``StringDtype``), or None for any other column."""
+    import pyarrow as pa
+
+    dtype = column.dtype
+    if not (isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow"):
+        return None
+    arrow = column.array.__arrow_array__()
+    if isinstance(arrow, pa.Array):
+        arrow = pa.chunked_array([arrow])
+    if not (pa.types.is_string(arrow.type) or pa.types.is_large_string(arrow.type)):
+        return None
+    return arrow
+
+
 def account_chunks(book: Book, chunk_size: int) -> Iterator[Book]:
     """Split a book into books of at most ``chunk_size`` accounts (by sorted account_id).
 
@@ -97,10 +140,8 @@ def account_chunks(book: Book, chunk_size: int) -> Iterator[Book]:
         if "account_id" not in table.columns:
             continue
         column = table["account_id"]
-        if column.is_monotonic_increasing:
-            values = column.to_numpy()
-            bounds = np.concatenate([[0], np.searchsorted(values, first_ids, side="left"),
-                                     [len(table)]])
+        bounds = sorted_bounds(column, first_ids)
+        if bounds is not None:
             cuts[name] = ("slice", bounds)
             continue
         codes = np.searchsorted(ids, column.astype(str).to_numpy())

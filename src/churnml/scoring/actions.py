@@ -673,17 +673,6 @@ def _signal_sentence(catalog: Catalog, frame: pd.DataFrame, columns: FrameColumn
 
 
 def _catalog() -> Catalog:
-    """The default feature catalog, read once per version of the file (reason sentences)."""
-    from churnml.features.catalog import default_catalog_path
-
-    path = default_catalog_path()
-    stat = path.stat()
-    key = (str(path), stat.st_mtime_ns, stat.st_size)
-    cached = _CATALOG_CACHE.get(key)
-    if cached is None:
-        _CATALOG_CACHE.clear()
-        cached = _CATALOG_CACHE[key] = load_catalog(path)
-    return cached
-
-
-_CATALOG_CACHE: dict[tuple, Catalog] = {}
+    """The default feature catalog (reason sentences); ``load_catalog`` re-reads it only when
+    the file changed."""
+    return load_catalog()

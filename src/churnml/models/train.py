@@ -222,6 +222,14 @@ def _info(setup: dict, best: int, dataset: Dataset, calibrator, cv_scores: dict,
     }
 
 
+def _encoded(encoder: FeatureEncoder, rows: pd.DataFrame, n_features: int) -> np.ndarray:
+    """``encoder.matrix(rows)``, built in blocks of rows (the same values)."""
+    def matrix_of(block: slice) -> np.ndarray:
+        return encoder.matrix(rows.iloc[block])
+
+    return blockwise_matrix(matrix_of, len(rows), n_features)
+
+
 def fit_model(dataset: Dataset, config: ModelConfig, catalog=None, health_config: dict | None = None) -> tuple[TargetModel, dict]:
     """Fit LightGBM on the training window (early stopping on the calibration window) and the
     calibrator on the calibration window. Returns the model and fit details (best iteration,
@@ -233,8 +241,7 @@ def fit_model(dataset: Dataset, config: ModelConfig, catalog=None, health_config
     names, params, cat_idx, encoder = setup["names"], setup["params"], setup["cat_idx"], setup["encoder"]
     # in blocks of rows: the encoder's float copy of a whole window (0.7 GB of training rows at
     # 50,000 accounts) would sit beside the matrix at the run's memory peak (same values)
-    X_train, X_cal = (blockwise_matrix(lambda rows, part=part: encoder.matrix(part.iloc[rows]),
-                                       len(part), len(names)) for part in (train, cal))
+    X_train, X_cal = (_encoded(encoder, part, len(names)) for part in (train, cal))
     y_train, y_cal = train["label"].to_numpy(), cal["label"].to_numpy()
     d_train = lgb.Dataset(X_train, y_train, feature_name=names, categorical_feature=cat_idx, free_raw_data=True)
     d_cal = lgb.Dataset(X_cal, y_cal, reference=d_train, categorical_feature=cat_idx)

@@ -13,7 +13,8 @@ the same books, with the plain retrain as the reference in the same run:
 2. each model scores the 10 weeks after the retrain from the whole book (``build_features``
    at each week, the features the weekly job computes), and the realized AUC per matured
    cohort against ``observation_grid``'s labels (the rows ``realized.parquet`` would hold);
-   also each cohort's ECE and the champion gate's verdict (``registry.gate_decision``, the
+   with the mean difference to the plain retrain and its 95% interval (accounts resampled, the
+   same resample for every cohort), each cohort's ECE and the champion gate's verdict (``registry.gate_decision``, the
    comparison ``churnml train`` makes against the old champion, without MLflow);
 3. a stationary book (``--stationary-seed`` 71, ``--stationary-accounts`` 5,000, 24 months):
    the product's training with the weight off and at 180 days, test AUC (95% interval), ECE
@@ -112,19 +113,50 @@ def cohorts(book_dir: Path, weeks: list[pd.Timestamp]) -> pd.DataFrame:
     return features.merge(grid, on=["account_id", "as_of"], how="inner")
 
 
-def realized(rows: pd.DataFrame, models: dict) -> pd.DataFrame:
+def realized(rows: pd.DataFrame, scores: dict[str, np.ndarray]) -> pd.DataFrame:
     """ROC AUC and ECE per cohort (as_of) and model."""
     from churnml.models import metrics as M
 
     y = rows[TARGET].to_numpy(dtype="float64")
     out = []
-    for name, model in models.items():
-        p = model.predict_proba(rows)
+    for name, p in scores.items():
         for as_of, idx in rows.groupby("as_of").indices.items():
             figures = M.probability_metrics(y[idx], p[idx])
             out.append({"as_of": as_of, "model": name, "roc_auc": figures["roc_auc"],
                         "ece": figures["ece"], "n": len(idx), "positives": int(y[idx].sum())})
     return pd.DataFrame(out)
+
+
+def paired_difference(rows: pd.DataFrame, a: np.ndarray, b: np.ndarray, resamples: int = 200,
+                      seed: int = 0) -> tuple[float, float, float]:
+    """Mean over cohorts of AUC(a) - AUC(b) and its 95% percentile interval, resampling
+    accounts (one resample shared by every cohort and both scores: the cohorts share most of
+    their accounts, so they are not independent)."""
+    from sklearn.metrics import roc_auc_score
+
+    y = rows[TARGET].to_numpy(dtype="float64")
+    groups = list(rows.groupby("as_of").indices.values())
+    uniques, inverse = np.unique(rows["account_id"].to_numpy().astype(str), return_inverse=True)
+
+    def mean_difference(weight: np.ndarray | None) -> float:
+        diffs = []
+        for idx in groups:
+            w = None if weight is None else weight[idx]
+            if w is not None:
+                keep = w > 0
+                idx, w = idx[keep], w[keep]
+            if y[idx].min() == y[idx].max():
+                continue
+            diffs.append(roc_auc_score(y[idx], a[idx], sample_weight=w)
+                         - roc_auc_score(y[idx], b[idx], sample_weight=w))
+        return float(np.mean(diffs))
+
+    rng = np.random.default_rng(seed)
+    values = [mean_difference(np.bincount(rng.integers(0, len(uniques), len(uniques)),
+                                          minlength=len(uniques))[inverse].astype("float64"))
+              for _ in range(resamples)]
+    low, high = np.percentile(values, [2.5, 97.5])
+    return mean_difference(None), float(low), float(high)
 
 
 def drift_seed(seed: int, args) -> dict:
@@ -163,7 +195,9 @@ def drift_seed(seed: int, args) -> dict:
         models[_name(half_life)], figures[_name(half_life)] = model, f
     (old_folder / "figures.json").write_text(json.dumps(champion_figures))
     log(f"seed {seed}: scoring the {len(after)} weeks after the retrain, load {load()}")
-    table = realized(cohorts(book, after), models)
+    rows = cohorts(book, after)
+    scores = {name: model.predict_proba(rows) for name, model in models.items()}
+    table = realized(rows, scores)
     auc = table.pivot(index="as_of", columns="model", values="roc_auc")[list(models)]
     ece = table.pivot(index="as_of", columns="model", values="ece")[list(models)]
     summary = {}
@@ -172,6 +206,8 @@ def drift_seed(seed: int, args) -> dict:
             "realized_auc_mean": float(auc[name].mean()),
             "realized_ece_mean": float(ece[name].mean()),
             "cohorts_above_plain": (int((auc[name] > auc["plain"]).sum()) if name != "plain" else None),
+            "auc_minus_plain": (paired_difference(rows, scores[name], scores["plain"])
+                                if name != "plain" else None),
             **{k: v for k, v in figures[name].items() if k != "_result"},
         }
     return {"seed": seed, "first_week": str(first.date()), "drift_start": str(drift_start.date()),
@@ -227,13 +263,15 @@ def main() -> None:
               f"{s['cohorts']} matured cohorts after it ({s['cohort_rows_mean']:.0f} rows, "
               f"{s['cohort_events_mean']:.0f} events each)")
         print(s["auc"].round(3).to_string())
-        print("\n| model | realized AUC mean | cohorts above plain | realized ECE mean | test AUC (95% CI) | gate vs old champion |")
-        print("|---|---|---|---|---|---|")
+        print("\n| model | realized AUC mean | minus plain (95% CI, accounts resampled) | cohorts above plain | realized ECE mean | test AUC (95% CI) | gate vs old champion |")
+        print("|---|---|---|---|---|---|---|")
         for name, f in s["summary"].items():
             gate = ("-" if "gate_promotes" not in f else
                     ("promotes" if f["gate_promotes"] else "keeps v1") + f" ({f['gate_reason'].split(' on the same')[0]})")
             above = "-" if f["cohorts_above_plain"] is None else f"{f['cohorts_above_plain']} of {s['cohorts']}"
-            print(f"| {name} | {f['realized_auc_mean']:.3f} | {above} | {f['realized_ece_mean']:.3f} | "
+            diff = ("-" if f["auc_minus_plain"] is None else
+                    "{:+.3f} ({:+.3f} to {:+.3f})".format(*f["auc_minus_plain"]))
+            print(f"| {name} | {f['realized_auc_mean']:.3f} | {diff} | {above} | {f['realized_ece_mean']:.3f} | "
                   f"{f['test_roc_auc']:.3f} ({f['test_roc_auc_ci_low']:.3f}-{f['test_roc_auc_ci_high']:.3f}) | {gate} |")
     if still:
         print(f"\n## stationary, seed {args.stationary_seed}, {args.stationary_accounts:,} accounts x "

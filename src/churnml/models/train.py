@@ -234,8 +234,10 @@ def fit_model(dataset: Dataset, config: ModelConfig, catalog=None, health_config
     names, params, cat_idx, encoder = setup["names"], setup["params"], setup["cat_idx"], setup["encoder"]
     # in blocks of rows: the encoder's float copy of a whole window (0.7 GB of training rows at
     # 50,000 accounts) would sit beside the matrix at the run's memory peak (same values)
-    X_train, X_cal = (blockwise_matrix(lambda rows, part=part: encoder.matrix(part.iloc[rows]),
-                                       len(part), len(names)) for part in (train, cal))
+    def window_matrix(part: pd.DataFrame) -> np.ndarray:
+        return blockwise_matrix(lambda rows: encoder.matrix(part.iloc[rows]), len(part), len(names))
+
+    X_train, X_cal = window_matrix(train), window_matrix(cal)
     y_train, y_cal = train["label"].to_numpy(), cal["label"].to_numpy()
     # recency weights (None when off: the Dataset is built as before, the same booster)
     weight = recency_weights(train["as_of"], config.recency_half_life_days)

@@ -174,22 +174,39 @@ def _timing(folder: Path, new: dict) -> dict:
     return old
 
 
+def study_dates(weeks: int, after_weeks: int, history_months: int,
+                drift_after: int) -> tuple[pd.Timestamp, int, pd.Timestamp]:
+    """The first scored week (the champion's cut), the book's length in months and the day
+    the drift starts: every one of the ``weeks + after_weeks`` weeks matures by the book's end
+    and ``history_months`` of history come before the first."""
+    first = END - pd.Timedelta(days=91) - pd.Timedelta(weeks=weeks + after_weeks - 1)
+    first = first.normalize()
+    months = history_months + int(np.ceil((END - first).days / 30.44))
+    return first, months, first + pd.Timedelta(weeks=drift_after)
+
+
+def simulate_book(book: Path, accounts: int, months: int, seed: int, home: Path,
+                  drift: str | None = None, drift_start: pd.Timestamp | None = None) -> None:
+    """``churnml simulate`` into ``book``; ``drift``: the scenarios of ``--drift``, from
+    ``drift_start``."""
+    sim = ["simulate", "--out", str(book), "--accounts", str(accounts), "--months", str(months),
+           "--seed", str(seed)]
+    if drift:
+        assert drift_start is not None
+        sim += ["--drift", drift, "--drift-start", str(drift_start.date())]
+    cli(*sim, home=home)
+
+
 def run_book(kind: str, args, work: Path) -> dict:
     home, book, cut, out = (work / kind / p for p in ("home", "book", "cut", "out"))
-    first = END - pd.Timedelta(days=91) - pd.Timedelta(weeks=args.weeks + args.after_weeks - 1)
-    first = first.normalize()
-    months = args.history_months + int(np.ceil((END - first).days / 30.44))
-    drift_start = first + pd.Timedelta(weeks=args.drift_after)
+    first, months, drift_start = study_dates(args.weeks, args.after_weeks, args.history_months,
+                                             args.drift_after)
     timing: dict[str, Any] = {}
     if not (book / "accounts.parquet").exists():
-        sim = ["simulate", "--out", str(book), "--accounts", str(args.accounts), "--months",
-               str(months), "--seed", str(args.seed)]
-        if kind in DRIFT_KINDS:
-            spec = {"drifting": args.drift, "input_drift": args.input_drift,
-                    "migration": args.migration_drift}[kind]
-            sim += ["--drift", spec, "--drift-start", str(drift_start.date())]
+        spec = {"drifting": args.drift, "input_drift": args.input_drift,
+                "migration": args.migration_drift}.get(kind)
         t = time.perf_counter()
-        cli(*sim, home=home)
+        simulate_book(book, args.accounts, months, args.seed, home, spec, drift_start)
         timing["simulate_s"] = time.perf_counter() - t
     if not (cut / "accounts.parquet").exists():
         cut_book(book, cut, first)

@@ -4,6 +4,8 @@ snapshot (K-fold cross-validation grouped by account), each through ``train_on_d
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -123,6 +125,11 @@ def test_model_card_of_a_time_split(time_result):
     assert f"ECE {m['test_ece']:.3f} after calibration" in text
     assert f"{len(time_result.model.feature_names)} features" in text
     assert "**Drift**" in text and "Cross-sectional" not in text
+    assert "Training weights: none (every training row weighs the same)." in text
+    weighted = dataclasses.replace(time_result,
+                                   config=time_result.config.with_overrides(recency_half_life_days=90))
+    assert "Training weights: recency weight with a half-life of 90 days" in model_card(
+        weighted, trained_at="2026-12-03 12:00 UTC")
     refit = time_result.fit_details.get("refit")
     if refit:  # the registered model's span, as the training recorded it
         assert f"`train_end` = {time_result.model.info['train_end']}" in text

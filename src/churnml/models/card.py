@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from churnml.models import recency
 from churnml.outcomes import get_outcome
 
 __all__ = ["model_card", "label_rule_text"]
@@ -128,6 +129,7 @@ def model_card(result, version: str | None = None, run_id: str | None = None,
                   else "the training window (refit off)")
         lines += [f"The registered model was fitted on {fitted}: as_of dates up to "
                   f"`train_end` = {model.info['train_end']}.", ""]
+    lines += [f"Training weights: {recency.describe(config.recency_half_life_days)}.", ""]
 
     # -- features
     groups = _feature_groups(model)

@@ -8,6 +8,7 @@ a bad value raises :class:`~churnml.errors.ConfigError` with a message of the fo
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,17 @@ def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
 def _share(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
         raise ConfigError(f"The '{name}' parameter must be a number in [0, 1). Got {value!r}.")
+    return float(value)
+
+
+def _half_life(name: str, value: Any) -> float | None:
+    """A positive, finite number of days, or None (off)."""
+    if value is None:
+        return None
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or value <= 0):
+        raise ConfigError(f"The '{name}' parameter must be a positive number of days or null "
+                          f"(off). Got {value!r}.")
     return float(value)
 
 
@@ -81,6 +93,9 @@ class ModelConfig:
     refit: bool = True
     refit_rounds: str = "same"
     refit_calibration_folds: int = 3
+    #: half-life in days of the recency weight of every training row of the LightGBM
+    #: boosters (churnml.models.recency); None = every row weighs the same
+    recency_half_life_days: float | None = None
     sample_max_accounts: int | None = None
     sample_size_bands: int = 4
     promotion_metric: str = "test_roc_auc"
@@ -143,6 +158,7 @@ class ModelConfig:
             raise ConfigError(f"The 'refit.enabled' parameter must be true or false. Got {self.refit!r}.")
         _choice("refit_rounds", self.refit_rounds, REFIT_ROUND_RULES)
         _positive_int("refit_calibration_folds", self.refit_calibration_folds, minimum=2)
+        _half_life("recency_half_life_days", self.recency_half_life_days)
         if self.sample_max_accounts is not None:
             _positive_int("sample_max_accounts", self.sample_max_accounts, minimum=2)
         _positive_int("sample_size_bands", self.sample_size_bands)
@@ -222,6 +238,7 @@ _YAML_FIELDS = {
     ("refit", "enabled"): "refit",
     ("refit", "rounds"): "refit_rounds",
     ("refit", "calibration_folds"): "refit_calibration_folds",
+    ("training", "recency_half_life_days"): "recency_half_life_days",
     ("sample", "max_accounts"): "sample_max_accounts",
     ("sample", "size_bands"): "sample_size_bands",
     ("promotion", "metric"): "promotion_metric",

@@ -22,6 +22,7 @@ from typing import Any, cast
 import numpy as np
 
 from churnml.models.config import ModelConfig
+from churnml.models.recency import recency_weights
 
 #: below this many training rows the cross-fitting runs LightGBM on one thread: its fits are
 #: small (a snapshot of a few thousand customers) and many (folds + 1, per outer fold), and
@@ -47,11 +48,22 @@ def grouped_folds(y: np.ndarray, groups: np.ndarray, n_folds: int, seed: int) ->
 
 
 def crossfit_booster(params: dict, X: np.ndarray, y: np.ndarray, groups: np.ndarray,
-                     names: list[str], cat_idx: list[int], config: ModelConfig
-                     ) -> tuple[Any, np.ndarray, dict[str, Any]]:
+                     names: list[str], cat_idx: list[int], config: ModelConfig,
+                     as_of: np.ndarray | None = None) -> tuple[Any, np.ndarray, dict[str, Any]]:
     """The final booster (all rows, the median of the folds' best iterations), the
-    out-of-fold raw log-odds of every row, and details (folds, best iterations, rounds)."""
+    out-of-fold raw log-odds of every row, and details (folds, best iterations, rounds).
+
+    ``as_of``: each row's as_of; with ``config.recency_half_life_days`` set, every booster's
+    training rows are recency-weighted from the latest as_of among them
+    (:mod:`churnml.models.recency`); the held-out rows of early stopping are not."""
     import lightgbm as lgb
+
+    half_life = config.recency_half_life_days
+    if half_life is not None and as_of is None:
+        raise ValueError("recency weights need each row's as_of")
+
+    def weight_of(rows: np.ndarray) -> np.ndarray | None:
+        return None if as_of is None else recency_weights(as_of[rows], half_life)
 
     if len(y) < SINGLE_THREAD_ROWS:
         params = {**params, "num_threads": 1}
@@ -60,8 +72,9 @@ def crossfit_booster(params: dict, X: np.ndarray, y: np.ndarray, groups: np.ndar
     best: list[int] = []
     for k in range(int(folds.max()) + 1):
         held = folds == k
-        d_fit = lgb.Dataset(X[~held], y[~held], feature_name=names, categorical_feature=cat_idx,
-                            free_raw_data=True)
+        d_fit = lgb.Dataset(X[~held], y[~held], weight=weight_of(~held), feature_name=names,
+                            categorical_feature=cat_idx, free_raw_data=True)
+        # early stopping judges the held-out rows as they are: unweighted
         d_held = lgb.Dataset(X[held], y[held], reference=d_fit, categorical_feature=cat_idx)
         booster = lgb.train(params, d_fit, num_boost_round=config.num_boost_round,
                             valid_sets=[d_held], valid_names=["held_out"],
@@ -70,7 +83,8 @@ def crossfit_booster(params: dict, X: np.ndarray, y: np.ndarray, groups: np.ndar
         best.append(iteration)
         oof[held] = cast(np.ndarray, booster.predict(X[held], num_iteration=iteration, raw_score=True))
     rounds = max(1, int(np.median(best)))
-    d_all = lgb.Dataset(X, y, feature_name=names, categorical_feature=cat_idx, free_raw_data=True)
+    d_all = lgb.Dataset(X, y, weight=weight_of(np.ones(len(y), dtype=bool)), feature_name=names,
+                        categorical_feature=cat_idx, free_raw_data=True)
     final = lgb.train(params, d_all, num_boost_round=rounds)
     details = {"folds": int(folds.max()) + 1, "fold_best_iterations": best, "rounds": rounds,
                "grouped_by": "account_id", "stratified": True}

@@ -80,6 +80,7 @@ def forward_test(dataset: Dataset, config: ModelConfig, *, catalog=None, health=
     off, refit on with ``config``'s rule); ``rules``: the rounds rules compared in ranking on
     the forward rows (one extra booster with the largest count, read at each rule's count).
     Returns a dict of plain numbers and dates."""
+    from churnml.models.recency import recency_weights
     from churnml.models.refit import fit_booster, refit_rounds
     from churnml.models.train import train_on_dataset
 
@@ -135,7 +136,8 @@ def forward_test(dataset: Dataset, config: ModelConfig, *, catalog=None, health=
                                               for n in names]
         X = refit.matrix(dev.frame)
         booster = fit_booster(X, dev.frame["label"].to_numpy(dtype="float64"), names, cat_idx,
-                              params, max(counts.values()))
+                              params, max(counts.values()),
+                              weight=recency_weights(dev.frame["as_of"], config.recency_half_life_days))
         Xf = refit.matrix(forward)
         out["rounds_rules"] = {
             r: {"rounds": n, "roc_auc": M.roc_auc(y, np.asarray(booster.predict(Xf, num_iteration=n)))}

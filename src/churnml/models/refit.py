@@ -30,6 +30,7 @@ import pandas as pd
 from churnml.models.calibration import Calibrator, sigmoid
 from churnml.models.config import REFIT_ROUND_RULES
 from churnml.models.model import FeatureEncoder, TargetModel
+from churnml.models.recency import recency_weights
 
 #: how the protocol's early-stopping point becomes the refit's number of rounds
 ROUND_RULES = REFIT_ROUND_RULES
@@ -68,9 +69,11 @@ def account_folds(account_ids, k: int, seed: int = 0) -> np.ndarray:
 
 
 def fit_booster(X: np.ndarray, y: np.ndarray, names: list[str], cat_idx: list[int],
-                params: dict, rounds: int):
-    """LightGBM with a fixed number of rounds (no validation set: the refit chooses nothing)."""
-    return fit_on_rows(binned_dataset(X, y, names, cat_idx, params), None, params, rounds)
+                params: dict, rounds: int, weight: np.ndarray | None = None):
+    """LightGBM with a fixed number of rounds (no validation set: the refit chooses nothing);
+    ``weight``: one per row of ``X`` (recency weights), None = unweighted."""
+    return fit_on_rows(binned_dataset(X, y, names, cat_idx, params), None, params, rounds,
+                       weight=weight)
 
 
 def binned_dataset(X: np.ndarray, y: np.ndarray, names: list[str], cat_idx: list[int], params: dict):
@@ -85,14 +88,30 @@ def binned_dataset(X: np.ndarray, y: np.ndarray, names: list[str], cat_idx: list
                        free_raw_data=True).construct()
 
 
-def fit_on_rows(data, rows: np.ndarray | None, params: dict, rounds: int):
+def fit_on_rows(data, rows: np.ndarray | None, params: dict, rounds: int,
+                weight: np.ndarray | None = None):
     """LightGBM with a fixed number of rounds on the rows ``rows`` (positions, ``None`` for
-    all) of the binned ``data`` (:func:`binned_dataset`)."""
+    all) of the binned ``data`` (:func:`binned_dataset`).
+
+    ``weight``: one per fitted row, in the order of the sorted ``rows`` (recency weights,
+    :mod:`churnml.models.recency`); None = unweighted. With ``rows=None`` it is set on
+    ``data`` itself, so the subsets taken later inherit it until they are given their own."""
     import lightgbm as lgb
 
-    # a sorted list of Python ints: Dataset.subset sorts what it gets, and sorting numpy
-    # scalars one by one costs seconds on millions of rows
-    train = data if rows is None else data.subset(np.sort(np.asarray(rows)).tolist())
+    if rows is None:
+        train = data
+        if weight is not None:
+            train.set_weight(weight)
+    else:
+        # a sorted list of Python ints: Dataset.subset sorts what it gets, and sorting numpy
+        # scalars one by one costs seconds on millions of rows
+        train = data.subset(np.sort(np.asarray(rows)).tolist())
+        if weight is not None:
+            # a subset takes its parent's weights when it is constructed and ignores a weight
+            # given before (LightGBM 4.7), so it is constructed first; set_field, not
+            # set_weight: set_weight drops weights that are all 1, which would leave the
+            # parent's in place
+            train.construct().set_field("weight", np.asarray(weight, dtype=np.float32))
     booster = lgb.train(params, train, num_boost_round=rounds, keep_training_booster=False)
     if rows is not None:
         train._free_handle()  # the fold's binned copy; the parent stays
@@ -119,7 +138,9 @@ def blockwise_matrix(matrix_of: Callable[[Any], np.ndarray], n_rows: int, n_feat
 
 def crossfit_raw(X: np.ndarray | None, y: np.ndarray, folds: np.ndarray, names: list[str],
                  cat_idx: list[int], params: dict, rounds: int, data=None,
-                 matrix_of: Callable[[slice], np.ndarray] | None = None) -> np.ndarray:
+                 matrix_of: Callable[[slice], np.ndarray] | None = None,
+                 as_of: np.ndarray | None = None,
+                 half_life_days: float | None = None) -> np.ndarray:
     """Out-of-fold raw probabilities: row i is predicted by the booster fitted on every fold
     but ``folds[i]`` (:func:`account_folds` keeps an account in one fold). ``data``: ``X``
     and ``y`` already binned (:func:`binned_dataset`), else they are binned here once.
@@ -128,7 +149,13 @@ def crossfit_raw(X: np.ndarray | None, y: np.ndarray, folds: np.ndarray, names: 
     (``X[rows]``); the rows are then encoded and scored in contiguous blocks of
     :data:`PREDICT_CHUNK_ROWS`, each row by its fold's booster, so the full matrix need not
     stay alive beside the binned copy (a booster scores each row on its own, so the scores
-    are the same)."""
+    are the same).
+
+    ``as_of`` and ``half_life_days``: each fold's booster weighs its rows by recency from the
+    latest as_of among them (:mod:`churnml.models.recency`); ``half_life_days=None``: unweighted.
+    The calibrator fitted on these scores is not weighted (it judges the rows as they are)."""
+    if half_life_days is not None and as_of is None:
+        raise ValueError("recency weights need each row's as_of")
     if matrix_of is None:
         if X is None:
             raise ValueError("crossfit_raw needs X or matrix_of")
@@ -149,7 +176,11 @@ def crossfit_raw(X: np.ndarray | None, y: np.ndarray, folds: np.ndarray, names: 
     # block, 3x the time of contiguous slices on the 20,000-account book: benchmarks/README.md,
     # "Session 9"); a booster scores each row on its own, so the scores are the same.
     keys = np.unique(folds)
-    boosters = [fit_on_rows(data, np.flatnonzero(folds != k), params, rounds) for k in keys]
+    fold_rows = [np.flatnonzero(folds != k) for k in keys]  # sorted, as fit_on_rows wants
+    boosters = [fit_on_rows(data, rows, params, rounds,
+                            weight=None if as_of is None else recency_weights(as_of[rows],
+                                                                              half_life_days))
+                for rows in fold_rows]
     raw = np.full(len(y), np.nan)
     for start in range(0, len(y), chunk):
         block = slice(start, min(start + chunk, len(y)))
@@ -205,12 +236,18 @@ def refit_model(dataset, config, protocol: TargetModel, monotone: list[int],
     # cross-fitted calibrator's held-out rows are encoded again in blocks): the refit's peak
     # memory was the two side by side (docs/models.md, "Session 6, refit memory")
     del X
-    booster = fit_on_rows(data, None, params, rounds)
+    # recency weights from the latest labeled as_of (None when off: unweighted, as before)
+    as_of = frame["as_of"].to_numpy()
+    half_life = config.recency_half_life_days
+    booster = fit_on_rows(data, None, params, rounds, weight=recency_weights(as_of, half_life))
     fit_seconds = time.perf_counter() - clock
     clock = time.perf_counter()
     folds = account_folds(frame["account_id"].to_numpy(), config.refit_calibration_folds, config.seed)
-    oof = crossfit_raw(None, y, folds, names, cat_idx, params, rounds, data=data, matrix_of=matrix_of)
+    oof = crossfit_raw(None, y, folds, names, cat_idx, params, rounds, data=data, matrix_of=matrix_of,
+                       as_of=as_of, half_life_days=half_life)
     del data
+    # unweighted, whatever the recency weights: the calibrator maps scores to the rate at which
+    # they come true and judges the rows as they are (weights only steer what the trees learn)
     calibrator = Calibrator(protocol.calibrator.method).fit(oof, y)
     crossfit_seconds = time.perf_counter() - clock
     train_end = pd.Timestamp(frame["as_of"].max()).date().isoformat()
@@ -226,6 +263,7 @@ def refit_model(dataset, config, protocol: TargetModel, monotone: list[int],
         "rounds_rule": config.refit_rounds,
         "calibration": calibrator.method,
         "calibration_folds": int(config.refit_calibration_folds),
+        "recency_half_life_days": half_life,
         "fit_seconds": fit_seconds,
         "crossfit_seconds": crossfit_seconds,
     }

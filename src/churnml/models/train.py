@@ -39,6 +39,7 @@ from churnml.models.config import ModelConfig, load_config
 from churnml.models.dataset import Dataset, backtest_splits, build_dataset
 from churnml.features.catalog import stored_directions
 from churnml.models.model import FeatureEncoder, TargetModel, spec_record
+from churnml.models.recency import recency_weights
 from churnml.models.refit import blockwise_matrix
 
 
@@ -243,7 +244,12 @@ def fit_model(dataset: Dataset, config: ModelConfig, catalog=None, health_config
     # 50,000 accounts) would sit beside the matrix at the run's memory peak (same values)
     X_train, X_cal = (_encoded(encoder, part, len(names)) for part in (train, cal))
     y_train, y_cal = train["label"].to_numpy(), cal["label"].to_numpy()
-    d_train = lgb.Dataset(X_train, y_train, feature_name=names, categorical_feature=cat_idx, free_raw_data=True)
+    # recency weights (None when off: the Dataset is built as before, the same booster)
+    weight = recency_weights(train["as_of"], config.recency_half_life_days)
+    d_train = lgb.Dataset(X_train, y_train, weight=weight, feature_name=names,
+                          categorical_feature=cat_idx, free_raw_data=True)
+    # early stopping judges the calibration window's rows as they are: unweighted, like the
+    # calibrator fitted on them below and every metric
     d_cal = lgb.Dataset(X_cal, y_cal, reference=d_train, categorical_feature=cat_idx)
     booster = lgb.train(
         params, d_train, num_boost_round=config.num_boost_round, valid_sets=[d_cal], valid_names=["calibration"],
@@ -278,7 +284,8 @@ def fit_model_crossfit(dataset: Dataset, config: ModelConfig, catalog=None,
     y = train["label"].to_numpy(dtype="float64")
     groups = train["account_id"].to_numpy()
     booster, oof, details = crossfit_booster(setup["params"], X_train, y, groups, setup["names"],
-                                             setup["cat_idx"], config)
+                                             setup["cat_idx"], config,
+                                             as_of=train["as_of"].to_numpy())
     calibrator, cv_scores = choose_calibrator(sigmoid(oof), y, groups, config.calibration_method,
                                               config.calibration_cv_folds, config.seed)
     info = _info(setup, details["rounds"], dataset, calibrator, cv_scores, train, X_train)

@@ -1,0 +1,292 @@
+"""Recency-weighted retraining after a concept drift (issue 12, "retraining restores performance").
+
+docs/monitoring.md ("The billing-migration book") found that a retrain on the whole history
+after ``churnml simulate --drift billing_migration`` mostly relearns the old world. This script
+measures the recency weight (``training.recency_half_life_days``, churnml.models.recency) on
+the same books, with the plain retrain as the reference in the same run:
+
+1. per drift seed (``--seeds``, default 32 and 35; 2,000 accounts): the billing-migration book,
+   its dates, the champion's cut and the retrain cut as ``benchmarks/monitoring_study.py``
+   builds them (its ``study_dates``, ``simulate_book`` and ``cut_book``: the same book, the
+   same days); the old champion trained on the book cut at the first scored week, and three
+   retrains on the book cut after the 30th week: plain (off), half-life 90 and 180 days;
+2. each model scores the 10 weeks after the retrain from the whole book (``build_features``
+   at each week, the features the weekly job computes), and the realized AUC per matured
+   cohort against ``observation_grid``'s labels (the rows ``realized.parquet`` would hold);
+   with the mean difference to the plain retrain and its 95% interval (accounts resampled, the
+   same resample for every cohort), each cohort's ECE and the champion gate's verdict (``registry.gate_decision``, the
+   comparison ``churnml train`` makes against the old champion, without MLflow);
+3. a stationary book (``--stationary-seed`` 71, ``--stationary-accounts`` 5,000, 24 months):
+   the product's training with the weight off and at 180 days, test AUC (95% interval), ECE
+   and the backtest's mean AUC: what the weight costs when nothing changed.
+
+The training runs in-process with the shipped ``models/churn.yaml``; the drift retrains set
+``split.backtest_folds`` to 1 (the backtest adds metrics, not trees: the registered model and
+the gate are the same). The dataset of each cut is built once and shared by its variants.
+Models are saved under ``--work`` and reused by a rerun. Prints the tables, a JSON line and the
+load average at start and end.
+
+Usage::
+
+    nice -n 10 python benchmarks/recency_retrain.py --work /tmp/recency12/study
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from _common import cached_book, log  # benchmarks/ is on sys.path when run as a script
+import monitoring_study as MS
+
+sys.path.insert(0, MS.SRC)  # this checkout's churnml, as the study's subprocesses use
+
+TARGET = "churn"
+HALF_LIVES = (None, 90.0, 180.0)  # None: the plain retrain, the reference
+
+
+def load() -> str:
+    return MS.load()
+
+
+def _name(half_life: float | None) -> str:
+    return "plain" if half_life is None else f"half_life_{half_life:g}"
+
+
+def dataset_of(book_dir: Path, config):
+    from churnml.data.io import load_book
+    from churnml.features.catalog import load_catalog
+    from churnml.models.dataset import build_dataset
+
+    book, _ = load_book(book_dir)
+    return build_dataset(book, config, catalog=load_catalog())
+
+
+def trained(folder: Path, dataset, config) -> tuple[object, dict]:
+    """The registered model (the refit) and the run's figures; saved in ``folder`` and read
+    back by a rerun. ``figures`` holds the test metrics and, when the run is a retrain, the
+    gate (filled in by the caller)."""
+    from churnml.features.catalog import load_catalog
+    from churnml.models.model import TargetModel
+    from churnml.models.train import train_on_dataset
+
+    if (folder / "figures.json").exists():
+        return TargetModel.load(folder / "model"), json.loads((folder / "figures.json").read_text())
+    log(f"training {folder.name} (half-life {config.recency_half_life_days}), load {load()}")
+    t = time.perf_counter()
+    result = train_on_dataset(dataset, config, catalog=load_catalog())
+    seconds = time.perf_counter() - t
+    m = result.metrics
+    figures = {k: float(m[k]) for k in ("test_roc_auc", "test_roc_auc_ci_low", "test_roc_auc_ci_high",
+                                        "test_ece", "test_brier", "backtest_roc_auc_mean",
+                                        "backtest_folds") if k in m}
+    figures.update(seconds=seconds, load=os.getloadavg()[0],
+                   half_life=config.recency_half_life_days,
+                   train_end=result.model.info.get("train_end"))
+    folder.mkdir(parents=True, exist_ok=True)
+    result.model.save(folder / "model")
+    figures["_result"] = result  # for the gate, this run only
+    return result.model, figures
+
+
+def cohorts(book_dir: Path, weeks: list[pd.Timestamp]) -> pd.DataFrame:
+    """Features of every account active at each week and its label (matured rows only)."""
+    from churnml.data.io import load_book
+    from churnml.features.build import build_features
+    from churnml.features.catalog import load_catalog
+    from churnml.features.labels import observation_grid
+    from churnml.models.config import load_config
+
+    book, _ = load_book(book_dir)
+    features = build_features(book, pd.DatetimeIndex(weeks), load_catalog())
+    grid = observation_grid(book, pd.DatetimeIndex(weeks), load_config(TARGET).horizon_days)
+    grid = grid.loc[grid["labeled"], ["account_id", "as_of", TARGET]]
+    features["account_id"] = features["account_id"].astype(str)
+    grid["account_id"] = grid["account_id"].astype(str)
+    return features.merge(grid, on=["account_id", "as_of"], how="inner")
+
+
+def realized(rows: pd.DataFrame, scores: dict[str, np.ndarray]) -> pd.DataFrame:
+    """ROC AUC and ECE per cohort (as_of) and model."""
+    from churnml.models import metrics as M
+
+    y = rows[TARGET].to_numpy(dtype="float64")
+    out = []
+    for name, p in scores.items():
+        for as_of, idx in rows.groupby("as_of").indices.items():
+            figures = M.probability_metrics(y[idx], p[idx])
+            out.append({"as_of": as_of, "model": name, "roc_auc": figures["roc_auc"],
+                        "ece": figures["ece"], "n": len(idx), "positives": int(y[idx].sum())})
+    return pd.DataFrame(out)
+
+
+def paired_difference(rows: pd.DataFrame, a: np.ndarray, b: np.ndarray, resamples: int = 200,
+                      seed: int = 0) -> tuple[float, float, float]:
+    """Mean over cohorts of AUC(a) - AUC(b) and its 95% percentile interval, resampling
+    accounts (one resample shared by every cohort and both scores: the cohorts share most of
+    their accounts, so they are not independent)."""
+    from sklearn.metrics import roc_auc_score
+
+    y = rows[TARGET].to_numpy(dtype="float64")
+    groups = list(rows.groupby("as_of").indices.values())
+    uniques, inverse = np.unique(rows["account_id"].to_numpy().astype(str), return_inverse=True)
+
+    def mean_difference(weight: np.ndarray | None) -> float:
+        diffs = []
+        for idx in groups:
+            w = None if weight is None else weight[idx]
+            if w is not None:
+                keep = w > 0
+                idx, w = idx[keep], w[keep]
+            if y[idx].min() == y[idx].max():
+                continue
+            diffs.append(roc_auc_score(y[idx], a[idx], sample_weight=w)
+                         - roc_auc_score(y[idx], b[idx], sample_weight=w))
+        return float(np.mean(diffs))
+
+    rng = np.random.default_rng(seed)
+    values = [mean_difference(np.bincount(rng.integers(0, len(uniques), len(uniques)),
+                                          minlength=len(uniques))[inverse].astype("float64"))
+              for _ in range(resamples)]
+    low, high = np.percentile(values, [2.5, 97.5])
+    return mean_difference(None), float(low), float(high)
+
+
+def drift_seed(seed: int, args) -> dict:
+    from churnml.models.config import load_config
+    from churnml.models.registry import gate_decision
+
+    work = args.work / f"migration_seed{seed}"
+    home, book, cut, retrain_cut = (work / p for p in ("home", "book", "cut", "cut_retrain"))
+    first, months, drift_start = MS.study_dates(args.weeks, args.after_weeks, args.history_months,
+                                                args.drift_after)
+    after = MS.weeks_from(first + pd.Timedelta(weeks=args.weeks), args.after_weeks)
+    if not (book / "accounts.parquet").exists():
+        MS.simulate_book(book, args.accounts, months, seed, home, "billing_migration", drift_start)
+    if not (cut / "accounts.parquet").exists():
+        MS.cut_book(book, cut, first)
+    if not (retrain_cut / "accounts.parquet").exists():
+        MS.cut_book(book, retrain_cut, after[0])
+    base = load_config(TARGET).with_overrides(backtest_folds=1)
+    old_folder = work / "champion"
+    old_dataset = None if (old_folder / "figures.json").exists() else dataset_of(cut, base)
+    champion, champion_figures = trained(old_folder, old_dataset, base)
+    champion_figures.pop("_result", None)
+    new_dataset = None
+    models, figures = {"old champion": champion}, {"old champion": champion_figures}
+    for half_life in HALF_LIVES:
+        folder = work / _name(half_life)
+        config = base if half_life is None else base.with_overrides(recency_half_life_days=half_life)
+        if not (folder / "figures.json").exists() and new_dataset is None:
+            new_dataset = dataset_of(retrain_cut, base)
+        model, f = trained(folder, new_dataset, config)
+        result = f.pop("_result", None)
+        if result is not None:
+            gate = gate_decision(champion, "1", result)
+            f.update(gate_promotes=gate.became_champion, gate_reason=gate.reason)
+            (folder / "figures.json").write_text(json.dumps(f))
+        models[_name(half_life)], figures[_name(half_life)] = model, f
+    (old_folder / "figures.json").write_text(json.dumps(champion_figures))
+    log(f"seed {seed}: scoring the {len(after)} weeks after the retrain, load {load()}")
+    rows = cohorts(book, after)
+    scores = {name: model.predict_proba(rows) for name, model in models.items()}
+    table = realized(rows, scores)
+    auc = table.pivot(index="as_of", columns="model", values="roc_auc")[list(models)]
+    ece = table.pivot(index="as_of", columns="model", values="ece")[list(models)]
+    summary = {}
+    for name in models:
+        summary[name] = {
+            "realized_auc_mean": float(auc[name].mean()),
+            "realized_ece_mean": float(ece[name].mean()),
+            "cohorts_above_plain": (int((auc[name] > auc["plain"]).sum()) if name != "plain" else None),
+            "auc_minus_plain": (paired_difference(rows, scores[name], scores["plain"])
+                                if name != "plain" else None),
+            **{k: v for k, v in figures[name].items() if k != "_result"},
+        }
+    return {"seed": seed, "first_week": str(first.date()), "drift_start": str(drift_start.date()),
+            "retrain_cut": str(after[0].date()), "cohorts": int(len(auc)),
+            "cohort_rows_mean": float(table.groupby("as_of")["n"].first().mean()),
+            "cohort_events_mean": float(table.groupby("as_of")["positives"].first().mean()),
+            "auc": auc, "summary": summary}
+
+
+def stationary(args) -> dict:
+    from churnml.models.config import load_config
+
+    book = cached_book(args.work / "cache", args.stationary_accounts, args.stationary_months,
+                       args.stationary_seed)
+    base = load_config(TARGET)
+    dataset = None
+    out = {}
+    for half_life in (None, 180.0):
+        folder = args.work / f"stationary_seed{args.stationary_seed}" / _name(half_life)
+        config = base if half_life is None else base.with_overrides(recency_half_life_days=half_life)
+        if not (folder / "figures.json").exists() and dataset is None:
+            dataset = dataset_of(book, base)
+        _, f = trained(folder, dataset, config)
+        f.pop("_result", None)
+        (folder / "figures.json").write_text(json.dumps(f))
+        out[_name(half_life)] = f
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--work", type=Path, default=Path("/tmp/churnml-recency-study"))
+    p.add_argument("--seeds", default="32,35")
+    p.add_argument("--accounts", type=int, default=2000)
+    p.add_argument("--weeks", type=int, default=30)
+    p.add_argument("--after-weeks", type=int, default=10)
+    p.add_argument("--history-months", type=int, default=20)
+    p.add_argument("--drift-after", type=int, default=6)
+    p.add_argument("--stationary-seed", type=int, default=71)
+    p.add_argument("--stationary-accounts", type=int, default=5000)
+    p.add_argument("--stationary-months", type=int, default=24)
+    p.add_argument("--no-stationary", action="store_true")
+    args = p.parse_args()
+    started = time.perf_counter()
+    start_load = load()
+    log(f"load average at start: {start_load}")
+    seeds = [drift_seed(int(s), args) for s in args.seeds.split(",") if s]
+    still = None if args.no_stationary else stationary(args)
+    pd.set_option("display.width", 200)
+    for s in seeds:
+        print(f"\n## billing_migration, seed {s['seed']}, {args.accounts:,} accounts: change "
+              f"{s['drift_start']}, champion cut {s['first_week']}, retrain cut {s['retrain_cut']}; "
+              f"{s['cohorts']} matured cohorts after it ({s['cohort_rows_mean']:.0f} rows, "
+              f"{s['cohort_events_mean']:.0f} events each)")
+        print(s["auc"].round(3).to_string())
+        print("\n| model | realized AUC mean | minus plain (95% CI, accounts resampled) | cohorts above plain | realized ECE mean | test AUC (95% CI) | gate vs old champion |")
+        print("|---|---|---|---|---|---|---|")
+        for name, f in s["summary"].items():
+            gate = ("-" if "gate_promotes" not in f else
+                    ("promotes" if f["gate_promotes"] else "keeps v1") + f" ({f['gate_reason'].split(' on the same')[0]})")
+            above = "-" if f["cohorts_above_plain"] is None else f"{f['cohorts_above_plain']} of {s['cohorts']}"
+            diff = ("-" if f["auc_minus_plain"] is None else
+                    "{:+.3f} ({:+.3f} to {:+.3f})".format(*f["auc_minus_plain"]))
+            print(f"| {name} | {f['realized_auc_mean']:.3f} | {diff} | {above} | {f['realized_ece_mean']:.3f} | "
+                  f"{f['test_roc_auc']:.3f} ({f['test_roc_auc_ci_low']:.3f}-{f['test_roc_auc_ci_high']:.3f}) | {gate} |")
+    if still:
+        print(f"\n## stationary, seed {args.stationary_seed}, {args.stationary_accounts:,} accounts x "
+              f"{args.stationary_months} months (no drift)")
+        print("| weighting | test AUC (95% CI) | test ECE | test Brier | backtest AUC mean (folds) | train s (load) |")
+        print("|---|---|---|---|---|---|")
+        for name, f in still.items():
+            print(f"| {name} | {f['test_roc_auc']:.3f} ({f['test_roc_auc_ci_low']:.3f}-{f['test_roc_auc_ci_high']:.3f}) | "
+                  f"{f['test_ece']:.4f} | {f['test_brier']:.4f} | {f['backtest_roc_auc_mean']:.3f} "
+                  f"({f['backtest_folds']:.0f}) | {f['seconds']:.0f} ({f['load']:.1f}) |")
+    print(json.dumps({"seeds": [{k: v for k, v in s.items() if k != "auc"} for s in seeds],
+                      "stationary": still}, default=str))
+    print(f"\nwall {time.perf_counter() - started:.0f} s; load average at start {start_load}, "
+          f"at end {load()} ({os.cpu_count()} CPUs)")
+
+
+if __name__ == "__main__":
+    main()

@@ -49,7 +49,7 @@ import monitoring_study as MS
 sys.path.insert(0, MS.SRC)  # this checkout's churnml, as the study's subprocesses use
 
 TARGET = "churn"
-HALF_LIVES = (None, 90.0, 180.0)  # None: the plain retrain, the reference
+HALF_LIVES = (90.0, 180.0)  # the default --half-lives; the plain retrain (None) is always the reference
 
 
 def load() -> str:
@@ -181,7 +181,7 @@ def drift_seed(seed: int, args) -> dict:
     champion_figures.pop("_result", None)
     new_dataset = None
     models, figures = {"old champion": champion}, {"old champion": champion_figures}
-    for half_life in HALF_LIVES:
+    for half_life in (None, *args.half_lives):
         folder = work / _name(half_life)
         config = base if half_life is None else base.with_overrides(recency_half_life_days=half_life)
         if not (folder / "figures.json").exists() and new_dataset is None:
@@ -200,6 +200,10 @@ def drift_seed(seed: int, args) -> dict:
     table = realized(rows, scores)
     auc = table.pivot(index="as_of", columns="model", values="roc_auc")[list(models)]
     ece = table.pivot(index="as_of", columns="model", values="ece")[list(models)]
+    oracle = None
+    if args.oracle_paths:  # the ceiling on the same cohorts: what "restored" can mean here
+        log(f"seed {seed}: the oracle on the same cohorts ({args.oracle_paths} paths), load {load()}")
+        oracle = MS.oracle_auc(book, after, seed, args.oracle_paths)
     summary = {}
     for name in models:
         summary[name] = {
@@ -214,7 +218,9 @@ def drift_seed(seed: int, args) -> dict:
             "retrain_cut": str(after[0].date()), "cohorts": int(len(auc)),
             "cohort_rows_mean": float(table.groupby("as_of")["n"].first().mean()),
             "cohort_events_mean": float(table.groupby("as_of")["positives"].first().mean()),
-            "auc": auc, "summary": summary}
+            "auc": auc if oracle is None else auc.join(oracle),
+            "oracle_auc_mean": None if oracle is None else float(oracle.mean()),
+            "summary": summary}
 
 
 def stationary(args) -> dict:
@@ -250,7 +256,12 @@ def main() -> None:
     p.add_argument("--stationary-accounts", type=int, default=5000)
     p.add_argument("--stationary-months", type=int, default=24)
     p.add_argument("--no-stationary", action="store_true")
+    p.add_argument("--half-lives", default=",".join(f"{h:g}" for h in HALF_LIVES),
+                   help="the weighted retrains' half-lives in days, beside the plain one")
+    p.add_argument("--oracle-paths", type=int, default=16,
+                   help="the simulator's oracle AUC per cohort with this many paths (0: none)")
     args = p.parse_args()
+    args.half_lives = [float(h) for h in args.half_lives.split(",") if h]
     started = time.perf_counter()
     start_load = load()
     log(f"load average at start: {start_load}")
@@ -263,6 +274,8 @@ def main() -> None:
               f"{s['cohorts']} matured cohorts after it ({s['cohort_rows_mean']:.0f} rows, "
               f"{s['cohort_events_mean']:.0f} events each)")
         print(s["auc"].round(3).to_string())
+        if s["oracle_auc_mean"] is not None:
+            print(f"oracle AUC on these cohorts, mean: {s['oracle_auc_mean']:.3f}")
         print("\n| model | realized AUC mean | minus plain (95% CI, accounts resampled) | cohorts above plain | realized ECE mean | test AUC (95% CI) | gate vs old champion |")
         print("|---|---|---|---|---|---|---|")
         for name, f in s["summary"].items():

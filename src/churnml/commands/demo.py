@@ -1,8 +1,9 @@
 """``churnml demo [--out DIR]``: the whole product on a simulated book, with no arguments.
 
-Simulate a book, validate it, build the latest week's features and health scores, train both
-models (MLflow under ``CHURNML_HOME``, default ``./.churnml``), score the latest week with the
-champions (alerts, next best actions, report) and print where everything is. Each step is the
+Simulate a book, validate it, build the latest week's features and health scores, train a
+model per outcome and the time-to-event model (MLflow under ``CHURNML_HOME``, default
+``./.churnml``), score the latest week with the champions (alerts, next best actions, the
+revenue forecast and renewals at risk, report) and print where everything is. Each step is the
 same function the corresponding command runs, so the demo exercises the real paths.
 """
 
@@ -69,7 +70,7 @@ def demo(
     from churnml.console import console, literal
     from churnml.data.io import load_book
     from churnml.features.labels import latest_scoring_date
-    from churnml.outcomes import OUTCOMES
+    from churnml.outcomes import OUTCOMES, TIME_TO_EVENT
 
     out = out.resolve()
     book_dir = out / "book"
@@ -82,7 +83,7 @@ def demo(
         func(**kwargs)
         timings.append((title, time.perf_counter() - t0))
 
-    n_steps = 5 + len(OUTCOMES)
+    n_steps = 6 + len(OUTCOMES)
     step(f"1/{n_steps} simulate a book of business", simulate, out=book_dir, accounts=accounts,
          months=months, seed=seed)
     step(f"2/{n_steps} validate it against the data contract", validate, data=book_dir,
@@ -97,6 +98,9 @@ def demo(
     for k, outcome in enumerate(OUTCOMES, start=5):  # every outcome of the registry
         step(f"{k}/{n_steps} train the {outcome.name} model", train, data=book_dir,
              target=Target(outcome.name))
+    # when, not only whether: the report's revenue forecast and "renewing into risk" need it
+    step(f"{n_steps - 1}/{n_steps} train the time-to-event model", train, data=book_dir,
+         target=Target(TIME_TO_EVENT))
     step(f"{n_steps}/{n_steps} weekly job: score the book at {as_of}", score, data=book_dir,
          as_of=as_of, out=out / "scores")
 

@@ -43,6 +43,8 @@ def test_score_two_weeks_then_rerun(home, sim_dir, tmp_path):
         assert proc.returncode == 0, proc.stderr
     part = out / f"as_of={as_of:%Y-%m-%d}"
     assert f"report: {part / 'report.html'}" in proc.stderr.replace("\n", "")
+    # no time-to-event champion in this home: the summary says what is left out and how to fix it
+    assert "no time-to-event champion" in proc.stderr.replace("\n", "")
     scores = pd.read_parquet(part / "scores.parquet")
     assert scores["churn_model_version"].eq("1").all()
     assert scores["health_weights_version"].nunique() == 1
@@ -177,6 +179,7 @@ def test_score_and_predictor_fill_the_time_to_event_columns(tte_home, sim_dir, t
     proc = churnml("score", "--data", str(sim_dir), "--as-of", f"{as_of:%Y-%m-%d}",
                    "--out", str(tmp_path / "scores"), home=tte_home, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    assert "; time to event v1" in proc.stderr.replace("\n", "")  # the summary names the champion
     part = tmp_path / "scores" / f"as_of={as_of:%Y-%m-%d}"
     scores = pd.read_parquet(part / "scores.parquet")
     floats = time_to_event_floats()

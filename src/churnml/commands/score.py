@@ -74,7 +74,12 @@ def score(
     console.print("models: " + ", ".join(f"{k} v{v}" for k, v in result.model_versions.items())
                   + (f"; no champion for {', '.join(result.missing_outcomes)} (columns left "
                      "null: run `churnml train --target ...`)" if result.missing_outcomes
-                     else ""), highlight=False, soft_wrap=True)
+                     else "")
+                  + (f"; time to event v{result.time_to_event_version}"
+                     if result.time_to_event_version is not None else
+                     "; no time-to-event champion (its columns, the forecast and the renewals at "
+                     "risk left out: `churnml train --target time_to_event`)"),
+                  highlight=False, soft_wrap=True)
     from churnml.jobs.report import queue_counts
 
     queue = queue_counts(result.weekly.scores_path)

@@ -293,6 +293,8 @@ class JobResult:
     report_logged: bool = False  # report.html sent to the MLflow store as an artifact
     #: ``--out`` was a database: where the rows went (``churnml_scores`` in it; password hidden)
     database: str | None = None
+    #: the ``churnml-time-to-event`` champion's version scored (None: no champion, its columns null)
+    time_to_event_version: str | None = None
 
 
 def write_report(result: WeeklyResult, book: Book, out_dir: Path,
@@ -521,4 +523,5 @@ def run_job(
                      missing_outcomes=missing,
                      health_version=str(health.version), stage_seconds=times,
                      report_logged=bool(run_id) and send_report,
-                     database=None if database is None else str(database))
+                     database=None if database is None else str(database),
+                     time_to_event_version=tte_version)

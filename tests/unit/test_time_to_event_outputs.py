@@ -261,3 +261,15 @@ def test_predictor_serves_the_columns_without_asking_for_period_features():
 
     model = response_model(list(HealthScore().dimension_names))
     model(**rows[0])
+
+
+def test_forecast_of_a_tiny_book_whose_band_misses_the_mean_is_plotted():
+    """Two accounts, each unlikely to move: the simulated band is [0, 0] below a positive mean;
+    the report's chart still draws (no negative error bar)."""
+    from churnml.jobs.report_forecast import plot_forecast
+
+    scores, _ = _scores_from_curves(n=2, seed=1)
+    table = forecast(scores, {})
+    assert (table["expected_mrr"] > table["high"]).any()
+    image = plot_forecast(table)
+    assert image.startswith("data:image/png;base64,") and len(image) > 1000

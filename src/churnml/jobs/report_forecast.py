@@ -183,7 +183,10 @@ def plot_forecast(table: pd.DataFrame, outcomes: Sequence[Outcome] = OUTCOMES) -
     for k, o in enumerate(outcomes):
         part = table[table["outcome"] == o.name].sort_values("month")
         mean = part["expected_mrr"].to_numpy()
-        err = np.vstack([mean - part["low"].to_numpy(), part["high"].to_numpy() - mean])
+        # a simulated band need not hold the mean (a few accounts, each unlikely to move: the
+        # 95% point can be 0 below a positive mean); matplotlib refuses negative error bars
+        err = np.clip(np.vstack([mean - part["low"].to_numpy(), part["high"].to_numpy() - mean]),
+                      0.0, None)
         ax.bar(x + (k - (len(outcomes) - 1) / 2) * width, mean, width=width, yerr=err,
                capsize=3, color=_COLOUR.get(o.name, "#0969da"), alpha=0.85,
                error_kw={"elinewidth": 1, "ecolor": "#424a53"}, label=f"MRR {_verb(o)}")

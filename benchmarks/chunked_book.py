@@ -15,6 +15,9 @@ Usage::
 
     python benchmarks/chunked_book.py --accounts 100000 --chunk 10000 --out /tmp/book-100k
     python benchmarks/chunked_book.py --accounts 30000 --out /tmp/book-30k --validate
+    # the same book on 2 cores: two processes, each writing every other chunk
+    python benchmarks/chunked_book.py --accounts 1000000 --out /tmp/book-1m --part 0/2 &
+    python benchmarks/chunked_book.py --accounts 1000000 --out /tmp/book-1m --part 1/2
 """
 
 from __future__ import annotations
@@ -44,7 +47,9 @@ def _prefixed(frame, prefix: str):
     return table
 
 
-def write_chunked_book(out: Path, accounts: int, chunk: int, months: int, seed: int) -> dict:
+def write_chunked_book(out: Path, accounts: int, chunk: int, months: int, seed: int,
+                       part: tuple[int, int] = (0, 1)) -> dict:
+    """Simulate the chunks ``k`` with ``k % part[1] == part[0]`` (all of them by default)."""
     import pyarrow.parquet as pq
 
     from churnml.data.simulator import simulate
@@ -52,7 +57,7 @@ def write_chunked_book(out: Path, accounts: int, chunk: int, months: int, seed: 
     out.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
     chunks = -(-accounts // chunk)
-    for k in range(chunks):
+    for k in range(part[0], chunks, part[1]):
         n = min(chunk, accounts - k * chunk)
         t0 = time.perf_counter()
         sim = simulate(n_accounts=n, months=months, seed=seed * 1000 + k)
@@ -79,14 +84,23 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--validate", action="store_true",
                         help="then load_book the folder (whole book in memory: small books)")
+    parser.add_argument("--part", default="0/1", metavar="I/N",
+                        help="simulate only the chunks k with k %% N == I, so N processes can "
+                             "write one book side by side (the same files as one process)")
     args = parser.parse_args(argv)
-    if (args.out / "accounts.parquet").exists():
+    try:
+        index, of = (int(x) for x in args.part.split("/"))
+        if not 0 <= index < of:
+            raise ValueError
+    except ValueError:
+        parser.error(f"--part must be I/N with 0 <= I < N, not {args.part!r}")
+    if of == 1 and (args.out / "accounts.parquet").exists():
         parser.error(f"{args.out} already holds a book")
-    figures: dict = {"accounts": args.accounts, "chunk": args.chunk,
+    figures: dict = {"accounts": args.accounts, "chunk": args.chunk, "part": args.part,
                      "load_average": [round(x, 2) for x in os.getloadavg()]}
     with Measure() as m:
         figures["rows"] = write_chunked_book(args.out, args.accounts, args.chunk, args.months,
-                                             args.seed)
+                                             args.seed, part=(index, of))
     figures["simulate_s"] = round(m.seconds, 1)
     figures["simulate_peak_gb"] = round(m.peak / 2**30, 2)
     if args.validate:

@@ -32,6 +32,10 @@ Usage::
     python benchmarks/spark_cluster.py --accounts 50000 --shards 16
     python benchmarks/chunked_book.py --accounts 100000 --out /tmp/book-100k   # then:
     python benchmarks/spark_cluster.py --accounts 100000 --book /tmp/book-100k --skip-local
+    # a book too large for the local engine (no earlier week), with the product's models:
+    # three outcome champions and the time-to-event champion of the weekly benchmark's home
+    python benchmarks/spark_cluster.py --accounts 1000000 --book /tmp/book-1m \
+        --no-previous-week --home H --outcomes churn,expansion,contraction --time-to-event
 
 Prints a markdown table for benchmarks/README.md and a JSON line with every figure, with the
 load average (the machine is shared: timings are noisy).
@@ -121,6 +125,35 @@ def spark_stages(ui: str, app_id: str) -> list[dict]:
     return sorted(stages, key=lambda s: (s["submissionTime"], s["stageId"]))
 
 
+class Progress:
+    """Logs the running stages' finished / total tasks every ``interval`` s from the driver's
+    REST API, so a long run shows its pace (and can be projected if it must be stopped)."""
+
+    def __init__(self, ui: str, app_id: str, interval: float = 60.0) -> None:
+        self.url = f"{ui}/api/v1/applications/{app_id}/stages?status=active"
+        self._stop = threading.Event()
+        self._t0 = time.perf_counter()
+        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                with urllib.request.urlopen(self.url, timeout=10) as response:
+                    active = json.loads(response.read())
+            except Exception as exc:  # the UI may be busy or gone: progress is best effort
+                log(f"progress: {type(exc).__name__}")
+                continue
+            parts = [f"stage {s['stageId']} {s['name'].split(' at ')[0]}: "
+                     f"{s['numCompleteTasks']}/{s['numTasks']} tasks" for s in active]
+            log(f"progress at {time.perf_counter() - self._t0:.0f} s, load "
+                f"{os.getloadavg()[0]:.1f}: " + ("; ".join(parts) or "driver work"))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def _local_engine(folder: Path, local_out: Path, chunk_size: int, skip: bool):
     """Last week's partition by the local engine, then (unless ``skip``) the timed week:
     ``(as_of, figures or None)``."""
@@ -168,7 +201,19 @@ def main(argv=None) -> int:
     parser.add_argument("--outcomes", default="churn,expansion",
                         help="outcomes to train champions for (the job scores those that have one)")
     parser.add_argument("--skip-local", action="store_true", help="no local-engine reference")
+    parser.add_argument("--time-to-event", action="store_true",
+                        help="also score with the home's churnml-time-to-event champion (as "
+                             "`churnml score` does when it has one; train it first with `churnml "
+                             "train --target time_to_event`)")
+    parser.add_argument("--no-previous-week", action="store_true",
+                        help="score the week without an earlier partition, so the local engine "
+                             "never loads the book (a book too large for one machine's memory; "
+                             "the alerts that compare with last week's tier are not raised); "
+                             "as_of is then the revenue history's end, as `churnml score "
+                             "--engine spark` users would pass it. Implies --skip-local")
     args = parser.parse_args(argv)
+    if args.no_previous_week:
+        args.skip_local = True
 
     home = args.home or args.cache / f"home-spark-sim{simulator_fingerprint()}"
     ensure_champions(home, args.cache, args.train_accounts, args.months, args.seed,
@@ -180,18 +225,23 @@ def main(argv=None) -> int:
     import pyarrow.parquet as pq
 
     from churnml.health.adopted import load_adopted_health
-    from churnml.jobs.weekly import champion_models, partition_dir
+    from churnml.jobs.weekly import champion_models, champion_time_to_event, partition_dir
 
     from _common import Measure
 
     models, missing = champion_models()
     versions = {name: str(m.version) for name, m in models.items()}
+    time_to_event = champion_time_to_event() if args.time_to_event else None
+    if args.time_to_event and time_to_event is None:
+        parser.error(f"--time-to-event: {home} has no churnml-time-to-event champion")
     health = load_adopted_health()
     work = Path(tempfile.mkdtemp(prefix="churnml-spark-bench-"))
     local_out, spark_out = work / "local", work / "spark"
     figures: dict = {"accounts": args.accounts, "months": args.months, "shards": args.shards,
                      "worker_cores": args.worker_cores, "worker_memory": args.worker_memory,
                      "driver_memory": args.driver_memory, "outcomes": list(models),
+                     "time_to_event": None if time_to_event is None
+                     else str(getattr(time_to_event, "version", "?")),
                      "load_average": load_average()}
     log(f"load average at start (1/5/15 min): {figures['load_average']}")
     try:
@@ -199,14 +249,22 @@ def main(argv=None) -> int:
         # process (a large book's memory is given back before the cluster starts) -------------
         import multiprocessing
 
-        with multiprocessing.get_context("spawn").Pool(1) as pool:
-            as_of, local_figures = pool.apply(
-                _local_engine, (folder, local_out, args.chunk_size, args.skip_local))
-        if local_figures is not None:
-            figures["local"] = local_figures
-            log(json.dumps({"local": figures["local"]}))
-        earlier = as_of - pd.Timedelta(days=7)
-        shutil.copytree(partition_dir(local_out, earlier), partition_dir(spark_out, earlier))
+        if args.no_previous_week:
+            from churnml.data.io import folder_data_end
+            from churnml.features.windows import to_as_of
+
+            as_of = to_as_of(folder_data_end(folder))
+            figures["previous_week"] = "none (--no-previous-week)"
+        else:
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                as_of, local_figures = pool.apply(
+                    _local_engine, (folder, local_out, args.chunk_size, args.skip_local))
+            if local_figures is not None:
+                figures["local"] = local_figures
+                log(json.dumps({"local": figures["local"]}))
+            earlier = as_of - pd.Timedelta(days=7)
+            shutil.copytree(partition_dir(local_out, earlier), partition_dir(spark_out, earlier))
+        figures["as_of"] = f"{as_of:%Y-%m-%d}"
 
         # -- (b) the standalone cluster ---------------------------------------------------------
         src = str(Path(__file__).resolve().parents[1] / "src")
@@ -244,10 +302,14 @@ def main(argv=None) -> int:
             per_shard = args.shard_accounts or SHARD_ACCOUNTS
             figures["shards_used"] = shard_count(args.accounts, args.shards, per_shard)
             t_run = time.time()
-            with Measure() as m:
-                result = score_book_spark(folder, as_of, spark_out, versions, health,
-                                          shards=args.shards, shard_accounts=per_shard,
-                                          spark=spark)
+            progress = Progress(f"http://127.0.0.1:{ui_port}", spark.sparkContext.applicationId)
+            try:
+                with Measure() as m:
+                    result = score_book_spark(folder, as_of, spark_out, versions, health,
+                                              shards=args.shards, shard_accounts=per_shard,
+                                              spark=spark, time_to_event=time_to_event)
+            finally:
+                progress.close()
             t_end = time.time()
             app_id = spark.sparkContext.applicationId
             stages = spark_stages(f"http://127.0.0.1:{ui_port}", app_id)

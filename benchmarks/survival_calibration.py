@@ -14,6 +14,20 @@ fitted on rows that end by the first test landmark (no test row):
   ``validation_days`` before the test, of every earlier landmark: the early-stopping rows);
 - **scaling, early stopping**: the scaling on the window, on the booster cut at early
   stopping's rounds (no round selection);
+- **scaling, cross-fitted** (``--crossfit K``): the scaling fitted on out-of-fold raw scores of
+  the *training* landmarks' person-period rows (K folds of accounts; each fold scored by a
+  booster with the protocol's parameters and chosen rounds trained on the other folds' rows),
+  so about ten times the window's rows, every one scored by a booster that never saw its
+  account; ``early`` = only the rows of periods 0-2 (the window's shape), ``all`` = every period;
+- **knot, cross-fitted**: the same rows, a monotone map with a knot per outcome
+  (``z = a min(l, q) + c max(l - q, 0) + b``, ``q`` the 90th percentile of ``l`` on the rows,
+  ``a, c > 0``): a different scale below and above the top decile, since the linear scale
+  that lifts the low deciles pushes churn's top decile over its interval;
+- **oracle 90d** (``--oracle-paths N``): the simulator's own probability of each outcome
+  within 90 days (``oracle_probability``, N paths) on the same rows, the same deciles and
+  intervals: a calibrated predictor by construction (up to its Monte Carlo noise and one
+  difference of definition: the oracle counts an outcome within 90 days, the incidence counts
+  it only as the *first* event), so its count of deciles inside is what the criterion allows;
 - **isotonic 90d**: per outcome an isotonic map of the 90-day incidence fitted on the window
   landmark whose 90 days are all observed (scikit-learn; 90 days only: it breaks the sum to 1
   and the rise with time, so it is a reference, not a candidate).
@@ -46,6 +60,76 @@ from _common import cached_book, log  # noqa: E402
 from survival_library import prepare  # noqa: E402
 
 DAYS = (30, 90, 180)
+KNOT_QUANTILE = 0.9
+
+
+def crossfit_raw(rows: pd.DataFrame, train_mask: np.ndarray, names, categorical, config, rounds: int,
+                 folds: int, seed: int) -> np.ndarray:
+    """Out-of-fold raw scores (rows, classes) of every row of ``rows``: accounts split into
+    ``folds`` folds (seeded); fold f's rows scored by a booster with the protocol's parameters
+    and ``rounds`` rounds, trained on the other folds' rows that ``train_mask`` allows."""
+    from churnml.models import survival as S
+
+    accounts = np.sort(rows["account_id"].astype(str).unique())
+    fold_of = dict(zip(accounts, np.random.default_rng(seed).permutation(len(accounts)) % folds))
+    fold = rows["account_id"].astype(str).map(fold_of).to_numpy()
+    raw = np.full((len(rows), len(S.CLASSES)), np.nan)
+    for f in range(folds):
+        model = S.fit_hazard(rows[(fold != f) & train_mask], None, names, categorical, config.lgb_params,
+                             config.num_boost_round, config.early_stopping_rounds, rounds=rounds)
+        held = fold == f
+        raw[held] = model.raw_scores(model.encoder.matrix(rows[held]))
+    return raw
+
+
+def fit_knotted(raw: np.ndarray, label: np.ndarray, quantile: float = KNOT_QUANTILE) -> dict:
+    """Per outcome ``z = a min(l, q) + c max(l - q, 0) + b`` on ``l = raw_k - raw_none``, ``q``
+    the ``quantile`` of ``l``, ``a, c >= 0.01``: minimises the multinomial log loss (L-BFGS-B,
+    exact gradient, from the identity). Monotone in ``l``; a probability over the classes."""
+    from scipy.optimize import minimize
+
+    base = raw[:, 1:] - raw[:, :1]
+    outcomes = base.shape[1]
+    knot = np.quantile(base, quantile, axis=0)
+    lower, upper = np.minimum(base, knot), np.maximum(base - knot, 0.0)
+    onehot = np.eye(raw.shape[1])[label][:, 1:]
+
+    def loss(theta):
+        a, c, b = theta[:outcomes], theta[outcomes:2 * outcomes], theta[2 * outcomes:]
+        z = lower * a + upper * c + b
+        top = np.maximum(z.max(axis=1), 0.0)
+        log_norm = top + np.log(np.exp(-top) + np.exp(z - top[:, None]).sum(axis=1))
+        resid = (np.exp(z - log_norm[:, None]) - onehot) / len(z)
+        return (float((log_norm - (onehot * z).sum(axis=1)).mean()),
+                np.concatenate([(resid * lower).sum(0), (resid * upper).sum(0), resid.sum(0)]))
+
+    start = np.concatenate([np.ones(2 * outcomes), np.zeros(outcomes)])
+    bounds = [(0.01, None)] * (2 * outcomes) + [(None, None)] * outcomes
+    x = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds,
+                 options={"ftol": 1e-13, "gtol": 1e-9}).x
+    return {"knot": knot.tolist(), "below": x[:outcomes].tolist(), "above": x[outcomes:2 * outcomes].tolist(),
+            "offset": x[2 * outcomes:].tolist()}
+
+
+def knotted_curves(model, frame: pd.DataFrame, fitted: dict) -> np.ndarray:
+    """Incidence (n, outcomes, periods + 1) of ``frame`` with the knotted map on ``model``'s raw scores."""
+    from churnml.models import survival as S
+
+    n, periods = len(frame), S.N_PERIODS
+    period = np.tile(np.arange(periods, dtype=np.int64), n)
+    index = np.repeat(np.arange(n), periods)
+    X = np.repeat(model.encoder.matrix(frame), periods, axis=0)
+    sources = frame[[c for c in (S._TENURE_SOURCE, S._RENEWAL_SOURCE) if c in frame.columns]]
+    for name, values in S.period_time_features(sources.iloc[index], period).items():
+        if name in model.feature_names:
+            X[:, model.feature_names.index(name)] = values
+    raw = model.raw_scores(X)
+    base = raw[:, 1:] - raw[:, :1]
+    knot = np.asarray(fitted["knot"])
+    z = (np.minimum(base, knot) * np.asarray(fitted["below"]) + np.maximum(base - knot, 0.0)
+         * np.asarray(fitted["above"]) + np.asarray(fitted["offset"]))
+    hazards = S.softmax(np.concatenate([np.zeros((len(z), 1)), z], axis=1))
+    return S.curves_from_hazards(hazards.reshape(n, periods, len(S.CLASSES)))[1]
 
 
 def decile_figures(incidence_k: np.ndarray, t, e, cause: int, groups, config) -> dict:
@@ -66,7 +150,7 @@ def decile_figures(incidence_k: np.ndarray, t, e, cause: int, groups, config) ->
     return out
 
 
-def run_seed(prepared: dict) -> list[dict]:
+def run_seed(prepared: dict, crossfit: int = 0, seed: int = 0, oracle_paths: int = 0) -> list[dict]:
     from sklearn.isotonic import IsotonicRegression
 
     import lightgbm as lgb
@@ -112,6 +196,29 @@ def run_seed(prepared: dict) -> list[dict]:
                                       ("scaling, early stopping", early_model, window_rows, False)):
         copy, scaling, seconds = scaled(model, rows_, term)
         variants[label] = (copy.curves(frame)[1], {"scaling": scaling.to_dict(), "fit_seconds": seconds})
+    if crossfit:
+        t1 = time.perf_counter()
+        oof = crossfit_raw(rows, ~in_valid, names, categorical, config, chosen, crossfit, seed)
+        cf_seconds = time.perf_counter() - t1
+        labels = rows["label"].to_numpy(dtype=np.int64)
+        early_rows = (rows["period"] <= 2).to_numpy()
+        log(f"  cross-fitted {crossfit} folds in {cf_seconds:.0f} s: {len(rows):,} rows "
+            f"({int(early_rows.sum()):,} in periods 0-2)")
+        for label, keep in (("scaling, cross-fitted early", early_rows), ("scaling, cross-fitted all", None)):
+            r, y = (oof, labels) if keep is None else (oof[keep], labels[keep])
+            scaling = S.fit_hazard_scaling(r, y)
+            copy = S.SurvivalModel(protocol.booster, protocol.feature_names, protocol.categories,
+                                   dict(protocol.info), protocol.class_bias)
+            copy.hazard_scaling = scaling.to_dict()
+            variants[label] = (copy.curves(frame)[1], {"scaling": scaling.to_dict(), "fit_seconds": cf_seconds})
+        for label, keep in (("knot, cross-fitted early", early_rows), ("knot, window", None)):
+            if keep is None:  # the same map on the window's rows (what session 9 tried, lost)
+                r = protocol.raw_scores(protocol.encoder.matrix(window_rows))
+                y = window_rows["label"].to_numpy(dtype=np.int64)
+            else:
+                r, y = oof[keep], labels[keep]
+            fitted = fit_knotted(r, y)
+            variants[label] = (knotted_curves(protocol, frame, fitted), {"knotted": fitted})
     # isotonic on the 90-day incidence, fitted on the window landmark with all 90 days observed
     j90 = S.report_period(90)
     first = cutoff - pd.Timedelta(days=config.validation_days)
@@ -145,6 +252,24 @@ def run_seed(prepared: dict) -> list[dict]:
                     "within_90d": int(table["within"].sum()),
                     "ece_90d": float((table["rows"] * (table["predicted"] - table["observed"]).abs()).sum()
                                      / table["rows"].sum())})
+    if oracle_paths and prepared.get("truth"):
+        from churnml.data.simulator import oracle_probability
+
+        for k, outcome in enumerate(S.CLASSES[1:]):
+            truth = np.asarray(oracle_probability(prepared["book_dir"], frame[["account_id", "as_of"]],
+                                                  horizon_days=90, target=outcome, n_paths=oracle_paths,
+                                                  seed=seed), dtype="float64")
+            keep = np.isfinite(truth)
+            table = SM.calibration_by_decile(t[keep], e[keep], k + 1, len(S.CLASSES) - 1, truth[keep], 90.0,
+                                             groups=groups[keep], resamples=config.bootstrap_resamples,
+                                             seed=config.seed)
+            out.append({"variant": "oracle 90d", "outcome": outcome,
+                        "td_auc_90d": SM.td_auc(t[keep], e[keep], c[keep], k + 1, truth[keep], 90.0),
+                        "within_90d": int(table["within"].sum()), "rows_with_oracle": int(keep.sum()),
+                        "ece_90d": float((table["rows"] * (table["predicted"] - table["observed"]).abs()).sum()
+                                         / table["rows"].sum()),
+                        "deciles_90d": [(round(r.predicted, 4), round(r.observed, 4), round(r.low, 4),
+                                         round(r.high, 4)) for r in table.itertuples()]})
     return out
 
 
@@ -155,6 +280,10 @@ def main() -> None:
     parser.add_argument("--months", type=int, default=24)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/churnml-bench"))
     parser.add_argument("--json", type=Path, default=None, help="write every row here")
+    parser.add_argument("--oracle-paths", type=int, default=0,
+                        help="also the simulator's oracle per decile, with this many paths (0: not)")
+    parser.add_argument("--crossfit", type=int, default=0,
+                        help="also the cross-fitted variants with this many folds (0: not)")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     log(f"load average at start: {os.getloadavg()}")
@@ -162,7 +291,7 @@ def main() -> None:
     for seed in args.seeds:
         log(f"seed {seed}")
         prepared = prepare(cached_book(args.cache, args.accounts, args.months, seed), args.cache)
-        for row in run_seed(prepared):
+        for row in run_seed(prepared, args.crossfit, seed, args.oracle_paths):
             rows.append({"seed": seed, **row})
             log(f"  {row['variant']:<26} {row['outcome']:<12} dec 30/90/180 "
                 f"{row.get('within_30d', '-')}/{row['within_90d']}/{row.get('within_180d', '-')} "

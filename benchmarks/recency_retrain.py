@@ -16,6 +16,16 @@ the same books, with the plain retrain as the reference in the same run:
    with the mean difference to the plain retrain and its 95% interval (accounts resampled, the
    same resample for every cohort), each cohort's ECE and the champion gate's verdict (``registry.gate_decision``, the
    comparison ``churnml train`` makes against the old champion, without MLflow);
+2b. with ``--twin`` (the reference that says what "restores" means): the same seed's book
+   simulated *without* the drift (the same accounts and history until the change), retrained
+   plain at the same cut and scored on the same weeks. Per model, its **gap to the oracle**
+   (mean over cohorts of the oracle's AUC minus the model's, on the same rows; 95% interval,
+   accounts resampled); the twin's gap is what a retrain achieves when nothing changed, so a
+   retrain after the change *restores performance* when its gap is no larger than the twin's
+   (the difference of the two gaps and its interval, one account resample shared by both
+   books): "yes" when the interval's upper end is below ``--restore-margin`` (0.03 AUC: a
+   non-inferiority margin), "no" when its lower end is above 0, else "undecided" (the books
+   are too small to tell). Needs ``--oracle-paths`` > 0;
 3. a stationary book (``--stationary-seed`` 71, ``--stationary-accounts`` 5,000, 24 months):
    the product's training with the weight off and at 180 days, test AUC (95% interval), ECE
    and the backtest's mean AUC: what the weight costs when nothing changed.
@@ -159,6 +169,100 @@ def paired_difference(rows: pd.DataFrame, a: np.ndarray, b: np.ndarray, resample
     return mean_difference(None), float(low), float(high)
 
 
+def oracle_scores(book_dir: Path, rows: pd.DataFrame, seed: int, n_paths: int) -> np.ndarray:
+    """The simulator's true probability of churn within the horizon for each row (NaN where it
+    has none), ``rows`` in ``cohorts``' order."""
+    from churnml.data.simulator import oracle_probability
+    from churnml.models.config import load_config
+
+    return np.asarray(oracle_probability(book_dir, rows[["account_id", "as_of"]],
+                                         horizon_days=load_config(TARGET).horizon_days,
+                                         n_paths=n_paths, seed=seed, target=TARGET), dtype="float64")
+
+
+def gaps(books: dict[str, tuple[pd.DataFrame, np.ndarray, dict[str, np.ndarray]]], resamples: int = 200,
+         seed: int = 0) -> dict[str, dict[str, list[float]]]:
+    """Per book and model: the gap to the oracle, the mean over cohorts of AUC(oracle) -
+    AUC(model) on the same rows (rows without an oracle value left out), as ``[point, low,
+    high]``; and per book and model the bootstrap draws, for differences between books. One
+    account resample is shared by every book (the books of one seed share their account ids)."""
+    from sklearn.metrics import roc_auc_score
+
+    ids = np.unique(np.concatenate([r["account_id"].to_numpy().astype(str) for r, _, _ in books.values()]))
+    prepared = {}
+    for name, (rows, oracle, scores) in books.items():
+        keep = np.isfinite(oracle)
+        r = rows.loc[keep].reset_index(drop=True)
+        prepared[name] = (r[TARGET].to_numpy(dtype="float64"), list(r.groupby("as_of").indices.values()),
+                          np.searchsorted(ids, r["account_id"].to_numpy().astype(str)), oracle[keep],
+                          {m: p[keep] for m, p in scores.items()})
+
+    def gap(y, groups, o, p, weight):
+        diffs = []
+        for idx in groups:
+            w = None if weight is None else weight[idx]
+            if w is not None:
+                idx, w = idx[w > 0], w[w > 0]
+            if y[idx].min() == y[idx].max():
+                continue
+            diffs.append(roc_auc_score(y[idx], o[idx], sample_weight=w)
+                         - roc_auc_score(y[idx], p[idx], sample_weight=w))
+        return float(np.mean(diffs))
+
+    rng = np.random.default_rng(seed)
+    draws = [np.bincount(rng.integers(0, len(ids), len(ids)), minlength=len(ids)).astype("float64")
+             for _ in range(resamples)]
+    out: dict = {"point": {}, "draws": {}}
+    for name, (y, groups, account, o, scores) in prepared.items():
+        for model, p in scores.items():
+            key = f"{name}: {model}"
+            out["point"][key] = gap(y, groups, o, p, None)
+            out["draws"][key] = np.array([gap(y, groups, o, p, d[account]) for d in draws])
+    return out
+
+
+def twin_reference(seed: int, args, first, months, after, drift_rows, drift_models) -> dict:
+    """The drifting book's models against the stationary twin's plain retrain: gaps to the
+    oracle on the same weeks (see the module docstring, 2b)."""
+    from churnml.models.config import load_config
+
+    work = args.work / f"migration_seed{seed}" / "twin"
+    home, book, cut = (work / p for p in ("home", "book", "cut_retrain"))
+    if not (book / "accounts.parquet").exists():
+        MS.simulate_book(book, args.accounts, months, seed, home)
+    if not (cut / "accounts.parquet").exists():
+        MS.cut_book(book, cut, after[0])
+    base = load_config(TARGET).with_overrides(backtest_folds=1)
+    folder = work / "plain"
+    model, f = trained(folder, None if (folder / "figures.json").exists() else dataset_of(cut, base), base)
+    f.pop("_result", None)
+    (folder / "figures.json").write_text(json.dumps(f))
+    log(f"seed {seed}: the twin's cohorts and oracle ({args.oracle_paths} paths), load {load()}")
+    twin_rows = cohorts(book, after)
+    twin_oracle = oracle_scores(book, twin_rows, seed, args.oracle_paths)
+    drift_book = args.work / f"migration_seed{seed}" / "book"
+    drift_oracle = oracle_scores(drift_book, drift_rows, seed, args.oracle_paths)
+    g = gaps({"drift": (drift_rows, drift_oracle, {m: mod.predict_proba(drift_rows) for m, mod in drift_models.items()}),
+              "twin": (twin_rows, twin_oracle, {"plain": model.predict_proba(twin_rows)})})
+    twin_draws = g["draws"]["twin: plain"]
+    table = {}
+    for key, point in g["point"].items():
+        draws = g["draws"][key]
+        row = {"gap": point, "gap_ci": np.percentile(draws, [2.5, 97.5]).tolist()}
+        if key.startswith("drift"):
+            diff = draws - twin_draws
+            row["minus_twin"] = point - g["point"]["twin: plain"]
+            row["minus_twin_ci"] = np.percentile(diff, [2.5, 97.5]).tolist()
+            low, high = row["minus_twin_ci"]
+            # non-inferiority: restored when the gap is surely at most the twin's + the margin;
+            # not restored when it is surely larger than the twin's; otherwise the books are
+            # too small to tell
+            row["restored"] = ("yes" if high < args.restore_margin else "no" if low > 0 else "undecided")
+        table[key] = row
+    return {"twin_realized_auc_mean": float(realized(twin_rows, {"plain": model.predict_proba(twin_rows)})["roc_auc"].mean()),
+            "twin_test_auc": f.get("test_roc_auc"), "gaps": table}
+
+
 def drift_seed(seed: int, args) -> dict:
     from churnml.models.config import load_config
     from churnml.models.registry import gate_decision
@@ -214,7 +318,8 @@ def drift_seed(seed: int, args) -> dict:
                                 if name != "plain" else None),
             **{k: v for k, v in figures[name].items() if k != "_result"},
         }
-    return {"seed": seed, "first_week": str(first.date()), "drift_start": str(drift_start.date()),
+    twin = twin_reference(seed, args, first, months, after, rows, models) if args.twin else None
+    return {"seed": seed, "first_week": str(first.date()), "drift_start": str(drift_start.date()), "twin": twin,
             "retrain_cut": str(after[0].date()), "cohorts": int(len(auc)),
             "cohort_rows_mean": float(table.groupby("as_of")["n"].first().mean()),
             "cohort_events_mean": float(table.groupby("as_of")["positives"].first().mean()),
@@ -258,6 +363,12 @@ def main() -> None:
     p.add_argument("--no-stationary", action="store_true")
     p.add_argument("--half-lives", default=",".join(f"{h:g}" for h in HALF_LIVES),
                    help="the weighted retrains' half-lives in days, beside the plain one")
+    p.add_argument("--twin", action="store_true",
+                   help="also the stationary twin's plain retrain and every model's gap to the oracle "
+                        "(what 'restores performance' is judged against)")
+    p.add_argument("--restore-margin", type=float, default=0.03,
+                   help="--twin: a retrain restores performance when its gap to the oracle is, with "
+                        "95%% confidence, less than the twin's gap plus this margin (AUC)")
     p.add_argument("--oracle-paths", type=int, default=16,
                    help="the simulator's oracle AUC per cohort with this many paths (0: none)")
     args = p.parse_args()
@@ -286,6 +397,20 @@ def main() -> None:
                     "{:+.3f} ({:+.3f} to {:+.3f})".format(*f["auc_minus_plain"]))
             print(f"| {name} | {f['realized_auc_mean']:.3f} | {diff} | {above} | {f['realized_ece_mean']:.3f} | "
                   f"{f['test_roc_auc']:.3f} ({f['test_roc_auc_ci_low']:.3f}-{f['test_roc_auc_ci_high']:.3f}) | {gate} |")
+    for s in seeds:
+        if not s.get("twin"):
+            continue
+        tw = s["twin"]
+        print(f"\n## seed {s['seed']}: gap to the oracle on the same weeks (oracle AUC - model AUC, mean of "
+              f"cohorts; 95% CI, accounts resampled); the stationary twin's plain retrain realized "
+              f"{tw['twin_realized_auc_mean']:.3f}")
+        print("| book: model | gap to oracle (95% CI) | minus the twin's gap (95% CI) | restored |")
+        print("|---|---|---|---|")
+        for key, r in tw["gaps"].items():
+            extra = ("- | -" if "minus_twin" not in r else
+                     "{:+.3f} ({:+.3f} to {:+.3f}) | {}".format(r["minus_twin"], *r["minus_twin_ci"],
+                                                            r["restored"]))
+            print(f"| {key} | {r['gap']:.3f} ({r['gap_ci'][0]:.3f} to {r['gap_ci'][1]:.3f}) | {extra} |")
     if still:
         print(f"\n## stationary, seed {args.stationary_seed}, {args.stationary_accounts:,} accounts x "
               f"{args.stationary_months} months (no drift)")

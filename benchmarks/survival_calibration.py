@@ -18,7 +18,9 @@ fitted on rows that end by the first test landmark (no test row):
   the *training* landmarks' person-period rows (K folds of accounts; each fold scored by a
   booster with the protocol's parameters and chosen rounds trained on the other folds' rows),
   so about ten times the window's rows, every one scored by a booster that never saw its
-  account; ``early`` = only the rows of periods 0-2 (the window's shape), ``all`` = every period;
+  account; ``early`` = only the rows of periods 0-2 (the window's shape), ``all`` = every period,
+  ``recent`` = periods 0-2 of the landmarks of the last three ``validation_days`` (the window
+  and the two before it: about three times the window's events, still recent);
 - **knot, cross-fitted**: the same rows, a monotone map with a knot per outcome
   (``z = a min(l, q) + c max(l - q, 0) + b``, ``q`` the 90th percentile of ``l`` on the rows,
   ``a, c > 0``): a different scale below and above the top decile, since the linear scale
@@ -204,7 +206,9 @@ def run_seed(prepared: dict, crossfit: int = 0, seed: int = 0, oracle_paths: int
         early_rows = (rows["period"] <= 2).to_numpy()
         log(f"  cross-fitted {crossfit} folds in {cf_seconds:.0f} s: {len(rows):,} rows "
             f"({int(early_rows.sum()):,} in periods 0-2)")
-        for label, keep in (("scaling, cross-fitted early", early_rows), ("scaling, cross-fitted all", None)):
+        recent = early_rows & (rows["as_of"] >= cutoff - pd.Timedelta(days=3 * config.validation_days)).to_numpy()
+        for label, keep in (("scaling, cross-fitted early", early_rows), ("scaling, cross-fitted all", None),
+                            ("scaling, cross-fitted recent", recent)):
             r, y = (oof, labels) if keep is None else (oof[keep], labels[keep])
             scaling = S.fit_hazard_scaling(r, y)
             copy = S.SurvivalModel(protocol.booster, protocol.feature_names, protocol.categories,

@@ -137,36 +137,39 @@ def realized(rows: pd.DataFrame, scores: dict[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def mean_auc_difference(y: np.ndarray, groups: list[np.ndarray], a: np.ndarray, b: np.ndarray,
+                        weight: np.ndarray | None = None) -> float:
+    """Mean over the cohorts (``groups``: row indices per cohort) of AUC(a) - AUC(b), rows
+    weighted by ``weight`` (a bootstrap's counts; None: every row once); cohorts with one class
+    left out."""
+    from sklearn.metrics import roc_auc_score
+
+    diffs = []
+    for idx in groups:
+        w = None if weight is None else weight[idx]
+        if w is not None:
+            idx, w = idx[w > 0], w[w > 0]
+        if y[idx].min() == y[idx].max():
+            continue
+        diffs.append(roc_auc_score(y[idx], a[idx], sample_weight=w)
+                     - roc_auc_score(y[idx], b[idx], sample_weight=w))
+    return float(np.mean(diffs))
+
+
 def paired_difference(rows: pd.DataFrame, a: np.ndarray, b: np.ndarray, resamples: int = 200,
                       seed: int = 0) -> tuple[float, float, float]:
     """Mean over cohorts of AUC(a) - AUC(b) and its 95% percentile interval, resampling
     accounts (one resample shared by every cohort and both scores: the cohorts share most of
     their accounts, so they are not independent)."""
-    from sklearn.metrics import roc_auc_score
-
     y = rows[TARGET].to_numpy(dtype="float64")
     groups = list(rows.groupby("as_of").indices.values())
     uniques, inverse = np.unique(rows["account_id"].to_numpy().astype(str), return_inverse=True)
-
-    def mean_difference(weight: np.ndarray | None) -> float:
-        diffs = []
-        for idx in groups:
-            w = None if weight is None else weight[idx]
-            if w is not None:
-                keep = w > 0
-                idx, w = idx[keep], w[keep]
-            if y[idx].min() == y[idx].max():
-                continue
-            diffs.append(roc_auc_score(y[idx], a[idx], sample_weight=w)
-                         - roc_auc_score(y[idx], b[idx], sample_weight=w))
-        return float(np.mean(diffs))
-
     rng = np.random.default_rng(seed)
-    values = [mean_difference(np.bincount(rng.integers(0, len(uniques), len(uniques)),
-                                          minlength=len(uniques))[inverse].astype("float64"))
+    values = [mean_auc_difference(y, groups, a, b, np.bincount(rng.integers(0, len(uniques), len(uniques)),
+                                                                minlength=len(uniques))[inverse].astype("float64"))
               for _ in range(resamples)]
     low, high = np.percentile(values, [2.5, 97.5])
-    return mean_difference(None), float(low), float(high)
+    return mean_auc_difference(y, groups, a, b), float(low), float(high)
 
 
 def oracle_scores(book_dir: Path, rows: pd.DataFrame, seed: int, n_paths: int) -> np.ndarray:
@@ -186,8 +189,6 @@ def gaps(books: dict[str, tuple[pd.DataFrame, np.ndarray, dict[str, np.ndarray]]
     AUC(model) on the same rows (rows without an oracle value left out), as ``[point, low,
     high]``; and per book and model the bootstrap draws, for differences between books. One
     account resample is shared by every book (the books of one seed share their account ids)."""
-    from sklearn.metrics import roc_auc_score
-
     ids = np.unique(np.concatenate([r["account_id"].to_numpy().astype(str) for r, _, _ in books.values()]))
     prepared = {}
     for name, (rows, oracle, scores) in books.items():
@@ -197,18 +198,6 @@ def gaps(books: dict[str, tuple[pd.DataFrame, np.ndarray, dict[str, np.ndarray]]
                           np.searchsorted(ids, r["account_id"].to_numpy().astype(str)), oracle[keep],
                           {m: p[keep] for m, p in scores.items()})
 
-    def gap(y, groups, o, p, weight):
-        diffs = []
-        for idx in groups:
-            w = None if weight is None else weight[idx]
-            if w is not None:
-                idx, w = idx[w > 0], w[w > 0]
-            if y[idx].min() == y[idx].max():
-                continue
-            diffs.append(roc_auc_score(y[idx], o[idx], sample_weight=w)
-                         - roc_auc_score(y[idx], p[idx], sample_weight=w))
-        return float(np.mean(diffs))
-
     rng = np.random.default_rng(seed)
     draws = [np.bincount(rng.integers(0, len(ids), len(ids)), minlength=len(ids)).astype("float64")
              for _ in range(resamples)]
@@ -216,8 +205,8 @@ def gaps(books: dict[str, tuple[pd.DataFrame, np.ndarray, dict[str, np.ndarray]]
     for name, (y, groups, account, o, scores) in prepared.items():
         for model, p in scores.items():
             key = f"{name}: {model}"
-            out["point"][key] = gap(y, groups, o, p, None)
-            out["draws"][key] = np.array([gap(y, groups, o, p, d[account]) for d in draws])
+            out["point"][key] = mean_auc_difference(y, groups, o, p)
+            out["draws"][key] = np.array([mean_auc_difference(y, groups, o, p, d[account]) for d in draws])
     return out
 
 

@@ -164,6 +164,44 @@ def test_champion_gate_rollback_and_pyfunc_round_trip(mlflow_home, results, caps
     assert registry.champion_version("churn") == "1"
 
 
+def test_after_a_recommended_retrain_the_gate_promotes_a_non_inferior_version(mlflow_home, results,
+                                                                            tmp_path, capsys):
+    """churnml train --scores OUT: the weekly monitoring's verdict reaches the gate through
+    MLflow's alias flow; without a recommendation the same challenger stays challenger."""
+    import dataclasses
+
+    import mlflow
+
+    from churnml.cli import main
+    from churnml.jobs.drift import RETRAIN_NAME, latest_recommendation
+    from churnml.jobs.monitoring import MONITORING_DIR
+    from churnml.models import registry
+
+    good, weak = results
+    assert registry.log_training(good, plots=False).became_champion  # v1
+    # a worse challenger; a margin wide enough to accept its shortfall after a recommendation
+    wide = dataclasses.replace(weak, config=weak.config.with_overrides(promotion_after_retrain_margin=0.5))
+    assert not registry.log_training(wide, plots=False).became_champion  # v2: no recommendation
+    (tmp_path / MONITORING_DIR).mkdir()
+    pd.DataFrame({"as_of": pd.to_datetime(["2026-06-08"]), "outcome": ["churn"], "model_version": ["1"],
+                  "retrain_recommended": [True],
+                  "retrain_reason": ["realized AUC 0.601 on the week of 2026-03-09 is 0.090 below "
+                                     "the training evaluation 0.691 (allowed 0.05)"]}
+                 ).to_parquet(tmp_path / MONITORING_DIR / RETRAIN_NAME)
+    third = registry.log_training(wide, plots=False, retrain=latest_recommendation(tmp_path, "churn"))
+    assert third.became_champion and third.previous_champion == "1"
+    assert "recommended retraining v1" in third.reason
+    run = mlflow.MlflowClient(tracking_uri=registry.tracking_uri()).get_run(third.run_id)
+    assert run.data.tags["churnml.gate_rule"] == "non_inferiority"
+    assert "after_retrain_margin" in run.data.tags["churnml.gate"]
+    assert {v["version"]: v["aliases"] for v in registry.list_versions("churn")} == {
+        "3": ["champion"], "2": [], "1": ["challenger"]}
+    # the CLI reads the table before training: a folder without it is bad input (exit 2)
+    assert main(["train", "--data", str(tmp_path), "--target", "churn", "--scores",
+                 str(tmp_path / "nothing")]) == 2
+    assert "churnml monitor --scores" in capsys.readouterr().err
+
+
 def test_a_champion_that_cannot_be_read_is_never_replaced(mlflow_home, results, monkeypatch):
     """Reading the champion fails (registry unreachable for a moment): the new version, however
     good, is only challenger; "unknown" is never taken for "no champion"."""

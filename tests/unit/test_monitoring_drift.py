@@ -321,6 +321,102 @@ def test_the_gate_requires_the_configured_margin():
     assert not gate_decision(champion, "3", gate_result(delta * 2)).became_champion
 
 
+def recommendation(version="3", recommended=True):
+    from churnml.models.registry import RetrainRecommendation
+
+    return RetrainRecommendation("churn", pd.Timestamp("2026-06-08"), version, recommended,
+                                 "realized AUC 0.640 on the week of 2026-03-09 is 0.080 below "
+                                 "its own first 4 cohorts 0.720 (allowed 0.05)" if recommended else "")
+
+
+def test_after_a_recommended_retrain_the_gate_accepts_a_non_inferior_challenger():
+    from churnml.models.registry import gate_decision
+
+    result = gate_result(margin=0.0)
+    # a champion that ranks a little better than the challenger on the gate's rows
+    champion = SimpleNamespace(info={"train_end": "2026-04-01"},
+                               predict_proba=lambda f: f["signal"].to_numpy())
+    usual = gate_decision(champion, "3", result)
+    delta = usual.new_score - usual.champion_score
+    assert not usual.became_champion and usual.rule == "improvement"
+    # within the margin: the rule turns to non-inferiority and the challenger is promoted
+    margin = result.config.promotion_after_retrain_margin
+    assert -margin < delta <= 0, delta  # the fixture exercises the case the rule is for
+    after = gate_decision(champion, "3", result, recommendation("3"))
+    assert after.became_champion and after.rule == "non_inferiority"
+    assert "recommended retraining v3" in after.reason and "after_retrain_margin" in after.reason
+    # the same challenger, a tighter margin than its shortfall: refused
+    tight = SimpleNamespace(**{**vars(result), "config": result.config.with_overrides(
+        promotion_after_retrain_margin=-delta / 2)})
+    assert not gate_decision(champion, "3", tight, recommendation("3")).became_champion
+    # a recommendation about another version, or none: the usual rule, said in the reason
+    other = gate_decision(champion, "3", result, recommendation("2"))
+    assert not other.became_champion and other.rule == "improvement"
+    assert "not of champion v3" in other.reason
+    quiet = gate_decision(champion, "3", result, recommendation("3", recommended=False))
+    assert not quiet.became_champion and "did not recommend" in quiet.reason
+
+
+def test_after_a_recommended_retrain_a_clearly_worse_challenger_is_still_refused():
+    from churnml.models.registry import gate_decision
+
+    perfect_champion = SimpleNamespace(info={"train_end": "2026-04-01"},
+                                       predict_proba=lambda f: f["label"].to_numpy() * 0.9)
+    decision = gate_decision(perfect_champion, "3", gate_result(0.0), recommendation("3"))
+    assert decision.rule == "non_inferiority"
+    assert decision.champion_score - decision.new_score > 0.1
+    assert not decision.became_champion
+
+
+def test_latest_recommendation_reads_the_last_monitored_week_of_the_outcome(tmp_path):
+    from churnml.errors import UsageError
+    from churnml.jobs.drift import RETRAIN_NAME, latest_recommendation
+    from churnml.jobs.monitoring import MONITORING_DIR
+
+    with pytest.raises(UsageError, match="churnml monitor --scores"):
+        latest_recommendation(tmp_path, "churn")
+    (tmp_path / MONITORING_DIR).mkdir()
+    weeks = pd.to_datetime(["2026-06-15", "2026-06-01", "2026-06-08", "2026-06-22"])
+    pd.DataFrame({"as_of": weeks, "outcome": ["churn", "churn", "churn", "expansion"],
+                  "model_version": ["4", "3", "3", "2"],
+                  "retrain_recommended": [True, False, True, False],
+                  "retrain_reason": ["calibration slope 0.41 on the week of 2026-03-16 outside [0.6, 1.4]",
+                                     "", "x", None]}).to_parquet(tmp_path / MONITORING_DIR / RETRAIN_NAME)
+    churn = latest_recommendation(tmp_path, "churn")
+    assert (churn.as_of, churn.model_version, churn.recommended) == (weeks[0], "4", True)
+    assert "calibration slope 0.41" in churn.describe() and "2026-06-15" in churn.describe()
+    expansion = latest_recommendation(tmp_path, "expansion")
+    assert not expansion.recommended and expansion.reason == ""
+    with pytest.raises(UsageError, match="no week monitors outcome 'contraction'"):
+        latest_recommendation(tmp_path, "contraction")
+
+
+def test_the_report_and_monitor_name_the_retrain_command_only_when_a_retrain_is_due():
+    from churnml.commands.monitor import _status_lines
+    from churnml.jobs.report_realized import status_table
+
+    def status(recommended: bool):
+        week = pd.Timestamp("2026-06-08")
+        retrain = pd.DataFrame({"as_of": [week] * 2, "outcome": ["churn", "expansion"],
+                                "model_version": ["3", "1"],
+                                "retrain_recommended": [recommended, False],
+                                "retrain_reason": ["calibration slope 0.41 outside [0.6, 1.4]" if recommended else "", ""]})
+        estimated = pd.DataFrame({"as_of": [week] * 2, "outcome": ["churn", "expansion"],
+                                  "estimated_roc_auc": [0.7, 0.8], "training_roc_auc": [0.72, 0.81]})
+        return D.WeekStatus(pd.DataFrame(columns=D.DRIFT_COLUMNS), estimated, retrain)
+
+    due = status(True)
+    html = status_table(due)
+    assert "churnml train --data DIR --target churn --scores OUT" in html
+    assert "--target expansion" not in html and "after_retrain_margin" in html
+    lines = "\n".join(_status_lines(due, "/srv/out", "/srv/book"))
+    assert "churnml train --data /srv/book --target churn --scores /srv/out" in lines
+    assert "--target expansion" not in lines
+    quiet = status(False)
+    assert "churnml train" not in status_table(quiet)
+    assert "churnml train" not in "\n".join(_status_lines(quiet, "/srv/out", "/srv/book"))
+
+
 # ---- the tables: weekly update and backfill --------------------------------------------------
 class LinearScorer:
     feature_names = ["usage", "seats", "plan"]

@@ -76,15 +76,16 @@ def monitor(
                   "training span (not counted)", highlight=False, soft_wrap=True)
     console.print(f"wrote {literal(monitoring.realized_path(scores))} ({len(table):,} rows)",
                   highlight=False, soft_wrap=True)
-    console.print("\n".join(_status_lines(status)), highlight=False, markup=False,
+    console.print("\n".join(_status_lines(status, scores, data)), highlight=False, markup=False,
                   soft_wrap=True)
     for name in (drift.DRIFT_NAME, drift.ESTIMATED_NAME, drift.RETRAIN_NAME):
         console.print(f"wrote {literal(drift.table_path(scores, name))}", highlight=False,
                       soft_wrap=True)
 
 
-def _status_lines(status) -> list[str]:
-    """The latest week's drift, estimate and retrain status, one line per outcome."""
+def _status_lines(status, scores=None, data=None) -> list[str]:
+    """The latest week's drift, estimate and retrain status, one line per outcome, and the
+    command that retrains an outcome the rules recommend retraining."""
     if not len(status.estimated):
         return ["no scored week to measure drift on"]
     week = status.estimated["as_of"].max()
@@ -107,4 +108,10 @@ def _status_lines(status) -> list[str]:
                      f"{e['training_roc_auc']:>8.3f}  {verdict}")
     lines.append("est. AUC: expected from the calibrated probabilities alone (CBPE; assumes the "
                  "calibration holds and no concept drift)")
+    due = [str(n) for n in status.retrain.loc[status.retrain["retrain_recommended"].astype(bool),
+                                              "outcome"]] if len(status.retrain) else []
+    for name in due:
+        lines.append(f"to retrain {name}: churnml train --data {data or 'DIR'} --target {name} "
+                     f"--scores {scores or 'OUT'}  (the gate then promotes the new version unless "
+                     f"it is worse than the champion by promotion.after_retrain_margin or more)")
     return lines

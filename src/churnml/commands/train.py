@@ -1,4 +1,4 @@
-"""``churnml train --data DIR --target {churn,expansion,contraction,time_to_event} [--horizon-days D] [--config FILE] [--sample-accounts N]``.
+"""``churnml train --data DIR --target {churn,expansion,contraction,time_to_event} [--horizon-days D] [--config FILE] [--sample-accounts N] [--scores OUT]``.
 
 ``--target time_to_event`` trains the competing-risk model over every outcome
 (``churnml.models.survival_train``) and registers it as ``churnml-time-to-event``.
@@ -10,7 +10,9 @@ evaluates against the health score, a logistic regression and (simulated books) 
 on the same test rows, runs the rolling-origin backtest, refits the champion on every labeled
 date (``refit`` in the config; a cross-sectional run fits it on all rows), logs everything to
 MLflow and registers the model; the champion alias moves only if the new version beats the
-champion on the new test rows after the champion's training span. A book too large for one
+champion on the new test rows after the champion's training span (with ``--scores OUT``, when the
+weekly monitoring there recommends retraining the champion: unless it is worse by
+``promotion.after_retrain_margin`` or more). A book too large for one
 machine trains on a stratified sample of accounts (``--sample-accounts`` or the config's
 ``sample.max_accounts``; ``churnml.models.sampling``), stated in a note, MLflow and the model
 card. Prints the comparison table, the split dates, the
@@ -47,6 +49,11 @@ def train(
         "--sample-accounts", min=2, help="Train on a stratified sample of at most N accounts (ever had "
         "the event x MRR size band, seeded; default: the config's sample.max_accounts, none = all). "
         "The run and the model card state the sample and its effect on the evaluation.")] = None,
+    scores: Annotated[Optional[Path], typer.Option(
+        "--scores", help="The weekly job's output folder (as in `churnml monitor --scores`). When its "
+        "latest monitored week recommends retraining this outcome's champion, the gate promotes the "
+        "new version unless it is worse by promotion.after_retrain_margin or more (non-inferiority) "
+        "instead of requiring it to beat the champion.")] = None,
 ) -> None:
     """Train, evaluate, track and register one outcome's model (churn, expansion, contraction) or the time-to-event model."""
     from churnml.console import console, literal, progress
@@ -65,6 +72,9 @@ def train(
         if sample_accounts is not None:
             raise UsageError(f"--sample-accounts does not apply to --target {TIME_TO_EVENT} yet "
                              f"(it trains on every account)")
+        if scores is not None:
+            raise UsageError(f"--scores does not apply to --target {TIME_TO_EVENT} (the weekly "
+                             f"monitoring watches the per-outcome models only)")
         train_time_to_event_command(data, config)
         return
 
@@ -74,6 +84,11 @@ def train(
     from churnml.models.train import train_target
 
     model_config = load_config(target_name, path=config, horizon_days=horizon_days)
+    retrain = None
+    if scores is not None:
+        from churnml.jobs.drift import latest_recommendation
+
+        retrain = latest_recommendation(scores, target_name)  # before the long part: exit 2 early
     with progress(f"{target_name}: loading {data}", total=4 + model_config.backtest_folds) as step:
         book, report = load_book(data)
         if getattr(report, "total_rejected", 0):
@@ -86,7 +101,7 @@ def train(
         result = train_target(book, target_name, model_config, truth=truth,
                               progress=step, sample_accounts=sample_accounts)
         step.note(f"{target_name}: logging to MLflow")
-        registration = registry.log_training(result, plots=plots, progress=step)
+        registration = registry.log_training(result, plots=plots, progress=step, retrain=retrain)
         step.advance()
         step.note(f"{target_name}: done")
     print_summary(result, registration)

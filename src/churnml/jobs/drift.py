@@ -40,6 +40,7 @@ from churnml.jobs.layout import SCORES_NAME
 from churnml.jobs.monitoring import MONITORING_DIR, out_of_sample
 from churnml.jobs.partitions import list_partitions, partition_dir, write_bytes_atomic
 from churnml.models.profile import SCORE_NAME, DriftCounts, ReferenceProfile, js_distance, psi
+from churnml.models.registry import RetrainRecommendation
 from churnml.outcomes import OUTCOMES
 
 DRIFT_NAME = "drift.parquet"
@@ -373,6 +374,34 @@ def _replace_week(known: pd.DataFrame, fresh: list[dict], as_of: pd.Timestamp,
     parts = [f for f in (known, pd.DataFrame(fresh, columns=columns)) if len(f)]
     return _typed(pd.concat(parts, ignore_index=True) if parts
                   else pd.DataFrame(columns=columns), columns)
+
+
+def latest_recommendation(out_dir: str | Path, outcome: str) -> RetrainRecommendation:
+    """The retrain verdict of the latest monitored week for ``outcome`` in the weekly job's
+    output ``out_dir`` (what ``churnml train --scores OUT`` hands the challenger gate). Raises
+    ``UsageError`` (exit 2) when there is none to read."""
+    from churnml.errors import UsageError
+
+    path = table_path(out_dir, RETRAIN_NAME)
+    if not path.is_file():
+        raise UsageError(f"--scores {out_dir}: no {MONITORING_DIR}/{RETRAIN_NAME} (the weekly job "
+                         f"writes it; for older partitions run `churnml monitor --scores {out_dir} "
+                         f"--data DIR` first)")
+    table = pd.read_parquet(path)
+    missing = [c for c in ("as_of", "outcome", "model_version", "retrain_recommended",
+                           "retrain_reason") if c not in table.columns]
+    if missing:
+        raise UsageError(f"{path}: table 'retrain' lacks the column(s) {', '.join(missing)}; "
+                         f"rebuild it with `churnml monitor --scores {out_dir} --data DIR`")
+    rows = table[table["outcome"].astype(str) == outcome]
+    if not len(rows):
+        raise UsageError(f"{path}: no week monitors outcome '{outcome}' (outcomes there: "
+                         f"{', '.join(sorted(table['outcome'].astype(str).unique())) or 'none'})")
+    last = rows.assign(as_of=pd.to_datetime(rows["as_of"])).sort_values("as_of", kind="stable").iloc[-1]
+    reason = last["retrain_reason"]
+    return RetrainRecommendation(outcome, pd.Timestamp(last["as_of"]), str(last["model_version"]),
+                                 bool(last["retrain_recommended"]),
+                                 "" if pd.isna(reason) else str(reason))
 
 
 @dataclass

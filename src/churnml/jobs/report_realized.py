@@ -134,6 +134,16 @@ def status_table(status) -> str:
         h.append(f"<tr><td>{outcome.name}</td><td>{score_text}</td><td>{feature_text}</td>"
                  f"<td>{estimate_text}</td><td>{retrain_text}</td></tr>")
     h.append("</table>")
+    due = [str(n) for n in status.retrain.loc[status.retrain["retrain_recommended"].astype(bool),
+                                              "outcome"]] if len(status.retrain) else []
+    if due:
+        commands = " and ".join(f"<code>churnml train --data DIR --target {_esc(n)} --scores "
+                                f"OUT</code>" for n in due)
+        h.append(f"<p class='note'>To retrain: {commands} (OUT: this report's output folder). "
+                 "Given <code>--scores</code>, the gate promotes the "
+                 "new version unless it is worse than the champion by "
+                 "<code>promotion.after_retrain_margin</code> or more, since the champion's own "
+                 "realized performance has already fallen.</p>")
     return "\n".join(h)
 
 

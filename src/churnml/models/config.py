@@ -100,6 +100,10 @@ class ModelConfig:
     sample_size_bands: int = 4
     promotion_metric: str = "test_roc_auc"
     promotion_min_improvement: float = 0.0
+    #: non-inferiority margin of the gate (in the promotion metric's units) when the weekly
+    #: monitoring recommends retraining the champion (``churnml train --scores OUT``): the
+    #: challenger is promoted unless it is worse by this much or more (docs/models.md)
+    promotion_after_retrain_margin: float = 0.01
     bootstrap_resamples: int = 200
     logreg_max_rows: int | None = 200_000
     seed: int = 7
@@ -171,7 +175,8 @@ class ModelConfig:
         _positive_int("monitoring.retrain_drift_weeks", self.retrain_drift_weeks)
         _positive_int("monitoring.retrain_baseline_cohorts", self.retrain_baseline_cohorts)
         for name in ("drift_psi_warn", "drift_psi_alert", "retrain_auc_drop", "retrain_slope_low",
-                     "retrain_slope_high", "promotion_min_improvement"):
+                     "retrain_slope_high", "promotion_min_improvement",
+                     "promotion_after_retrain_margin"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"The '{name}' parameter must be a number >= 0. Got {value!r}.")
@@ -243,6 +248,7 @@ _YAML_FIELDS = {
     ("sample", "size_bands"): "sample_size_bands",
     ("promotion", "metric"): "promotion_metric",
     ("promotion", "min_improvement"): "promotion_min_improvement",
+    ("promotion", "after_retrain_margin"): "promotion_after_retrain_margin",
     ("evaluation", "bootstrap_resamples"): "bootstrap_resamples",
     ("evaluation", "logreg_max_rows"): "logreg_max_rows",
     ("evaluation", "seed"): "seed",

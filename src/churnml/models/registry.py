@@ -475,6 +475,24 @@ def champion_span_end(model) -> tuple[pd.Timestamp | None, str]:
     return None, "unknown"
 
 
+@dataclass(frozen=True)
+class RetrainRecommendation:
+    """The latest week's retrain verdict for one outcome (a row of the weekly job's
+    ``monitoring/retrain.parquet``, read by ``churnml.jobs.drift.latest_recommendation``):
+    what ``churnml train --scores OUT`` tells the challenger gate (:func:`gate_decision`)."""
+
+    outcome: str
+    as_of: pd.Timestamp
+    model_version: str
+    recommended: bool
+    reason: str
+
+    def describe(self) -> str:
+        verdict = (f"recommended retraining v{self.model_version} ({self.reason})"
+                   if self.recommended else f"did not recommend retraining v{self.model_version}")
+        return f"the weekly monitoring of {self.as_of:%Y-%m-%d} {verdict}"
+
+
 @dataclass
 class GateDecision:
     """The champion gate's comparison (:func:`gate_decision`)."""
@@ -485,14 +503,27 @@ class GateDecision:
     reason: str
     rows: int = 0
     weeks: int = 0
+    #: ``improvement`` (beat the champion by more than ``promotion.min_improvement``) or
+    #: ``non_inferiority`` (monitoring recommended retraining this champion: not worse by
+    #: ``promotion.after_retrain_margin`` or more)
+    rule: str = "improvement"
 
 
-def gate_decision(champion, champion_version: str, result) -> GateDecision:
+def gate_decision(champion, champion_version: str, result,
+                  retrain: RetrainRecommendation | None = None) -> GateDecision:
     """Champion vs challenger on the challenger's test rows **after the champion's training
     span** (as_of later than its ``train_end``; :func:`champion_span_end`), so that the
     champion is never scored on weeks it was fitted on. The challenger's score is its
     protocol model's (``result.predictions``) on the same rows. No such weeks, or rows the
     metric cannot be computed on: the champion stays and the reason says why.
+
+    The rule: the challenger must beat the champion by more than
+    ``promotion.min_improvement``. When ``retrain`` (the weekly monitoring's latest verdict,
+    ``churnml train --scores OUT``) recommends retraining *this* champion, it must only not be
+    worse by ``promotion.after_retrain_margin`` or more (non-inferiority): the champion's
+    realized performance has already fallen, and the test window, which ends a horizon before
+    the challenger's refit does, sees little of the weeks the refit adds (docs/models.md,
+    "Champion, challenger, rollback").
 
     ``champion``: a loaded ``TargetModel`` (anything with ``info`` and ``predict_proba``).
     Raises ``ChurnMLError`` when the champion cannot score the rows.
@@ -536,15 +567,29 @@ def gate_decision(champion, champion_version: str, result) -> GateDecision:
         M.probability_metrics(y, predictions.loc[keep, "probability"].to_numpy())[key])
     champion_score = float(M.probability_metrics(y, champion.predict_proba(rows))[key])
     delta = (champion_score - new_score) if metric in LOWER_IS_BETTER else (new_score - champion_score)
-    became = bool(delta > config.promotion_min_improvement)
+    rule, threshold, why = "improvement", config.promotion_min_improvement, ""
+    if retrain is not None:
+        if retrain.recommended and retrain.model_version == str(champion_version):
+            rule, threshold = "non_inferiority", -config.promotion_after_retrain_margin
+            why = (f"; {retrain.describe()}, so the new version had to be less than "
+                   f"{config.promotion_after_retrain_margin:g} worse (promotion.after_retrain_margin)")
+        elif retrain.recommended:
+            why = (f"; {retrain.describe()}, not of champion v{champion_version}: the usual "
+                   f"margin applies")
+        else:
+            why = f"; {retrain.describe()}: the usual margin applies"
+    became = bool(delta > threshold)
     reason = (f"{metric} {new_score:.4f} vs champion v{champion_version} {champion_score:.4f} "
-              f"on the same {len(rows):,} test rows: {span}")
-    return GateDecision(became, new_score, champion_score, reason, len(rows), weeks)
+              f"on the same {len(rows):,} test rows: {span}{why}")
+    return GateDecision(became, new_score, champion_score, reason, len(rows), weeks, rule)
 
 
-def log_training(result, plots: bool = True, progress=None) -> Registration:
+def log_training(result, plots: bool = True, progress=None,
+                 retrain: RetrainRecommendation | None = None) -> Registration:
     """Log ``result`` (a ``TrainingResult``) as one parent run with child runs per backtest
-    fold, register the model and apply the champion gate."""
+    fold, register the model and apply the champion gate (``retrain``: the weekly
+    monitoring's latest verdict, which can turn the gate into non-inferiority; see
+    :func:`gate_decision`)."""
     mlflow = _mlflow()
     config = result.config
     name = registered_name(config.target)
@@ -603,7 +648,7 @@ def log_training(result, plots: bool = True, progress=None) -> Registration:
 
                 try:
                     decision: GateDecision | None = gate_decision(
-                        load_version(config.target, previous), previous, result)
+                        load_version(config.target, previous), previous, result, retrain)
                 except ChurnMLError:
                     decision = None
                 if decision is None:
@@ -614,6 +659,7 @@ def log_training(result, plots: bool = True, progress=None) -> Registration:
                     champion_score, became, reason = (decision.champion_score,
                                                       decision.became_champion, decision.reason)
                     new_score = decision.new_score
+                    mlflow.set_tag("churnml.gate_rule", decision.rule)
                     mlflow.log_metrics({"gate_rows": float(decision.rows),
                                         "gate_weeks": float(decision.weeks),
                                         f"gate_{metric}": new_score})

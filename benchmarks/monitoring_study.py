@@ -20,7 +20,8 @@ Per book (``--books stationary,drifting,input_drift,migration``), in its own ``C
    this week's drift against the champion's reference profile, the label-free estimate and the
    retrain rules, as the weekly job does;
 4. books with a drift only, **the retrain**: the same champion also scores ``--after-weeks`` more weeks
-   (what happens without a retrain); then ``churnml train`` on the book cut after the last of the
+   (what happens without a retrain); then ``churnml train --scores`` (the monitoring as known
+   on the retrain day, so the gate applies its rule after a recommended retrain) on the book cut after the last of the
    ``--weeks`` weeks (data up to the latest week), the gate's verdict recorded (if the gate keeps
    the old champion, the new version is promoted by hand with ``churnml promote`` and the study
    says so), and the new version scores the same ``--after-weeks`` weeks into a second folder:
@@ -235,9 +236,17 @@ def run_book(kind: str, args, work: Path) -> dict:
         if not (retrain_cut / "accounts.parquet").exists():
             cut_book(book, retrain_cut, day)
         if len(versions(home)) < 2:
+            # the retrain as the product runs it once the rules fire: `--scores` hands the gate
+            # the monitoring as known on the retrain day (weeks before it only; the champion
+            # has scored the --after-weeks too, for the no-retrain reference)
+            known = work / kind / "monitoring_at_retrain"
+            (known / "monitoring").mkdir(parents=True, exist_ok=True)
+            verdicts = pd.read_parquet(out / "monitoring" / "retrain.parquet")
+            verdicts[pd.to_datetime(verdicts["as_of"]) < day].to_parquet(
+                known / "monitoring" / "retrain.parquet", index=False)
             t = time.perf_counter()
             text = cli("train", "--data", str(retrain_cut), "--target", TARGET, "--no-plots",
-                       home=home)
+                       "--scores", str(known), home=home)
             timing["retrain_s"] = time.perf_counter() - t
             (work / kind / "retrain_stdout.txt").write_text(text)
         text = (work / kind / "retrain_stdout.txt").read_text()

@@ -33,6 +33,19 @@ fitted on rows that end by the first test landmark (no test row):
 - **isotonic 90d**: per outcome an isotonic map of the 90-day incidence fitted on the window
   landmark whose 90 days are all observed (scikit-learn; 90 days only: it breaks the sum to 1
   and the rise with time, so it is a reference, not a candidate).
+- **bag K, none** and **bag K + scaling, window** (``--bag K``; several sizes, e.g.
+  ``--bag 5 10``, fit the largest bag once and report each nested one): K hazard boosters fitted
+  exactly as the protocol model (``survival_train.fit_protocol``: the same rows, early stopping
+  on the same validation rows, the rounds chosen on the same window), member ``i`` with the
+  LightGBM ``seed`` of the config plus ``i`` (member 0 is the protocol model itself; the seed
+  draws the bagging and feature-fraction samples, both 0.8), their per-period class
+  probabilities averaged on the probability scale. "none" turns the averaged hazards into
+  incidences as they are; "+ scaling" fits the shipped scaling (``survival.fit_hazard_scaling``)
+  on the window's person-period rows scored by the bag, with the log of the averaged
+  probabilities as the raw scores (so ``raw_k - raw_none`` is the bag's log odds of outcome
+  ``k`` against none; with K = 1 it is exactly "scaling, window"), and applies it to the bag's
+  averaged test hazards the same way. An experiment on the model's seed-to-seed noise in the
+  probability spread, not product code.
 
 Per variant and outcome: deciles of the incidence inside their account-bootstrap interval at
 30, 90 and 180 days (``survival_metrics.calibration_by_decile``), the td-AUC at 30/90/180
@@ -42,6 +55,7 @@ mean |mean prediction - Aalen-Johansen| over the 10 deciles) at 90 days.
 Usage::
 
     PYTHONPATH=src .venv/bin/python benchmarks/survival_calibration.py --seeds 31 32 --cache DIR
+    PYTHONPATH=src .venv/bin/python benchmarks/survival_calibration.py --seeds 31 32 --cache DIR --bag 5 10
 """
 
 from __future__ import annotations
@@ -134,6 +148,30 @@ def knotted_curves(model, frame: pd.DataFrame, fitted: dict) -> np.ndarray:
     return S.curves_from_hazards(hazards.reshape(n, periods, len(S.CLASSES)))[1]
 
 
+def fit_bag(rows: pd.DataFrame, names, categorical, cutoff, config, window: pd.DataFrame, protocol,
+            size: int) -> list:
+    """``size`` hazard models fitted as ``protocol`` was (``survival_train.fit_protocol`` with the
+    same rows, window and config), member ``i`` with LightGBM ``seed`` = the config's + ``i``;
+    member 0 is ``protocol`` itself (already fitted with the config's seed)."""
+    from churnml.models import survival_train as ST
+
+    base_seed = int(config.lgb_params.get("seed", 0))
+    members = [protocol]
+    for i in range(1, size):
+        member_config = replace(config, lgb_params={**config.lgb_params, "seed": base_seed + i})
+        t1 = time.perf_counter()
+        members.append(ST.fit_protocol(rows, names, categorical, cutoff, member_config, window))
+        log(f"  bag member {i} (seed {base_seed + i}): {time.perf_counter() - t1:.0f} s, rounds early "
+            f"{members[-1].info['early_stopping_iteration']}, chosen {members[-1].info['best_iteration']}")
+    return members
+
+
+def bag_log_raw(probabilities: np.ndarray) -> np.ndarray:
+    """The raw scores the scaling reads from averaged class probabilities: their logs (a softmax
+    of them gives the probabilities back; ``raw_k - raw_none`` is the log odds against none)."""
+    return np.log(np.clip(probabilities, 1e-300, None))
+
+
 def decile_figures(incidence_k: np.ndarray, t, e, cause: int, groups, config) -> dict:
     from churnml.models import survival as S
     from churnml.models import survival_metrics as SM
@@ -152,7 +190,8 @@ def decile_figures(incidence_k: np.ndarray, t, e, cause: int, groups, config) ->
     return out
 
 
-def run_seed(prepared: dict, crossfit: int = 0, seed: int = 0, oracle_paths: int = 0) -> list[dict]:
+def run_seed(prepared: dict, crossfit: int = 0, seed: int = 0, oracle_paths: int = 0,
+             bag: tuple[int, ...] = ()) -> list[dict]:
     from sklearn.isotonic import IsotonicRegression
 
     import lightgbm as lgb
@@ -170,8 +209,8 @@ def run_seed(prepared: dict, crossfit: int = 0, seed: int = 0, oracle_paths: int
     test_events = events[(events["as_of"] >= cutoff) & (events["observed_periods"] > 0)]
     frame = S.join_features(test_events, features)
     t0 = time.perf_counter()
-    protocol = ST.fit_protocol(rows, names, categorical, cutoff, config,
-                               ST.calibration_window(past, features, cutoff, config))
+    window = ST.calibration_window(past, features, cutoff, config)
+    protocol = ST.fit_protocol(rows, names, categorical, cutoff, config, window)
     fit_seconds = time.perf_counter() - t0
     early, chosen = protocol.info["early_stopping_iteration"], protocol.info["best_iteration"]
     window_rows = ST.calibration_rows(past, features, cutoff, config)
@@ -198,6 +237,28 @@ def run_seed(prepared: dict, crossfit: int = 0, seed: int = 0, oracle_paths: int
                                       ("scaling, early stopping", early_model, window_rows, False)):
         copy, scaling, seconds = scaled(model, rows_, term)
         variants[label] = (copy.curves(frame)[1], {"scaling": scaling.to_dict(), "fit_seconds": seconds})
+    if bag:
+        t1 = time.perf_counter()
+        members = fit_bag(rows, names, categorical, cutoff, config, window, protocol, max(bag))
+        bag_seconds = time.perf_counter() - t1
+        test_hazards = [m.hazards(frame) for m in members]           # (n, periods, classes) each
+        window_probs = [m.booster.predict(m.encoder.matrix(window_rows)) for m in members]
+        window_label = window_rows["label"].to_numpy(dtype=np.int64)
+        # check: on the protocol alone, log-probabilities as raw scores give the shipped scaling
+        check = S.fit_hazard_scaling(bag_log_raw(window_probs[0]), window_label).to_dict()
+        shipped = variants["scaling, window"][1]["scaling"]
+        log(f"  bag of {len(members)} fitted in {bag_seconds:.0f} s (members 1..); scaling of log p of member 0 "
+            f"vs shipped: max |diff| {max(abs(a - b) for key in ('scale', 'offset') for a, b in zip(check[key], shipped[key])):.2e}")
+        for size in sorted(bag):
+            hazards = np.mean(test_hazards[:size], axis=0)
+            n, periods, classes = hazards.shape
+            variants[f"bag {size}, none"] = (S.curves_from_hazards(hazards)[1], {"bag_seconds": bag_seconds})
+            scaling = S.fit_hazard_scaling(bag_log_raw(np.mean(window_probs[:size], axis=0)), window_label)
+            scaled_hazards = scaling.apply(bag_log_raw(hazards.reshape(n * periods, classes)), None)
+            variants[f"bag {size} + scaling, window"] = (
+                S.curves_from_hazards(scaled_hazards.reshape(n, periods, classes))[1],
+                {"scaling": scaling.to_dict(), "bag_seconds": bag_seconds,
+                 "bag_rounds": [m.info["best_iteration"] for m in members[:size]]})
     if crossfit:
         t1 = time.perf_counter()
         oof = crossfit_raw(rows, ~in_valid, names, categorical, config, chosen, crossfit, seed)
@@ -288,6 +349,9 @@ def main() -> None:
                         help="also the simulator's oracle per decile, with this many paths (0: not)")
     parser.add_argument("--crossfit", type=int, default=0,
                         help="also the cross-fitted variants with this many folds (0: not)")
+    parser.add_argument("--bag", type=int, nargs="+", default=[0],
+                        help="also a bag of this many hazard boosters (seeds differ), with and without the "
+                             "scaling; several sizes report nested bags of one fit (0: not)")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     log(f"load average at start: {os.getloadavg()}")
@@ -295,12 +359,15 @@ def main() -> None:
     for seed in args.seeds:
         log(f"seed {seed}")
         prepared = prepare(cached_book(args.cache, args.accounts, args.months, seed), args.cache)
-        for row in run_seed(prepared, args.crossfit, seed, args.oracle_paths):
+        t_seed = time.perf_counter()
+        for row in run_seed(prepared, args.crossfit, seed, args.oracle_paths,
+                            tuple(k for k in args.bag if k > 0)):
             rows.append({"seed": seed, **row})
             log(f"  {row['variant']:<26} {row['outcome']:<12} dec 30/90/180 "
                 f"{row.get('within_30d', '-')}/{row['within_90d']}/{row.get('within_180d', '-')} "
                 f"AUC90 {row['td_auc_90d']:.4f} ECE90 {row['ece_90d']:.4f} "
                 f"IBS {row.get('ibs', float('nan')):.4f} (null {row.get('ibs_null', float('nan')):.4f})")
+        log(f"  seed {seed}: {time.perf_counter() - t_seed:.0f} s wall, load average {os.getloadavg()}")
     log(f"load average at end: {os.getloadavg()}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, default=str))

@@ -34,8 +34,9 @@ the same books, with the plain retrain as the reference in the same run:
    predict from the observed data than the old, which the oracle, knowing the hidden state,
    does not feel), so "restored" against it means: as good as a retrain can be after this change;
 3. a stationary book (``--stationary-seed`` 71, ``--stationary-accounts`` 5,000, 24 months):
-   the product's training with the weight off and at 180 days, test AUC (95% interval), ECE
-   and the backtest's mean AUC: what the weight costs when nothing changed.
+   the product's training of each of ``--stationary-targets`` (default churn) with the weight
+   off and at each of ``--stationary-half-lives`` (default 180 days), test AUC (95% interval),
+   ECE and the backtest's mean AUC: what the weight costs when nothing changed.
 
 The training runs in-process with the shipped ``models/churn.yaml``; the drift retrains set
 ``split.backtest_folds`` to 1 (the backtest adds metrics, not trees: the registered model and
@@ -75,6 +76,14 @@ def load() -> str:
 
 def _name(half_life: float | None) -> str:
     return "plain" if half_life is None else f"half_life_{half_life:g}"
+
+
+def unweighted(config):
+    """``config`` with the recency weight off: the plain retrain, whatever the shipped default
+    (``with_overrides`` ignores None, so ``dataclasses.replace``)."""
+    from dataclasses import replace
+
+    return replace(config, recency_half_life_days=None)
 
 
 def dataset_of(book_dir: Path, config):
@@ -247,7 +256,8 @@ def twin_reference(seed: int, args, first, months, after, drift_rows, drift_mode
     from churnml.models.config import load_config
 
     kinds = [k for k, on in (("twin", args.twin), ("new world", args.new_world_twin)) if on]
-    base = load_config(TARGET).with_overrides(backtest_folds=1)
+    # the plain retrain is the unweighted one, whatever the shipped config's default
+    base = unweighted(load_config(TARGET)).with_overrides(backtest_folds=1)
     drift_book = args.work / f"migration_seed{seed}" / "book"
     drift_oracle = oracle_scores(drift_book, drift_rows, seed, args.oracle_paths)
     books = {"drift": (drift_rows, drift_oracle, {m: mod.predict_proba(drift_rows) for m, mod in drift_models.items()})}
@@ -299,7 +309,8 @@ def drift_seed(seed: int, args) -> dict:
         MS.cut_book(book, cut, first)
     if not (retrain_cut / "accounts.parquet").exists():
         MS.cut_book(book, retrain_cut, after[0])
-    base = load_config(TARGET).with_overrides(backtest_folds=1)
+    # the plain retrain is the unweighted one, whatever the shipped config's default
+    base = unweighted(load_config(TARGET)).with_overrides(backtest_folds=1)
     old_folder = work / "champion"
     old_dataset = None if (old_folder / "figures.json").exists() else dataset_of(cut, base)
     champion, champion_figures = trained(old_folder, old_dataset, base)
@@ -356,22 +367,28 @@ def drift_seed(seed: int, args) -> dict:
 
 
 def stationary(args) -> dict:
+    """Per target of ``--stationary-targets``: the product's training on the stationary book with
+    the weight off and at each of ``--stationary-half-lives``."""
     from churnml.models.config import load_config
 
     book = cached_book(args.work / "cache", args.stationary_accounts, args.stationary_months,
                        args.stationary_seed)
-    base = load_config(TARGET)
-    dataset = None
-    out = {}
-    for half_life in (None, 180.0):
-        folder = args.work / f"stationary_seed{args.stationary_seed}" / _name(half_life)
-        config = base if half_life is None else base.with_overrides(recency_half_life_days=half_life)
-        if not (folder / "figures.json").exists() and dataset is None:
-            dataset = dataset_of(book, base)
-        _, f = trained(folder, dataset, config)
-        f.pop("_result", None)
-        (folder / "figures.json").write_text(json.dumps(f))
-        out[_name(half_life)] = f
+    out: dict = {}
+    for target in args.stationary_targets:
+        base = unweighted(load_config(target))
+        dataset = None
+        # churn's folder keeps its earlier name, so the saved runs of earlier sessions are reused
+        root = args.work / (f"stationary_seed{args.stationary_seed}" if target == "churn"
+                            else f"stationary_seed{args.stationary_seed}_{target}")
+        for half_life in (None, *args.stationary_half_lives):
+            folder = root / _name(half_life)
+            config = base if half_life is None else base.with_overrides(recency_half_life_days=half_life)
+            if not (folder / "figures.json").exists() and dataset is None:
+                dataset = dataset_of(book, base)
+            _, f = trained(folder, dataset, config)
+            f.pop("_result", None)
+            (folder / "figures.json").write_text(json.dumps(f))
+            out[f"{target}: {_name(half_life)}"] = f
     return out
 
 
@@ -388,6 +405,10 @@ def main() -> None:
     p.add_argument("--stationary-accounts", type=int, default=5000)
     p.add_argument("--stationary-months", type=int, default=24)
     p.add_argument("--no-stationary", action="store_true")
+    p.add_argument("--stationary-targets", default="churn",
+                   help="the outcomes trained on the stationary book (comma-separated)")
+    p.add_argument("--stationary-half-lives", default="180",
+                   help="the stationary book's weighted trainings' half-lives in days, beside off")
     p.add_argument("--half-lives", default=",".join(f"{h:g}" for h in HALF_LIVES),
                    help="the weighted retrains' half-lives in days, beside the plain one")
     p.add_argument("--twin", action="store_true",
@@ -404,6 +425,8 @@ def main() -> None:
                    help="the simulator's oracle AUC per cohort with this many paths (0: none)")
     args = p.parse_args()
     args.half_lives = [float(h) for h in args.half_lives.split(",") if h]
+    args.stationary_targets = [t for t in args.stationary_targets.split(",") if t]
+    args.stationary_half_lives = [float(h) for h in args.stationary_half_lives.split(",") if h]
     started = time.perf_counter()
     start_load = load()
     log(f"load average at start: {start_load}")
@@ -450,7 +473,7 @@ def main() -> None:
     if still:
         print(f"\n## stationary, seed {args.stationary_seed}, {args.stationary_accounts:,} accounts x "
               f"{args.stationary_months} months (no drift)")
-        print("| weighting | test AUC (95% CI) | test ECE | test Brier | backtest AUC mean (folds) | train s (load) |")
+        print("| outcome: weighting | test AUC (95% CI) | test ECE | test Brier | backtest AUC mean (folds) | train s (load) |")
         print("|---|---|---|---|---|---|")
         for name, f in still.items():
             print(f"| {name} | {f['test_roc_auc']:.3f} ({f['test_roc_auc_ci_low']:.3f}-{f['test_roc_auc_ci_high']:.3f}) | "

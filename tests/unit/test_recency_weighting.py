@@ -11,6 +11,8 @@ half-way), fitted with a fast configuration: the file runs in a few seconds.
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 
 import lightgbm as lgb
@@ -78,6 +80,13 @@ def test_a_half_life_that_is_not_a_positive_number_is_a_config_error(bad):
 def test_the_shipped_configs_are_off_and_the_yaml_key_is_read():
     for target in ("churn", "expansion", "contraction"):
         assert load_config(target).recency_half_life_days is None
+    # after a recommended retrain: churn at 90 days (docs/models.md, "Recency weighting");
+    # expansion and contraction never, until a drift of theirs is measured with the weight
+    assert load_config("churn").recency_after_retrain_days == 90
+    for target in ("expansion", "contraction"):
+        assert load_config(target).recency_after_retrain_days is None
+    with pytest.raises(ConfigError, match="recency_after_retrain_days"):
+        load_config("churn", recency_after_retrain_days=-5)
     config = parse_config({"target": "churn", "training": {"recency_half_life_days": 90}})
     assert config.recency_half_life_days == 90
     assert config.flat_params()["recency_half_life_days"] == 90  # the MLflow param
@@ -86,12 +95,66 @@ def test_the_shipped_configs_are_off_and_the_yaml_key_is_read():
         parse_config({"target": "churn", "training": {"half_life": 90}})
 
 
+def test_after_a_recommended_retrain_the_run_takes_the_after_retrain_weight():
+    churn = load_config("churn")
+    weighted, note = recency.after_retrain(churn, recommended_for_champion=True)
+    assert weighted.recency_half_life_days == 90 and "recency_after_retrain_days" in note
+    assert weighted.flat_params()["recency_half_life_days"] == 90  # what MLflow records
+    # no recommendation of this champion: unchanged, no note
+    assert recency.after_retrain(churn, False) == (churn, None)
+    # an always-on weight wins over the after-retrain one
+    always = churn.with_overrides(recency_half_life_days=180)
+    assert recency.after_retrain(always, True) == (always, None)
+    # an outcome without an after-retrain weight: unchanged
+    expansion = load_config("expansion")
+    assert recency.after_retrain(expansion, True) == (expansion, None)
+
+
+def test_churnml_train_scores_weighs_only_a_retrain_of_the_recommended_champion(tmp_path, monkeypatch):
+    """The CLI wiring: the weight reaches training (and the run's notes) only when the latest
+    monitored week recommends retraining the version that is champion now."""
+    from types import SimpleNamespace
+
+    from churnml.cli import main
+    from churnml.commands import train as T
+    from churnml.jobs.drift import RETRAIN_NAME
+    from churnml.jobs.monitoring import MONITORING_DIR
+    from churnml.models import registry
+    import churnml.data.io as io
+    import churnml.models.train as train_module
+
+    seen = {}
+
+    def fake_train(book, target, config, **kw):
+        seen["half_life"] = config.recency_half_life_days
+        return SimpleNamespace(notes=[], config=config)
+
+    monkeypatch.setattr(io, "load_book", lambda data: (None, SimpleNamespace(total_rejected=0)))
+    monkeypatch.setattr(train_module, "train_target", fake_train)
+    monkeypatch.setattr(registry, "log_training", lambda result, **kw: seen.setdefault("notes", result.notes))
+    monkeypatch.setattr(T, "print_summary", lambda result, registration: None)
+    (tmp_path / MONITORING_DIR).mkdir()
+    pd.DataFrame({"as_of": pd.to_datetime(["2026-06-08"]), "outcome": ["churn"], "model_version": ["4"],
+                  "retrain_recommended": [True], "retrain_reason": ["calibration slope 0.5 outside [0.8, 1.25]"]}
+                 ).to_parquet(tmp_path / MONITORING_DIR / RETRAIN_NAME)
+    args = ["train", "--data", str(tmp_path), "--target", "churn", "--no-plots", "--scores", str(tmp_path)]
+    monkeypatch.setattr(registry, "champion_version", lambda target: "4")
+    assert main(args) == 0
+    assert seen["half_life"] == 90 and any("recency_after_retrain_days" in n for n in seen["notes"])
+    seen.clear()
+    monkeypatch.setattr(registry, "champion_version", lambda target: "5")  # promoted since
+    assert main(args) == 0
+    assert seen["half_life"] is None and seen["notes"] == []
+
+
 # ---- the fits -----------------------------------------------------------------------------------
 def _config(half_life=None):
-    return load_config("churn").with_overrides(
+    # replace, not with_overrides (which ignores None): half_life None is the weight off,
+    # whatever the shipped default
+    return dataclasses.replace(load_config("churn").with_overrides(
         horizon_days=14, test_dates=5, calibration_dates=5, min_positives=2,
         num_boost_round=25, early_stopping_rounds=5, lgb_params=FAST_LGB,
-        monotone_from_catalog=False, calibration_cv_folds=3, refit_calibration_folds=3,
+        monotone_from_catalog=False, calibration_cv_folds=3, refit_calibration_folds=3),
         recency_half_life_days=half_life)
 
 

@@ -12,7 +12,8 @@ date (``refit`` in the config; a cross-sectional run fits it on all rows), logs 
 MLflow and registers the model; the champion alias moves only if the new version beats the
 champion on the new test rows after the champion's training span (with ``--scores OUT``, when the
 weekly monitoring there recommends retraining the champion: unless it is worse by
-``promotion.after_retrain_margin`` or more). A book too large for one
+``promotion.after_retrain_margin`` or more, and the run takes the recency weight
+``training.recency_after_retrain_days``). A book too large for one
 machine trains on a stratified sample of accounts (``--sample-accounts`` or the config's
 ``sample.max_accounts``; ``churnml.models.sampling``), stated in a note, MLflow and the model
 card. Prints the comparison table, the split dates, the
@@ -53,11 +54,12 @@ def train(
         "--scores", help="The weekly job's output folder (as in `churnml monitor --scores`). When its "
         "latest monitored week recommends retraining this outcome's champion, the gate promotes the "
         "new version unless it is worse by promotion.after_retrain_margin or more (non-inferiority) "
-        "instead of requiring it to beat the champion.")] = None,
+        "instead of requiring it to beat the champion, and trains with the recency weight "
+        "training.recency_after_retrain_days (churn: 90 days).")] = None,
 ) -> None:
     """Train, evaluate, track and register one outcome's model (churn, expansion, contraction) or the time-to-event model."""
     from churnml.console import console, literal, progress
-    from churnml.errors import UsageError
+    from churnml.errors import RegistryUnavailableError, UsageError
 
     target_name: str = Target(target).value  # the outcome name
     if isinstance(data, Path) and not data.is_dir():
@@ -84,11 +86,23 @@ def train(
     from churnml.models.train import train_target
 
     model_config = load_config(target_name, path=config, horizon_days=horizon_days)
-    retrain = None
+    retrain, weight_note = None, None
     if scores is not None:
         from churnml.jobs.drift import latest_recommendation
+        from churnml.models.recency import after_retrain
 
         retrain = latest_recommendation(scores, target_name)  # before the long part: exit 2 early
+        # the drift response: the after-retrain recency weight when the recommendation is about
+        # the champion this run challenges (an unreachable registry: no weight; the gate then
+        # keeps the champion anyway)
+        try:
+            current = registry.champion_version(target_name)
+        except RegistryUnavailableError:
+            current = None
+        model_config, weight_note = after_retrain(
+            model_config, retrain.recommended and retrain.model_version == current)
+        if weight_note:
+            console.print(f"[yellow]note:[/yellow] {literal(weight_note)}", highlight=False, soft_wrap=True)
     with progress(f"{target_name}: loading {data}", total=4 + model_config.backtest_folds) as step:
         book, report = load_book(data)
         if getattr(report, "total_rejected", 0):
@@ -100,6 +114,8 @@ def train(
         truth = find_truth(data) if isinstance(data, Path) else None
         result = train_target(book, target_name, model_config, truth=truth,
                               progress=step, sample_accounts=sample_accounts)
+        if weight_note:
+            result.notes.append(weight_note)  # printed with the table, logged with the run
         step.note(f"{target_name}: logging to MLflow")
         registration = registry.log_training(result, plots=plots, progress=step, retrain=retrain)
         step.advance()

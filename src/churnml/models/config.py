@@ -96,6 +96,10 @@ class ModelConfig:
     #: half-life in days of the recency weight of every training row of the LightGBM
     #: boosters (churnml.models.recency); None = every row weighs the same
     recency_half_life_days: float | None = None
+    #: the half-life used instead when this run retrains a champion the weekly monitoring has
+    #: recommended retraining (``churnml train --scores OUT``) and ``recency_half_life_days``
+    #: is off: the response to a detected drift (churnml.models.recency.after_retrain)
+    recency_after_retrain_days: float | None = None
     sample_max_accounts: int | None = None
     sample_size_bands: int = 4
     promotion_metric: str = "test_roc_auc"
@@ -163,6 +167,7 @@ class ModelConfig:
         _choice("refit_rounds", self.refit_rounds, REFIT_ROUND_RULES)
         _positive_int("refit_calibration_folds", self.refit_calibration_folds, minimum=2)
         _half_life("recency_half_life_days", self.recency_half_life_days)
+        _half_life("recency_after_retrain_days", self.recency_after_retrain_days)
         if self.sample_max_accounts is not None:
             _positive_int("sample_max_accounts", self.sample_max_accounts, minimum=2)
         _positive_int("sample_size_bands", self.sample_size_bands)
@@ -244,6 +249,7 @@ _YAML_FIELDS = {
     ("refit", "rounds"): "refit_rounds",
     ("refit", "calibration_folds"): "refit_calibration_folds",
     ("training", "recency_half_life_days"): "recency_half_life_days",
+    ("training", "recency_after_retrain_days"): "recency_after_retrain_days",
     ("sample", "max_accounts"): "sample_max_accounts",
     ("sample", "size_bands"): "sample_size_bands",
     ("promotion", "metric"): "promotion_metric",

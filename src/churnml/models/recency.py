@@ -13,6 +13,12 @@ cross-fitted boosters of ``crossfit``, the refit and its calibration folds in ``
 the backtest folds, which call the same fits). The calibrators, early stopping's validation rows
 and every metric stay unweighted: they judge the rows as they are.
 
+After a drift the monitoring detected (``training.recency_after_retrain_days``,
+:func:`after_retrain`): ``churnml train --scores OUT`` retrains with that half-life when the
+weekly monitoring recommends retraining the current champion and the always-on
+``recency_half_life_days`` is off, so the weight is the response to a detected change and
+costs nothing while nothing changes (docs/models.md, "Recency weighting").
+
 Example::
 
     recency_weights(frame["as_of"], 90.0)   # float64 array, 1.0 at the latest as_of
@@ -23,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["recency_weights", "describe"]
+__all__ = ["recency_weights", "describe", "after_retrain"]
 
 _DAY = np.timedelta64(1, "D")
 
@@ -53,3 +59,21 @@ def describe(half_life_days: float | None) -> str:
     return (f"recency weight with a half-life of {half_life_days:g} days (a row weighs "
             f"0.5 ** (days before the latest as_of of its fit / {half_life_days:g}); the "
             f"calibrator and early stopping unweighted)")
+
+
+def after_retrain(config, recommended_for_champion: bool):
+    """The configuration to train with and the note that says why: ``config`` with
+    ``recency_half_life_days`` set to ``recency_after_retrain_days`` when the weekly monitoring
+    recommends retraining the current champion (``recommended_for_champion``), the always-on
+    weight is off and the after-retrain one is configured; else ``config`` unchanged and None.
+
+    ``config``: a ``ModelConfig``."""
+    from dataclasses import replace
+
+    half_life = config.recency_after_retrain_days
+    if not recommended_for_champion or half_life is None or config.recency_half_life_days is not None:
+        return config, None
+    return (replace(config, recency_half_life_days=half_life),
+            f"recency weight: half-life {half_life:g} days (training.recency_after_retrain_days), "
+            f"because the weekly monitoring recommends retraining the champion; rows weigh "
+            f"0.5 ** (age / {half_life:g} days) in every booster of this run")

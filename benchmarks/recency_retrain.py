@@ -122,6 +122,20 @@ def trained(folder: Path, dataset, config) -> tuple[object, dict]:
     return result.model, figures
 
 
+def variants(root: Path, half_lives, base, book_dir: Path):
+    """Per half-life (None first: the plain retrain of ``base``, unweighted): its name, folder
+    under ``root``, model and figures, trained or read back; the dataset of ``book_dir`` is built
+    once, and only if some variant has to be trained."""
+    dataset = None
+    for half_life in (None, *half_lives):
+        folder = root / _name(half_life)
+        config = base if half_life is None else base.with_overrides(recency_half_life_days=half_life)
+        if not (folder / "figures.json").exists() and dataset is None:
+            dataset = dataset_of(book_dir, base)
+        model, f = trained(folder, dataset, config)
+        yield _name(half_life), folder, model, f
+
+
 def cohorts(book_dir: Path, weeks: list[pd.Timestamp]) -> pd.DataFrame:
     """Features of every account active at each week and its label (matured rows only)."""
     from churnml.data.io import load_book
@@ -315,14 +329,8 @@ def drift_seed(seed: int, args) -> dict:
     old_dataset = None if (old_folder / "figures.json").exists() else dataset_of(cut, base)
     champion, champion_figures = trained(old_folder, old_dataset, base)
     champion_figures.pop("_result", None)
-    new_dataset = None
     models, figures = {"old champion": champion}, {"old champion": champion_figures}
-    for half_life in (None, *args.half_lives):
-        folder = work / _name(half_life)
-        config = base if half_life is None else base.with_overrides(recency_half_life_days=half_life)
-        if not (folder / "figures.json").exists() and new_dataset is None:
-            new_dataset = dataset_of(retrain_cut, base)
-        model, f = trained(folder, new_dataset, config)
+    for name, folder, model, f in variants(work, args.half_lives, base, retrain_cut):
         result = f.pop("_result", None)
         if result is not None:
             gate = gate_decision(champion, "1", result)
@@ -333,7 +341,7 @@ def drift_seed(seed: int, args) -> dict:
             f.update(gate_promotes=gate.became_champion, gate_reason=gate.reason,
                      gate_after_retrain_promotes=noninferior.became_champion)
             (folder / "figures.json").write_text(json.dumps(f))
-        models[_name(half_life)], figures[_name(half_life)] = model, f
+        models[name], figures[name] = model, f
     (old_folder / "figures.json").write_text(json.dumps(champion_figures))
     log(f"seed {seed}: scoring the {len(after)} weeks after the retrain, load {load()}")
     rows = cohorts(book, after)
@@ -375,20 +383,14 @@ def stationary(args) -> dict:
                        args.stationary_seed)
     out: dict = {}
     for target in args.stationary_targets:
-        base = unweighted(load_config(target))
-        dataset = None
         # churn's folder keeps its earlier name, so the saved runs of earlier sessions are reused
         root = args.work / (f"stationary_seed{args.stationary_seed}" if target == "churn"
                             else f"stationary_seed{args.stationary_seed}_{target}")
-        for half_life in (None, *args.stationary_half_lives):
-            folder = root / _name(half_life)
-            config = base if half_life is None else base.with_overrides(recency_half_life_days=half_life)
-            if not (folder / "figures.json").exists() and dataset is None:
-                dataset = dataset_of(book, base)
-            _, f = trained(folder, dataset, config)
+        for name, folder, _, f in variants(root, args.stationary_half_lives,
+                                           unweighted(load_config(target)), book):
             f.pop("_result", None)
             (folder / "figures.json").write_text(json.dumps(f))
-            out[f"{target}: {_name(half_life)}"] = f
+            out[f"{target}: {name}"] = f
     return out
 
 

@@ -107,7 +107,7 @@ class ModelConfig:
     #: non-inferiority margin of the gate (in the promotion metric's units) when the weekly
     #: monitoring recommends retraining the champion (``churnml train --scores OUT``): the
     #: challenger is promoted unless it is worse by this much or more (docs/models.md)
-    promotion_after_retrain_margin: float = 0.01
+    promotion_after_retrain_margin: float = 0.02
     bootstrap_resamples: int = 200
     logreg_max_rows: int | None = 200_000
     seed: int = 7

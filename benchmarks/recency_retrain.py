@@ -308,6 +308,31 @@ def twin_reference(seed: int, args, first, months, after, drift_rows, drift_mode
     return {"realized_auc_mean": realized_auc, "test_auc": test_auc, "gaps": table, "kinds": kinds}
 
 
+def pooled(seeds: list[dict], margin: float) -> dict:
+    """Over the seeds (each a replicate book): per drift model and twin, the mean of the
+    seeds' gap differences, its 95% t-interval over seeds and the same verdict rule. The
+    seeds, not the accounts, are the unit: the spread between books (how each one's change
+    lands) is part of what "restores" has to hold against."""
+    from scipy import stats
+
+    out: dict = {}
+    twins = [s["twin"] for s in seeds if s.get("twin")]
+    if len(twins) < 3:
+        return out
+    for kind in twins[0]["kinds"]:
+        for key in twins[0]["gaps"]:
+            values = [t["gaps"].get(key, {}).get(f"minus {kind}", {}).get("point") for t in twins]
+            if not key.startswith("drift") or any(v is None for v in values):
+                continue
+            v = np.asarray(values, dtype="float64")
+            half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+            low, high = float(v.mean() - half), float(v.mean() + half)
+            out[f"{key} minus {kind}"] = {
+                "mean": float(v.mean()), "ci": [low, high], "seeds": len(v), "values": v.tolist(),
+                "restored": "yes" if high < margin else "no" if low > 0 else "undecided"}
+    return out
+
+
 def drift_seed(seed: int, args) -> dict:
     from churnml.models.config import load_config
     from churnml.models.registry import RetrainRecommendation, gate_decision
@@ -472,6 +497,15 @@ def main() -> None:
                 cells.append("- | -" if d is None else
                              "{:+.3f} ({:+.3f} to {:+.3f}) | {}".format(d["point"], *d["ci"], d["restored"]))
             print(f"| {key} | {r['gap']:.3f} ({r['gap_ci'][0]:.3f} to {r['gap_ci'][1]:.3f}) | " + " | ".join(cells) + " |")
+    pool = pooled(seeds, args.restore_margin)
+    if pool:
+        print(f"\n## over the {len(seeds)} seeds (each seed's gap difference a replicate; mean and "
+              f"95% t-interval over seeds; restored when the upper end is below {args.restore_margin:g})")
+        print("| drift model minus reference | mean (95% CI over seeds) | per seed | restored |")
+        print("|---|---|---|---|")
+        for key, r in pool.items():
+            print(f"| {key} | {r['mean']:+.3f} ({r['ci'][0]:+.3f} to {r['ci'][1]:+.3f}) | "
+                  + " / ".join(f"{x:+.3f}" for x in r["values"]) + f" | {r['restored']} |")
     if still:
         print(f"\n## stationary, seed {args.stationary_seed}, {args.stationary_accounts:,} accounts x "
               f"{args.stationary_months} months (no drift)")
@@ -482,7 +516,7 @@ def main() -> None:
                   f"{f['test_ece']:.4f} | {f['test_brier']:.4f} | {f['backtest_roc_auc_mean']:.3f} "
                   f"({f['backtest_folds']:.0f}) | {f['seconds']:.0f} ({f['load']:.1f}) |")
     print(json.dumps({"seeds": [{k: v for k, v in s.items() if k != "auc"} for s in seeds],
-                      "stationary": still}, default=str))
+                      "pooled": pool, "stationary": still}, default=str))
     print(f"\nwall {time.perf_counter() - started:.0f} s; load average at start {start_load}, "
           f"at end {load()} ({os.cpu_count()} CPUs)")
 

@@ -112,6 +112,7 @@ def _status_lines(status, scores=None, data=None) -> list[str]:
                                               "outcome"]] if len(status.retrain) else []
     for name in due:
         lines.append(f"to retrain {name}: churnml train --data {data or 'DIR'} --target {name} "
-                     f"--scores {scores or 'OUT'}  (the gate then promotes the new version unless "
-                     f"it is worse than the champion by promotion.after_retrain_margin or more)")
+                     f"--scores {scores or 'OUT'}  (recency-weighted by "
+                     f"training.recency_after_retrain_days; the gate then promotes the new version "
+                     f"unless it is worse than the champion by promotion.after_retrain_margin or more)")
     return lines

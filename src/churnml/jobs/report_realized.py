@@ -143,7 +143,9 @@ def status_table(status) -> str:
                  "Given <code>--scores</code>, the gate promotes the "
                  "new version unless it is worse than the champion by "
                  "<code>promotion.after_retrain_margin</code> or more, since the champion's own "
-                 "realized performance has already fallen.</p>")
+                 "realized performance has already fallen, and trains with the outcome's "
+                 "recency weight for a drift (<code>training.recency_after_retrain_days</code>; "
+                 "churn: 90 days) so that the newest weeks count most.</p>")
     return "\n".join(h)
 
 

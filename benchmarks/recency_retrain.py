@@ -419,6 +419,15 @@ def stationary(args) -> dict:
     return out
 
 
+def markdown_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    """Print a ``## title`` and a markdown table."""
+    print(f"\n## {title}")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, default=Path("/tmp/churnml-recency-study"))
@@ -499,22 +508,22 @@ def main() -> None:
             print(f"| {key} | {r['gap']:.3f} ({r['gap_ci'][0]:.3f} to {r['gap_ci'][1]:.3f}) | " + " | ".join(cells) + " |")
     pool = pooled(seeds, args.restore_margin)
     if pool:
-        print(f"\n## over the {len(seeds)} seeds (each seed's gap difference a replicate; mean and "
-              f"95% t-interval over seeds; restored when the upper end is below {args.restore_margin:g})")
-        print("| drift model minus reference | mean (95% CI over seeds) | per seed | restored |")
-        print("|---|---|---|---|")
-        for key, r in pool.items():
-            print(f"| {key} | {r['mean']:+.3f} ({r['ci'][0]:+.3f} to {r['ci'][1]:+.3f}) | "
-                  + " / ".join(f"{x:+.3f}" for x in r["values"]) + f" | {r['restored']} |")
+        markdown_table(
+            f"over the {len(seeds)} seeds (each seed's gap difference a replicate; mean and 95% "
+            f"t-interval over seeds; restored when the upper end is below {args.restore_margin:g})",
+            ["drift model minus reference", "mean (95% CI over seeds)", "per seed", "restored"],
+            [[key, f"{r['mean']:+.3f} ({r['ci'][0]:+.3f} to {r['ci'][1]:+.3f})",
+              " / ".join(f"{x:+.3f}" for x in r["values"]), r["restored"]] for key, r in pool.items()])
     if still:
-        print(f"\n## stationary, seed {args.stationary_seed}, {args.stationary_accounts:,} accounts x "
-              f"{args.stationary_months} months (no drift)")
-        print("| outcome: weighting | test AUC (95% CI) | test ECE | test Brier | backtest AUC mean (folds) | train s (load) |")
-        print("|---|---|---|---|---|---|")
-        for name, f in still.items():
-            print(f"| {name} | {f['test_roc_auc']:.3f} ({f['test_roc_auc_ci_low']:.3f}-{f['test_roc_auc_ci_high']:.3f}) | "
-                  f"{f['test_ece']:.4f} | {f['test_brier']:.4f} | {f['backtest_roc_auc_mean']:.3f} "
-                  f"({f['backtest_folds']:.0f}) | {f['seconds']:.0f} ({f['load']:.1f}) |")
+        markdown_table(
+            f"stationary, seed {args.stationary_seed}, {args.stationary_accounts:,} accounts x "
+            f"{args.stationary_months} months (no drift)",
+            ["outcome: weighting", "test AUC (95% CI)", "test ECE", "test Brier",
+             "backtest AUC mean (folds)", "train s (load)"],
+            [[name, f"{f['test_roc_auc']:.3f} ({f['test_roc_auc_ci_low']:.3f}-{f['test_roc_auc_ci_high']:.3f})",
+              f"{f['test_ece']:.4f}", f"{f['test_brier']:.4f}",
+              f"{f['backtest_roc_auc_mean']:.3f} ({f['backtest_folds']:.0f})",
+              f"{f['seconds']:.0f} ({f['load']:.1f})"] for name, f in still.items()])
     print(json.dumps({"seeds": [{k: v for k, v in s.items() if k != "auc"} for s in seeds],
                       "pooled": pool, "stationary": still}, default=str))
     print(f"\nwall {time.perf_counter() - started:.0f} s; load average at start {start_load}, "

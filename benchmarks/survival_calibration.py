@@ -190,8 +190,24 @@ def decile_figures(incidence_k: np.ndarray, t, e, cause: int, groups, config) ->
     return out
 
 
+def parse_lgb(pairs: list[str]) -> dict:
+    """``["lambda_l2=0", "min_child_samples=50"]`` -> LightGBM parameter overrides (numbers
+    parsed as int, then float; anything else kept as text)."""
+    out: dict = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        for cast in (int, float, str):
+            try:
+                out[key.strip()] = cast(value)
+                break
+            except ValueError:
+                continue
+    return out
+
+
 def run_seed(prepared: dict, crossfit: int = 0, seed: int = 0, oracle_paths: int = 0,
-             bag: tuple[int, ...] = ()) -> list[dict]:
+             bag: tuple[int, ...] = (), lgb_overrides: dict | None = None,
+             max_train_period: int | None = None) -> list[dict]:
     from sklearn.isotonic import IsotonicRegression
 
     import lightgbm as lgb
@@ -201,10 +217,14 @@ def run_seed(prepared: dict, crossfit: int = 0, seed: int = 0, oracle_paths: int
     from churnml.models import survival_train as ST
 
     config = replace(ST.load_survival_config(), hazard_scaling=False)
+    if lgb_overrides:
+        config = replace(config, lgb_params={**config.lgb_params, **lgb_overrides})
     events, features, cutoff = prepared["events"], prepared["features"], prepared["cutoff"]
     past = events[events["as_of"] < cutoff]
     train_events = ST.truncate_events(past, cutoff)
     rows = S.person_period_rows(past, features, cutoff=cutoff)
+    if max_train_period is not None:  # experiment: train (and early-stop) on the first periods only
+        rows = rows[rows["period"] <= max_train_period].reset_index(drop=True)
     names, categorical, _ = ST._feature_columns(features, rows)
     test_events = events[(events["as_of"] >= cutoff) & (events["observed_periods"] > 0)]
     frame = S.join_features(test_events, features)
@@ -352,7 +372,16 @@ def main() -> None:
     parser.add_argument("--bag", type=int, nargs="+", default=[0],
                         help="also a bag of this many hazard boosters (seeds differ), with and without the "
                              "scaling; several sizes report nested bags of one fit (0: not)")
+    parser.add_argument("--lgb", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override the hazard booster's LightGBM parameters of models/time_to_event.yaml "
+                             "(e.g. lambda_l2=0)")
+    parser.add_argument("--max-train-period", type=int, default=None,
+                        help="train and early-stop on person-period rows of periods 0..P only (an "
+                             "experiment: the later periods' stale landmark features)")
     args = parser.parse_args()
+    overrides = parse_lgb(args.lgb)
+    if overrides:
+        log(f"LightGBM overrides: {overrides}")
     args.cache.mkdir(parents=True, exist_ok=True)
     log(f"load average at start: {os.getloadavg()}")
     rows = []
@@ -361,7 +390,8 @@ def main() -> None:
         prepared = prepare(cached_book(args.cache, args.accounts, args.months, seed), args.cache)
         t_seed = time.perf_counter()
         for row in run_seed(prepared, args.crossfit, seed, args.oracle_paths,
-                            tuple(k for k in args.bag if k > 0)):
+                            tuple(k for k in args.bag if k > 0), overrides,
+                            args.max_train_period):
             rows.append({"seed": seed, **row})
             log(f"  {row['variant']:<26} {row['outcome']:<12} dec 30/90/180 "
                 f"{row.get('within_30d', '-')}/{row['within_90d']}/{row.get('within_180d', '-')} "

@@ -83,6 +83,30 @@ def test_fit_recovers_a_known_scaling_and_is_deterministic():
     assert S.fit_hazard_scaling(shrunk[:0], label[:0]) == S.HazardScaling.identity()
 
 
+def test_an_outcome_held_fixed_stays_at_the_identity_while_the_others_are_fitted():
+    rng = np.random.default_rng(6)
+    n = 30_000
+    x = rng.normal(size=n)
+    shrunk = np.c_[np.zeros(n), 0.6 * x - 2.0, -0.4 * x - 2.5, 0.5 * x - 2.2]
+    a, b = np.array([1.6, 1.3, 0.8]), np.array([-0.5, -1.0, 0.2])
+    label = _draw(rng, np.c_[np.zeros(n), shrunk[:, 1:] * a + b])
+    free = S.fit_hazard_scaling(shrunk, label)
+    held = S.fit_hazard_scaling(shrunk, label, fixed=[0])
+    assert held.scale[0] == 1.0 and held.offset[0] == 0.0 and held.period_slope[0] == 0.0
+    np.testing.assert_allclose(held.scale[1:], a[1:], atol=0.2)
+    np.testing.assert_allclose(held.offset[1:], b[1:], atol=0.4)
+    assert free.scale[0] != 1.0
+    # the others are the log-loss minimum given the held one
+    def loss(s):
+        p = s.apply(shrunk, None)
+        return -np.log(p[np.arange(n), label]).mean()
+    for k in (1, 2):
+        for step in (-0.05, 0.05):
+            values = list(held.scale)
+            values[k] += step
+            assert loss(S.HazardScaling(tuple(values), held.offset, held.period_slope)) > loss(held)
+
+
 def _small_rows(seed: int, n: int = 500):
     rng = np.random.default_rng(seed)
     frame = pd.DataFrame({"account_id": [f"A{i}" for i in range(n)], "as_of": pd.Timestamp("2026-01-05"),

@@ -40,8 +40,10 @@ def _frame(n: int, seed: int) -> pd.DataFrame:
     })
 
 
-@pytest.fixture(scope="module")
-def model():
+@pytest.fixture(scope="module", params=[None, ("value_tier",)], ids=["booster", "baseline"])
+def model(request):
+    """The hazard as a booster alone, and started from a baseline per renewal state x value
+    tier (``survival.HazardBaseline``), whose part the contributions must explain too."""
     frame = _frame(400, 1)
     rng = np.random.default_rng(2)
     n = len(frame)
@@ -56,7 +58,8 @@ def model():
     rows = S.person_period_rows(events, frame)
     return S.fit_hazard(rows, None, NAMES, ["value_tier"],
                         {"num_leaves": 6, "verbose": -1, "num_threads": 1,
-                         "min_child_samples": 5, "seed": 3}, 12, 2, rounds=12)
+                         "min_child_samples": 5, "seed": 3}, 12, 2, rounds=12,
+                        baseline_by=request.param)
 
 
 def _reference_matrix(model, frame):
@@ -73,7 +76,9 @@ def test_contributions_plus_base_equal_the_class_minus_none_raw_score(model, n, 
     frame = _frame(n, seed)
     X = E.current_period_matrix(model, frame)
     np.testing.assert_array_equal(X, _reference_matrix(model, frame))
-    raw = np.asarray(model.booster.predict(X, raw_score=True)).reshape(n, len(S.CLASSES))
+    raw = model.raw_scores(X)
+    if model.baseline is None:  # the booster's own raw scores
+        np.testing.assert_array_equal(raw, np.asarray(model.booster.predict(X, raw_score=True)))
     contrib = E.timing_contributions(model, X)
     assert contrib.shape == (n, len(S.CLASSES) - 1, len(model.feature_names) + 1)
     np.testing.assert_allclose(contrib.sum(axis=2), raw[:, 1:] - raw[:, :1], rtol=0, atol=1e-9)

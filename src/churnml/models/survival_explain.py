@@ -26,7 +26,11 @@ what a timing reason explains:
   in its current period: it describes the period, not the account, and is never a reason (its
   contribution stays in :func:`timing_contributions`).
 
-Calibration: the reasons explain the booster's *uncalibrated* hazard log-odds. A calibration
+Baseline: a model that starts from a baseline hazard per renewal stratum adds its stratum's
+log odds to the booster's; that part is shared out over the stratum's features by exact Shapley
+values (:func:`timing_contributions`), so "the contract renews in 12 days" stays a reason.
+
+Calibration: the reasons explain the model's *uncalibrated* hazard log-odds. A calibration
 of the logits by class (the model's ``class_bias``, or any per-class shift) moves every
 account's base value by the same amount and leaves each contribution, and so the ranking of
 the reasons, unchanged.
@@ -56,7 +60,13 @@ def current_period_matrix(model, features: pd.DataFrame, columns=None) -> np.nda
 def timing_contributions(model, X: np.ndarray) -> np.ndarray:
     """(n, outcomes, n_features + 1) exact TreeSHAP of ``raw_k - raw_none`` at the rows of
     ``X`` (outcome ``k`` in ``model.classes`` order after "none"), the base value last: per
-    row and outcome they sum to the booster's ``raw_k - raw_none``."""
+    row and outcome they sum to the model's ``raw_k - raw_none`` (``model.raw_scores``).
+
+    A model with a baseline per renewal stratum (``survival.HazardBaseline``) starts each row
+    from its stratum's log odds: that part is explained by exact Shapley values over the
+    stratum's features (``HazardBaseline.contributions``), added to the booster's TreeSHAP of
+    the same features (the renewal state to ``time_to_renewal_days``, a level of ``by`` to
+    that feature), and the reference (their mean over the training strata) to the base value."""
     classes = len(model.classes)
     n, width = len(X), len(model.feature_names) + 1
     if n == 0:
@@ -67,7 +77,16 @@ def timing_contributions(model, X: np.ndarray) -> np.ndarray:
         raise ValueError(f"pred_contrib of the time-to-event booster has shape {contrib.shape}; "
                          f"{classes} classes of {width} columns were expected")
     blocks = contrib.reshape(n, classes, width)
-    return blocks[:, 1:, :] - blocks[:, :1, :]
+    out = blocks[:, 1:, :] - blocks[:, :1, :]
+    baseline = getattr(model, "hazard_baseline", None)
+    if baseline is not None:
+        phi, reference = baseline.contributions(X, model.feature_names)
+        names = list(model.feature_names)
+        for axis, feature in enumerate(baseline.axis_features()):
+            if feature in names:
+                out[:, :, names.index(feature)] += phi[:, :, axis]
+        out[:, :, -1] += reference
+    return out
 
 
 class TimingExplainer:

@@ -41,6 +41,9 @@ PROMOTION_METRIC = "test_ibs_churn"
 #: days the integrated Brier score averages over (period ends up to 180 days)
 IBS_DAYS: tuple[int, ...] = tuple(range(S.PERIOD_DAYS, 181, S.PERIOD_DAYS))
 CALIBRATION_DAYS = 90
+#: the categorical features a baseline stratum crosses the renewal state with, unless the
+#: config's ``baseline.by`` says otherwise
+DEFAULT_BASELINE_BY: tuple[str, ...] = ("contract_type",)
 
 
 @dataclass
@@ -67,6 +70,12 @@ class SurvivalConfig:
     hazard_scaling: bool = True
     #: with ``hazard_scaling``, also a slope in the period index per outcome
     hazard_scaling_period: bool = False
+    #: start the booster from a baseline hazard per renewal state and level of these
+    #: categorical features (``survival.HazardBaseline``); None: from one rate per class
+    #: (``baseline.enabled: false``, the shipped setting)
+    baseline_by: tuple[str, ...] | None = None
+    #: pseudo-rows that shrink a stratum's class shares towards the overall ones
+    baseline_prior_rows: float = 20.0
     promotion_min_improvement: float = 0.0
     bootstrap_resamples: int = 200
     seed: int = 7
@@ -96,6 +105,15 @@ def load_survival_config(path: str | Path | None = None) -> SurvivalConfig:
     if raw.get("target", TIME_TO_EVENT) != TIME_TO_EVENT:
         raise ConfigError(f"{path} configures target {raw.get('target')!r}, not {TIME_TO_EVENT!r}.")
     obs, split, lgb = raw.get("observations", {}), raw.get("split", {}), raw.get("lightgbm", {})
+    baseline = raw.get("baseline", {}) or {}
+    if not isinstance(baseline, dict):
+        raise ConfigError(f"{path}: 'baseline' must be a mapping (enabled, by, prior_rows). Got {baseline!r}.")
+    by = baseline.get("by", list(DEFAULT_BASELINE_BY))
+    if not isinstance(by, list) or not all(isinstance(b, str) for b in by):
+        raise ConfigError(f"{path}: 'baseline.by' must be a list of categorical feature names. Got {by!r}.")
+    prior_rows = baseline.get("prior_rows", SurvivalConfig.baseline_prior_rows)
+    if isinstance(prior_rows, bool) or not isinstance(prior_rows, (int, float)) or prior_rows < 0:
+        raise ConfigError(f"{path}: 'baseline.prior_rows' must be a number >= 0. Got {prior_rows!r}.")
     config = SurvivalConfig(
         description=str(raw.get("description", "")),
         cadence_days=obs.get("cadence_days", 30), min_history_days=obs.get("min_history_days", 30),
@@ -108,6 +126,8 @@ def load_survival_config(path: str | Path | None = None) -> SurvivalConfig:
         select_rounds=bool(raw.get("calibration", {}).get("select_rounds", True)),
         hazard_scaling=bool(raw.get("calibration", {}).get("hazard_scaling", True)),
         hazard_scaling_period=bool(raw.get("calibration", {}).get("hazard_scaling_period", False)),
+        baseline_by=tuple(by) if bool(baseline.get("enabled", False)) else None,
+        baseline_prior_rows=float(prior_rows),
         promotion_min_improvement=float(raw.get("promotion", {}).get("min_improvement", 0.0)),
         bootstrap_resamples=raw.get("evaluation", {}).get("bootstrap_resamples", 200),
         seed=raw.get("evaluation", {}).get("seed", 7))
@@ -346,7 +366,8 @@ def fit_protocol(rows: pd.DataFrame, names: list[str], categorical: list[str], c
     select = rounds_by_calibration(window) if config.select_rounds and window is not None else None
     model = S.fit_hazard(rows[~in_valid], rows[in_valid], names, categorical, config.lgb_params,
                          config.num_boost_round, config.early_stopping_rounds,
-                         recalibrate=config.recalibrate, select_rounds=select)
+                         recalibrate=config.recalibrate, select_rounds=select,
+                         baseline_by=config.baseline_by, baseline_prior_rows=config.baseline_prior_rows)
     if config.hazard_scaling and window_rows is not None and len(window_rows):
         late = window_rows["period_end"] > cutoff
         if late.any():
@@ -459,7 +480,8 @@ def train_time_to_event(book, config: SurvivalConfig | str | Path | None = None,
         all_rows = S.person_period_rows(events, features)
         model = S.fit_hazard(all_rows, None, names, categorical, config.lgb_params, config.num_boost_round,
                              config.early_stopping_rounds, rounds=protocol.info["best_iteration"],
-                             class_bias=protocol.class_bias)
+                             class_bias=protocol.class_bias, baseline_by=config.baseline_by,
+                             baseline_prior_rows=config.baseline_prior_rows)
         # the protocol's calibration, fitted on rows the protocol model never trained on (the
         # refit has no held-out row left to fit its own)
         model.hazard_scaling = protocol.hazard_scaling
@@ -477,6 +499,16 @@ def train_time_to_event(book, config: SurvivalConfig | str | Path | None = None,
                      f"{', '.join(f'{v:.3f}' for v in fitted['offset'])}"
                      + (f"; period slope {', '.join(f'{v:.3f}' for v in fitted['period_slope'])}"
                         if any(fitted["period_slope"]) else ""))
+    if protocol.baseline is not None:
+        fitted_baseline = protocol.hazard_baseline
+        assert fitted_baseline is not None
+        by = " x ".join(fitted_baseline.by) or "nothing else"
+        due = np.exp(fitted_baseline.log_rates[S.RENEWAL_STATES.index("due")][..., S.class_code("churn")])
+        later = np.exp(fitted_baseline.log_rates[S.RENEWAL_STATES.index("later")][..., S.class_code("churn")])
+        notes.append(f"baseline hazard per renewal state x {by} (prior {fitted_baseline.prior_rows:g} rows): "
+                     f"churn per period when the renewal is due {np.array2string(due, precision=4)}, "
+                     f"before it {np.array2string(later, precision=4)}"
+                     + (f" (levels {', '.join(fitted_baseline.levels[0])})" if fitted_baseline.by else ""))
     if protocol.info.get("early_stopping_iteration") != protocol.info["best_iteration"]:
         notes.append(f"rounds: {protocol.info['best_iteration']} (best calibrated per decile on the "
                      f"calibration window), early stopping's {protocol.info['early_stopping_iteration']}")

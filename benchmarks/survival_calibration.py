@@ -9,6 +9,8 @@ fitted on rows that end by the first test landmark (no test row):
 - **scaling, window**: ``survival.fit_hazard_scaling`` (a scale and an offset per outcome on
   its "outcome vs none" logit, multinomial log loss) on the calibration window's person-period
   rows (``survival_train.calibration_rows``): what ``calibration.hazard_scaling: true`` does;
+- **scaling, window, not churn**: the same with churn's scale and offset held at the identity
+  (``fit_hazard_scaling(fixed=...)``), expansion and contraction fitted;
 - **scaling + period, window**: the same with a slope in the period index per outcome;
 - **scaling, validation**: the scaling on every validation row (periods ending in the last
   ``validation_days`` before the test, of every earlier landmark: the early-stopping rows);
@@ -92,7 +94,8 @@ def crossfit_raw(rows: pd.DataFrame, train_mask: np.ndarray, names, categorical,
     raw = np.full((len(rows), len(S.CLASSES)), np.nan)
     for f in range(folds):
         model = S.fit_hazard(rows[(fold != f) & train_mask], None, names, categorical, config.lgb_params,
-                             config.num_boost_round, config.early_stopping_rounds, rounds=rounds)
+                             config.num_boost_round, config.early_stopping_rounds, rounds=rounds,
+                             baseline_by=config.baseline_by, baseline_prior_rows=config.baseline_prior_rows)
         held = fold == f
         raw[held] = model.raw_scores(model.encoder.matrix(rows[held]))
     return raw
@@ -207,7 +210,7 @@ def parse_lgb(pairs: list[str]) -> dict:
 
 def run_seed(prepared: dict, crossfit: int = 0, seed: int = 0, oracle_paths: int = 0,
              bag: tuple[int, ...] = (), lgb_overrides: dict | None = None,
-             max_train_period: int | None = None) -> list[dict]:
+             max_train_period: int | None = None, baseline: bool | None = None) -> list[dict]:
     from sklearn.isotonic import IsotonicRegression
 
     import lightgbm as lgb
@@ -219,6 +222,8 @@ def run_seed(prepared: dict, crossfit: int = 0, seed: int = 0, oracle_paths: int
     config = replace(ST.load_survival_config(), hazard_scaling=False)
     if lgb_overrides:
         config = replace(config, lgb_params={**config.lgb_params, **lgb_overrides})
+    if baseline is not None:  # else as models/time_to_event.yaml says
+        config = replace(config, baseline_by=(config.baseline_by or ST.DEFAULT_BASELINE_BY) if baseline else None)
     events, features, cutoff = prepared["events"], prepared["features"], prepared["cutoff"]
     past = events[events["as_of"] < cutoff]
     train_events = ST.truncate_events(past, cutoff)
@@ -242,13 +247,14 @@ def run_seed(prepared: dict, crossfit: int = 0, seed: int = 0, oracle_paths: int
 
     def scaled(model, rows_, period_term=False):
         copy = S.SurvivalModel(model.booster, model.feature_names, model.categories, dict(model.info),
-                               model.class_bias)
+                               model.class_bias, baseline=model.baseline)
         t1 = time.perf_counter()
         scaling = copy.fit_scaling(rows_, period_term)
         return copy, scaling, time.perf_counter() - t1
 
     early_model = S.SurvivalModel(lgb.Booster(model_str=protocol.booster.model_to_string(num_iteration=early)),
-                                  protocol.feature_names, protocol.categories, dict(protocol.info))
+                                  protocol.feature_names, protocol.categories, dict(protocol.info),
+                                  baseline=protocol.baseline)
     variants: dict[str, tuple[np.ndarray, dict]] = {}
     variants["none"] = (protocol.curves(frame)[1], {})
     for label, model, rows_, term in (("scaling, window", protocol, window_rows, False),
@@ -257,12 +263,19 @@ def run_seed(prepared: dict, crossfit: int = 0, seed: int = 0, oracle_paths: int
                                       ("scaling, early stopping", early_model, window_rows, False)):
         copy, scaling, seconds = scaled(model, rows_, term)
         variants[label] = (copy.curves(frame)[1], {"scaling": scaling.to_dict(), "fit_seconds": seconds})
+    # the shipped scaling with churn held at the identity (expansion and contraction fitted)
+    churn_code = S.CLASSES.index("churn") - 1
+    window_raw = protocol.raw_scores(protocol.encoder.matrix(window_rows))
+    partial = S.fit_hazard_scaling(window_raw, window_rows["label"].to_numpy(dtype=np.int64), fixed=[churn_code])
+    copy = S.SurvivalModel(protocol.booster, protocol.feature_names, protocol.categories, dict(protocol.info),
+                           protocol.class_bias, partial.to_dict(), baseline=protocol.baseline)
+    variants["scaling, window, not churn"] = (copy.curves(frame)[1], {"scaling": partial.to_dict()})
     if bag:
         t1 = time.perf_counter()
         members = fit_bag(rows, names, categorical, cutoff, config, window, protocol, max(bag))
         bag_seconds = time.perf_counter() - t1
         test_hazards = [m.hazards(frame) for m in members]           # (n, periods, classes) each
-        window_probs = [m.booster.predict(m.encoder.matrix(window_rows)) for m in members]
+        window_probs = [m.period_hazards(m.encoder.matrix(window_rows), None) for m in members]
         window_label = window_rows["label"].to_numpy(dtype=np.int64)
         # check: on the protocol alone, log-probabilities as raw scores give the shipped scaling
         check = S.fit_hazard_scaling(bag_log_raw(window_probs[0]), window_label).to_dict()
@@ -293,7 +306,7 @@ def run_seed(prepared: dict, crossfit: int = 0, seed: int = 0, oracle_paths: int
             r, y = (oof, labels) if keep is None else (oof[keep], labels[keep])
             scaling = S.fit_hazard_scaling(r, y)
             copy = S.SurvivalModel(protocol.booster, protocol.feature_names, protocol.categories,
-                                   dict(protocol.info), protocol.class_bias)
+                                   dict(protocol.info), protocol.class_bias, baseline=protocol.baseline)
             copy.hazard_scaling = scaling.to_dict()
             variants[label] = (copy.curves(frame)[1], {"scaling": scaling.to_dict(), "fit_seconds": cf_seconds})
         for label, keep in (("knot, cross-fitted early", early_rows), ("knot, window", None)):
@@ -378,6 +391,9 @@ def main() -> None:
     parser.add_argument("--max-train-period", type=int, default=None,
                         help="train and early-stop on person-period rows of periods 0..P only (an "
                              "experiment: the later periods' stale landmark features)")
+    parser.add_argument("--baseline", choices=("on", "off"), default=None,
+                        help="the hazard with or without a baseline per renewal stratum (baseline.enabled; "
+                             "default: as models/time_to_event.yaml)")
     args = parser.parse_args()
     overrides = parse_lgb(args.lgb)
     if overrides:
@@ -391,7 +407,7 @@ def main() -> None:
         t_seed = time.perf_counter()
         for row in run_seed(prepared, args.crossfit, seed, args.oracle_paths,
                             tuple(k for k in args.bag if k > 0), overrides,
-                            args.max_train_period):
+                            args.max_train_period, None if args.baseline is None else args.baseline == "on"):
             rows.append({"seed": seed, **row})
             log(f"  {row['variant']:<26} {row['outcome']:<12} dec 30/90/180 "
                 f"{row.get('within_30d', '-')}/{row['within_90d']}/{row.get('within_180d', '-')} "

@@ -11,10 +11,11 @@ calibration window, then the hazard scaling fitted on it) trained on
   one), so K + 1 times the training rows *and* K + 1 times the calibration window's rows.
 
 Every training, early-stopping and calibration row ends by the same cutoff (the first test
-landmark); the test rows are the target book's only, so the deciles' intervals are the same
-for every K. If the deciles inside their interval rise towards the oracle's count as K grows,
-the model's miss at K = 0 is estimation noise (too few training accounts and window events for
-the deciles' precision), not a bias the model family cannot avoid.
+landmark); the test rows are the target book's only, the same for every K (each model's
+ranking makes its own deciles and their account-bootstrap intervals). If the deciles inside
+their interval rise towards the oracle's count as K grows, the model's miss at K = 0 is
+estimation noise (too few training accounts and window events for the deciles' precision),
+not a bias the model family cannot avoid.
 
 Usage::
 

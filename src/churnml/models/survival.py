@@ -470,7 +470,8 @@ class HazardBaseline:
     magnitude above the others, and a booster that starts from the overall rate and is stopped
     early on the log loss leaves that contrast shrunk: on the training rows of seed 91 the
     annual renewal period got 0.12 against 0.145 observed and the periods before it 0.010
-    against 0.006 (docs/models.md, "A baseline hazard per renewal stratum").
+    against 0.006 (docs/models.md, "Calibration per decile: why the low deciles run high ...
+    (session 13)").
 
     ``shares`` holds the training rows' share of each state and level: the reference
     distribution the stratum's part of the log odds is explained against

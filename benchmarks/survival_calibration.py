@@ -49,6 +49,12 @@ fitted on rows that end by the first test landmark (no test row):
   averaged test hazards the same way. An experiment on the model's seed-to-seed noise in the
   probability spread, not product code.
 
+**by stratum** (``--by-stratum``): no incidence, a diagnostic: the per-period hazard of each
+outcome, the model's mean against the observed share (predicted/observed), without and with
+the shipped scaling, on periods 0-2 of the test landmarks and of the training rows, by
+contract type and renewal bin (:data:`STRATUM_BINS`): where a hazard concentrated in time
+(at or before a renewal) is smeared over the periods around it.
+
 Per variant and outcome: deciles of the incidence inside their account-bootstrap interval at
 30, 90 and 180 days (``survival_metrics.calibration_by_decile``), the td-AUC at 30/90/180
 days, the integrated Brier score against the Aalen-Johansen null, and ECE (the rows-weighted
@@ -193,6 +199,40 @@ def decile_figures(incidence_k: np.ndarray, t, e, cause: int, groups, config) ->
     return out
 
 
+#: finer renewal bins than the baseline's states, for the diagnostic (days to the renewal in
+#: force at the landmark, at the period's start)
+STRATUM_BINS: tuple[tuple[str, float, float], ...] = (
+    ("passed", -np.inf, 0), ("due in the period", 0, 30), ("due in 30-90 days", 30, 90),
+    ("due in 90-180 days", 90, 180), ("due later", 180, np.inf))
+
+
+def stratum_table(model, rows: pd.DataFrame, periods: int = 3) -> list[dict]:
+    """Per-period hazard of each outcome, the model's mean against the observed share, on
+    person-period ``rows`` of periods ``0..periods-1``, by ``contract_type`` and the renewal
+    bin (:data:`STRATUM_BINS`; "unknown" when the renewal date is not known): where a model's
+    hazard is smeared over time (session 13), this shows it."""
+    from churnml.models import survival as S
+
+    rows = rows[rows["period"] < periods]
+    hz = model.period_hazards(model.encoder.matrix(rows), rows["period"].to_numpy())
+    ttr = rows[S.RENEWAL_FEATURE].to_numpy(dtype="float64")
+    bins = np.full(len(rows), "unknown", dtype=object)
+    for name, lo, hi in STRATUM_BINS:
+        bins[(ttr >= lo) & (ttr < hi)] = name
+    contract = (rows["contract_type"].astype("string").fillna("(missing)").to_numpy()
+                if "contract_type" in rows.columns else np.full(len(rows), "(all)", dtype=object))
+    label = rows["label"].to_numpy(dtype=np.int64)
+    frame = pd.DataFrame({"contract": contract, "renewal": bins})
+    out = []
+    for (c, b), index in frame.groupby(["contract", "renewal"], sort=True).indices.items():
+        row = {"contract": c, "renewal": b, "rows": int(len(index))}
+        for k, outcome in enumerate(S.CLASSES[1:], start=1):
+            row[f"{outcome}_predicted"] = float(hz[index, k].mean())
+            row[f"{outcome}_observed"] = float((label[index] == k).mean())
+        out.append(row)
+    return out
+
+
 def parse_lgb(pairs: list[str]) -> dict:
     """``["lambda_l2=0", "min_child_samples=50"]`` -> LightGBM parameter overrides (numbers
     parsed as int, then float; anything else kept as text)."""
@@ -210,7 +250,8 @@ def parse_lgb(pairs: list[str]) -> dict:
 
 def run_seed(prepared: dict, crossfit: int = 0, seed: int = 0, oracle_paths: int = 0,
              bag: tuple[int, ...] = (), lgb_overrides: dict | None = None,
-             max_train_period: int | None = None, baseline: bool | None = None) -> list[dict]:
+             max_train_period: int | None = None, baseline: bool | None = None,
+             by_stratum: bool = False) -> list[dict]:
     from sklearn.isotonic import IsotonicRegression
 
     import lightgbm as lgb
@@ -317,6 +358,16 @@ def run_seed(prepared: dict, crossfit: int = 0, seed: int = 0, oracle_paths: int
                 r, y = oof[keep], labels[keep]
             fitted = fit_knotted(r, y)
             variants[label] = (knotted_curves(protocol, frame, fitted), {"knotted": fitted})
+    strata: list[dict] = []
+    if by_stratum:  # the protocol model's and the shipped scaling's per-period hazards by stratum
+        test_rows = S.person_period_rows(test_events, features)
+        shipped_model = S.SurvivalModel(protocol.booster, protocol.feature_names, protocol.categories,
+                                        dict(protocol.info), protocol.class_bias,
+                                        variants["scaling, window"][1]["scaling"], baseline=protocol.baseline)
+        for label, model in (("none", protocol), ("scaling, window", shipped_model)):
+            for part, part_rows in (("test", test_rows), ("training", rows)):
+                for row in stratum_table(model, part_rows):
+                    strata.append({"variant": label, "rows_of": part, **row})
     # isotonic on the 90-day incidence, fitted on the window landmark with all 90 days observed
     j90 = S.report_period(90)
     first = cutoff - pd.Timedelta(days=config.validation_days)
@@ -368,6 +419,9 @@ def run_seed(prepared: dict, crossfit: int = 0, seed: int = 0, oracle_paths: int
                                          / table["rows"].sum()),
                         "deciles_90d": [(round(r.predicted, 4), round(r.observed, 4), round(r.low, 4),
                                          round(r.high, 4)) for r in table.itertuples()]})
+    if strata:
+        out.append({"variant": "by stratum", "outcome": "-", "td_auc_90d": float("nan"),
+                    "within_90d": "-", "ece_90d": float("nan"), "strata": strata})
     return out
 
 
@@ -394,6 +448,9 @@ def main() -> None:
     parser.add_argument("--baseline", choices=("on", "off"), default=None,
                         help="the hazard with or without a baseline per renewal stratum (baseline.enabled; "
                              "default: as models/time_to_event.yaml)")
+    parser.add_argument("--by-stratum", action="store_true",
+                        help="also the per-period hazard of each outcome, predicted against observed, by contract "
+                             "type and renewal bin (periods 0-2 of the test landmarks and of the training rows)")
     args = parser.parse_args()
     overrides = parse_lgb(args.lgb)
     if overrides:
@@ -407,8 +464,16 @@ def main() -> None:
         t_seed = time.perf_counter()
         for row in run_seed(prepared, args.crossfit, seed, args.oracle_paths,
                             tuple(k for k in args.bag if k > 0), overrides,
-                            args.max_train_period, None if args.baseline is None else args.baseline == "on"):
+                            args.max_train_period, None if args.baseline is None else args.baseline == "on",
+                            args.by_stratum):
             rows.append({"seed": seed, **row})
+            if "strata" in row:
+                for st in row["strata"]:
+                    log(f"    {st['variant']:<16} {st['rows_of']:<8} {st['contract']:<8} {st['renewal']:<19} "
+                        f"{st['rows']:>8,} " + "  ".join(
+                            f"{k} {st[k + '_predicted']:.4f}/{st[k + '_observed']:.4f}"
+                            for k in ("churn", "expansion", "contraction")))
+                continue
             log(f"  {row['variant']:<26} {row['outcome']:<12} dec 30/90/180 "
                 f"{row.get('within_30d', '-')}/{row['within_90d']}/{row.get('within_180d', '-')} "
                 f"AUC90 {row['td_auc_90d']:.4f} ECE90 {row['ece_90d']:.4f} "

@@ -206,6 +206,23 @@ STRATUM_BINS: tuple[tuple[str, float, float], ...] = (
     ("due in 90-180 days", 90, 180), ("due later", 180, np.inf))
 
 
+def forced_renewal_splits(names: list[str]) -> Path:
+    """A LightGBM forced-splits file (``forcedsplits_filename``) whose two top splits separate
+    the renewal states of :data:`survival.RENEWAL_STATES` on :data:`survival.RENEWAL_FEATURE`:
+    passed (< 0) | due in the period (0-29) | later, so every tree learns the features' effects
+    within a renewal state (the hazard at a renewal and between renewals differ 20-40 times)."""
+    import tempfile
+
+    from churnml.models import survival as S
+
+    index = names.index(S.RENEWAL_FEATURE)
+    spec = {"feature": index, "threshold": -0.5,
+            "right": {"feature": index, "threshold": S.PERIOD_DAYS - 0.5}}
+    path = Path(tempfile.mkdtemp(prefix="churnml-forced-")) / "forced_splits.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
 def stratum_table(model, rows: pd.DataFrame, periods: int = 3) -> list[dict]:
     """Per-period hazard of each outcome, the model's mean against the observed share, on
     person-period ``rows`` of periods ``0..periods-1``, by ``contract_type`` and the renewal
@@ -251,7 +268,7 @@ def parse_lgb(pairs: list[str]) -> dict:
 def run_seed(prepared: dict, crossfit: int = 0, seed: int = 0, oracle_paths: int = 0,
              bag: tuple[int, ...] = (), lgb_overrides: dict | None = None,
              max_train_period: int | None = None, baseline: bool | None = None,
-             by_stratum: bool = False) -> list[dict]:
+             by_stratum: bool = False, forced_renewal: bool = False) -> list[dict]:
     from sklearn.isotonic import IsotonicRegression
 
     import lightgbm as lgb
@@ -272,6 +289,9 @@ def run_seed(prepared: dict, crossfit: int = 0, seed: int = 0, oracle_paths: int
     if max_train_period is not None:  # experiment: train (and early-stop) on the first periods only
         rows = rows[rows["period"] <= max_train_period].reset_index(drop=True)
     names, categorical, _ = ST._feature_columns(features, rows)
+    if forced_renewal:  # experiment: every tree's top splits separate the renewal states
+        config = replace(config, lgb_params={**config.lgb_params,
+                                             "forcedsplits_filename": str(forced_renewal_splits(names))})
     test_events = events[(events["as_of"] >= cutoff) & (events["observed_periods"] > 0)]
     frame = S.join_features(test_events, features)
     t0 = time.perf_counter()
@@ -451,6 +471,9 @@ def main() -> None:
     parser.add_argument("--by-stratum", action="store_true",
                         help="also the per-period hazard of each outcome, predicted against observed, by contract "
                              "type and renewal bin (periods 0-2 of the test landmarks and of the training rows)")
+    parser.add_argument("--forced-renewal-splits", action="store_true",
+                        help="experiment: force every tree's top splits on the renewal state "
+                             "(LightGBM forcedsplits_filename)")
     args = parser.parse_args()
     overrides = parse_lgb(args.lgb)
     if overrides:
@@ -465,7 +488,7 @@ def main() -> None:
         for row in run_seed(prepared, args.crossfit, seed, args.oracle_paths,
                             tuple(k for k in args.bag if k > 0), overrides,
                             args.max_train_period, None if args.baseline is None else args.baseline == "on",
-                            args.by_stratum):
+                            args.by_stratum, args.forced_renewal_splits):
             rows.append({"seed": seed, **row})
             if "strata" in row:
                 for st in row["strata"]:

@@ -206,6 +206,35 @@ STRATUM_BINS: tuple[tuple[str, float, float], ...] = (
     ("due in 90-180 days", 90, 180), ("due later", 180, np.inf))
 
 
+#: contract term in days per ``contract_type`` (the simulator's attribute; the data contract has
+#: no term length), for the --projected-renewal experiment
+TERM_DAYS = {"annual": 365.0, "monthly": 365.0 / 12}
+
+
+def use_projected_renewal() -> None:
+    """Experiment (``--projected-renewal``): the period's :data:`survival.RENEWAL_FEATURE` is the
+    days to the *next* renewal, the renewal in force projected forward by whole contract terms
+    (``contract_type``: :data:`TERM_DAYS`), instead of a negative number once the renewal in
+    force has passed. Patches ``survival.period_time_features`` in this process (training and
+    scoring both go through it)."""
+    from churnml.models import survival as S
+
+    plain = S.period_time_features
+
+    def projected(frame: pd.DataFrame, period: np.ndarray) -> dict[str, np.ndarray]:
+        out = plain(frame, period)
+        if "contract_type" not in frame.columns:
+            return out
+        term = frame["contract_type"].astype("string").map(TERM_DAYS).astype("float64").to_numpy()
+        ttr = out[S.RENEWAL_FEATURE]
+        passed = np.isfinite(term) & (ttr < 0)
+        ahead = np.where(passed, np.ceil(-ttr / np.where(np.isfinite(term), term, 1.0)), 0.0)
+        out[S.RENEWAL_FEATURE] = np.where(passed, ttr + ahead * np.where(np.isfinite(term), term, 0.0), ttr)
+        return out
+
+    S.period_time_features = projected
+
+
 def forced_renewal_splits(names: list[str]) -> Path:
     """A LightGBM forced-splits file (``forcedsplits_filename``) whose two top splits separate
     the renewal states of :data:`survival.RENEWAL_STATES` on :data:`survival.RENEWAL_FEATURE`:
@@ -474,7 +503,12 @@ def main() -> None:
     parser.add_argument("--forced-renewal-splits", action="store_true",
                         help="experiment: force every tree's top splits on the renewal state "
                              "(LightGBM forcedsplits_filename)")
+    parser.add_argument("--projected-renewal", action="store_true",
+                        help="experiment: the period's days to renewal projected to the next renewal by "
+                             "contract terms (contract_type) instead of negative once passed")
     args = parser.parse_args()
+    if args.projected_renewal:
+        use_projected_renewal()
     overrides = parse_lgb(args.lgb)
     if overrides:
         log(f"LightGBM overrides: {overrides}")

@@ -55,6 +55,12 @@ the shipped scaling, on periods 0-2 of the test landmarks and of the training ro
 contract type and renewal bin (:data:`STRATUM_BINS`): where a hazard concentrated in time
 (at or before a renewal) is smeared over the periods around it.
 
+Two experiments change the protocol model itself (every variant above then starts from it):
+``--forced-renewal-splits`` forces every tree's two top splits on the renewal state
+(:func:`forced_renewal_splits`), ``--projected-renewal`` counts the days to renewal to the next
+term once the one in force has passed (:func:`use_projected_renewal`). Both were worse
+(docs/models.md, session 14).
+
 Per variant and outcome: deciles of the incidence inside their account-bootstrap interval at
 30, 90 and 180 days (``survival_metrics.calibration_by_decile``), the td-AUC at 30/90/180
 days, the integrated Brier score against the Aalen-Johansen null, and ECE (the rows-weighted

@@ -136,12 +136,43 @@ def test_the_threshold_is_configurable(tmp_path):
     ("guard:\n  max_single_auc: 2\n", "max_single_auc"),
     ("static: plan\n", "'static' must be a list"),
     ("statics: [plan]\n", "unknown keys"),
+    ("reasons: [employees]\n", "'reasons' must map"),
+    ("reasons:\n  employees: 3\n", "'employees': a template is a string"),
+    ("reasons:\n  employees: '{count} employees'\n", "'employees': template .* does not format"),
 ])
 def test_bad_attribute_configs_are_config_errors(tmp_path, text, problem):
     path = tmp_path / "attributes.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=problem):
         load_attribute_config(path)
+
+
+def test_a_declared_reason_template_words_the_attribute(tmp_path):
+    from churnml.features.catalog import attribute_reasons, render_reason, static_attribute_spec
+
+    path = tmp_path / "attributes.yaml"
+    path.write_text("static: [seats_at_signup, tier]\nreasons:\n"
+                    "  seats_at_signup: 'signed up with {value:,.0f} [seat|seats]'\n"
+                    "  tier: {gold: 'a gold-tier customer', other: 'tier {value}'}\n")
+    load_attribute_config(path)  # accepted
+    reasons = attribute_reasons(path)
+    seats = static_attribute_spec("seats_at_signup", "numeric", reason=reasons["seats_at_signup"])
+    tier = static_attribute_spec("tier", reason=reasons["tier"])
+    assert render_reason(seats, 1.0) == "signed up with 1 seat"
+    assert render_reason(seats, 1200.0) == "signed up with 1,200 seats"
+    assert render_reason(tier, "gold") == "a gold-tier customer"
+    assert render_reason(tier, "silver") == "tier silver"
+    assert render_reason(seats, None) == "seats at signup is not recorded"
+
+
+def test_the_project_config_words_the_simulator_numbers_with_their_unit():
+    from churnml.features.catalog import render_reason, static_attribute_spec
+
+    growth = static_attribute_spec("headcount_growth", "numeric")  # features/attributes.yaml
+    assert render_reason(growth, 0.52) == "the company's headcount growth is +52% a year"
+    assert render_reason(growth, -0.05) == "the company's headcount growth is -5% a year"
+    assert render_reason(static_attribute_spec("region"), "emea") == "region is emea"  # not declared
+    assert render_reason(static_attribute_spec("seats_bought", "numeric"), 12.0) == "seats bought is 12"
 
 
 def test_the_project_config_declares_the_simulator_attributes():

@@ -163,16 +163,66 @@ def stored_directions(record: Mapping[str, Any]) -> dict[str, int]:
     return directions
 
 
-def static_attribute_spec(column: str, kind: str = "categorical") -> FeatureSpec:
-    """Spec for an extra column of ``accounts`` that the catalog does not list by name."""
+#: (path, modification time) -> the ``reasons`` of ``features/attributes.yaml``, read once
+_ATTRIBUTE_REASONS: dict[tuple[str, float], dict[str, Any]] = {}
+
+
+def attribute_reasons(path: str | Path | None = None) -> dict[str, Any]:
+    """The reason templates declared under ``reasons`` in ``features/attributes.yaml`` (or
+    ``path``): attribute column -> a template as in the catalog (a string with ``{value}`` and
+    its format spec, or a mapping from value to sentence with ``other``). Empty when the file
+    or the key is absent. Read once per file version. A template that is not a string or a
+    mapping of strings, or that does not format a sample value, is a :class:`ConfigError`
+    naming the file and the column."""
+    path = Path(path) if path is not None else features_dir() / "attributes.yaml"
+    try:
+        key = (str(path.resolve()), path.stat().st_mtime)
+    except OSError:
+        return {}
+    if key in _ATTRIBUTE_REASONS:
+        return _ATTRIBUTE_REASONS[key]
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    reasons = raw.get("reasons") if isinstance(raw, dict) else None
+    reasons = {} if reasons is None else reasons
+    if not isinstance(reasons, dict):
+        raise ConfigError(f"{path}: 'reasons' must map attribute columns to reason templates; got {reasons!r}")
+    problems = []
+    for column, template in reasons.items():
+        texts = list(template.values()) if isinstance(template, dict) else [template]
+        if not isinstance(column, str) or not texts or not all(isinstance(t, str) for t in texts):
+            problems.append(f"{column!r}: a template is a string or a mapping of value to string; got {template!r}")
+            continue
+        try:  # the sample must format as a number or, for a category, as text
+            render_reason(static_attribute_spec(column, reason=template), 2.0)
+            render_reason(static_attribute_spec(column, reason=template), "sample")
+        except (KeyError, IndexError, ValueError) as exc:
+            problems.append(f"{column!r}: template {template!r} does not format a value ({exc!r}; "
+                            "write {value} with an optional format spec, e.g. {value:.0%})")
+    if problems:
+        raise ConfigError(f"{path}: 'reasons': " + "; ".join(problems))
+    _ATTRIBUTE_REASONS[key] = dict(reasons)
+    return _ATTRIBUTE_REASONS[key]
+
+
+def static_attribute_spec(column: str, kind: str = "categorical", reason: Any = None) -> FeatureSpec:
+    """Spec for an extra column of ``accounts`` that the catalog does not list by name. Its
+    reason is ``reason``, else the column's template under ``reasons`` in
+    ``features/attributes.yaml`` (:func:`attribute_reasons`), else "<column> is <value>"."""
     label = column.replace("_", " ")
+    if reason is None:
+        reason = attribute_reasons().get(column)
+    if reason is None:
+        reason = f"{label} is {{value}}" if kind == "categorical" else f"{label} is {{value:,.4g}}"
     return FeatureSpec(
         name=column,
         table="accounts",
         window_days=None,
         aggregation="static",
         description=f"account attribute '{column}'",
-        reason=f"{label} is {{value}}" if kind == "categorical" else f"{label} is {{value:,.4g}}",
+        reason=reason,
         directions={},
         health_dimension="static",
         kind=kind,

@@ -76,7 +76,7 @@ def load_attribute_config(path: str | Path | None = None) -> AttributeConfig:
     problems = []
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping with 'static', 'allow_leaky' and 'guard'")
-    unknown = sorted(set(raw) - {"static", "allow_leaky", "guard"})
+    unknown = sorted(set(raw) - {"static", "allow_leaky", "guard", "reasons"})
     if unknown:
         problems.append(f"unknown keys {unknown}")
     lists = {}
@@ -107,6 +107,9 @@ def load_attribute_config(path: str | Path | None = None) -> AttributeConfig:
         ints[key] = value
     if problems:
         raise ConfigError(f"{path}: " + "; ".join(problems))
+    from churnml.features.catalog import attribute_reasons
+
+    attribute_reasons(path)  # the reason templates: checked here, read where a reason is worded
     return AttributeConfig(lists["static"], lists["allow_leaky"], float(max_auc),
                            ints["min_accounts_per_value"], ints["oracle_sample_rows"], str(path))
 
